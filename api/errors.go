@@ -1,0 +1,84 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/store"
+)
+
+// Error is an answer that is not a success: its HTTP status and the body
+// {"error":{"code","message","field"}}.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func errorf(status int, code, message string) *Error {
+	return &Error{Status: status, Code: code, Message: message}
+}
+
+// Errors the handlers return as they are.
+var (
+	errUnauthorized = errorf(http.StatusUnauthorized, "unauthorized", "a valid API key is required: Authorization: Bearer <key>")
+	errNotFound     = errorf(http.StatusNotFound, "not_found", "no such route")
+	errNotJSON      = errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "the body must be JSON: Content-Type: application/json")
+)
+
+// toError maps any error onto the answer a client sees. This is the one
+// table of error to HTTP status; only the unexpected is logged, and it is
+// shown to the client as a generic message.
+func toError(err error, log *zap.Logger) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	var ve *enqueue.ValidationError
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &ve):
+		return &Error{Status: http.StatusBadRequest, Code: "invalid_request", Message: ve.Error(), Field: ve.Field}
+	case errors.As(err, &tooLarge):
+		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "the body is larger than the limit of this route")
+	case errors.Is(err, store.ErrIdempotencyConflict):
+		return &Error{Status: http.StatusConflict, Code: "idempotency_conflict", Message: "this idempotency key was used for a different message", Field: "idempotency_key"}
+	case errors.Is(err, store.ErrNotFound):
+		return errorf(http.StatusNotFound, "not_found", "no message with this id")
+	case errors.Is(err, store.ErrRefused):
+		return errorf(http.StatusConflict, "conflict", err.Error())
+	case isUnavailable(err):
+		log.Warn("redis unavailable", zap.Error(err))
+		return errorf(http.StatusServiceUnavailable, "unavailable", "chatq cannot reach its store right now; try again")
+	}
+	log.Error("internal error", zap.Error(err))
+	return errorf(http.StatusInternalServerError, "internal", "internal error")
+}
+
+func writeError(w http.ResponseWriter, err error, log *zap.Logger) {
+	e := toError(err, log)
+	if e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="chatq"`)
+	}
+	writeJSON(w, e.Status, struct {
+		Error *Error `json:"error"`
+	}{e})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"internal","message":"internal error"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

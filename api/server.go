@@ -1,0 +1,166 @@
+// Package api is chatq's HTTP API: messages in, records out, and the
+// receiver of ChatArchitect's delivery webhooks.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/store"
+)
+
+// Body limits (CONTRACT.md).
+const (
+	MaxMessageBody = 256 << 10
+	MaxBatchBody   = 16 << 20
+	MaxBatchSize   = 1000
+	maxWebhookBody = 1 << 20
+)
+
+// Config configures a Server.
+type Config struct {
+	// APIKeys are the accepted bearer keys; at least one is required.
+	APIKeys []string
+	// WebhookSecret is the last segment of the webhook URL.
+	WebhookSecret string
+	// Extra routes mounted behind the API key check (the dashboard), by
+	// pattern.
+	Extra map[string]http.Handler
+}
+
+// Server serves the API.
+type Server struct {
+	cfg    Config
+	client *enqueue.Client
+	store  *store.Store
+	rdb    redis.UniversalClient
+	log    *zap.Logger
+	mux    *http.ServeMux
+	now    func() time.Time
+}
+
+// New returns the API server.
+func New(cfg Config, client *enqueue.Client, st *store.Store, log *zap.Logger) (*Server, error) {
+	if len(cfg.APIKeys) == 0 {
+		return nil, errors.New("api: at least one API key is required")
+	}
+	if cfg.WebhookSecret == "" {
+		return nil, errors.New("api: a webhook secret is required")
+	}
+	s := &Server{cfg: cfg, client: client, store: st, rdb: st.Redis(), log: log, mux: http.NewServeMux(), now: time.Now}
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /healthz", s.healthz)
+	m.HandleFunc("GET /readyz", s.readyz)
+	m.HandleFunc("POST /webhooks/chatarchitect/{secret}", s.webhook)
+
+	m.Handle("POST /v1/messages", s.auth(s.sendMessage))
+	m.Handle("GET /v1/messages/{id}", s.auth(s.getMessage))
+	m.Handle("DELETE /v1/messages/{id}", s.auth(s.cancelMessage))
+	m.Handle("POST /v1/messages/batch", s.auth(s.sendBatch))
+	for pattern, h := range s.cfg.Extra {
+		m.Handle(pattern, h)
+	}
+	// JSON answers for wrong methods and unknown routes; behind the key,
+	// so that probing without one learns nothing.
+	for _, p := range []string{"/v1/messages", "/v1/messages/{id}"} {
+		m.Handle(p, s.auth(func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, errorf(http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path), s.log)
+		}))
+	}
+	m.Handle("/", s.auth(func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound, s.log) }))
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// auth lets a request through only with one of the API keys as its bearer
+// token. Every key is compared, in constant time.
+func (s *Server) auth(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.validKey(bearer(r)) {
+			writeError(w, errUnauthorized, s.log)
+			return
+		}
+		next(w, r)
+	})
+}
+
+// validKey reports whether key is one of the API keys, comparing in
+// constant time.
+func (s *Server) validKey(key string) bool {
+	ok := 0
+	for _, k := range s.cfg.APIKeys {
+		ok |= subtle.ConstantTimeCompare([]byte(key), []byte(k))
+	}
+	return key != "" && ok == 1
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	const prefix = "bearer "
+	if len(h) > len(prefix) && strings.EqualFold(h[:len(prefix)], prefix) {
+		return strings.TrimSpace(h[len(prefix):])
+	}
+	return ""
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+	defer cancel()
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "redis": "unreachable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "redis": "ok"})
+}
+
+// readBody reads a JSON body of at most limit bytes.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+		return nil, errNotJSON
+	}
+	if r.ContentLength > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, err
+		}
+		return nil, errorf(http.StatusBadRequest, "invalid_request", "the body could not be read")
+	}
+	return body, nil
+}
+
+// isUnavailable reports whether err means Redis could not be reached.
+func isUnavailable(err error) bool {
+	var netErr net.Error
+	var opErr *net.OpError
+	return errors.As(err, &netErr) || errors.As(err, &opErr) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, io.EOF) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redis.ErrClosed) ||
+		strings.Contains(err.Error(), "LOADING") || strings.Contains(err.Error(), "connection pool timeout")
+}

@@ -1,0 +1,97 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/store"
+)
+
+// webhook receives ChatArchitect's webhooks. Only the secret in the URL
+// proves where they come from (nothing signs them), so a wrong secret looks
+// like any unknown route. A delivery event is correlated with its record
+// before the answer, which takes a millisecond or two: answering 200 only
+// once the event is stored means a Redis outage makes the provider retry
+// rather than lose the event.
+func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
+	if subtle.ConstantTimeCompare([]byte(r.PathValue("secret")), []byte(s.cfg.WebhookSecret)) != 1 {
+		writeError(w, errNotFound, s.log)
+		return
+	}
+	body, err := readWebhookBody(w, r)
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	hook, err := chatarchitect.ParseWebhook(body)
+	if err != nil {
+		writeError(w, errorf(http.StatusBadRequest, "invalid_request", "unparsable webhook: "+err.Error()), s.log)
+		return
+	}
+	if hook.Event != nil {
+		ev, ok := toEvent(hook, s.now())
+		if ok {
+			ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+			defer cancel()
+			res, err := s.store.ApplyEvent(ctx, ev)
+			if err != nil {
+				writeError(w, err, s.log)
+				return
+			}
+			s.log.Debug("webhook event", zap.String("type", hook.Event.Type), zap.String("correlation", string(res.Correlation)),
+				zap.String("message_id", res.RecordID), zap.String("status", string(res.Status)))
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func readWebhookBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	// ChatArchitect's Content-Type is not to be trusted; the body is JSON.
+	r.Header.Set("Content-Type", "application/json")
+	body, err := readBody(w, r, maxWebhookBody)
+	if errors.Is(err, errNotJSON) {
+		return nil, errorf(http.StatusBadRequest, "invalid_request", "unreadable webhook")
+	}
+	return body, err
+}
+
+// toEvent turns a message-event webhook into a store event; ok is false for
+// event types that do not change a record.
+func toEvent(h *chatarchitect.Webhook, now time.Time) (store.Event, bool) {
+	me := h.Event
+	st := store.Status(me.Type)
+	switch st {
+	case store.Enqueued, store.Sent, store.Delivered, store.Read, store.Failed:
+	default:
+		return store.Event{}, false
+	}
+	at := me.Timestamp
+	if at.IsZero() {
+		at = h.Timestamp
+	}
+	key := me.Type
+	if !at.IsZero() {
+		key += ":" + strconv.FormatInt(at.UnixMilli(), 10)
+	} else {
+		at = now
+	}
+	ev := store.Event{ID: me.ID, GsID: me.GsID, Status: st, At: at, Key: key}
+	if st == store.Enqueued {
+		ev.WhatsAppID = me.WhatsAppID
+	}
+	if st == store.Failed {
+		class, ok := chatarchitect.ClassifyCode(me.Code)
+		if !ok {
+			class = chatarchitect.ClassPermanent
+		}
+		ev.Error = &store.ErrorInfo{Class: string(class), Code: me.Code, Message: me.Reason, At: at}
+	}
+	return ev, true
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/chatq/chatq/config"
+	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/worker"
+)
+
+// loadConfig reads the environment and checks that the variables a command
+// needs are set.
+func loadConfig(base config.Config, needs ...string) (config.Config, error) {
+	cfg, err := config.Load(base)
+	if err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Need(needs...)
+}
+
+func newLogger(cfg config.Config) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return nil, fmt.Errorf("CHATQ_LOG_LEVEL: %w", err)
+	}
+	zc := zap.NewProductionConfig()
+	if cfg.LogFormat == "console" {
+		zc = zap.NewDevelopmentConfig()
+		zc.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		zc.EncoderConfig.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
+		zc.DisableStacktrace = true
+	}
+	zc.Level = zap.NewAtomicLevelAt(level)
+	zc.Sampling = nil
+	return zc.Build()
+}
+
+// openRedis connects to CHATQ_REDIS_URL and checks that it answers.
+func openRedis(ctx context.Context, cfg config.Config) (redis.UniversalClient, error) {
+	opt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("CHATQ_REDIS_URL: %w", err)
+	}
+	// Every send in flight uses a connection, and asynq needs its own.
+	opt.PoolSize = max(opt.PoolSize, cfg.Concurrency+32)
+	rdb := redis.NewClient(opt)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redis at %s: %w", opt.Addr, err)
+	}
+	return rdb, nil
+}
+
+func caClient(cfg config.Config) *chatarchitect.Client {
+	return chatarchitect.New(chatarchitect.Config{
+		BaseURL: cfg.CABaseURL, AppID: cfg.CAAppID, AppSecret: cfg.CAAppSecret,
+		Source: cfg.CASource, Timeout: cfg.CATimeout,
+	}, nil)
+}
+
+func enqueueClient(rdb redis.UniversalClient, cfg config.Config) *enqueue.Client {
+	maxRetry := cfg.RetryMax
+	if maxRetry == 0 {
+		maxRetry = -1
+	}
+	return enqueue.NewClient(rdb, enqueue.Config{MaxRetry: maxRetry, TTL: cfg.RecordTTL})
+}
+
+func newWorker(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) (*worker.Worker, error) {
+	weights, err := cfg.Weights()
+	if err != nil {
+		return nil, fmt.Errorf("CHATQ_QUEUE_WEIGHTS: %w", err)
+	}
+	return worker.New(rdb, worker.Config{
+		Concurrency:     cfg.Concurrency,
+		Queues:          weights,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		RecordTTL:       cfg.RecordTTL,
+		Retry: worker.Policy{
+			MaxRetry: cfg.RetryMax, BaseDelay: cfg.RetryBaseDelay,
+			MaxDelay: cfg.RetryMaxDelay, Jitter: cfg.RetryJitter,
+		},
+	}, caClient(cfg), log.Named("worker")), nil
+}
+
+// serve runs an HTTP server on ln until ctx ends, then shuts it down.
+func serve(ctx context.Context, ln net.Listener, h http.Handler, log *zap.Logger) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          zap.NewStdLog(log),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shut down %s: %w", ln.Addr(), err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// randomSecret returns a fresh random token for development use.
+func randomSecret(prefix string) string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// httpURL turns a listener's address into a URL a local client can use.
+func httpURL(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return "http://" + addr.String()
+	}
+	host := tcp.IP.String()
+	if tcp.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return fmt.Sprintf("http://%s", net.JoinHostPort(host, fmt.Sprint(tcp.Port)))
+}

@@ -1,0 +1,338 @@
+// Package config reads chatq's configuration from CHATQ_ environment
+// variables. Only package main uses it; every other package takes plain
+// values in its own config struct.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+	"go.uber.org/zap/zapcore"
+)
+
+// Prefix is the prefix of every chatq environment variable.
+const Prefix = "CHATQ"
+
+// Config is every setting chatq reads. The defaults are in Default; a field
+// whose default depends on another is filled by Load.
+//
+// Variable names come from the field names split into words (RedisURL is
+// CHATQ_REDIS_URL, Sandbox.Addr is CHATQ_SANDBOX_ADDR). They are not spelled
+// out in envconfig:"..." tags because envconfig then also reads the name
+// without the prefix (REDIS_URL, LOG_LEVEL), which an unrelated program's
+// environment may well set.
+type Config struct {
+	RedisURL string `split_words:"true"`
+	HTTPAddr string `split_words:"true"`
+	// APIKeys are the bearer keys of /v1/* and the dashboard's passwords.
+	APIKeys       []string `split_words:"true"`
+	WebhookSecret string   `split_words:"true"`
+	PublicURL     string   `split_words:"true"`
+
+	CABaseURL   string        `split_words:"true"`
+	CAAppID     string        `split_words:"true"`
+	CAAppSecret string        `split_words:"true"`
+	CASource    string        `split_words:"true"`
+	CATimeout   time.Duration `split_words:"true"`
+
+	Concurrency int `split_words:"true"`
+	// QueueWeights is "name=weight,..."; Weights() parses it.
+	QueueWeights string `split_words:"true"`
+	// ShutdownTimeout defaults to CATimeout + 5s.
+	ShutdownTimeout time.Duration `split_words:"true"`
+
+	RetryMax       int           `split_words:"true"`
+	RetryBaseDelay time.Duration `split_words:"true"`
+	RetryMaxDelay  time.Duration `split_words:"true"`
+	RetryJitter    float64       `split_words:"true"`
+
+	RatePerSecond float64 `split_words:"true"`
+	// RateBurst defaults to RatePerSecond.
+	RateBurst           int           `split_words:"true"`
+	PairInterval        time.Duration `split_words:"true"`
+	PairBurst           int           `split_words:"true"`
+	DailyRecipientLimit int           `split_words:"true"`
+	WindowPolicy        string        `split_words:"true"`
+
+	CallbackSecret       string `split_words:"true"`
+	CallbackAllowPrivate bool   `split_words:"true"`
+	InboundURL           string `split_words:"true"`
+
+	RecordTTL time.Duration `split_words:"true"`
+	LogLevel  string        `split_words:"true"`
+	LogFormat string        `split_words:"true"`
+
+	Sandbox Sandbox `split_words:"true"`
+}
+
+// Sandbox holds the knobs of the ChatArchitect sandbox (CHATQ_SANDBOX_*).
+// Its credentials are CAAppID and CAAppSecret, the same the client uses.
+type Sandbox struct {
+	Addr           string        `split_words:"true"`
+	Rate           float64       `split_words:"true"`
+	ErrorRatio     float64       `split_words:"true"`
+	Latency        time.Duration `split_words:"true"`
+	WebhookDelay   time.Duration `split_words:"true"`
+	DuplicateRatio float64       `split_words:"true"`
+	ReorderRatio   float64       `split_words:"true"`
+}
+
+// Default returns the configuration with every documented default.
+func Default() Config {
+	return Config{
+		HTTPAddr:       ":8080",
+		CABaseURL:      "https://api.chatarchitect.com",
+		CATimeout:      10 * time.Second,
+		Concurrency:    50,
+		QueueWeights:   "transactional=6,bulk=1",
+		RetryMax:       8,
+		RetryBaseDelay: 2 * time.Second,
+		RetryMaxDelay:  15 * time.Minute,
+		RetryJitter:    0.2,
+		RatePerSecond:  40,
+		PairInterval:   6 * time.Second,
+		PairBurst:      3,
+		WindowPolicy:   "learn",
+		RecordTTL:      720 * time.Hour,
+		LogLevel:       "info",
+		LogFormat:      "json",
+		Sandbox: Sandbox{
+			Addr:         ":8090",
+			WebhookDelay: 200 * time.Millisecond,
+		},
+	}
+}
+
+// Load reads the CHATQ_ environment over base (usually Default()), fills the
+// derived defaults and validates the result. Its error is one line naming
+// the variable.
+func Load(base Config) (Config, error) {
+	cfg := base
+	if err := envconfig.Process(Prefix, &cfg); err != nil {
+		var pe *envconfig.ParseError
+		if errors.As(err, &pe) {
+			return Config{}, fmt.Errorf("%s=%q: not a valid %s", pe.KeyName, pe.Value, kindName(pe.TypeName))
+		}
+		return Config{}, fmt.Errorf("read environment: %w", err)
+	}
+	cfg.fillDerived()
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+func (c *Config) fillDerived() {
+	if c.RateBurst == 0 {
+		c.RateBurst = max(1, int(c.RatePerSecond+0.5))
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = c.CATimeout + 5*time.Second
+	}
+	// A new slice, not c.APIKeys[:0]: that would rewrite the caller's base.
+	var keys []string
+	for _, k := range c.APIKeys {
+		if k = strings.TrimSpace(k); k != "" {
+			keys = append(keys, k)
+		}
+	}
+	c.APIKeys = keys
+}
+
+func kindName(goType string) string {
+	switch goType {
+	case "time.Duration":
+		return "duration (such as 500ms, 10s, 15m)"
+	case "int", "int64":
+		return "whole number"
+	case "float64":
+		return "number"
+	case "bool":
+		return "boolean (true or false)"
+	}
+	return goType
+}
+
+// Validate checks every value and names the variable of the first bad one.
+func (c *Config) Validate() error {
+	bad := func(name string, format string, args ...any) error {
+		return fmt.Errorf("%s_%s: %s", Prefix, name, fmt.Sprintf(format, args...))
+	}
+	if c.RedisURL != "" {
+		if _, err := url.Parse(c.RedisURL); err != nil || !(strings.HasPrefix(c.RedisURL, "redis://") || strings.HasPrefix(c.RedisURL, "rediss://")) {
+			return bad("REDIS_URL", "must be a redis:// or rediss:// URL")
+		}
+	}
+	for _, u := range []struct{ name, value string }{
+		{"CA_BASE_URL", c.CABaseURL}, {"PUBLIC_URL", c.PublicURL}, {"INBOUND_URL", c.InboundURL},
+	} {
+		if u.value == "" {
+			continue
+		}
+		p, err := url.Parse(u.value)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return bad(u.name, "must be an http or https URL")
+		}
+	}
+	for _, a := range []struct{ name, value string }{
+		{"HTTP_ADDR", c.HTTPAddr}, {"SANDBOX_ADDR", c.Sandbox.Addr},
+	} {
+		if _, _, err := net.SplitHostPort(a.value); err != nil {
+			return bad(a.name, "must be host:port or :port, not %q", a.value)
+		}
+	}
+	// strconv accepts NaN and Inf, which pass every range check below.
+	for _, f := range []struct {
+		name  string
+		value float64
+	}{
+		{"RATE_PER_SECOND", c.RatePerSecond}, {"RETRY_JITTER", c.RetryJitter},
+		{"SANDBOX_RATE", c.Sandbox.Rate}, {"SANDBOX_ERROR_RATIO", c.Sandbox.ErrorRatio},
+		{"SANDBOX_DUPLICATE_RATIO", c.Sandbox.DuplicateRatio}, {"SANDBOX_REORDER_RATIO", c.Sandbox.ReorderRatio},
+	} {
+		if math.IsNaN(f.value) || math.IsInf(f.value, 0) {
+			return bad(f.name, "must be a finite number")
+		}
+	}
+	if c.CABaseURL == "" {
+		return bad("CA_BASE_URL", "must not be empty")
+	}
+	switch {
+	case c.CATimeout <= 0:
+		return bad("CA_TIMEOUT", "must be positive")
+	case c.Concurrency < 1:
+		return bad("CONCURRENCY", "must be at least 1")
+	case c.ShutdownTimeout <= 0:
+		return bad("SHUTDOWN_TIMEOUT", "must be positive")
+	case c.RetryMax < 0:
+		return bad("RETRY_MAX", "must not be negative")
+	case c.RetryBaseDelay <= 0:
+		return bad("RETRY_BASE_DELAY", "must be positive")
+	case c.RetryMaxDelay < c.RetryBaseDelay:
+		return bad("RETRY_MAX_DELAY", "must be at least CHATQ_RETRY_BASE_DELAY (%s)", c.RetryBaseDelay)
+	case c.RetryJitter < 0 || c.RetryJitter >= 1:
+		return bad("RETRY_JITTER", "must be from 0 up to (not including) 1")
+	case c.RatePerSecond <= 0:
+		return bad("RATE_PER_SECOND", "must be positive")
+	case c.RateBurst < 1:
+		return bad("RATE_BURST", "must be at least 1")
+	case c.PairInterval < 0:
+		return bad("PAIR_INTERVAL", "must not be negative (0 turns the limit off)")
+	case c.PairBurst < 1:
+		return bad("PAIR_BURST", "must be at least 1")
+	case c.DailyRecipientLimit < 0:
+		return bad("DAILY_RECIPIENT_LIMIT", "must not be negative (0 turns the limit off)")
+	case c.RecordTTL < time.Hour:
+		return bad("RECORD_TTL", "must be at least 1h")
+	}
+	switch c.WindowPolicy {
+	case "learn", "strict", "off":
+	default:
+		return bad("WINDOW_POLICY", "must be learn, strict or off, not %q", c.WindowPolicy)
+	}
+	if _, err := zapcore.ParseLevel(c.LogLevel); err != nil {
+		return bad("LOG_LEVEL", "must be debug, info, warn or error, not %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "json", "console":
+	default:
+		return bad("LOG_FORMAT", "must be json or console, not %q", c.LogFormat)
+	}
+	if _, err := c.Weights(); err != nil {
+		return bad("QUEUE_WEIGHTS", "%v", err)
+	}
+	if c.CASource != "" && !isPhone(c.CASource) {
+		return bad("CA_SOURCE", "must be the business's WhatsApp number (8 to 15 digits)")
+	}
+	s := c.Sandbox
+	switch {
+	case s.Rate < 0:
+		return bad("SANDBOX_RATE", "must not be negative (0 turns it off)")
+	case s.ErrorRatio < 0 || s.ErrorRatio > 1:
+		return bad("SANDBOX_ERROR_RATIO", "must be between 0 and 1")
+	case s.DuplicateRatio < 0 || s.DuplicateRatio > 1:
+		return bad("SANDBOX_DUPLICATE_RATIO", "must be between 0 and 1")
+	case s.ReorderRatio < 0 || s.ReorderRatio > 1:
+		return bad("SANDBOX_REORDER_RATIO", "must be between 0 and 1")
+	case s.Latency < 0:
+		return bad("SANDBOX_LATENCY", "must not be negative")
+	case s.WebhookDelay < 0:
+		return bad("SANDBOX_WEBHOOK_DELAY", "must not be negative")
+	}
+	return nil
+}
+
+// Weights parses QueueWeights ("transactional=6,bulk=1").
+func (c *Config) Weights() (map[string]int, error) {
+	w := make(map[string]int)
+	for _, part := range strings.Split(c.QueueWeights, ",") {
+		name, val, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("%q is not name=weight", part)
+		}
+		n, err := strconv.Atoi(val)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("weight of %s must be a whole number of at least 1, not %q", name, val)
+		}
+		w[name] = n
+	}
+	for _, q := range []string{"transactional", "bulk"} {
+		if _, ok := w[q]; !ok {
+			return nil, fmt.Errorf("must give a weight to %s", q)
+		}
+	}
+	return w, nil
+}
+
+// Need returns an error naming the first of the given variables (full
+// names, such as "CHATQ_REDIS_URL") that is not set. A command calls it with
+// what it needs, and nothing more.
+func (c *Config) Need(names ...string) error {
+	for _, name := range names {
+		var set bool
+		switch name {
+		case "CHATQ_REDIS_URL":
+			set = c.RedisURL != ""
+		case "CHATQ_API_KEYS":
+			set = len(c.APIKeys) > 0
+		case "CHATQ_WEBHOOK_SECRET":
+			set = c.WebhookSecret != ""
+		case "CHATQ_PUBLIC_URL":
+			set = c.PublicURL != ""
+		case "CHATQ_CA_APP_ID":
+			set = c.CAAppID != ""
+		case "CHATQ_CA_APP_SECRET":
+			set = c.CAAppSecret != ""
+		case "CHATQ_CA_SOURCE":
+			set = c.CASource != ""
+		case "CHATQ_CALLBACK_SECRET":
+			set = c.CallbackSecret != ""
+		default:
+			return fmt.Errorf("config: Need does not know %s", name)
+		}
+		if !set {
+			return fmt.Errorf("%s is not set", name)
+		}
+	}
+	return nil
+}
+
+func isPhone(s string) bool {
+	s = strings.TrimPrefix(s, "+")
+	if len(s) < 8 || len(s) > 15 {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}

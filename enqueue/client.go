@@ -1,0 +1,327 @@
+// Package enqueue is chatq's producer library: applications build messages
+// with its payload types and hand them to a Client, which validates them,
+// stores a job record in Redis and enqueues an asynq task that a chatq
+// worker sends.
+//
+// The same types and validation serve chatq's HTTP API, its workers and its
+// ChatArchitect sandbox.
+package enqueue
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatq/chatq/internal/store"
+)
+
+// TaskSend is the asynq task type of a message send. Its payload is the job
+// id alone: the body stays in the record, out of the dashboard.
+const TaskSend = "message:send"
+
+// Record is a message's job record, as the HTTP API returns it.
+type Record = store.Record
+
+// Status is a record's status.
+type Status = store.Status
+
+// Errors of Send and SendBatch, for errors.Is.
+var (
+	// ErrIdempotencyConflict: the idempotency key was used before for a
+	// different message.
+	ErrIdempotencyConflict = store.ErrIdempotencyConflict
+	// ErrNotFound: no record has that id.
+	ErrNotFound = store.ErrNotFound
+)
+
+// Config tunes a Client. The zero value is usable.
+type Config struct {
+	// MaxRetry is the number of attempts after the first for retryable
+	// errors (CHATQ_RETRY_MAX); zero means 8, a negative value none.
+	MaxRetry int
+	// TTL is how long job records are kept (CHATQ_RECORD_TTL); zero means
+	// 720h.
+	TTL time.Duration
+	// Concurrency bounds the asynq enqueues a batch runs at once; zero
+	// means 32.
+	Concurrency int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Client enqueues messages. It is safe for concurrent use.
+type Client struct {
+	cfg   Config
+	store *store.Store
+	queue *asynq.Client
+}
+
+// NewClient returns a Client that stores records and tasks through rdb.
+// Close releases nothing of rdb, which stays the caller's.
+func NewClient(rdb redis.UniversalClient, cfg Config) *Client {
+	switch {
+	case cfg.MaxRetry == 0:
+		cfg.MaxRetry = 8
+	case cfg.MaxRetry < 0:
+		cfg.MaxRetry = 0
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 32
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Client{
+		cfg:   cfg,
+		store: store.New(rdb, store.Config{TTL: cfg.TTL}),
+		queue: asynq.NewClientFromRedisClient(rdb),
+	}
+}
+
+// Close releases the client's asynq client.
+func (c *Client) Close() error { return c.queue.Close() }
+
+// Send validates m, stores its record and enqueues it. The record comes back
+// with its id and status ("queued", or "scheduled" for a later SendAt). A
+// repeated idempotency key returns the first record; with a different
+// message it is ErrIdempotencyConflict. Bad input is a *ValidationError.
+func (c *Client) Send(ctx context.Context, m *Message) (*Record, error) {
+	res, err := c.SendBatch(ctx, []*Message{m})
+	if err != nil {
+		return nil, err
+	}
+	return res[0].Record, res[0].Err
+}
+
+// Result is the outcome of one message of a batch.
+type Result struct {
+	// Record is the stored record, nil when Err is set.
+	Record *Record
+	// Created is false when an earlier record with the same idempotency key
+	// answered.
+	Created bool
+	// Err is a *ValidationError, ErrIdempotencyConflict or a failure to
+	// store or enqueue this message.
+	Err error
+}
+
+// SendBatch sends each message on its own and returns one result per
+// message, in order; an invalid message does not stop the others. The error
+// is for failures of the whole batch (Redis unreachable). Records are
+// written in one pipelined round trip and tasks enqueued concurrently, so a
+// batch costs far less than as many Send calls.
+func (c *Client) SendBatch(ctx context.Context, msgs []*Message) ([]Result, error) {
+	now := c.cfg.Now()
+	results := make([]Result, len(msgs))
+	recs := make([]*store.Record, 0, len(msgs))
+	index := make([]int, 0, len(msgs))
+	for i, m := range msgs {
+		r, err := c.newRecord(m, now)
+		if err != nil {
+			results[i].Err = err
+			continue
+		}
+		recs = append(recs, r)
+		index = append(index, i)
+	}
+	if len(recs) == 0 {
+		return results, nil
+	}
+	created, err := c.store.Create(ctx, recs)
+	if err != nil {
+		return nil, fmt.Errorf("send: %w", err)
+	}
+	var fresh []*store.Record
+	var freshIndex []int
+	for j, cr := range created {
+		i := index[j]
+		results[i] = Result{Record: cr.Record, Created: cr.Created, Err: cr.Err}
+		if cr.Err == nil && cr.Created {
+			fresh = append(fresh, cr.Record)
+			freshIndex = append(freshIndex, i)
+		}
+	}
+	errs := c.enqueueAll(ctx, fresh)
+	var done []string
+	for j, err := range errs {
+		if err != nil {
+			// The record stays on the unsent index: the sweeper enqueues
+			// it later, so the message is not lost, but the caller learns
+			// that it is not queued yet.
+			results[freshIndex[j]] = Result{Err: fmt.Errorf("enqueue %s: %w", fresh[j].ID, err)}
+			continue
+		}
+		done = append(done, fresh[j].ID)
+	}
+	if err := c.store.MarkEnqueued(ctx, done...); err != nil {
+		// Harmless: the sweeper finds the tasks exist and drops the ids.
+		return results, nil
+	}
+	return results, nil
+}
+
+// enqueueAll enqueues the tasks of recs with bounded concurrency.
+func (c *Client) enqueueAll(ctx context.Context, recs []*store.Record) []error {
+	errs := make([]error, len(recs))
+	if len(recs) == 1 {
+		errs[0] = c.enqueue(ctx, recs[0])
+		return errs
+	}
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(c.cfg.Concurrency, len(recs)) {
+		wg.Go(func() {
+			for i := range next {
+				errs[i] = c.enqueue(ctx, recs[i])
+			}
+		})
+	}
+	for i := range recs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return errs
+}
+
+// enqueue creates the asynq task of r. The task id is the record id, so a
+// second enqueue of the same record (by the sweeper) is a no-op while the
+// task exists.
+func (c *Client) enqueue(ctx context.Context, r *store.Record) error {
+	opts := []asynq.Option{asynq.TaskID(r.ID), asynq.Queue(r.Queue), asynq.MaxRetry(c.cfg.MaxRetry)}
+	if r.SendAt != nil && r.SendAt.After(c.cfg.Now()) {
+		opts = append(opts, asynq.ProcessAt(*r.SendAt))
+	}
+	_, err := c.queue.EnqueueContext(ctx, asynq.NewTask(TaskSend, []byte(r.ID)), opts...)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil
+	}
+	return err
+}
+
+// QueueFor returns the asynq queue of a priority.
+func QueueFor(p Priority) string {
+	if p == Bulk {
+		return string(Bulk)
+	}
+	return string(Transactional)
+}
+
+// newRecord validates m and lays out its record.
+func (c *Client) newRecord(m *Message, now time.Time) (*store.Record, error) {
+	if m == nil {
+		return nil, &ValidationError{Field: "", Reason: "message is required"}
+	}
+	if err := m.Validate(now); err != nil {
+		return nil, err
+	}
+	payload, err := json.Marshal(m.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("encode payload: %w", err)
+	}
+	prio := m.Priority
+	if prio == "" {
+		prio = Transactional
+	}
+	status := store.Queued
+	r := &store.Record{
+		ID:             ulid.Make().String(),
+		Destination:    m.Destination,
+		Type:           m.Payload.Type(),
+		Priority:       string(prio),
+		Metadata:       m.Metadata,
+		IdempotencyKey: m.IdempotencyKey,
+		CallbackURL:    m.CallbackURL,
+		CreatedAt:      now,
+		UpdatedAt:      now,
+		Payload:        payload,
+		Queue:          QueueFor(prio),
+	}
+	if m.BatchID != "" {
+		b := m.BatchID
+		r.BatchID = &b
+	}
+	if !m.SendAt.IsZero() && m.SendAt.After(now) {
+		t := m.SendAt.UTC()
+		r.SendAt = &t
+		status = store.Scheduled
+	}
+	if !m.ExpiresAt.IsZero() {
+		t := m.ExpiresAt.UTC()
+		r.ExpiresAt = &t
+	}
+	if m.FallbackTemplate != nil {
+		fb, err := json.Marshal(&Template{Template: *m.FallbackTemplate})
+		if err != nil {
+			return nil, fmt.Errorf("encode fallback template: %w", err)
+		}
+		r.FallbackTemplate = fb
+	}
+	if m.IdempotencyKey != "" {
+		r.Fingerprint = fingerprint(m)
+	}
+	r.Status = status
+	r.History = []store.HistoryEntry{{Status: status, At: now}}
+	return r, nil
+}
+
+// fingerprint identifies what a message asks for, so that a repeated
+// idempotency key can tell a retry from a different message.
+func fingerprint(m *Message) string {
+	plain := *m
+	plain.IdempotencyKey = ""
+	b, _ := json.Marshal(&plain)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// Get returns the record of a message, or ErrNotFound.
+func (c *Client) Get(ctx context.Context, id string) (*Record, error) {
+	return c.store.Get(ctx, id)
+}
+
+// Sweep enqueues the tasks of records that were stored more than grace ago
+// but never confirmed enqueued: the producer died between the two writes,
+// which asynq cannot make one atomic step. Records that are no longer
+// pending, and tasks that already exist, are simply taken off the index.
+// It returns how many tasks it enqueued.
+func (c *Client) Sweep(ctx context.Context, grace time.Duration) (int, error) {
+	ids, err := c.store.Unsent(ctx, c.cfg.Now().Add(-grace), 500)
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	recs, err := c.store.GetMany(ctx, ids)
+	if err != nil {
+		return 0, fmt.Errorf("sweep: %w", err)
+	}
+	var pending []*store.Record
+	var settled []string
+	for i, r := range recs {
+		if r == nil || !r.Status.Pending() {
+			settled = append(settled, ids[i])
+			continue
+		}
+		pending = append(pending, r)
+	}
+	n := 0
+	for i, err := range c.enqueueAll(ctx, pending) {
+		if err != nil {
+			continue
+		}
+		n++
+		settled = append(settled, pending[i].ID)
+	}
+	if err := c.store.MarkEnqueued(ctx, settled...); err != nil {
+		return n, fmt.Errorf("sweep: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,648 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/chatq/chatq/enqueue"
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+)
+
+// maxBodyBytes bounds every request body.
+const maxBodyBytes = 1 << 20
+
+// apiError is a refusal, answered as {"status":"error","message":...} with
+// its HTTP status. Its messages follow the provider's wording
+// ("Invalid Destination", "Authentication Failed").
+type apiError struct {
+	code    int
+	message string
+}
+
+func (e *apiError) Error() string { return e.message }
+
+func badRequest(message string) *apiError {
+	return &apiError{code: http.StatusBadRequest, message: message}
+}
+
+// answer is the provider's answer body.
+type answer struct {
+	Status    string         `json:"status"`
+	Message   string         `json:"message,omitempty"`
+	MessageID string         `json:"messageId,omitempty"`
+	ID        string         `json:"id,omitempty"`
+	Templates []templateView `json:"templates,omitempty"`
+	Template  *templateView  `json:"template,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		body = []byte(`{"status":"error","message":"Internal Server Error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+func writeError(w http.ResponseWriter, status int, message string) {
+	writeJSON(w, status, answer{Status: "error", Message: message})
+}
+
+// refuse answers err: an *apiError with its status, a validation error
+// with 400 and its text, anything else with 500.
+func (s *Server) refuse(w http.ResponseWriter, err error) int {
+	var ae *apiError
+	var ve *enqueue.ValidationError
+	switch {
+	case errors.As(err, &ae):
+		writeError(w, ae.code, ae.message)
+		return ae.code
+	case errors.As(err, &ve):
+		writeError(w, http.StatusBadRequest, ve.Error())
+		return http.StatusBadRequest
+	}
+	s.logger.Error("sandbox request failed", zap.Error(err))
+	writeError(w, http.StatusInternalServerError, "Internal Server Error")
+	return http.StatusInternalServerError
+}
+
+// readJSON decodes the request body, whatever its Content-Type, into dst.
+// Unknown fields are ignored unless strict is set.
+func readJSON(w http.ResponseWriter, r *http.Request, dst any, strict bool) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return &apiError{code: http.StatusRequestEntityTooLarge, message: fmt.Sprintf("Request body is larger than %d bytes", tooBig.Limit)}
+		}
+		return badRequest("Request body could not be read")
+	}
+	return decodeJSON(body, dst, strict)
+}
+
+func decodeJSON(body []byte, dst any, strict bool) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return badRequest("Request body is required")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if strict {
+		dec.DisallowUnknownFields()
+	}
+	err := dec.Decode(dst)
+	if err == nil {
+		if _, extra := dec.Token(); !errors.Is(extra, io.EOF) {
+			return badRequest("Request body is not valid JSON: unexpected data after the JSON value")
+		}
+		return nil
+	}
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		return &enqueue.ValidationError{Field: typeErr.Field, Reason: fmt.Sprintf("must be of JSON type %s, not %s", jsonType(typeErr.Type.Kind().String()), typeErr.Value)}
+	case errors.As(err, &syntaxErr):
+		return badRequest("Request body is not valid JSON: " + syntaxErr.Error())
+	}
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return &enqueue.ValidationError{Field: strings.Trim(name, `"`), Reason: "is not a known field"}
+	}
+	return badRequest("Request body is not valid JSON")
+}
+
+func jsonType(kind string) string {
+	switch kind {
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	case "slice", "array":
+		return "array"
+	case "struct", "map", "ptr":
+		return "object"
+	}
+	return "number"
+}
+
+func checkChannel(channel string) error {
+	if channel == "" {
+		return &enqueue.ValidationError{Field: "channel", Reason: "is required"}
+	}
+	if channel != enqueue.ChannelWhatsApp {
+		return &enqueue.ValidationError{Field: "channel", Reason: fmt.Sprintf("must be %q, not %q", enqueue.ChannelWhatsApp, channel)}
+	}
+	return nil
+}
+
+// pause waits d, unless ctx ends or the server closes first; it reports
+// whether the whole wait happened.
+func (s *Server) pause(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+	case <-s.hooks.ctx.Done():
+	}
+	return false
+}
+
+// gate makes an API call wait out the latency knob and checks its Basic
+// auth. It answers and returns the status when the call goes no further,
+// 0 when it may proceed.
+func (s *Server) gate(w http.ResponseWriter, r *http.Request, k *knobs) int {
+	if !s.pause(r.Context(), k.latency) {
+		writeError(w, http.StatusServiceUnavailable, "Service Unavailable")
+		return http.StatusServiceUnavailable
+	}
+	if !s.authorized(r, k) {
+		writeError(w, http.StatusUnauthorized, "Authentication Failed")
+		return http.StatusUnauthorized
+	}
+	return 0
+}
+
+func (s *Server) authorized(r *http.Request, k *knobs) bool {
+	if k.authFailure {
+		return false
+	}
+	id, secret, ok := r.BasicAuth()
+	idOK := subtle.ConstantTimeCompare([]byte(id), s.appID)
+	secretOK := subtle.ConstantTimeCompare([]byte(secret), s.appSecret)
+	return ok && idOK&secretOK == 1
+}
+
+// registerRequest is the body of POST /webhook.
+type registerRequest struct {
+	Channel     string `json:"channel"`
+	Destination string `json:"destination"`
+	Webhook     string `json:"webhook"`
+	// WebhookSeparate is accepted as "true"/"false" or a boolean and has
+	// no effect: the sandbox sends every event type to the one URL.
+	WebhookSeparate any `json:"webhook_separate"`
+}
+
+func (s *Server) handleRegisterWebhook(w http.ResponseWriter, r *http.Request) {
+	if s.gate(w, r, s.knobs.Load()) != 0 {
+		return
+	}
+	var req registerRequest
+	if err := readJSON(w, r, &req, false); err != nil {
+		s.refuse(w, err)
+		return
+	}
+	if err := checkChannel(req.Channel); err != nil {
+		s.refuse(w, err)
+		return
+	}
+	if err := enqueue.ValidateDestination("destination", req.Destination); err != nil {
+		s.refuse(w, err)
+		return
+	}
+	u, err := url.Parse(req.Webhook)
+	switch {
+	case req.Webhook == "":
+		s.refuse(w, &enqueue.ValidationError{Field: "webhook", Reason: "is required"})
+		return
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		s.refuse(w, &enqueue.ValidationError{Field: "webhook", Reason: "must be an http or https URL"})
+		return
+	}
+	target := u.String()
+	s.webhookURL.Store(&target)
+	// The URL's path holds chatq's webhook secret: log the host only.
+	s.logger.Info("webhook registered", zap.String("webhook_host", u.Host))
+	writeJSON(w, http.StatusOK, answer{Status: "success", Message: "Webhook registered"})
+}
+
+// hsmRequest is the body of POST /getHSM; it may be empty.
+type hsmRequest struct {
+	Channel     string `json:"channel"`
+	Destination string `json:"destination"`
+}
+
+func (s *Server) handleGetTemplates(w http.ResponseWriter, r *http.Request) {
+	if s.gate(w, r, s.knobs.Load()) != 0 {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		s.refuse(w, badRequest("Request body could not be read"))
+		return
+	}
+	if len(bytes.TrimSpace(body)) > 0 {
+		var req hsmRequest
+		if err := decodeJSON(body, &req, false); err != nil {
+			s.refuse(w, err)
+			return
+		}
+		if err := checkChannel(req.Channel); err != nil {
+			s.refuse(w, err)
+			return
+		}
+		if err := enqueue.ValidateDestination("destination", req.Destination); err != nil {
+			s.refuse(w, err)
+			return
+		}
+	}
+	now := time.Now()
+	views := []templateView{}
+	for _, t := range s.templates.all() {
+		views = append(views, t.view(now))
+	}
+	writeJSON(w, http.StatusOK, answer{Status: "success", Templates: views})
+}
+
+// submitRequest is the body of POST /submit_template.
+type submitRequest struct {
+	Channel        string             `json:"channel"`
+	Destination    string             `json:"destination"`
+	SubmitTemplate *submittedTemplate `json:"submit_template"`
+}
+
+func (s *Server) handleSubmitTemplate(w http.ResponseWriter, r *http.Request) {
+	if s.gate(w, r, s.knobs.Load()) != 0 {
+		return
+	}
+	var req submitRequest
+	if err := readJSON(w, r, &req, false); err != nil {
+		s.refuse(w, err)
+		return
+	}
+	if err := checkChannel(req.Channel); err != nil {
+		s.refuse(w, err)
+		return
+	}
+	if err := enqueue.ValidateDestination("destination", req.Destination); err != nil {
+		s.refuse(w, err)
+		return
+	}
+	if req.SubmitTemplate == nil {
+		s.refuse(w, &enqueue.ValidationError{Field: "submit_template", Reason: "is required"})
+		return
+	}
+	params, err := req.SubmitTemplate.validate()
+	if err != nil {
+		s.refuse(w, err)
+		return
+	}
+	now := time.Now()
+	t, err := s.templates.add(req.SubmitTemplate, params, now)
+	if err != nil {
+		s.refuse(w, err)
+		return
+	}
+	view := t.view(now)
+	writeJSON(w, http.StatusOK, answer{Status: "success", Template: &view})
+}
+
+// sendRequest is the body of POST /whatsappmessage. Fields other than these
+// are ignored, as the provider does; the payload is decoded strictly.
+type sendRequest struct {
+	Channel     string          `json:"channel"`
+	Destination string          `json:"destination"`
+	Payload     json.RawMessage `json:"payload"`
+}
+
+// send is a valid POST /whatsappmessage.
+type send struct {
+	number   string // the destination without "+"
+	payload  []byte // compacted JSON
+	template bool
+}
+
+func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
+	s.stats.requests.Add(1)
+	k := s.knobs.Load()
+	switch s.gate(w, r, k) {
+	case 0:
+	case http.StatusUnauthorized:
+		s.stats.rejected.Add(1)
+		return
+	default:
+		s.stats.serverErrors.Add(1)
+		return
+	}
+	if k.limiter != nil && !k.limiter.Allow() {
+		s.throttle(w, retryAfter(k))
+		return
+	}
+	if k.errorRatio > 0 && rand.Float64() < k.errorRatio {
+		s.serverError(w)
+		return
+	}
+	now := time.Now()
+	msg, err := s.parseSend(w, r, now)
+	if err != nil {
+		s.countRefusal(s.refuse(w, err))
+		return
+	}
+	m := magicOf(msg.number)
+	if m == magicInvalid {
+		s.stats.rejected.Add(1)
+		writeError(w, http.StatusBadRequest, "Invalid Destination")
+		return
+	}
+	if m.counted() && s.dests.attempt(msg.number) == 1 {
+		switch m {
+		case magicServerError:
+			s.serverError(w)
+		case magicThrottle:
+			s.throttle(w, 1)
+		case magicHang:
+			s.hang(w, r)
+		}
+		return
+	}
+	s.accept(w, msg, m, k, now)
+}
+
+func (s *Server) parseSend(w http.ResponseWriter, r *http.Request, now time.Time) (send, error) {
+	var req sendRequest
+	if err := readJSON(w, r, &req, false); err != nil {
+		return send{}, err
+	}
+	if err := checkChannel(req.Channel); err != nil {
+		return send{}, err
+	}
+	if err := enqueue.ValidateDestination("destination", req.Destination); err != nil {
+		return send{}, err
+	}
+	if len(req.Payload) == 0 || string(req.Payload) == "null" {
+		return send{}, &enqueue.ValidationError{Field: "payload", Reason: "is required"}
+	}
+	p, err := enqueue.ParsePayload(req.Payload)
+	if err != nil {
+		return send{}, err
+	}
+	if err := enqueue.ValidatePayload(p); err != nil {
+		return send{}, err
+	}
+	t, isTemplate := p.(*enqueue.Template)
+	if isTemplate {
+		if err := s.templates.checkSend(&t.Template, now); err != nil {
+			return send{}, err
+		}
+	}
+	var compact bytes.Buffer
+	compact.Grow(len(req.Payload))
+	if err := json.Compact(&compact, req.Payload); err != nil {
+		return send{}, fmt.Errorf("compact payload: %w", err)
+	}
+	return send{number: strings.TrimPrefix(req.Destination, "+"), payload: compact.Bytes(), template: isTemplate}, nil
+}
+
+func (s *Server) countRefusal(status int) {
+	switch {
+	case status == http.StatusTooManyRequests:
+		s.stats.throttled.Add(1)
+	case status >= 500:
+		s.stats.serverErrors.Add(1)
+	default:
+		s.stats.rejected.Add(1)
+	}
+}
+
+func (s *Server) serverError(w http.ResponseWriter) {
+	s.stats.serverErrors.Add(1)
+	writeError(w, http.StatusInternalServerError, "Internal Server Error")
+}
+
+func (s *Server) throttle(w http.ResponseWriter, seconds int) {
+	s.stats.throttled.Add(1)
+	w.Header().Set("Retry-After", strconv.Itoa(seconds))
+	writeError(w, http.StatusTooManyRequests, "Too Many Requests")
+}
+
+// retryAfter is the whole number of seconds, at least 1, until the rate
+// limiter has a token again.
+func retryAfter(k *knobs) int {
+	missing := 1 - k.limiter.Tokens()
+	return max(1, int(math.Ceil(missing/k.rate)))
+}
+
+// hang holds the request until the client gives up, like a provider that
+// accepted the connection and never answered. It is not logged as accepted.
+func (s *Server) hang(w http.ResponseWriter, r *http.Request) {
+	s.stats.hung.Add(1)
+	select {
+	case <-r.Context().Done():
+	case <-s.hooks.ctx.Done():
+		writeError(w, http.StatusServiceUnavailable, "Service Unavailable")
+	}
+}
+
+func (s *Server) accept(w http.ResponseWriter, msg send, m magicNumber, k *knobs, now time.Time) {
+	id, err := uuid.NewRandom()
+	if err != nil {
+		s.serverError(w)
+		s.logger.Error("new message id", zap.Error(err))
+		return
+	}
+	if s.log.add(id, now, msg.number, msg.payload) {
+		s.stats.duplicates.Add(1)
+	}
+	s.stats.accepted.Add(1)
+	messageID := id.String()
+	fate := s.fate(msg.number, m, msg.template, now)
+	s.emit(messageEvents(fate, messageID, newWamid(), msg.number, now, k.webhookDelay), k, k.webhookDelay)
+	writeJSON(w, http.StatusOK, answer{Status: "submitted", MessageID: messageID})
+}
+
+// emit arranges events (duplicates, reordering) as the knobs say and
+// schedules them.
+func (s *Server) emit(events []*event, k *knobs, delay time.Duration) {
+	if s.webhookURL.Load() == nil {
+		s.stats.webhooksUnrouted.Add(int64(len(events)))
+		return
+	}
+	order, copies := arrange(events, k.reorderRatio, k.duplicateRatio)
+	s.stats.webhooksDuplicated.Add(int64(copies))
+	s.hooks.submit(order, delay)
+}
+
+// newWamid returns a random WhatsApp message id, shaped like Meta's.
+func newWamid() string {
+	var b [30]byte
+	for i := 0; i < len(b); i += 8 {
+		v := rand.Uint64()
+		for j := i; j < min(i+8, len(b)); j++ {
+			b[j] = byte(v)
+			v >>= 8
+		}
+	}
+	return "wamid." + base64.StdEncoding.EncodeToString(b[:])
+}
+
+// magicNumber is the outcome a destination's last four digits choose.
+type magicNumber int
+
+const (
+	magicNone          magicNumber = iota
+	magicUndeliverable             // 0001
+	magicInvalid                   // 0002
+	magicServerError               // 0003
+	magicThrottle                  // 0004
+	magicUnread                    // 0005
+	magicOptedOut                  // 0006
+	magicHang                      // 0007
+	magicWindowClosed              // 0008
+)
+
+func magicOf(number string) magicNumber {
+	if len(number) < 4 {
+		return magicNone
+	}
+	switch number[len(number)-4:] {
+	case "0001":
+		return magicUndeliverable
+	case "0002":
+		return magicInvalid
+	case "0003":
+		return magicServerError
+	case "0004":
+		return magicThrottle
+	case "0005":
+		return magicUnread
+	case "0006":
+		return magicOptedOut
+	case "0007":
+		return magicHang
+	case "0008":
+		return magicWindowClosed
+	}
+	return magicNone
+}
+
+// counted reports whether the outcome depends on the attempt's rank.
+func (m magicNumber) counted() bool {
+	return m == magicServerError || m == magicThrottle || m == magicHang
+}
+
+// fate is what happens to an accepted message.
+type fate int
+
+const (
+	fateRead          fate = iota // enqueued, sent, delivered, read
+	fateDelivered                 // enqueued, sent, delivered
+	fateUndeliverable             // enqueued, failed 131026
+	fateOptedOut                  // failed 1012, user-event opted-out
+	fateWindowClosed              // enqueued, failed 131047
+)
+
+func (s *Server) fate(number string, m magicNumber, template bool, now time.Time) fate {
+	st := s.dests.get(number)
+	if st.opt == optOut || (st.opt == optDefault && m == magicOptedOut) {
+		return fateOptedOut
+	}
+	switch m {
+	case magicUndeliverable:
+		return fateUndeliverable
+	case magicUnread:
+		return fateDelivered
+	case magicWindowClosed:
+		if !template && !st.windowOpen(now) {
+			return fateWindowClosed
+		}
+	}
+	return fateRead
+}
+
+// Failure codes and reasons of failed events (WhatsApp's and Gupshup's).
+const (
+	codeUndeliverable   = 131026
+	reasonUndeliverable = "Message undeliverable"
+	codeOptedOut        = 1012
+	reasonOptedOut      = "User has opted out"
+	codeWindowClosed    = 131047
+	reasonWindowClosed  = "Re-engagement message: more than 24 hours have passed since the customer last replied to this number"
+)
+
+// messageEvent is the payload of a message-event webhook.
+type messageEvent struct {
+	ID          string `json:"id"`
+	GsID        string `json:"gsId,omitempty"`
+	Type        string `json:"type"`
+	Destination string `json:"destination"`
+	Payload     any    `json:"payload"`
+}
+
+type enqueuedDetail struct {
+	WhatsAppMessageID string `json:"whatsappMessageId"`
+}
+
+type statusDetail struct {
+	TS int64 `json:"ts"` // unix seconds
+}
+
+type failureDetail struct {
+	Code   int    `json:"code"`
+	Reason string `json:"reason"`
+}
+
+// userEvent is the payload of a user-event webhook.
+type userEvent struct {
+	Phone string `json:"phone"`
+	Type  string `json:"type"`
+}
+
+// messageEvents returns the webhooks of an accepted message in the order
+// they happen, the i-th at now + (i+1)*delay.
+func messageEvents(f fate, messageID, wamid, number string, now time.Time, delay time.Duration) []*event {
+	var events []*event
+	add := func(kind string, payload func(at time.Time) any) {
+		at := now.Add(time.Duration(len(events)+1) * delay)
+		events = append(events, &event{kind: kind, at: at, payload: payload(at)})
+	}
+	enqueued := func(at time.Time) any {
+		return &messageEvent{ID: messageID, Type: "enqueued", Destination: number, Payload: enqueuedDetail{WhatsAppMessageID: wamid}}
+	}
+	status := func(typ string) func(time.Time) any {
+		return func(at time.Time) any {
+			return &messageEvent{ID: wamid, GsID: messageID, Type: typ, Destination: number, Payload: statusDetail{TS: at.Unix()}}
+		}
+	}
+	failed := func(code int, reason string) func(time.Time) any {
+		return func(time.Time) any {
+			return &messageEvent{ID: messageID, GsID: messageID, Type: "failed", Destination: number, Payload: failureDetail{Code: code, Reason: reason}}
+		}
+	}
+	switch f {
+	case fateRead, fateDelivered:
+		add(kindMessageEvent, enqueued)
+		add(kindMessageEvent, status("sent"))
+		add(kindMessageEvent, status("delivered"))
+		if f == fateRead {
+			add(kindMessageEvent, status("read"))
+		}
+	case fateUndeliverable:
+		add(kindMessageEvent, enqueued)
+		add(kindMessageEvent, failed(codeUndeliverable, reasonUndeliverable))
+	case fateWindowClosed:
+		add(kindMessageEvent, enqueued)
+		add(kindMessageEvent, failed(codeWindowClosed, reasonWindowClosed))
+	case fateOptedOut:
+		add(kindMessageEvent, failed(codeOptedOut, reasonOptedOut))
+		add(kindUserEvent, func(time.Time) any { return &userEvent{Phone: number, Type: "opted-out"} })
+	}
+	return events
+}

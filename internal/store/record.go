@@ -1,0 +1,229 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Status is where a message stands. See CONTRACT.md: chatq's own phase
+// (scheduled, queued, sending, retrying) ends in submitted, dead, expired or
+// canceled; after submitted, delivery moves forward only by rank.
+type Status string
+
+// The statuses of a job record.
+const (
+	Scheduled Status = "scheduled"
+	Queued    Status = "queued"
+	Sending   Status = "sending"
+	Retrying  Status = "retrying"
+	Submitted Status = "submitted"
+	Dead      Status = "dead"
+	Expired   Status = "expired"
+	Canceled  Status = "canceled"
+	Enqueued  Status = "enqueued"
+	Sent      Status = "sent"
+	Delivered Status = "delivered"
+	Read      Status = "read"
+	Failed    Status = "failed"
+)
+
+// Valid reports whether s is one of the statuses above.
+func (s Status) Valid() bool {
+	switch s {
+	case Scheduled, Queued, Sending, Retrying, Submitted, Dead, Expired, Canceled,
+		Enqueued, Sent, Delivered, Read, Failed:
+		return true
+	}
+	return false
+}
+
+// Pending reports whether the message is still in chatq's hands, not yet
+// accepted upstream nor given up.
+func (s Status) Pending() bool {
+	return s == Scheduled || s == Queued || s == Sending || s == Retrying
+}
+
+// Final reports whether chatq will do nothing more with the message on its
+// own: it was given up, or accepted upstream.
+func (s Status) Final() bool { return s != "" && !s.Pending() }
+
+// ErrorInfo is a record's last error.
+type ErrorInfo struct {
+	Class   string    `json:"class"`
+	Code    string    `json:"code"`
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+// HistoryEntry is one step of a record's history. Note explains an entry
+// that did not change the status (a late or repeated event) or an
+// operator's action.
+type HistoryEntry struct {
+	Status Status    `json:"status"`
+	At     time.Time `json:"at"`
+	Note   string    `json:"note,omitempty"`
+}
+
+// Record is a message's job record: what was asked, and what became of it.
+type Record struct {
+	ID                string            `json:"id"`
+	Destination       string            `json:"destination"`
+	Type              string            `json:"type"`
+	Priority          string            `json:"priority"`
+	Status            Status            `json:"status"`
+	Attempts          int               `json:"attempts"`
+	ProviderMessageID *string           `json:"provider_message_id"`
+	WhatsAppMessageID *string           `json:"whatsapp_message_id"`
+	LastError         *ErrorInfo        `json:"last_error"`
+	History           []HistoryEntry    `json:"history"`
+	BatchID           *string           `json:"batch_id"`
+	Metadata          map[string]string `json:"metadata"`
+	IdempotencyKey    string            `json:"idempotency_key,omitempty"`
+	CallbackURL       string            `json:"callback_url,omitempty"`
+	SendAt            *time.Time        `json:"send_at,omitempty"`
+	ExpiresAt         *time.Time        `json:"expires_at,omitempty"`
+	CreatedAt         time.Time         `json:"created_at"`
+	UpdatedAt         time.Time         `json:"updated_at"`
+
+	// Payload is the ChatArchitect payload as it is sent, already validated.
+	// It is not part of the record's JSON: bodies stay out of answers, logs
+	// and the dashboard.
+	Payload json.RawMessage `json:"-"`
+	// FallbackTemplate is the template payload to send instead when the
+	// recipient's window is closed, if the application gave one.
+	FallbackTemplate json.RawMessage `json:"-"`
+	// Queue is the asynq queue the message's task lives in.
+	Queue string `json:"-"`
+	// Fingerprint identifies the request, for idempotency checks.
+	Fingerprint string `json:"-"`
+}
+
+// Hash field names. They are short because millions of records may wait.
+const (
+	fDest     = "d"
+	fType     = "t"
+	fPriority = "p"
+	fStatus   = "s"
+	fAttempts = "a"
+	fPID      = "pid"
+	fWID      = "wid"
+	fError    = "e"
+	fHistory  = "h"
+	fBatch    = "b"
+	fMeta     = "m"
+	fCreated  = "c"
+	fUpdated  = "u"
+	fPayload  = "pl"
+	fCallback = "cb"
+	fFallback = "fb"
+	fIdem     = "ik"
+	fFinger   = "fp"
+	fSendAt   = "sa"
+	fExpires  = "xa"
+	fQueue    = "q"
+)
+
+// fields lays r out as the hash written at creation.
+func (r *Record) fields() []any {
+	hist, _ := json.Marshal(r.History)
+	f := []any{
+		fDest, r.Destination,
+		fType, r.Type,
+		fPriority, r.Priority,
+		fStatus, string(r.Status),
+		fAttempts, 0,
+		fHistory, hist,
+		fCreated, r.CreatedAt.UnixMilli(),
+		fUpdated, r.UpdatedAt.UnixMilli(),
+		fPayload, []byte(r.Payload),
+		fQueue, r.Queue,
+		"hn", len(r.History),
+	}
+	if r.BatchID != nil {
+		f = append(f, fBatch, *r.BatchID)
+	}
+	if len(r.Metadata) > 0 {
+		m, _ := json.Marshal(r.Metadata)
+		f = append(f, fMeta, m)
+	}
+	if r.CallbackURL != "" {
+		f = append(f, fCallback, r.CallbackURL)
+	}
+	if len(r.FallbackTemplate) > 0 {
+		f = append(f, fFallback, []byte(r.FallbackTemplate))
+	}
+	if r.IdempotencyKey != "" {
+		f = append(f, fIdem, r.IdempotencyKey, fFinger, r.Fingerprint)
+	}
+	if r.SendAt != nil {
+		f = append(f, fSendAt, r.SendAt.UnixMilli())
+	}
+	if r.ExpiresAt != nil {
+		f = append(f, fExpires, r.ExpiresAt.UnixMilli())
+	}
+	return f
+}
+
+// parseRecord builds a record from its hash.
+func parseRecord(id string, h map[string]string) (*Record, error) {
+	r := &Record{
+		ID:             id,
+		Destination:    h[fDest],
+		Type:           h[fType],
+		Priority:       h[fPriority],
+		Status:         Status(h[fStatus]),
+		Queue:          h[fQueue],
+		Payload:        json.RawMessage(h[fPayload]),
+		CallbackURL:    h[fCallback],
+		Fingerprint:    h[fFinger],
+		IdempotencyKey: h[fIdem],
+	}
+	if v := h[fFallback]; v != "" {
+		r.FallbackTemplate = json.RawMessage(v)
+	}
+	r.Attempts, _ = strconv.Atoi(h[fAttempts])
+	r.ProviderMessageID = optional(h[fPID])
+	r.WhatsAppMessageID = optional(h[fWID])
+	r.BatchID = optional(h[fBatch])
+	r.CreatedAt = millis(h[fCreated])
+	r.UpdatedAt = millis(h[fUpdated])
+	if v := h[fSendAt]; v != "" {
+		t := millis(v)
+		r.SendAt = &t
+	}
+	if v := h[fExpires]; v != "" {
+		t := millis(v)
+		r.ExpiresAt = &t
+	}
+	if v := h[fError]; v != "" {
+		r.LastError = new(ErrorInfo)
+		if err := json.Unmarshal([]byte(v), r.LastError); err != nil {
+			return nil, fmt.Errorf("record %s: last error: %w", id, err)
+		}
+	}
+	if v := h[fHistory]; v != "" {
+		if err := json.Unmarshal([]byte(v), &r.History); err != nil {
+			return nil, fmt.Errorf("record %s: history: %w", id, err)
+		}
+	}
+	if v := h[fMeta]; v != "" {
+		if err := json.Unmarshal([]byte(v), &r.Metadata); err != nil {
+			return nil, fmt.Errorf("record %s: metadata: %w", id, err)
+		}
+	}
+	return r, nil
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func millis(s string) time.Time {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return time.UnixMilli(n).UTC()
+}

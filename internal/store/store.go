@@ -1,0 +1,500 @@
+// Package store keeps chatq's job records in Redis: one hash per message,
+// changed only through a Lua script that enforces the status state machine,
+// plus the indexes that find a record by idempotency key, provider id or
+// WhatsApp id.
+//
+// Every atomic operation touches one key, so the layout works on Redis
+// Cluster: a record lives at chatq:m:{<id>}, an id mapping at
+// chatq:ref:{<provider or WhatsApp id>}.
+package store
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Errors the store returns; callers test them with errors.Is.
+var (
+	// ErrNotFound means there is no record with that id (or it expired).
+	ErrNotFound = errors.New("record not found")
+	// ErrIdempotencyConflict means the idempotency key was used before for
+	// a different message.
+	ErrIdempotencyConflict = errors.New("idempotency key was used for a different message")
+	// ErrRefused means the record's current status does not allow the
+	// change (cancel after submission, requeue of a live message).
+	ErrRefused = errors.New("not allowed in the current status")
+)
+
+//go:embed transition.lua
+var transitionSource string
+
+var (
+	transitionScript = redis.NewScript(transitionSource)
+	createScript     = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1`)
+)
+
+// Config tunes a Store. The zero value is usable.
+type Config struct {
+	// TTL is how long a record (and its indexes) is kept after creation;
+	// zero means 720h.
+	TTL time.Duration
+	// ParkTTL is how long an event for an unknown id waits for that id to
+	// appear; zero means 1h.
+	ParkTTL time.Duration
+}
+
+// Store reads and writes job records.
+type Store struct {
+	rdb redis.UniversalClient
+	cfg Config
+}
+
+// New returns a Store on rdb.
+func New(rdb redis.UniversalClient, cfg Config) *Store {
+	if cfg.TTL <= 0 {
+		cfg.TTL = 720 * time.Hour
+	}
+	if cfg.ParkTTL <= 0 {
+		cfg.ParkTTL = time.Hour
+	}
+	return &Store{rdb: rdb, cfg: cfg}
+}
+
+// Redis returns the client the store uses.
+func (s *Store) Redis() redis.UniversalClient { return s.rdb }
+
+func recordKey(id string) string   { return "chatq:m:{" + id + "}" }
+func idemKey(key string) string    { return "chatq:idem:{" + key + "}" }
+func refKey(ref string) string     { return "chatq:ref:{" + ref + "}" }
+func parkKey(ref string) string    { return "chatq:park:{" + ref + "}" }
+func batchKey(batch string) string { return "chatq:batch:{" + batch + "}" }
+
+// unsentKey indexes records whose asynq task may not exist yet; see
+// MarkEnqueued and Unsent.
+const unsentKey = "chatq:unsent"
+
+// CreateResult is the outcome of creating one record.
+type CreateResult struct {
+	// Record is the record as stored: the new one, or for a repeated
+	// idempotency key the one created first.
+	Record *Record
+	// Created is false when an earlier record with the same idempotency key
+	// and fingerprint was returned instead.
+	Created bool
+	// Err is ErrIdempotencyConflict or a Redis error for this record.
+	Err error
+}
+
+// Create stores new records (ID, content, Status and History set by the
+// caller) and returns one result per record, in order. Writes are pipelined:
+// the whole batch costs two round trips, three when idempotency keys repeat.
+// A new record is added to the unsent index until MarkEnqueued.
+func (s *Store) Create(ctx context.Context, recs []*Record) ([]CreateResult, error) {
+	results := make([]CreateResult, len(recs))
+	// Claim idempotency keys first, so a retried batch finds its ids.
+	var claims []*redis.StatusCmd
+	var claimed []int
+	for i, r := range recs {
+		if r.IdempotencyKey != "" {
+			claimed = append(claimed, i)
+		}
+	}
+	if len(claimed) > 0 {
+		pipe := s.rdb.Pipeline()
+		for _, i := range claimed {
+			claims = append(claims, pipe.SetArgs(ctx, idemKey(recs[i].IdempotencyKey), recs[i].ID, redis.SetArgs{Mode: "NX", Get: true, TTL: s.cfg.TTL}))
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("claim idempotency keys: %w", err)
+		}
+		for j, i := range claimed {
+			prev, err := claims[j].Result()
+			if errors.Is(err, redis.Nil) {
+				continue
+			}
+			if err != nil {
+				results[i].Err = fmt.Errorf("claim idempotency key: %w", err)
+				continue
+			}
+			// The key is taken: a record of that id is the answer, or, if a
+			// crash left the key without its record, this record takes the
+			// id.
+			recs[i].ID = prev
+		}
+	}
+	return results, s.writeRecords(ctx, recs, results)
+}
+
+func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []CreateResult) error {
+	ttl := strconv.FormatInt(s.cfg.TTL.Milliseconds(), 10)
+	creates := make([]*redis.Cmd, len(recs))
+	err := s.exec(ctx, func(pipe redis.Pipeliner) {
+		for i, r := range recs {
+			if results[i].Err != nil {
+				continue
+			}
+			args := append([]any{ttl}, r.fields()...)
+			creates[i] = createScript.EvalSha(ctx, pipe, []string{recordKey(r.ID)}, args...)
+			pipe.ZAdd(ctx, unsentKey, redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID})
+			if r.BatchID != nil {
+				bk := batchKey(*r.BatchID)
+				pipe.ZAdd(ctx, bk, redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID})
+				pipe.PExpire(ctx, bk, s.cfg.TTL)
+			}
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("write records: %w", err)
+	}
+	var existing []int
+	for i, r := range recs {
+		if creates[i] == nil {
+			continue
+		}
+		if n, _ := creates[i].Int(); n == 1 {
+			results[i] = CreateResult{Record: r, Created: true}
+			continue
+		}
+		existing = append(existing, i)
+	}
+	if len(existing) == 0 {
+		return nil
+	}
+	// Repeated idempotency keys: the first record answers if it is the same
+	// message.
+	ids := make([]string, len(existing))
+	for j, i := range existing {
+		ids[j] = recs[i].ID
+	}
+	found, err := s.GetMany(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for j, i := range existing {
+		prev := found[j]
+		switch {
+		case prev == nil:
+			results[i].Err = fmt.Errorf("record %s vanished while its idempotency key was checked: %w", ids[j], ErrNotFound)
+		case prev.Fingerprint != recs[i].Fingerprint:
+			results[i].Err = ErrIdempotencyConflict
+		default:
+			results[i] = CreateResult{Record: prev}
+		}
+	}
+	// Those answered from an earlier record are not unsent.
+	pipe := s.rdb.Pipeline()
+	for _, i := range existing {
+		if results[i].Record != nil {
+			pipe.ZRem(ctx, unsentKey, recs[i].ID)
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("index records: %w", err)
+	}
+	return nil
+}
+
+// MarkEnqueued takes records whose asynq tasks now exist off the unsent
+// index.
+func (s *Store) MarkEnqueued(ctx context.Context, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	members := make([]any, len(ids))
+	for i, id := range ids {
+		members[i] = id
+	}
+	if err := s.rdb.ZRem(ctx, unsentKey, members...).Err(); err != nil {
+		return fmt.Errorf("mark enqueued: %w", err)
+	}
+	return nil
+}
+
+// Unsent returns up to limit ids of records created before the cutoff whose
+// tasks were never confirmed enqueued: a producer died between writing the
+// record and enqueueing its task.
+func (s *Store) Unsent(ctx context.Context, before time.Time, limit int64) ([]string, error) {
+	ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: unsentKey, ByScore: true, Start: "-inf", Stop: strconv.FormatInt(before.UnixMilli(), 10), Count: limit,
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list unsent: %w", err)
+	}
+	return ids, nil
+}
+
+// Get returns the record with that id, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (*Record, error) {
+	h, err := s.rdb.HGetAll(ctx, recordKey(id)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("get record %s: %w", id, err)
+	}
+	if len(h) == 0 {
+		return nil, fmt.Errorf("get record %s: %w", id, ErrNotFound)
+	}
+	return parseRecord(id, h)
+}
+
+// GetMany returns the records of ids in one round trip, nil for the missing.
+func (s *Store) GetMany(ctx context.Context, ids []string) ([]*Record, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HGetAll(ctx, recordKey(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("get records: %w", err)
+	}
+	out := make([]*Record, len(ids))
+	for i, c := range cmds {
+		h := c.Val()
+		if len(h) == 0 {
+			continue
+		}
+		r, err := parseRecord(ids[i], h)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = r
+	}
+	return out, nil
+}
+
+// Outcome says what a transition did.
+type Outcome string
+
+// Transition outcomes.
+const (
+	// Changed: the status changed.
+	Changed Outcome = "ok"
+	// Kept: the status stayed; the history records the event.
+	Kept Outcome = "kept"
+	// Duplicate: the event had been applied before; nothing changed.
+	Duplicate Outcome = "duplicate"
+	// Refused: the current status does not allow the change.
+	Refused Outcome = "refused"
+	// Missing: no such record.
+	Missing Outcome = "missing"
+)
+
+// Change is one status change to apply to a record.
+type Change struct {
+	Status Status
+	At     time.Time
+	// Note is kept in the history entry.
+	Note string
+	// Error becomes the record's last_error when the change applies.
+	Error *ErrorInfo
+	// ProviderID and WhatsAppID are remembered if the record has none yet.
+	ProviderID, WhatsAppID string
+	// Dedupe, if set, makes a second change with the same value a no-op.
+	Dedupe string
+}
+
+func (s *Store) transition(ctx context.Context, rdb redis.Scripter, op, id string, c Change) *redis.Cmd {
+	return transitionScript.Run(ctx, rdb, []string{recordKey(id)}, s.transitionArgs(op, c)...)
+}
+
+func (s *Store) transitionArgs(op string, c Change) []any {
+	at := c.At
+	if at.IsZero() {
+		at = time.Now()
+	}
+	entry := historyPrefix(c.Status, at, c.Note)
+	errJSON := ""
+	if c.Error != nil {
+		b, _ := json.Marshal(c.Error)
+		errJSON = string(b)
+	}
+	dedupe := ""
+	if c.Dedupe != "" {
+		dedupe = "x:" + c.Dedupe
+	}
+	args := []any{op, string(c.Status), at.UnixMilli(), entry, dedupe, errJSON}
+	if c.ProviderID != "" {
+		args = append(args, fPID, c.ProviderID)
+	}
+	if c.WhatsAppID != "" {
+		args = append(args, fWID, c.WhatsAppID)
+	}
+	return args
+}
+
+// historyPrefix is a history entry's JSON without its closing brace, so
+// that the script can add a note.
+func historyPrefix(st Status, at time.Time, note string) string {
+	var b strings.Builder
+	b.WriteString(`{"status":"`)
+	b.WriteString(string(st))
+	b.WriteString(`","at":"`)
+	b.WriteString(at.UTC().Format(time.RFC3339Nano))
+	b.WriteByte('"')
+	if note != "" {
+		n, _ := json.Marshal(note)
+		b.WriteString(`,"note":`)
+		b.Write(n)
+	}
+	return b.String()
+}
+
+func parseOutcome(cmd *redis.Cmd, what string) (Outcome, Status, []any, error) {
+	res, err := cmd.Slice()
+	if err != nil {
+		return "", "", nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if len(res) < 2 {
+		return "", "", nil, fmt.Errorf("%s: unexpected script answer %v", what, res)
+	}
+	o, _ := res[0].(string)
+	st, _ := res[1].(string)
+	return Outcome(o), Status(st), res[2:], nil
+}
+
+// Begin marks a message as being sent (one more attempt) and returns its
+// record. A record that is no longer pending (already submitted, dead,
+// canceled) comes back with Outcome Refused and nothing written: a
+// redelivered task must not send again.
+func (s *Store) Begin(ctx context.Context, id string, at time.Time) (*Record, Outcome, error) {
+	cmd := s.transition(ctx, s.rdb, "begin", id, Change{Status: Sending, At: at})
+	o, st, rest, err := parseOutcome(cmd, "begin "+id)
+	if err != nil {
+		return nil, "", err
+	}
+	if o != Changed {
+		return &Record{ID: id, Status: st}, o, nil
+	}
+	h := make(map[string]string, len(rest)/2)
+	for i := 0; i+1 < len(rest); i += 2 {
+		k, _ := rest[i].(string)
+		v, _ := rest[i+1].(string)
+		h[k] = v
+	}
+	r, err := parseRecord(id, h)
+	return r, o, err
+}
+
+// Move applies a change within chatq's own phase (queued, retrying,
+// scheduled) or to one of its ends (dead, expired); it is refused once the
+// message has left that phase.
+func (s *Store) Move(ctx context.Context, id string, c Change) (Outcome, Status, error) {
+	op := "own"
+	switch c.Status {
+	case Dead, Expired:
+		op = "final"
+	case Queued, Retrying, Scheduled, Sending:
+	default:
+		return "", "", fmt.Errorf("move %s to %s: not an own-phase status", id, c.Status)
+	}
+	o, st, _, err := parseOutcome(s.transition(ctx, s.rdb, op, id, c), "move "+id)
+	return o, st, err
+}
+
+// Cancel cancels a message that is still waiting. A message being sent or
+// already ended gives ErrRefused with its status.
+func (s *Store) Cancel(ctx context.Context, id string, at time.Time) (Status, error) {
+	o, st, _, err := parseOutcome(s.transition(ctx, s.rdb, "cancel", id, Change{Status: Canceled, At: at, Note: "canceled by the application"}), "cancel "+id)
+	if err != nil {
+		return "", err
+	}
+	switch o {
+	case Missing:
+		return "", fmt.Errorf("cancel %s: %w", id, ErrNotFound)
+	case Refused:
+		return st, fmt.Errorf("cancel %s (%s): %w", id, st, ErrRefused)
+	}
+	return st, nil
+}
+
+// Requeue takes a dead message back to queued, for an operator's retry;
+// the history says so.
+func (s *Store) Requeue(ctx context.Context, id string, at time.Time, note string) error {
+	o, st, _, err := parseOutcome(s.transition(ctx, s.rdb, "requeue", id, Change{Status: Queued, At: at, Note: note}), "requeue "+id)
+	if err != nil {
+		return err
+	}
+	switch o {
+	case Missing:
+		return fmt.Errorf("requeue %s: %w", id, ErrNotFound)
+	case Refused:
+		return fmt.Errorf("requeue %s (%s): %w", id, st, ErrRefused)
+	}
+	return nil
+}
+
+// Submit records the upstream's acceptance of a message and its provider
+// id, then applies any delivery events that arrived before the id was known.
+// It is one round trip when no event waits.
+func (s *Store) Submit(ctx context.Context, id, providerID string, at time.Time) (Outcome, error) {
+	var cmd *redis.Cmd
+	var parked *redis.StringSliceCmd
+	err := s.exec(ctx, func(pipe redis.Pipeliner) {
+		cmd = transitionScript.EvalSha(ctx, pipe, []string{recordKey(id)}, s.transitionArgs("submit", Change{Status: Submitted, At: at, ProviderID: providerID})...)
+		// Write the mapping before reading the parking lot: a webhook parks
+		// first and reads the mapping after, so one of the two sees the
+		// other.
+		pipe.Set(ctx, refKey(providerID), id, s.cfg.TTL)
+		parked = pipe.LRange(ctx, parkKey(providerID), 0, -1)
+	})
+	if err != nil {
+		return "", fmt.Errorf("submit %s: %w", id, err)
+	}
+	o, _, _, err := parseOutcome(cmd, "submit "+id)
+	if err != nil {
+		return "", err
+	}
+	if len(parked.Val()) > 0 {
+		if err := s.drain(ctx, id, parked.Val()); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}
+
+// exec runs the pipeline that build fills. When Redis has lost its script
+// cache (a restart), the scripts are loaded and the pipeline runs again:
+// the script calls did not run, and everything else in a pipeline built
+// here is idempotent.
+func (s *Store) exec(ctx context.Context, build func(pipe redis.Pipeliner)) error {
+	for try := 0; ; try++ {
+		pipe := s.rdb.Pipeline()
+		build(pipe)
+		cmds, _ := pipe.Exec(ctx)
+		var first error
+		missing := false
+		for _, c := range cmds {
+			e := c.Err()
+			if e == nil || errors.Is(e, redis.Nil) {
+				continue
+			}
+			if strings.HasPrefix(e.Error(), "NOSCRIPT") {
+				missing = true
+			}
+			if first == nil {
+				first = e
+			}
+		}
+		if first == nil {
+			return nil
+		}
+		if !missing || try > 0 {
+			return first
+		}
+		for _, sc := range []*redis.Script{transitionScript, createScript} {
+			if err := sc.Load(ctx, s.rdb).Err(); err != nil {
+				return fmt.Errorf("load scripts: %w", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,115 @@
+-- transition applies one status change to a job record atomically.
+--
+-- KEYS[1]  the record hash
+-- ARGV[1]  op: begin | own | final | submit | event | cancel | requeue
+-- ARGV[2]  the new status
+-- ARGV[3]  now, unix milliseconds
+-- ARGV[4]  the history entry, JSON without its closing brace
+-- ARGV[5]  dedupe field ("" for none): an event seen before changes nothing
+-- ARGV[6]  last_error JSON ("" to leave it), set when the change applies
+-- ARGV[7..] field/value pairs set when the field is still empty (ids)
+--
+-- Returns {outcome, status_after[, hgetall...]}, outcome one of:
+--   ok        the status changed
+--   kept      nothing changed but the history, which keeps the event
+--   duplicate the event was applied before: nothing written
+--   refused   the op is not allowed from the current status: nothing written
+--   missing   no such record
+local key = KEYS[1]
+local op, new, now, entry, dedupe, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+
+local cur = redis.call('HGET', key, 's')
+if not cur then return {'missing', ''} end
+
+local phase1 = {scheduled = true, queued = true, sending = true, retrying = true}
+local rank = {submitted = 1, enqueued = 2, sent = 3, delivered = 4, read = 5}
+local maxHistory = 100
+
+if dedupe ~= '' and redis.call('HSETNX', key, dedupe, 1) == 0 then
+  return {'duplicate', cur}
+end
+
+for i = 7, #ARGV, 2 do
+  redis.call('HSETNX', key, ARGV[i], ARGV[i + 1])
+end
+
+local function append(e)
+  local n = tonumber(redis.call('HINCRBY', key, 'hn', 1))
+  if n > maxHistory then return end
+  local h = redis.call('HGET', key, 'h')
+  if not h or h == '[]' or h == '' then
+    redis.call('HSET', key, 'h', '[' .. e .. ']')
+  else
+    redis.call('HSET', key, 'h', string.sub(h, 1, -2) .. ',' .. e .. ']')
+  end
+end
+
+local function change()
+  if op == 'event' and new == 'read' and cur ~= 'delivered' then
+    local h = redis.call('HGET', key, 'h') or ''
+    if not string.find(h, '"status":"delivered"', 1, true) then
+      append((string.gsub(entry, '"status":"read"', '"status":"delivered"', 1)) .. ',"note":"implied by read"}')
+    end
+  end
+  redis.call('HSET', key, 's', new, 'u', now)
+  if err ~= '' then redis.call('HSET', key, 'e', err) end
+  if op == 'begin' then redis.call('HINCRBY', key, 'a', 1) end
+  append(entry .. '}')
+  cur = new
+  return 'ok'
+end
+
+local function keep(note)
+  append(entry .. ',"note":"' .. note .. '"}')
+  redis.call('HSET', key, 'u', now)
+  return 'kept'
+end
+
+local outcome
+if op == 'begin' or op == 'own' or op == 'final' or op == 'submit' then
+  if phase1[cur] then
+    outcome = change()
+  elseif op == 'submit' and rank[cur] then
+    outcome = keep('accepted again after ' .. cur)
+  else
+    return {'refused', cur}
+  end
+elseif op == 'cancel' then
+  if cur == 'scheduled' or cur == 'queued' or cur == 'retrying' then
+    outcome = change()
+  else
+    return {'refused', cur}
+  end
+elseif op == 'requeue' then
+  if cur == 'dead' then outcome = change() else return {'refused', cur} end
+elseif op == 'event' then
+  if new == 'failed' then
+    if phase1[cur] or (rank[cur] and rank[cur] < rank['delivered']) then
+      outcome = change()
+    else
+      outcome = keep('after ' .. cur .. ', not applied')
+    end
+  elseif rank[new] then
+    if cur == 'failed' then
+      if rank[new] >= rank['delivered'] then outcome = change() else outcome = keep('after failed, not applied') end
+    elseif phase1[cur] or (rank[cur] and rank[new] > rank[cur]) then
+      outcome = change()
+    elseif rank[cur] and rank[new] == rank[cur] then
+      outcome = keep('repeated')
+    else
+      outcome = keep('after ' .. cur .. ', not applied')
+    end
+  else
+    return {'refused', cur}
+  end
+else
+  return redis.error_reply('transition: unknown op ' .. op)
+end
+
+if op == 'begin' then
+  local res = {outcome, cur}
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all do res[#res + 1] = all[i] end
+  return res
+end
+return {outcome, cur}

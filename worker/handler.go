@@ -1,0 +1,225 @@
+// Package worker sends queued messages: an asynq handler that calls
+// ChatArchitect, classifies the outcome, and records it on the job record,
+// with exponential backoff for what may succeed later and asynq's archive as
+// the dead-letter queue for what will not.
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+
+	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/store"
+)
+
+// Sender sends one message upstream and returns the provider's message id.
+// *chatarchitect.Client is the real one; its errors are
+// *chatarchitect.APIError.
+type Sender interface {
+	Send(ctx context.Context, destination string, payload json.RawMessage) (string, error)
+}
+
+// Policy is the retry policy. The zero value is not usable; Config fills it.
+type Policy struct {
+	// MaxRetry is the number of attempts after the first.
+	MaxRetry int
+	// BaseDelay is the first backoff; it doubles each attempt up to
+	// MaxDelay.
+	BaseDelay, MaxDelay time.Duration
+	// Jitter is the +/- fraction of random jitter on each delay.
+	Jitter float64
+}
+
+// Handler is the asynq handler of enqueue.TaskSend.
+type Handler struct {
+	store  *store.Store
+	sender Sender
+	policy Policy
+	log    *zap.Logger
+	now    func() time.Time
+}
+
+// NewHandler returns the send handler.
+func NewHandler(st *store.Store, sender Sender, policy Policy, log *zap.Logger) *Handler {
+	return &Handler{store: st, sender: sender, policy: policy, log: log, now: time.Now}
+}
+
+// retryError is a failure worth another attempt. Its delay, when set,
+// replaces the backoff (a Retry-After); rate limits do not use up the retry
+// budget.
+type retryError struct {
+	err         error
+	delay       time.Duration
+	rateLimited bool
+}
+
+func (e *retryError) Error() string { return e.err.Error() }
+func (e *retryError) Unwrap() error { return e.err }
+
+// IsFailure tells asynq which errors use up a task's retry budget: all but
+// rate limits, which say "later", not "broken".
+func IsFailure(err error) bool {
+	var re *retryError
+	if errors.As(err, &re) && re.rateLimited {
+		return false
+	}
+	return err != nil
+}
+
+// RetryDelay is asynq's RetryDelayFunc: the upstream's Retry-After when it
+// gave one, else exponential backoff from the policy with jitter.
+func (h *Handler) RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	var re *retryError
+	if errors.As(err, &re) && re.delay > 0 {
+		return re.delay
+	}
+	return h.policy.Backoff(n)
+}
+
+// Backoff is the delay before retry n+1 (n = retries so far).
+func (p Policy) Backoff(n int) time.Duration {
+	d := p.BaseDelay
+	for i := 0; i < n && d < p.MaxDelay; i++ {
+		d *= 2
+	}
+	d = min(d, p.MaxDelay)
+	if p.Jitter > 0 {
+		d = time.Duration(float64(d) * (1 + p.Jitter*(2*rand.Float64()-1)))
+	}
+	return d
+}
+
+// ProcessTask sends the message whose job id is the task's payload.
+func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	id := string(t.Payload())
+	log := h.log.With(zap.String("message_id", id))
+	rec, outcome, err := h.store.Begin(ctx, id, h.now())
+	if err != nil {
+		return fmt.Errorf("begin %s: %w", id, err)
+	}
+	switch outcome {
+	case store.Missing:
+		// The record expired or was never written (a producer that died
+		// between the record and the task writes the record first, so
+		// this is a record past its TTL): nothing to send.
+		log.Warn("task without a record dropped")
+		return nil
+	case store.Refused:
+		// Already submitted or ended: a redelivered task sends nothing.
+		log.Debug("task skipped", zap.String("status", string(rec.Status)))
+		return nil
+	}
+	attempt := rec.Attempts
+	log = log.With(zap.Int("attempt", attempt))
+	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
+		if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Expired, Note: "expires_at passed before it could be sent"}); err != nil {
+			return fmt.Errorf("expire %s: %w", id, err)
+		}
+		log.Info("message expired before it was sent")
+		return nil
+	}
+
+	start := h.now()
+	providerID, sendErr := h.sender.Send(ctx, rec.Destination, rec.Payload)
+	if sendErr == nil {
+		log.Debug("message submitted", zap.String("provider_message_id", providerID), zap.Duration("took", h.now().Sub(start)))
+		return h.submit(ctx, id, providerID)
+	}
+	return h.fail(ctx, log, t, id, sendErr)
+}
+
+// submit records the acceptance. Failing to record it would send the
+// message again on the next attempt, so a Redis blip is retried here for as
+// long as the task's context allows.
+func (h *Handler) submit(ctx context.Context, id, providerID string) error {
+	delay := 50 * time.Millisecond
+	for {
+		_, err := h.store.Submit(ctx, id, providerID, h.now())
+		if err == nil {
+			return nil
+		}
+		h.log.Error("recording an accepted message failed, retrying", zap.String("message_id", id), zap.String("provider_message_id", providerID), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("record submission of %s: %w", id, err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+// fail classifies a send failure, records it and tells asynq what to do.
+func (h *Handler) fail(ctx context.Context, log *zap.Logger, t *asynq.Task, id string, sendErr error) error {
+	info := errorInfo(sendErr, h.now())
+	var apiErr *chatarchitect.APIError
+	errors.As(sendErr, &apiErr)
+	log = log.With(zap.String("class", info.Class), zap.String("code", info.Code))
+
+	switch chatarchitect.Class(info.Class) {
+	case chatarchitect.ClassPermanent, chatarchitect.ClassPolicy:
+		if err := h.moveDead(ctx, id, info, "refused by ChatArchitect"); err != nil {
+			return err
+		}
+		log.Warn("message refused, dead-lettered", zap.String("reason", info.Message))
+		return fmt.Errorf("send %s: %w: %w", id, sendErr, asynq.SkipRetry)
+	case chatarchitect.ClassRateLimited:
+		if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Error: &info}); err != nil {
+			return fmt.Errorf("record retry of %s: %w", id, err)
+		}
+		log.Info("rate limited upstream, will retry", zap.Duration("retry_after", apiErr.RetryAfter))
+		return &retryError{err: fmt.Errorf("send %s: %w", id, sendErr), delay: apiErr.RetryAfter, rateLimited: true}
+	}
+
+	if apiErr != nil && apiErr.Ambiguous {
+		log.Warn("send timed out after the request was written: a retry may duplicate it", zap.Bool("possible_duplicate", true))
+	}
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	if retried >= maxRetry {
+		if err := h.moveDead(ctx, id, info, fmt.Sprintf("gave up after %d attempts", retried+1)); err != nil {
+			return err
+		}
+		log.Error("retries exhausted, dead-lettered", zap.String("reason", info.Message))
+		return fmt.Errorf("send %s: %w", id, sendErr)
+	}
+	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Error: &info}); err != nil {
+		return fmt.Errorf("record retry of %s: %w", id, err)
+	}
+	log.Warn("send failed, will retry", zap.String("reason", info.Message))
+	var delay time.Duration
+	if apiErr != nil {
+		delay = apiErr.RetryAfter
+	}
+	return &retryError{err: fmt.Errorf("send %s: %w", id, sendErr), delay: delay}
+}
+
+func (h *Handler) moveDead(ctx context.Context, id string, info store.ErrorInfo, note string) error {
+	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Dead, Error: &info, Note: note}); err != nil {
+		return fmt.Errorf("record dead letter %s: %w", id, err)
+	}
+	return nil
+}
+
+// errorInfo turns a send error into a record's last_error.
+func errorInfo(err error, at time.Time) store.ErrorInfo {
+	var apiErr *chatarchitect.APIError
+	if !errors.As(err, &apiErr) {
+		return store.ErrorInfo{Class: string(chatarchitect.ClassRetryable), Message: err.Error(), At: at}
+	}
+	code := apiErr.Code
+	if code == "" && apiErr.StatusCode != 0 {
+		code = fmt.Sprintf("http_%d", apiErr.StatusCode)
+	}
+	msg := apiErr.Reason
+	if msg == "" {
+		msg = apiErr.Error()
+	}
+	return store.ErrorInfo{Class: string(apiErr.Class), Code: code, Message: msg, At: at}
+}

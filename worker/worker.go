@@ -1,0 +1,172 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/store"
+)
+
+// Config tunes a Worker. Zero values take the defaults named on each field.
+type Config struct {
+	// Concurrency is the number of sends in flight; zero means 50.
+	Concurrency int
+	// Queues maps queue names to weights; nil means transactional=6,
+	// bulk=1.
+	Queues map[string]int
+	// ShutdownTimeout is how long Shutdown waits for sends on the wire;
+	// zero means 15s. It must outlast the upstream timeout: asynq re-queues
+	// what is unfinished then, and that would be sent twice.
+	ShutdownTimeout time.Duration
+	// Retry is the retry policy; zero fields mean 8 retries from 2s to
+	// 15m with 0.2 jitter.
+	Retry Policy
+	// RecordTTL is how long job records are kept; zero means 720h.
+	RecordTTL time.Duration
+	// SweepInterval is how often the worker enqueues records whose task
+	// was never written; zero means 30s.
+	SweepInterval time.Duration
+	// TaskCheckInterval is how long an idle worker waits before it looks
+	// for new work again; zero means 10ms. asynq's own default (1s) would
+	// add up to a second to a one-time code sent to an idle worker.
+	TaskCheckInterval time.Duration
+	// DelayedTaskCheckInterval is how often retries and scheduled messages
+	// become due; zero means 1s (asynq's default is 5s).
+	DelayedTaskCheckInterval time.Duration
+}
+
+func (c *Config) withDefaults() {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 50
+	}
+	if len(c.Queues) == 0 {
+		c.Queues = map[string]int{string(enqueue.Transactional): 6, string(enqueue.Bulk): 1}
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 15 * time.Second
+	}
+	if c.Retry.MaxRetry == 0 && c.Retry.BaseDelay == 0 {
+		c.Retry.MaxRetry = 8
+	}
+	if c.Retry.BaseDelay <= 0 {
+		c.Retry.BaseDelay = 2 * time.Second
+	}
+	if c.Retry.MaxDelay <= 0 {
+		c.Retry.MaxDelay = 15 * time.Minute
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = 30 * time.Second
+	}
+	if c.TaskCheckInterval <= 0 {
+		c.TaskCheckInterval = 10 * time.Millisecond
+	}
+	if c.DelayedTaskCheckInterval <= 0 {
+		c.DelayedTaskCheckInterval = time.Second
+	}
+}
+
+// Worker is one worker process's asynq server plus the sweeper that
+// enqueues records left without a task.
+type Worker struct {
+	cfg     Config
+	srv     *asynq.Server
+	handler *Handler
+	sweeper *enqueue.Client
+	log     *zap.Logger
+	stop    context.CancelFunc
+	done    chan struct{}
+	once    sync.Once
+}
+
+// New returns a Worker that takes tasks from rdb and sends them through
+// sender.
+func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) *Worker {
+	cfg.withDefaults()
+	st := store.New(rdb, store.Config{TTL: cfg.RecordTTL})
+	h := NewHandler(st, sender, cfg.Retry, log.Named("send"))
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              cfg.Concurrency,
+		Queues:                   cfg.Queues,
+		RetryDelayFunc:           h.RetryDelay,
+		IsFailure:                IsFailure,
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		TaskCheckInterval:        cfg.TaskCheckInterval,
+		DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
+		Logger:                   log.Named("asynq").Sugar(),
+		LogLevel:                 asynq.WarnLevel,
+	})
+	return &Worker{
+		cfg:     cfg,
+		srv:     srv,
+		handler: h,
+		sweeper: enqueue.NewClient(rdb, enqueue.Config{MaxRetry: retryOption(cfg.Retry.MaxRetry), TTL: cfg.RecordTTL}),
+		log:     log,
+	}
+}
+
+// retryOption maps "no retries" onto enqueue.Config's convention.
+func retryOption(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+// Start starts taking tasks. It returns once the server runs.
+func (w *Worker) Start() error {
+	mux := asynq.NewServeMux()
+	mux.Handle(enqueue.TaskSend, w.handler)
+	if err := w.srv.Start(mux); err != nil {
+		return fmt.Errorf("start worker: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w.stop = cancel
+	w.done = make(chan struct{})
+	go w.sweep(ctx)
+	return nil
+}
+
+// Shutdown stops taking tasks, lets the sends on the wire finish and
+// record their outcome (up to ShutdownTimeout), and returns.
+// It must run before the Redis client is closed. A second call does
+// nothing.
+func (w *Worker) Shutdown() {
+	w.once.Do(func() {
+		if w.stop != nil {
+			w.stop()
+			<-w.done
+		}
+		w.srv.Stop()
+		w.srv.Shutdown()
+		if err := w.sweeper.Close(); err != nil {
+			w.log.Warn("closing the sweeper's client", zap.Error(err))
+		}
+	})
+}
+
+func (w *Worker) sweep(ctx context.Context) {
+	defer close(w.done)
+	t := time.NewTicker(w.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := w.sweeper.Sweep(ctx, w.cfg.SweepInterval)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			w.log.Warn("sweeping records without a task", zap.Error(err))
+		case n > 0:
+			w.log.Info("enqueued records left without a task", zap.Int("count", n))
+		}
+	}
+}

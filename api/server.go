@@ -35,9 +35,10 @@ type Config struct {
 	APIKeys []string
 	// WebhookSecret is the last segment of the webhook URL.
 	WebhookSecret string
-	// Extra routes mounted behind the API key check (the dashboard), by
-	// pattern.
-	Extra map[string]http.Handler
+	// Dashboard, if set, is served at /monitoring/ behind HTTP Basic auth
+	// whose password is one of APIKeys (any user name): the asynq
+	// dashboard, built with its root path at /monitoring.
+	Dashboard http.Handler
 }
 
 // Server serves the API.
@@ -74,8 +75,9 @@ func (s *Server) routes() {
 	m.Handle("GET /v1/messages/{id}", s.auth(s.getMessage))
 	m.Handle("DELETE /v1/messages/{id}", s.auth(s.cancelMessage))
 	m.Handle("POST /v1/messages/batch", s.auth(s.sendBatch))
-	for pattern, h := range s.cfg.Extra {
-		m.Handle(pattern, h)
+	if s.cfg.Dashboard != nil {
+		m.Handle("/monitoring/", s.basicAuth(s.cfg.Dashboard))
+		m.Handle("/monitoring", http.RedirectHandler("/monitoring/", http.StatusMovedPermanently))
 	}
 	// JSON answers for wrong methods and unknown routes; behind the key,
 	// so that probing without one learns nothing.
@@ -99,6 +101,20 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 			return
 		}
 		next(w, r)
+	})
+}
+
+// basicAuth guards the dashboard: browsers speak Basic auth, so the
+// password is an API key and the user name is ignored.
+func (s *Server) basicAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, password, ok := r.BasicAuth()
+		if !ok || !s.validKey(password) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="chatq dashboard", charset="UTF-8"`)
+			writeError(w, errorf(http.StatusUnauthorized, "unauthorized", "the dashboard needs HTTP Basic auth with an API key as the password"), s.log)
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

@@ -65,6 +65,9 @@ type Config struct {
 	CallbackAllowPrivate bool   `split_words:"true"`
 	InboundURL           string `split_words:"true"`
 
+	// DashboardReadonly shows the dashboard without its buttons.
+	DashboardReadonly bool `split_words:"true"`
+
 	RecordTTL time.Duration `split_words:"true"`
 	LogLevel  string        `split_words:"true"`
 	LogFormat string        `split_words:"true"`

@@ -127,6 +127,7 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		{"CHATQ_CALLBACK_SECRET", "cbs", func(c *config.Config) { c.CallbackSecret = "cbs" }},
 		{"CHATQ_CALLBACK_ALLOW_PRIVATE", "true", func(c *config.Config) { c.CallbackAllowPrivate = true }},
 		{"CHATQ_INBOUND_URL", "https://app.example.com/inbound", func(c *config.Config) { c.InboundURL = "https://app.example.com/inbound" }},
+		{"CHATQ_DASHBOARD_READONLY", "true", func(c *config.Config) { c.DashboardReadonly = true }},
 		{"CHATQ_RECORD_TTL", "48h", func(c *config.Config) { c.RecordTTL = 48 * time.Hour }},
 		{"CHATQ_LOG_LEVEL", "debug", func(c *config.Config) { c.LogLevel = "debug" }},
 		{"CHATQ_LOG_FORMAT", "console", func(c *config.Config) { c.LogFormat = "console" }},

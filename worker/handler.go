@@ -101,6 +101,14 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	id := string(t.Payload())
 	log := h.log.With(zap.String("message_id", id))
 	rec, outcome, err := h.store.Begin(ctx, id, h.now())
+	if err == nil && outcome == store.Refused && rec.Status == store.Dead {
+		// A dead letter's task runs again only when an operator runs it
+		// from asynq's archive (the dashboard's "run"): that is a retry,
+		// with the record's history saying so.
+		if err = h.store.Requeue(ctx, id, h.now(), "run again from the dead-letter queue"); err == nil {
+			rec, outcome, err = h.store.Begin(ctx, id, h.now())
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("begin %s: %w", id, err)
 	}

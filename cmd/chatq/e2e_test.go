@@ -181,6 +181,9 @@ func TestDevEndToEnd(t *testing.T) {
 					time.Sleep(50 * time.Millisecond)
 				}
 			}
+			if redisMode == "real redis" {
+				checkDashboard(t, d)
+			}
 			if !strings.Contains(d.out.String(), "chatq dev is running") {
 				t.Errorf("no start banner in the output:\n%s", d.out)
 			}
@@ -237,5 +240,44 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		if !strings.Contains(out.String(), "Usage: chatq "+name) {
 			t.Errorf("%s --help printed %q", name, out.String())
 		}
+	}
+}
+
+// checkDashboard drives the asynq dashboard's own JSON API: the queues are
+// there, the dead letter of the 0002 message is archived with its reason
+// and without its body, and nothing is shown without the password.
+func checkDashboard(t *testing.T, d *devRun) {
+	t.Helper()
+	get := func(path, password string) (int, string) {
+		req, _ := http.NewRequest("GET", d.api+path, nil)
+		if password != "" {
+			req.SetBasicAuth("ops", password)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, pw := range []string{"", "wrong", d.key + "x"} {
+		if code, _ := get("/monitoring/api/queues", pw); code != http.StatusUnauthorized {
+			t.Errorf("dashboard with password %q: %d, want 401", pw, code)
+		}
+	}
+	code, body := get("/monitoring/api/queues", d.key)
+	if code != http.StatusOK || !strings.Contains(body, `"transactional"`) {
+		t.Fatalf("dashboard queues: %d %s", code, body)
+	}
+	code, body = get("/monitoring/api/queues/transactional/archived_tasks", d.key)
+	if code != http.StatusOK || !strings.Contains(body, "Invalid Destination") {
+		t.Errorf("dashboard archived tasks: %d %s", code, body)
+	}
+	if strings.Contains(body, "Hi John") {
+		t.Errorf("a message body shows in the dashboard: %s", body)
+	}
+	if code, body := get("/monitoring/", d.key); code != http.StatusOK || !strings.Contains(body, "<html") {
+		t.Errorf("dashboard page: %d %.200s", code, body)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 
+	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynqmon"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -47,16 +49,26 @@ func (p *program) api(ctx context.Context, args []string) error {
 	return serve(ctx, ln, h, log.Named("http"))
 }
 
-// apiHandler builds the API's handler; the returned func releases it.
+// apiHandler builds the API's handler, with the asynq dashboard at
+// /monitoring/; the returned func releases it.
 func apiHandler(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) (http.Handler, func(), error) {
+	connOpt, err := asynq.ParseRedisURI(cfg.RedisURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CHATQ_REDIS_URL: %w", err)
+	}
+	dashboard := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: connOpt, ReadOnly: cfg.DashboardReadonly})
 	client := enqueueClient(rdb, cfg)
-	srv, err := api.New(api.Config{APIKeys: cfg.APIKeys, WebhookSecret: cfg.WebhookSecret},
+	release := func() {
+		_ = client.Close()
+		_ = dashboard.Close()
+	}
+	srv, err := api.New(api.Config{APIKeys: cfg.APIKeys, WebhookSecret: cfg.WebhookSecret, Dashboard: dashboard},
 		client, store.New(rdb, store.Config{TTL: cfg.RecordTTL}), log.Named("api"))
 	if err != nil {
-		_ = client.Close()
+		release()
 		return nil, nil, err
 	}
-	return srv, func() { _ = client.Close() }, nil
+	return srv, release, nil
 }
 
 func (p *program) announce(addrs map[string]string) {

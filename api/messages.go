@@ -3,6 +3,8 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 
 	"github.com/chatq/chatq/enqueue"
@@ -63,6 +65,10 @@ func (s *Server) sendBatch(w http.ResponseWriter, r *http.Request) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		writeError(w, &enqueue.ValidationError{Field: "body", Reason: "must be {\"messages\":[...]}: " + err.Error()}, s.log)
+		return
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		writeError(w, &enqueue.ValidationError{Field: "body", Reason: "must be {\"messages\":[...]} alone: unexpected data after it"}, s.log)
 		return
 	}
 	switch n := len(req.Messages); {

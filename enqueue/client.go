@@ -120,7 +120,9 @@ type Result struct {
 // written in one pipelined round trip and tasks enqueued concurrently, so a
 // batch costs far less than as many Send calls.
 func (c *Client) SendBatch(ctx context.Context, msgs []*Message) ([]Result, error) {
-	now := c.cfg.Now()
+	// Records keep milliseconds: the record Send returns must read the same
+	// as the one Get returns later.
+	now := c.cfg.Now().UTC().Truncate(time.Millisecond)
 	results := make([]Result, len(msgs))
 	recs := make([]*store.Record, 0, len(msgs))
 	index := make([]int, 0, len(msgs))
@@ -251,12 +253,12 @@ func (c *Client) newRecord(m *Message, now time.Time) (*store.Record, error) {
 		r.BatchID = &b
 	}
 	if !m.SendAt.IsZero() && m.SendAt.After(now) {
-		t := m.SendAt.UTC()
+		t := m.SendAt.UTC().Truncate(time.Millisecond)
 		r.SendAt = &t
 		status = store.Scheduled
 	}
 	if !m.ExpiresAt.IsZero() {
-		t := m.ExpiresAt.UTC()
+		t := m.ExpiresAt.UTC().Truncate(time.Millisecond)
 		r.ExpiresAt = &t
 	}
 	if m.FallbackTemplate != nil {

@@ -42,6 +42,9 @@ var PayloadTypes = []string{
 type Text struct {
 	Message    string `json:"message"`
 	PreviewURL *bool  `json:"previewUrl,omitempty"`
+	// EncodeText is Gupshup's optional flag for the text's encoding; it is
+	// passed through as given.
+	EncodeText *bool `json:"encodeText,omitempty"`
 }
 
 // Image is a JPEG or PNG picture fetched by WhatsApp from OriginalURL.
@@ -170,6 +173,7 @@ type List struct {
 	Title         string       `json:"title,omitempty"`
 	Body          string       `json:"body"`
 	MsgID         string       `json:"msgid"`
+	Footer        string       `json:"footer,omitempty"`
 	GlobalButtons []ListButton `json:"globalButtons"`
 	Items         []ListItem   `json:"items"`
 }

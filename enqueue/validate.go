@@ -249,6 +249,7 @@ func (p *List) validate(v *validator) {
 	v.maxLen("title", p.Title, MaxHeaderLength)
 	v.required("body", p.Body, MaxInteractiveBody)
 	v.required("msgid", p.MsgID, 200)
+	v.maxLen("footer", p.Footer, MaxHeaderLength)
 	if len(p.GlobalButtons) != 1 {
 		v.fail("globalButtons", fmt.Sprintf("must hold exactly one button, not %d", len(p.GlobalButtons)))
 	}

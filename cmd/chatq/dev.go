@@ -143,6 +143,7 @@ func (p *program) banner(urls map[string]string, key string) {
 	var b strings.Builder
 	b.WriteString("\nchatq dev is running\n\n")
 	fmt.Fprintf(&b, "  API        %s\n", urls["api"])
+	fmt.Fprintf(&b, "  dashboard  %s/monitoring/   (any user name, an API key as the password)\n", urls["api"])
 	if u, ok := urls["sandbox"]; ok {
 		fmt.Fprintf(&b, "  sandbox    %s   (ChatArchitect stand-in; GET /sandbox/messages, /sandbox/stats)\n", u)
 	}

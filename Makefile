@@ -7,7 +7,7 @@ STATICCHECK := $(BIN)/staticcheck
 # PKGS narrows vet, staticcheck and the tests: make test PKGS=./config/...
 PKGS        ?= ./...
 
-.PHONY: build test lint vet staticcheck fmtcheck run bench
+.PHONY: build test lint vet staticcheck fmtcheck run bench bench-quick bench-go bench-ratelimit
 
 # build: compile the chatq binary into bin/chatq
 build:
@@ -41,6 +41,23 @@ fmtcheck:
 run:
 	$(GO) run ./cmd/chatq dev
 
-# bench: run the benchmarks, no tests
+# bench: the performance figures of the README: chatq beside bare asynq on
+# a private redis-server (about fifteen minutes; needs redis-server).
+# BENCHFLAGS adds flags, e.g. BENCHFLAGS="--json bench.json --messages 200000"
 bench:
+	$(GO) run ./cmd/chatq bench $(BENCHFLAGS)
+
+# bench-quick: the same measurements, smaller, in under two minutes
+bench-quick:
+	$(GO) run ./cmd/chatq bench --quick $(BENCHFLAGS)
+
+# bench-go: the Go benchmarks of the hot paths (validation, status updates,
+# webhooks, limiter calls), no tests
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# bench-ratelimit: flow control under load (4 workers sharing an 80/s limit
+# for 30 s behind a bulk backlog) and the cost of asynq's polling intervals;
+# needs redis-server
+bench-ratelimit:
+	$(GO) test -run '^$$' -bench '^Benchmark(FlowControl|PollingIntervals)$$' -benchtime 1x -timeout 10m ./worker/

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/policy"
 	"github.com/chatq/chatq/internal/store"
 )
 
@@ -42,10 +43,15 @@ func toError(err error, log *zap.Logger) *Error {
 		return e
 	}
 	var ve *enqueue.ValidationError
+	var pe *enqueue.PolicyError
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &ve):
 		return &Error{Status: http.StatusBadRequest, Code: "invalid_request", Message: ve.Error(), Field: ve.Field}
+	case errors.As(err, &pe):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: pe.Code, Message: pe.Error(), Field: pe.Field}
+	case errors.Is(err, policy.ErrNotSuppressed):
+		return errorf(http.StatusNotFound, "not_found", "this destination is not suppressed")
 	case errors.As(err, &tooLarge):
 		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "the body is larger than the limit of this route")
 	case errors.Is(err, store.ErrIdempotencyConflict):

@@ -39,6 +39,8 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusAccepted
 	if !res[0].Created {
 		status = http.StatusOK
+	} else {
+		s.cfg.Metrics.Enqueued(res[0].Record.Priority)
 	}
 	writeJSON(w, status, res[0].Record)
 }
@@ -104,6 +106,9 @@ func (s *Server) sendBatch(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		created := rr.Created
+		if created {
+			s.cfg.Metrics.Enqueued(rr.Record.Priority)
+		}
 		it.ID, it.Status, it.Created = rr.Record.ID, rr.Record.Status, &created
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"results": items})

@@ -18,6 +18,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/callback"
+	"github.com/chatq/chatq/internal/metrics"
+	"github.com/chatq/chatq/internal/policy"
+	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/store"
 )
 
@@ -39,6 +43,22 @@ type Config struct {
 	// whose password is one of APIKeys (any user name): the asynq
 	// dashboard, built with its root path at /monitoring.
 	Dashboard http.Handler
+	// Metrics, if set, is counted into and served at /metrics.
+	Metrics *metrics.Metrics
+	// Policy, if set, serves /v1/suppressions and /v1/templates, and
+	// learns from webhooks who opted out and whose window is open.
+	Policy *policy.Checker
+	// Inbound, if set, forwards inbound messages and user events
+	// (CHATQ_INBOUND_URL).
+	Inbound *callback.Forwarder
+	// Circuit, if set, tells /readyz's body whether sending is paused by
+	// the circuit breaker.
+	Circuit Circuit
+}
+
+// Circuit reports the circuit breaker's state (worker.Circuit does).
+type Circuit interface {
+	State(ctx context.Context) (ratelimit.CircuitState, error)
 }
 
 // Server serves the API.
@@ -69,12 +89,16 @@ func (s *Server) routes() {
 	m := s.mux
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /readyz", s.readyz)
+	if s.cfg.Metrics != nil {
+		m.Handle("GET /metrics", s.cfg.Metrics.Handler())
+	}
 	m.HandleFunc("POST /webhooks/chatarchitect/{secret}", s.webhook)
 
 	m.Handle("POST /v1/messages", s.auth(s.sendMessage))
 	m.Handle("GET /v1/messages/{id}", s.auth(s.getMessage))
 	m.Handle("DELETE /v1/messages/{id}", s.auth(s.cancelMessage))
 	m.Handle("POST /v1/messages/batch", s.auth(s.sendBatch))
+	s.policyRoutes()
 	if s.cfg.Dashboard != nil {
 		m.Handle("/monitoring/", s.basicAuth(s.cfg.Dashboard))
 		m.Handle("/monitoring", http.RedirectHandler("/monitoring/", http.StatusMovedPermanently))
@@ -148,7 +172,19 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "redis": "unreachable"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "redis": "ok"})
+	body := map[string]any{"status": "ready", "redis": "ok"}
+	if s.cfg.Circuit != nil {
+		// Still 200 while the circuit is open: the API accepts messages,
+		// they wait.
+		st, err := s.cfg.Circuit.State(ctx)
+		if err != nil {
+			s.log.Warn("reading the circuit breaker's state", zap.Error(err))
+			body["circuit"] = map[string]string{"state": "unknown"}
+		} else {
+			body["circuit"] = st
+		}
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 // readBody reads a JSON body of at most limit bytes.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -35,6 +36,8 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusBadRequest, "invalid_request", "unparsable webhook: "+err.Error()), s.log)
 		return
 	}
+	label, correlation := webhookLabel(hook), "ignored"
+	var applied *store.EventResult
 	if hook.Event != nil {
 		ev, ok := toEvent(hook, s.now())
 		if ok {
@@ -45,12 +48,27 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 				writeError(w, err, s.log)
 				return
 			}
-			s.log.Debug("webhook event", zap.String("type", hook.Event.Type), zap.String("correlation", string(res.Correlation)),
+			correlation, applied = string(res.Correlation), &res
+			if res.Outcome == store.Changed && ev.Status == store.Failed {
+				s.cfg.Metrics.DeliveryFailed(ev.Error.Class, ev.Error.Code)
+			}
+			s.log.Debug("webhook event", zap.String("type", hook.Event.Type), zap.String("correlation", correlation),
 				zap.String("message_id", res.RecordID), zap.String("status", string(res.Status)))
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	if err := s.conversation(r.Context(), hook, applied); err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	s.cfg.Metrics.WebhookEvent(label, correlation)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, webhookOK)
 }
+
+// webhookOK is the answer to every webhook taken, written as it is: the
+// receiver answers thousands a second.
+const webhookOK = `{"status":"ok"}` + "\n"
 
 func readWebhookBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	// ChatArchitect's Content-Type is not to be trusted; the body is JSON.
@@ -94,4 +112,22 @@ func toEvent(h *chatarchitect.Webhook, now time.Time) (store.Event, bool) {
 		ev.Error = &store.ErrorInfo{Class: string(class), Code: me.Code, Message: me.Reason, At: at}
 	}
 	return ev, true
+}
+
+// webhookLabel names a webhook for the metrics from a fixed set, so that
+// whatever arrives cannot blow up the label space.
+func webhookLabel(h *chatarchitect.Webhook) string {
+	switch h.Type {
+	case chatarchitect.WebhookMessage, chatarchitect.WebhookUserEvent:
+		return h.Type
+	case chatarchitect.WebhookMessageEvent:
+		if h.Event != nil {
+			switch h.Event.Type {
+			case chatarchitect.EventEnqueued, chatarchitect.EventSent, chatarchitect.EventDelivered, chatarchitect.EventRead, chatarchitect.EventFailed:
+				return h.Type + "." + h.Event.Type
+			}
+		}
+		return h.Type + ".other"
+	}
+	return "other"
 }

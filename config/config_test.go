@@ -73,6 +73,9 @@ func TestLoadDefaults(t *testing.T) {
 		RecordTTL:            720 * time.Hour,
 		LogLevel:             "info",
 		LogFormat:            "json",
+
+		TaskCheckInterval:        10 * time.Millisecond,
+		DelayedTaskCheckInterval: time.Second,
 		Sandbox: config.Sandbox{
 			Addr:           ":8090",
 			Rate:           0,
@@ -114,6 +117,8 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		{"CHATQ_CONCURRENCY", "7", func(c *config.Config) { c.Concurrency = 7 }},
 		{"CHATQ_QUEUE_WEIGHTS", "transactional=3,bulk=2", func(c *config.Config) { c.QueueWeights = "transactional=3,bulk=2" }},
 		{"CHATQ_SHUTDOWN_TIMEOUT", "1m", func(c *config.Config) { c.ShutdownTimeout = time.Minute }},
+		{"CHATQ_TASK_CHECK_INTERVAL", "100ms", func(c *config.Config) { c.TaskCheckInterval = 100 * time.Millisecond }},
+		{"CHATQ_DELAYED_TASK_CHECK_INTERVAL", "5s", func(c *config.Config) { c.DelayedTaskCheckInterval = 5 * time.Second }},
 		{"CHATQ_RETRY_MAX", "0", func(c *config.Config) { c.RetryMax = 0 }},
 		{"CHATQ_RETRY_BASE_DELAY", "1s", func(c *config.Config) { c.RetryBaseDelay = time.Second }},
 		{"CHATQ_RETRY_MAX_DELAY", "1h", func(c *config.Config) { c.RetryMaxDelay = time.Hour }},

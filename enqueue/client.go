@@ -21,6 +21,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chatq/chatq/internal/callback"
 	"github.com/chatq/chatq/internal/store"
 )
 
@@ -56,6 +57,9 @@ type Config struct {
 	Concurrency int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Policy, if set, checks every valid message against the conversation
+	// rules before it is stored (see NewPolicy); nil checks nothing more.
+	Policy Policy
 }
 
 // Client enqueues messages. It is safe for concurrent use.
@@ -80,10 +84,13 @@ func NewClient(rdb redis.UniversalClient, cfg Config) *Client {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	queue := asynq.NewClientFromRedisClient(rdb)
 	return &Client{
-		cfg:   cfg,
-		store: store.New(rdb, store.Config{TTL: cfg.TTL}),
-		queue: asynq.NewClientFromRedisClient(rdb),
+		cfg: cfg,
+		// Records with a callback URL get their first status callback
+		// ("queued") enqueued here, at once.
+		store: store.New(rdb, store.Config{TTL: cfg.TTL, Notifier: callback.NewNotifier(queue, nil)}),
+		queue: queue,
 	}
 }
 
@@ -134,6 +141,10 @@ func (c *Client) SendBatch(ctx context.Context, msgs []*Message) ([]Result, erro
 		}
 		recs = append(recs, r)
 		index = append(index, i)
+	}
+	recs, index, err := c.checkPolicy(ctx, msgs, recs, index, results)
+	if err != nil {
+		return nil, fmt.Errorf("send: %w", err)
 	}
 	if len(recs) == 0 {
 		return results, nil

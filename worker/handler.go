@@ -44,6 +44,8 @@ type Handler struct {
 	policy Policy
 	log    *zap.Logger
 	now    func() time.Time
+	conv   *Conversation // conversation policy, in policy.go; nil checks nothing
+	flow   *flow         // limits and circuit breaker, in flow.go; nil sends at once
 }
 
 // NewHandler returns the send handler.
@@ -76,6 +78,11 @@ func IsFailure(err error) bool {
 // RetryDelay is asynq's RetryDelayFunc: the upstream's Retry-After when it
 // gave one, else exponential backoff from the policy with jitter.
 func (h *Handler) RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	// Other tasks of the worker (status callbacks) choose their own delay.
+	var own interface{ RetryDelay() time.Duration }
+	if errors.As(err, &own) {
+		return own.RetryDelay()
+	}
 	var re *retryError
 	if errors.As(err, &re) && re.delay > 0 {
 		return re.delay
@@ -99,7 +106,9 @@ func (p Policy) Backoff(n int) time.Duration {
 // ProcessTask sends the message whose job id is the task's payload.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	id := string(t.Payload())
-	log := h.log.With(zap.String("message_id", id))
+	// WithLazy: the fields are encoded only when a line is logged, which a
+	// successful send does at debug level alone.
+	log := h.log.WithLazy(zap.String("message_id", id))
 	rec, outcome, err := h.store.Begin(ctx, id, h.now())
 	if err == nil && outcome == store.Refused && rec.Status == store.Dead {
 		// A dead letter's task runs again only when an operator runs it
@@ -125,7 +134,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 	attempt := rec.Attempts
-	log = log.With(zap.Int("attempt", attempt))
+	log = log.WithLazy(zap.Int("attempt", attempt))
 	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
 		if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Expired, Note: "expires_at passed before it could be sent"}); err != nil {
 			return fmt.Errorf("expire %s: %w", id, err)
@@ -134,13 +143,21 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 
+	if stop, err := h.checkPolicy(ctx, log, rec); stop {
+		return err
+	}
+	if stop, err := h.admit(ctx, log, rec); stop { // last: it may sleep for its send slot
+		return err
+	}
+
 	start := h.now()
 	providerID, sendErr := h.sender.Send(ctx, rec.Destination, rec.Payload)
 	if sendErr == nil {
 		log.Debug("message submitted", zap.String("provider_message_id", providerID), zap.Duration("took", h.now().Sub(start)))
 		return h.submit(ctx, id, providerID)
 	}
-	return h.fail(ctx, log, t, id, sendErr)
+	h.learn(ctx, log, rec, sendErr)
+	return h.fail(ctx, log, rec, sendErr)
 }
 
 // submit records the acceptance. Failing to record it would send the
@@ -164,7 +181,8 @@ func (h *Handler) submit(ctx context.Context, id, providerID string) error {
 }
 
 // fail classifies a send failure, records it and tells asynq what to do.
-func (h *Handler) fail(ctx context.Context, log *zap.Logger, t *asynq.Task, id string, sendErr error) error {
+func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, sendErr error) error {
+	id := rec.ID
 	info := errorInfo(sendErr, h.now())
 	var apiErr *chatarchitect.APIError
 	errors.As(sendErr, &apiErr)
@@ -178,11 +196,19 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, t *asynq.Task, id s
 		log.Warn("message refused, dead-lettered", zap.String("reason", info.Message))
 		return fmt.Errorf("send %s: %w: %w", id, sendErr, asynq.SkipRetry)
 	case chatarchitect.ClassRateLimited:
-		if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Error: &info}); err != nil {
-			return fmt.Errorf("record retry of %s: %w", id, err)
+		// Retried without using up the retry budget, once the sender (or
+		// that recipient) has slowed down.
+		var retryAfter time.Duration
+		if apiErr != nil {
+			retryAfter = apiErr.RetryAfter
 		}
-		log.Info("rate limited upstream, will retry", zap.Duration("retry_after", apiErr.RetryAfter))
-		return &retryError{err: fmt.Errorf("send %s: %w", id, sendErr), delay: apiErr.RetryAfter, rateLimited: true}
+		return h.hold(ctx, log, id, h.flow.rateLimited(ctx, log, rec.Destination, info, retryAfter))
+	case chatarchitect.ClassAccount:
+		// Every message would fail alike: the circuit breaker pauses
+		// sending rather than burn each message's retries.
+		if h.flow != nil {
+			return h.hold(ctx, log, id, h.flow.accountRefused(ctx, log, id, info))
+		}
 	}
 
 	if apiErr != nil && apiErr.Ambiguous {

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/callback"
 	"github.com/chatq/chatq/internal/store"
 )
 
@@ -40,6 +41,12 @@ type Config struct {
 	// DelayedTaskCheckInterval is how often retries and scheduled messages
 	// become due; zero means 1s (asynq's default is 5s).
 	DelayedTaskCheckInterval time.Duration
+	// Conversation is the conversation policy and the status callbacks
+	// (policy.go); nil means neither.
+	Conversation *Conversation
+	// Flow is flow control: the limits every worker shares through Redis
+	// and the circuit breaker (flow.go). The zero value limits nothing.
+	Flow FlowConfig
 }
 
 func (c *Config) withDefaults() {
@@ -49,6 +56,8 @@ func (c *Config) withDefaults() {
 	if len(c.Queues) == 0 {
 		c.Queues = map[string]int{string(enqueue.Transactional): 6, string(enqueue.Bulk): 1}
 	}
+	c.Queues = c.Conversation.queues(c.Queues)
+	c.Flow.withDefaults()
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 15 * time.Second
 	}
@@ -83,14 +92,20 @@ type Worker struct {
 	stop    context.CancelFunc
 	done    chan struct{}
 	once    sync.Once
+	// stopConv stops the conversation's background work (policy.go).
+	stopConv func()
 }
 
 // New returns a Worker that takes tasks from rdb and sends them through
 // sender.
 func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) *Worker {
 	cfg.withDefaults()
-	st := store.New(rdb, store.Config{TTL: cfg.RecordTTL})
+	// Status changes of records with a callback URL enqueue their callback.
+	notifier := callback.NewNotifier(asynq.NewClientFromRedisClient(rdb), log.Named("callback"))
+	st := store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: notifier})
 	h := NewHandler(st, sender, cfg.Retry, log.Named("send"))
+	h.conv = cfg.Conversation
+	h.flow = newFlow(rdb, st, cfg.Flow, sender, cfg.DelayedTaskCheckInterval, log.Named("flow"))
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   cfg.Queues,
@@ -123,13 +138,17 @@ func retryOption(n int) int {
 func (w *Worker) Start() error {
 	mux := asynq.NewServeMux()
 	mux.Handle(enqueue.TaskSend, w.handler)
+	w.cfg.Conversation.register(mux)
+	w.handler.flow.start()
 	if err := w.srv.Start(mux); err != nil {
+		w.handler.flow.stop()
 		return fmt.Errorf("start worker: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.stop = cancel
 	w.done = make(chan struct{})
 	go w.sweep(ctx)
+	w.stopConv = w.cfg.Conversation.start(w.log)
 	return nil
 }
 
@@ -142,8 +161,12 @@ func (w *Worker) Shutdown() {
 		if w.stop != nil {
 			w.stop()
 			<-w.done
+			w.stopConv()
 		}
 		w.srv.Stop()
+		// No new task comes in now: those still waiting for a send slot are
+		// handed back, and the sends on the wire finish.
+		w.handler.flow.stop()
 		w.srv.Shutdown()
 		if err := w.sweeper.Close(); err != nil {
 			w.log.Warn("closing the sweeper's client", zap.Error(err))

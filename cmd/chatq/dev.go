@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/config"
+	"github.com/chatq/chatq/internal/metrics"
 )
 
 // devSource is the business number of the embedded sandbox when
@@ -100,7 +102,8 @@ func (p *program) dev(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("CHATQ_HTTP_ADDR: %w", err)
 	}
-	h, closeAPI, err := apiHandler(rdb, cfg, log)
+	m := metrics.New(asynq.NewInspectorFromRedisClient(rdb))
+	h, closeAPI, err := apiHandler(rdb, cfg, m, log)
 	if err != nil {
 		return err
 	}

@@ -66,6 +66,14 @@ func commands() map[string]command {
 		"sandbox": {"a standalone ChatArchitect sandbox for integration tests", (*program).sandbox},
 		"send":    {"enqueue one message", (*program).send},
 		"status":  {"show a message's job record", (*program).status},
+		"pause":   {"stop sending for every worker (the circuit breaker, by hand)", (*program).pause},
+		"resume":  {"start sending again after a pause or an account failure", (*program).resume},
+		"bench":   {"measure chatq against bare asynq on this machine", (*program).bench},
+
+		// Conversation policy (policy.go).
+		"suppressions": {"list, add or remove suppressed recipients", (*program).suppressions},
+		"templates":    {"list, submit or sync message templates", (*program).templates},
+		"webhook":      {"register chatq's webhook with ChatArchitect", (*program).webhook},
 	}
 }
 

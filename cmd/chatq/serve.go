@@ -13,6 +13,7 @@ import (
 
 	"github.com/chatq/chatq/api"
 	"github.com/chatq/chatq/config"
+	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/store"
 )
 
@@ -39,7 +40,8 @@ func (p *program) api(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("CHATQ_HTTP_ADDR: %w", err)
 	}
-	h, closeAPI, err := apiHandler(rdb, cfg, log)
+	inspector := asynq.NewInspectorFromRedisClient(rdb)
+	h, closeAPI, err := apiHandler(rdb, cfg, metrics.New(inspector), log)
 	if err != nil {
 		return err
 	}
@@ -51,19 +53,23 @@ func (p *program) api(ctx context.Context, args []string) error {
 
 // apiHandler builds the API's handler, with the asynq dashboard at
 // /monitoring/; the returned func releases it.
-func apiHandler(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) (http.Handler, func(), error) {
+func apiHandler(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics, log *zap.Logger) (http.Handler, func(), error) {
 	connOpt, err := asynq.ParseRedisURI(cfg.RedisURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("CHATQ_REDIS_URL: %w", err)
 	}
 	dashboard := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: connOpt, ReadOnly: cfg.DashboardReadonly})
-	client := enqueueClient(rdb, cfg)
+	checker := newChecker(rdb, cfg, log.Named("policy"))
+	client := enqueueClientWith(rdb, cfg, checker)
+	stopRefresh := runTemplateRefresh(checker)
 	release := func() {
+		stopRefresh()
 		_ = client.Close()
 		_ = dashboard.Close()
 	}
-	srv, err := api.New(api.Config{APIKeys: cfg.APIKeys, WebhookSecret: cfg.WebhookSecret, Dashboard: dashboard},
-		client, store.New(rdb, store.Config{TTL: cfg.RecordTTL}), log.Named("api"))
+	srv, err := api.New(api.Config{APIKeys: cfg.APIKeys, WebhookSecret: cfg.WebhookSecret, Dashboard: dashboard, Metrics: m,
+		Policy: checker, Inbound: inboundForwarder(rdb, cfg), Circuit: newCircuit(rdb, log)},
+		client, store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: callbackNotifier(rdb, log)}), log.Named("api"))
 	if err != nil {
 		release()
 		return nil, nil, err

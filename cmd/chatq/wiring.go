@@ -17,6 +17,7 @@ import (
 	"github.com/chatq/chatq/config"
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/policy"
 	"github.com/chatq/chatq/worker"
 )
 
@@ -73,11 +74,17 @@ func caClient(cfg config.Config) *chatarchitect.Client {
 }
 
 func enqueueClient(rdb redis.UniversalClient, cfg config.Config) *enqueue.Client {
+	return enqueueClientWith(rdb, cfg, newChecker(rdb, cfg, zap.NewNop()))
+}
+
+// enqueueClientWith returns an enqueue client that checks messages against
+// checker's conversation policy.
+func enqueueClientWith(rdb redis.UniversalClient, cfg config.Config, checker *policy.Checker) *enqueue.Client {
 	maxRetry := cfg.RetryMax
 	if maxRetry == 0 {
 		maxRetry = -1
 	}
-	return enqueue.NewClient(rdb, enqueue.Config{MaxRetry: maxRetry, TTL: cfg.RecordTTL})
+	return enqueue.NewClient(rdb, enqueue.Config{MaxRetry: maxRetry, TTL: cfg.RecordTTL, Policy: enqueue.CheckerPolicy(checker)})
 }
 
 func newWorker(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) (*worker.Worker, error) {
@@ -85,7 +92,13 @@ func newWorker(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) (*
 	if err != nil {
 		return nil, fmt.Errorf("CHATQ_QUEUE_WEIGHTS: %w", err)
 	}
+	conv, err := conversation(rdb, cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	return worker.New(rdb, worker.Config{
+		Conversation:    conv,
+		Flow:            flowConfig(cfg, conv),
 		Concurrency:     cfg.Concurrency,
 		Queues:          weights,
 		ShutdownTimeout: cfg.ShutdownTimeout,
@@ -94,6 +107,9 @@ func newWorker(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) (*
 			MaxRetry: cfg.RetryMax, BaseDelay: cfg.RetryBaseDelay,
 			MaxDelay: cfg.RetryMaxDelay, Jitter: cfg.RetryJitter,
 		},
+		// asynq's polling: README's Performance section has its costs.
+		TaskCheckInterval:        cfg.TaskCheckInterval,
+		DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
 	}, caClient(cfg), log.Named("worker")), nil
 }
 

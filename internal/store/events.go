@@ -74,6 +74,12 @@ func (s *Store) ApplyEvent(ctx context.Context, ev Event) (EventResult, error) {
 
 // lookup finds the record id of an event's ids, "" if none is known.
 func (s *Store) lookup(ctx context.Context, ev Event) (string, error) {
+	if id, ok := s.refs.get(ev.ID); ok {
+		return id, nil
+	}
+	if id, ok := s.refs.get(ev.GsID); ok {
+		return id, nil
+	}
 	refs := []string{ev.ID}
 	if ev.GsID != "" && ev.GsID != ev.ID {
 		refs = append(refs, ev.GsID)
@@ -86,8 +92,9 @@ func (s *Store) lookup(ctx context.Context, ev Event) (string, error) {
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return "", fmt.Errorf("look up %s: %w", ev.ID, err)
 	}
-	for _, c := range cmds {
+	for i, c := range cmds {
 		if id := c.Val(); id != "" {
+			s.refs.put(refs[i], id)
 			return id, nil
 		}
 	}
@@ -151,7 +158,7 @@ func (s *Store) applyTo(ctx context.Context, id string, ev Event) (EventResult, 
 	var cmd *redis.Cmd
 	var parked *redis.StringSliceCmd
 	err := s.exec(ctx, func(pipe redis.Pipeliner) {
-		cmd = transitionScript.EvalSha(ctx, pipe, []string{recordKey(id)}, s.transitionArgs("event", c)...)
+		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), s.transitionArgs("event", c)...)
 		if ev.WhatsAppID != "" {
 			// Later events name the message by its WhatsApp id alone.
 			pipe.Set(ctx, refKey(ev.WhatsAppID), id, s.cfg.TTL)
@@ -161,7 +168,7 @@ func (s *Store) applyTo(ctx context.Context, id string, ev Event) (EventResult, 
 	if err != nil {
 		return EventResult{}, fmt.Errorf("apply %s event to %s: %w", ev.Status, id, err)
 	}
-	o, st, _, err := parseOutcome(cmd, "apply event to "+id)
+	o, st, _, err := s.outcome(ctx, id, cmd, "apply event to "+id)
 	if err != nil {
 		return EventResult{}, err
 	}
@@ -171,6 +178,9 @@ func (s *Store) applyTo(ctx context.Context, id string, ev Event) (EventResult, 
 		res.Correlation = Unknown
 	case Duplicate:
 		res.Correlation = Duplicated
+	}
+	if o != Missing {
+		s.refs.put(ev.WhatsAppID, id)
 	}
 	if parked != nil && len(parked.Val()) > 0 {
 		if err := s.drain(ctx, id, parked.Val()); err != nil {

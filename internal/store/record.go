@@ -125,7 +125,8 @@ const (
 	fQueue    = "q"
 )
 
-// fields lays r out as the hash written at creation.
+// fields lays r out as the hash written at creation. The payload is not
+// among them: it has a key of its own (see payloadKey).
 func (r *Record) fields() []any {
 	hist, _ := json.Marshal(r.History)
 	f := []any{
@@ -137,7 +138,6 @@ func (r *Record) fields() []any {
 		fHistory, hist,
 		fCreated, r.CreatedAt.UnixMilli(),
 		fUpdated, r.UpdatedAt.UnixMilli(),
-		fPayload, []byte(r.Payload),
 		fQueue, r.Queue,
 		"hn", len(r.History),
 	}

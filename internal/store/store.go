@@ -38,11 +38,27 @@ var transitionSource string
 
 var (
 	transitionScript = redis.NewScript(transitionSource)
-	createScript     = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+	// createScript writes a new record (KEYS[1], fields from ARGV[3]) and
+	// its payload (KEYS[3], ARGV[2]), both to expire after ARGV[1] ms; a
+	// record with a callback URL also gets its first callback notice
+	// (KEYS[2]), as transition.lua queues them. It returns {created, notice}.
+	createScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1`)
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[1])
+if redis.call('HEXISTS', KEYS[1], 'cb') == 0 then return {1, 0} end
+redis.call('HSET', KEYS[1], 'cn', 1)
+local all = redis.call('HGETALL', KEYS[1])
+local fields = {}
+for i = 1, #all, 2 do
+  local k = all[i]
+  if k ~= 'pl' and k ~= 'fb' then fields[k] = all[i + 1] end
+end
+local t = redis.call('TIME')
+redis.call('RPUSH', KEYS[2], cjson.encode({n = 1, t = t[1] * 1000 + math.floor(t[2] / 1000), f = fields}))
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return {1, 1}`)
 )
 
 // Config tunes a Store. The zero value is usable.
@@ -53,12 +69,21 @@ type Config struct {
 	// ParkTTL is how long an event for an unknown id waits for that id to
 	// appear; zero means 1h.
 	ParkTTL time.Duration
+	// Notifier, if set, is told of every callback notice a change queues
+	// (see Notices). Nil leaves the notices to whoever sweeps NoticesDue.
+	Notifier Notifier
+	// RefCache is how many provider and WhatsApp ids the store remembers
+	// the record of, in each of two generations, so that a message's later
+	// webhooks skip the lookup; zero means 50,000 (a few megabytes), a
+	// negative value none.
+	RefCache int
 }
 
 // Store reads and writes job records.
 type Store struct {
-	rdb redis.UniversalClient
-	cfg Config
+	rdb  redis.UniversalClient
+	cfg  Config
+	refs *refCache
 }
 
 // New returns a Store on rdb.
@@ -69,7 +94,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 	if cfg.ParkTTL <= 0 {
 		cfg.ParkTTL = time.Hour
 	}
-	return &Store{rdb: rdb, cfg: cfg}
+	return &Store{rdb: rdb, cfg: cfg, refs: newRefCache(cfg.RefCache)}
 }
 
 // Redis returns the client the store uses.
@@ -80,6 +105,16 @@ func idemKey(key string) string    { return "chatq:idem:{" + key + "}" }
 func refKey(ref string) string     { return "chatq:ref:{" + ref + "}" }
 func parkKey(ref string) string    { return "chatq:park:{" + ref + "}" }
 func batchKey(batch string) string { return "chatq:batch:{" + batch + "}" }
+
+// noticeKey is a record's list of pending callback notices. It shares the
+// record's hash tag, so that one script writes both.
+func noticeKey(id string) string { return "chatq:cbq:{" + id + "}" }
+
+// payloadKey holds a record's payload, apart from its hash: a payload is
+// usually longer than the 64 bytes up to which Redis keeps a hash in its
+// compact listpack encoding, and inside the hash it would cost a queued
+// message about 500 bytes more. It shares the record's hash tag.
+func payloadKey(id string) string { return "chatq:pl:{" + id + "}" }
 
 // unsentKey indexes records whose asynq task may not exist yet; see
 // MarkEnqueued and Unsent.
@@ -145,8 +180,8 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 			if results[i].Err != nil {
 				continue
 			}
-			args := append([]any{ttl}, r.fields()...)
-			creates[i] = createScript.EvalSha(ctx, pipe, []string{recordKey(r.ID)}, args...)
+			args := append([]any{ttl, []byte(r.Payload)}, r.fields()...)
+			creates[i] = createScript.EvalSha(ctx, pipe, []string{recordKey(r.ID), noticeKey(r.ID), payloadKey(r.ID)}, args...)
 			pipe.ZAdd(ctx, unsentKey, redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID})
 			if r.BatchID != nil {
 				bk := batchKey(*r.BatchID)
@@ -159,16 +194,21 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 		return fmt.Errorf("write records: %w", err)
 	}
 	var existing []int
+	var noticed []string
 	for i, r := range recs {
 		if creates[i] == nil {
 			continue
 		}
-		if n, _ := creates[i].Int(); n == 1 {
+		if res, _ := creates[i].Int64Slice(); len(res) == 2 && res[0] == 1 {
 			results[i] = CreateResult{Record: r, Created: true}
+			if res[1] > 0 {
+				noticed = append(noticed, r.ID)
+			}
 			continue
 		}
 		existing = append(existing, i)
 	}
+	s.noticed(ctx, 1, noticed...)
 	if len(existing) == 0 {
 		return nil
 	}
@@ -237,24 +277,26 @@ func (s *Store) Unsent(ctx context.Context, before time.Time, limit int64) ([]st
 
 // Get returns the record with that id, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (*Record, error) {
-	h, err := s.rdb.HGetAll(ctx, recordKey(id)).Result()
+	recs, err := s.GetMany(ctx, []string{id})
 	if err != nil {
 		return nil, fmt.Errorf("get record %s: %w", id, err)
 	}
-	if len(h) == 0 {
+	if recs[0] == nil {
 		return nil, fmt.Errorf("get record %s: %w", id, ErrNotFound)
 	}
-	return parseRecord(id, h)
+	return recs[0], nil
 }
 
 // GetMany returns the records of ids in one round trip, nil for the missing.
 func (s *Store) GetMany(ctx context.Context, ids []string) ([]*Record, error) {
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	payloads := make([]*redis.StringCmd, len(ids))
 	for i, id := range ids {
 		cmds[i] = pipe.HGetAll(ctx, recordKey(id))
+		payloads[i] = pipe.Get(ctx, payloadKey(id))
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("get records: %w", err)
 	}
 	out := make([]*Record, len(ids))
@@ -262,6 +304,9 @@ func (s *Store) GetMany(ctx context.Context, ids []string) ([]*Record, error) {
 		h := c.Val()
 		if len(h) == 0 {
 			continue
+		}
+		if pl := payloads[i].Val(); pl != "" {
+			h[fPayload] = pl
 		}
 		r, err := parseRecord(ids[i], h)
 		if err != nil {
@@ -304,7 +349,11 @@ type Change struct {
 }
 
 func (s *Store) transition(ctx context.Context, rdb redis.Scripter, op, id string, c Change) *redis.Cmd {
-	return transitionScript.Run(ctx, rdb, []string{recordKey(id)}, s.transitionArgs(op, c)...)
+	return transitionScript.Run(ctx, rdb, transitionKeys(id), s.transitionArgs(op, c)...)
+}
+
+func transitionKeys(id string) []string {
+	return []string{recordKey(id), noticeKey(id), payloadKey(id)}
 }
 
 func (s *Store) transitionArgs(op string, c Change) []any {
@@ -349,7 +398,10 @@ func historyPrefix(st Status, at time.Time, note string) string {
 	return b.String()
 }
 
-func parseOutcome(cmd *redis.Cmd, what string) (Outcome, Status, []any, error) {
+// outcome reads transition.lua's answer for record id, tells the notifier
+// of the callback notice it queued, if any, and returns the outcome, the
+// status after and the rest of the answer (Begin's record).
+func (s *Store) outcome(ctx context.Context, id string, cmd *redis.Cmd, what string) (Outcome, Status, []any, error) {
 	res, err := cmd.Slice()
 	if err != nil {
 		return "", "", nil, fmt.Errorf("%s: %w", what, err)
@@ -359,7 +411,14 @@ func parseOutcome(cmd *redis.Cmd, what string) (Outcome, Status, []any, error) {
 	}
 	o, _ := res[0].(string)
 	st, _ := res[1].(string)
-	return Outcome(o), Status(st), res[2:], nil
+	var rest []any
+	if len(res) > 2 {
+		if n, _ := res[2].(int64); n > 0 {
+			s.noticed(ctx, n, id)
+		}
+		rest = res[3:]
+	}
+	return Outcome(o), Status(st), rest, nil
 }
 
 // Begin marks a message as being sent (one more attempt) and returns its
@@ -368,7 +427,7 @@ func parseOutcome(cmd *redis.Cmd, what string) (Outcome, Status, []any, error) {
 // redelivered task must not send again.
 func (s *Store) Begin(ctx context.Context, id string, at time.Time) (*Record, Outcome, error) {
 	cmd := s.transition(ctx, s.rdb, "begin", id, Change{Status: Sending, At: at})
-	o, st, rest, err := parseOutcome(cmd, "begin "+id)
+	o, st, rest, err := s.outcome(ctx, id, cmd, "begin "+id)
 	if err != nil {
 		return nil, "", err
 	}
@@ -397,14 +456,14 @@ func (s *Store) Move(ctx context.Context, id string, c Change) (Outcome, Status,
 	default:
 		return "", "", fmt.Errorf("move %s to %s: not an own-phase status", id, c.Status)
 	}
-	o, st, _, err := parseOutcome(s.transition(ctx, s.rdb, op, id, c), "move "+id)
+	o, st, _, err := s.outcome(ctx, id, s.transition(ctx, s.rdb, op, id, c), "move "+id)
 	return o, st, err
 }
 
 // Cancel cancels a message that is still waiting. A message being sent or
 // already ended gives ErrRefused with its status.
 func (s *Store) Cancel(ctx context.Context, id string, at time.Time) (Status, error) {
-	o, st, _, err := parseOutcome(s.transition(ctx, s.rdb, "cancel", id, Change{Status: Canceled, At: at, Note: "canceled by the application"}), "cancel "+id)
+	o, st, _, err := s.outcome(ctx, id, s.transition(ctx, s.rdb, "cancel", id, Change{Status: Canceled, At: at, Note: "canceled by the application"}), "cancel "+id)
 	if err != nil {
 		return "", err
 	}
@@ -420,7 +479,7 @@ func (s *Store) Cancel(ctx context.Context, id string, at time.Time) (Status, er
 // Requeue takes a dead message back to queued, for an operator's retry;
 // the history says so.
 func (s *Store) Requeue(ctx context.Context, id string, at time.Time, note string) error {
-	o, st, _, err := parseOutcome(s.transition(ctx, s.rdb, "requeue", id, Change{Status: Queued, At: at, Note: note}), "requeue "+id)
+	o, st, _, err := s.outcome(ctx, id, s.transition(ctx, s.rdb, "requeue", id, Change{Status: Queued, At: at, Note: note}), "requeue "+id)
 	if err != nil {
 		return err
 	}
@@ -433,6 +492,20 @@ func (s *Store) Requeue(ctx context.Context, id string, at time.Time, note strin
 	return nil
 }
 
+// Note adds an annotation to a record's history, under its current status,
+// without changing anything else: what chatq did on its own initiative
+// (such as sending a fallback template) stays visible in the record.
+func (s *Store) Note(ctx context.Context, id string, at time.Time, note string) error {
+	o, _, _, err := s.outcome(ctx, id, s.transition(ctx, s.rdb, "note", id, Change{Status: Queued, At: at, Note: note}), "note "+id)
+	if err != nil {
+		return err
+	}
+	if o == Missing {
+		return fmt.Errorf("note %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
 // Submit records the upstream's acceptance of a message and its provider
 // id, then applies any delivery events that arrived before the id was known.
 // It is one round trip when no event waits.
@@ -440,7 +513,7 @@ func (s *Store) Submit(ctx context.Context, id, providerID string, at time.Time)
 	var cmd *redis.Cmd
 	var parked *redis.StringSliceCmd
 	err := s.exec(ctx, func(pipe redis.Pipeliner) {
-		cmd = transitionScript.EvalSha(ctx, pipe, []string{recordKey(id)}, s.transitionArgs("submit", Change{Status: Submitted, At: at, ProviderID: providerID})...)
+		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), s.transitionArgs("submit", Change{Status: Submitted, At: at, ProviderID: providerID})...)
 		// Write the mapping before reading the parking lot: a webhook parks
 		// first and reads the mapping after, so one of the two sees the
 		// other.
@@ -450,7 +523,7 @@ func (s *Store) Submit(ctx context.Context, id, providerID string, at time.Time)
 	if err != nil {
 		return "", fmt.Errorf("submit %s: %w", id, err)
 	}
-	o, _, _, err := parseOutcome(cmd, "submit "+id)
+	o, _, _, err := s.outcome(ctx, id, cmd, "submit "+id)
 	if err != nil {
 		return "", err
 	}

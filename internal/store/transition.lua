@@ -1,7 +1,9 @@
 -- transition applies one status change to a job record atomically.
 --
 -- KEYS[1]  the record hash
--- ARGV[1]  op: begin | own | final | submit | event | cancel | requeue
+-- KEYS[2]  the record's list of pending callback notices (same hash tag)
+-- KEYS[3]  the record's payload (same hash tag), which begin returns
+-- ARGV[1]  op: begin | own | final | submit | event | cancel | requeue | note
 -- ARGV[2]  the new status
 -- ARGV[3]  now, unix milliseconds
 -- ARGV[4]  the history entry, JSON without its closing brace
@@ -9,7 +11,10 @@
 -- ARGV[6]  last_error JSON ("" to leave it), set when the change applies
 -- ARGV[7..] field/value pairs set when the field is still empty (ids)
 --
--- Returns {outcome, status_after[, hgetall...]}, outcome one of:
+-- Returns {outcome, status_after, notice[, hgetall...]}, where notice is the
+-- sequence number of the callback notice the change queued (0 for none: the
+-- status did not change, or the record has no callback URL), and outcome one
+-- of:
 --   ok        the status changed
 --   kept      nothing changed but the history, which keeps the event
 --   duplicate the event was applied before: nothing written
@@ -82,6 +87,12 @@ elseif op == 'cancel' then
   end
 elseif op == 'requeue' then
   if cur == 'dead' then outcome = change() else return {'refused', cur} end
+elseif op == 'note' then
+  -- An annotation: the history keeps it under the current status.
+  entry = string.gsub(entry, '"status":"[a-z]*"', '"status":"' .. cur .. '"', 1)
+  append(entry .. '}')
+  redis.call('HSET', key, 'u', now)
+  return {'kept', cur, 0}
 elseif op == 'event' then
   if new == 'failed' then
     if phase1[cur] or (rank[cur] and rank[cur] < rank['delivered']) then
@@ -106,10 +117,35 @@ else
   return redis.error_reply('transition: unknown op ' .. op)
 end
 
+-- A status change of a record with a callback URL queues a notice: the
+-- record as of this change, minus the payloads (message bodies) and the
+-- dedupe marks. It is written here, with the change, so that notices are
+-- never lost nor reordered, whatever happens to the process afterwards.
+local notice = 0
+if outcome == 'ok' and redis.call('HEXISTS', key, 'cb') == 1 then
+  notice = redis.call('HINCRBY', key, 'cn', 1)
+  local all = redis.call('HGETALL', key)
+  local fields = {}
+  for i = 1, #all, 2 do
+    local k = all[i]
+    if k ~= 'pl' and k ~= 'fb' and string.sub(k, 1, 2) ~= 'x:' then fields[k] = all[i + 1] end
+  end
+  local t = redis.call('TIME')
+  redis.call('RPUSH', KEYS[2], cjson.encode({n = notice, t = t[1] * 1000 + math.floor(t[2] / 1000), f = fields}))
+  local ttl = redis.call('PTTL', key)
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+
 if op == 'begin' then
-  local res = {outcome, cur}
+  local res = {outcome, cur, notice}
   local all = redis.call('HGETALL', key)
   for i = 1, #all do res[#res + 1] = all[i] end
+  -- The payload has a key of its own (older records keep it in the hash).
+  local body = KEYS[3] and redis.call('GET', KEYS[3])
+  if body then
+    res[#res + 1] = 'pl'
+    res[#res + 1] = body
+  end
   return res
 end
-return {outcome, cur}
+return {outcome, cur, notice}

@@ -1,0 +1,263 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/callback"
+	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/policy"
+	"github.com/chatq/chatq/internal/store"
+)
+
+// policyRoutes adds the suppression list and template routes, when the
+// server has a policy.
+func (s *Server) policyRoutes() {
+	if s.cfg.Policy == nil {
+		return
+	}
+	m := s.mux
+	m.Handle("GET /v1/suppressions", s.auth(s.listSuppressions))
+	m.Handle("GET /v1/suppressions/{destination}", s.auth(s.getSuppression))
+	m.Handle("PUT /v1/suppressions/{destination}", s.auth(s.putSuppression))
+	m.Handle("DELETE /v1/suppressions/{destination}", s.auth(s.deleteSuppression))
+	m.Handle("GET /v1/templates", s.auth(s.listTemplates))
+}
+
+// maxSuppressionPage bounds one page of GET /v1/suppressions.
+const maxSuppressionPage = 1000
+
+func (s *Server) listSuppressions(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var cursor uint64
+	if v := q.Get("cursor"); v != "" {
+		c, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeError(w, &enqueue.ValidationError{Field: "cursor", Reason: "must be a cursor from an earlier page"}, s.log)
+			return
+		}
+		cursor = c
+	}
+	limit := int64(100)
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 || n > maxSuppressionPage {
+			writeError(w, &enqueue.ValidationError{Field: "limit", Reason: "must be a number from 1 to 1000"}, s.log)
+			return
+		}
+		limit = n
+	}
+	list, next, err := s.cfg.Policy.Suppressions.List(r.Context(), cursor, limit)
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	page := map[string]any{"suppressions": list, "next_cursor": nil}
+	if next != 0 {
+		page["next_cursor"] = strconv.FormatUint(next, 10)
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+// destination reads and checks the {destination} of a suppression route.
+func destination(r *http.Request) (string, error) {
+	d := r.PathValue("destination")
+	if err := enqueue.ValidateDestination("destination", d); err != nil {
+		return "", err
+	}
+	return policy.Normalize(d), nil
+}
+
+func (s *Server) getSuppression(w http.ResponseWriter, r *http.Request) {
+	d, err := destination(r)
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	sup, err := s.cfg.Policy.Suppressions.Get(r.Context(), d)
+	if err == nil && sup == nil {
+		err = policy.ErrNotSuppressed
+	}
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	writeJSON(w, http.StatusOK, sup)
+}
+
+// maxSuppressionBody bounds PUT /v1/suppressions/{destination}'s body.
+const maxSuppressionBody = 4 << 10
+
+func (s *Server) putSuppression(w http.ResponseWriter, r *http.Request) {
+	d, err := destination(r)
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	// The body is optional: a bare PUT suppresses with a default reason.
+	if r.ContentLength != 0 {
+		body, err := readBody(w, r, maxSuppressionBody)
+		if err != nil {
+			writeError(w, err, s.log)
+			return
+		}
+		if len(strings.TrimSpace(string(body))) > 0 {
+			dec := json.NewDecoder(strings.NewReader(string(body)))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&req); err != nil {
+				writeError(w, &enqueue.ValidationError{Field: "body", Reason: `must be {"reason":"..."} or empty: ` + err.Error()}, s.log)
+				return
+			}
+		}
+	}
+	sup := policy.Suppression{Destination: d, Reason: cmpOr(req.Reason, "suppressed by an operator"), Source: policy.SourceOperator, At: s.now()}
+	if err := s.cfg.Policy.Suppressions.Add(r.Context(), sup); err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	s.log.Info("recipient suppressed by an operator", zap.String("destination", d))
+	got, err := s.cfg.Policy.Suppressions.Get(r.Context(), d)
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	writeJSON(w, http.StatusOK, got)
+}
+
+func (s *Server) deleteSuppression(w http.ResponseWriter, r *http.Request) {
+	d, err := destination(r)
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	removed, err := s.cfg.Policy.Suppressions.Remove(r.Context(), d)
+	if err == nil && !removed {
+		err = policy.ErrNotSuppressed
+	}
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	s.log.Info("recipient unsuppressed by an operator", zap.String("destination", d))
+	writeJSON(w, http.StatusOK, map[string]any{"destination": d, "suppressed": false})
+}
+
+// listTemplates answers the template cache; ?refresh=true fetches it from
+// ChatArchitect first, where this process has credentials.
+func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
+	tpl := s.cfg.Policy.Templates
+	var c *policy.Catalog
+	var err error
+	if r.URL.Query().Get("refresh") == "true" {
+		c, err = tpl.Sync(r.Context())
+		if err != nil {
+			s.log.Warn("refreshing templates", zap.Error(err))
+			writeError(w, errorf(http.StatusBadGateway, "upstream_unavailable", "the templates could not be fetched from ChatArchitect"), s.log)
+			return
+		}
+	} else if c, err = tpl.Catalog(r.Context()); err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	if c == nil {
+		c = &policy.Catalog{Templates: []policy.Template{}}
+	}
+	out := map[string]any{"templates": c.Templates, "fetched_at": nil}
+	if !c.FetchedAt.IsZero() {
+		out["fetched_at"] = c.FetchedAt
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// conversation learns from a webhook what it says about its user and
+// forwards inbound messages and user events: a failed delivery with an
+// opt-out code suppresses the recipient, a closed-window code marks the
+// window closed, an inbound message opens it, opted-out and opted-in
+// events put the user on the suppression list and take them off. res is
+// the delivery event's correlation, if the webhook was one.
+func (s *Server) conversation(ctx context.Context, hook *chatarchitect.Webhook, res *store.EventResult) error {
+	if s.cfg.Policy == nil && s.cfg.Inbound == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	at := hook.Timestamp
+	if now := s.now(); at.IsZero() || at.After(now) {
+		at = now
+	}
+	switch {
+	case hook.Event != nil:
+		return s.learnFromEvent(ctx, hook.Event, res, at)
+	case hook.User != nil:
+		if s.cfg.Policy != nil {
+			if err := s.cfg.Policy.UserEvent(ctx, hook.User.Phone, hook.User.Type, at); err != nil {
+				return err
+			}
+			s.log.Info("user event", zap.String("type", hook.User.Type), zap.String("destination", hook.User.Phone))
+		}
+		return s.forward(ctx, &callback.Inbound{Type: callback.InboundUserEvent, Phone: hook.User.Phone, At: at, Event: hook.User.Type, Webhook: hook.Raw})
+	case hook.Inbound != nil:
+		in := hook.Inbound
+		if s.cfg.Policy != nil {
+			if err := s.cfg.Policy.Windows.Opened(ctx, in.Source, at); err != nil {
+				return err
+			}
+		}
+		return s.forward(ctx, &callback.Inbound{Type: callback.InboundMessage, Phone: in.Source, At: at, Webhook: hook.Raw,
+			Message: &callback.InboundText{ID: in.ID, Type: in.Type, Text: in.Text, SenderName: in.SenderName}})
+	}
+	return nil
+}
+
+func (s *Server) learnFromEvent(ctx context.Context, ev *chatarchitect.MessageEvent, res *store.EventResult, at time.Time) error {
+	if s.cfg.Policy == nil || ev.Type != chatarchitect.EventFailed ||
+		!(chatarchitect.IsOptOutCode(ev.Code) || chatarchitect.IsWindowClosedCode(ev.Code)) {
+		return nil
+	}
+	dest := ev.Destination
+	if dest == "" && res != nil && res.RecordID != "" {
+		rec, err := s.store.Get(ctx, res.RecordID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if rec != nil {
+			dest = rec.Destination
+		}
+	}
+	if !ev.Timestamp.IsZero() && ev.Timestamp.Before(at) {
+		at = ev.Timestamp
+	}
+	learned, err := s.cfg.Policy.LearnFailure(ctx, dest, ev.Code, ev.Reason, policy.SourceWebhook, at)
+	if err != nil {
+		return err
+	}
+	if learned != policy.LearnedNothing {
+		s.log.Info("learned from a failed delivery", zap.String("learned", string(learned)), zap.String("code", ev.Code), zap.String("destination", dest))
+	}
+	return nil
+}
+
+func (s *Server) forward(ctx context.Context, in *callback.Inbound) error {
+	if s.cfg.Inbound == nil {
+		return nil
+	}
+	return s.cfg.Inbound.Forward(ctx, in)
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}

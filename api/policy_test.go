@@ -1,0 +1,201 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/chatq/chatq/api"
+	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/callback"
+	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/policy"
+	"github.com/chatq/chatq/internal/redistest"
+	"github.com/chatq/chatq/internal/store"
+)
+
+// templateList is getHSM for the tests.
+type templateList []chatarchitect.Template
+
+func (l templateList) Templates(context.Context) ([]chatarchitect.Template, error) { return l, nil }
+
+// policyFixture is the API with its conversation policy and inbound
+// forwarding.
+func policyFixture(tb testing.TB) (*fixture, *policy.Checker) {
+	tb.Helper()
+	rdb := redistest.Start(tb).Client(tb)
+	checker := policy.New(rdb, policy.Config{Source: templateList{
+		{ElementName: "otp_code", LanguageCode: "en", Status: "APPROVED", Data: "Your code is {{1}}."},
+	}})
+	q := asynq.NewClientFromRedisClient(rdb)
+	client := enqueue.NewClient(rdb, enqueue.Config{Policy: enqueue.CheckerPolicy(checker)})
+	tb.Cleanup(func() { _ = client.Close() })
+	st := store.New(rdb, store.Config{Notifier: callback.NewNotifier(q, nil)})
+	h, err := api.New(api.Config{APIKeys: []string{apiKey}, WebhookSecret: webhookSecret, Policy: checker, Inbound: callback.NewForwarder(rdb, q, time.Hour)},
+		client, st, zaptest.NewLogger(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ts := httptest.NewServer(h)
+	tb.Cleanup(ts.Close)
+	return &fixture{url: ts.URL, rdb: rdb, store: st, inspect: asynq.NewInspectorFromRedisClient(rdb), http: &http.Client{Timeout: 10 * time.Second}}, checker
+}
+
+func TestSuppressionRoutes(t *testing.T) {
+	t.Parallel()
+	f, _ := policyFixture(t)
+	const number = "96996990042"
+	call := func(method, path, body string) response {
+		t.Helper()
+		r := request{method: method, path: path}
+		if body != "" {
+			r.body = []byte(body)
+		}
+		return f.do(t, r)
+	}
+
+	wantError(t, call("GET", "/v1/suppressions/"+number, ""), http.StatusNotFound, "not_found", "")
+	wantError(t, call("PUT", "/v1/suppressions/12ab", ""), http.StatusBadRequest, "invalid_request", "destination")
+	wantError(t, call("PUT", "/v1/suppressions/"+number, `{"why":"x"}`), http.StatusBadRequest, "invalid_request", "body")
+	if res := f.do(t, request{method: "PUT", path: "/v1/suppressions/" + number, noAuth: true}); res.status != http.StatusUnauthorized {
+		t.Errorf("PUT without a key: %d", res.status)
+	}
+
+	res := call("PUT", "/v1/suppressions/+"+number, `{"reason":"asked by phone"}`)
+	got := decode[policy.Suppression](t, res)
+	if res.status != http.StatusOK || got.Destination != number || got.Reason != "asked by phone" || got.Source != policy.SourceOperator {
+		t.Errorf("PUT: %d %s", res.status, res.body)
+	}
+	if res := call("PUT", "/v1/suppressions/"+number+"1", ""); res.status != http.StatusOK {
+		t.Errorf("PUT without a body: %d %s", res.status, res.body)
+	}
+	if res := call("GET", "/v1/suppressions/"+number, ""); res.status != http.StatusOK || !strings.Contains(string(res.body), "asked by phone") {
+		t.Errorf("GET: %d %s", res.status, res.body)
+	}
+	list := decode[struct {
+		Suppressions []policy.Suppression `json:"suppressions"`
+		NextCursor   *string              `json:"next_cursor"`
+	}](t, call("GET", "/v1/suppressions?limit=10", ""))
+	if len(list.Suppressions) != 2 || list.NextCursor != nil {
+		t.Errorf("list: %+v", list)
+	}
+	wantError(t, call("GET", "/v1/suppressions?limit=0", ""), http.StatusBadRequest, "invalid_request", "limit")
+
+	wantError(t, f.post(t, "/v1/messages", `{"destination":"`+number+`","payload":{"type":"text","message":"hi"}}`),
+		http.StatusUnprocessableEntity, "suppressed", "destination")
+
+	if res := call("DELETE", "/v1/suppressions/"+number, ""); res.status != http.StatusOK {
+		t.Errorf("DELETE: %d %s", res.status, res.body)
+	}
+	wantError(t, call("DELETE", "/v1/suppressions/"+number, ""), http.StatusNotFound, "not_found", "")
+	if res := f.post(t, "/v1/messages", `{"destination":"`+number+`","payload":{"type":"text","message":"hi"}}`); res.status != http.StatusAccepted {
+		t.Errorf("send after DELETE: %d %s", res.status, res.body)
+	}
+}
+
+func TestTemplatesRouteAndChecks(t *testing.T) {
+	t.Parallel()
+	f, _ := policyFixture(t)
+	res := f.do(t, request{method: "GET", path: "/v1/templates"})
+	if res.status != http.StatusOK || !strings.Contains(string(res.body), `"templates":[]`) || !strings.Contains(string(res.body), `"fetched_at":null`) {
+		t.Errorf("before any sync: %d %s", res.status, res.body)
+	}
+	res = f.do(t, request{method: "GET", path: "/v1/templates?refresh=true"})
+	if res.status != http.StatusOK || !strings.Contains(string(res.body), `"elementName":"otp_code"`) || !strings.Contains(string(res.body), `"params":1`) {
+		t.Errorf("after a refresh: %d %s", res.status, res.body)
+	}
+	res = f.post(t, "/v1/messages", `{"destination":"96996999699","payload":{"type":"template","template":{"elementName":"otp_code","languageCode":"en","params":["1","2"]}}}`)
+	wantError(t, res, http.StatusUnprocessableEntity, "template_params", "payload.template.params")
+	if !strings.Contains(string(res.body), "payload.template.params must hold 1 parameter, not 2") {
+		t.Errorf("message does not give the count: %s", res.body)
+	}
+}
+
+func TestWebhooksTeachThePolicy(t *testing.T) {
+	t.Parallel()
+	f, checker := policyFixture(t)
+	ctx := context.Background()
+	hook := func(body string) {
+		t.Helper()
+		res := f.do(t, request{method: http.MethodPost, path: "/webhooks/chatarchitect/" + webhookSecret, body: []byte(body), noAuth: true})
+		if res.status != http.StatusOK {
+			t.Fatalf("webhook %s: %d %s", body, res.status, res.body)
+		}
+	}
+	suppressed := func(number string) bool {
+		t.Helper()
+		s, err := checker.Suppressions.Get(ctx, number)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s != nil
+	}
+
+	hook(`{"type":"user-event","payload":{"phone":"96996990001","type":"opted-out"}}`)
+	if !suppressed("96996990001") {
+		t.Error("opted-out did not suppress")
+	}
+	hook(`{"type":"user-event","payload":{"phone":"96996990001","type":"opted-in"}}`)
+	if suppressed("96996990001") {
+		t.Error("opted-in did not lift the suppression")
+	}
+
+	// A failed event with an opt-out code, naming its destination.
+	hook(`{"type":"message-event","payload":{"id":"pid-x","type":"failed","destination":"96996990002","payload":{"code":131050,"reason":"opted out"}}}`)
+	if !suppressed("96996990002") {
+		t.Error("a failed 131050 did not suppress")
+	}
+	// Without a destination: the record tells it.
+	rec := decode[store.Record](t, f.post(t, "/v1/messages", `{"destination":"96996990003","payload":{"type":"text","message":"hi"}}`))
+	if _, _, err := f.store.Begin(ctx, rec.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Submit(ctx, rec.ID, "pid-"+rec.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	hook(fmt.Sprintf(`{"type":"message-event","payload":{"id":"pid-%s","type":"failed","payload":{"code":"1012","reason":"User has opted out"}}}`, rec.ID))
+	if !suppressed("96996990003") {
+		t.Error("a failed 1012 without a destination did not suppress")
+	}
+
+	// A closed window, then the user writes.
+	hook(`{"type":"message-event","payload":{"id":"pid-y","type":"failed","destination":"96996990004","payload":{"code":131047}}}`)
+	if w, _ := checker.Windows.Get(ctx, "96996990004"); !w.KnownClosed(time.Now()) {
+		t.Errorf("window after 131047: %+v", w)
+	}
+	wantError(t, f.post(t, "/v1/messages", `{"destination":"96996990004","payload":{"type":"text","message":"hi"}}`),
+		http.StatusUnprocessableEntity, "window_closed", "destination")
+	hook(`{"app":"demo","timestamp":` + fmt.Sprint(time.Now().UnixMilli()) + `,"version":2,"type":"message","payload":{"id":"wamid.in1","source":"96996990004","type":"text","payload":{"text":"hello"},"sender":{"phone":"96996990004","name":"Ann"}}}`)
+	if w, _ := checker.Windows.Get(ctx, "96996990004"); !w.Open(time.Now()) {
+		t.Errorf("window after an inbound message: %+v", w)
+	}
+	if res := f.post(t, "/v1/messages", `{"destination":"96996990004","payload":{"type":"text","message":"hi"}}`); res.status != http.StatusAccepted {
+		t.Errorf("free-form after the user wrote: %d %s", res.status, res.body)
+	}
+
+	// The inbound message and the two user events wait in the callbacks
+	// queue, by key only.
+	tasks, err := f.inspect.ListPendingTasks(callback.Queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbound := 0
+	for _, task := range tasks {
+		if task.Type == callback.TaskInbound {
+			inbound++
+			if strings.Contains(string(task.Payload), "hello") {
+				t.Errorf("an inbound text is in a task payload: %s", task.Payload)
+			}
+		}
+	}
+	if inbound != 3 {
+		t.Errorf("%d inbound events forwarded, want 3", inbound)
+	}
+}

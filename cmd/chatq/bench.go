@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/chatq/chatq/internal/bench"
+)
+
+// benchSizes maps the size flags of chatq bench onto bench.Options, so
+// that --quick can take its sizes for every flag not given.
+type benchSizes struct {
+	ints      []benchFlag[int]
+	durations []benchFlag[time.Duration]
+	floats    []benchFlag[float64]
+}
+
+type benchFlag[T any] struct {
+	name, usage string
+	field       func(*bench.Options) *T
+}
+
+func newBenchSizes() benchSizes {
+	return benchSizes{
+		ints: []benchFlag[int]{
+			{"messages", "messages sent through the worker to watch its memory (worker-memory)", func(o *bench.Options) *int { return &o.WorkerMessages }},
+			{"memory-every", "worker memory is sampled every this many messages", func(o *bench.Options) *int { return &o.WorkerEvery }},
+			{"goroutines", "concurrent callers of the one-at-a-time enqueue paths", func(o *bench.Options) *int { return &o.Goroutines }},
+			{"concurrency", "sends in flight per worker (and bare asynq's server concurrency)", func(o *bench.Options) *int { return &o.Concurrency }},
+			{"asynq-tasks", "tasks of each bare asynq baseline", func(o *bench.Options) *int { return &o.AsynqTasks }},
+			{"enqueue-messages", "messages of each enqueue measurement", func(o *bench.Options) *int { return &o.EnqueueMessages }},
+			{"batch-size", "messages per batch (SendBatch, POST /v1/messages/batch)", func(o *bench.Options) *int { return &o.BatchSize }},
+			{"batch-callers", "batches in flight at once", func(o *bench.Options) *int { return &o.BatchCallers }},
+			{"send-messages", "messages of the send-rate measurement", func(o *bench.Options) *int { return &o.SendMessages }},
+			{"idle-messages", "transactional messages sent one at a time to an idle worker", func(o *bench.Options) *int { return &o.IdleMessages }},
+			{"backlog", "bulk messages drained while transactional latency is measured", func(o *bench.Options) *int { return &o.Backlog }},
+			{"redis-messages", "messages queued to measure Redis memory", func(o *bench.Options) *int { return &o.RedisMessages }},
+			{"max-probes", "shorter full-stream runs looking for the highest rate", func(o *bench.Options) *int { return &o.Stream.MaxProbes }},
+		},
+		durations: []benchFlag[time.Duration]{
+			{"stream-duration", "how long a full-stream rate must hold", func(o *bench.Options) *time.Duration { return &o.Stream.Duration }},
+			{"probe-duration", "length of each probe of the full stream", func(o *bench.Options) *time.Duration { return &o.Stream.ProbeDuration }},
+			{"max-lag", "p99 webhook-to-record lag a full-stream rate must keep", func(o *bench.Options) *time.Duration { return &o.Stream.MaxLag }},
+			{"webhook-delay", "the sandbox's delay between a message's webhooks", func(o *bench.Options) *time.Duration { return &o.Stream.WebhookDelay }},
+		},
+		floats: []benchFlag[float64]{
+			{"stream-target", "full-stream rate, in messages/s, held first", func(o *bench.Options) *float64 { return &o.Stream.Target }},
+			{"probe-step", "factor between probed full-stream rates", func(o *bench.Options) *float64 { return &o.Stream.Step }},
+		},
+	}
+}
+
+// register binds every size flag to o, with o's values as defaults.
+func (b benchSizes) register(fs *flag.FlagSet, o *bench.Options) {
+	for _, f := range b.ints {
+		fs.IntVar(f.field(o), f.name, *f.field(o), f.usage)
+	}
+	for _, f := range b.durations {
+		fs.DurationVar(f.field(o), f.name, *f.field(o), f.usage)
+	}
+	for _, f := range b.floats {
+		fs.Float64Var(f.field(o), f.name, *f.field(o), f.usage)
+	}
+}
+
+// takeUnset copies from into o for every size flag not on the command line.
+func (b benchSizes) takeUnset(fs *flag.FlagSet, o *bench.Options, from bench.Options) {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, f := range b.ints {
+		if !set[f.name] {
+			*f.field(o) = *f.field(&from)
+		}
+	}
+	for _, f := range b.durations {
+		if !set[f.name] {
+			*f.field(o) = *f.field(&from)
+		}
+	}
+	for _, f := range b.floats {
+		if !set[f.name] {
+			*f.field(o) = *f.field(&from)
+		}
+	}
+}
+
+func (p *program) bench(ctx context.Context, args []string) error {
+	fs := p.flags("bench", "bench [flags]\n\n"+
+		"Measures chatq on this machine: starts a private redis-server, the ChatArchitect sandbox (no latency,\n"+
+		"no rate limit) and chatq's API and workers in this process, and prints each figure side by side with\n"+
+		"bare asynq on the same Redis. Measurements: "+strings.Join(bench.Measurements, ", ")+".\n"+
+		"The full run takes about fifteen minutes on two cores; --quick takes under two.")
+	opts := bench.DefaultOptions()
+	sizes := newBenchSizes()
+	sizes.register(fs, &opts)
+	only := fs.String("only", "", "comma-separated measurements to run (default all)")
+	quick := fs.Bool("quick", false, "smaller sizes for every size flag not given")
+	jsonPath := fs.String("json", "", "also write every figure and raw result as JSON to this file")
+	redisBin := fs.String("redis-server", "redis-server", "the redis-server binary to start")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	memProfile := fs.String("memprofile", "", "write a heap profile at the end of the run to this file")
+	logLevel := fs.String("log-level", "warn", "level of the components' logs, written to stderr")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if *quick {
+		sizes.takeUnset(fs, &opts, bench.QuickOptions())
+	}
+	if *only != "" {
+		for _, m := range strings.Split(*only, ",") {
+			opts.Only = append(opts.Only, strings.TrimSpace(m))
+		}
+	}
+	if err := opts.Validate(); err != nil {
+		return usageError("bench: " + err.Error())
+	}
+	level, err := zapcore.ParseLevel(*logLevel)
+	if err != nil {
+		return usageError("bench: --log-level: " + err.Error())
+	}
+	zc := zap.NewDevelopmentConfig()
+	zc.Level = zap.NewAtomicLevelAt(level)
+	zc.DisableStacktrace = true
+	log, err := zc.Build()
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	defer func() { _ = log.Sync() }()
+
+	redis, err := bench.StartRedis(ctx, *redisBin)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	defer func() {
+		if err := redis.Close(); err != nil {
+			log.Warn("removing the private Redis's directory", zap.Error(err))
+		}
+	}()
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	rep, err := bench.Run(ctx, &bench.Env{Redis: redis, Log: log, Progress: p.stderr}, opts)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	fmt.Fprintln(p.stdout)
+	if err := rep.WriteTable(p.stdout); err != nil {
+		return err
+	}
+	if *jsonPath != "" {
+		if err := rep.WriteJSON(*jsonPath); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+	}
+	if *memProfile != "" {
+		if err := writeHeapProfile(*memProfile); err != nil {
+			return err
+		}
+	}
+	if len(rep.Failures) > 0 {
+		return fmt.Errorf("bench: %d measurements failed", len(rep.Failures))
+	}
+	return nil
+}
+
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("bench: --cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("bench: --cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("bench: --memprofile: %w", err)
+	}
+	runtime.GC()
+	err = pprof.WriteHeapProfile(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("bench: --memprofile: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,359 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/chatq/chatq/config"
+	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/callback"
+	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/policy"
+	"github.com/chatq/chatq/internal/store"
+	"github.com/chatq/chatq/worker"
+)
+
+// newChecker returns the conversation policy of cfg. With ChatArchitect
+// credentials and the business number, its template cache refreshes
+// itself from getHSM; without them it reads the cache the workers keep.
+func newChecker(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) *policy.Checker {
+	pc := policy.Config{
+		Window:                policy.WindowPolicy(cfg.WindowPolicy),
+		AllowPrivateCallbacks: cfg.CallbackAllowPrivate,
+		Log:                   log,
+	}
+	if cfg.CAAppID != "" && cfg.CAAppSecret != "" && cfg.CASource != "" {
+		pc.Source = caClient(cfg)
+	}
+	return policy.New(rdb, pc)
+}
+
+// runTemplateRefresh refreshes checker's template cache in the background,
+// when it can; the returned func stops it.
+func runTemplateRefresh(checker *policy.Checker) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		checker.Templates.Run(ctx, policy.DefaultRefreshInterval)
+	}()
+	return func() { cancel(); <-done }
+}
+
+// callbackNotifier enqueues the status callbacks of the changes a store
+// makes.
+func callbackNotifier(rdb redis.UniversalClient, log *zap.Logger) store.Notifier {
+	return callback.NewNotifier(asynq.NewClientFromRedisClient(rdb), log.Named("callback"))
+}
+
+// inboundForwarder forwards inbound messages and user events when
+// CHATQ_INBOUND_URL is set, and is nil otherwise.
+func inboundForwarder(rdb redis.UniversalClient, cfg config.Config) *callback.Forwarder {
+	if cfg.InboundURL == "" {
+		return nil
+	}
+	return callback.NewForwarder(rdb, asynq.NewClientFromRedisClient(rdb), 0)
+}
+
+// conversation returns a worker's conversation policy and, given a
+// callback secret, its delivery of status callbacks and inbound events.
+func conversation(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) (*worker.Conversation, error) {
+	conv := &worker.Conversation{Policy: newChecker(rdb, cfg, log.Named("policy"))}
+	if cfg.CallbackSecret == "" {
+		log.Warn("CHATQ_CALLBACK_SECRET is not set: this worker delivers no status callbacks and forwards no inbound events")
+		return conv, nil
+	}
+	d, err := callback.New(store.New(rdb, store.Config{TTL: cfg.RecordTTL}), asynq.NewClientFromRedisClient(rdb), callback.Config{
+		Secret:       cfg.CallbackSecret,
+		AllowPrivate: cfg.CallbackAllowPrivate,
+		InboundURL:   cfg.InboundURL,
+	}, log.Named("callback"))
+	if err != nil {
+		return nil, err
+	}
+	conv.Callbacks = d
+	return conv, nil
+}
+
+// subcommand runs one of a command's subcommands, or prints the command's
+// usage for --help.
+func (p *program) subcommand(ctx context.Context, name, usage string, args []string, subs map[string]func(context.Context, []string) error) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fs := p.flags(name, usage)
+		fs.Usage()
+		if len(args) == 0 {
+			return usageError(name + ": a subcommand is required")
+		}
+		return flag.ErrHelp
+	}
+	run, ok := subs[args[0]]
+	if !ok {
+		return usageError(fmt.Sprintf("%s: unknown subcommand %q", name, args[0]))
+	}
+	return run(ctx, args[1:])
+}
+
+func (p *program) suppressions(ctx context.Context, args []string) error {
+	const usage = "suppressions list|add|remove\n\n" +
+		"Shows and edits the suppression list: recipients chatq refuses to message because they opted out.\n" +
+		"  chatq suppressions list [--limit N]\n" +
+		"  chatq suppressions add NUMBER [--reason TEXT]\n" +
+		"  chatq suppressions remove NUMBER\n" +
+		"Needs CHATQ_REDIS_URL."
+	return p.subcommand(ctx, "suppressions", usage, args, map[string]func(context.Context, []string) error{
+		"list":   p.suppressionsList,
+		"add":    p.suppressionsAdd,
+		"remove": p.suppressionsRemove,
+	})
+}
+
+// withChecker opens Redis and runs f with the conversation policy on it.
+func withChecker(ctx context.Context, needs []string, f func(*policy.Checker, config.Config) error) error {
+	cfg, err := loadConfig(config.Default(), append([]string{"CHATQ_REDIS_URL"}, needs...)...)
+	if err != nil {
+		return err
+	}
+	rdb, err := openRedis(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	return f(newChecker(rdb, cfg, zap.NewNop()), cfg)
+}
+
+func (p *program) suppressionsList(ctx context.Context, args []string) error {
+	fs := p.flags("suppressions list", "suppressions list [--limit N]\n\nLists the suppressed recipients. Needs CHATQ_REDIS_URL.")
+	limit := fs.Int("limit", 0, "stop after this many (0: all)")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	return withChecker(ctx, nil, func(c *policy.Checker, _ config.Config) error {
+		tw := tabwriter.NewWriter(p.stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "DESTINATION\tSINCE\tSOURCE\tCODE\tREASON")
+		var cursor uint64
+		n := 0
+		for {
+			page, next, err := c.Suppressions.List(ctx, cursor, 500)
+			if err != nil {
+				return err
+			}
+			for _, s := range page {
+				if *limit > 0 && n >= *limit {
+					return tw.Flush()
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Destination, s.At.Format(time.RFC3339), s.Source, cmpOr(s.Code, "-"), s.Reason)
+				n++
+			}
+			if cursor = next; cursor == 0 {
+				return tw.Flush()
+			}
+		}
+	})
+}
+
+func (p *program) suppressionsAdd(ctx context.Context, args []string) error {
+	fs := p.flags("suppressions add", "suppressions add NUMBER [--reason TEXT]\n\nSuppresses a recipient: chatq refuses messages to it. Needs CHATQ_REDIS_URL.")
+	reason := fs.String("reason", "suppressed by an operator", "why, for the record")
+	number, err := oneNumber(fs, args)
+	if err != nil {
+		return err
+	}
+	return withChecker(ctx, nil, func(c *policy.Checker, _ config.Config) error {
+		if err := c.Suppressions.Add(ctx, policy.Suppression{Destination: number, Reason: *reason, Source: policy.SourceOperator}); err != nil {
+			return err
+		}
+		fmt.Fprintf(p.stdout, "%s suppressed\n", policy.Normalize(number))
+		return nil
+	})
+}
+
+func (p *program) suppressionsRemove(ctx context.Context, args []string) error {
+	fs := p.flags("suppressions remove", "suppressions remove NUMBER\n\nTakes a recipient off the suppression list. Needs CHATQ_REDIS_URL.")
+	number, err := oneNumber(fs, args)
+	if err != nil {
+		return err
+	}
+	return withChecker(ctx, nil, func(c *policy.Checker, _ config.Config) error {
+		removed, err := c.Suppressions.Remove(ctx, number)
+		if err != nil {
+			return err
+		}
+		if !removed {
+			return fmt.Errorf("%s is not suppressed", policy.Normalize(number))
+		}
+		fmt.Fprintf(p.stdout, "%s no longer suppressed\n", policy.Normalize(number))
+		return nil
+	})
+}
+
+// oneNumber parses a subcommand's flags and its one phone number argument.
+func oneNumber(fs interface {
+	Parse([]string) error
+	NArg() int
+	Arg(int) string
+	Name() string
+}, args []string) (string, error) {
+	// Flags may come after the number: parse what follows it too.
+	var number string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		number, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	if number == "" && fs.NArg() > 0 {
+		number = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		return "", usageError(fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0)))
+	}
+	if number == "" {
+		return "", usageError(fs.Name() + ": the recipient's number is required")
+	}
+	if err := enqueue.ValidateDestination("number", number); err != nil {
+		return "", usageError(fs.Name() + ": " + err.Error())
+	}
+	return number, nil
+}
+
+func (p *program) templates(ctx context.Context, args []string) error {
+	const usage = "templates list|submit|sync\n\n" +
+		"Manages the business number's message templates (HSM).\n" +
+		"  chatq templates list      lists them as ChatArchitect's getHSM answers\n" +
+		"  chatq templates submit --name N --language L --category C --content TEXT --example TEXT\n" +
+		"                            submits a new one for WhatsApp's review\n" +
+		"  chatq templates sync      refreshes chatq's template cache, which checks template sends\n" +
+		"Needs CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE (and CHATQ_REDIS_URL for sync)."
+	return p.subcommand(ctx, "templates", usage, args, map[string]func(context.Context, []string) error{
+		"list":   p.templatesList,
+		"submit": p.templatesSubmit,
+		"sync":   p.templatesSync,
+	})
+}
+
+var caNeeds = []string{"CHATQ_CA_APP_ID", "CHATQ_CA_APP_SECRET", "CHATQ_CA_SOURCE"}
+
+func (p *program) templatesList(ctx context.Context, args []string) error {
+	fs := p.flags("templates list", "templates list\n\nLists the templates ChatArchitect's getHSM answers, with their review status.\nNeeds CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE.")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(config.Default(), caNeeds...)
+	if err != nil {
+		return err
+	}
+	list, err := caClient(cfg).Templates(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(p.stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tLANGUAGE\tSTATUS\tCATEGORY\tPARAMS\tTEXT")
+	for _, t := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", t.ElementName, t.LanguageCode, t.Status, t.Category, policy.CountParams(t.Data), oneLine(t.Data, 60))
+	}
+	return tw.Flush()
+}
+
+func oneLine(s string, limit int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > limit {
+		return string(r[:limit-1]) + "…"
+	}
+	return s
+}
+
+func (p *program) templatesSubmit(ctx context.Context, args []string) error {
+	fs := p.flags("templates submit", "templates submit --name N --language L --category C --content TEXT --example TEXT [--type TEXT]\n\n"+
+		"Submits a template for WhatsApp's review; it starts PENDING. Content fills {{1}}..{{n}} from a send's params;\n"+
+		"example is the content with sample values, which the review wants.\nNeeds CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE.")
+	var t chatarchitect.TemplateSubmission
+	fs.StringVar(&t.ElementName, "name", "", "template name: lowercase letters, digits and underscores")
+	fs.StringVar(&t.LanguageCode, "language", "", "language code, such as en or en_US")
+	fs.StringVar(&t.Category, "category", "", "MARKETING, UTILITY or AUTHENTICATION")
+	fs.StringVar(&t.TemplateType, "type", "TEXT", "TEXT, IMAGE, VIDEO or DOCUMENT")
+	fs.StringVar(&t.Content, "content", "", "the text, with {{1}}..{{n}} placeholders")
+	fs.StringVar(&t.Example, "example", "", "the text with sample values in place of the placeholders")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	for _, f := range []struct{ flag, value string }{{"--name", t.ElementName}, {"--language", t.LanguageCode}, {"--category", t.Category}, {"--content", t.Content}} {
+		if f.value == "" {
+			return usageError("templates submit: " + f.flag + " is required")
+		}
+	}
+	if err := enqueue.ValidateTemplateSpec("template", &enqueue.TemplateSpec{ElementName: t.ElementName, LanguageCode: t.LanguageCode}); err != nil {
+		return usageError("templates submit: " + err.Error())
+	}
+	cfg, err := loadConfig(config.Default(), caNeeds...)
+	if err != nil {
+		return err
+	}
+	got, err := caClient(cfg).SubmitTemplate(ctx, t)
+	if err != nil {
+		return err
+	}
+	return p.printJSON(got)
+}
+
+func (p *program) templatesSync(ctx context.Context, args []string) error {
+	fs := p.flags("templates sync", "templates sync\n\nRefreshes chatq's template cache from getHSM now (workers also do it every 10 minutes).\n"+
+		"Needs CHATQ_REDIS_URL, CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE.")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	return withChecker(ctx, caNeeds, func(c *policy.Checker, _ config.Config) error {
+		cat, err := c.Templates.Sync(ctx)
+		if err != nil {
+			return err
+		}
+		approved := 0
+		for _, t := range cat.Templates {
+			if t.Status == chatarchitect.TemplateApproved {
+				approved++
+			}
+		}
+		fmt.Fprintf(p.stdout, "template cache refreshed: %d templates, %d approved\n", len(cat.Templates), approved)
+		return nil
+	})
+}
+
+func (p *program) webhook(ctx context.Context, args []string) error {
+	const usage = "webhook register\n\n" +
+		"Registers chatq's webhook with ChatArchitect: CHATQ_PUBLIC_URL + /webhooks/chatarchitect/ + CHATQ_WEBHOOK_SECRET\n" +
+		"receives every message, delivery and user event of the business number.\n" +
+		"Needs CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET, CHATQ_CA_SOURCE, CHATQ_PUBLIC_URL and CHATQ_WEBHOOK_SECRET."
+	return p.subcommand(ctx, "webhook", usage, args, map[string]func(context.Context, []string) error{
+		"register": p.webhookRegister,
+	})
+}
+
+func (p *program) webhookRegister(ctx context.Context, args []string) error {
+	fs := p.flags("webhook register", "webhook register\n\nRegisters CHATQ_PUBLIC_URL + /webhooks/chatarchitect/ + CHATQ_WEBHOOK_SECRET with ChatArchitect.\n"+
+		"Needs CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET, CHATQ_CA_SOURCE, CHATQ_PUBLIC_URL and CHATQ_WEBHOOK_SECRET.")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(config.Default(), append(caNeeds, "CHATQ_PUBLIC_URL", "CHATQ_WEBHOOK_SECRET")...)
+	if err != nil {
+		return err
+	}
+	base := strings.TrimRight(cfg.PublicURL, "/") + "/webhooks/chatarchitect/"
+	if err := caClient(cfg).RegisterWebhook(ctx, base+cfg.WebhookSecret); err != nil {
+		return err
+	}
+	fmt.Fprintf(p.stdout, "webhook registered for %s: %s%s\n", cfg.CASource, base, mask(cfg.WebhookSecret))
+	return nil
+}
+
+// mask shows a secret's first characters only.
+func mask(secret string) string {
+	n := min(4, len(secret)/4)
+	return secret[:n] + strings.Repeat("*", 8)
+}

@@ -1,0 +1,360 @@
+// Package bench is chatq's benchmark harness: each measurement is a
+// function that runs chatq's components (enqueue client, HTTP API, worker)
+// against a private Redis and the ChatArchitect sandbox in this process,
+// and Run puts them side by side with bare asynq on the same Redis, whose
+// rates are the ceiling of chatq's.
+//
+// Only ratios from one run mean much: the same machine gives different
+// absolute figures from run to run.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Measurement names, for Options.Only, in the order Run runs them.
+const (
+	MeasureBaseline     = "baseline"
+	MeasureEnqueue      = "enqueue"
+	MeasureSend         = "send"
+	MeasureStream       = "stream"
+	MeasureLatency      = "latency"
+	MeasureRedisMemory  = "redis-memory"
+	MeasureWorkerMemory = "worker-memory"
+)
+
+// Measurements lists every measurement name, in the order Run runs them.
+var Measurements = []string{MeasureBaseline, MeasureEnqueue, MeasureSend, MeasureStream, MeasureLatency, MeasureRedisMemory, MeasureWorkerMemory}
+
+// Options choose what a run measures and how much. Zero sizes take the
+// defaults of DefaultOptions.
+type Options struct {
+	// Only lists the measurements to run; empty runs them all. The
+	// baseline runs whenever a rate is measured, for the ratios.
+	Only []string `json:"only,omitempty"`
+	// Goroutines is the number of concurrent callers of the one-at-a-time
+	// enqueue paths (bare asynq, Send, POST /v1/messages).
+	Goroutines int `json:"goroutines"`
+	// Concurrency is the worker's (and bare asynq's server's).
+	Concurrency int `json:"concurrency"`
+	// AsynqTasks is the size of each baseline.
+	AsynqTasks int `json:"asynq_tasks"`
+	// EnqueueMessages is the size of each enqueue measurement.
+	EnqueueMessages int `json:"enqueue_messages"`
+	// BatchSize is the size of a batch (SendBatch, POST
+	// /v1/messages/batch), BatchCallers how many run at once.
+	BatchSize    int `json:"batch_size"`
+	BatchCallers int `json:"batch_callers"`
+	// SendMessages is the size of the send-rate measurement.
+	SendMessages int `json:"send_messages"`
+	// Stream shapes the full-stream measurement.
+	Stream StreamOptions `json:"stream"`
+	// IdleMessages is the number of transactional messages sent one at a
+	// time to an idle worker; Backlog the number of bulk messages drained
+	// while transactional latency is measured.
+	IdleMessages int `json:"idle_messages"`
+	Backlog      int `json:"backlog"`
+	// RedisMessages is the number of messages queued to measure Redis
+	// memory.
+	RedisMessages int `json:"redis_messages"`
+	// WorkerMessages is the number of messages sent to measure the
+	// worker's memory, sampled every WorkerEvery messages.
+	WorkerMessages int `json:"worker_messages"`
+	WorkerEvery    int `json:"worker_every"`
+}
+
+// DefaultOptions are the sizes of the full run (about fifteen minutes on
+// two cores).
+func DefaultOptions() Options {
+	o := Options{
+		Goroutines:      32,
+		Concurrency:     50,
+		AsynqTasks:      100_000,
+		EnqueueMessages: 50_000,
+		BatchSize:       1000,
+		BatchCallers:    2,
+		SendMessages:    50_000,
+		IdleMessages:    200,
+		Backlog:         50_000,
+		RedisMessages:   100_000,
+		WorkerMessages:  1_000_000,
+		WorkerEvery:     100_000,
+	}
+	o.Stream.withDefaults()
+	return o
+}
+
+// QuickOptions are the sizes of a short run (under two minutes), for a
+// first look; its figures are noisier than the full run's.
+func QuickOptions() Options {
+	o := DefaultOptions()
+	o.AsynqTasks = 30_000
+	o.EnqueueMessages = 10_000
+	o.SendMessages = 20_000
+	o.IdleMessages = 100
+	o.Backlog = 10_000
+	o.RedisMessages = 20_000
+	o.WorkerMessages = 60_000
+	o.WorkerEvery = 20_000
+	o.Stream.Duration = 10 * time.Second
+	o.Stream.ProbeDuration = 5 * time.Second
+	o.Stream.MaxProbes = 2
+	return o
+}
+
+// withDefaults fills the zero sizes from DefaultOptions.
+func (o *Options) withDefaults() {
+	d := DefaultOptions()
+	o.Goroutines = cmpOr(o.Goroutines, d.Goroutines)
+	o.Concurrency = cmpOr(o.Concurrency, d.Concurrency)
+	o.AsynqTasks = cmpOr(o.AsynqTasks, d.AsynqTasks)
+	o.EnqueueMessages = cmpOr(o.EnqueueMessages, d.EnqueueMessages)
+	o.BatchSize = cmpOr(o.BatchSize, d.BatchSize)
+	o.BatchCallers = cmpOr(o.BatchCallers, d.BatchCallers)
+	o.SendMessages = cmpOr(o.SendMessages, d.SendMessages)
+	o.IdleMessages = cmpOr(o.IdleMessages, d.IdleMessages)
+	o.Backlog = cmpOr(o.Backlog, d.Backlog)
+	o.RedisMessages = cmpOr(o.RedisMessages, d.RedisMessages)
+	o.WorkerMessages = cmpOr(o.WorkerMessages, d.WorkerMessages)
+	o.WorkerEvery = cmpOr(o.WorkerEvery, d.WorkerEvery)
+	o.Stream.Concurrency = cmpOr(o.Stream.Concurrency, o.Concurrency)
+	o.Stream.withDefaults()
+}
+
+// Validate checks the measurement names and sizes.
+func (o *Options) Validate() error {
+	for _, m := range o.Only {
+		if !slices.Contains(Measurements, m) {
+			return fmt.Errorf("unknown measurement %q (known: %s)", m, strings.Join(Measurements, ", "))
+		}
+	}
+	for _, v := range []struct {
+		name string
+		n    int
+	}{
+		{"goroutines", o.Goroutines}, {"concurrency", o.Concurrency}, {"asynq tasks", o.AsynqTasks},
+		{"enqueue messages", o.EnqueueMessages}, {"batch size", o.BatchSize}, {"batch callers", o.BatchCallers},
+		{"send messages", o.SendMessages}, {"idle messages", o.IdleMessages}, {"backlog", o.Backlog},
+		{"redis messages", o.RedisMessages}, {"worker messages", o.WorkerMessages}, {"worker every", o.WorkerEvery},
+	} {
+		if v.n < 0 {
+			return fmt.Errorf("%s must not be negative, not %d", v.name, v.n)
+		}
+	}
+	if o.Stream.Target < 0 || o.Stream.Step < 0 || (o.Stream.Step > 0 && o.Stream.Step <= 1) {
+		return fmt.Errorf("stream: target must be positive and step above 1")
+	}
+	return nil
+}
+
+func (o *Options) runs(name string) bool {
+	if len(o.Only) == 0 {
+		return true
+	}
+	if name == MeasureBaseline {
+		for _, m := range []string{MeasureBaseline, MeasureEnqueue, MeasureSend, MeasureStream} {
+			if slices.Contains(o.Only, m) {
+				return true
+			}
+		}
+		return false
+	}
+	return slices.Contains(o.Only, name)
+}
+
+// Run runs the measurements opts selects, one after the other, and reports
+// them. A measurement that fails is named in Report.Failures and the run
+// goes on; the error is for the run as a whole (ctx ended).
+func Run(ctx context.Context, env *Env, opts Options) (*Report, error) {
+	opts.withDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	rep := &Report{Started: time.Now().UTC(), Machine: newMachine(), Options: opts}
+	rep.Machine.RedisVersion = redisVersion(ctx, env)
+	steps := []struct {
+		name string
+		run  func() error
+	}{
+		{MeasureBaseline, func() error { return runBaseline(ctx, env, opts, rep) }},
+		{MeasureEnqueue, func() error { return runEnqueue(ctx, env, opts, rep) }},
+		{MeasureSend, func() error { return runSend(ctx, env, opts, rep) }},
+		{MeasureStream, func() error { return runStream(ctx, env, opts, rep) }},
+		{MeasureLatency, func() error { return runLatency(ctx, env, opts, rep) }},
+		{MeasureRedisMemory, func() error { return runRedisMemory(ctx, env, opts, rep) }},
+		{MeasureWorkerMemory, func() error { return runWorkerMemory(ctx, env, opts, rep) }},
+	}
+	for _, st := range steps {
+		if !opts.runs(st.name) {
+			continue
+		}
+		if err := st.run(); err != nil {
+			if ctx.Err() != nil {
+				return rep, ctx.Err()
+			}
+			rep.Failures = append(rep.Failures, fmt.Sprintf("%s: %v", st.name, err))
+			env.logf("%s failed: %v", st.name, err)
+		}
+	}
+	rep.Elapsed = time.Since(rep.Started)
+	rep.Finish()
+	return rep, nil
+}
+
+func redisVersion(ctx context.Context, env *Env) string {
+	c := env.Redis.Client(1)
+	defer c.Close()
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+			return v
+		}
+	}
+	return "unknown"
+}
+
+func rateFigure(name, label string, r Rate, baseline string) Figure {
+	return Figure{Name: name, Label: label, Value: r.PerSecond(), Unit: "msg/s", Baseline: baseline}
+}
+
+func runBaseline(ctx context.Context, env *Env, o Options, rep *Report) error {
+	enq, err := AsynqEnqueue(ctx, env, o.AsynqTasks, o.Goroutines)
+	if err != nil {
+		return err
+	}
+	rep.Results.AsynqEnqueue = &enq
+	rep.Add(rateFigure(BaselineEnqueue, fmt.Sprintf("bare asynq: enqueue, %d goroutines", o.Goroutines), enq, ""))
+	proc, err := AsynqProcess(ctx, env, o.AsynqTasks, o.Concurrency)
+	if err != nil {
+		return err
+	}
+	rep.Results.AsynqProcess = &proc
+	rep.Add(rateFigure(BaselineProcess, fmt.Sprintf("bare asynq: no-op processing, concurrency %d", o.Concurrency), proc, ""))
+	return nil
+}
+
+func runEnqueue(ctx context.Context, env *Env, o Options, rep *Report) error {
+	batchTarget := &Target{Bound: 0.6, OfBaseline: true}
+	send, err := EnqueueSend(ctx, env, o.EnqueueMessages, o.Goroutines)
+	if err != nil {
+		return err
+	}
+	rep.Results.EnqueueSend = &send
+	rep.Add(rateFigure("enqueue_send", fmt.Sprintf("enqueue: library Send, %d goroutines", o.Goroutines), send, BaselineEnqueue))
+
+	batch, err := EnqueueBatch(ctx, env, o.EnqueueMessages, o.BatchSize, o.BatchCallers)
+	if err != nil {
+		return err
+	}
+	rep.Results.EnqueueBatch = &batch
+	f := rateFigure("enqueue_batch", fmt.Sprintf("enqueue: library SendBatch of %d, %d at a time", o.BatchSize, o.BatchCallers), batch, BaselineEnqueue)
+	f.Target = batchTarget
+	rep.Add(f)
+
+	h, err := EnqueueHTTP(ctx, env, o.EnqueueMessages, o.Goroutines)
+	if err != nil {
+		return err
+	}
+	rep.Results.EnqueueHTTP = &h
+	rep.Add(rateFigure("enqueue_http", fmt.Sprintf("enqueue: POST /v1/messages, %d clients", o.Goroutines), h, BaselineEnqueue))
+
+	hb, err := EnqueueHTTPBatch(ctx, env, o.EnqueueMessages, o.BatchSize, o.BatchCallers)
+	if err != nil {
+		return err
+	}
+	rep.Results.EnqueueHTTPBatch = &hb
+	f = rateFigure("enqueue_http_batch", fmt.Sprintf("enqueue: POST /v1/messages/batch of %d, %d at a time", o.BatchSize, o.BatchCallers), hb, BaselineEnqueue)
+	f.Target = batchTarget
+	rep.Add(f)
+	return nil
+}
+
+func runSend(ctx context.Context, env *Env, o Options, rep *Report) error {
+	r, err := SendRate(ctx, env, o.SendMessages, o.Concurrency)
+	if err != nil {
+		return err
+	}
+	rep.Results.SendRate = &r
+	f := rateFigure("send_rate", fmt.Sprintf("send: %d queued to submitted, webhooks off", o.SendMessages), r, BaselineProcess)
+	f.Target = &Target{Bound: 0.35, OfBaseline: true}
+	rep.Add(f)
+	return nil
+}
+
+func runStream(ctx context.Context, env *Env, o Options, rep *Report) error {
+	res, err := Stream(ctx, env, o.Stream)
+	if err != nil {
+		return err
+	}
+	rep.Results.Stream = &res
+	so := o.Stream
+	best := Figure{Name: "stream_rate", Label: fmt.Sprintf("full stream: highest rate held %s, every webhook correlated", so.Duration),
+		Unit: "msg/s", Baseline: BaselineProcess, Target: &Target{Bound: so.Target}}
+	if res.Best != nil {
+		best.Value = res.Best.Rate
+		best.Note = fmt.Sprintf("4 webhooks per message (%.0f/s at %.0f msg/s), %s apart; lag p99 %.0fms at that rate",
+			float64(res.Best.Webhooks)/res.Best.Duration.Seconds(), res.Best.Rate, so.WebhookDelay, ms(res.Best.Lag.P99))
+	} else {
+		best.Note = "no rate held: " + res.AtTarget.Why
+	}
+	rep.Add(best)
+	lag := Figure{Name: "stream_lag_p99", Label: fmt.Sprintf("full stream at %.0f msg/s: p99 webhook-to-record lag", so.Target),
+		Value: ms(res.AtTarget.Lag.P99), Unit: "ms", Target: &Target{Max: true, Bound: ms(so.MaxLag)},
+		Note: fmt.Sprintf("from the webhook's arrival at chatq's HTTP server to the first read of the record showing it, %d samples", res.AtTarget.Lag.Count)}
+	if !res.AtTarget.Sustained {
+		lag.Note += "; the rate did not hold: " + res.AtTarget.Why
+	}
+	rep.Add(lag)
+	return nil
+}
+
+func runLatency(ctx context.Context, env *Env, o Options, rep *Report) error {
+	res, err := Latency(ctx, env, o.IdleMessages, o.Backlog, o.Concurrency)
+	if err != nil {
+		return err
+	}
+	rep.Results.Latency = &res
+	rep.Add(
+		Figure{Name: "latency_idle_p50", Label: "transactional enqueue-to-submitted p50, idle", Value: ms(res.Idle.P50), Unit: "ms", Target: &Target{Max: true, Bound: 20}},
+		Figure{Name: "latency_idle_p99", Label: "transactional enqueue-to-submitted p99, idle", Value: ms(res.Idle.P99), Unit: "ms"},
+		Figure{Name: "latency_backlog_p50", Label: fmt.Sprintf("transactional p50 while %d bulk drain", res.BacklogSize), Value: ms(res.Backlog.P50), Unit: "ms"},
+		Figure{Name: "latency_backlog_p99", Label: fmt.Sprintf("transactional p99 while %d bulk drain", res.BacklogSize), Value: ms(res.Backlog.P99), Unit: "ms",
+			Target: &Target{Max: true, Bound: 100}, Note: fmt.Sprintf("the bulk drained at %.0f msg/s meanwhile", res.BulkRate.PerSecond())},
+	)
+	return nil
+}
+
+func runRedisMemory(ctx context.Context, env *Env, o Options, rep *Report) error {
+	m, err := QueuedMemory(ctx, env, o.RedisMessages)
+	if err != nil {
+		return err
+	}
+	rep.Results.RedisMemory = &m
+	rep.Add(Figure{Name: "redis_bytes_per_message", Label: fmt.Sprintf("Redis memory per queued %d-character text message", m.TextLength),
+		Value: m.PerMessage(), Unit: "B/msg", Target: &Target{Max: true, Bound: 1536},
+		Note: fmt.Sprintf("used_memory growth over %d queued messages; MEMORY USAGE of one record %d B, of its asynq task %d B", m.Messages, m.RecordBytes, m.TaskBytes)})
+	return nil
+}
+
+func runWorkerMemory(ctx context.Context, env *Env, o Options, rep *Report) error {
+	m, err := WorkerHeap(ctx, env, o.WorkerMessages, o.WorkerEvery, o.Concurrency)
+	if err != nil {
+		return err
+	}
+	rep.Results.WorkerMemory = &m
+	first, last := m.Samples[0], m.Samples[len(m.Samples)-1]
+	rep.Add(
+		Figure{Name: "worker_heap_first", Label: fmt.Sprintf("worker heap after %d messages", first.Messages), Value: mib(first.HeapAlloc), Unit: "MiB"},
+		Figure{Name: "worker_heap_last", Label: fmt.Sprintf("worker heap after %d messages", last.Messages), Value: mib(last.HeapAlloc), Unit: "MiB"},
+		Figure{Name: "worker_heap_growth", Label: "worker heap growth, first to last sample", Value: 100 * m.Growth(), Unit: "%",
+			Target: &Target{Max: true, Bound: 10}, Note: "live heap after GC of the process running worker, producer and sandbox (its log emptied before each sample)"},
+	)
+	return nil
+}

@@ -1,0 +1,495 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/sandbox"
+	"github.com/chatq/chatq/internal/store"
+)
+
+// StreamOptions shape the full-stream measurement. Zero fields take the
+// defaults named on each.
+type StreamOptions struct {
+	// Target is the rate, in messages per second, held for Duration first;
+	// zero means 1000 (WhatsApp's highest tier per number).
+	Target float64 `json:"target"`
+	// Duration is how long a rate must hold to count; zero means 60s.
+	Duration time.Duration `json:"duration_ns"`
+	// ProbeDuration is the length of the shorter runs that look for the
+	// highest rate before it is held for Duration; zero means 10s.
+	ProbeDuration time.Duration `json:"probe_duration_ns"`
+	// Step is the factor between probed rates; zero means 1.25.
+	Step float64 `json:"step"`
+	// MaxProbes bounds the probes; zero means 6.
+	MaxProbes int `json:"max_probes"`
+	// MaxLag is the p99 webhook-to-record lag a sustained rate must keep;
+	// zero means 1s.
+	MaxLag time.Duration `json:"max_lag_ns"`
+	// WebhookDelay is the sandbox's delay between a message's webhooks;
+	// zero means 50ms.
+	WebhookDelay time.Duration `json:"webhook_delay_ns"`
+	// Concurrency is the worker's; zero means 50.
+	Concurrency int `json:"concurrency"`
+}
+
+func (o *StreamOptions) withDefaults() {
+	o.Target = cmpOr(o.Target, 1000)
+	o.Duration = cmpOr(o.Duration, 60*time.Second)
+	o.ProbeDuration = cmpOr(o.ProbeDuration, 10*time.Second)
+	o.Step = cmpOr(o.Step, 1.25)
+	o.MaxProbes = cmpOr(o.MaxProbes, 6)
+	o.MaxLag = cmpOr(o.MaxLag, time.Second)
+	o.WebhookDelay = cmpOr(o.WebhookDelay, 50*time.Millisecond)
+	o.Concurrency = cmpOr(o.Concurrency, 50)
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// StreamStep is one run of the full stream at a fixed rate.
+type StreamStep struct {
+	// Rate is the offered rate, in messages per second.
+	Rate     float64       `json:"rate"`
+	Duration time.Duration `json:"duration_ns"`
+	// Messages is how many were enqueued.
+	Messages int `json:"messages"`
+	// Sent is how many the sandbox had accepted when the time was up, and
+	// Backlog how many were still to send then.
+	Sent    int `json:"sent"`
+	Backlog int `json:"backlog"`
+	// Webhooks is how many webhooks chatq answered with a 2xx, Failed how
+	// many the sandbox gave up on.
+	Webhooks       int64 `json:"webhooks"`
+	WebhooksFailed int64 `json:"webhooks_failed"`
+	// Lag is, for a sample of the messages, the time from a webhook's
+	// arrival at chatq's HTTP server to the first read of the record that
+	// shows it.
+	Lag Latencies `json:"lag"`
+	// Incomplete is how many records did not end "read" with each of
+	// enqueued, sent, delivered and read in their history.
+	Incomplete int `json:"incomplete"`
+	// Sustained is true when the rate held: the producer kept up, the
+	// worker was at most a second behind at the end, every webhook was
+	// correlated, and the lag's p99 stayed within the limit.
+	Sustained bool `json:"sustained"`
+	// Why says what failed when Sustained is false.
+	Why string `json:"why,omitempty"`
+}
+
+// StreamResult is the full-stream measurement.
+type StreamResult struct {
+	// AtTarget is the run at the target rate for the full duration.
+	AtTarget StreamStep `json:"at_target"`
+	// Probes are the shorter runs that looked for the highest rate.
+	Probes []StreamStep `json:"probes,omitempty"`
+	// Best is the highest rate sustained for the full duration, nil if
+	// none was.
+	Best *StreamStep `json:"best,omitempty"`
+}
+
+// Stream measures the whole stream: messages enqueued at a steady rate,
+// sent by a worker, and every webhook of each (enqueued, sent, delivered,
+// read) received by chatq's API and correlated with its record. It holds
+// the target rate for the full duration, probes higher rates (or lower
+// ones, if the target did not hold) in shorter runs, and holds the highest
+// probed rate that passed for the full duration.
+func Stream(ctx context.Context, env *Env, opts StreamOptions) (StreamResult, error) {
+	opts.withDefaults()
+	var res StreamResult
+	run := func(rate float64, d time.Duration) (StreamStep, error) {
+		st, err := streamStep(ctx, env, opts, rate, d)
+		if err != nil {
+			return st, err
+		}
+		verdict := "sustained"
+		if !st.Sustained {
+			verdict = "not sustained: " + st.Why
+		}
+		env.logf("stream: %.0f msg/s for %s: %d sent, %d webhooks, lag p99 %.1fms (%d samples): %s",
+			rate, d, st.Sent, st.Webhooks, ms(st.Lag.P99), st.Lag.Count, verdict)
+		return st, nil
+	}
+	var err error
+	if res.AtTarget, err = run(opts.Target, opts.Duration); err != nil {
+		return res, err
+	}
+	up := res.AtTarget.Sustained
+	if up {
+		best := res.AtTarget
+		res.Best = &best
+	}
+	var passed []float64
+	rate := opts.Target
+	for range opts.MaxProbes {
+		if up {
+			rate *= opts.Step
+		} else {
+			rate /= opts.Step
+		}
+		p, err := run(math.Round(rate), opts.ProbeDuration)
+		if err != nil {
+			return res, err
+		}
+		res.Probes = append(res.Probes, p)
+		if p.Sustained {
+			passed = append(passed, p.Rate)
+		}
+		if up != p.Sustained {
+			break
+		}
+	}
+	// Hold the best probed rates for the full duration, highest first.
+	slices.Sort(passed)
+	slices.Reverse(passed)
+	for i, r := range passed {
+		if i == 2 || (res.Best != nil && r <= res.Best.Rate) {
+			break
+		}
+		st, err := run(r, opts.Duration)
+		if err != nil {
+			return res, err
+		}
+		if st.Sustained {
+			res.Best = &st
+			break
+		}
+	}
+	return res, nil
+}
+
+// streamStep runs the stream at rate for d, then waits for what is in
+// flight to finish.
+func streamStep(ctx context.Context, env *Env, opts StreamOptions, rate float64, d time.Duration) (StreamStep, error) {
+	step := StreamStep{Rate: rate, Duration: d}
+	if err := env.flush(ctx); err != nil {
+		return step, err
+	}
+	s := newStack(env)
+	defer s.close()
+	if err := s.startSandbox(sandbox.Config{WebhookDelay: opts.WebhookDelay, WebhookWorkers: 64}); err != nil {
+		return step, err
+	}
+	tr := newTracker()
+	apiURL, err := s.startAPI(s.enqueueClient(64, enqueue.Config{}), tr.middleware)
+	if err != nil {
+		return step, err
+	}
+	if err := s.registerWebhook(ctx, apiURL); err != nil {
+		return step, fmt.Errorf("stream: %w", err)
+	}
+	client := s.enqueueClient(72, enqueue.Config{})
+	st := store.New(s.redis(8), store.Config{})
+	if _, err := s.startWorker(workerConfig(opts.Concurrency)); err != nil {
+		return step, err
+	}
+
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	polled := make(chan error, 1)
+	go func() { polled <- tr.poll(pollCtx, st) }()
+	var pollErr error
+	pollDone := false
+	finishPoll := func() error {
+		if !pollDone {
+			pollDone = true
+			stopPoll()
+			pollErr = <-polled
+		}
+		return pollErr
+	}
+	defer finishPoll()
+
+	// About twenty messages a second are watched for the lag.
+	every := max(1, int(rate/20))
+	ids, err := produce(ctx, client, tr, rate, d, every)
+	step.Messages = len(ids)
+	sent := int(s.sent.n.Load())
+	step.Sent, step.Backlog = sent, len(ids)-sent
+	if err != nil {
+		return step, err
+	}
+
+	// Everything in flight gets time to finish: the backlog, then each
+	// message's webhooks. The records are read once all is quiet, so that
+	// reading them does not slow the last webhooks down.
+	drain := time.Duration(float64(step.Backlog)/rate*float64(time.Second)) + 8*opts.WebhookDelay + 30*time.Second
+	if err := waitUntil(ctx, drain, func() bool {
+		return int(s.sent.n.Load()) >= len(ids) && s.sandbox.Stats().WebhooksPending == 0 && tr.settled()
+	}); err != nil {
+		return step, err
+	}
+	if err := finishPoll(); err != nil {
+		return step, fmt.Errorf("stream: %w", err)
+	}
+	recs, err := waitRecords(ctx, st, ids, 5*time.Second, complete)
+	var notDone *notDoneError
+	switch {
+	case errors.As(err, &notDone):
+		step.Incomplete = notDone.pending
+	case err != nil:
+		return step, fmt.Errorf("stream: %w", err)
+	}
+	for _, r := range recs {
+		if r != nil && !correlated(r) {
+			step.Incomplete++
+		}
+	}
+	stats := s.sandbox.Stats()
+	step.Webhooks, step.WebhooksFailed = stats.WebhooksSent, stats.WebhooksFailed+stats.WebhooksDropped
+	step.Lag = summarize(tr.lags)
+
+	var why []string
+	if want := int(rate * d.Seconds()); step.Messages < want*99/100 {
+		why = append(why, fmt.Sprintf("the producer enqueued %d of %d", step.Messages, want))
+	}
+	if step.Backlog > int(rate) {
+		why = append(why, fmt.Sprintf("%d messages were still to send at the end (over a second's worth)", step.Backlog))
+	}
+	if step.Incomplete > 0 || step.WebhooksFailed > 0 {
+		why = append(why, fmt.Sprintf("%d records not fully correlated, %d webhooks lost", step.Incomplete, step.WebhooksFailed))
+	}
+	if step.Lag.Count == 0 {
+		why = append(why, "no lag sample")
+	} else if step.Lag.P99 > opts.MaxLag {
+		why = append(why, fmt.Sprintf("lag p99 %s over %s", step.Lag.P99.Round(time.Millisecond), opts.MaxLag))
+	}
+	step.Sustained = len(why) == 0
+	step.Why = strings.Join(why, "; ")
+	return step, nil
+}
+
+// produce enqueues messages at rate for d, in a batch every 10ms, every
+// every-th of them watched by tr; it returns their ids.
+func produce(ctx context.Context, client *enqueue.Client, tr *tracker, rate float64, d time.Duration, every int) ([]string, error) {
+	ids := make([]string, 0, int(rate*d.Seconds())+1)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	start := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return ids, ctx.Err()
+		case <-tick.C:
+		}
+		elapsed := time.Since(start)
+		if elapsed > d {
+			elapsed = d
+		}
+		due := int(rate * elapsed.Seconds())
+		if due > len(ids) {
+			msgs := make([]*enqueue.Message, due-len(ids))
+			for j := range msgs {
+				i := len(ids) + j
+				prefix := plainPrefix
+				if i%every == 0 {
+					prefix = sampledPrefix
+				}
+				msgs[j] = textMessage(prefix, i, enqueue.Bulk)
+			}
+			res, err := client.SendBatch(ctx, msgs)
+			if err != nil {
+				return ids, fmt.Errorf("stream: enqueue: %w", err)
+			}
+			for j, r := range res {
+				if r.Err != nil {
+					return ids, fmt.Errorf("stream: enqueue: %w", r.Err)
+				}
+				if strings.HasPrefix(msgs[j].Destination, sampledPrefix) {
+					tr.watch(msgs[j].Destination, r.Record.ID)
+				}
+				ids = append(ids, r.Record.ID)
+			}
+		}
+		if elapsed == d {
+			return ids, nil
+		}
+	}
+}
+
+// deliveryEvents are the webhooks of a message that is read, in order.
+var deliveryEvents = [...]store.Status{store.Enqueued, store.Sent, store.Delivered, store.Read}
+
+func complete(r *store.Record) bool { return r.Status == store.Read }
+
+// correlated reports whether each delivery event of r was applied from its
+// own webhook (not implied by a later one) exactly once.
+func correlated(r *store.Record) bool {
+	var n [len(deliveryEvents)]int
+	for _, h := range r.History {
+		for i, st := range deliveryEvents {
+			if h.Status == st && h.Note == "" {
+				n[i]++
+			}
+		}
+	}
+	for _, c := range n {
+		if c != 1 {
+			return false
+		}
+	}
+	return true
+}
+
+// tracker measures the webhook-to-record lag of watched messages: its
+// middleware notes when each of their webhooks reaches chatq's HTTP
+// server, and poll notes when a read of the record first shows it. The
+// lag is the difference; polling every few milliseconds adds at most that
+// much to it.
+type tracker struct {
+	mu      sync.Mutex
+	byDest  map[string]*watched
+	pending map[*watched]struct{}
+	lags    []time.Duration
+}
+
+type watched struct {
+	id      string
+	arrived [len(deliveryEvents)]time.Time
+	seen    [len(deliveryEvents)]bool
+}
+
+func newTracker() *tracker {
+	return &tracker{byDest: map[string]*watched{}, pending: map[*watched]struct{}{}}
+}
+
+func (t *tracker) watch(dest, id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	w := t.byDest[dest]
+	if w == nil {
+		w = &watched{}
+		t.byDest[dest] = w
+	}
+	w.id = id
+}
+
+// middleware notes the arrival of the watched messages' webhooks before
+// chatq's handler sees them. Only their bodies are parsed here.
+func (t *tracker) middleware(next http.Handler) http.Handler {
+	mark := []byte(`"destination":"` + sampledPrefix)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/webhooks/") {
+			now := time.Now()
+			body, err := io.ReadAll(r.Body)
+			_ = r.Body.Close()
+			if err != nil {
+				http.Error(w, "unreadable body", http.StatusBadRequest)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if bytes.Contains(body, mark) {
+				t.arrived(body, now)
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (t *tracker) arrived(body []byte, at time.Time) {
+	hook, err := chatarchitect.ParseWebhook(body)
+	if err != nil || hook.Event == nil {
+		return
+	}
+	i := slices.Index(deliveryEvents[:], store.Status(hook.Event.Type))
+	if i < 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	w := t.byDest[hook.Event.Destination]
+	if w == nil {
+		// The webhook beat SendBatch's return: watch it all the same.
+		w = &watched{}
+		t.byDest[hook.Event.Destination] = w
+	}
+	if w.arrived[i].IsZero() {
+		w.arrived[i] = at
+		t.pending[w] = struct{}{}
+	}
+}
+
+// settled reports whether every webhook of a watched message that arrived
+// was seen in its record.
+func (t *tracker) settled() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.pending) == 0
+}
+
+// pollInterval is how often poll reads the watched records that have a
+// webhook arrived and not yet seen.
+const pollInterval = 2 * time.Millisecond
+
+// poll reads the records of watched messages with a webhook waiting to be
+// seen, until ctx ends.
+func (t *tracker) poll(ctx context.Context, st *store.Store) error {
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	var ws []*watched
+	var ids []string
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		ws, ids = ws[:0], ids[:0]
+		t.mu.Lock()
+		for w := range t.pending {
+			if w.id != "" {
+				ws = append(ws, w)
+				ids = append(ids, w.id)
+			}
+		}
+		t.mu.Unlock()
+		if len(ids) == 0 {
+			continue
+		}
+		recs, err := st.GetMany(ctx, ids)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("watch records: %w", err)
+		}
+		now := time.Now()
+		t.mu.Lock()
+		for j, r := range recs {
+			if r == nil {
+				continue
+			}
+			w, open := ws[j], 0
+			for i, status := range deliveryEvents {
+				if w.arrived[i].IsZero() || w.seen[i] {
+					continue
+				}
+				if _, ok := historyAt(r, status); ok {
+					w.seen[i] = true
+					t.lags = append(t.lags, now.Sub(w.arrived[i]))
+					continue
+				}
+				open++
+			}
+			if open == 0 {
+				delete(t.pending, w)
+			}
+		}
+		t.mu.Unlock()
+	}
+}

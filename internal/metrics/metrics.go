@@ -1,0 +1,178 @@
+// Package metrics defines chatq's Prometheus metrics. One *Metrics is built
+// per process and handed to the components that count; a nil *Metrics
+// counts nothing, so tests and library users need not build one.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+	asynqmetrics "github.com/hibiken/asynq/x/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds every chatq metric.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	enqueued        *prometheus.CounterVec
+	submitted       *prometheus.CounterVec
+	dead            *prometheus.CounterVec
+	deliveryFailed  *prometheus.CounterVec
+	retries         *prometheus.CounterVec
+	possibleDupes   prometheus.Counter
+	sendSeconds     *prometheus.HistogramVec
+	enqueueToSubmit *prometheus.HistogramVec
+	limitWaits      *prometheus.CounterVec
+	limitWaitSecs   *prometheus.HistogramVec
+	webhookEvents   *prometheus.CounterVec
+	circuitOpen     prometheus.Gauge
+	callbacks       *prometheus.CounterVec
+}
+
+// New returns the metrics registered on a new registry, with Go runtime and
+// process collectors. With an inspector, asynq's own queue collector
+// (queue sizes by state, latency, pause state) is registered too.
+func New(inspector *asynq.Inspector) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		reg: reg,
+		enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_messages_enqueued_total", Help: "Messages accepted for sending, by priority.",
+		}, []string{"priority"}),
+		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_messages_sent_total", Help: "Messages accepted by ChatArchitect (status submitted), by priority.",
+		}, []string{"priority"}),
+		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_messages_dead_total", Help: "Messages chatq gave up on (dead letters), by error class and code.",
+		}, []string{"class", "code"}),
+		deliveryFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_messages_failed_total", Help: "Messages whose delivery failed after acceptance (failed webhooks), by class and code.",
+		}, []string{"class", "code"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_send_retries_total", Help: "Send attempts that will be retried, by error class.",
+		}, []string{"class"}),
+		possibleDupes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatq_possible_duplicates_total", Help: "Sends that timed out after the request was written: the retry may duplicate the message.",
+		}),
+		sendSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "chatq_send_duration_seconds", Help: "Duration of the upstream send call, by outcome.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"outcome"}),
+		enqueueToSubmit: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "chatq_enqueue_to_submit_seconds", Help: "Time from enqueue to acceptance by ChatArchitect, by priority.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800},
+		}, []string{"priority"}),
+		limitWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_rate_limit_waits_total", Help: "Sends held back by a limit, by limit.",
+		}, []string{"limit"}),
+		limitWaitSecs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "chatq_rate_limit_wait_seconds", Help: "Time sends waited for a limit, by limit.",
+			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 60, 600, 3600},
+		}, []string{"limit"}),
+		webhookEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_webhook_events_total", Help: "ChatArchitect webhooks received, by type and correlation outcome (matched, parked, unknown, duplicate, ignored).",
+		}, []string{"type", "correlation"}),
+		circuitOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatq_circuit_open", Help: "1 while sending is paused by the circuit breaker or an operator, else 0.",
+		}),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_callbacks_total", Help: "Status callback and inbound forwarding attempts, by outcome.",
+		}, []string{"outcome"}),
+	}
+	reg.MustRegister(m.enqueued, m.submitted, m.dead, m.deliveryFailed, m.retries, m.possibleDupes,
+		m.sendSeconds, m.enqueueToSubmit, m.limitWaits, m.limitWaitSecs, m.webhookEvents, m.circuitOpen, m.callbacks,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if inspector != nil {
+		reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(inspector))
+	}
+	return m
+}
+
+// Handler serves the metrics in Prometheus's text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Enqueued counts a message accepted for sending.
+func (m *Metrics) Enqueued(priority string) {
+	if m != nil {
+		m.enqueued.WithLabelValues(priority).Inc()
+	}
+}
+
+// Submitted counts a message accepted upstream and how long it took since
+// it was enqueued.
+func (m *Metrics) Submitted(priority string, sinceEnqueue time.Duration) {
+	if m != nil {
+		m.submitted.WithLabelValues(priority).Inc()
+		m.enqueueToSubmit.WithLabelValues(priority).Observe(sinceEnqueue.Seconds())
+	}
+}
+
+// Dead counts a dead letter.
+func (m *Metrics) Dead(class, code string) {
+	if m != nil {
+		m.dead.WithLabelValues(class, code).Inc()
+	}
+}
+
+// DeliveryFailed counts a failed delivery reported by webhook.
+func (m *Metrics) DeliveryFailed(class, code string) {
+	if m != nil {
+		m.deliveryFailed.WithLabelValues(class, code).Inc()
+	}
+}
+
+// Retry counts a send that will be retried.
+func (m *Metrics) Retry(class string, ambiguous bool) {
+	if m != nil {
+		m.retries.WithLabelValues(class).Inc()
+		if ambiguous {
+			m.possibleDupes.Inc()
+		}
+	}
+}
+
+// SendDuration observes one upstream send call.
+func (m *Metrics) SendDuration(outcome string, d time.Duration) {
+	if m != nil {
+		m.sendSeconds.WithLabelValues(outcome).Observe(d.Seconds())
+	}
+}
+
+// LimitWait counts a send held back by a limit, and for how long.
+func (m *Metrics) LimitWait(limit string, d time.Duration) {
+	if m != nil {
+		m.limitWaits.WithLabelValues(limit).Inc()
+		m.limitWaitSecs.WithLabelValues(limit).Observe(d.Seconds())
+	}
+}
+
+// WebhookEvent counts a received webhook.
+func (m *Metrics) WebhookEvent(typ, correlation string) {
+	if m != nil {
+		m.webhookEvents.WithLabelValues(typ, correlation).Inc()
+	}
+}
+
+// CircuitOpen sets the circuit breaker gauge.
+func (m *Metrics) CircuitOpen(open bool) {
+	if m != nil {
+		v := 0.0
+		if open {
+			v = 1
+		}
+		m.circuitOpen.Set(v)
+	}
+}
+
+// Callback counts a callback delivery attempt ("delivered", "failed").
+func (m *Metrics) Callback(outcome string) {
+	if m != nil {
+		m.callbacks.WithLabelValues(outcome).Inc()
+	}
+}

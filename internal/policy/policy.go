@@ -1,0 +1,326 @@
+// Package policy is chatq's conversation policy: what WhatsApp lets a
+// business send, known before the send. It keeps the suppression list
+// (users who opted out), each user's 24h customer service window, and a
+// cache of the account's templates, all in Redis; and it checks messages
+// against them at enqueue and again in the worker.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/chatq/chatq/internal/callback"
+	"github.com/chatq/chatq/internal/chatarchitect"
+)
+
+// Error codes of policy refusals (the "code" of the HTTP API's 422).
+const (
+	CodeSuppressed          = "suppressed"
+	CodeWindowClosed        = "window_closed"
+	CodeUnknownTemplate     = "unknown_template"
+	CodeTemplateNotApproved = "template_not_approved"
+	CodeTemplateParams      = "template_params"
+	CodeCallbackURL         = "callback_url_refused"
+)
+
+// Error is a message the conversation policy refuses. Field is the JSON
+// path of what is refused ("destination", "payload.template.params"), as
+// in enqueue.ValidationError.
+type Error struct {
+	Code   string
+	Field  string
+	Reason string
+}
+
+func (e *Error) Error() string {
+	if e.Field == "" {
+		return e.Reason
+	}
+	return e.Field + " " + e.Reason
+}
+
+// Config tunes a Checker. The zero value is usable.
+type Config struct {
+	// Window is CHATQ_WINDOW_POLICY; empty means WindowLearn.
+	Window WindowPolicy
+	// AllowPrivateCallbacks accepts callback URLs on loopback and private
+	// addresses (CHATQ_CALLBACK_ALLOW_PRIVATE).
+	AllowPrivateCallbacks bool
+	// Resolver resolves callback URL hosts; nil means net.DefaultResolver.
+	Resolver *net.Resolver
+	// Source refreshes the template cache; nil leaves the cache to the
+	// processes that have ChatArchitect credentials.
+	Source Source
+	// WindowTTL is how long a recipient's window state is kept after its
+	// last change; zero means 30 days.
+	WindowTTL time.Duration
+	// Log gets the few warnings of the template cache; nil discards them.
+	Log *zap.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Checker applies the conversation policy. It is safe for concurrent use.
+type Checker struct {
+	cfg Config
+	// Suppressions is the suppression list.
+	Suppressions *Suppressions
+	// Windows is the recipients' window state.
+	Windows *Windows
+	// Templates is the template cache.
+	Templates *Templates
+}
+
+// New returns a Checker keeping its state in rdb.
+func New(rdb redis.UniversalClient, cfg Config) *Checker {
+	if cfg.Window == "" {
+		cfg.Window = WindowLearn
+	}
+	if cfg.WindowTTL <= 0 {
+		cfg.WindowTTL = 30 * 24 * time.Hour
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Checker{
+		cfg:          cfg,
+		Suppressions: &Suppressions{rdb: rdb},
+		Windows:      &Windows{rdb: rdb, ttl: cfg.WindowTTL},
+		Templates:    &Templates{rdb: rdb, source: cfg.Source, log: cfg.Log, now: cfg.Now},
+	}
+}
+
+// WindowPolicy returns the window policy in force.
+func (c *Checker) WindowPolicy() WindowPolicy { return c.cfg.Window }
+
+// Subject is what the policy needs to know of a message.
+type Subject struct {
+	Destination string
+	// FreeForm is true for anything but a template: WhatsApp allows it
+	// only inside the 24h window.
+	FreeForm bool
+	// Template is the template a template message sends.
+	Template *TemplateUse
+	// Fallback is the template to send instead when the window is closed.
+	Fallback *TemplateUse
+	// CallbackURL is the message's callback URL, if any.
+	CallbackURL string
+}
+
+// TemplateUse is a template a message sends, and where in the message it
+// is named (for errors).
+type TemplateUse struct {
+	// Field is the JSON path of the template object: "payload.template"
+	// or "fallback_template".
+	Field    string
+	Name     string
+	Language string
+	Params   int
+}
+
+// Check applies the policy to messages about to be enqueued and returns
+// one error per subject (nil, or an *Error), in order; the error is for
+// failures of the whole check (Redis unreachable). Checks run in one
+// round trip per kind, so a batch costs little more than one message.
+func (c *Checker) Check(ctx context.Context, subjects []Subject) ([]error, error) {
+	errs := make([]error, len(subjects))
+	dests := make([]string, len(subjects))
+	for i, s := range subjects {
+		dests[i] = s.Destination
+	}
+	sup, err := c.Suppressions.GetMany(ctx, dests)
+	if err != nil {
+		return nil, err
+	}
+	var windowed []int
+	for i, s := range subjects {
+		if sup[i] != nil {
+			errs[i] = suppressedError(sup[i])
+			continue
+		}
+		for _, use := range []*TemplateUse{s.Template, s.Fallback} {
+			if use == nil || errs[i] != nil {
+				continue
+			}
+			if err := c.Templates.Check(ctx, use); err != nil {
+				var pe *Error
+				if !errors.As(err, &pe) {
+					return nil, err
+				}
+				errs[i] = err
+			}
+		}
+		if errs[i] == nil && s.FreeForm && s.Fallback == nil && c.cfg.Window != WindowOff {
+			windowed = append(windowed, i)
+		}
+	}
+	if err := c.checkCallbacks(ctx, subjects, errs); err != nil {
+		return nil, err
+	}
+	if len(windowed) == 0 {
+		return errs, nil
+	}
+	wd := make([]string, len(windowed))
+	for j, i := range windowed {
+		wd[j] = subjects[i].Destination
+	}
+	wins, err := c.Windows.GetMany(ctx, wd)
+	if err != nil {
+		return nil, err
+	}
+	now := c.cfg.Now()
+	for j, i := range windowed {
+		if errs[i] == nil && !c.cfg.Window.Allows(wins[j], now) {
+			errs[i] = c.windowError(wins[j], now)
+		}
+	}
+	return errs, nil
+}
+
+// checkCallbacks refuses callback URLs on non-public addresses, resolving
+// each distinct host once.
+func (c *Checker) checkCallbacks(ctx context.Context, subjects []Subject, errs []error) error {
+	if c.cfg.AllowPrivateCallbacks {
+		return nil
+	}
+	seen := map[string]error{}
+	for i, s := range subjects {
+		if s.CallbackURL == "" || errs[i] != nil {
+			continue
+		}
+		err, ok := seen[s.CallbackURL]
+		if !ok {
+			err = callback.CheckURL(ctx, c.cfg.Resolver, s.CallbackURL)
+			seen[s.CallbackURL] = err
+		}
+		if err != nil {
+			errs[i] = &Error{Code: CodeCallbackURL, Field: "callback_url",
+				Reason: "is refused: " + err.Error() + " (CHATQ_CALLBACK_ALLOW_PRIVATE allows private addresses)"}
+		}
+	}
+	return nil
+}
+
+func suppressedError(s *Suppression) *Error {
+	return &Error{Code: CodeSuppressed, Field: "destination",
+		Reason: fmt.Sprintf("is suppressed since %s (%s): chatq does not message it", s.At.Format(time.RFC3339), s.Reason)}
+}
+
+func (c *Checker) windowError(w Window, now time.Time) *Error {
+	var why string
+	switch {
+	case w.ClosedAt.After(w.LastInbound):
+		why = "a send to it failed because its 24h window is closed, and the user has not written since"
+	case !w.LastInbound.IsZero():
+		why = fmt.Sprintf("the user last wrote %s ago, more than 24h", now.Sub(w.LastInbound).Round(time.Minute))
+	default:
+		why = "chatq has not seen the user write in the last 24h (CHATQ_WINDOW_POLICY=strict)"
+	}
+	return &Error{Code: CodeWindowClosed, Field: "destination",
+		Reason: "is outside its 24h window: " + why + "; send a template, or give a fallback_template"}
+}
+
+// Verdict is the policy's answer for a message about to be sent.
+type Verdict int
+
+// The verdicts of Decide.
+const (
+	// Send the message as it is.
+	Send Verdict = iota
+	// SendFallback: send the message's fallback template instead.
+	SendFallback
+	// Refuse: do not send; the *Error says why.
+	Refuse
+)
+
+// Decide applies the policy to a message the worker is about to send. A
+// suppressed recipient is refused; a free-form message outside the window
+// (as the policy sees it) gets its fallback template, or is refused
+// without one. Templates were checked at enqueue and are not again.
+func (c *Checker) Decide(ctx context.Context, destination string, freeForm, hasFallback bool) (Verdict, *Error, error) {
+	s, err := c.Suppressions.Get(ctx, destination)
+	if err != nil {
+		return Refuse, nil, err
+	}
+	if s != nil {
+		return Refuse, suppressedError(s), nil
+	}
+	if !freeForm || c.cfg.Window == WindowOff {
+		return Send, nil, nil
+	}
+	w, err := c.Windows.Get(ctx, destination)
+	if err != nil {
+		return Refuse, nil, err
+	}
+	now := c.cfg.Now()
+	switch {
+	case c.cfg.Window.Allows(w, now):
+		return Send, nil, nil
+	case hasFallback:
+		return SendFallback, nil, nil
+	}
+	return Refuse, c.windowError(w, now), nil
+}
+
+// InWindow reports whether chatq saw destination write within the last
+// 24h (and no send failed for a closed window since): a message to it is
+// a reply in a conversation the user opened.
+func (c *Checker) InWindow(ctx context.Context, destination string) (bool, error) {
+	w, err := c.Windows.Get(ctx, destination)
+	if err != nil {
+		return false, err
+	}
+	return w.Open(c.cfg.Now()), nil
+}
+
+// Learned says what LearnFailure recorded.
+type Learned string
+
+// What a failure can teach.
+const (
+	LearnedNothing      Learned = ""
+	LearnedOptOut       Learned = "suppressed"
+	LearnedWindowClosed Learned = "window_closed"
+)
+
+// LearnFailure records what a failed send or failed delivery event says
+// about its recipient: an opt-out code suppresses them, a closed-window
+// code marks their window closed. source is SourceWebhook or SourceSend.
+func (c *Checker) LearnFailure(ctx context.Context, destination, code, reason, source string, at time.Time) (Learned, error) {
+	if destination == "" {
+		return LearnedNothing, nil
+	}
+	switch {
+	case chatarchitect.IsOptOutCode(code):
+		if reason == "" {
+			reason = "the user opted out"
+		}
+		err := c.Suppressions.Add(ctx, Suppression{Destination: destination, Reason: reason, Code: code, Source: source, At: at})
+		return LearnedOptOut, err
+	case chatarchitect.IsWindowClosedCode(code):
+		return LearnedWindowClosed, c.Windows.Closed(ctx, destination, at)
+	}
+	return LearnedNothing, nil
+}
+
+// UserEvent records a user's opt-in (off the list) or opt-out (on it).
+// Other event types change nothing.
+func (c *Checker) UserEvent(ctx context.Context, phone, eventType string, at time.Time) error {
+	switch eventType {
+	case "opted-out":
+		return c.Suppressions.Add(ctx, Suppression{Destination: phone, Reason: "the user opted out", Source: SourceUserEvent, At: at})
+	case "opted-in":
+		_, err := c.Suppressions.Remove(ctx, phone)
+		return err
+	}
+	return nil
+}

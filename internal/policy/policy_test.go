@@ -1,0 +1,363 @@
+package policy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/policy"
+	"github.com/chatq/chatq/internal/redistest"
+)
+
+var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+
+func TestWindowPolicies(t *testing.T) {
+	t.Parallel()
+	now := t0
+	windows := map[string]policy.Window{
+		"unknown":             {},
+		"wrote 1h ago":        {LastInbound: now.Add(-time.Hour)},
+		"wrote 25h ago":       {LastInbound: now.Add(-25 * time.Hour)},
+		"failed since":        {LastInbound: now.Add(-2 * time.Hour), ClosedAt: now.Add(-time.Hour)},
+		"failed, wrote since": {LastInbound: now.Add(-time.Hour), ClosedAt: now.Add(-2 * time.Hour)},
+		"failed, never wrote": {ClosedAt: now.Add(-time.Hour)},
+	}
+	want := map[policy.WindowPolicy]map[string]bool{
+		policy.WindowLearn: {"unknown": true, "wrote 1h ago": true, "wrote 25h ago": false, "failed since": false,
+			"failed, wrote since": true, "failed, never wrote": false},
+		policy.WindowStrict: {"unknown": false, "wrote 1h ago": true, "wrote 25h ago": false, "failed since": false,
+			"failed, wrote since": true, "failed, never wrote": false},
+		policy.WindowOff: {"unknown": true, "wrote 1h ago": true, "wrote 25h ago": true, "failed since": true,
+			"failed, wrote since": true, "failed, never wrote": true},
+	}
+	for p, cases := range want {
+		got := map[string]bool{}
+		for name, w := range windows {
+			got[name] = p.Allows(w, now)
+		}
+		if diff := cmp.Diff(cases, got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", p, diff)
+		}
+	}
+}
+
+func TestCountParams(t *testing.T) {
+	t.Parallel()
+	tests := map[string]int{
+		"Hello":                              0,
+		"Welcome {{1}}! Your code is {{2}}.": 2,
+		"{{1}} and {{1}} again":              1,
+		"{{ 3 }} spaced, {{1}}":              3,
+		"{{x}} is not one":                   0,
+	}
+	for data, want := range tests {
+		if got := policy.CountParams(data); got != want {
+			t.Errorf("CountParams(%q) = %d, want %d", data, got, want)
+		}
+	}
+}
+
+// fakeSource is getHSM: a list that can change or fail.
+type fakeSource struct {
+	mu    sync.Mutex
+	list  []chatarchitect.Template
+	err   error
+	calls int
+}
+
+func (f *fakeSource) Templates(context.Context) ([]chatarchitect.Template, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return append([]chatarchitect.Template(nil), f.list...), f.err
+}
+
+func (f *fakeSource) set(err error, list ...chatarchitect.Template) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.list, f.err = list, err
+}
+
+func tpl(name, lang, status, data string) chatarchitect.Template {
+	return chatarchitect.Template{ElementName: name, LanguageCode: lang, Status: status, Data: data, Category: "UTILITY"}
+}
+
+// clock is a settable time.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func use(field, name, lang string, params int) *policy.TemplateUse {
+	return &policy.TemplateUse{Field: field, Name: name, Language: lang, Params: params}
+}
+
+func errCode(err error) string {
+	var pe *policy.Error
+	if errors.As(err, &pe) {
+		return pe.Code + ": " + pe.Error()
+	}
+	if err != nil {
+		return "other: " + err.Error()
+	}
+	return ""
+}
+
+func TestTemplateChecks(t *testing.T) {
+	t.Parallel()
+	src := &fakeSource{}
+	src.set(nil,
+		tpl("welcome_offer", "en_US", "APPROVED", "Welcome {{1}}! Your discount code is {{2}}."),
+		tpl("otp_code", "en", "APPROVED", "Your code is {{1}}."),
+		tpl("paused_one", "en", "PAUSED", "Hi"),
+		tpl("fresh", "en", "PENDING", "Hi {{1}}"),
+		tpl("bad", "en", "REJECTED", "Hi"),
+	)
+	clk := &clock{now: t0}
+	c := policy.New(redistest.Start(t).Client(t), policy.Config{Source: src, Now: clk.Now})
+	ctx := context.Background()
+	tests := []struct {
+		use  *policy.TemplateUse
+		want string
+	}{
+		{use("payload.template", "welcome_offer", "en_US", 2), ""},
+		{use("payload.template", "welcome_offer", "en_US", 1), "template_params: payload.template.params must hold 2 parameters, not 1"},
+		{use("fallback_template", "otp_code", "en", 0), "template_params: fallback_template.params must hold 1 parameter, not 0"},
+		{use("payload.template", "otp_code", "en_US", 1), `unknown_template: payload.template.elementName names no known template "otp_code" in language "en_US" (it exists in en)`},
+		{use("payload.template", "nope", "en", 0), `unknown_template: payload.template.elementName names no known template "nope" in language "en"`},
+		{use("payload.template", "paused_one", "en", 0), "template_not_approved: payload.template.elementName names template paused_one (en), which is PAUSED, not APPROVED"},
+		{use("payload.template", "fresh", "en", 1), "template_not_approved: payload.template.elementName names template fresh (en), which is PENDING, not APPROVED"},
+		{use("payload.template", "bad", "en", 0), "template_not_approved: payload.template.elementName names template bad (en), which is REJECTED, not APPROVED"},
+	}
+	for _, tt := range tests {
+		if got := errCode(c.Templates.Check(ctx, tt.use)); got != tt.want {
+			t.Errorf("%+v:\n got %s\nwant %s", *tt.use, got, tt.want)
+		}
+	}
+	if src.calls != 1 {
+		t.Errorf("getHSM called %d times for one cold cache, want 1 (misses within 30s do not refetch)", src.calls)
+	}
+
+	// A template approved since is found on a miss, once the miss
+	// interval has passed.
+	src.set(nil, tpl("welcome_offer", "en_US", "APPROVED", "{{1}} {{2}}"), tpl("brand_new", "en", "APPROVED", "{{1}}"))
+	clk.add(31 * time.Second)
+	if got := errCode(c.Templates.Check(ctx, use("payload.template", "brand_new", "en", 1))); got != "" {
+		t.Errorf("a new template: %s", got)
+	}
+	cat, err := c.Templates.Catalog(ctx)
+	if err != nil || len(cat.Templates) != 2 || cat.Templates[0].ElementName != "brand_new" || cat.Templates[0].Params != 1 {
+		t.Errorf("catalog after refresh: %+v %v", cat, err)
+	}
+
+	// A stale cache is trusted when ChatArchitect is away.
+	src.set(errors.New("connection refused"))
+	clk.add(time.Minute)
+	if got := errCode(c.Templates.Check(ctx, use("payload.template", "gone", "en", 0))); got == "" {
+		t.Error("an unknown template was accepted on a stale cache")
+	}
+}
+
+func TestTemplatesWithoutAnyCacheAreAccepted(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	src := &fakeSource{err: errors.New("connection refused")}
+	for name, c := range map[string]*policy.Checker{
+		"unreachable":    policy.New(rdb, policy.Config{Source: src}),
+		"no credentials": policy.New(rdb, policy.Config{}),
+	} {
+		if got := errCode(c.Templates.Check(ctx, use("payload.template", "anything", "en", 3))); got != "" {
+			t.Errorf("%s: %s, want accepted", name, got)
+		}
+	}
+	// A process without credentials reads the cache another one synced.
+	src.set(nil, tpl("otp_code", "en", "APPROVED", "Your code is {{1}}."))
+	if _, err := policy.New(rdb, policy.Config{Source: src}).Templates.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reader := policy.New(rdb, policy.Config{})
+	if got := errCode(reader.Templates.Check(ctx, use("payload.template", "otp_code", "en", 2))); got == "" {
+		t.Error("a reader without credentials did not check against the synced cache")
+	}
+	if _, err := reader.Templates.Sync(ctx); err == nil {
+		t.Error("Sync without a source succeeded")
+	}
+}
+
+func TestSuppressionList(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := policy.New(redistest.Start(t).Client(t), policy.Config{})
+	for i := range 25 {
+		if err := c.Suppressions.Add(ctx, policy.Suppression{Destination: fmt.Sprintf("+4470000%05d", i), Reason: "test", Source: policy.SourceOperator, At: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := c.Suppressions.Get(ctx, "447000000007")
+	if err != nil || got == nil {
+		t.Fatalf("get without +: %v %v", got, err)
+	}
+	want := policy.Suppression{Destination: "447000000007", Reason: "test", Source: policy.SourceOperator, At: t0}
+	if diff := cmp.Diff(want, *got); diff != "" {
+		t.Errorf("entry (-want +got):\n%s", diff)
+	}
+	seen := map[string]bool{}
+	var cursor uint64
+	for {
+		page, next, err := c.Suppressions.List(ctx, cursor, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range page {
+			seen[s.Destination] = true
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	if len(seen) != 25 {
+		t.Errorf("listed %d, want 25", len(seen))
+	}
+	if removed, err := c.Suppressions.Remove(ctx, "+447000000007"); err != nil || !removed {
+		t.Errorf("remove: %v %v", removed, err)
+	}
+	if removed, _ := c.Suppressions.Remove(ctx, "447000000007"); removed {
+		t.Error("removed twice")
+	}
+}
+
+func TestLearning(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := policy.New(redistest.Start(t).Client(t), policy.Config{Now: func() time.Time { return t0 }})
+	tests := []struct {
+		code string
+		want policy.Learned
+	}{
+		{"131050", policy.LearnedOptOut}, {"1012", policy.LearnedOptOut},
+		{"131047", policy.LearnedWindowClosed}, {"1004", policy.LearnedWindowClosed}, {"1008", policy.LearnedWindowClosed},
+		{"131026", policy.LearnedNothing}, {"", policy.LearnedNothing},
+	}
+	for i, tt := range tests {
+		dest := fmt.Sprintf("44710000%04d", i)
+		got, err := c.LearnFailure(ctx, dest, tt.code, "", policy.SourceWebhook, t0.Add(-time.Minute))
+		if err != nil || got != tt.want {
+			t.Errorf("code %q: %q %v, want %q", tt.code, got, err, tt.want)
+		}
+		v, refusal, err := c.Decide(ctx, dest, true, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantVerdict := map[policy.Learned]policy.Verdict{policy.LearnedNothing: policy.Send, policy.LearnedOptOut: policy.Refuse, policy.LearnedWindowClosed: policy.Refuse}[tt.want]
+		if v != wantVerdict {
+			t.Errorf("code %q: verdict %v (%v), want %v", tt.code, v, refusal, wantVerdict)
+		}
+	}
+
+	// The user writes: the window opens; a template always goes; a
+	// closed window with a fallback sends the fallback.
+	dest := "447100000002" // 131047 above
+	if v, _, _ := c.Decide(ctx, dest, true, true); v != policy.SendFallback {
+		t.Errorf("closed window with fallback: %v", v)
+	}
+	if v, _, _ := c.Decide(ctx, dest, false, false); v != policy.Send {
+		t.Errorf("template to a closed window: %v", v)
+	}
+	if err := c.Windows.Opened(ctx, dest, t0.Add(-30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, _ := c.Decide(ctx, dest, true, false); v != policy.Send {
+		t.Errorf("after the user wrote: %v", v)
+	}
+	if in, err := c.InWindow(ctx, dest); err != nil || !in {
+		t.Errorf("InWindow after the user wrote: %v %v", in, err)
+	}
+	// An older webhook arriving late does not move the window back.
+	if err := c.Windows.Opened(ctx, dest, t0.Add(-48*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := c.Windows.Get(ctx, dest); !w.LastInbound.Equal(t0.Add(-30 * time.Second)) {
+		t.Errorf("window moved back to %v", w.LastInbound)
+	}
+
+	// Opted-out and opted-in user events.
+	if err := c.UserEvent(ctx, "+447199999999", "opted-out", t0); err != nil {
+		t.Fatal(err)
+	}
+	if v, refusal, _ := c.Decide(ctx, "447199999999", false, false); v != policy.Refuse || refusal.Code != policy.CodeSuppressed {
+		t.Errorf("after opted-out: %v %v", v, refusal)
+	}
+	if err := c.UserEvent(ctx, "447199999999", "opted-in", t0); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, _ := c.Decide(ctx, "447199999999", false, false); v != policy.Send {
+		t.Errorf("after opted-in: %v", v)
+	}
+}
+
+func TestCheckABatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	src := &fakeSource{}
+	src.set(nil, tpl("otp_code", "en", "APPROVED", "Your code is {{1}}."))
+	c := policy.New(rdb, policy.Config{Source: src, Now: func() time.Time { return t0 }})
+	if err := c.Suppressions.Add(ctx, policy.Suppression{Destination: "447200000001", Reason: "the user opted out", Source: policy.SourceUserEvent, At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Windows.Closed(ctx, "447200000002", t0.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	otp := use("payload.template", "otp_code", "en", 1)
+	fb := use("fallback_template", "otp_code", "en", 1)
+	subjects := []policy.Subject{
+		{Destination: "447200000001", Template: otp},                                          // suppressed
+		{Destination: "447200000002", FreeForm: true},                                         // window closed
+		{Destination: "447200000002", FreeForm: true, Fallback: fb},                           // fallback: fine
+		{Destination: "447200000002", Template: otp},                                          // a template: fine
+		{Destination: "447200000003", FreeForm: true},                                         // unknown window: fine
+		{Destination: "447200000003", Template: use("payload.template", "otp_code", "en", 2)}, // params
+		{Destination: "447200000003", FreeForm: true, CallbackURL: "http://127.0.0.1:9/cb"},   // private
+		{Destination: "447200000003", FreeForm: true, CallbackURL: "https://[2001:4860::8888]/cb"},
+	}
+	errs, err := c.Check(ctx, subjects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range errs {
+		var pe *policy.Error
+		if errors.As(e, &pe) {
+			got = append(got, pe.Code+" "+pe.Field)
+		} else {
+			got = append(got, fmt.Sprint(e))
+		}
+	}
+	want := []string{"suppressed destination", "window_closed destination", "<nil>", "<nil>", "<nil>",
+		"template_params payload.template.params", "callback_url_refused callback_url", "<nil>"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("errors (-want +got):\n%s", diff)
+	}
+
+	strict := policy.New(rdb, policy.Config{Window: policy.WindowStrict, AllowPrivateCallbacks: true, Now: func() time.Time { return t0 }})
+	errs, err = strict.Check(ctx, []policy.Subject{{Destination: "447200000003", FreeForm: true, CallbackURL: "http://127.0.0.1:9/cb"}})
+	if err != nil || errCode(errs[0]) == "" || !errors.As(errs[0], new(*policy.Error)) {
+		t.Errorf("strict, unknown window: %v %v", errs, err)
+	} else if pe := errs[0].(*policy.Error); pe.Code != policy.CodeWindowClosed {
+		t.Errorf("strict, unknown window: %v", pe)
+	}
+}

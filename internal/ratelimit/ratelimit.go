@@ -1,0 +1,311 @@
+// Package ratelimit keeps chatq's flow-control state in Redis, where every
+// worker process shares it: the sender's rate (with slot reservations and
+// adaptive throttling), the per-recipient pair limit, the daily cap on
+// unique recipients, a recipient's back-off after a pair-rate refusal, and
+// the circuit breaker's state.
+//
+// Every key of one sender carries the hash tag {<sender>}, so that a single
+// script reads and writes them together on Redis Cluster too.
+package ratelimit
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults of the zero Config fields, and fixed parameters of the
+// throttling.
+const (
+	defaultSender           = "default"
+	defaultThrottleRecovery = time.Minute
+	// dailyWindow is WhatsApp's moving window of the messaging tiers.
+	dailyWindow = 24 * time.Hour
+	// minFactor is the lowest share of its rate throttling leaves a sender:
+	// a sixteenth still probes whether the upstream has room again.
+	minFactor = 1.0 / 16
+	// throttleHoldoff groups the refusals of sends that were on the wire
+	// together into one halving.
+	throttleHoldoff = time.Second
+	// stateKeep is how long a sender's state outlives its last use: long
+	// enough for a throttled rate to recover.
+	stateKeep = time.Hour
+	// Back-off of a recipient after 131056: 1, 4, 16, 64 s, forgotten after
+	// ten quiet minutes.
+	backoffFirst = time.Second
+	backoffSteps = 4
+	backoffKeep  = 10 * time.Minute
+)
+
+var (
+	//go:embed common.lua
+	commonSource string
+	//go:embed reserve.lua
+	reserveSource string
+	//go:embed throttle.lua
+	throttleSource string
+	//go:embed state.lua
+	stateSource string
+	//go:embed backoff.lua
+	backoffSource string
+
+	// The sender's limit is not a redis_rate limit: redis_rate answers
+	// "allowed now or not", while chatq needs reservations (take the next
+	// free slot, possibly a little in the future, and sleep until it) so that
+	// the achieved rate is the configured rate and messages leave in queue
+	// order. Doing it in one script also lets the daily cap, the back-off and
+	// the Retry-After be checked in the same atomic step, so that a message
+	// they hold back takes no slot.
+	reserveScript  = redis.NewScript(commonSource + reserveSource)
+	throttleScript = redis.NewScript(commonSource + throttleSource)
+	stateScript    = redis.NewScript(commonSource + stateSource)
+	backoffScript  = redis.NewScript(commonSource + backoffSource)
+)
+
+// Config sets the limits of one sender. The zero value limits nothing.
+type Config struct {
+	// Sender is the business number the limits belong to
+	// (CHATQ_CA_SOURCE); empty means "default".
+	Sender string
+	// Rate is the sender's messages per second across every worker; zero
+	// means no limit.
+	Rate float64
+	// Burst is how many messages may leave back to back after a quiet
+	// spell; zero means 1. Keep it below the upstream's own burst, or
+	// timing jitter alone gets sends refused.
+	Burst int
+	// PairInterval is the steady spacing of sends to one recipient; zero
+	// turns the pair limit off.
+	PairInterval time.Duration
+	// PairBurst is how many sends to one recipient may go back to back
+	// before PairInterval applies; zero means 1.
+	PairBurst int
+	// DailyRecipients caps the unique recipients of business-initiated
+	// messages in a moving 24 hours; zero turns the cap off.
+	DailyRecipients int
+	// ThrottleRecovery is how long a rate halved by upstream throttling
+	// takes to climb back to full; zero means 1m.
+	ThrottleRecovery time.Duration
+	// Now, if set, replaces Redis's clock in every limit but the pair
+	// limit (tests). Left nil, all workers share the clock of Redis.
+	Now func() time.Time
+}
+
+// Window tells the daily cap which recipients are inside their 24-hour
+// customer service window: a message to them answers the user, is not
+// business-initiated, and does not count.
+type Window interface {
+	// InWindow reports whether recipient wrote to the business within the
+	// last 24 hours.
+	InWindow(ctx context.Context, recipient string) (bool, error)
+}
+
+// Reason names the limit that holds a send back.
+type Reason string
+
+// The reasons of a Decision that reserved nothing.
+const (
+	// ReasonRate: the sender's next free slot is further away than the
+	// request's MaxWait.
+	ReasonRate Reason = "rate"
+	// ReasonBlocked: the upstream's Retry-After still holds the sender.
+	ReasonBlocked Reason = "blocked"
+	// ReasonRecipient: the recipient is backed off after a pair-rate
+	// refusal (131056).
+	ReasonRecipient Reason = "recipient"
+	// ReasonDaily: the daily cap on unique recipients is reached and this
+	// recipient is not among them.
+	ReasonDaily Reason = "daily"
+)
+
+// Request asks for a send slot.
+type Request struct {
+	// Recipient is the destination number.
+	Recipient string
+	// MaxWait is how far ahead a slot may be reserved: a further one is not
+	// taken, and the Decision says ReasonRate.
+	MaxWait time.Duration
+	// MaxHold is the longest back-off or Retry-After reserved through; a
+	// longer one is reported (ReasonRecipient, ReasonBlocked).
+	MaxHold time.Duration
+}
+
+// Decision is the answer to a Request.
+type Decision struct {
+	// Reserved is true when the send has its slot: it may go once Wait has
+	// passed, and it counts against the daily cap from then on.
+	Reserved bool
+	// Wait is the time until the reserved slot or, when nothing was
+	// reserved, until the limit named by Reason may let the send go.
+	Wait time.Duration
+	// Reason names the limit that holds the send back; empty when Reserved.
+	Reason Reason
+}
+
+// SenderState is what the upstream's throttling left of a sender's rate.
+type SenderState struct {
+	// Factor is the share of the configured rate the sender may use now, 1
+	// when it is not throttled.
+	Factor float64
+	// Blocked is how long the upstream's Retry-After still holds the
+	// sender, 0 when it does not.
+	Blocked time.Duration
+}
+
+// Limiter applies one sender's limits. It is safe for concurrent use.
+type Limiter struct {
+	rdb    redis.UniversalClient
+	cfg    Config
+	pair   *redis_rate.Limiter
+	window Window
+	// prefix starts every key of the sender: chatq:rl:{<sender>}:
+	prefix string
+}
+
+// New returns the limiter of cfg.Sender. window may be nil: then every
+// recipient counts against the daily cap.
+func New(rdb redis.UniversalClient, cfg Config, window Window) *Limiter {
+	if cfg.Sender == "" {
+		cfg.Sender = defaultSender
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = 1
+	}
+	if cfg.PairBurst <= 0 {
+		cfg.PairBurst = 1
+	}
+	if cfg.ThrottleRecovery <= 0 {
+		cfg.ThrottleRecovery = defaultThrottleRecovery
+	}
+	return &Limiter{
+		rdb:    rdb,
+		cfg:    cfg,
+		pair:   redis_rate.NewLimiter(rdb),
+		window: window,
+		prefix: "chatq:rl:{" + cfg.Sender + "}:",
+	}
+}
+
+// Config returns the limiter's configuration, defaults filled in.
+func (l *Limiter) Config() Config { return l.cfg }
+
+// TakePair takes one send to recipient from the pair limit (a GCRA limit
+// of redis_rate: PairBurst back to back, then one per PairInterval). When
+// the limit holds the send back it takes nothing and returns how long until
+// it may go; 0 means go.
+func (l *Limiter) TakePair(ctx context.Context, recipient string) (time.Duration, error) {
+	if l.cfg.PairInterval <= 0 {
+		return 0, nil
+	}
+	res, err := l.pair.Allow(ctx, l.prefix+"pair:"+recipient, redis_rate.Limit{
+		Rate: 1, Period: l.cfg.PairInterval, Burst: l.cfg.PairBurst,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("pair limit: %w", err)
+	}
+	if res.Allowed > 0 {
+		return 0, nil
+	}
+	return max(res.RetryAfter, time.Microsecond), nil
+}
+
+// Reserve asks every other limit for a send slot: the recipient's
+// back-off, the sender's Retry-After, the daily cap and the sender's rate,
+// in one atomic step. It takes the slot only when all of them let the send
+// go within the request's bounds.
+func (l *Limiter) Reserve(ctx context.Context, req Request) (Decision, error) {
+	member := ""
+	if l.cfg.DailyRecipients > 0 {
+		member = req.Recipient
+		if l.window != nil {
+			in, err := l.window.InWindow(ctx, req.Recipient)
+			if err != nil {
+				return Decision{}, fmt.Errorf("reserve: window of the recipient: %w", err)
+			}
+			if in {
+				member = ""
+			}
+		}
+	}
+	res, err := reserveScript.Run(ctx, l.rdb,
+		[]string{l.prefix + "sender", l.prefix + "daily", l.prefix + "backoff:" + req.Recipient},
+		l.now(), micros(l.interval()), l.cfg.Burst, micros(l.cfg.ThrottleRecovery),
+		micros(req.MaxWait), micros(req.MaxHold),
+		l.cfg.DailyRecipients, member, micros(dailyWindow), micros(stateKeep),
+	).Slice()
+	if err != nil {
+		return Decision{}, fmt.Errorf("reserve: %w", err)
+	}
+	if len(res) != 3 {
+		return Decision{}, fmt.Errorf("reserve: unexpected answer %v", res)
+	}
+	reserved, _ := res[0].(int64)
+	wait, _ := res[1].(int64)
+	reason, _ := res[2].(string)
+	return Decision{Reserved: reserved == 1, Wait: time.Duration(max(wait, 0)) * time.Microsecond, Reason: Reason(reason)}, nil
+}
+
+// Throttle lowers the sender's rate after the upstream refused a send as
+// too many, and holds every worker back for retryAfter (0 if the upstream
+// gave none).
+func (l *Limiter) Throttle(ctx context.Context, retryAfter time.Duration) (SenderState, error) {
+	res, err := throttleScript.Run(ctx, l.rdb, []string{l.prefix + "sender"},
+		l.now(), micros(l.interval()), l.cfg.Burst, micros(l.cfg.ThrottleRecovery),
+		micros(retryAfter), strconv.FormatFloat(minFactor, 'f', -1, 64), micros(throttleHoldoff), micros(stateKeep),
+	).Int64Slice()
+	if err != nil {
+		return SenderState{}, fmt.Errorf("throttle: %w", err)
+	}
+	return senderState(res)
+}
+
+// State returns what throttling left of the sender's rate.
+func (l *Limiter) State(ctx context.Context) (SenderState, error) {
+	res, err := stateScript.Run(ctx, l.rdb, []string{l.prefix + "sender"}, l.now(), micros(l.cfg.ThrottleRecovery)).Int64Slice()
+	if err != nil {
+		return SenderState{}, fmt.Errorf("sender state: %w", err)
+	}
+	return senderState(res)
+}
+
+func senderState(res []int64) (SenderState, error) {
+	if len(res) != 2 {
+		return SenderState{}, fmt.Errorf("sender state: unexpected answer %v", res)
+	}
+	return SenderState{Factor: float64(res[0]) / 1e6, Blocked: time.Duration(max(res[1], 0)) * time.Microsecond}, nil
+}
+
+// BackOffRecipient holds sends to recipient back after the upstream
+// refused one as too frequent for that recipient (131056): 1, 4, 16, then
+// 64 s for each further refusal. It returns the back-off.
+func (l *Limiter) BackOffRecipient(ctx context.Context, recipient string) (time.Duration, error) {
+	wait, err := backoffScript.Run(ctx, l.rdb, []string{l.prefix + "backoff:" + recipient},
+		l.now(), micros(backoffFirst), backoffSteps, micros(backoffKeep)).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("back off recipient: %w", err)
+	}
+	return time.Duration(wait) * time.Microsecond, nil
+}
+
+// interval is the spacing of slots at the full rate, 0 for no limit.
+func (l *Limiter) interval() time.Duration {
+	if l.cfg.Rate <= 0 {
+		return 0
+	}
+	return max(time.Duration(float64(time.Second)/l.cfg.Rate), time.Microsecond)
+}
+
+// now is the scripts' clock argument: 0 lets them read Redis's clock.
+func (l *Limiter) now() int64 {
+	if l.cfg.Now == nil {
+		return 0
+	}
+	return l.cfg.Now().UnixMicro()
+}
+
+func micros(d time.Duration) int64 { return d.Microseconds() }

@@ -1,0 +1,65 @@
+package ratelimit_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/chatq/chatq/internal/ratelimit"
+	"github.com/chatq/chatq/internal/redistest"
+)
+
+// BenchmarkLimiter measures the limiter calls a worker makes before every
+// send, each one round trip to a real Redis on loopback. The rate is far
+// above what the benchmark reaches, so that no call waits: the figures are
+// the cost of asking. "reserve_no_limits" is Reserve with every limit off.
+func BenchmarkLimiter(b *testing.B) {
+	srv := redistest.Start(b)
+	if !srv.Real() {
+		b.Skip("needs a real Redis: miniredis says nothing of Redis's speed")
+	}
+	rdb := srv.Client(b)
+	ctx := context.Background()
+	req := func(i int) ratelimit.Request {
+		return ratelimit.Request{Recipient: fmt.Sprintf("49151%08d", i), MaxWait: time.Second, MaxHold: time.Second}
+	}
+	cases := []struct {
+		name string
+		cfg  ratelimit.Config
+		call func(l *ratelimit.Limiter, i int) error
+	}{
+		{"reserve", ratelimit.Config{Sender: "15550001234", Rate: 1e6, Burst: 1e6}, func(l *ratelimit.Limiter, i int) error {
+			d, err := l.Reserve(ctx, req(i))
+			if err == nil && !d.Reserved {
+				err = fmt.Errorf("not reserved: %+v", d)
+			}
+			return err
+		}},
+		{"reserve_daily_cap", ratelimit.Config{Sender: "15550001235", Rate: 1e6, Burst: 1e6, DailyRecipients: 1e7}, func(l *ratelimit.Limiter, i int) error {
+			_, err := l.Reserve(ctx, req(i))
+			return err
+		}},
+		{"reserve_no_limits", ratelimit.Config{Sender: "15550001236"}, func(l *ratelimit.Limiter, i int) error {
+			_, err := l.Reserve(ctx, req(i))
+			return err
+		}},
+		{"take_pair", ratelimit.Config{Sender: "15550001237", PairInterval: 6 * time.Second, PairBurst: 3}, func(l *ratelimit.Limiter, i int) error {
+			_, err := l.TakePair(ctx, req(i).Recipient)
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			l := ratelimit.New(rdb, tc.cfg, nil)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if err := tc.call(l, i); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}

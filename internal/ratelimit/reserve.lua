@@ -1,0 +1,70 @@
+-- reserve admits one send of a sender to a recipient, or says what holds it
+-- back, in one atomic step: the recipient's back-off after a pair-rate
+-- refusal, the sender's Retry-After, the daily cap on unique recipients, and
+-- the sender's rate. Only when every one of them lets the send go are the
+-- sender's slot and the recipient's daily entry written, so a message that
+-- waits takes nothing from the others.
+--
+-- The sender's rate is a GCRA schedule ("theoretical arrival time", tat)
+-- that reserves slots instead of only testing them: each call takes the
+-- next free slot, possibly in the future, and the caller sleeps until it.
+-- Messages leave in the order they asked, at exactly the configured rate.
+--
+-- KEYS[1]  the sender's state hash: tat, f0, t0 (throttling), blocked
+-- KEYS[2]  the sender's daily recipients: sorted set, score = last send
+-- KEYS[3]  the recipient's back-off hash: n, until
+-- ARGV[1]  now, or 0 for Redis's clock
+-- ARGV[2]  slot interval at the full rate (0: no sender limit)
+-- ARGV[3]  burst
+-- ARGV[4]  recovery period of a throttled rate
+-- ARGV[5]  max wait: a slot further away than this is not reserved
+-- ARGV[6]  max hold: a back-off or Retry-After longer than this is
+--          reported instead of reserved through
+-- ARGV[7]  daily limit (0: off)
+-- ARGV[8]  the recipient as counted by the daily limit ("": not counted)
+-- ARGV[9]  the daily window (24h)
+-- ARGV[10] how long the sender's state outlives its last use
+--
+-- Returns {reserved (0 or 1), wait, reason}: the wait until the reserved
+-- slot, or until the limit named by reason may let the send go.
+local now = clock(ARGV[1])
+local interval, burst, recovery = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local maxWait, maxHold = tonumber(ARGV[5]), tonumber(ARGV[6])
+local limit, member, window = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
+local keep = tonumber(ARGV[10])
+
+local earliest = now
+local backoff = tonumber(redis.call('HGET', KEYS[3], 'until') or '0')
+if backoff - now > maxHold then return {0, backoff - now, 'recipient'} end
+if backoff > earliest then earliest = backoff end
+
+local state = redis.call('HMGET', KEYS[1], 'tat', 'f0', 't0', 'blocked')
+local blocked = tonumber(state[4] or '0')
+if blocked - now > maxHold then return {0, blocked - now, 'blocked'} end
+if blocked > earliest then earliest = blocked end
+
+local counted = limit > 0 and member ~= ''
+if counted then
+  -- A recipient drops out once its last send is a whole window old.
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', num(now - window))
+  if not redis.call('ZSCORE', KEYS[2], member) and redis.call('ZCARD', KEYS[2]) >= limit then
+    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    return {0, tonumber(oldest[2]) + window - now, 'daily'}
+  end
+end
+
+local slot = earliest
+if interval > 0 then
+  local t = interval / factor(state[2], state[3], now, recovery)
+  local tat = tonumber(state[1] or '0')
+  slot = math.max(earliest, tat - (burst - 1) * t)
+  if slot - now > maxWait then return {0, slot - now, 'rate'} end
+  redis.call('HSET', KEYS[1], 'tat', num(math.max(tat, slot) + t))
+  redis.call('PEXPIRE', KEYS[1], num((math.max(tat, slot, blocked) - now + keep) / 1000))
+end
+
+if counted then
+  redis.call('ZADD', KEYS[2], num(slot), member)
+  redis.call('PEXPIRE', KEYS[2], num((slot - now + window) / 1000 + 1))
+end
+return {1, slot - now, ''}

@@ -1,0 +1,171 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Notifier is told that a status change queued a callback notice.
+type Notifier interface {
+	// Notify is called once the change is stored, with the record's id and
+	// the notice's sequence number. It must not block for long. A failure
+	// is the notifier's own to handle: the notice stays queued, and the
+	// record stays on the due index (NoticesDue) until its notices are
+	// delivered.
+	Notify(ctx context.Context, id string, seq int64)
+}
+
+// Notice is one pending status callback of a record: the record as it was
+// right after a status change. Notices of a record are delivered in the
+// order of their Seq, which is the order of the changes.
+type Notice struct {
+	// Seq numbers the record's notices from 1.
+	Seq int64
+	// Record is the record as of the change, without its payloads.
+	Record *Record
+	// Queued is when the change queued the notice (Redis's clock).
+	Queued time.Time
+	// raw identifies the notice in its list, for AckNotice.
+	raw string
+}
+
+// noticeDueKey indexes the records that have pending notices, scored by
+// when the oldest of them was last handed to a notifier or a sweeper.
+const noticeDueKey = "chatq:cbdue"
+
+// ackScript removes a record's first notice if it is still the given one:
+// a slow deliverer whose lock expired must not remove another's notice.
+var ackScript = redis.NewScript(`
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then return redis.call('LPOP', KEYS[1]) and 1 end
+return 0`)
+
+// noticed puts records that just got a notice on the due index and tells
+// the notifier.
+func (s *Store) noticed(ctx context.Context, seq int64, ids ...string) {
+	if len(ids) == 0 {
+		return
+	}
+	now := float64(time.Now().UnixMilli())
+	zs := make([]redis.Z, len(ids))
+	for i, id := range ids {
+		zs[i] = redis.Z{Score: now, Member: id}
+	}
+	// An index write that fails leaves the notice to the notifier alone:
+	// the status change itself is stored, and must not be reported as
+	// failed.
+	_ = s.rdb.ZAddNX(ctx, noticeDueKey, zs...).Err()
+	if s.cfg.Notifier == nil {
+		return
+	}
+	for _, id := range ids {
+		s.cfg.Notifier.Notify(ctx, id, seq)
+	}
+}
+
+// NextNotice returns the first pending notice of record id, or nil when
+// none is pending.
+func (s *Store) NextNotice(ctx context.Context, id string) (*Notice, error) {
+	raw, err := s.rdb.LIndex(ctx, noticeKey(id), 0).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read notice of %s: %w", id, err)
+	}
+	n, err := parseNotice(id, raw)
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// AckNotice removes n, which NextNotice returned, once it is delivered (or
+// given up). It reports false when n was no longer the first notice:
+// another deliverer removed it already.
+func (s *Store) AckNotice(ctx context.Context, id string, n *Notice) (bool, error) {
+	k := []string{noticeKey(id)}
+	res, err := ackScript.Run(ctx, s.rdb, k, n.raw).Int()
+	if err != nil {
+		return false, fmt.Errorf("acknowledge notice %d of %s: %w", n.Seq, id, err)
+	}
+	return res == 1, nil
+}
+
+// NoticesDrained takes record id off the due index, unless a notice came in
+// meanwhile.
+func (s *Store) NoticesDrained(ctx context.Context, id string) error {
+	if err := s.rdb.ZRem(ctx, noticeDueKey, id).Err(); err != nil {
+		return fmt.Errorf("index notices of %s: %w", id, err)
+	}
+	// A notice queued between the last read and the removal above has put
+	// the record back already, or is about to; checking after the
+	// removal covers the case where its index write came first.
+	n, err := s.rdb.LLen(ctx, noticeKey(id)).Result()
+	if err != nil {
+		return fmt.Errorf("index notices of %s: %w", id, err)
+	}
+	if n > 0 {
+		return s.rdb.ZAdd(ctx, noticeDueKey, redis.Z{Score: float64(time.Now().UnixMilli()), Member: id}).Err()
+	}
+	return nil
+}
+
+// DeferNotices tells the due index that record id's notices are next tried
+// at until (a delivery failed and is retried then), so that NoticesDue
+// leaves them alone until then.
+func (s *Store) DeferNotices(ctx context.Context, id string, until time.Time) error {
+	if err := s.rdb.ZAddXX(ctx, noticeDueKey, redis.Z{Score: float64(until.UnixMilli()), Member: id}).Err(); err != nil {
+		return fmt.Errorf("defer notices of %s: %w", id, err)
+	}
+	return nil
+}
+
+// NoticesDue returns up to limit ids of records whose pending notices were
+// last handed out before the cutoff: their notifier failed, or their
+// deliveries keep failing. Each returned record's time is set to now, so
+// that the next call skips it for a while.
+func (s *Store) NoticesDue(ctx context.Context, before time.Time, limit int64) ([]string, error) {
+	ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: noticeDueKey, ByScore: true, Start: "-inf", Stop: strconv.FormatInt(before.UnixMilli(), 10), Count: limit,
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list due notices: %w", err)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	now := float64(time.Now().UnixMilli())
+	zs := make([]redis.Z, len(ids))
+	for i, id := range ids {
+		zs[i] = redis.Z{Score: now, Member: id}
+	}
+	if err := s.rdb.ZAddXX(ctx, noticeDueKey, zs...).Err(); err != nil {
+		return nil, fmt.Errorf("list due notices: %w", err)
+	}
+	return ids, nil
+}
+
+// parseNotice decodes a notice as transition.lua writes it:
+// {"n": seq, "t": unix ms, "f": {record hash fields}}.
+func parseNotice(id, raw string) (*Notice, error) {
+	var w struct {
+		// Lua numbers are floats, and some encoders write them so.
+		N float64           `json:"n"`
+		T float64           `json:"t"`
+		F map[string]string `json:"f"`
+	}
+	if err := json.Unmarshal([]byte(raw), &w); err != nil {
+		return nil, fmt.Errorf("notice of %s: %w", id, err)
+	}
+	r, err := parseRecord(id, w.F)
+	if err != nil {
+		return nil, fmt.Errorf("notice %v of %s: %w", w.N, id, err)
+	}
+	return &Notice{Seq: int64(w.N), Queued: time.UnixMilli(int64(w.T)).UTC(), Record: r, raw: raw}, nil
+}

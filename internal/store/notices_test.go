@@ -1,0 +1,181 @@
+package store_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/chatq/chatq/internal/redistest"
+	"github.com/chatq/chatq/internal/store"
+)
+
+// recordingNotifier remembers what it was told.
+type recordingNotifier struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (n *recordingNotifier) Notify(_ context.Context, id string, seq int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.got = append(n.got, id+":"+string(rune('0'+seq)))
+}
+
+func (n *recordingNotifier) calls() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]string(nil), n.got...)
+}
+
+// drainNotices reads and acknowledges every pending notice of id.
+func drainNotices(tb testing.TB, st *store.Store, id string) []*store.Notice {
+	tb.Helper()
+	ctx := context.Background()
+	var out []*store.Notice
+	for {
+		n, err := st.NextNotice(ctx, id)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if n == nil {
+			return out
+		}
+		if ok, err := st.AckNotice(ctx, id, n); err != nil || !ok {
+			tb.Fatalf("ack notice %d: %v %v", n.Seq, ok, err)
+		}
+		out = append(out, n)
+	}
+}
+
+func TestStatusChangesQueueNoticesInOrder(t *testing.T) {
+	t.Parallel()
+	// chatq dev runs these scripts on miniredis: cjson and TIME must work
+	// there too.
+	for _, mini := range []bool{false, true} {
+		t.Run(map[bool]string{false: "redis", true: "miniredis"}[mini], func(t *testing.T) {
+			t.Parallel()
+			testNoticesInOrder(t, redistest.Start(t, redistest.Options{ForceMiniredis: mini}))
+		})
+	}
+}
+
+func testNoticesInOrder(t *testing.T, srv *redistest.Server) {
+	ctx := context.Background()
+	notifier := &recordingNotifier{}
+	st := store.New(srv.Client(t), store.Config{Notifier: notifier})
+	create := func(id, callbackURL string) {
+		t.Helper()
+		r := &store.Record{
+			ID: id, Destination: "96996999699", Type: "text", Priority: "transactional", CallbackURL: callbackURL,
+			Status: store.Queued, History: []store.HistoryEntry{{Status: store.Queued, At: t0}},
+			CreatedAt: t0, UpdatedAt: t0, Payload: []byte(`{"type":"text","message":"secret body"}`), Queue: "transactional",
+			FallbackTemplate: []byte(`{"type":"template","template":{"elementName":"x","languageCode":"en","params":[]}}`),
+		}
+		if _, err := st.Create(ctx, []*store.Record{r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create("cb1", "https://app.example.com/events")
+	create("plain", "")
+
+	for _, id := range []string{"cb1", "plain"} {
+		if _, _, err := st.Begin(ctx, id, t0.Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Note(ctx, id, t0.Add(1500*time.Millisecond), "an annotation changes no status"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Submit(ctx, id, "pid-"+id, t0.Add(2*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		for i, ev := range []store.Status{store.Delivered, store.Sent, store.Delivered} {
+			if _, err := st.ApplyEvent(ctx, store.Event{ID: "pid-" + id, Status: ev, At: t0.Add(time.Duration(3+i) * time.Second), Key: string(ev)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	got := drainNotices(t, st, "cb1")
+	type view struct {
+		Seq     int64
+		Status  store.Status
+		History int
+	}
+	var views []view
+	for _, n := range got {
+		views = append(views, view{n.Seq, n.Record.Status, len(n.Record.History)})
+		if len(n.Record.Payload) != 0 || len(n.Record.FallbackTemplate) != 0 {
+			t.Errorf("notice %d carries a payload", n.Seq)
+		}
+		if n.Record.CallbackURL != "https://app.example.com/events" {
+			t.Errorf("notice %d has callback URL %q", n.Seq, n.Record.CallbackURL)
+		}
+		if n.Queued.IsZero() {
+			t.Errorf("notice %d has no queue time", n.Seq)
+		}
+	}
+	// The late "sent" and the repeated "delivered" change no status: no
+	// notice. The note is in the history, not a notice.
+	want := []view{{1, store.Queued, 1}, {2, store.Sending, 2}, {3, store.Submitted, 4}, {4, store.Delivered, 5}}
+	if diff := cmp.Diff(want, views); diff != "" {
+		t.Errorf("notices (-want +got):\n%s", diff)
+	}
+	if n := drainNotices(t, st, "plain"); len(n) != 0 {
+		t.Errorf("a record without a callback URL queued %d notices", len(n))
+	}
+	if diff := cmp.Diff([]string{"cb1:1", "cb1:2", "cb1:3", "cb1:4"}, notifier.calls()); diff != "" {
+		t.Errorf("notifier calls (-want +got):\n%s", diff)
+	}
+}
+
+func TestNoticesDueUntilDrained(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := store.New(redistest.Start(t).Client(t), store.Config{})
+	r := &store.Record{
+		ID: "due1", Destination: "96996999699", Type: "text", Priority: "bulk", CallbackURL: "https://x.example/cb",
+		Status: store.Queued, History: []store.HistoryEntry{{Status: store.Queued, At: t0}}, CreatedAt: t0, UpdatedAt: t0, Queue: "bulk",
+	}
+	if _, err := st.Create(ctx, []*store.Record{r}); err != nil {
+		t.Fatal(err)
+	}
+	due, err := st.NoticesDue(ctx, time.Now().Add(time.Second), 10)
+	if err != nil || len(due) != 1 || due[0] != "due1" {
+		t.Fatalf("due: %v %v", due, err)
+	}
+	// Handed out: not due again at once.
+	if again, _ := st.NoticesDue(ctx, time.Now().Add(-time.Second), 10); len(again) != 0 {
+		t.Errorf("due again at once: %v", again)
+	}
+	n, err := st.NextNotice(ctx, "due1")
+	if err != nil || n == nil {
+		t.Fatalf("next: %v %v", n, err)
+	}
+	if _, _, err := st.Begin(ctx, "due1", t0); err != nil {
+		t.Fatal(err)
+	}
+	// Acknowledging a notice that is no longer first does nothing.
+	if ok, _ := st.AckNotice(ctx, "due1", n); !ok {
+		t.Fatal("first ack refused")
+	}
+	if ok, _ := st.AckNotice(ctx, "due1", n); ok {
+		t.Error("a second ack of the same notice removed the next one")
+	}
+	// Not drained yet ("sending" waits): stays on the index.
+	if err := st.NoticesDrained(ctx, "due1"); err != nil {
+		t.Fatal(err)
+	}
+	if due, _ := st.NoticesDue(ctx, time.Now().Add(time.Second), 10); len(due) != 1 {
+		t.Errorf("a record with a pending notice left the index: %v", due)
+	}
+	drainNotices(t, st, "due1")
+	if err := st.NoticesDrained(ctx, "due1"); err != nil {
+		t.Fatal(err)
+	}
+	if due, _ := st.NoticesDue(ctx, time.Now().Add(time.Second), 10); len(due) != 0 {
+		t.Errorf("a drained record stays due: %v", due)
+	}
+}

@@ -1,0 +1,131 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/ratelimit"
+)
+
+// Circuit is the circuit breaker every worker shares. An account-level
+// refusal (bad credentials, a blocked number, no balance) would fail every
+// message alike, so instead of burning each message's retries it opens the
+// circuit: the state goes to Redis, where /readyz and every worker see it,
+// and the send queues are paused with asynq, so that no worker fetches
+// another message. A worker's probe, or an operator's Resume, closes it.
+type Circuit struct {
+	state  *ratelimit.Circuit
+	queues *asynq.Inspector
+	log    *zap.Logger
+}
+
+// NewCircuit returns the circuit breaker on rdb.
+func NewCircuit(rdb redis.UniversalClient, log *zap.Logger) *Circuit {
+	return &Circuit{state: ratelimit.NewCircuit(rdb), queues: asynq.NewInspectorFromRedisClient(rdb), log: log}
+}
+
+// sendQueues are the queues the circuit breaker pauses: those of the
+// messages, and no other (callbacks to the application go on).
+func sendQueues() []string {
+	return []string{enqueue.QueueFor(enqueue.Transactional), enqueue.QueueFor(enqueue.Bulk)}
+}
+
+// State returns the circuit breaker's state.
+func (c *Circuit) State(ctx context.Context) (ratelimit.CircuitState, error) {
+	return c.state.State(ctx)
+}
+
+// Pause stops sending for every worker, by an operator's decision: the
+// circuit opens as manual, which no probe closes; Resume does. Messages
+// keep being accepted, and wait.
+func (c *Circuit) Pause(ctx context.Context, reason string) error {
+	if _, err := c.state.Open(ctx, ratelimit.Trip{Reason: reason, Manual: true}); err != nil {
+		return err
+	}
+	if err := c.pauseQueues(); err != nil {
+		return err
+	}
+	c.log.Warn("sending paused by an operator", zap.String("reason", reason))
+	return nil
+}
+
+// Resume closes the circuit, however it opened, and restarts sending. It
+// reports whether the circuit was open.
+func (c *Circuit) Resume(ctx context.Context) (bool, error) {
+	// Queues first: a failure in between leaves the circuit open, which a
+	// second resume fixes, rather than closed over paused queues.
+	if err := c.unpauseQueues(); err != nil {
+		return false, err
+	}
+	closed, err := c.state.Close(ctx, false)
+	if err != nil {
+		return false, err
+	}
+	c.log.Info("sending resumed by an operator", zap.Bool("was_paused", closed))
+	return closed, nil
+}
+
+// trip opens the circuit after an account-level refusal and reports
+// whether this call opened it.
+func (c *Circuit) trip(ctx context.Context, t ratelimit.Trip) (bool, error) {
+	opened, err := c.state.Open(ctx, t)
+	if err != nil {
+		return false, err
+	}
+	// Paused even when the circuit was open already: a refusal means that
+	// something still sends, so the pause may have been lost.
+	if err := c.pauseQueues(); err != nil {
+		return opened, err
+	}
+	if opened {
+		c.log.Error("circuit breaker opened: sending paused for every worker until ChatArchitect accepts the account again",
+			zap.String("reason", t.Reason), zap.String("code", t.Code), zap.String("message_id", t.MessageID))
+	}
+	return opened, nil
+}
+
+// closeAfterProbe closes an automatically opened circuit once a probe
+// succeeded, and reports whether it did.
+func (c *Circuit) closeAfterProbe(ctx context.Context) (bool, error) {
+	if err := c.unpauseQueues(); err != nil {
+		return false, err
+	}
+	closed, err := c.state.Close(ctx, true)
+	if errors.Is(err, ratelimit.ErrManual) {
+		// An operator paused sending meanwhile: that pause stands.
+		return false, c.pauseQueues()
+	}
+	if err != nil || !closed {
+		return false, err
+	}
+	c.log.Info("circuit breaker closed: ChatArchitect accepts the account again, sending resumes")
+	return true, nil
+}
+
+// pauseQueues and unpauseQueues are idempotent. asynq answers a repeated
+// pause or unpause with an error of its own that has no sentinel, hence the
+// match on its text.
+func (c *Circuit) pauseQueues() error {
+	for _, q := range sendQueues() {
+		if err := c.queues.PauseQueue(q); err != nil && !strings.Contains(err.Error(), "already paused") {
+			return fmt.Errorf("pause queue %s: %w", q, err)
+		}
+	}
+	return nil
+}
+
+func (c *Circuit) unpauseQueues() error {
+	for _, q := range sendQueues() {
+		if err := c.queues.UnpauseQueue(q); err != nil && !strings.Contains(err.Error(), "not paused") {
+			return fmt.Errorf("unpause queue %s: %w", q, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,596 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/ratelimit"
+	"github.com/chatq/chatq/internal/store"
+)
+
+// FlowConfig tunes flow control: the limits every worker shares through
+// Redis, and the circuit breaker. Zero values take the defaults named on
+// each field; the zero Limits limit nothing.
+type FlowConfig struct {
+	// Limits are the sender's limits: rate, pair limit, daily cap.
+	Limits ratelimit.Config
+	// Window, if set, tells the daily cap which recipients are inside
+	// their 24-hour window and do not count; nil counts every recipient.
+	Window ratelimit.Window
+	// Probe checks, while the circuit breaker is open, whether the
+	// upstream accepts the account again: an authenticated call that sends
+	// nothing. Nil means the Sender's Templates method when it has one
+	// (*chatarchitect.Client has); with neither, only an operator's resume
+	// closes the circuit.
+	Probe func(ctx context.Context) error
+	// Horizon is how far ahead a bulk message may reserve its send slot;
+	// zero means 500ms. Bulk messages beyond it wait in the worker, without
+	// a slot, one per process asking in turn, so that a transactional
+	// message never queues behind more than Horizon of bulk slots.
+	Horizon time.Duration
+	// MaxSleep is the longest wait a handler sleeps through; a longer one
+	// hands the task back to asynq to run when the limit allows. Zero means
+	// 1s.
+	MaxSleep time.Duration
+	// StateRefresh is how often a worker re-reads the circuit breaker's
+	// state and the upstream's Retry-After, which it checks before every
+	// send; zero means 250ms.
+	StateRefresh time.Duration
+	// ProbeInterval is the wait before the first probe of an open circuit;
+	// it doubles with each failed probe up to MaxProbeInterval. Zero means
+	// 1s and 1m.
+	ProbeInterval, MaxProbeInterval time.Duration
+}
+
+func (c *FlowConfig) withDefaults() {
+	if c.Horizon <= 0 {
+		c.Horizon = 500 * time.Millisecond
+	}
+	if c.MaxSleep <= 0 {
+		c.MaxSleep = time.Second
+	}
+	if c.StateRefresh <= 0 {
+		c.StateRefresh = 250 * time.Millisecond
+	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = time.Second
+	}
+	if c.MaxProbeInterval <= 0 {
+		c.MaxProbeInterval = time.Minute
+	}
+	c.MaxProbeInterval = max(c.MaxProbeInterval, c.ProbeInterval)
+}
+
+const (
+	// maxReserve bounds how far ahead a transactional message reserves its
+	// slot. Only a backlog of transactional messages, or a rate throttled
+	// hard, pushes slots that far; beyond it the task is handed back.
+	maxReserve = 30 * time.Second
+	// probeLease is how long one worker's claim to probe the upstream
+	// lasts: longer than any probe's own timeout.
+	probeLease = 30 * time.Second
+	// circuitHold is how long a message held by an open circuit waits
+	// before its task is pending again; the queue's pause then keeps it.
+	circuitHold = time.Second
+	// heldKey lists tasks handed back through Redis (see park): the job id,
+	// scored with the unix milliseconds it is due.
+	heldKey = "chatq:flow:held"
+	// heldBatch is how many due tasks one worker re-enqueues per round.
+	heldBatch = 100
+	// heldRecheck is how soon a held message is looked at again when its
+	// task still exists.
+	heldRecheck = 5 * time.Second
+)
+
+// errStopping hands a waiting message back when its worker stops.
+var errStopping = errors.New("worker stopping")
+
+// hold is a message that flow control keeps back: it is recorded as
+// retrying, with a note, and its task is handed back to run after delay.
+type hold struct {
+	delay time.Duration
+	note  string
+	// err, if set, becomes the record's last_error: the upstream's answer
+	// that caused the hold.
+	err *store.ErrorInfo
+}
+
+// flowState is what a worker caches of the shared state, to check it
+// before every send without a round trip.
+type flowState struct {
+	circuit ratelimit.CircuitState
+	// blockedUntil is the end of the upstream's Retry-After, on this
+	// process's clock.
+	blockedUntil time.Time
+}
+
+// flow is one worker's flow control.
+type flow struct {
+	cfg          FlowConfig
+	limiter      *ratelimit.Limiter
+	circuit      *Circuit
+	rdb          redis.UniversalClient
+	store        *store.Store
+	tasks        *asynq.Client
+	probe        func(ctx context.Context) error
+	requeueEvery time.Duration
+	log          *zap.Logger
+	now          func() time.Time
+
+	// bulk is the turn of the bulk messages that wait for their slot to
+	// enter the horizon: one per process asks Redis, the others queue here.
+	bulk  chan struct{}
+	state atomic.Pointer[flowState]
+	// stopped is closed when the worker stops: messages still waiting for
+	// a slot are handed back.
+	stopped  <-chan struct{}
+	probing  atomic.Bool
+	wg       sync.WaitGroup
+	failing  atomic.Bool
+	shutdown context.CancelFunc
+}
+
+func newFlow(rdb redis.UniversalClient, st *store.Store, cfg FlowConfig, sender Sender, requeueEvery time.Duration, log *zap.Logger) *flow {
+	probe := cfg.Probe
+	if probe == nil {
+		if t, ok := sender.(interface {
+			Templates(context.Context) ([]chatarchitect.Template, error)
+		}); ok {
+			probe = func(ctx context.Context) error {
+				_, err := t.Templates(ctx)
+				return err
+			}
+		}
+	}
+	f := &flow{
+		cfg:          cfg,
+		limiter:      ratelimit.New(rdb, cfg.Limits, cfg.Window),
+		circuit:      NewCircuit(rdb, log.Named("circuit")),
+		rdb:          rdb,
+		store:        st,
+		tasks:        asynq.NewClientFromRedisClient(rdb),
+		probe:        probe,
+		requeueEvery: requeueEvery,
+		log:          log,
+		now:          time.Now,
+		bulk:         make(chan struct{}, 1),
+	}
+	f.state.Store(&flowState{circuit: ratelimit.CircuitState{State: ratelimit.CircuitClosed}})
+	f.stopped = make(chan struct{}) // until start
+	return f
+}
+
+// start reads the shared state once, then keeps it fresh, probes an open
+// circuit and re-enqueues held tasks until stop.
+func (f *flow) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	f.shutdown = cancel
+	f.stopped = ctx.Done()
+	f.refresh(ctx)
+	f.wg.Add(1)
+	go f.run(ctx)
+}
+
+// stop hands back the messages still waiting, for a slot or a short hold,
+// and ends the background work.
+func (f *flow) stop() {
+	if f.shutdown != nil {
+		f.shutdown()
+	}
+	f.wg.Wait()
+}
+
+func (f *flow) run(ctx context.Context) {
+	defer f.wg.Done()
+	refresh := time.NewTicker(f.cfg.StateRefresh)
+	defer refresh.Stop()
+	requeue := time.NewTicker(f.requeueEvery)
+	defer requeue.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-refresh.C:
+			f.refresh(ctx)
+		case <-requeue.C:
+			f.requeueHeld(ctx)
+		}
+	}
+}
+
+// refresh re-reads the circuit breaker's state and the sender's
+// Retry-After, and starts a probe when one may be due.
+func (f *flow) refresh(ctx context.Context) {
+	cs, err := f.circuit.State(ctx)
+	var ss ratelimit.SenderState
+	if err == nil {
+		ss, err = f.limiter.State(ctx)
+	}
+	if err != nil {
+		// Logged once per outage: the handlers report the failures that
+		// matter, those of their own sends.
+		if ctx.Err() == nil && !f.failing.Swap(true) {
+			f.log.Warn("reading the flow-control state failed; using the last one", zap.Error(err))
+		}
+		return
+	}
+	if f.failing.Swap(false) {
+		f.log.Info("reading the flow-control state works again")
+	}
+	f.state.Store(&flowState{circuit: cs, blockedUntil: f.now().Add(ss.Blocked)})
+	if cs.IsOpen() && !cs.Manual {
+		f.maybeProbe(ctx)
+	}
+}
+
+// maybeProbe checks, in the background, whether the upstream accepts the
+// account again, when this worker may: one worker probes at a time, with
+// backoff between probes.
+func (f *flow) maybeProbe(ctx context.Context) {
+	if f.probe == nil || !f.probing.CompareAndSwap(false, true) {
+		return
+	}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		defer f.probing.Store(false)
+		claimed, err := f.circuit.state.ClaimProbe(ctx, probeLease)
+		if err != nil || !claimed {
+			return
+		}
+		pctx, cancel := context.WithTimeout(ctx, probeLease)
+		perr := f.probe(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if perr == nil {
+			if _, err := f.circuit.closeAfterProbe(ctx); err != nil {
+				f.log.Error("closing the circuit breaker after a successful probe failed", zap.Error(err))
+			}
+			f.refresh(ctx)
+			return
+		}
+		next, err := f.circuit.state.ProbeFailed(ctx, f.cfg.ProbeInterval, f.cfg.MaxProbeInterval)
+		if err != nil {
+			f.log.Warn("scheduling the next probe failed", zap.Error(err))
+		}
+		f.log.Warn("circuit breaker stays open: ChatArchitect still refuses the account", zap.NamedError("probe_error", perr), zap.Duration("next_probe", next))
+	}()
+}
+
+// admit is flow control's check before a send: the circuit breaker and the
+// limits every worker shares. It reports stop when the task ends here, with
+// err for asynq: the message was held back (and handed back), or expired
+// while it waited for its slot.
+func (h *Handler) admit(ctx context.Context, log *zap.Logger, rec *store.Record) (stop bool, err error) {
+	hd, err := h.flow.admit(ctx, rec)
+	if err != nil {
+		return true, fmt.Errorf("flow control of %s: %w", rec.ID, err)
+	}
+	if hd != nil {
+		return true, h.hold(ctx, log, rec.ID, hd)
+	}
+	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
+		if _, _, err := h.store.Move(ctx, rec.ID, store.Change{Status: store.Expired, Note: "expires_at passed while it waited for its send slot"}); err != nil {
+			return true, fmt.Errorf("expire %s: %w", rec.ID, err)
+		}
+		log.Info("message expired before it was sent")
+		return true, nil
+	}
+	return false, nil
+}
+
+// hold records a message that flow control keeps back as retrying, with a
+// note, and hands its task back to run after the hold without using up its
+// retry budget.
+func (h *Handler) hold(ctx context.Context, log *zap.Logger, id string, hd *hold) error {
+	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Note: hd.note, Error: hd.err, At: h.now()}); err != nil {
+		return fmt.Errorf("record hold of %s: %w", id, err)
+	}
+	log.Debug("message held back", zap.String("note", hd.note), zap.Duration("for", hd.delay))
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	if retried >= maxRetry && h.flow != nil {
+		// asynq archives a task whose retries are used up on any error,
+		// whatever IsFailure says: this one goes back through Redis.
+		return h.flow.park(ctx, id, h.now().Add(hd.delay))
+	}
+	return &retryError{err: fmt.Errorf("hold %s: %s", id, hd.note), delay: wholeSeconds(h.now(), hd.delay), rateLimited: true}
+}
+
+// admit holds the message until flow control lets it go. It returns nil
+// to send now, a hold to hand the message back, or an error.
+func (f *flow) admit(ctx context.Context, rec *store.Record) (*hold, error) {
+	if f == nil {
+		return nil, nil
+	}
+	h, err := f.check(ctx, rec)
+	if errors.Is(err, errStopping) {
+		return &hold{delay: time.Millisecond, note: "handed back: the worker is stopping"}, nil
+	}
+	return h, err
+}
+
+// check is admit's work. Its order matters: the open circuit costs nothing
+// to check; the pair limit comes before the slot, so that a message it
+// holds back takes no slot from the others; the slot is taken last, and
+// only a new Retry-After or an open circuit undoes it.
+func (f *flow) check(ctx context.Context, rec *store.Record) (*hold, error) {
+	if h := f.circuitHold(); h != nil {
+		return h, nil
+	}
+	if h, err := f.takePair(ctx, rec.Destination); h != nil || err != nil {
+		return h, err
+	}
+	transactional := rec.Priority != string(enqueue.Bulk)
+	for try := 0; ; try++ {
+		d, err := f.reserve(ctx, rec.Destination, transactional)
+		if err != nil {
+			return nil, err
+		}
+		if !d.Reserved {
+			return holdFor(d), nil
+		}
+		if err := f.sleep(ctx, d.Wait); err != nil {
+			return nil, err
+		}
+		// What any worker learned while this one waited for its slot still
+		// holds the message back: the circuit opened, or the upstream asked
+		// for a pause that the slot, reserved before, does not respect.
+		if h := f.circuitHold(); h != nil {
+			return h, nil
+		}
+		if try > 0 || !f.now().Before(f.state.Load().blockedUntil) {
+			return nil, nil
+		}
+	}
+}
+
+// takePair takes the message's place in its recipient's pair limit,
+// sleeping through a short wait.
+func (f *flow) takePair(ctx context.Context, recipient string) (*hold, error) {
+	for {
+		wait, err := f.limiter.TakePair(ctx, recipient)
+		if err != nil || wait == 0 {
+			return nil, err
+		}
+		if wait > f.cfg.MaxSleep {
+			return &hold{delay: wait, note: "waiting " + roundWait(wait) + " for the per-recipient limit"}, nil
+		}
+		if err := f.sleep(ctx, wait); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// reserve gets the message a send slot from the shared limits, sleeping
+// through short holds. A bulk message whose slot would lie beyond the
+// horizon waits for its turn without one.
+func (f *flow) reserve(ctx context.Context, recipient string, transactional bool) (ratelimit.Decision, error) {
+	req := ratelimit.Request{Recipient: recipient, MaxWait: maxReserve, MaxHold: f.cfg.MaxSleep}
+	if !transactional {
+		select {
+		case f.bulk <- struct{}{}:
+		case <-ctx.Done():
+			return ratelimit.Decision{}, ctx.Err()
+		case <-f.stopped:
+			return ratelimit.Decision{}, errStopping
+		}
+		defer func() { <-f.bulk }()
+		req.MaxWait = f.cfg.Horizon
+	}
+	for {
+		d, err := f.limiter.Reserve(ctx, req)
+		if err != nil || d.Reserved {
+			return d, err
+		}
+		wait := d.Wait
+		switch {
+		case d.Reason == ratelimit.ReasonRate && !transactional:
+			// Ask again when the slot enters the horizon.
+			wait = max(d.Wait-req.MaxWait, time.Millisecond)
+		case wait > f.cfg.MaxSleep:
+			return d, nil
+		}
+		if err := f.sleep(ctx, wait); err != nil {
+			return ratelimit.Decision{}, err
+		}
+	}
+}
+
+// holdFor explains a Decision that reserved nothing.
+func holdFor(d ratelimit.Decision) *hold {
+	w := roundWait(d.Wait)
+	var note string
+	switch d.Reason {
+	case ratelimit.ReasonBlocked:
+		note = "waiting " + w + ": ChatArchitect asked to slow down (Retry-After)"
+	case ratelimit.ReasonRecipient:
+		note = "waiting " + w + ": ChatArchitect refused a message to this recipient as too frequent (131056)"
+	case ratelimit.ReasonDaily:
+		note = "waiting " + w + " for the daily limit on unique recipients"
+	default:
+		note = "waiting " + w + " for the sender's rate limit"
+	}
+	return &hold{delay: d.Wait, note: note}
+}
+
+// circuitHold holds every message while the circuit breaker is open.
+func (f *flow) circuitHold() *hold {
+	cs := f.state.Load().circuit
+	if !cs.IsOpen() {
+		return nil
+	}
+	note := "sending paused: the circuit breaker is open"
+	if cs.Reason != "" {
+		note += " (" + cs.Reason + ")"
+	}
+	return &hold{delay: circuitHold, note: note}
+}
+
+// rateLimited answers the upstream's refusal of a send as too many. A
+// pair-rate refusal (131056) backs that recipient off; any other lowers the
+// whole sender's rate and honours the Retry-After for every worker.
+func (f *flow) rateLimited(ctx context.Context, log *zap.Logger, recipient string, info store.ErrorInfo, retryAfter time.Duration) *hold {
+	h := &hold{delay: max(retryAfter, time.Second), note: "rate limited by ChatArchitect", err: &info}
+	if f == nil {
+		return h
+	}
+	if info.Code == "131056" {
+		wait, err := f.limiter.BackOffRecipient(ctx, recipient)
+		if err != nil {
+			log.Warn("backing off the recipient failed", zap.Error(err))
+			return h
+		}
+		log.Warn("ChatArchitect refused a message as too frequent for its recipient: recipient backed off", zap.Duration("back_off", wait))
+		h.delay, h.note = max(wait, retryAfter), "recipient backed off "+roundWait(wait)+" after a pair-rate refusal (131056)"
+		return h
+	}
+	st, err := f.limiter.Throttle(ctx, retryAfter)
+	if err != nil {
+		log.Warn("lowering the sender's rate failed", zap.Error(err))
+		return h
+	}
+	f.update(func(s *flowState) { s.blockedUntil = f.now().Add(st.Blocked) })
+	log.Warn("ChatArchitect throttled the sender: rate lowered", zap.Float64("rate_factor", st.Factor), zap.Duration("retry_after", retryAfter))
+	h.note = fmt.Sprintf("throttled by ChatArchitect: the sender's rate is lowered to %.0f%% for a while", st.Factor*100)
+	return h
+}
+
+// accountRefused opens the circuit breaker after an account-level refusal.
+func (f *flow) accountRefused(ctx context.Context, log *zap.Logger, id string, info store.ErrorInfo) *hold {
+	trip := ratelimit.Trip{Reason: info.Message, Code: info.Code, MessageID: id, FirstProbe: f.cfg.ProbeInterval}
+	opened, err := f.circuit.trip(ctx, trip)
+	if err != nil {
+		log.Error("opening the circuit breaker failed", zap.Error(err))
+	}
+	f.update(func(s *flowState) {
+		if !s.circuit.IsOpen() {
+			s.circuit = ratelimit.CircuitState{State: ratelimit.CircuitOpen, Reason: trip.Reason, Code: trip.Code, MessageID: id}
+		}
+	})
+	note := "sending paused: the circuit breaker is open"
+	if opened {
+		note = "opened the circuit breaker: sending paused for every worker"
+	}
+	return &hold{delay: circuitHold, note: note, err: &info}
+}
+
+// update changes the cached state at once, for what this worker learned
+// itself.
+func (f *flow) update(change func(*flowState)) {
+	for {
+		old := f.state.Load()
+		next := *old
+		change(&next)
+		if f.state.CompareAndSwap(old, &next) {
+			return
+		}
+	}
+}
+
+// park hands a task back through Redis: the handler then ends it as done,
+// and requeueHeld enqueues it again once due. It is how a task whose retry
+// budget is used up waits, since asynq archives such a task on any error,
+// whatever IsFailure says.
+func (f *flow) park(ctx context.Context, id string, due time.Time) error {
+	if err := f.rdb.ZAdd(ctx, heldKey, redis.Z{Score: float64(due.UnixMilli()), Member: id}).Err(); err != nil {
+		return fmt.Errorf("park %s: %w", id, err)
+	}
+	return nil
+}
+
+// requeueHeld enqueues the parked tasks that are due. Every worker runs it;
+// removing an id from the set claims it. The new task has no retries left,
+// as the one it replaces had none.
+func (f *flow) requeueHeld(ctx context.Context) {
+	now := f.now()
+	ids, err := f.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: heldKey, ByScore: true, Start: "-inf", Stop: strconv.FormatInt(now.UnixMilli(), 10), Count: heldBatch,
+	}).Result()
+	if err != nil || len(ids) == 0 {
+		return // refresh logs Redis failures, once
+	}
+	recs, err := f.store.GetMany(ctx, ids)
+	if err != nil {
+		return // refresh logs Redis failures, once
+	}
+	for i, id := range ids {
+		if n, err := f.rdb.ZRem(ctx, heldKey, id).Result(); err != nil || n == 0 {
+			continue
+		}
+		r := recs[i]
+		if r == nil || !r.Status.Pending() {
+			continue
+		}
+		queue := r.Queue
+		if queue == "" {
+			queue = enqueue.QueueFor(enqueue.Priority(r.Priority))
+		}
+		_, err := f.tasks.EnqueueContext(ctx, asynq.NewTask(enqueue.TaskSend, []byte(id)), asynq.TaskID(id), asynq.Queue(queue), asynq.MaxRetry(0))
+		switch {
+		case err == nil:
+		case errors.Is(err, asynq.ErrTaskIDConflict):
+			// The task still exists: its handler has not returned yet, or a
+			// lost lease brought it back. Look again until the message is
+			// done.
+			err = f.park(ctx, id, now.Add(heldRecheck))
+		default:
+			f.log.Warn("re-enqueueing a held message failed", zap.String("message_id", id), zap.Error(err))
+			err = f.park(ctx, id, now.Add(f.requeueEvery))
+		}
+		if err != nil {
+			f.log.Error("a held message is left without a task", zap.String("message_id", id), zap.Error(err))
+		}
+	}
+}
+
+// sleep waits for d. A message waiting when its worker stops is handed
+// back (errStopping), rather than keep the shutdown waiting.
+func (f *flow) sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-f.stopped:
+		return errStopping
+	case <-t.C:
+		return nil
+	}
+}
+
+// wholeSeconds stretches a retry delay to the next whole second: asynq
+// stores retry times in whole seconds, cut down, and a task must not come
+// back before its limit lets it go.
+func wholeSeconds(now time.Time, d time.Duration) time.Duration {
+	at := now.Add(max(d, time.Millisecond))
+	due := at.Truncate(time.Second)
+	if due.Before(at) {
+		due = due.Add(time.Second)
+	}
+	return due.Sub(now)
+}
+
+// roundWait writes a wait for a history note.
+func roundWait(d time.Duration) string {
+	if d >= time.Second {
+		return d.Round(time.Second).String()
+	}
+	return d.Round(time.Millisecond).String()
+}

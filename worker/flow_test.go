@@ -1,0 +1,384 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/chatq/chatq/api"
+	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/ratelimit"
+	"github.com/chatq/chatq/internal/sandbox"
+	"github.com/chatq/chatq/internal/store"
+	"github.com/chatq/chatq/worker"
+)
+
+const business = "15550001234"
+
+// sandboxDo runs one request against the sandbox's own routes.
+func sandboxDo(tb testing.TB, sb *sandbox.Server, method, target, body string) []byte {
+	tb.Helper()
+	rec := httptest.NewRecorder()
+	sb.ServeHTTP(rec, httptest.NewRequest(method, target, strings.NewReader(body)))
+	if rec.Code != http.StatusOK {
+		tb.Fatalf("%s %s: %d %s", method, target, rec.Code, rec.Body)
+	}
+	return rec.Body.Bytes()
+}
+
+// acceptedAt returns when the sandbox accepted each message it logged (to
+// dest, or all when dest is empty), in order.
+func acceptedAt(tb testing.TB, sb *sandbox.Server, dest string) []time.Time {
+	tb.Helper()
+	var msgs []struct {
+		ReceivedAt time.Time `json:"received_at"`
+	}
+	if err := json.Unmarshal(sandboxDo(tb, sb, http.MethodGet, "/sandbox/messages?destination="+dest, ""), &msgs); err != nil {
+		tb.Fatal(err)
+	}
+	at := make([]time.Time, len(msgs))
+	for i, m := range msgs {
+		at[i] = m.ReceivedAt
+	}
+	slices.SortFunc(at, time.Time.Compare)
+	return at
+}
+
+// sendAll enqueues msgs and returns their ids.
+func (b *bundle) sendAll(tb testing.TB, client *enqueue.Client, msgs []*enqueue.Message) []string {
+	tb.Helper()
+	res, err := client.SendBatch(context.Background(), msgs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ids := make([]string, len(res))
+	for i, r := range res {
+		if r.Err != nil {
+			tb.Fatal(r.Err)
+		}
+		ids[i] = r.Record.ID
+	}
+	return ids
+}
+
+func submitted(r *store.Record) bool { return r.Status == store.Submitted }
+
+func limits(l ratelimit.Config) worker.FlowConfig {
+	l.Sender = business
+	return worker.FlowConfig{Limits: l}
+}
+
+// hasNote reports whether a record's history has a note containing s.
+func hasNote(r *store.Record, s string) bool {
+	for _, h := range r.History {
+		if strings.Contains(h.Note, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestWorkersShareTheSenderRateAndKeepTheUpstreamWithinItsLimit(t *testing.T) {
+	t.Parallel()
+	const n, rate = 400, 20
+	b := setup(t, sandbox.Config{Rate: rate}, false)
+	cfg := worker.Config{Concurrency: 10, Flow: limits(ratelimit.Config{Rate: rate, Burst: 1})}
+	b.worker(t, b.ca, cfg)
+	b.worker(t, b.ca, cfg)
+	msgs := make([]*enqueue.Message, n)
+	for i := range msgs {
+		msgs[i] = text(fmt.Sprintf("4470%07d9", i), "rate")
+	}
+	ids := b.sendAll(t, b.client, msgs)
+	b.waitAll(t, ids, 60*time.Second, submitted)
+
+	st := b.sandbox.Stats()
+	if st.Throttled != 0 {
+		t.Errorf("the sandbox answered %d sends with 429", st.Throttled)
+	}
+	at := acceptedAt(t, b.sandbox, "")
+	if len(at) != n {
+		t.Fatalf("the sandbox accepted %d messages, want %d", len(at), n)
+	}
+	got := float64(n-1) / at[n-1].Sub(at[0]).Seconds()
+	t.Logf("%d messages at %.3f/s (limit %d/s), %d throttled", n, got, rate, st.Throttled)
+	if got < rate*0.95 || got > rate*1.05 {
+		t.Errorf("measured rate %.3f/s, want within 5%% of %d/s", got, rate)
+	}
+}
+
+func TestPairLimitLetsThreeGoThenSpacesTheRest(t *testing.T) {
+	t.Parallel()
+	const interval = 1500 * time.Millisecond
+	b := setup(t, sandbox.Config{}, false)
+	b.worker(t, b.ca, worker.Config{Concurrency: 10, Flow: limits(ratelimit.Config{PairInterval: interval, PairBurst: 3})})
+	const dest = "447100000019"
+	var msgs []*enqueue.Message
+	for i := range 5 {
+		msgs = append(msgs, text(dest, fmt.Sprintf("reply %d", i)))
+	}
+	ids := b.sendAll(t, b.client, msgs)
+	recs := b.waitAll(t, ids, 20*time.Second, submitted)
+
+	at := acceptedAt(t, b.sandbox, dest)
+	if len(at) != 5 {
+		t.Fatalf("the sandbox accepted %d messages to %s, want 5", len(at), dest)
+	}
+	if d := at[2].Sub(at[0]); d > interval/2 {
+		t.Errorf("the first three went over %s, want them back to back", d)
+	}
+	for i, want := range []time.Duration{interval, 2 * interval} {
+		if d := at[3+i].Sub(at[0]); d < want-50*time.Millisecond {
+			t.Errorf("send %d went %s after the first, want at least %s", 4+i, d, want)
+		}
+	}
+	held := 0
+	for _, r := range recs {
+		if hasNote(r, "per-recipient limit") {
+			held++
+		}
+	}
+	if held < 2 {
+		t.Errorf("%d records tell of the per-recipient limit, want at least 2", held)
+	}
+}
+
+func TestDailyLimitAdmitsExactlyTheLimitOfRecipients(t *testing.T) {
+	t.Parallel()
+	b := setup(t, sandbox.Config{}, false)
+	b.worker(t, b.ca, worker.Config{Concurrency: 10, Flow: limits(ratelimit.Config{DailyRecipients: 2})})
+	first := b.sendAll(t, b.client, []*enqueue.Message{text("447200000019", "a"), text("447200000029", "b")})
+	b.waitAll(t, first, 10*time.Second, submitted)
+	// A third recipient waits; a second message to an admitted one goes.
+	ids := b.sendAll(t, b.client, []*enqueue.Message{text("447200000039", "c"), text("447200000019", "a again")})
+	recs := b.waitAll(t, ids, 10*time.Second, func(r *store.Record) bool {
+		return r.Status == store.Submitted || (r.Status == store.Retrying && hasNote(r, "daily limit"))
+	})
+	if recs[0].Status != store.Retrying {
+		t.Errorf("the third recipient's message is %s, want it held by the daily limit", recs[0].Status)
+	}
+	if recs[1].Status != store.Submitted {
+		t.Errorf("the second message to an admitted recipient is %s, want submitted", recs[1].Status)
+	}
+	if got := len(acceptedAt(t, b.sandbox, "447200000039")); got != 0 {
+		t.Errorf("the sandbox accepted %d messages to the third recipient", got)
+	}
+}
+
+// readyz returns /readyz's status code and body.
+func readyz(tb testing.TB, a http.Handler) (int, map[string]json.RawMessage) {
+	tb.Helper()
+	rec := httptest.NewRecorder()
+	a.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	var body map[string]json.RawMessage
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		tb.Fatalf("/readyz: %v: %s", err, rec.Body)
+	}
+	return rec.Code, body
+}
+
+func circuitOf(tb testing.TB, body map[string]json.RawMessage) ratelimit.CircuitState {
+	tb.Helper()
+	var st ratelimit.CircuitState
+	if err := json.Unmarshal(body["circuit"], &st); err != nil {
+		tb.Fatalf("/readyz circuit %s: %v", body["circuit"], err)
+	}
+	return st
+}
+
+// waitQuiet polls count until it stays the same for quiet, and returns it.
+func waitQuiet(tb testing.TB, count func() int64, quiet, timeout time.Duration) int64 {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	last, since := count(), time.Now()
+	for time.Since(since) < quiet {
+		if time.Now().After(deadline) {
+			tb.Fatalf("still growing after %s: %d", timeout, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+		if n := count(); n != last {
+			last, since = n, time.Now()
+		}
+	}
+	return last
+}
+
+func TestCircuitBreakerStopsEveryWorkerAndResumesAfterAProbe(t *testing.T) {
+	t.Parallel()
+	const n = 200
+	b := setup(t, sandbox.Config{}, false)
+	cfg := worker.Config{Concurrency: 5, Flow: limits(ratelimit.Config{Rate: 40, Burst: 1})}
+	cfg.Flow.ProbeInterval, cfg.Flow.MaxProbeInterval = 100*time.Millisecond, 500*time.Millisecond
+	b.worker(t, b.ca, cfg)
+	b.worker(t, b.ca, cfg)
+	circuit := worker.NewCircuit(b.rdb, b.log)
+	a, err := api.New(api.Config{APIKeys: []string{"k"}, WebhookSecret: "hook", Circuit: circuit}, b.client, b.store, b.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]*enqueue.Message, n)
+	for i := range msgs {
+		msgs[i] = text(fmt.Sprintf("4473%07d9", i), "circuit")
+	}
+	ids := b.sendAll(t, b.client, msgs)
+	deadline := time.Now().Add(10 * time.Second)
+	for b.sandbox.Stats().Accepted < 20 {
+		if time.Now().After(deadline) {
+			t.Fatal("sending never got going")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	sandboxDo(t, b.sandbox, http.MethodPut, "/sandbox/config", `{"auth_failure":true}`)
+	requests := func() int64 { return b.sandbox.Stats().Requests }
+	stopped := waitQuiet(t, requests, time.Second, 5*time.Second)
+	// And it stays stopped, probes notwithstanding (they are not sends).
+	time.Sleep(1500 * time.Millisecond)
+	if got := requests(); got != stopped {
+		t.Fatalf("the workers called the sandbox %d more times after the circuit opened", got-stopped)
+	}
+	refused := stopped - b.sandbox.Stats().Accepted
+	t.Logf("%d sends refused with 401 before every worker stopped", refused)
+
+	code, body := readyz(t, a)
+	st := circuitOf(t, body)
+	if code != http.StatusOK || !st.IsOpen() || st.MessageID == "" || st.Code != "http_401" {
+		t.Fatalf("/readyz: %d, circuit %+v", code, st)
+	}
+	tripped, err := b.store.Get(context.Background(), st.MessageID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tripped.LastError == nil || tripped.LastError.Class != "account" || !hasNote(tripped, "opened the circuit breaker") || tripped.Status.Final() {
+		t.Errorf("the record of the message that opened the circuit: %+v", tripped)
+	}
+	if info, err := asynq.NewInspectorFromRedisClient(b.rdb).GetQueueInfo("bulk"); err != nil || !info.Paused {
+		t.Errorf("queue bulk: %+v, %v; want it paused", info, err)
+	}
+
+	sandboxDo(t, b.sandbox, http.MethodPut, "/sandbox/config", `{"auth_failure":false}`)
+	b.waitAll(t, ids, 30*time.Second, submitted)
+	if _, body := readyz(t, a); circuitOf(t, body).IsOpen() {
+		t.Errorf("the circuit is still open after every message went: %s", body["circuit"])
+	}
+	if st := b.sandbox.Stats(); st.Accepted != n || st.Duplicates != 0 {
+		t.Errorf("the sandbox accepted %d messages (%d duplicates), want %d", st.Accepted, st.Duplicates, n)
+	}
+	for _, r := range b.waitAll(t, ids, time.Second, submitted) {
+		if r.Status != store.Submitted {
+			t.Errorf("%s is %s", r.ID, r.Status)
+		}
+	}
+}
+
+func TestOperatorPauseHoldsUntilResume(t *testing.T) {
+	t.Parallel()
+	b := setup(t, sandbox.Config{}, false)
+	cfg := worker.Config{Concurrency: 5}
+	cfg.Flow.ProbeInterval, cfg.Flow.MaxProbeInterval = 50*time.Millisecond, 100*time.Millisecond
+	b.worker(t, b.ca, cfg)
+	circuit := worker.NewCircuit(b.rdb, b.log)
+	ctx := context.Background()
+	if err := circuit.Pause(ctx, "maintenance"); err != nil {
+		t.Fatal(err)
+	}
+	ids := b.sendAll(t, b.client, []*enqueue.Message{text("447400000019", "paused")})
+	// The probes, which would close an automatic opening, leave it alone.
+	time.Sleep(time.Second)
+	if got := b.sandbox.Stats().Requests; got != 0 {
+		t.Fatalf("%d sends while paused", got)
+	}
+	if st, err := circuit.State(ctx); err != nil || !st.IsOpen() || !st.Manual || st.Reason != "maintenance" {
+		t.Fatalf("state while paused: %+v, %v", st, err)
+	}
+	if was, err := circuit.Resume(ctx); err != nil || !was {
+		t.Fatalf("Resume = %v, %v", was, err)
+	}
+	b.waitAll(t, ids, 10*time.Second, submitted)
+}
+
+func TestTransactionalMessagesAreNotStarvedByABulkBacklog(t *testing.T) {
+	t.Parallel()
+	const concurrency, rate, backlog = 20, 50, 2000
+	b := setup(t, sandbox.Config{Rate: rate}, false)
+	cfg := worker.Config{Concurrency: concurrency, Flow: limits(ratelimit.Config{Rate: rate, Burst: 1})}
+	b.worker(t, b.ca, cfg)
+	b.worker(t, b.ca, cfg)
+	msgs := make([]*enqueue.Message, backlog)
+	for i := range msgs {
+		msgs[i] = text(fmt.Sprintf("4475%07d9", i), "bulk")
+	}
+	b.sendAll(t, b.client, msgs)
+	deadline := time.Now().Add(10 * time.Second)
+	for b.sandbox.Stats().Accepted < 2*rate {
+		if time.Now().After(deadline) {
+			t.Fatal("the backlog never got going")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	bound := time.Duration(concurrency)*time.Second/rate + time.Second
+	var worst time.Duration
+	for i := range 5 {
+		dest := fmt.Sprintf("44760000%03d9", i)
+		m := text(dest, "your code is 123456")
+		m.Priority = enqueue.Transactional
+		start := time.Now()
+		if _, err := b.client.Send(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+		for len(acceptedAt(t, b.sandbox, dest)) == 0 {
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("transactional message %d not sent after 10s", i)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		worst = max(worst, time.Since(start))
+	}
+	st := b.sandbox.Stats()
+	t.Logf("worst transactional wait %s behind a bulk backlog (bound %s); %d bulk sent meanwhile, %d throttled", worst, bound, st.Accepted-5, st.Throttled)
+	if worst > bound {
+		t.Errorf("a transactional message waited %s behind the bulk backlog, want at most %s", worst, bound)
+	}
+	if st.Accepted >= backlog || st.Throttled != 0 {
+		t.Errorf("the backlog drained (%d accepted) or the sandbox throttled %d sends", st.Accepted, st.Throttled)
+	}
+}
+
+func TestHeldMessagesWithoutRetriesLeftAreHandedBackNotArchived(t *testing.T) {
+	t.Parallel()
+	b := setup(t, sandbox.Config{}, false)
+	// Tasks without any retry: asynq would archive them on any error.
+	client := enqueue.NewClient(b.rdb, enqueue.Config{MaxRetry: -1})
+	t.Cleanup(func() { client.Close() })
+	b.worker(t, b.ca, worker.Config{Concurrency: 5, Flow: limits(ratelimit.Config{Rate: 100, PairInterval: 1500 * time.Millisecond, PairBurst: 1})})
+	const dest = "447700000019"
+	ids := b.sendAll(t, client, []*enqueue.Message{
+		text(dest, "first"), text(dest, "second"),
+		// 429 with Retry-After: 1 on its first attempt.
+		text("447700010004", "throttled"),
+	})
+	recs := b.waitAll(t, ids, 15*time.Second, submitted)
+	if !hasNote(recs[0], "per-recipient limit") && !hasNote(recs[1], "per-recipient limit") {
+		t.Errorf("neither message to %s tells of the per-recipient limit: %+v %+v", dest, recs[0].History, recs[1].History)
+	}
+	if r := recs[2]; r.LastError == nil || r.LastError.Class != "rate_limited" || !hasNote(r, "throttled by ChatArchitect") {
+		t.Errorf("the throttled message's record: %+v", r)
+	}
+	for _, q := range []string{"transactional", "bulk"} {
+		archived, err := asynq.NewInspectorFromRedisClient(b.rdb).ListArchivedTasks(q)
+		if err != nil && !strings.Contains(err.Error(), "not found") {
+			t.Fatal(err)
+		}
+		if len(archived) > 0 {
+			t.Errorf("queue %s archived %d tasks", q, len(archived))
+		}
+	}
+}

@@ -1,0 +1,146 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+
+	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/callback"
+	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/policy"
+	"github.com/chatq/chatq/internal/store"
+)
+
+// Conversation is the worker's part of chatq's conversation policy and
+// status callbacks. The zero value does nothing.
+type Conversation struct {
+	// Policy is checked before every send: a suppressed recipient's
+	// message is dead-lettered without a call upstream, and a free-form
+	// message outside the window gets its fallback template or is
+	// dead-lettered. Send answers teach it opt-outs and closed windows.
+	// Nil sends everything.
+	Policy *policy.Checker
+	// Callbacks, if set, delivers status callbacks and forwards inbound
+	// events from the callbacks queue.
+	Callbacks *callback.Deliverer
+	// CallbackWeight is the callbacks queue's weight when Config.Queues
+	// does not name it; zero means callback.DefaultWeight.
+	CallbackWeight int
+	// SweepInterval is how often the worker looks for status callbacks
+	// left without a task (see callback.Deliverer.Sweep); zero means 15s.
+	SweepInterval time.Duration
+	// TemplateRefresh is how often the worker refreshes the template cache
+	// from ChatArchitect, when Policy has credentials to; zero means
+	// policy.DefaultRefreshInterval.
+	TemplateRefresh time.Duration
+}
+
+// start runs the conversation's background work, the template refresh and
+// the callback sweeper, until the returned func is called.
+func (c *Conversation) start(log *zap.Logger) (stop func()) {
+	if c == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	if c.Policy != nil {
+		wg.Go(func() { c.Policy.Templates.Run(ctx, c.TemplateRefresh) })
+	}
+	if c.Callbacks != nil {
+		wg.Go(func() {
+			t := time.NewTicker(cmp.Or(c.SweepInterval, 15*time.Second))
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				n, err := c.Callbacks.Sweep(ctx)
+				switch {
+				case err != nil && ctx.Err() == nil:
+					log.Warn("sweeping status callbacks", zap.Error(err))
+				case n > 0:
+					log.Info("status callbacks handed a new task", zap.Int("messages", n))
+				}
+			}
+		})
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
+// queues returns the queue weights with the callbacks queue added, if this
+// worker delivers callbacks and the weights do not name it already.
+func (c *Conversation) queues(q map[string]int) map[string]int {
+	if c == nil || c.Callbacks == nil {
+		return q
+	}
+	if _, ok := q[callback.Queue]; ok {
+		return q
+	}
+	out := maps.Clone(q)
+	out[callback.Queue] = cmp.Or(c.CallbackWeight, callback.DefaultWeight)
+	return out
+}
+
+// register adds the callback handlers to mux.
+func (c *Conversation) register(mux *asynq.ServeMux) {
+	if c != nil && c.Callbacks != nil {
+		c.Callbacks.Register(mux)
+	}
+}
+
+// checkPolicy applies the conversation policy to rec right before it is
+// sent. It may replace rec.Payload with the fallback template. stop is true
+// when the message must not be sent; err then tells asynq what to do.
+func (h *Handler) checkPolicy(ctx context.Context, log *zap.Logger, rec *store.Record) (stop bool, err error) {
+	if h.conv == nil || h.conv.Policy == nil {
+		return false, nil
+	}
+	freeForm := rec.Type != enqueue.TypeTemplate
+	verdict, refusal, err := h.conv.Policy.Decide(ctx, rec.Destination, freeForm, len(rec.FallbackTemplate) > 0)
+	if err != nil {
+		return true, fmt.Errorf("check policy of %s: %w", rec.ID, err)
+	}
+	switch verdict {
+	case policy.SendFallback:
+		rec.Payload = rec.FallbackTemplate
+		if err := h.store.Note(ctx, rec.ID, h.now(), "the 24h window is closed: sending the fallback template instead"); err != nil {
+			log.Warn("noting the fallback template in the history", zap.Error(err))
+		}
+		log.Info("window closed: sending the fallback template")
+	case policy.Refuse:
+		info := store.ErrorInfo{Class: string(chatarchitect.ClassPolicy), Code: refusal.Code, Message: refusal.Error(), At: h.now()}
+		if err := h.moveDead(ctx, rec.ID, info, "refused by chatq's conversation policy, not sent"); err != nil {
+			return true, err
+		}
+		log.Info("message refused by the conversation policy, dead-lettered", zap.String("code", refusal.Code))
+		return true, fmt.Errorf("send %s: %w: %w", rec.ID, refusal, asynq.SkipRetry)
+	}
+	return false, nil
+}
+
+// learn records what a refused send says about its recipient (an opt-out,
+// a closed window), so that the next messages to them are checked before
+// they are sent.
+func (h *Handler) learn(ctx context.Context, log *zap.Logger, rec *store.Record, sendErr error) {
+	var apiErr *chatarchitect.APIError
+	if h.conv == nil || h.conv.Policy == nil || !errors.As(sendErr, &apiErr) || apiErr.Code == "" {
+		return
+	}
+	learned, err := h.conv.Policy.LearnFailure(ctx, rec.Destination, apiErr.Code, apiErr.Reason, policy.SourceSend, h.now())
+	switch {
+	case err != nil:
+		log.Warn("recording what a refused send says about its recipient", zap.Error(err))
+	case learned != policy.LearnedNothing:
+		log.Info("learned from a refused send", zap.String("learned", string(learned)))
+	}
+}

@@ -14,11 +14,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/callback"
+	"github.com/chatq/chatq/internal/deadletter"
 	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/policy"
 	"github.com/chatq/chatq/internal/ratelimit"
@@ -69,6 +71,7 @@ type Server struct {
 	rdb    redis.UniversalClient
 	log    *zap.Logger
 	mux    *http.ServeMux
+	dead   *deadletter.Manager // operations.go
 	now    func() time.Time
 }
 
@@ -81,6 +84,7 @@ func New(cfg Config, client *enqueue.Client, st *store.Store, log *zap.Logger) (
 		return nil, errors.New("api: a webhook secret is required")
 	}
 	s := &Server{cfg: cfg, client: client, store: st, rdb: st.Redis(), log: log, mux: http.NewServeMux(), now: time.Now}
+	s.dead = deadletter.New(st, client, asynq.NewInspectorFromRedisClient(s.rdb))
 	s.routes()
 	return s, nil
 }
@@ -90,7 +94,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /readyz", s.readyz)
 	if s.cfg.Metrics != nil {
-		m.Handle("GET /metrics", s.cfg.Metrics.Handler())
+		m.Handle("GET /metrics", s.metrics())
 	}
 	m.HandleFunc("POST /webhooks/chatarchitect/{secret}", s.webhook)
 
@@ -99,13 +103,19 @@ func (s *Server) routes() {
 	m.Handle("DELETE /v1/messages/{id}", s.auth(s.cancelMessage))
 	m.Handle("POST /v1/messages/batch", s.auth(s.sendBatch))
 	s.policyRoutes()
+	// Operations (operations.go): campaigns and dead letters.
+	m.Handle("GET /v1/messages", s.auth(s.listMessages))
+	m.Handle("DELETE /v1/messages", s.auth(s.cancelBatch))
+	m.Handle("GET /v1/batches/{batch_id}", s.auth(s.getBatch))
+	m.Handle("GET /v1/dead-letters", s.auth(s.listDeadLetters))
+	m.Handle("POST /v1/dead-letters/retry", s.auth(s.retryDeadLetters))
 	if s.cfg.Dashboard != nil {
 		m.Handle("/monitoring/", s.basicAuth(s.cfg.Dashboard))
 		m.Handle("/monitoring", http.RedirectHandler("/monitoring/", http.StatusMovedPermanently))
 	}
 	// JSON answers for wrong methods and unknown routes; behind the key,
 	// so that probing without one learns nothing.
-	for _, p := range []string{"/v1/messages", "/v1/messages/{id}"} {
+	for _, p := range []string{"/v1/messages", "/v1/messages/{id}", "/v1/batches/{batch_id}", "/v1/dead-letters", "/v1/dead-letters/retry"} {
 		m.Handle(p, s.auth(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errorf(http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path), s.log)
 		}))

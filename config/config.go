@@ -29,7 +29,32 @@ const Prefix = "CHATQ"
 // without the prefix (REDIS_URL, LOG_LEVEL), which an unrelated program's
 // environment may well set.
 type Config struct {
-	RedisURL string `split_words:"true"`
+	// Redis is one of RedisURL (a single server), RedisClusterAddrs (Redis
+	// Cluster seed nodes) or RedisSentinelAddrs with RedisSentinelMaster
+	// (a Sentinel-managed master); Validate refuses more than one.
+	RedisURL            string   `split_words:"true"`
+	RedisClusterAddrs   []string `split_words:"true"`
+	RedisSentinelAddrs  []string `split_words:"true"`
+	RedisSentinelMaster string   `split_words:"true"`
+	// RedisUsername and RedisPassword authenticate to the cluster nodes or
+	// to the Sentinel-managed servers; RedisURL carries its own.
+	RedisUsername string `split_words:"true"`
+	RedisPassword string `split_words:"true"`
+	// RedisSentinelPassword authenticates to the sentinels themselves.
+	RedisSentinelPassword string `split_words:"true"`
+	// RedisTLS connects to the cluster nodes or the Sentinel-managed
+	// servers over TLS (RedisURL says so with rediss://).
+	RedisTLS bool `split_words:"true"`
+	// RedisWaitReplicas, when positive, makes the producers wait (up to
+	// RedisWaitTimeout) until that many replicas hold a new message before
+	// they acknowledge it, so that a failover does not lose it.
+	RedisWaitReplicas int           `split_words:"true"`
+	RedisWaitTimeout  time.Duration `split_words:"true"`
+	// BulkShards spreads the bulk queue over that many asynq queues
+	// (bulk-0 ...), each in its own Redis Cluster hash slot; 1 keeps the
+	// single queue "bulk".
+	BulkShards int `split_words:"true"`
+
 	HTTPAddr string `split_words:"true"`
 	// APIKeys are the bearer keys of /v1/* and the dashboard's passwords.
 	APIKeys       []string `split_words:"true"`
@@ -72,6 +97,9 @@ type Config struct {
 
 	// DashboardReadonly shows the dashboard without its buttons.
 	DashboardReadonly bool `split_words:"true"`
+	// MetricsAddr is where chatq worker serves /metrics and /healthz;
+	// empty turns that off. chatq api and dev serve /metrics on HTTPAddr.
+	MetricsAddr string `split_words:"true"`
 
 	RecordTTL time.Duration `split_words:"true"`
 	LogLevel  string        `split_words:"true"`
@@ -111,9 +139,16 @@ func Default() Config {
 		RecordTTL:      720 * time.Hour,
 		LogLevel:       "info",
 		LogFormat:      "json",
+		MetricsAddr:    ":9091",
+
+		BulkShards: 1,
+		// A replica on the same network acknowledges within a millisecond
+		// or two; one that lags further than this is left behind rather
+		// than slow every message (README, Scaling out).
+		RedisWaitTimeout: 100 * time.Millisecond,
 
 		// An idle worker picks a one-time code up within 10ms, for about
-		// 450 Redis commands/s (README, Performance).
+		// 500 Redis commands/s (README, Performance).
 		TaskCheckInterval:        10 * time.Millisecond,
 		DelayedTaskCheckInterval: time.Second,
 
@@ -158,6 +193,20 @@ func (c *Config) fillDerived() {
 		}
 	}
 	c.APIKeys = keys
+	c.RedisClusterAddrs = trimList(c.RedisClusterAddrs)
+	c.RedisSentinelAddrs = trimList(c.RedisSentinelAddrs)
+}
+
+// trimList drops the blanks around and between comma-separated items, into
+// a new slice so that the caller's base is not rewritten.
+func trimList(items []string) []string {
+	var out []string
+	for _, s := range items {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func kindName(goType string) string {
@@ -184,6 +233,9 @@ func (c *Config) Validate() error {
 			return bad("REDIS_URL", "must be a redis:// or rediss:// URL")
 		}
 	}
+	if err := c.validateRedis(bad); err != nil {
+		return err
+	}
 	for _, u := range []struct{ name, value string }{
 		{"CA_BASE_URL", c.CABaseURL}, {"PUBLIC_URL", c.PublicURL}, {"INBOUND_URL", c.InboundURL},
 	} {
@@ -201,6 +253,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(a.value); err != nil {
 			return bad(a.name, "must be host:port or :port, not %q", a.value)
 		}
+	}
+	if _, _, err := net.SplitHostPort(c.MetricsAddr); c.MetricsAddr != "" && err != nil {
+		return bad("METRICS_ADDR", "must be host:port, :port, or empty (off), not %q", c.MetricsAddr)
 	}
 	// strconv accepts NaN and Inf, which pass every range check below.
 	for _, f := range []struct {
@@ -287,6 +342,83 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// validateRedis checks the choice of Redis: one server, a cluster or a
+// Sentinel-managed master, and the settings that go with it.
+func (c *Config) validateRedis(bad func(name, format string, args ...any) error) error {
+	var set []string
+	if c.RedisURL != "" {
+		set = append(set, Prefix+"_REDIS_URL")
+	}
+	if len(c.RedisClusterAddrs) > 0 {
+		set = append(set, Prefix+"_REDIS_CLUSTER_ADDRS")
+	}
+	if len(c.RedisSentinelAddrs) > 0 {
+		set = append(set, Prefix+"_REDIS_SENTINEL_ADDRS")
+	}
+	if len(set) > 1 {
+		return fmt.Errorf("%s: set only one of CHATQ_REDIS_URL, CHATQ_REDIS_CLUSTER_ADDRS and CHATQ_REDIS_SENTINEL_ADDRS, not %s", set[1], strings.Join(set, " and "))
+	}
+	for _, a := range []struct {
+		name  string
+		addrs []string
+	}{{"REDIS_CLUSTER_ADDRS", c.RedisClusterAddrs}, {"REDIS_SENTINEL_ADDRS", c.RedisSentinelAddrs}} {
+		for _, addr := range a.addrs {
+			if strings.ContainsAny(addr, "/@") {
+				// Not repeated: a URL here may hold a password.
+				return bad(a.name, "must be comma-separated host:port addresses, without scheme or credentials (CHATQ_REDIS_PASSWORD holds the password)")
+			}
+			if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" {
+				return bad(a.name, "must be comma-separated host:port addresses, not %q", addr)
+			}
+		}
+	}
+	switch {
+	case len(c.RedisSentinelAddrs) > 0 && c.RedisSentinelMaster == "":
+		return bad("REDIS_SENTINEL_MASTER", "must name the master the sentinels monitor (CHATQ_REDIS_SENTINEL_ADDRS is set)")
+	case len(c.RedisSentinelAddrs) == 0 && c.RedisSentinelMaster != "":
+		return bad("REDIS_SENTINEL_MASTER", "needs CHATQ_REDIS_SENTINEL_ADDRS")
+	case len(c.RedisSentinelAddrs) == 0 && c.RedisSentinelPassword != "":
+		return bad("REDIS_SENTINEL_PASSWORD", "needs CHATQ_REDIS_SENTINEL_ADDRS")
+	}
+	// A URL carries its own credentials and scheme; two places for one
+	// setting would leave the reader guessing which wins.
+	if c.RedisURL != "" {
+		for _, v := range []struct {
+			name string
+			set  bool
+		}{{"REDIS_USERNAME", c.RedisUsername != ""}, {"REDIS_PASSWORD", c.RedisPassword != ""}, {"REDIS_TLS", c.RedisTLS}} {
+			if v.set {
+				return bad(v.name, "does not apply to CHATQ_REDIS_URL: put it in the URL (redis://user:password@host:port/db, rediss:// for TLS)")
+			}
+		}
+	}
+	switch {
+	case c.BulkShards < 1 || c.BulkShards > MaxBulkShards:
+		return bad("BULK_SHARDS", "must be from 1 to %d", MaxBulkShards)
+	case c.RedisWaitReplicas < 0:
+		return bad("REDIS_WAIT_REPLICAS", "must not be negative (0 turns the wait off)")
+	case c.RedisWaitReplicas > 0 && len(c.RedisClusterAddrs) > 0:
+		// WAIT counts the replicas of the connection's own server, and a
+		// batch's records live on every master.
+		return bad("REDIS_WAIT_REPLICAS", "is not supported with CHATQ_REDIS_CLUSTER_ADDRS")
+	case c.RedisWaitTimeout < time.Millisecond || c.RedisWaitTimeout > 2*time.Second:
+		// WAIT runs inside a pipeline, which Redis's client gives up on
+		// after its 3s read timeout.
+		return bad("REDIS_WAIT_TIMEOUT", "must be from 1ms to 2s")
+	}
+	return nil
+}
+
+// MaxBulkShards bounds CHATQ_BULK_SHARDS: every worker polls every shard
+// when idle, so shards cost Redis commands even when they are empty.
+const MaxBulkShards = 64
+
+// RedisConfigured reports whether any Redis is set: a URL, cluster nodes or
+// sentinels.
+func (c *Config) RedisConfigured() bool {
+	return c.RedisURL != "" || len(c.RedisClusterAddrs) > 0 || len(c.RedisSentinelAddrs) > 0
+}
+
 // Weights parses QueueWeights ("transactional=6,bulk=1").
 func (c *Config) Weights() (map[string]int, error) {
 	w := make(map[string]int)
@@ -317,7 +449,11 @@ func (c *Config) Need(names ...string) error {
 		var set bool
 		switch name {
 		case "CHATQ_REDIS_URL":
-			set = c.RedisURL != ""
+			// Any of the three ways to reach Redis will do.
+			if !c.RedisConfigured() {
+				return fmt.Errorf("CHATQ_REDIS_URL is not set (nor CHATQ_REDIS_CLUSTER_ADDRS or CHATQ_REDIS_SENTINEL_ADDRS)")
+			}
+			continue
 		case "CHATQ_API_KEYS":
 			set = len(c.APIKeys) > 0
 		case "CHATQ_WEBHOOK_SECRET":

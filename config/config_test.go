@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -70,9 +71,13 @@ func TestLoadDefaults(t *testing.T) {
 		CallbackSecret:       "",
 		CallbackAllowPrivate: false,
 		InboundURL:           "",
+		MetricsAddr:          ":9091",
 		RecordTTL:            720 * time.Hour,
 		LogLevel:             "info",
 		LogFormat:            "json",
+		BulkShards:           1,
+		RedisWaitReplicas:    0,
+		RedisWaitTimeout:     100 * time.Millisecond,
 
 		TaskCheckInterval:        10 * time.Millisecond,
 		DelayedTaskCheckInterval: time.Second,
@@ -105,6 +110,13 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		set         func(*config.Config)
 	}{
 		{"CHATQ_REDIS_URL", "redis://:pw@redis.internal:6380/2", func(c *config.Config) { c.RedisURL = "redis://:pw@redis.internal:6380/2" }},
+		{"CHATQ_REDIS_CLUSTER_ADDRS", " 10.0.0.1:7000, 10.0.0.2:7000,,", func(c *config.Config) { c.RedisClusterAddrs = []string{"10.0.0.1:7000", "10.0.0.2:7000"} }},
+		{"CHATQ_REDIS_USERNAME", "chatq", func(c *config.Config) { c.RedisUsername = "chatq" }},
+		{"CHATQ_REDIS_PASSWORD", "pw", func(c *config.Config) { c.RedisPassword = "pw" }},
+		{"CHATQ_REDIS_TLS", "true", func(c *config.Config) { c.RedisTLS = true }},
+		{"CHATQ_REDIS_WAIT_REPLICAS", "1", func(c *config.Config) { c.RedisWaitReplicas = 1 }},
+		{"CHATQ_REDIS_WAIT_TIMEOUT", "1s", func(c *config.Config) { c.RedisWaitTimeout = time.Second }},
+		{"CHATQ_BULK_SHARDS", "3", func(c *config.Config) { c.BulkShards = 3 }},
 		{"CHATQ_HTTP_ADDR", "127.0.0.1:9000", func(c *config.Config) { c.HTTPAddr = "127.0.0.1:9000" }},
 		{"CHATQ_API_KEYS", " k1 , k2,,", func(c *config.Config) { c.APIKeys = []string{"k1", "k2"} }},
 		{"CHATQ_WEBHOOK_SECRET", "whs", func(c *config.Config) { c.WebhookSecret = "whs" }},
@@ -133,6 +145,7 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		{"CHATQ_CALLBACK_ALLOW_PRIVATE", "true", func(c *config.Config) { c.CallbackAllowPrivate = true }},
 		{"CHATQ_INBOUND_URL", "https://app.example.com/inbound", func(c *config.Config) { c.InboundURL = "https://app.example.com/inbound" }},
 		{"CHATQ_DASHBOARD_READONLY", "true", func(c *config.Config) { c.DashboardReadonly = true }},
+		{"CHATQ_METRICS_ADDR", "", func(c *config.Config) { c.MetricsAddr = "" }},
 		{"CHATQ_RECORD_TTL", "48h", func(c *config.Config) { c.RecordTTL = 48 * time.Hour }},
 		{"CHATQ_LOG_LEVEL", "debug", func(c *config.Config) { c.LogLevel = "debug" }},
 		{"CHATQ_LOG_FORMAT", "console", func(c *config.Config) { c.LogFormat = "console" }},
@@ -165,6 +178,10 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 				t.Errorf("Load with %s=%q (-want +got):\n%s", tc.name, tc.value, diff)
 			}
 		})
+	}
+	// The sentinel variables go together: TestLoadSentinel reads them.
+	for _, name := range []string{"CHATQ_REDIS_SENTINEL_ADDRS", "CHATQ_REDIS_SENTINEL_MASTER", "CHATQ_REDIS_SENTINEL_PASSWORD"} {
+		covered[name] = true
 	}
 	// A new field needs a row above.
 	for _, name := range knownVariables(t) {
@@ -314,6 +331,7 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{name: "CHATQ_CALLBACK_ALLOW_PRIVATE", value: "maybe"},
 		{name: "CHATQ_RECORD_TTL", value: "30m"},
 		{name: "CHATQ_HTTP_ADDR", value: "8080"},
+		{name: "CHATQ_METRICS_ADDR", value: "9091"},
 		{name: "CHATQ_SANDBOX_ADDR", value: "localhost"},
 		{name: "CHATQ_SANDBOX_RATE", value: "-1"},
 		{name: "CHATQ_SANDBOX_RATE", value: "Inf"},
@@ -363,6 +381,92 @@ func TestLoadParseErrorsNameTheKind(t *testing.T) {
 	}
 }
 
+// The sentinel variables only make sense together, so they are read in
+// one environment.
+func TestLoadSentinel(t *testing.T) {
+	setEnv(t, map[string]string{
+		"CHATQ_REDIS_SENTINEL_ADDRS":    "10.0.0.1:26379, 10.0.0.2:26379",
+		"CHATQ_REDIS_SENTINEL_MASTER":   "chatq",
+		"CHATQ_REDIS_SENTINEL_PASSWORD": "spw",
+		"CHATQ_REDIS_PASSWORD":          "pw",
+		"CHATQ_REDIS_WAIT_REPLICAS":     "1",
+	})
+	got, err := config.Load(config.Default())
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	clearEnv(t)
+	want, err := config.Load(config.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.RedisSentinelAddrs = []string{"10.0.0.1:26379", "10.0.0.2:26379"}
+	want.RedisSentinelMaster = "chatq"
+	want.RedisSentinelPassword = "spw"
+	want.RedisPassword = "pw"
+	want.RedisWaitReplicas = 1
+	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("Load (-want +got):\n%s", diff)
+	}
+	if !got.RedisConfigured() {
+		t.Error("RedisConfigured() = false with sentinels set")
+	}
+}
+
+// Exactly one way to reach Redis, and the settings that go with it.
+func TestLoadRejectsBadRedisChoices(t *testing.T) {
+	tests := []struct {
+		env map[string]string
+		// want are the variables the error must name.
+		want   []string
+		secret string
+	}{
+		{map[string]string{"CHATQ_REDIS_URL": "redis://r:6379/0", "CHATQ_REDIS_CLUSTER_ADDRS": "r:7000"},
+			[]string{"CHATQ_REDIS_URL", "CHATQ_REDIS_CLUSTER_ADDRS"}, ""},
+		{map[string]string{"CHATQ_REDIS_CLUSTER_ADDRS": "r:7000", "CHATQ_REDIS_SENTINEL_ADDRS": "s:26379", "CHATQ_REDIS_SENTINEL_MASTER": "m"},
+			[]string{"CHATQ_REDIS_CLUSTER_ADDRS", "CHATQ_REDIS_SENTINEL_ADDRS"}, ""},
+		{map[string]string{"CHATQ_REDIS_SENTINEL_ADDRS": "s:26379"}, []string{"CHATQ_REDIS_SENTINEL_MASTER"}, ""},
+		{map[string]string{"CHATQ_REDIS_SENTINEL_MASTER": "m"}, []string{"CHATQ_REDIS_SENTINEL_MASTER", "CHATQ_REDIS_SENTINEL_ADDRS"}, ""},
+		{map[string]string{"CHATQ_REDIS_SENTINEL_PASSWORD": "hunter2"}, []string{"CHATQ_REDIS_SENTINEL_PASSWORD"}, "hunter2"},
+		{map[string]string{"CHATQ_REDIS_CLUSTER_ADDRS": "r"}, []string{"CHATQ_REDIS_CLUSTER_ADDRS"}, ""},
+		{map[string]string{"CHATQ_REDIS_CLUSTER_ADDRS": ":7000"}, []string{"CHATQ_REDIS_CLUSTER_ADDRS"}, ""},
+		{map[string]string{"CHATQ_REDIS_CLUSTER_ADDRS": "redis://:hunter2@r:7000"}, []string{"CHATQ_REDIS_CLUSTER_ADDRS"}, "hunter2"},
+		{map[string]string{"CHATQ_REDIS_SENTINEL_ADDRS": "s", "CHATQ_REDIS_SENTINEL_MASTER": "m"}, []string{"CHATQ_REDIS_SENTINEL_ADDRS"}, ""},
+		{map[string]string{"CHATQ_REDIS_URL": "redis://r:6379/0", "CHATQ_REDIS_PASSWORD": "hunter2"}, []string{"CHATQ_REDIS_PASSWORD"}, "hunter2"},
+		{map[string]string{"CHATQ_REDIS_URL": "redis://r:6379/0", "CHATQ_REDIS_USERNAME": "u"}, []string{"CHATQ_REDIS_USERNAME"}, ""},
+		{map[string]string{"CHATQ_REDIS_URL": "redis://r:6379/0", "CHATQ_REDIS_TLS": "true"}, []string{"CHATQ_REDIS_TLS"}, ""},
+		{map[string]string{"CHATQ_REDIS_TLS": "sometimes"}, []string{"CHATQ_REDIS_TLS"}, ""},
+		{map[string]string{"CHATQ_REDIS_CLUSTER_ADDRS": "r:7000", "CHATQ_REDIS_WAIT_REPLICAS": "1"}, []string{"CHATQ_REDIS_WAIT_REPLICAS"}, ""},
+		{map[string]string{"CHATQ_REDIS_WAIT_REPLICAS": "-1"}, []string{"CHATQ_REDIS_WAIT_REPLICAS"}, ""},
+		{map[string]string{"CHATQ_REDIS_WAIT_TIMEOUT": "0s"}, []string{"CHATQ_REDIS_WAIT_TIMEOUT"}, ""},
+		{map[string]string{"CHATQ_REDIS_WAIT_TIMEOUT": "5s"}, []string{"CHATQ_REDIS_WAIT_TIMEOUT"}, ""},
+		{map[string]string{"CHATQ_BULK_SHARDS": "0"}, []string{"CHATQ_BULK_SHARDS"}, ""},
+		{map[string]string{"CHATQ_BULK_SHARDS": "65"}, []string{"CHATQ_BULK_SHARDS"}, ""},
+		{map[string]string{"CHATQ_BULK_SHARDS": "three"}, []string{"CHATQ_BULK_SHARDS"}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprint(tc.env), func(t *testing.T) {
+			setEnv(t, tc.env)
+			_, err := config.Load(config.Default())
+			if err == nil {
+				t.Fatalf("Load accepted %v", tc.env)
+			}
+			msg := err.Error()
+			for _, name := range tc.want {
+				if !strings.Contains(msg, name) {
+					t.Errorf("error %q does not name %s", msg, name)
+				}
+			}
+			if strings.ContainsAny(msg, "\r\n") {
+				t.Errorf("error %q is more than one line", msg)
+			}
+			if tc.secret != "" && strings.Contains(msg, tc.secret) {
+				t.Errorf("error %q shows the secret", msg)
+			}
+		})
+	}
+}
+
 func TestNeed(t *testing.T) {
 	c := config.Default()
 	c.RedisURL = "redis://127.0.0.1:7000/0"
@@ -386,5 +490,36 @@ func TestNeed(t *testing.T) {
 		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
 			t.Errorf("Need(%q) = %q, want an error containing %q", tc.names, got, tc.want)
 		}
+	}
+}
+
+// CHATQ_REDIS_URL stands for any of the three ways to reach Redis.
+func TestNeedRedis(t *testing.T) {
+	tests := []struct {
+		name string
+		set  func(*config.Config)
+		want string // "" for no error
+	}{
+		{"none", func(*config.Config) {}, "CHATQ_REDIS_URL is not set (nor CHATQ_REDIS_CLUSTER_ADDRS or CHATQ_REDIS_SENTINEL_ADDRS)"},
+		{"url", func(c *config.Config) { c.RedisURL = "redis://127.0.0.1:7000/0" }, ""},
+		{"cluster", func(c *config.Config) { c.RedisClusterAddrs = []string{"127.0.0.1:7000"} }, ""},
+		{"sentinel", func(c *config.Config) {
+			c.RedisSentinelAddrs = []string{"127.0.0.1:26379"}
+			c.RedisSentinelMaster = "chatq"
+		}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := config.Default()
+			tc.set(&c)
+			err := c.Need("CHATQ_REDIS_URL")
+			var got string
+			if err != nil {
+				got = err.Error()
+			}
+			if got != tc.want {
+				t.Errorf("Need(CHATQ_REDIS_URL) = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -60,6 +60,17 @@ type Config struct {
 	// Policy, if set, checks every valid message against the conversation
 	// rules before it is stored (see NewPolicy); nil checks nothing more.
 	Policy Policy
+	// BulkShards spreads bulk messages over that many asynq queues (see
+	// BulkQueue; CHATQ_BULK_SHARDS); zero or one means the single queue
+	// "bulk". Every producer and worker must use the same value.
+	BulkShards int
+	// WaitReplicas, when positive, makes Send and SendBatch wait, up to
+	// WaitTimeout (zero means 100ms), until that many Redis replicas hold
+	// the new records and tasks, so that a failover does not lose what was
+	// acknowledged (CHATQ_REDIS_WAIT_REPLICAS). It has no effect on Redis
+	// Cluster.
+	WaitReplicas int
+	WaitTimeout  time.Duration
 }
 
 // Client enqueues messages. It is safe for concurrent use.
@@ -67,6 +78,8 @@ type Client struct {
 	cfg   Config
 	store *store.Store
 	queue *asynq.Client
+	// bulk are the bulk shards' queues, none when bulk is one queue.
+	bulk []string
 }
 
 // NewClient returns a Client that stores records and tasks through rdb.
@@ -89,13 +102,17 @@ func NewClient(rdb redis.UniversalClient, cfg Config) *Client {
 		cfg: cfg,
 		// Records with a callback URL get their first status callback
 		// ("queued") enqueued here, at once.
-		store: store.New(rdb, store.Config{TTL: cfg.TTL, Notifier: callback.NewNotifier(queue, nil)}),
+		store: store.New(rdb, store.Config{TTL: cfg.TTL, Notifier: callback.NewNotifier(queue, nil),
+			WaitReplicas: cfg.WaitReplicas, WaitTimeout: cfg.WaitTimeout}),
 		queue: queue,
+		bulk:  BulkQueues(cfg.BulkShards),
 	}
 }
 
-// Close releases the client's asynq client.
-func (c *Client) Close() error { return c.queue.Close() }
+// Close releases the client. It holds nothing of its own: its asynq client
+// works on rdb, which stays the caller's (and which asynq refuses to close
+// through a client it did not open), so Close always succeeds.
+func (c *Client) Close() error { return nil }
 
 // Send validates m, stores its record and enqueues it. The record comes back
 // with its id and status ("queued", or "scheduled" for a later SendAt). A
@@ -221,12 +238,21 @@ func (c *Client) enqueue(ctx context.Context, r *store.Record) error {
 	return err
 }
 
-// QueueFor returns the asynq queue of a priority.
+// QueueFor returns the asynq queue of a priority when the bulk queue is
+// not sharded; BulkQueue names the shards.
 func QueueFor(p Priority) string {
 	if p == Bulk {
 		return string(Bulk)
 	}
 	return string(Transactional)
+}
+
+// queueFor returns the asynq queue of a message.
+func (c *Client) queueFor(p Priority, destination string) string {
+	if p == Bulk && len(c.bulk) > 0 {
+		return bulkQueueOf(destination, c.bulk)
+	}
+	return QueueFor(p)
 }
 
 // newRecord validates m and lays out its record.
@@ -257,7 +283,7 @@ func (c *Client) newRecord(m *Message, now time.Time) (*store.Record, error) {
 		CreatedAt:      now,
 		UpdatedAt:      now,
 		Payload:        payload,
-		Queue:          QueueFor(prio),
+		Queue:          c.queueFor(prio, m.Destination),
 	}
 	if m.BatchID != "" {
 		b := m.BatchID
@@ -337,4 +363,23 @@ func (c *Client) Sweep(ctx context.Context, grace time.Duration) (int, error) {
 		return n, fmt.Errorf("sweep: %w", err)
 	}
 	return n, nil
+}
+
+// Requeue enqueues a new task for records that are pending again after
+// they ended, such as dead letters an operator retries (which must have
+// left asynq's archive first), and takes those enqueued off the unsent
+// index. A task that still exists is left as it is. It returns one error
+// per record; a record whose enqueue failed stays on the unsent index, for
+// a worker's sweeper to enqueue.
+func (c *Client) Requeue(ctx context.Context, recs []*Record) []error {
+	errs := c.enqueueAll(ctx, recs)
+	var done []string
+	for i, err := range errs {
+		if err == nil {
+			done = append(done, recs[i].ID)
+		}
+	}
+	// A failure is harmless: the sweeper finds the tasks exist.
+	_ = c.store.MarkEnqueued(ctx, done...)
+	return errs
 }

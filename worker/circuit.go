@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/hibiken/asynq"
@@ -32,9 +33,24 @@ func NewCircuit(rdb redis.UniversalClient, log *zap.Logger) *Circuit {
 }
 
 // sendQueues are the queues the circuit breaker pauses: those of the
-// messages, and no other (callbacks to the application go on).
-func sendQueues() []string {
-	return []string{enqueue.QueueFor(enqueue.Transactional), enqueue.QueueFor(enqueue.Bulk)}
+// messages, and no other (callbacks to the application go on). Besides
+// transactional and bulk, they are the bulk shards asynq knows, those that
+// ever held a task, whatever CHATQ_BULK_SHARDS this process has. asynq
+// never forgets a queue, so a resume unpauses every shard a pause paused.
+// A shard whose first task comes after a pause is not paused; that task is
+// held back by the workers' own check of the circuit before every send.
+func (c *Circuit) sendQueues() ([]string, error) {
+	qs := enqueue.SendQueues(1)
+	known, err := c.queues.Queues()
+	if err != nil {
+		return nil, fmt.Errorf("list queues: %w", err)
+	}
+	for _, q := range known {
+		if enqueue.IsSendQueue(q) && !slices.Contains(qs, q) {
+			qs = append(qs, q)
+		}
+	}
+	return qs, nil
 }
 
 // State returns the circuit breaker's state.
@@ -113,7 +129,11 @@ func (c *Circuit) closeAfterProbe(ctx context.Context) (bool, error) {
 // pause or unpause with an error of its own that has no sentinel, hence the
 // match on its text.
 func (c *Circuit) pauseQueues() error {
-	for _, q := range sendQueues() {
+	queues, err := c.sendQueues()
+	if err != nil {
+		return err
+	}
+	for _, q := range queues {
 		if err := c.queues.PauseQueue(q); err != nil && !strings.Contains(err.Error(), "already paused") {
 			return fmt.Errorf("pause queue %s: %w", q, err)
 		}
@@ -122,7 +142,11 @@ func (c *Circuit) pauseQueues() error {
 }
 
 func (c *Circuit) unpauseQueues() error {
-	for _, q := range sendQueues() {
+	queues, err := c.sendQueues()
+	if err != nil {
+		return err
+	}
+	for _, q := range queues {
 		if err := c.queues.UnpauseQueue(q); err != nil && !strings.Contains(err.Error(), "not paused") {
 			return fmt.Errorf("unpause queue %s: %w", q, err)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/store"
 )
@@ -104,6 +105,9 @@ type hold struct {
 	// err, if set, becomes the record's last_error: the upstream's answer
 	// that caused the hold.
 	err *store.ErrorInfo
+	// unsent: the message was held back before its send, so this take-up
+	// is no attempt.
+	unsent bool
 }
 
 // flowState is what a worker caches of the shared state, to check it
@@ -139,6 +143,16 @@ type flow struct {
 	wg       sync.WaitGroup
 	failing  atomic.Bool
 	shutdown context.CancelFunc
+	// metrics counts the waits and the circuit breaker's state; nil counts
+	// nothing.
+	metrics *metrics.Metrics
+}
+
+// waited counts a wait of a send for a limit.
+func (f *flow) waited(limit string, d time.Duration) {
+	if d > 0 {
+		f.metrics.LimitWait(limit, d)
+	}
 }
 
 func newFlow(rdb redis.UniversalClient, st *store.Store, cfg FlowConfig, sender Sender, requeueEvery time.Duration, log *zap.Logger) *flow {
@@ -229,6 +243,7 @@ func (f *flow) refresh(ctx context.Context) {
 		f.log.Info("reading the flow-control state works again")
 	}
 	f.state.Store(&flowState{circuit: cs, blockedUntil: f.now().Add(ss.Blocked)})
+	f.metrics.CircuitOpen(cs.IsOpen())
 	if cs.IsOpen() && !cs.Manual {
 		f.maybeProbe(ctx)
 	}
@@ -280,6 +295,7 @@ func (h *Handler) admit(ctx context.Context, log *zap.Logger, rec *store.Record)
 		return true, fmt.Errorf("flow control of %s: %w", rec.ID, err)
 	}
 	if hd != nil {
+		hd.unsent = true
 		return true, h.hold(ctx, log, rec.ID, hd)
 	}
 	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
@@ -296,7 +312,7 @@ func (h *Handler) admit(ctx context.Context, log *zap.Logger, rec *store.Record)
 // note, and hands its task back to run after the hold without using up its
 // retry budget.
 func (h *Handler) hold(ctx context.Context, log *zap.Logger, id string, hd *hold) error {
-	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Note: hd.note, Error: hd.err, At: h.now()}); err != nil {
+	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Note: hd.note, Error: hd.err, At: h.now(), Unsent: hd.unsent}); err != nil {
 		return fmt.Errorf("record hold of %s: %w", id, err)
 	}
 	log.Debug("message held back", zap.String("note", hd.note), zap.Duration("for", hd.delay))
@@ -341,8 +357,10 @@ func (f *flow) check(ctx context.Context, rec *store.Record) (*hold, error) {
 			return nil, err
 		}
 		if !d.Reserved {
+			f.waited(string(d.Reason), d.Wait)
 			return holdFor(d), nil
 		}
+		f.waited(string(ratelimit.ReasonRate), d.Wait)
 		if err := f.sleep(ctx, d.Wait); err != nil {
 			return nil, err
 		}
@@ -366,6 +384,7 @@ func (f *flow) takePair(ctx context.Context, recipient string) (*hold, error) {
 		if err != nil || wait == 0 {
 			return nil, err
 		}
+		f.waited("pair", wait)
 		if wait > f.cfg.MaxSleep {
 			return &hold{delay: wait, note: "waiting " + roundWait(wait) + " for the per-recipient limit"}, nil
 		}
@@ -404,6 +423,7 @@ func (f *flow) reserve(ctx context.Context, recipient string, transactional bool
 		case wait > f.cfg.MaxSleep:
 			return d, nil
 		}
+		f.waited(string(d.Reason), wait)
 		if err := f.sleep(ctx, wait); err != nil {
 			return ratelimit.Decision{}, err
 		}
@@ -433,6 +453,7 @@ func (f *flow) circuitHold() *hold {
 	if !cs.IsOpen() {
 		return nil
 	}
+	f.waited("circuit", circuitHold)
 	note := "sending paused: the circuit breaker is open"
 	if cs.Reason != "" {
 		note += " (" + cs.Reason + ")"
@@ -481,6 +502,7 @@ func (f *flow) accountRefused(ctx context.Context, log *zap.Logger, id string, i
 			s.circuit = ratelimit.CircuitState{State: ratelimit.CircuitOpen, Reason: trip.Reason, Code: trip.Code, MessageID: id}
 		}
 	})
+	f.metrics.CircuitOpen(true)
 	note := "sending paused: the circuit breaker is open"
 	if opened {
 		note = "opened the circuit breaker: sending paused for every worker"

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/store"
 )
 
@@ -46,6 +47,8 @@ type Handler struct {
 	now    func() time.Time
 	conv   *Conversation // conversation policy, in policy.go; nil checks nothing
 	flow   *flow         // limits and circuit breaker, in flow.go; nil sends at once
+	// metrics counts sends, retries and dead letters; nil counts nothing.
+	metrics *metrics.Metrics
 }
 
 // NewHandler returns the send handler.
@@ -114,7 +117,9 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// A dead letter's task runs again only when an operator runs it
 		// from asynq's archive (the dashboard's "run"): that is a retry,
 		// with the record's history saying so.
-		if err = h.store.Requeue(ctx, id, h.now(), "run again from the dead-letter queue"); err == nil {
+		// Refused: an operator's retry (chatq dlq retry) queued it
+		// meanwhile, and this task sends it.
+		if err = h.store.Requeue(ctx, id, h.now(), "run again from the dead-letter queue"); err == nil || errors.Is(err, store.ErrRefused) {
 			rec, outcome, err = h.store.Begin(ctx, id, h.now())
 		}
 	}
@@ -152,12 +157,30 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 
 	start := h.now()
 	providerID, sendErr := h.sender.Send(ctx, rec.Destination, rec.Payload)
+	took := h.now().Sub(start)
 	if sendErr == nil {
-		log.Debug("message submitted", zap.String("provider_message_id", providerID), zap.Duration("took", h.now().Sub(start)))
-		return h.submit(ctx, id, providerID)
+		h.metrics.SendDuration("submitted", took)
+		log.Debug("send attempt", zap.String("outcome", "submitted"), zap.String("provider_message_id", providerID), zap.Duration("took", took))
+		if err := h.submit(ctx, id, providerID); err != nil {
+			return err
+		}
+		h.metrics.Submitted(rec.Priority, h.now().Sub(enqueuedAt(rec)))
+		return nil
 	}
+	info := errorInfo(sendErr, h.now())
+	h.metrics.SendDuration(info.Class, took)
+	log.Debug("send attempt", zap.String("outcome", "failed"), zap.String("class", info.Class), zap.String("code", info.Code), zap.Duration("took", took))
 	h.learn(ctx, log, rec, sendErr)
 	return h.fail(ctx, log, rec, sendErr)
+}
+
+// enqueuedAt is when a message became due: its creation, or its send_at
+// when it was scheduled for later.
+func enqueuedAt(rec *store.Record) time.Time {
+	if rec.SendAt != nil && rec.SendAt.After(rec.CreatedAt) {
+		return *rec.SendAt
+	}
+	return rec.CreatedAt
 }
 
 // submit records the acceptance. Failing to record it would send the
@@ -197,23 +220,27 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 		return fmt.Errorf("send %s: %w: %w", id, sendErr, asynq.SkipRetry)
 	case chatarchitect.ClassRateLimited:
 		// Retried without using up the retry budget, once the sender (or
-		// that recipient) has slowed down.
+		// that recipient) has slowed down. Flow control logs it.
 		var retryAfter time.Duration
 		if apiErr != nil {
 			retryAfter = apiErr.RetryAfter
 		}
+		if h.flow == nil {
+			log.Warn("rate limited by ChatArchitect, will retry", zap.String("reason", info.Message), zap.Duration("retry_after", retryAfter))
+		}
+		h.metrics.Retry(info.Class, false)
 		return h.hold(ctx, log, id, h.flow.rateLimited(ctx, log, rec.Destination, info, retryAfter))
 	case chatarchitect.ClassAccount:
 		// Every message would fail alike: the circuit breaker pauses
 		// sending rather than burn each message's retries.
 		if h.flow != nil {
+			log.Warn("refused by ChatArchitect for the account: sending paused, the message waits", zap.String("reason", info.Message))
+			h.metrics.Retry(info.Class, false)
 			return h.hold(ctx, log, id, h.flow.accountRefused(ctx, log, id, info))
 		}
 	}
 
-	if apiErr != nil && apiErr.Ambiguous {
-		log.Warn("send timed out after the request was written: a retry may duplicate it", zap.Bool("possible_duplicate", true))
-	}
+	ambiguous := apiErr != nil && apiErr.Ambiguous
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	if retried >= maxRetry {
@@ -226,7 +253,13 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Error: &info}); err != nil {
 		return fmt.Errorf("record retry of %s: %w", id, err)
 	}
-	log.Warn("send failed, will retry", zap.String("reason", info.Message))
+	h.metrics.Retry(info.Class, ambiguous)
+	if ambiguous {
+		// No idempotency key upstream: the retry may send it twice.
+		log.Warn("send timed out after the request was written, will retry: it may be sent twice", zap.Bool("possible_duplicate", true), zap.String("reason", info.Message))
+	} else {
+		log.Warn("send failed, will retry", zap.String("reason", info.Message))
+	}
 	var delay time.Duration
 	if apiErr != nil {
 		delay = apiErr.RetryAfter
@@ -235,8 +268,12 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 }
 
 func (h *Handler) moveDead(ctx context.Context, id string, info store.ErrorInfo, note string) error {
-	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Dead, Error: &info, Note: note}); err != nil {
+	o, _, err := h.store.Move(ctx, id, store.Change{Status: store.Dead, Error: &info, Note: note})
+	if err != nil {
 		return fmt.Errorf("record dead letter %s: %w", id, err)
+	}
+	if o == store.Changed {
+		h.metrics.Dead(info.Class, info.Code)
 	}
 	return nil
 }

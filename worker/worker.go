@@ -12,6 +12,7 @@ import (
 
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/callback"
+	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/store"
 )
 
@@ -22,6 +23,11 @@ type Config struct {
 	// Queues maps queue names to weights; nil means transactional=6,
 	// bulk=1.
 	Queues map[string]int
+	// BulkShards is the number of queues bulk messages are spread over
+	// (enqueue.Config.BulkShards, CHATQ_BULK_SHARDS); zero or one means the
+	// single queue "bulk". It must be the producers' value: a shard no
+	// worker listens to is never sent.
+	BulkShards int
 	// ShutdownTimeout is how long Shutdown waits for sends on the wire;
 	// zero means 15s. It must outlast the upstream timeout: asynq re-queues
 	// what is unfinished then, and that would be sent twice.
@@ -47,6 +53,9 @@ type Config struct {
 	// Flow is flow control: the limits every worker shares through Redis
 	// and the circuit breaker (flow.go). The zero value limits nothing.
 	Flow FlowConfig
+	// Metrics, if set, counts sends, retries, dead letters, limit waits
+	// and the circuit breaker's state; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 func (c *Config) withDefaults() {
@@ -56,7 +65,7 @@ func (c *Config) withDefaults() {
 	if len(c.Queues) == 0 {
 		c.Queues = map[string]int{string(enqueue.Transactional): 6, string(enqueue.Bulk): 1}
 	}
-	c.Queues = c.Conversation.queues(c.Queues)
+	c.Queues = shardQueues(c.Conversation.queues(c.Queues), c.BulkShards)
 	c.Flow.withDefaults()
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 15 * time.Second
@@ -79,6 +88,32 @@ func (c *Config) withDefaults() {
 	if c.DelayedTaskCheckInterval <= 0 {
 		c.DelayedTaskCheckInterval = time.Second
 	}
+}
+
+// shardQueues replaces the bulk queue's weight with its shards'. asynq
+// tries first, on each fetch, a queue drawn at random in proportion to the
+// weights, so n shards each at the bulk weight would give bulk n times its
+// share, and bulk's weight divided by n would round to the same for the
+// usual weight of 1. Instead every other queue's weight is multiplied by
+// n, which keeps each share exactly: transactional=6,bulk=1 with 3 shards
+// is transactional=18 against 1+1+1. The unsharded "bulk" stays, at the
+// bulk weight, so that what was queued before the split is still sent; an
+// empty queue takes no share from the others.
+func shardQueues(q map[string]int, shards int) map[string]int {
+	bulk, ok := q[string(enqueue.Bulk)]
+	if shards <= 1 || !ok {
+		return q
+	}
+	out := make(map[string]int, len(q)+shards)
+	for name, w := range q {
+		out[name] = w * shards
+	}
+	for _, name := range enqueue.SendQueues(shards) {
+		if name != string(enqueue.Transactional) {
+			out[name] = bulk
+		}
+	}
+	return out
 }
 
 // Worker is one worker process's asynq server plus the sweeper that
@@ -106,6 +141,7 @@ func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) 
 	h := NewHandler(st, sender, cfg.Retry, log.Named("send"))
 	h.conv = cfg.Conversation
 	h.flow = newFlow(rdb, st, cfg.Flow, sender, cfg.DelayedTaskCheckInterval, log.Named("flow"))
+	h.metrics, h.flow.metrics = cfg.Metrics, cfg.Metrics
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   cfg.Queues,

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/bench"
 )
 
@@ -109,6 +110,10 @@ func (p *program) bench(ctx context.Context, args []string) error {
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	memProfile := fs.String("memprofile", "", "write a heap profile at the end of the run to this file")
 	logLevel := fs.String("log-level", "warn", "level of the components' logs, written to stderr")
+	fs.Func("stream-priority", "priority of the full stream's messages: bulk (default) or transactional", func(v string) error {
+		opts.Stream.Priority = enqueue.Priority(v)
+		return nil
+	})
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}

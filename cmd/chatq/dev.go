@@ -55,13 +55,14 @@ func (p *program) dev(ctx context.Context, args []string) error {
 	}
 
 	urls := map[string]string{}
-	if cfg.RedisURL == "" {
+	if !cfg.RedisConfigured() {
 		mr := miniredis.NewMiniRedis()
 		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
 			return fmt.Errorf("start embedded redis: %w", err)
 		}
 		defer mr.Close()
 		cfg.RedisURL = "redis://" + mr.Addr()
+		cfg.RedisWaitReplicas = 0 // no replica to wait for
 		urls["redis"] = "embedded (" + mr.Addr() + ")"
 	}
 
@@ -111,7 +112,7 @@ func (p *program) dev(ctx context.Context, args []string) error {
 	apiURL := httpURL(ln.Addr())
 	urls["api"] = apiURL
 
-	w, err := newWorker(rdb, cfg, log)
+	w, err := newWorker(rdb, cfg, m, log)
 	if err != nil {
 		return err
 	}

@@ -69,6 +69,7 @@ func commands() map[string]command {
 		"pause":   {"stop sending for every worker (the circuit breaker, by hand)", (*program).pause},
 		"resume":  {"start sending again after a pause or an account failure", (*program).resume},
 		"bench":   {"measure chatq against bare asynq on this machine", (*program).bench},
+		"dlq":     {"list, show, retry or delete dead letters", (*program).dlq},
 
 		// Conversation policy (policy.go).
 		"suppressions": {"list, add or remove suppressed recipients", (*program).suppressions},

@@ -16,6 +16,7 @@ import (
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/callback"
 	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/policy"
 	"github.com/chatq/chatq/internal/store"
 	"github.com/chatq/chatq/worker"
@@ -65,7 +66,7 @@ func inboundForwarder(rdb redis.UniversalClient, cfg config.Config) *callback.Fo
 
 // conversation returns a worker's conversation policy and, given a
 // callback secret, its delivery of status callbacks and inbound events.
-func conversation(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) (*worker.Conversation, error) {
+func conversation(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics, log *zap.Logger) (*worker.Conversation, error) {
 	conv := &worker.Conversation{Policy: newChecker(rdb, cfg, log.Named("policy"))}
 	if cfg.CallbackSecret == "" {
 		log.Warn("CHATQ_CALLBACK_SECRET is not set: this worker delivers no status callbacks and forwards no inbound events")
@@ -75,6 +76,7 @@ func conversation(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger)
 		Secret:       cfg.CallbackSecret,
 		AllowPrivate: cfg.CallbackAllowPrivate,
 		InboundURL:   cfg.InboundURL,
+		Metrics:      m,
 	}, log.Named("callback"))
 	if err != nil {
 		return nil, err

@@ -54,9 +54,9 @@ func (p *program) api(ctx context.Context, args []string) error {
 // apiHandler builds the API's handler, with the asynq dashboard at
 // /monitoring/; the returned func releases it.
 func apiHandler(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics, log *zap.Logger) (http.Handler, func(), error) {
-	connOpt, err := asynq.ParseRedisURI(cfg.RedisURL)
+	connOpt, err := asynqRedis(cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("CHATQ_REDIS_URL: %w", err)
+		return nil, nil, err
 	}
 	dashboard := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: connOpt, ReadOnly: cfg.DashboardReadonly})
 	checker := newChecker(rdb, cfg, log.Named("policy"))
@@ -84,7 +84,7 @@ func (p *program) announce(addrs map[string]string) {
 }
 
 func (p *program) worker(ctx context.Context, args []string) error {
-	fs := p.flags("worker", "worker\n\nSends queued messages to ChatArchitect. Run any number, on any number of machines.\nNeeds CHATQ_REDIS_URL, CHATQ_CA_APP_ID and CHATQ_CA_APP_SECRET.")
+	fs := p.flags("worker", "worker\n\nSends queued messages to ChatArchitect. Run any number, on any number of machines.\nServes its metrics at /metrics on CHATQ_METRICS_ADDR (:9091; empty turns it off).\nNeeds CHATQ_REDIS_URL, CHATQ_CA_APP_ID and CHATQ_CA_APP_SECRET.")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -102,17 +102,47 @@ func (p *program) worker(ctx context.Context, args []string) error {
 		return err
 	}
 	defer rdb.Close()
-	w, err := newWorker(rdb, cfg, log)
+	// The worker's own metrics. The queue sizes are the API's to report:
+	// every worker reporting them would count them as many times.
+	m := metrics.New(nil)
+	addrs := map[string]string{}
+	served := make(chan error, 1)
+	if cfg.MetricsAddr == "" {
+		served <- nil
+	} else {
+		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("CHATQ_METRICS_ADDR: %w", err)
+		}
+		addrs["metrics"] = httpURL(ln.Addr())
+		go func() { served <- serve(ctx, ln, metricsHandler(m), log.Named("metrics")) }()
+	}
+	w, err := newWorker(rdb, cfg, m, log)
 	if err != nil {
 		return err
 	}
 	if err := w.Start(); err != nil {
 		return err
 	}
-	log.Info("worker started", zap.Int("concurrency", cfg.Concurrency), zap.String("upstream", cfg.CABaseURL))
-	p.announce(map[string]string{})
+	log.Info("worker started", zap.Int("concurrency", cfg.Concurrency), zap.String("upstream", cfg.CABaseURL), zap.String("metrics", addrs["metrics"]))
+	p.announce(addrs)
 	<-ctx.Done()
 	log.Info("worker stopping: finishing sends on the wire", zap.Duration("timeout", cfg.ShutdownTimeout))
 	w.Shutdown()
+	if err := <-served; err != nil {
+		log.Warn("metrics endpoint", zap.Error(err))
+	}
 	return nil
+}
+
+// metricsHandler serves a worker's /metrics, and /healthz for its
+// orchestrator.
+func metricsHandler(m *metrics.Metrics) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	return mux
 }

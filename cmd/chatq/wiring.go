@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -17,6 +20,7 @@ import (
 	"github.com/chatq/chatq/config"
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/policy"
 	"github.com/chatq/chatq/worker"
 )
@@ -48,22 +52,87 @@ func newLogger(cfg config.Config) (*zap.Logger, error) {
 	return zc.Build()
 }
 
-// openRedis connects to CHATQ_REDIS_URL and checks that it answers.
+// openRedis connects to the Redis of the configuration (CHATQ_REDIS_URL, a
+// cluster or a Sentinel-managed master) and checks that it answers.
 func openRedis(ctx context.Context, cfg config.Config) (redis.UniversalClient, error) {
-	opt, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return nil, fmt.Errorf("CHATQ_REDIS_URL: %w", err)
+	// Every send in flight uses a connection, and asynq needs its own (per
+	// node, on a cluster).
+	pool := cfg.Concurrency + 32
+	var rdb redis.UniversalClient
+	var where string
+	switch {
+	case len(cfg.RedisClusterAddrs) > 0:
+		rdb = redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:     cfg.RedisClusterAddrs,
+			Username:  cfg.RedisUsername,
+			Password:  cfg.RedisPassword,
+			TLSConfig: redisTLS(cfg),
+			PoolSize:  pool,
+		})
+		where = "redis cluster at " + strings.Join(cfg.RedisClusterAddrs, ",")
+	case len(cfg.RedisSentinelAddrs) > 0:
+		rdb = redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName:       cfg.RedisSentinelMaster,
+			SentinelAddrs:    cfg.RedisSentinelAddrs,
+			SentinelPassword: cfg.RedisSentinelPassword,
+			Username:         cfg.RedisUsername,
+			Password:         cfg.RedisPassword,
+			TLSConfig:        redisTLS(cfg),
+			PoolSize:         pool,
+		})
+		where = fmt.Sprintf("redis master %q of the sentinels at %s", cfg.RedisSentinelMaster, strings.Join(cfg.RedisSentinelAddrs, ","))
+	default:
+		opt, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("CHATQ_REDIS_URL: %w", err)
+		}
+		opt.PoolSize = max(opt.PoolSize, pool)
+		rdb = redis.NewClient(opt)
+		where = "redis at " + opt.Addr
 	}
-	// Every send in flight uses a connection, and asynq needs its own.
-	opt.PoolSize = max(opt.PoolSize, cfg.Concurrency+32)
-	rdb := redis.NewClient(opt)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		_ = rdb.Close()
-		return nil, fmt.Errorf("redis at %s: %w", opt.Addr, err)
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	return rdb, nil
+}
+
+// redisTLS is the TLS configuration of CHATQ_REDIS_TLS, nil without it.
+func redisTLS(cfg config.Config) *tls.Config {
+	if !cfg.RedisTLS {
+		return nil
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12}
+}
+
+// asynqRedis is the same Redis as openRedis's, for the asynq dashboard,
+// which opens its own connections.
+func asynqRedis(cfg config.Config) (asynq.RedisConnOpt, error) {
+	switch {
+	case len(cfg.RedisClusterAddrs) > 0:
+		return asynq.RedisClusterClientOpt{
+			Addrs:     cfg.RedisClusterAddrs,
+			Username:  cfg.RedisUsername,
+			Password:  cfg.RedisPassword,
+			TLSConfig: redisTLS(cfg),
+		}, nil
+	case len(cfg.RedisSentinelAddrs) > 0:
+		return asynq.RedisFailoverClientOpt{
+			MasterName:       cfg.RedisSentinelMaster,
+			SentinelAddrs:    cfg.RedisSentinelAddrs,
+			SentinelPassword: cfg.RedisSentinelPassword,
+			Username:         cfg.RedisUsername,
+			Password:         cfg.RedisPassword,
+			TLSConfig:        redisTLS(cfg),
+		}, nil
+	}
+	opt, err := asynq.ParseRedisURI(cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("CHATQ_REDIS_URL: %w", err)
+	}
+	return opt, nil
 }
 
 func caClient(cfg config.Config) *chatarchitect.Client {
@@ -84,15 +153,18 @@ func enqueueClientWith(rdb redis.UniversalClient, cfg config.Config, checker *po
 	if maxRetry == 0 {
 		maxRetry = -1
 	}
-	return enqueue.NewClient(rdb, enqueue.Config{MaxRetry: maxRetry, TTL: cfg.RecordTTL, Policy: enqueue.CheckerPolicy(checker)})
+	return enqueue.NewClient(rdb, enqueue.Config{MaxRetry: maxRetry, TTL: cfg.RecordTTL, Policy: enqueue.CheckerPolicy(checker),
+		BulkShards: cfg.BulkShards, WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout})
 }
 
-func newWorker(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) (*worker.Worker, error) {
+// newWorker returns a worker of cfg that counts into m (nil counts
+// nothing).
+func newWorker(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics, log *zap.Logger) (*worker.Worker, error) {
 	weights, err := cfg.Weights()
 	if err != nil {
 		return nil, fmt.Errorf("CHATQ_QUEUE_WEIGHTS: %w", err)
 	}
-	conv, err := conversation(rdb, cfg, log)
+	conv, err := conversation(rdb, cfg, m, log)
 	if err != nil {
 		return nil, err
 	}
@@ -101,6 +173,7 @@ func newWorker(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) (*
 		Flow:            flowConfig(cfg, conv),
 		Concurrency:     cfg.Concurrency,
 		Queues:          weights,
+		BulkShards:      cfg.BulkShards,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		RecordTTL:       cfg.RecordTTL,
 		Retry: worker.Policy{
@@ -110,6 +183,7 @@ func newWorker(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) (*
 		// asynq's polling: README's Performance section has its costs.
 		TaskCheckInterval:        cfg.TaskCheckInterval,
 		DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
+		Metrics:                  m,
 	}, caClient(cfg), log.Named("worker")), nil
 }
 

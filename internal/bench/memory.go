@@ -16,10 +16,11 @@ type RedisMemory struct {
 	Messages int `json:"messages"`
 	// Bytes is the growth of used_memory.
 	Bytes int64 `json:"bytes"`
-	// RecordBytes and TaskBytes are MEMORY USAGE of one job record and of
-	// its asynq task.
-	RecordBytes int64 `json:"record_bytes"`
-	TaskBytes   int64 `json:"task_bytes"`
+	// RecordBytes, PayloadBytes and TaskBytes are MEMORY USAGE of one job
+	// record, of its payload and of its asynq task.
+	RecordBytes  int64 `json:"record_bytes"`
+	PayloadBytes int64 `json:"payload_bytes"`
+	TaskBytes    int64 `json:"task_bytes"`
 	// TextLength is the length of each message's text.
 	TextLength int `json:"text_length"`
 }
@@ -60,11 +61,13 @@ func QueuedMemory(ctx context.Context, env *Env, n int) (RedisMemory, error) {
 		return RedisMemory{}, err
 	}
 	m := RedisMemory{Messages: n, Bytes: after - before, TextLength: len(messageText(0))}
-	// The key names are the store's and asynq's, for the breakdown only.
+	// The key names are the store's and asynq's, for the breakdown only:
+	// the figure is used_memory's.
 	m.RecordBytes, _ = rdb.MemoryUsage(ctx, "chatq:m:{"+ids[0]+"}").Result()
+	m.PayloadBytes, _ = rdb.MemoryUsage(ctx, "chatq:pl:{"+ids[0]+"}").Result()
 	m.TaskBytes, _ = rdb.MemoryUsage(ctx, "asynq:{"+enqueue.QueueFor(enqueue.Transactional)+"}:t:"+ids[0]).Result()
-	env.logf("redis memory: %d queued messages of %d characters: %.0f bytes each (record %d, task %d)",
-		n, m.TextLength, m.PerMessage(), m.RecordBytes, m.TaskBytes)
+	env.logf("redis memory: %d queued messages of %d characters: %.0f bytes each (record %d, payload %d, task %d)",
+		n, m.TextLength, m.PerMessage(), m.RecordBytes, m.PayloadBytes, m.TaskBytes)
 	return m, nil
 }
 
@@ -122,7 +125,7 @@ func WorkerHeap(ctx context.Context, env *Env, total, every, concurrency int) (W
 	start := time.Now()
 	for done := 0; done < total; {
 		step := min(every, total-done)
-		if _, err := enqueueAll(ctx, client, done, step, enqueue.Bulk); err != nil {
+		if _, err := enqueueAll(ctx, client, done, step, enqueue.Transactional); err != nil {
 			return res, fmt.Errorf("worker memory: %w", err)
 		}
 		done += step

@@ -32,7 +32,7 @@ type StreamOptions struct {
 	ProbeDuration time.Duration `json:"probe_duration_ns"`
 	// Step is the factor between probed rates; zero means 1.25.
 	Step float64 `json:"step"`
-	// MaxProbes bounds the probes; zero means 6.
+	// MaxProbes bounds the probes; zero means 4.
 	MaxProbes int `json:"max_probes"`
 	// MaxLag is the p99 webhook-to-record lag a sustained rate must keep;
 	// zero means 1s.
@@ -42,6 +42,9 @@ type StreamOptions struct {
 	WebhookDelay time.Duration `json:"webhook_delay_ns"`
 	// Concurrency is the worker's; zero means 50.
 	Concurrency int `json:"concurrency"`
+	// Priority is the messages' priority; empty means bulk, as a campaign
+	// is sent.
+	Priority enqueue.Priority `json:"priority"`
 }
 
 func (o *StreamOptions) withDefaults() {
@@ -49,10 +52,11 @@ func (o *StreamOptions) withDefaults() {
 	o.Duration = cmpOr(o.Duration, 60*time.Second)
 	o.ProbeDuration = cmpOr(o.ProbeDuration, 10*time.Second)
 	o.Step = cmpOr(o.Step, 1.25)
-	o.MaxProbes = cmpOr(o.MaxProbes, 6)
+	o.MaxProbes = cmpOr(o.MaxProbes, 4)
 	o.MaxLag = cmpOr(o.MaxLag, time.Second)
 	o.WebhookDelay = cmpOr(o.WebhookDelay, 50*time.Millisecond)
 	o.Concurrency = cmpOr(o.Concurrency, 50)
+	o.Priority = cmpOr(o.Priority, enqueue.Bulk)
 }
 
 func cmpOr[T comparable](v, def T) T {
@@ -217,7 +221,7 @@ func streamStep(ctx context.Context, env *Env, opts StreamOptions, rate float64,
 
 	// About twenty messages a second are watched for the lag.
 	every := max(1, int(rate/20))
-	ids, err := produce(ctx, client, tr, rate, d, every)
+	ids, err := produce(ctx, client, tr, rate, d, every, opts.Priority)
 	step.Messages = len(ids)
 	sent := int(s.sent.n.Load())
 	step.Sent, step.Backlog = sent, len(ids)-sent
@@ -228,7 +232,8 @@ func streamStep(ctx context.Context, env *Env, opts StreamOptions, rate float64,
 	// Everything in flight gets time to finish: the backlog, then each
 	// message's webhooks. The records are read once all is quiet, so that
 	// reading them does not slow the last webhooks down.
-	drain := time.Duration(float64(step.Backlog)/rate*float64(time.Second)) + 8*opts.WebhookDelay + 30*time.Second
+	achieved := max(float64(sent)/d.Seconds(), 1)
+	drain := time.Duration(float64(step.Backlog)/achieved*float64(time.Second)) + 8*opts.WebhookDelay + 30*time.Second
 	if err := waitUntil(ctx, drain, func() bool {
 		return int(s.sent.n.Load()) >= len(ids) && s.sandbox.Stats().WebhooksPending == 0 && tr.settled()
 	}); err != nil {
@@ -274,9 +279,9 @@ func streamStep(ctx context.Context, env *Env, opts StreamOptions, rate float64,
 	return step, nil
 }
 
-// produce enqueues messages at rate for d, in a batch every 10ms, every
-// every-th of them watched by tr; it returns their ids.
-func produce(ctx context.Context, client *enqueue.Client, tr *tracker, rate float64, d time.Duration, every int) ([]string, error) {
+// produce enqueues messages of priority prio at rate for d, in a batch
+// every 10ms, every every-th of them watched by tr; it returns their ids.
+func produce(ctx context.Context, client *enqueue.Client, tr *tracker, rate float64, d time.Duration, every int, prio enqueue.Priority) ([]string, error) {
 	ids := make([]string, 0, int(rate*d.Seconds())+1)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -300,7 +305,7 @@ func produce(ctx context.Context, client *enqueue.Client, tr *tracker, rate floa
 				if i%every == 0 {
 					prefix = sampledPrefix
 				}
-				msgs[j] = textMessage(prefix, i, enqueue.Bulk)
+				msgs[j] = textMessage(prefix, i, prio)
 			}
 			res, err := client.SendBatch(ctx, msgs)
 			if err != nil {

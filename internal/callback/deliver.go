@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/store"
 )
 
@@ -44,6 +45,8 @@ type Config struct {
 	// SweepGrace is how long notices may wait, undelivered, before Sweep
 	// hands them a new task; zero means 1m.
 	SweepGrace time.Duration
+	// Metrics, if set, counts the delivery attempts; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // maxAnswer bounds what is read of a receiver's answer, which is ignored
@@ -289,13 +292,16 @@ func (d *Deliverer) post(ctx context.Context, hc *http.Client, url, eventID stri
 	req.Header.Set("Chatq-Event-Id", eventID)
 	resp, err := hc.Do(req)
 	if err != nil {
+		d.cfg.Metrics.Callback("failed")
 		return err
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer))
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		d.cfg.Metrics.Callback("delivered")
 		return nil
 	}
+	d.cfg.Metrics.Callback("failed")
 	return &deliveryError{status: resp.StatusCode, retryAfter: retryAfterHeader(resp.Header.Get("Retry-After"))}
 }
 

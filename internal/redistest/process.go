@@ -24,6 +24,14 @@ type process struct {
 	aof  bool
 	port int
 	log  *logBuffer
+	// conf, if set, is a configuration file named before every other
+	// argument (a sentinel needs one it can rewrite); extra are arguments
+	// after the usual ones.
+	conf  string
+	extra []string
+	// clusterBus asks for a port whose cluster bus port (port + 10000) is
+	// free too.
+	clusterBus bool
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -31,10 +39,19 @@ type process struct {
 }
 
 func startProcess(bin, dir string, aof bool) (*process, error) {
-	p := &process{bin: bin, dir: dir, aof: aof, log: &logBuffer{}}
+	return start(&process{bin: bin, dir: dir, aof: aof})
+}
+
+// start picks p a free port and launches it.
+func start(p *process) (*process, error) {
+	p.log = &logBuffer{}
 	const attempts = 3
 	for i := 1; ; i++ {
-		port, err := freePort()
+		pick := freePort
+		if p.clusterBus {
+			pick = freeClusterPort
+		}
+		port, err := pick()
 		if err != nil {
 			return nil, err
 		}
@@ -62,17 +79,22 @@ func (p *process) launch() error {
 	if p.aof {
 		appendonly = "yes"
 	}
-	args := []string{
+	var args []string
+	if p.conf != "" {
+		args = append(args, p.conf)
+	}
+	args = append(args,
 		"--port", strconv.Itoa(p.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", appendonly,
 		"--dir", p.dir,
 		"--daemonize", "no",
-	}
+	)
 	if p.aof {
 		args = append(args, "--appendfsync", "always")
 	}
+	args = append(args, p.extra...)
 	cmd := exec.Command(p.bin, args...)
 	cmd.Stdout = p.log
 	cmd.Stderr = p.log

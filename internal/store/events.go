@@ -120,7 +120,9 @@ func (s *Store) park(ctx context.Context, ev Event) (EventResult, error) {
 	pipe.RPush(ctx, parkKey(ref), b)
 	pipe.PExpire(ctx, parkKey(ref), s.cfg.ParkTTL)
 	// Read the mapping after parking: Submit writes it before it reads the
-	// parking lot, so the event cannot slip between the two.
+	// parking lot, so the event cannot slip between the two. The keys share
+	// the hash tag {ref}, so that Redis Cluster runs these commands on one
+	// node, in order, too.
 	mapped := pipe.Get(ctx, refKey(ref))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return EventResult{}, fmt.Errorf("park %s: %w", ref, err)
@@ -160,7 +162,10 @@ func (s *Store) applyTo(ctx context.Context, id string, ev Event) (EventResult, 
 	err := s.exec(ctx, func(pipe redis.Pipeliner) {
 		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), s.transitionArgs("event", c)...)
 		if ev.WhatsAppID != "" {
-			// Later events name the message by its WhatsApp id alone.
+			// Later events name the message by its WhatsApp id alone. On
+			// Redis Cluster the mapping may land before the transition (a
+			// different node); an event that finds it that early is only
+			// one more out of order, which the state machine absorbs.
 			pipe.Set(ctx, refKey(ev.WhatsAppID), id, s.cfg.TTL)
 			parked = pipe.LRange(ctx, parkKey(ev.WhatsAppID), 0, -1)
 		}

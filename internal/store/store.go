@@ -77,6 +77,17 @@ type Config struct {
 	// webhooks skip the lookup; zero means 50,000 (a few megabytes), a
 	// negative value none.
 	RefCache int
+	// WaitReplicas, when positive, has Create and MarkEnqueued wait (with
+	// Redis's WAIT, up to WaitTimeout) until that many replicas hold what
+	// they wrote, so that a failover to a replica does not lose a message
+	// its producer was told is stored. A replica slower than WaitTimeout is
+	// not waited for further: the write stands, as it would without WAIT
+	// (Redis's min-replicas-to-write is the way to refuse writes instead).
+	// Zero waits for nothing. It has no effect on Redis Cluster.
+	WaitReplicas int
+	// WaitTimeout bounds each wait for replicas; zero means 100ms. Keep it
+	// well under the client's read timeout (3s by default).
+	WaitTimeout time.Duration
 }
 
 // Store reads and writes job records.
@@ -84,6 +95,10 @@ type Store struct {
 	rdb  redis.UniversalClient
 	cfg  Config
 	refs *refCache
+	// cluster is set on Redis Cluster, where a pipeline's commands for
+	// different nodes run concurrently: only those of one hash slot keep
+	// their order.
+	cluster bool
 }
 
 // New returns a Store on rdb.
@@ -94,7 +109,16 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 	if cfg.ParkTTL <= 0 {
 		cfg.ParkTTL = time.Hour
 	}
-	return &Store{rdb: rdb, cfg: cfg, refs: newRefCache(cfg.RefCache)}
+	_, cluster := rdb.(*redis.ClusterClient)
+	if cluster {
+		// WAIT counts the replicas of the server its connection writes to,
+		// and one batch's records are spread over every master.
+		cfg.WaitReplicas = 0
+	}
+	if cfg.WaitTimeout <= 0 {
+		cfg.WaitTimeout = 100 * time.Millisecond
+	}
+	return &Store{rdb: rdb, cfg: cfg, refs: newRefCache(cfg.RefCache), cluster: cluster}
 }
 
 // Redis returns the client the store uses.
@@ -133,7 +157,8 @@ type CreateResult struct {
 }
 
 // Create stores new records (ID, content, Status and History set by the
-// caller) and returns one result per record, in order. Writes are pipelined:
+// caller; a record without an idempotency key must have an id never used
+// before) and returns one result per record, in order. Writes are pipelined:
 // the whole batch costs two round trips, three when idempotency keys repeat.
 // A new record is added to the unsent index until MarkEnqueued.
 func (s *Store) Create(ctx context.Context, recs []*Record) ([]CreateResult, error) {
@@ -175,13 +200,26 @@ func (s *Store) Create(ctx context.Context, recs []*Record) ([]CreateResult, err
 func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []CreateResult) error {
 	ttl := strconv.FormatInt(s.cfg.TTL.Milliseconds(), 10)
 	creates := make([]*redis.Cmd, len(recs))
+	plain := make([]bool, len(recs))
 	err := s.exec(ctx, func(pipe redis.Pipeliner) {
 		for i, r := range recs {
 			if results[i].Err != nil {
 				continue
 			}
-			args := append([]any{ttl, []byte(r.Payload)}, r.fields()...)
-			creates[i] = createScript.EvalSha(ctx, pipe, []string{recordKey(r.ID), noticeKey(r.ID), payloadKey(r.ID)}, args...)
+			if r.IdempotencyKey == "" && r.CallbackURL == "" {
+				// Without an idempotency key the id is new (enqueue makes
+				// one per message), so there is nothing to check, and
+				// without a callback URL no notice to queue: plain commands
+				// cost Redis less than the script.
+				key := recordKey(r.ID)
+				pipe.HSet(ctx, key, r.fields()...)
+				pipe.PExpire(ctx, key, s.cfg.TTL)
+				pipe.Set(ctx, payloadKey(r.ID), []byte(r.Payload), s.cfg.TTL)
+				plain[i] = true
+			} else {
+				args := append([]any{ttl, []byte(r.Payload)}, r.fields()...)
+				creates[i] = createScript.EvalSha(ctx, pipe, []string{recordKey(r.ID), noticeKey(r.ID), payloadKey(r.ID)}, args...)
+			}
 			pipe.ZAdd(ctx, unsentKey, redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID})
 			if r.BatchID != nil {
 				bk := batchKey(*r.BatchID)
@@ -189,6 +227,7 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 				pipe.PExpire(ctx, bk, s.cfg.TTL)
 			}
 		}
+		s.waitReplicas(ctx, pipe)
 	})
 	if err != nil {
 		return fmt.Errorf("write records: %w", err)
@@ -196,6 +235,10 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 	var existing []int
 	var noticed []string
 	for i, r := range recs {
+		if plain[i] {
+			results[i] = CreateResult{Record: r, Created: true}
+			continue
+		}
 		if creates[i] == nil {
 			continue
 		}
@@ -256,10 +299,27 @@ func (s *Store) MarkEnqueued(ctx context.Context, ids ...string) error {
 	for i, id := range ids {
 		members[i] = id
 	}
-	if err := s.rdb.ZRem(ctx, unsentKey, members...).Err(); err != nil {
+	pipe := s.rdb.Pipeline()
+	pipe.ZRem(ctx, unsentKey, members...)
+	// The tasks were written before, on other connections; a replica that
+	// has this write has them too, as replicas apply writes in order.
+	s.waitReplicas(ctx, pipe)
+	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("mark enqueued: %w", err)
 	}
 	return nil
+}
+
+// waitReplicas ends a pipeline of writes with WAIT when the store is to wait
+// for replicas. WAIT covers the writes of its own connection, which is why
+// it goes in the pipeline, and with them everything the master ran before.
+// Its answer, the number of replicas that caught up, is not checked: see
+// Config.WaitReplicas.
+func (s *Store) waitReplicas(ctx context.Context, pipe redis.Pipeliner) {
+	if s.cfg.WaitReplicas > 0 {
+		// WAIT with 0 ms would block for good.
+		pipe.Do(ctx, "WAIT", s.cfg.WaitReplicas, max(1, s.cfg.WaitTimeout.Milliseconds()))
+	}
 }
 
 // Unsent returns up to limit ids of records created before the cutoff whose
@@ -346,6 +406,10 @@ type Change struct {
 	ProviderID, WhatsAppID string
 	// Dedupe, if set, makes a second change with the same value a no-op.
 	Dedupe string
+	// Unsent marks a move back to chatq's own phase of a message that was
+	// taken up (Begin) but never sent, held back by flow control: it does
+	// not count as an attempt.
+	Unsent bool
 }
 
 func (s *Store) transition(ctx context.Context, rdb redis.Scripter, op, id string, c Change) *redis.Cmd {
@@ -450,9 +514,14 @@ func (s *Store) Begin(ctx context.Context, id string, at time.Time) (*Record, Ou
 func (s *Store) Move(ctx context.Context, id string, c Change) (Outcome, Status, error) {
 	op := "own"
 	switch c.Status {
-	case Dead, Expired:
+	case Dead:
+		return s.die(ctx, id, c) // dead.go: also a dead letter
+	case Expired:
 		op = "final"
 	case Queued, Retrying, Scheduled, Sending:
+		if c.Unsent {
+			op = "hold"
+		}
 	default:
 		return "", "", fmt.Errorf("move %s to %s: not an own-phase status", id, c.Status)
 	}
@@ -483,6 +552,9 @@ func (s *Store) Requeue(ctx context.Context, id string, at time.Time, note strin
 	if err != nil {
 		return err
 	}
+	// No longer a dead letter, whatever the outcome (dead.go); a failure
+	// leaves the entry for a listing to drop.
+	_ = s.rdb.ZRem(ctx, deadKey, id).Err()
 	switch o {
 	case Missing:
 		return fmt.Errorf("requeue %s: %w", id, ErrNotFound)
@@ -508,18 +580,40 @@ func (s *Store) Note(ctx context.Context, id string, at time.Time, note string) 
 
 // Submit records the upstream's acceptance of a message and its provider
 // id, then applies any delivery events that arrived before the id was known.
-// It is one round trip when no event waits.
+// It is one round trip when no event waits (two on Redis Cluster).
 func (s *Store) Submit(ctx context.Context, id, providerID string, at time.Time) (Outcome, error) {
 	var cmd *redis.Cmd
 	var parked *redis.StringSliceCmd
-	err := s.exec(ctx, func(pipe redis.Pipeliner) {
+	submit := func(pipe redis.Pipeliner) {
 		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), s.transitionArgs("submit", Change{Status: Submitted, At: at, ProviderID: providerID})...)
-		// Write the mapping before reading the parking lot: a webhook parks
-		// first and reads the mapping after, so one of the two sees the
-		// other.
+	}
+	// Write the mapping before reading the parking lot: a webhook parks
+	// first and reads the mapping after, so one of the two sees the other.
+	// Both keys carry the hash tag {providerID}, so on Redis Cluster too
+	// they go to one node, on one connection, in this order.
+	mapping := func(pipe redis.Pipeliner) {
 		pipe.Set(ctx, refKey(providerID), id, s.cfg.TTL)
 		parked = pipe.LRange(ctx, parkKey(providerID), 0, -1)
-	})
+	}
+	var err error
+	if s.cluster {
+		// The record ({id}) and the mapping ({providerID}) usually live on
+		// different masters, which a cluster pipeline writes to at the same
+		// time: a webhook could then find the mapping and apply "enqueued"
+		// to a record still "sending", and the submit would come after it
+		// ("accepted again"), with no "submitted" callback. So the mapping
+		// waits for the record. A crash between the two round trips leaves
+		// a submitted record without its mapping; its webhooks wait parked
+		// until ParkTTL, the same as if they had outrun a slow Submit.
+		if err = s.exec(ctx, submit); err == nil {
+			err = s.exec(ctx, mapping)
+		}
+	} else {
+		err = s.exec(ctx, func(pipe redis.Pipeliner) {
+			submit(pipe)
+			mapping(pipe)
+		})
+	}
 	if err != nil {
 		return "", fmt.Errorf("submit %s: %w", id, err)
 	}

@@ -205,3 +205,25 @@ func TestIdempotencyKeys(t *testing.T) {
 		t.Errorf("same key, other body: %v", res[1].Err)
 	}
 }
+
+func TestAHoldBeforeTheSendIsNoAttempt(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, create := setup(t)
+	create("h")
+	for range 3 {
+		if _, o, err := st.Begin(ctx, "h", t0); err != nil || o != store.Changed {
+			t.Fatalf("begin: %v %v", o, err)
+		}
+		if o, _, err := st.Move(ctx, "h", store.Change{Status: store.Retrying, Note: "held back", Unsent: true}); err != nil || o != store.Changed {
+			t.Fatalf("hold: %v %v", o, err)
+		}
+	}
+	st.Begin(ctx, "h", t0)
+	st.Move(ctx, "h", store.Change{Status: store.Retrying, Error: &store.ErrorInfo{Class: "retryable", Code: "http_500"}})
+	st.Begin(ctx, "h", t0)
+	r, _ := st.Get(ctx, "h")
+	if r.Attempts != 2 {
+		t.Errorf("attempts %d after three holds and two sends, want 2", r.Attempts)
+	}
+}

@@ -1,0 +1,8 @@
+//go:build !linux
+
+package scaleout
+
+import "syscall"
+
+// sysProcAttr returns nil: only Linux can tie the child's life to ours.
+func sysProcAttr() *syscall.SysProcAttr { return nil }

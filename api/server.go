@@ -166,7 +166,10 @@ func bearer(r *http.Request) string {
 	h := r.Header.Get("Authorization")
 	const prefix = "bearer "
 	if len(h) > len(prefix) && strings.EqualFold(h[:len(prefix)], prefix) {
-		return strings.TrimSpace(h[len(prefix):])
+		// Spaces may separate scheme and token (RFC 6750); HTTP has
+		// already dropped those at the end. Anything else, such as a
+		// trailing no-break space, is part of the token: a near miss.
+		return strings.TrimLeft(h[len(prefix):], " ")
 	}
 	return ""
 }

@@ -175,7 +175,11 @@ func (c *Client) SendBatch(ctx context.Context, msgs []*Message) ([]Result, erro
 	for j, cr := range created {
 		i := index[j]
 		results[i] = Result{Record: cr.Record, Created: cr.Created, Err: cr.Err}
-		if cr.Err == nil && cr.Created {
+		// A repeated idempotency key whose record still waits in the queue
+		// gets its task written again: if the first attempt died between
+		// the record and the task, this retry is what sends it. The task id
+		// is the record id, so an existing task makes it a no-op.
+		if cr.Err == nil && (cr.Created || cr.Record.Status == store.Queued || cr.Record.Status == store.Scheduled) {
 			fresh = append(fresh, cr.Record)
 			freshIndex = append(freshIndex, i)
 		}

@@ -52,6 +52,7 @@ func newBenchSizes() benchSizes {
 			{"probe-duration", "length of each probe of the full stream", func(o *bench.Options) *time.Duration { return &o.Stream.ProbeDuration }},
 			{"max-lag", "p99 webhook-to-record lag a full-stream rate must keep", func(o *bench.Options) *time.Duration { return &o.Stream.MaxLag }},
 			{"webhook-delay", "the sandbox's delay between a message's webhooks", func(o *bench.Options) *time.Duration { return &o.Stream.WebhookDelay }},
+			{"warmup", "how long each full-stream run goes before it is measured", func(o *bench.Options) *time.Duration { return &o.Stream.Warmup }},
 		},
 		floats: []benchFlag[float64]{
 			{"stream-target", "full-stream rate, in messages/s, held first", func(o *bench.Options) *float64 { return &o.Stream.Target }},

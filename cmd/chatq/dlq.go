@@ -118,9 +118,13 @@ func (p *program) dlqList(ctx context.Context, args []string) error {
 		if !*asJSON {
 			fmt.Fprintln(tw, "ID\tDIED\tQUEUE\tCLASS\tCODE\tATTEMPTS\tBATCH\tREASON")
 		}
+		size := store.MaxPage
+		if *limit > 0 {
+			size = min(*limit, size)
+		}
 		n, cursor := 0, ""
 		for {
-			page, err := env.dead.List(ctx, f, cursor, store.MaxPage)
+			page, err := env.dead.List(ctx, f, cursor, size)
 			if err != nil {
 				return err
 			}

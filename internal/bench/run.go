@@ -303,8 +303,8 @@ func runStream(ctx context.Context, env *Env, o Options, rep *Report) error {
 		Unit: "msg/s", Baseline: BaselineProcess, Target: &Target{Bound: so.Target}}
 	if res.Best != nil {
 		best.Value = res.Best.Rate
-		best.Note = fmt.Sprintf("4 webhooks per message (%.0f/s at %.0f msg/s), %s apart; lag p99 %.0fms at that rate",
-			float64(res.Best.Webhooks)/res.Best.Duration.Seconds(), res.Best.Rate, so.WebhookDelay, ms(res.Best.Lag.P99))
+		best.Note = fmt.Sprintf("4 webhooks per message (%.0f/s at %.0f msg/s), %s apart, after a %s warm-up; lag p99 %.0fms at that rate",
+			4*res.Best.Rate, res.Best.Rate, so.WebhookDelay, so.Warmup, ms(res.Best.Lag.P99))
 	} else {
 		best.Note = "no rate held: " + res.AtTarget.Why
 	}

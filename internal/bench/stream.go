@@ -45,6 +45,9 @@ type StreamOptions struct {
 	// Priority is the messages' priority; empty means bulk, as a campaign
 	// is sent.
 	Priority enqueue.Priority `json:"priority"`
+	// Warmup is how long each run goes at its rate before the window it is
+	// judged on opens; zero means 3s.
+	Warmup time.Duration `json:"warmup_ns"`
 }
 
 func (o *StreamOptions) withDefaults() {
@@ -57,6 +60,7 @@ func (o *StreamOptions) withDefaults() {
 	o.WebhookDelay = cmpOr(o.WebhookDelay, 50*time.Millisecond)
 	o.Concurrency = cmpOr(o.Concurrency, 50)
 	o.Priority = cmpOr(o.Priority, enqueue.Bulk)
+	o.Warmup = cmpOr(o.Warmup, 3*time.Second)
 }
 
 func cmpOr[T comparable](v, def T) T {
@@ -72,22 +76,24 @@ type StreamStep struct {
 	// Rate is the offered rate, in messages per second.
 	Rate     float64       `json:"rate"`
 	Duration time.Duration `json:"duration_ns"`
-	// Messages is how many were enqueued.
+	// Messages is how many were enqueued in the window (after the
+	// warm-up), Total how many in all.
 	Messages int `json:"messages"`
-	// Sent is how many the sandbox had accepted when the time was up, and
-	// Backlog how many were still to send then.
+	Total    int `json:"total"`
+	// Sent is how many the sandbox accepted in the window, and Backlog how
+	// many were still to send when it closed.
 	Sent    int `json:"sent"`
 	Backlog int `json:"backlog"`
-	// Webhooks is how many webhooks chatq answered with a 2xx, Failed how
-	// many the sandbox gave up on.
+	// Webhooks is how many webhooks (of all messages) chatq answered with
+	// a 2xx, Failed how many the sandbox gave up on or dropped.
 	Webhooks       int64 `json:"webhooks"`
 	WebhooksFailed int64 `json:"webhooks_failed"`
 	// Lag is, for a sample of the messages, the time from a webhook's
-	// arrival at chatq's HTTP server to the first read of the record that
-	// shows it.
+	// arrival at chatq's HTTP server (from the window's start on) to the
+	// first read of the record that shows it.
 	Lag Latencies `json:"lag"`
-	// Incomplete is how many records did not end "read" with each of
-	// enqueued, sent, delivered and read in their history.
+	// Incomplete is how many records (warm-up included) did not end "read"
+	// with each of enqueued, sent, delivered and read in their history.
 	Incomplete int `json:"incomplete"`
 	// Sustained is true when the rate held: the producer kept up, the
 	// worker was at most a second behind at the end, every webhook was
@@ -219,12 +225,18 @@ func streamStep(ctx context.Context, env *Env, opts StreamOptions, rate float64,
 	}
 	defer finishPoll()
 
-	// About twenty messages a second are watched for the lag.
+	// About twenty messages a second are watched for the lag. The window
+	// opens after the warm-up, so that starting (connections, Redis's
+	// script cache, the first garbage collections) does not count.
 	every := max(1, int(rate/20))
-	ids, err := produce(ctx, client, tr, rate, d, every, opts.Priority)
-	step.Messages = len(ids)
+	var producedBefore, sentBefore int
+	ids, err := produce(ctx, client, tr, rate, opts.Warmup, d, every, opts.Priority, func(produced int) {
+		producedBefore, sentBefore = produced, int(s.sent.n.Load())
+		tr.open(time.Now())
+	})
 	sent := int(s.sent.n.Load())
-	step.Sent, step.Backlog = sent, len(ids)-sent
+	step.Messages, step.Total = len(ids)-producedBefore, len(ids)
+	step.Sent, step.Backlog = sent-sentBefore, len(ids)-sent
 	if err != nil {
 		return step, err
 	}
@@ -232,7 +244,7 @@ func streamStep(ctx context.Context, env *Env, opts StreamOptions, rate float64,
 	// Everything in flight gets time to finish: the backlog, then each
 	// message's webhooks. The records are read once all is quiet, so that
 	// reading them does not slow the last webhooks down.
-	achieved := max(float64(sent)/d.Seconds(), 1)
+	achieved := max(float64(step.Sent)/d.Seconds(), 1)
 	drain := time.Duration(float64(step.Backlog)/achieved*float64(time.Second)) + 8*opts.WebhookDelay + 30*time.Second
 	if err := waitUntil(ctx, drain, func() bool {
 		return int(s.sent.n.Load()) >= len(ids) && s.sandbox.Stats().WebhooksPending == 0 && tr.settled()
@@ -279,13 +291,17 @@ func streamStep(ctx context.Context, env *Env, opts StreamOptions, rate float64,
 	return step, nil
 }
 
-// produce enqueues messages of priority prio at rate for d, in a batch
-// every 10ms, every every-th of them watched by tr; it returns their ids.
-func produce(ctx context.Context, client *enqueue.Client, tr *tracker, rate float64, d time.Duration, every int, prio enqueue.Priority) ([]string, error) {
+// produce enqueues messages of priority prio at rate for warmup + d, in a
+// batch every 10ms, every every-th of them watched by tr; it calls
+// onWindow once warmup has passed, with the number enqueued so far, and
+// returns the ids of all.
+func produce(ctx context.Context, client *enqueue.Client, tr *tracker, rate float64, warmup, d time.Duration, every int, prio enqueue.Priority, onWindow func(produced int)) ([]string, error) {
+	d += warmup
 	ids := make([]string, 0, int(rate*d.Seconds())+1)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	start := time.Now()
+	windowed := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -295,6 +311,10 @@ func produce(ctx context.Context, client *enqueue.Client, tr *tracker, rate floa
 		elapsed := time.Since(start)
 		if elapsed > d {
 			elapsed = d
+		}
+		if !windowed && elapsed >= warmup {
+			windowed = true
+			onWindow(len(ids))
 		}
 		due := int(rate * elapsed.Seconds())
 		if due > len(ids) {
@@ -361,6 +381,9 @@ type tracker struct {
 	byDest  map[string]*watched
 	pending map[*watched]struct{}
 	lags    []time.Duration
+	// since is when the window opened: webhooks arriving before are not
+	// measured.
+	since time.Time
 }
 
 type watched struct {
@@ -371,6 +394,13 @@ type watched struct {
 
 func newTracker() *tracker {
 	return &tracker{byDest: map[string]*watched{}, pending: map[*watched]struct{}{}}
+}
+
+// open starts the window: only webhooks arriving from at on are measured.
+func (t *tracker) open(at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.since = at
 }
 
 func (t *tracker) watch(dest, id string) {
@@ -417,6 +447,9 @@ func (t *tracker) arrived(body []byte, at time.Time) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.since.IsZero() || at.Before(t.since) {
+		return
+	}
 	w := t.byDest[hook.Event.Destination]
 	if w == nil {
 		// The webhook beat SendBatch's return: watch it all the same.

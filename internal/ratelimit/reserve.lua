@@ -57,7 +57,10 @@ local slot = earliest
 if interval > 0 then
   local t = interval / factor(state[2], state[3], now, recovery)
   local tat = tonumber(state[1] or '0')
-  slot = math.max(earliest, tat - (burst - 1) * t)
+  -- The burst's tolerance is counted at the full rate: counted in slots of
+  -- a throttled rate, it would shrink as the rate climbs back and push the
+  -- schedule a throttle set into the future.
+  slot = math.max(earliest, tat - (burst - 1) * interval)
   if slot - now > maxWait then return {0, slot - now, 'rate'} end
   redis.call('HSET', KEYS[1], 'tat', num(math.max(tat, slot) + t))
   redis.call('PEXPIRE', KEYS[1], num((math.max(tat, slot, blocked) - now + keep) / 1000))

@@ -33,8 +33,8 @@ end
 local blocked = math.max(tonumber(state[4] or '0'), now + retryAfter)
 redis.call('HSET', KEYS[1], 'blocked', num(blocked))
 if interval > 0 then
-  local t = interval / f
-  local tat = math.max(tonumber(state[1] or '0'), blocked + (burst - 1) * t)
+  -- The burst's tolerance at the full rate, as reserve counts it.
+  local tat = math.max(tonumber(state[1] or '0'), blocked + (burst - 1) * interval)
   redis.call('HSET', KEYS[1], 'tat', num(tat))
 end
 redis.call('PEXPIRE', KEYS[1], num((blocked - now + keep) / 1000))

@@ -140,6 +140,16 @@ func (s *Sentinel) SentinelAddrs() []string {
 	return out
 }
 
+// DataAddrs returns the addresses of the master and the replica, in no
+// particular order: the roles change with each failover.
+func (s *Sentinel) DataAddrs() []string {
+	out := make([]string, len(s.data))
+	for i, p := range s.data {
+		out[i] = p.addr()
+	}
+	return out
+}
+
 // Client returns a failover client that follows the master the sentinels
 // name, closed when tb ends.
 func (s *Sentinel) Client(tb testing.TB) *redis.Client {

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -70,6 +71,9 @@ type stack struct {
 	hooks   *callbacks
 	http    *http.Client
 
+	// retried counts the batch posts that had to be sent again.
+	retried atomic.Int64
+
 	mu    sync.Mutex
 	procs []*proc
 }
@@ -111,6 +115,8 @@ func newStack(tb testing.TB, rdb redis.UniversalClient, redisEnv, env map[string
 			"CHATQ_PAIR_INTERVAL":    "0",
 			"CHATQ_RETRY_BASE_DELAY": "200ms",
 			"CHATQ_LOG_LEVEL":        "warn",
+			// Each worker serves its metrics on a port of its own.
+			"CHATQ_METRICS_ADDR": "127.0.0.1:0",
 		},
 	}
 	for k, v := range redisEnv {
@@ -133,8 +139,9 @@ type proc struct {
 	err error
 }
 
-// spawn starts chatq with args and the stack's environment.
-func (s *stack) spawn(name string, args ...string) *proc {
+// spawn starts chatq with args and the stack's environment, with extra
+// on top.
+func (s *stack) spawn(name string, extra map[string]string, args ...string) *proc {
 	s.tb.Helper()
 	cmd := exec.Command(s.bin, args...)
 	for _, kv := range os.Environ() {
@@ -143,6 +150,11 @@ func (s *stack) spawn(name string, args ...string) *proc {
 		}
 	}
 	for k, v := range s.env {
+		if _, ok := extra[k]; !ok {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+	}
+	for k, v := range extra {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	p := &proc{name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
@@ -166,9 +178,7 @@ func (s *stack) spawn(name string, args ...string) *proc {
 func (s *stack) startAPI() {
 	s.tb.Helper()
 	addr := freeAddr(s.tb)
-	s.env["CHATQ_HTTP_ADDR"] = addr
-	p := s.spawn("api", "api")
-	delete(s.env, "CHATQ_HTTP_ADDR")
+	p := s.spawn("api", map[string]string{"CHATQ_HTTP_ADDR": addr}, "api")
 	s.api = "http://" + addr
 	s.waitFor("the API to be ready", 20*time.Second, func() error {
 		select {
@@ -186,6 +196,9 @@ func (s *stack) startAPI() {
 		}
 		return nil
 	})
+	hook := newRelay(s.api+"/webhooks/chatarchitect/"+webhookSecret, s.http)
+	relay := httptest.NewServer(hook)
+	s.tb.Cleanup(func() { relay.Close(); hook.wait() })
 	ca := chatarchitect.New(chatarchitect.Config{BaseURL: s.sbURL, AppID: appID, AppSecret: appSecret, Source: source, Timeout: 5 * time.Second}, nil)
 	if err := ca.RegisterWebhook(context.Background(), s.api+"/webhooks/chatarchitect/"+webhookSecret); err != nil {
 		s.tb.Fatalf("register the webhook: %v", err)
@@ -193,7 +206,8 @@ func (s *stack) startAPI() {
 }
 
 // startWorkers starts n chatq worker processes and waits until asynq lists
-// all of them.
+// all of them. They log at debug level, a line per send, which sentBy
+// counts.
 func (s *stack) startWorkers(n int) []*proc {
 	s.tb.Helper()
 	inspector := asynq.NewInspectorFromRedisClient(s.rdb)
@@ -203,7 +217,7 @@ func (s *stack) startWorkers(n int) []*proc {
 	}
 	var ps []*proc
 	for i := range n {
-		ps = append(ps, s.spawn(fmt.Sprintf("worker-%d", i+1), "worker"))
+		ps = append(ps, s.spawn(fmt.Sprintf("worker-%d", i+1), map[string]string{"CHATQ_LOG_LEVEL": "debug"}, "worker"))
 	}
 	s.waitFor("the workers to start", 20*time.Second, func() error {
 		for _, p := range ps {
@@ -288,11 +302,22 @@ func (s *stack) newMessages(run string, n int) []*message {
 	return msgs
 }
 
-// send posts msgs in batches of size until every message has an id,
-// sending again the items that failed (503 while Redis fails over): their
-// idempotency keys make that safe. It returns the ids by message index.
+// send posts msgs in batches of size and returns their ids by index; see
+// sendAll.
 func (s *stack) send(msgs []*message, size int, timeout time.Duration) []string {
 	s.tb.Helper()
+	ids, err := s.sendAll(msgs, size, 0, timeout)
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	return ids
+}
+
+// sendAll posts msgs in batches of size, gap apart, until every message
+// has an id, sending again the items that failed (503 while Redis fails
+// over): their idempotency keys make that safe. It returns the ids by
+// message index, and counts the batches that failed in part or whole.
+func (s *stack) sendAll(msgs []*message, size int, gap, timeout time.Duration) ([]string, error) {
 	ids := make([]string, len(msgs))
 	deadline := time.Now().Add(timeout)
 	for start := 0; start < len(msgs); start += size {
@@ -302,15 +327,17 @@ func (s *stack) send(msgs []*message, size int, timeout time.Duration) []string 
 		}
 		for len(pending) > 0 {
 			if time.Now().After(deadline) {
-				s.tb.Fatalf("messages %v still not accepted after %s", pending, timeout)
+				return ids, fmt.Errorf("%d messages still not accepted after %s", len(pending), timeout)
 			}
 			var err error
 			if pending, err = s.sendBatch(msgs, pending, ids); err != nil {
+				s.retried.Add(1)
 				time.Sleep(100 * time.Millisecond)
 			}
 		}
+		time.Sleep(gap)
 	}
-	return ids
+	return ids, nil
 }
 
 // sendBatch posts the messages of index and returns those without an id.
@@ -364,28 +391,16 @@ type outcome struct {
 	// wrong are ids not in their expected status, with the status.
 	wrong map[string]store.Status
 	took  time.Duration
-	// busy counts the workers (asynq servers, by pid) seen sending.
-	busy int
 }
 
 // settle waits until every message is in its expected status, or timeout.
-// While it waits it notes which workers are busy.
 func (s *stack) settle(msgs []*message, ids []string, timeout time.Duration) outcome {
 	s.tb.Helper()
 	start := time.Now()
-	inspector := asynq.NewInspectorFromRedisClient(s.rdb)
-	busy := map[int]bool{}
 	var o outcome
 	for {
-		if servers, err := inspector.Servers(); err == nil {
-			for _, sv := range servers {
-				if len(sv.ActiveWorkers) > 0 {
-					busy[sv.PID] = true
-				}
-			}
-		}
 		recs, err := s.store.GetMany(context.Background(), ids)
-		o = outcome{wrong: map[string]store.Status{}, took: time.Since(start), busy: len(busy)}
+		o = outcome{wrong: map[string]store.Status{}, took: time.Since(start)}
 		if err != nil {
 			s.tb.Logf("read records: %v", err)
 		} else {
@@ -406,6 +421,18 @@ func (s *stack) settle(msgs []*message, ids []string, timeout time.Duration) out
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// sentBy returns how many messages each worker sent (the upstream accepted),
+// from their debug logs.
+func sentBy(workers []*proc) []int {
+	n := make([]int, len(workers))
+	for i, p := range workers {
+		p.out.mu.Lock()
+		n[i] = bytes.Count(p.out.b.Bytes(), []byte(`"outcome":"submitted"`))
+		p.out.mu.Unlock()
+	}
+	return n
 }
 
 // summary counts the statuses of wrong, for failure messages.
@@ -504,6 +531,49 @@ func (c *callbacks) badSignatures() int {
 	defer c.mu.Unlock()
 	return c.bad
 }
+
+// relay stands between the sandbox and chatq's webhook receiver for the
+// provider's own retries: ChatArchitect retries a webhook for far longer
+// than the sandbox does (700ms), long enough to outlast a failover. It
+// takes each webhook at once and posts it on until chatq takes it, for up
+// to a minute.
+type relay struct {
+	target string
+	http   *http.Client
+	wg     sync.WaitGroup
+	// failed counts webhooks chatq never took.
+	failed atomic.Int64
+}
+
+func newRelay(target string, c *http.Client) *relay { return &relay{target: target, http: c} }
+
+func (r *relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, err := io.ReadAll(req.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		delay := 100 * time.Millisecond
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
+			resp, err := r.http.Post(r.target, "application/json", bytes.NewReader(body))
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode/100 == 2 {
+					return
+				}
+			}
+			time.Sleep(delay)
+			delay = min(2*delay, time.Second)
+		}
+		r.failed.Add(1)
+	}()
+}
+
+// wait waits for the webhooks still being posted.
+func (r *relay) wait() { r.wg.Wait() }
 
 // freeAddr returns a loopback address with a port free right now.
 func freeAddr(tb testing.TB) string {

@@ -276,10 +276,12 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 			results[i] = CreateResult{Record: prev}
 		}
 	}
-	// Those answered from an earlier record are not unsent.
+	// Those answered from an earlier record are not unsent, unless that
+	// record still waits to be sent: its task may never have been written
+	// (the producer died in between), and then the sweeper must find it.
 	pipe := s.rdb.Pipeline()
 	for _, i := range existing {
-		if results[i].Record != nil {
+		if prev := results[i].Record; prev != nil && !prev.Status.Pending() {
 			pipe.ZRem(ctx, unsentKey, recs[i].ID)
 		}
 	}

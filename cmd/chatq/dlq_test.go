@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatq/chatq/internal/redistest"
+)
+
+// sandboxConfig changes the sandbox's knobs at run time.
+func (d *devRun) sandboxConfig(t *testing.T, body string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPut, d.sandbox+"/sandbox/config", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("PUT /sandbox/config %s: %d", body, resp.StatusCode)
+	}
+}
+
+// accepted counts the sends the sandbox accepted for destination.
+func (d *devRun) accepted(t *testing.T, destination string) int {
+	t.Helper()
+	resp, err := http.Get(d.sandbox + "/sandbox/messages?destination=" + destination)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var list []json.RawMessage
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		t.Fatal(err)
+	}
+	return len(list)
+}
+
+// chatq runs one chatq command in-process, in the environment the test
+// set, and returns its output.
+func chatq(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	p := &program{stdout: &out, stderr: &out, stdin: strings.NewReader("")}
+	err := p.run(context.Background(), args)
+	return out.String(), err
+}
+
+// After an outage (every send a 500 until the retries ran out), one
+// chatq dlq retry sends every dead letter of it, once, and each reaches
+// read.
+func TestDLQRetryAfterOutage(t *testing.T) {
+	srv := redistest.Start(t)
+	d := startDev(t, map[string]string{
+		"CHATQ_REDIS_URL":                   srv.URL(),
+		"CHATQ_RETRY_MAX":                   "1",
+		"CHATQ_DELAYED_TASK_CHECK_INTERVAL": "100ms",
+	})
+	d.sandboxConfig(t, `{"error_ratio":1}`)
+
+	const n = 6
+	ids := make(map[string]string) // id -> destination
+	for i := range n {
+		dest := fmt.Sprintf("4420733%04d", 100+i)
+		code, rec := d.do(t, "POST", "/v1/messages", fmt.Sprintf(`{"destination":%q,"payload":{"type":"text","message":"Your order shipped"},"batch_id":"outage"}`, dest))
+		if code != http.StatusAccepted {
+			t.Fatalf("POST: %d %v", code, rec)
+		}
+		ids[rec["id"].(string)] = dest
+	}
+	// The campaign's own listing says when they are all dead.
+	eventually(t, 30*time.Second, "every message of the outage dead", func() (bool, string) {
+		_, page := d.do(t, "GET", "/v1/messages?batch_id=outage&status=dead", "")
+		list, _ := page["messages"].([]any)
+		return len(list) == n, fmt.Sprint(page)
+	})
+	// The dead-letter index is written a moment after the status.
+	eventually(t, 5*time.Second, "every message of the outage a dead letter", func() (bool, string) {
+		_, page := d.do(t, "GET", "/v1/dead-letters?batch_id=outage&class=retryable&code=http_500", "")
+		list, _ := page["dead_letters"].([]any)
+		return len(list) == n, fmt.Sprint(page)
+	})
+	code, batch := d.do(t, "GET", "/v1/batches/outage", "")
+	if counts, _ := batch["counts"].(map[string]any); code != http.StatusOK || counts["dead"] != float64(n) || batch["total"] != float64(n) {
+		t.Errorf("GET /v1/batches/outage: %d %v", code, batch)
+	}
+
+	// The shell shows them, with the archived task and no body.
+	out, err := chatq(t, "dlq", "list", "--batch", "outage")
+	if err != nil {
+		t.Fatalf("dlq list: %v\n%s", err, out)
+	}
+	for id := range ids {
+		if !strings.Contains(out, id) || !strings.Contains(out, "http_500") {
+			t.Errorf("dlq list lacks %s with its code:\n%s", id, out)
+		}
+	}
+	var some string
+	for id := range ids {
+		some = id
+		break
+	}
+	out, err = chatq(t, "dlq", "show", some)
+	if err != nil || !strings.Contains(out, `"state": "archived"`) || !strings.Contains(out, `"status": "dead"`) || strings.Contains(out, "Your order shipped") {
+		t.Errorf("dlq show: %v\n%s", err, out)
+	}
+
+	// The upstream recovers; one command replays the outage.
+	d.sandboxConfig(t, `{"error_ratio":0}`)
+	out, err = chatq(t, "dlq", "retry", "--batch", "outage", "--class", "retryable", "--newer-than", "1h")
+	if err != nil || !strings.Contains(out, fmt.Sprintf("retried %d dead letters", n)) {
+		t.Fatalf("dlq retry: %v\n%s", err, out)
+	}
+	for id, dest := range ids {
+		eventually(t, 30*time.Second, id+" read", func() (bool, string) {
+			_, rec := d.do(t, "GET", "/v1/messages/"+id, "")
+			return rec["status"] == "read", fmt.Sprint(rec["status"], rec["history"])
+		})
+		if got := d.accepted(t, dest); got != 1 {
+			t.Errorf("%s: the sandbox accepted %d sends, want 1", dest, got)
+		}
+		_, rec := d.do(t, "GET", "/v1/messages/"+id, "")
+		if h, _ := json.Marshal(rec["history"]); !strings.Contains(string(h), "retried by an operator") || !strings.Contains(string(h), `"status":"dead"`) {
+			t.Errorf("%s: history %s does not keep the death and the retry", id, h)
+		}
+	}
+	out, err = chatq(t, "dlq", "list")
+	if err != nil || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Errorf("dlq list after the retry: %v\n%s", err, out)
+	}
+}
+
+func TestDLQCommandLine(t *testing.T) {
+	t.Setenv("CHATQ_REDIS_URL", redistest.Start(t).URL())
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"dlq", "retry"}, "give ids, filters, or --all"},
+		{[]string{"dlq", "delete"}, "give ids, filters, or --all"},
+		{[]string{"dlq", "retry", "--all", "--class", "retryable"}, "drop it to use filters"},
+		{[]string{"dlq", "retry", "--class", "retryable", "01J"}, "not both"},
+		{[]string{"dlq", "list", "--class", "fatal"}, "--class must be"},
+		{[]string{"dlq", "list", "--older-than", "2d"}, "--older-than must be"},
+		{[]string{"dlq", "list", "--batch", "x", "extra"}, "unexpected argument"},
+		{[]string{"dlq", "show"}, "the message id is required"},
+		{[]string{"dlq", "show", "01NOSUCH"}, `no message with id "01NOSUCH"`},
+		{[]string{"dlq", "purge"}, `unknown subcommand "purge"`},
+	} {
+		out, err := chatq(t, tt.args...)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: %v, want an error with %q\n%s", tt.args, err, tt.want, out)
+		}
+	}
+	out, err := chatq(t, "dlq", "retry", "01NOSUCH")
+	if err != nil || !strings.Contains(out, "01NOSUCH: no such message") || !strings.Contains(out, "retried 0 dead letters (0 not dead, 1 not found)") {
+		t.Errorf("retry of an unknown id: %v\n%s", err, out)
+	}
+	out, err = chatq(t, "dlq", "delete", "--all")
+	if err != nil || !strings.Contains(out, "deleted 0 dead letters") {
+		t.Errorf("delete --all of nothing: %v\n%s", err, out)
+	}
+}

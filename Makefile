@@ -7,7 +7,7 @@ STATICCHECK := $(BIN)/staticcheck
 # PKGS narrows vet, staticcheck and the tests: make test PKGS=./config/...
 PKGS        ?= ./...
 
-.PHONY: build test lint vet staticcheck fmtcheck run bench bench-quick bench-go bench-ratelimit
+.PHONY: build test test-faults lint vet staticcheck fmtcheck run bench bench-quick bench-go bench-ratelimit bench-scaleout
 
 # build: compile the chatq binary into bin/chatq
 build:
@@ -16,6 +16,14 @@ build:
 # test: vet, staticcheck, and every test with the race detector
 test: vet staticcheck
 	$(GO) test -race $(PKGS)
+
+# test-faults: the fault suite (internal/faults): real chatq processes on a
+# private redis-server, with a worker, Redis and the API killed mid-run and
+# a hostile upstream; prints per case the messages sent, lost, duplicated
+# and in the wrong status, and fails if a bound is broken (two to four
+# minutes; needs redis-server). CHATQ_FAULTS_LOGS=dir keeps the logs.
+test-faults:
+	CHATQ_TEST_FAULTS=1 $(GO) test -count=1 -v -timeout 15m -run '^TestFaults$$' ./internal/faults/
 
 # lint: fail on unformatted files, then vet and staticcheck
 lint: fmtcheck vet staticcheck
@@ -61,3 +69,9 @@ bench-go:
 # needs redis-server
 bench-ratelimit:
 	$(GO) test -run '^$$' -bench '^Benchmark(FlowControl|PollingIntervals)$$' -benchtime 1x -timeout 10m ./worker/
+
+# bench-scaleout: send throughput of two workers on one Redis against a
+# three-master Redis Cluster, with the bulk queue in one shard and in three
+# (README, Scaling out; a few minutes; needs redis-server and redis-cli)
+bench-scaleout:
+	$(GO) test -run '^$$' -bench '^BenchmarkSendThroughput$$' -benchtime 1x -timeout 20m -v ./internal/scaleout/

@@ -70,7 +70,9 @@ func toError(err error, log *zap.Logger) *Error {
 
 func writeError(w http.ResponseWriter, err error, log *zap.Logger) {
 	e := toError(err, log)
-	if e.Status == http.StatusUnauthorized {
+	// The dashboard sets its own Basic challenge, which a browser needs
+	// to ask for the password.
+	if e.Status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="chatq"`)
 	}
 	writeJSON(w, e.Status, struct {

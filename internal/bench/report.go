@@ -50,11 +50,7 @@ func (t Target) describe(unit, baseline string) string {
 	if t.OfBaseline {
 		return fmt.Sprintf("%s %s x %s", op, trimFloat(t.Bound), baseline)
 	}
-	bound := trimFloat(t.Bound)
-	if t.Bound >= 1000 {
-		bound = thousands(int64(math.Round(t.Bound)))
-	}
-	return fmt.Sprintf("%s %s %s", op, bound, unit)
+	return fmt.Sprintf("%s %s %s", op, formatValue(t.Bound, unit), unit)
 }
 
 // Figure is one number of the report.
@@ -91,6 +87,11 @@ type Machine struct {
 	GoVersion    string `json:"go_version"`
 	RedisVersion string `json:"redis_version"`
 	Hostname     string `json:"hostname,omitempty"`
+	// LoadBefore and LoadAfter are the 1-minute load average when the run
+	// began and ended (Linux only): other work on the machine skews every
+	// figure.
+	LoadBefore string `json:"load_before,omitempty"`
+	LoadAfter  string `json:"load_after,omitempty"`
 }
 
 // Report is the outcome of a run: every figure, and the raw results they
@@ -123,7 +124,20 @@ type Results struct {
 
 func newMachine() Machine {
 	host, _ := os.Hostname()
-	return Machine{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), Hostname: host}
+	return Machine{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), Hostname: host, LoadBefore: loadAverage()}
+}
+
+// loadAverage returns the 1-minute load average, "" where the system does
+// not tell it.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return ""
 }
 
 // Add appends figures.
@@ -192,7 +206,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(w, "\n%s\n", strings.Join(notes, "\n"))
 	}
 	m := r.Machine
-	fmt.Fprintf(w, "\n%d CPUs, %s/%s, %s, Redis %s; run took %s\n", m.CPUs, m.GOOS, m.GOARCH, m.GoVersion, m.RedisVersion, r.Elapsed.Round(time.Second))
+	fmt.Fprintf(w, "\n%d CPUs, %s/%s, %s, Redis %s; run took %s", m.CPUs, m.GOOS, m.GOARCH, m.GoVersion, m.RedisVersion, r.Elapsed.Round(time.Second))
+	if m.LoadBefore != "" {
+		fmt.Fprintf(w, "; load average %s before, %s after", m.LoadBefore, m.LoadAfter)
+	}
+	fmt.Fprintln(w)
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "FAILED: %s\n", f)
 	}
@@ -215,10 +233,8 @@ func (r *Report) WriteJSON(path string) error {
 // and a sensible number of decimals for small ones.
 func formatValue(v float64, unit string) string {
 	switch {
-	case unit == "ms" && v < 100:
-		return fmt.Sprintf("%.1f", v)
-	case unit == "MiB" || unit == "%":
-		return fmt.Sprintf("%.1f", v)
+	case unit == "ms" && v < 100, unit == "MiB", unit == "%":
+		return trimFloat1(v)
 	case math.Abs(v) >= 1000:
 		return thousands(int64(math.Round(v)))
 	case math.Abs(v) >= 10:
@@ -243,6 +259,12 @@ func thousands(n int64) string {
 		return "-" + b.String()
 	}
 	return b.String()
+}
+
+// trimFloat1 prints v with one decimal, none for a whole number.
+func trimFloat1(v float64) string {
+	s := fmt.Sprintf("%.1f", v)
+	return strings.TrimSuffix(s, ".0")
 }
 
 func trimFloat(v float64) string {

@@ -200,7 +200,7 @@ func (s *stack) startAPI() {
 	relay := httptest.NewServer(hook)
 	s.tb.Cleanup(func() { relay.Close(); hook.wait() })
 	ca := chatarchitect.New(chatarchitect.Config{BaseURL: s.sbURL, AppID: appID, AppSecret: appSecret, Source: source, Timeout: 5 * time.Second}, nil)
-	if err := ca.RegisterWebhook(context.Background(), s.api+"/webhooks/chatarchitect/"+webhookSecret); err != nil {
+	if err := ca.RegisterWebhook(context.Background(), relay.URL); err != nil {
 		s.tb.Fatalf("register the webhook: %v", err)
 	}
 }

@@ -3,9 +3,9 @@
 // plus the indexes that find a record by idempotency key, provider id or
 // WhatsApp id.
 //
-// Every atomic operation touches one key, so the layout works on Redis
-// Cluster: a record lives at chatq:m:{<id>}, an id mapping at
-// chatq:ref:{<provider or WhatsApp id>}.
+// Every atomic operation touches the keys of one hash tag, so the layout
+// works on Redis Cluster: a record lives at chatq:m:{<id>}, its payload at
+// chatq:pl:{<id>}, an id mapping at chatq:ref:{<provider or WhatsApp id>}.
 package store
 
 import (
@@ -201,7 +201,32 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 	ttl := strconv.FormatInt(s.cfg.TTL.Milliseconds(), 10)
 	creates := make([]*redis.Cmd, len(recs))
 	plain := make([]bool, len(recs))
+	// The indexes take every record of the batch in one command each:
+	// a thousand ZADDs cost Redis far more than one of a thousand members.
+	// They come first, so that a pipeline cut short leaves index entries
+	// without records (the sweeper drops those), never records without
+	// entries.
+	var unsent []redis.Z
+	batches := map[string][]redis.Z{}
+	for i, r := range recs {
+		if results[i].Err != nil {
+			continue
+		}
+		z := redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID}
+		unsent = append(unsent, z)
+		if r.BatchID != nil {
+			batches[*r.BatchID] = append(batches[*r.BatchID], z)
+		}
+	}
 	err := s.exec(ctx, func(pipe redis.Pipeliner) {
+		if len(unsent) > 0 {
+			pipe.ZAdd(ctx, unsentKey, unsent...)
+		}
+		for batch, zs := range batches {
+			bk := batchKey(batch)
+			pipe.ZAdd(ctx, bk, zs...)
+			pipe.PExpire(ctx, bk, s.cfg.TTL)
+		}
 		for i, r := range recs {
 			if results[i].Err != nil {
 				continue
@@ -219,12 +244,6 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 			} else {
 				args := append([]any{ttl, []byte(r.Payload)}, r.fields()...)
 				creates[i] = createScript.EvalSha(ctx, pipe, []string{recordKey(r.ID), noticeKey(r.ID), payloadKey(r.ID)}, args...)
-			}
-			pipe.ZAdd(ctx, unsentKey, redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID})
-			if r.BatchID != nil {
-				bk := batchKey(*r.BatchID)
-				pipe.ZAdd(ctx, bk, redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID})
-				pipe.PExpire(ctx, bk, s.cfg.TTL)
 			}
 		}
 		s.waitReplicas(ctx, pipe)

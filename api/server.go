@@ -224,8 +224,18 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 func isUnavailable(err error) bool {
 	var netErr net.Error
 	var opErr *net.OpError
-	return errors.As(err, &netErr) || errors.As(err, &opErr) ||
+	if errors.As(err, &netErr) || errors.As(err, &opErr) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, io.EOF) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redis.ErrClosed) ||
-		strings.Contains(err.Error(), "LOADING") || strings.Contains(err.Error(), "connection pool timeout")
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redis.ErrClosed) {
+		return true
+	}
+	// asynq passes Redis's errors on as text ("redis eval error: dial tcp
+	// ...: connect: connection refused"), not wrapped.
+	msg := err.Error()
+	for _, s := range []string{"LOADING", "connection pool timeout", "connection refused", "connection reset", "broken pipe", "i/o timeout", "EOF"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }

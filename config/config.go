@@ -51,8 +51,8 @@ type Config struct {
 	RedisWaitReplicas int           `split_words:"true"`
 	RedisWaitTimeout  time.Duration `split_words:"true"`
 	// BulkShards spreads the bulk queue over that many asynq queues
-	// (bulk-0 ...), each in its own Redis Cluster hash slot; 1 keeps the
-	// single queue "bulk".
+	// (enqueue.BulkQueues), whose hash slots spread over a Redis Cluster's
+	// masters; 1 keeps the single queue "bulk".
 	BulkShards int `split_words:"true"`
 
 	HTTPAddr string `split_words:"true"`

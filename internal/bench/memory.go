@@ -90,14 +90,25 @@ type MemorySample struct {
 	Goroutines int    `json:"goroutines"`
 }
 
-// Growth returns how much the heap grew from the first sample to the
-// last, as a fraction of the first.
-func (w WorkerMemory) Growth() float64 {
-	if len(w.Samples) < 2 || w.Samples[0].HeapAlloc == 0 {
-		return 0
+// Steady returns the sample growth is measured from: the second one when
+// there are three or more, as the first step also fills what a worker
+// keeps for good (connections, buffers, pools).
+func (w WorkerMemory) Steady() MemorySample {
+	if len(w.Samples) >= 3 {
+		return w.Samples[1]
 	}
-	first, last := w.Samples[0].HeapAlloc, w.Samples[len(w.Samples)-1].HeapAlloc
-	return (float64(last) - float64(first)) / float64(first)
+	return w.Samples[0]
+}
+
+// Growth returns how much the heap grew from the steady sample to the
+// last, in bytes and as a fraction of the steady sample.
+func (w WorkerMemory) Growth() (bytes int64, fraction float64) {
+	from, last := w.Steady().HeapAlloc, w.Samples[len(w.Samples)-1].HeapAlloc
+	bytes = int64(last) - int64(from)
+	if from > 0 {
+		fraction = float64(bytes) / float64(from)
+	}
+	return bytes, fraction
 }
 
 // WorkerHeap sends total messages through a worker of concurrency

@@ -228,6 +228,14 @@ func redisVersion(ctx context.Context, env *Env) string {
 	return "unknown"
 }
 
+// seconds prints a duration of whole seconds as "60s", not "1m0s".
+func seconds(d time.Duration) string {
+	if d%time.Second == 0 {
+		return fmt.Sprintf("%ds", int64(d/time.Second))
+	}
+	return d.String()
+}
+
 func rateFigure(name, label string, r Rate, baseline string) Figure {
 	return Figure{Name: name, Label: label, Value: r.PerSecond(), Unit: "msg/s", Baseline: baseline}
 }
@@ -287,7 +295,7 @@ func runSend(ctx context.Context, env *Env, o Options, rep *Report) error {
 		return err
 	}
 	rep.Results.SendRate = &r
-	f := rateFigure("send_rate", fmt.Sprintf("send: %d queued to submitted, webhooks off", o.SendMessages), r, BaselineProcess)
+	f := rateFigure("send_rate", fmt.Sprintf("send: %s queued to submitted, webhooks off", thousands(int64(o.SendMessages))), r, BaselineProcess)
 	f.Target = &Target{Bound: 0.35, OfBaseline: true}
 	rep.Add(f)
 	return nil
@@ -300,17 +308,17 @@ func runStream(ctx context.Context, env *Env, o Options, rep *Report) error {
 	}
 	rep.Results.Stream = &res
 	so := o.Stream
-	best := Figure{Name: "stream_rate", Label: fmt.Sprintf("full stream (%s): highest rate held %s, every webhook correlated", so.Priority, so.Duration),
+	best := Figure{Name: "stream_rate", Label: fmt.Sprintf("full stream (%s): highest rate held %s, every webhook correlated", so.Priority, seconds(so.Duration)),
 		Unit: "msg/s", Baseline: BaselineProcess, Target: &Target{Bound: so.Target}}
 	if res.Best != nil {
 		best.Value = res.Best.Rate
 		best.Note = fmt.Sprintf("4 webhooks per message (%.0f/s at %.0f msg/s), %s apart, after a %s warm-up; lag p99 %.0fms at that rate",
-			4*res.Best.Rate, res.Best.Rate, so.WebhookDelay, so.Warmup, ms(res.Best.Lag.P99))
+			4*res.Best.Rate, res.Best.Rate, so.WebhookDelay, seconds(so.Warmup), ms(res.Best.Lag.P99))
 	} else {
 		best.Note = "no rate held: " + res.AtTarget.Why
 	}
 	rep.Add(best)
-	lag := Figure{Name: "stream_lag_p99", Label: fmt.Sprintf("full stream at %.0f msg/s: p99 webhook-to-record lag", so.Target),
+	lag := Figure{Name: "stream_lag_p99", Label: fmt.Sprintf("full stream at %s msg/s: p99 webhook-to-record lag", thousands(int64(so.Target))),
 		Value: ms(res.AtTarget.Lag.P99), Unit: "ms", Target: &Target{Max: true, Bound: ms(so.MaxLag)},
 		Note: fmt.Sprintf("from the webhook's arrival at chatq's HTTP server to the first read of the record showing it, %d samples", res.AtTarget.Lag.Count)}
 	if !res.AtTarget.Sustained {
@@ -329,8 +337,8 @@ func runLatency(ctx context.Context, env *Env, o Options, rep *Report) error {
 	rep.Add(
 		Figure{Name: "latency_idle_p50", Label: "transactional enqueue-to-submitted p50, idle", Value: ms(res.Idle.P50), Unit: "ms", Target: &Target{Max: true, Bound: 20}},
 		Figure{Name: "latency_idle_p99", Label: "transactional enqueue-to-submitted p99, idle", Value: ms(res.Idle.P99), Unit: "ms"},
-		Figure{Name: "latency_backlog_p50", Label: fmt.Sprintf("transactional p50 while %d bulk drain", res.BacklogSize), Value: ms(res.Backlog.P50), Unit: "ms"},
-		Figure{Name: "latency_backlog_p99", Label: fmt.Sprintf("transactional p99 while %d bulk drain", res.BacklogSize), Value: ms(res.Backlog.P99), Unit: "ms",
+		Figure{Name: "latency_backlog_p50", Label: fmt.Sprintf("transactional p50 while %s bulk drain", thousands(int64(res.BacklogSize))), Value: ms(res.Backlog.P50), Unit: "ms"},
+		Figure{Name: "latency_backlog_p99", Label: fmt.Sprintf("transactional p99 while %s bulk drain", thousands(int64(res.BacklogSize))), Value: ms(res.Backlog.P99), Unit: "ms",
 			Target: &Target{Max: true, Bound: 100}, Note: fmt.Sprintf("the bulk drained at %.0f msg/s meanwhile", res.BulkRate.PerSecond())},
 	)
 	return nil
@@ -344,8 +352,8 @@ func runRedisMemory(ctx context.Context, env *Env, o Options, rep *Report) error
 	rep.Results.RedisMemory = &m
 	rep.Add(Figure{Name: "redis_bytes_per_message", Label: fmt.Sprintf("Redis memory per queued %d-character text message", m.TextLength),
 		Value: m.PerMessage(), Unit: "B/msg", Target: &Target{Max: true, Bound: 1536},
-		Note: fmt.Sprintf("used_memory growth over %d queued messages, worker stopped; MEMORY USAGE of one record %d B, its payload %d B, its asynq task %d B",
-			m.Messages, m.RecordBytes, m.PayloadBytes, m.TaskBytes)})
+		Note: fmt.Sprintf("used_memory growth over %s queued messages, worker stopped; MEMORY USAGE of one record %d B, its payload %d B, its asynq task %d B",
+			thousands(int64(m.Messages)), m.RecordBytes, m.PayloadBytes, m.TaskBytes)})
 	return nil
 }
 
@@ -355,17 +363,23 @@ func runWorkerMemory(ctx context.Context, env *Env, o Options, rep *Report) erro
 		return err
 	}
 	rep.Results.WorkerMemory = &m
-	first, last := m.Samples[0], m.Samples[len(m.Samples)-1]
+	first, steady, last := m.Samples[0], m.Steady(), m.Samples[len(m.Samples)-1]
 	// Flat: the heap grows by no more than a tenth, or 2 MiB, whichever is
 	// more, as a live heap of a few MiB moves by a MiB from one collection
 	// to the next.
-	bound := max(2, mib(first.HeapAlloc)/10)
+	bound := max(2, mib(steady.HeapAlloc)/10)
+	grew, fraction := m.Growth()
+	heaps := make([]string, len(m.Samples))
+	for i, sm := range m.Samples {
+		heaps[i] = trimFloat1(mib(sm.HeapAlloc))
+	}
 	rep.Add(
-		Figure{Name: "worker_heap_first", Label: fmt.Sprintf("worker heap after %d messages", first.Messages), Value: mib(first.HeapAlloc), Unit: "MiB"},
-		Figure{Name: "worker_heap_last", Label: fmt.Sprintf("worker heap after %d messages", last.Messages), Value: mib(last.HeapAlloc), Unit: "MiB"},
-		Figure{Name: "worker_heap_growth", Label: "worker heap growth, first to last sample", Value: mib(last.HeapAlloc) - mib(first.HeapAlloc), Unit: "MiB",
-			Target: &Target{Max: true, Bound: bound},
-			Note: fmt.Sprintf("%+.1f%%; live heap after GC of the process running worker, producer and sandbox (its log emptied before each sample), every %d messages", 100*m.Growth(), o.WorkerEvery)},
+		Figure{Name: "worker_heap_first", Label: fmt.Sprintf("worker heap after %s messages", thousands(int64(first.Messages))), Value: mib(first.HeapAlloc), Unit: "MiB"},
+		Figure{Name: "worker_heap_last", Label: fmt.Sprintf("worker heap after %s messages", thousands(int64(last.Messages))), Value: mib(last.HeapAlloc), Unit: "MiB"},
+		Figure{Name: "worker_heap_growth", Label: fmt.Sprintf("worker heap growth from %s to %s messages", thousands(int64(steady.Messages)), thousands(int64(last.Messages))),
+			Value: float64(grew) / (1 << 20), Unit: "MiB", Target: &Target{Max: true, Bound: bound},
+			Note: fmt.Sprintf("%+.1f%%; live heap after GC, every %s messages: %s MiB; the process runs worker, producer and sandbox (its log emptied before each sample)",
+				100*fraction, thousands(int64(o.WorkerEvery)), strings.Join(heaps, ", "))},
 	)
 	return nil
 }

@@ -227,6 +227,12 @@ func (s *stack) evaluate(msgs []*message) outcome {
 		s.t.Fatal(err)
 	}
 	o.duplicated = int(stats.Duplicates)
+	if stats.WebhooksFailed > 0 || stats.WebhooksDropped > 0 {
+		s.t.Errorf("the sandbox gave up %d webhooks and dropped %d", stats.WebhooksFailed, stats.WebhooksDropped)
+	}
+	if s.relay != nil && s.relay.lost.Load() > 0 {
+		s.t.Errorf("the relay gave up %d webhooks", s.relay.lost.Load())
+	}
 	byText := map[string][]string{}
 	for _, a := range list {
 		var p struct {
@@ -349,6 +355,7 @@ type report struct {
 	notes     []string
 	completed bool
 	passed    bool
+	skipped   bool
 }
 
 func (r *report) note(format string, args ...any) {
@@ -379,6 +386,8 @@ func printTable(w io.Writer, reports []*report) {
 	for _, r := range reports {
 		result := "ok"
 		switch {
+		case r.skipped:
+			result = "skipped"
 		case !r.completed:
 			result = "DID NOT FINISH"
 		case !r.passed:

@@ -18,7 +18,7 @@ func TestSentinelFailover(t *testing.T) {
 	if err := rdb.Set(ctx, "k", "v", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := rdb.Wait(ctx, 1, time.Second).Result(); err != nil || n != 1 {
+	if n, err := rdb.Wait(ctx, 1, time.Second).Result(); err != nil || n < 1 {
 		t.Fatalf("WAIT 1: %d, %v", n, err)
 	}
 	start := time.Now()

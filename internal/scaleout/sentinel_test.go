@@ -1,13 +1,10 @@
 package scaleout
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/chatq/chatq/internal/redistest"
 )
@@ -16,16 +13,21 @@ import (
 // CHATQ_REDIS_WAIT_REPLICAS=1, the master is killed (SIGKILL) while the API
 // takes messages and two workers send them. The sentinels promote a
 // replica; the API answers 503 until then, and the producer sends those
-// batches again with their idempotency keys. Every message the API acknowledged must still exist after the
-// failover and end "read"; a message sent twice (its send on the wire, or
-// its recorded outcome not yet on the replica, when the master died) is
-// reported, within the bound of the sends in flight.
+// batches again with their idempotency keys. Every message the API
+// acknowledged must still exist after the failover and end "read"; a
+// message sent twice (its send on the wire, or its recorded outcome not yet
+// on the replica, when the master died) is reported, within the bound of
+// the sends in flight. The run takes about 20s, unless a task is left
+// behind as an orphan (see settle below).
 func TestSentinelFailover(t *testing.T) {
 	const (
 		workers     = 2
 		concurrency = 20
 		n           = 600
 	)
+	if testing.Short() {
+		t.Skip("a Sentinel failover under load takes 20s")
+	}
 	sn := redistest.StartSentinel(t)
 	s := newStack(t, sn.Client(t),
 		map[string]string{
@@ -65,7 +67,12 @@ func TestSentinelFailover(t *testing.T) {
 	if res.err != nil {
 		t.Fatalf("sending: %v", res.err)
 	}
-	o := s.settle(msgs, res.ids, 100*time.Second)
+	// A dequeue that Redis ran just before it died, but whose answer the
+	// worker never got, leaves its task active with no worker on the
+	// promoted replica: asynq's recoverer hands it back once its lease is
+	// 30s past expiry, checking every minute, so up to two minutes after
+	// the dequeue. Usually all is read within a second.
+	o := s.settle(msgs, res.ids, 150*time.Second)
 	st := s.sandbox.Stats()
 	bound := int64(workers * concurrency)
 	t.Logf("sentinel failover: master %s killed, %s promoted after %s; %d messages acknowledged, %d lost, "+
@@ -74,21 +81,6 @@ func TestSentinelFailover(t *testing.T) {
 		old, promoted, failover.Round(time.Millisecond), len(res.ids), len(o.missing),
 		st.Duplicates, bound, len(o.wrong), s.retried.Load(), o.took.Round(time.Millisecond), sentBy(ws))
 	if len(o.missing) > 0 {
-		idx := map[string]int{}
-		for i, id := range res.ids {
-			idx[id] = i
-		}
-		var lost []int
-		for _, id := range o.missing {
-			lost = append(lost, idx[id])
-		}
-		t.Logf("DEBUG lost indices %v", lost)
-		for _, a := range sn.DataAddrs() {
-			c := redis.NewClient(&redis.Options{Addr: a})
-			info, _ := c.Info(context.Background(), "replication", "keyspace").Result()
-			t.Logf("DEBUG node %s:\n%s", a, info)
-			c.Close()
-		}
 		t.Errorf("%d acknowledged messages lost in the failover, such as %s", len(o.missing), o.missing[0])
 	}
 	if len(o.wrong) > 0 {
@@ -100,4 +92,6 @@ func TestSentinelFailover(t *testing.T) {
 	if st.Accepted-st.Duplicates != int64(n) {
 		t.Errorf("the sandbox accepted %d distinct messages, want %d", st.Accepted-st.Duplicates, n)
 	}
+	// The dashboard opens its own connections, through the sentinels.
+	checkDashboard(t, s, []string{"transactional", "bulk"})
 }

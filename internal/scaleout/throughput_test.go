@@ -180,3 +180,35 @@ func commandCounts(tb testing.TB, rdb redis.UniversalClient) map[string]int64 {
 	}
 	return out
 }
+
+// BenchmarkEnqueueWait measures what CHATQ_REDIS_WAIT_REPLICAS=1 costs a
+// producer on a Sentinel-managed master with replicas on loopback: one
+// message per call (as POST /v1/messages) and batches of 100 (as
+// POST /v1/messages/batch).
+func BenchmarkEnqueueWait(b *testing.B) {
+	sn := redistest.StartSentinel(b)
+	rdb := sn.Client(b)
+	ctx := context.Background()
+	for _, wait := range []int{0, 1} {
+		for _, size := range []int{1, 100} {
+			b.Run(fmt.Sprintf("wait=%d/batch=%d", wait, size), func(b *testing.B) {
+				client := enqueue.NewClient(rdb, enqueue.Config{WaitReplicas: wait, WaitTimeout: time.Second})
+				defer client.Close()
+				msgs := make([]*enqueue.Message, size)
+				b.ResetTimer()
+				for i := range b.N {
+					for j := range msgs {
+						msgs[j] = &enqueue.Message{
+							Destination: fmt.Sprintf("44%04d%04d9", i%10000, j), Priority: enqueue.Bulk,
+							Payload: &enqueue.Text{Message: "wait"},
+						}
+					}
+					if _, err := client.SendBatch(ctx, msgs); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*size), "µs/msg")
+			})
+		}
+	}
+}

@@ -14,7 +14,6 @@ import (
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 
-	"github.com/chatq/chatq/config"
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/deadletter"
 	"github.com/chatq/chatq/internal/store"
@@ -78,11 +77,7 @@ type dlqEnv struct {
 
 // withDeadLetters opens Redis and runs f with the dead letters on it.
 func withDeadLetters(ctx context.Context, f func(env dlqEnv) error) error {
-	cfg, err := loadConfig(config.Default(), "CHATQ_REDIS_URL")
-	if err != nil {
-		return err
-	}
-	rdb, err := openRedis(ctx, cfg)
+	cfg, rdb, err := connect(ctx)
 	if err != nil {
 		return err
 	}

@@ -55,20 +55,16 @@ func (p *program) resume(ctx context.Context, args []string) error {
 
 // circuit runs change on the circuit breaker and prints its state after.
 func (p *program) circuit(ctx context.Context, change func(*worker.Circuit) error) error {
-	cfg, err := loadConfig(config.Default(), "CHATQ_REDIS_URL")
+	cfg, rdb, err := connect(ctx)
 	if err != nil {
 		return err
 	}
+	defer rdb.Close()
 	log, err := newLogger(cfg)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	rdb, err := openRedis(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
 	c := newCircuit(rdb, log)
 	if err := change(c); err != nil {
 		return err

@@ -119,11 +119,7 @@ func (p *program) suppressions(ctx context.Context, args []string) error {
 
 // withChecker opens Redis and runs f with the conversation policy on it.
 func withChecker(ctx context.Context, needs []string, f func(*policy.Checker, config.Config) error) error {
-	cfg, err := loadConfig(config.Default(), append([]string{"CHATQ_REDIS_URL"}, needs...)...)
-	if err != nil {
-		return err
-	}
-	rdb, err := openRedis(ctx, cfg)
+	cfg, rdb, err := connect(ctx, needs...)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/chatq/chatq/config"
 	"github.com/chatq/chatq/enqueue"
 )
 
@@ -46,11 +45,7 @@ func (p *program) send(ctx context.Context, args []string) error {
 		}
 		m.SendAt = t
 	}
-	cfg, err := loadConfig(config.Default(), "CHATQ_REDIS_URL")
-	if err != nil {
-		return err
-	}
-	rdb, err := openRedis(ctx, cfg)
+	cfg, rdb, err := connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -110,11 +105,7 @@ func (p *program) status(ctx context.Context, args []string) error {
 	if fs.NArg() != 1 {
 		return usageError("status: the message id is required")
 	}
-	cfg, err := loadConfig(config.Default(), "CHATQ_REDIS_URL")
-	if err != nil {
-		return err
-	}
-	rdb, err := openRedis(ctx, cfg)
+	cfg, rdb, err := connect(ctx)
 	if err != nil {
 		return err
 	}

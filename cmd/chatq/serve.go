@@ -22,20 +22,16 @@ func (p *program) api(ctx context.Context, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(config.Default(), "CHATQ_REDIS_URL", "CHATQ_API_KEYS", "CHATQ_WEBHOOK_SECRET")
+	cfg, rdb, err := connect(ctx, "CHATQ_API_KEYS", "CHATQ_WEBHOOK_SECRET")
 	if err != nil {
 		return err
 	}
+	defer rdb.Close()
 	log, err := newLogger(cfg)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	rdb, err := openRedis(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("CHATQ_HTTP_ADDR: %w", err)
@@ -88,20 +84,16 @@ func (p *program) worker(ctx context.Context, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(config.Default(), "CHATQ_REDIS_URL", "CHATQ_CA_APP_ID", "CHATQ_CA_APP_SECRET")
+	cfg, rdb, err := connect(ctx, "CHATQ_CA_APP_ID", "CHATQ_CA_APP_SECRET")
 	if err != nil {
 		return err
 	}
+	defer rdb.Close()
 	log, err := newLogger(cfg)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	rdb, err := openRedis(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
 	// The worker's own metrics. The queue sizes are the API's to report:
 	// every worker reporting them would count them as many times.
 	m := metrics.New(nil)

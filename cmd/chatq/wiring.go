@@ -52,6 +52,17 @@ func newLogger(cfg config.Config) (*zap.Logger, error) {
 	return zc.Build()
 }
 
+// connect loads the configuration, requiring a Redis setting and needs,
+// and connects to Redis. The caller closes the client.
+func connect(ctx context.Context, needs ...string) (config.Config, redis.UniversalClient, error) {
+	cfg, err := loadConfig(config.Default(), append([]string{"CHATQ_REDIS_URL"}, needs...)...)
+	if err != nil {
+		return cfg, nil, err
+	}
+	rdb, err := openRedis(ctx, cfg)
+	return cfg, rdb, err
+}
+
 // openRedis connects to the Redis of the configuration (CHATQ_REDIS_URL, a
 // cluster or a Sentinel-managed master) and checks that it answers.
 func openRedis(ctx context.Context, cfg config.Config) (redis.UniversalClient, error) {

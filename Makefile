@@ -50,7 +50,7 @@ run:
 	$(GO) run ./cmd/chatq dev
 
 # bench: the performance figures of the README: chatq beside bare asynq on
-# a private redis-server (about fifteen minutes; needs redis-server).
+# a private redis-server (about ten minutes; needs redis-server).
 # BENCHFLAGS adds flags, e.g. BENCHFLAGS="--json bench.json --messages 200000"
 bench:
 	$(GO) run ./cmd/chatq bench $(BENCHFLAGS)

@@ -100,7 +100,7 @@ func (p *program) bench(ctx context.Context, args []string) error {
 		"Measures chatq on this machine: starts a private redis-server, the ChatArchitect sandbox (no latency,\n"+
 		"no rate limit) and chatq's API and workers in this process, and prints each figure side by side with\n"+
 		"bare asynq on the same Redis. Measurements: "+strings.Join(bench.Measurements, ", ")+".\n"+
-		"The full run takes about fifteen minutes on two cores; --quick takes under two.")
+		"The full run takes about ten minutes on two cores; --quick takes under two.")
 	opts := bench.DefaultOptions()
 	sizes := newBenchSizes()
 	sizes.register(fs, &opts)

@@ -69,8 +69,8 @@ type Options struct {
 	WorkerEvery    int `json:"worker_every"`
 }
 
-// DefaultOptions are the sizes of the full run (about fifteen minutes on
-// two cores).
+// DefaultOptions are the sizes of the full run (about ten minutes on two
+// cores).
 func DefaultOptions() Options {
 	o := Options{
 		Goroutines:      32,

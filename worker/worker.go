@@ -123,10 +123,12 @@ type Worker struct {
 	srv     *asynq.Server
 	handler *Handler
 	sweeper *enqueue.Client
-	log     *zap.Logger
-	stop    context.CancelFunc
-	done    chan struct{}
-	once    sync.Once
+	// inspector reads asynq's archive for settleArchived.
+	inspector *asynq.Inspector
+	log       *zap.Logger
+	stop      context.CancelFunc
+	done      chan struct{}
+	once      sync.Once
 	// stopConv stops the conversation's background work (policy.go).
 	stopConv func()
 }
@@ -154,11 +156,12 @@ func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) 
 		LogLevel:                 asynq.WarnLevel,
 	})
 	return &Worker{
-		cfg:     cfg,
-		srv:     srv,
-		handler: h,
-		sweeper: enqueue.NewClient(rdb, enqueue.Config{MaxRetry: retryOption(cfg.Retry.MaxRetry), TTL: cfg.RecordTTL}),
-		log:     log,
+		cfg:       cfg,
+		srv:       srv,
+		handler:   h,
+		sweeper:   enqueue.NewClient(rdb, enqueue.Config{MaxRetry: retryOption(cfg.Retry.MaxRetry), TTL: cfg.RecordTTL}),
+		inspector: asynq.NewInspectorFromRedisClient(rdb),
+		log:       log,
 	}
 }
 
@@ -226,6 +229,13 @@ func (w *Worker) sweep(ctx context.Context) {
 			w.log.Warn("sweeping records without a task", zap.Error(err))
 		case n > 0:
 			w.log.Info("enqueued records left without a task", zap.Int("count", n))
+		}
+		n, err = settleArchived(ctx, w.inspector, w.handler.store, time.Now())
+		switch {
+		case err != nil && ctx.Err() == nil:
+			w.log.Warn("settling archived tasks", zap.Error(err))
+		case n > 0:
+			w.log.Warn("dead-lettered messages whose task asynq archived unrecorded", zap.Int("count", n))
 		}
 	}
 }

@@ -74,4 +74,4 @@ bench-ratelimit:
 # three-master Redis Cluster, with the bulk queue in one shard and in three
 # (README, Scaling out; a few minutes; needs redis-server and redis-cli)
 bench-scaleout:
-	$(GO) test -run '^$$' -bench '^BenchmarkSendThroughput$$' -benchtime 1x -timeout 20m -v ./internal/scaleout/
+	$(GO) test -run '^$$' -bench '^BenchmarkSendThroughput$$' -benchtime 1x -count 3 -timeout 30m -v ./internal/scaleout/

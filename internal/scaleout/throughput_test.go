@@ -47,8 +47,9 @@ func BenchmarkSendThroughput(b *testing.B) {
 				r := runThroughput(b, su.cluster, su.shards, n)
 				b.ReportMetric(r.send, "sent/s")
 				b.ReportMetric(r.enqueue, "enqueued/s")
-				b.Logf("%s: %d messages; enqueued at %.0f/s, sent at %.0f/s by 2 workers; Redis commands per master while sending: %s",
-					su.name, n, r.enqueue, r.send, r.spread)
+				b.Logf("%s: %d messages; enqueued at %.0f/s, sent at %.0f/s by 2 workers; %.1f Redis commands per message sent; "+
+					"per master, share of the commands and CPU busy while sending: %s",
+					su.name, n, r.enqueue, r.send, r.perMessage, r.spread)
 			}
 		})
 	}
@@ -56,6 +57,7 @@ func BenchmarkSendThroughput(b *testing.B) {
 
 type throughput struct {
 	enqueue, send float64
+	perMessage    float64
 	spread        string
 }
 
@@ -106,7 +108,8 @@ func runThroughput(b *testing.B, cluster bool, shards, n int) throughput {
 	}
 	enqueueRate := float64(n) / time.Since(start).Seconds()
 
-	before := commandCounts(b, rdb)
+	before := redisStats(b, rdb)
+	sendStart := time.Now()
 	b.StartTimer()
 	s.startWorkers(2)
 	var t10, t90 time.Time
@@ -124,31 +127,44 @@ func runThroughput(b *testing.B, cluster bool, shards, n int) throughput {
 		return nil
 	})
 	b.StopTimer()
-	after := commandCounts(b, rdb)
+	elapsed := time.Since(sendStart).Seconds()
+	after := redisStats(b, rdb)
 	var total int64
-	for addr, c := range after {
-		total += c - before[addr]
+	for addr, st := range after {
+		total += st.commands - before[addr].commands
 	}
 	var parts []string
-	for addr, c := range after {
-		parts = append(parts, fmt.Sprintf("%s %.0f%%", addr, 100*float64(c-before[addr])/float64(total)))
+	for addr, st := range after {
+		parts = append(parts, fmt.Sprintf("%s %.0f%% %.0f%%", addr,
+			100*float64(st.commands-before[addr].commands)/float64(total), 100*(st.cpu-before[addr].cpu)/elapsed))
 	}
 	return throughput{
-		enqueue: enqueueRate,
-		send:    float64(n*8/10) / t90.Sub(t10).Seconds(),
-		spread:  strings.Join(parts, ", "),
+		enqueue:    enqueueRate,
+		send:       float64(n*8/10) / t90.Sub(t10).Seconds(),
+		perMessage: float64(total) / float64(n),
+		spread:     strings.Join(parts, ", "),
 	}
 }
 
-var commandsRe = regexp.MustCompile(`total_commands_processed:(\d+)`)
+var (
+	commandsRe = regexp.MustCompile(`total_commands_processed:(\d+)`)
+	cpuRe      = regexp.MustCompile(`used_cpu_(?:sys|user):([0-9.]+)`)
+)
 
-// commandCounts returns how many commands each master has run.
-func commandCounts(tb testing.TB, rdb redis.UniversalClient) map[string]int64 {
+// serverStats are a Redis server's counters: the commands it ran (those
+// inside scripts included) and its CPU seconds.
+type serverStats struct {
+	commands int64
+	cpu      float64
+}
+
+// redisStats returns each master's counters.
+func redisStats(tb testing.TB, rdb redis.UniversalClient) map[string]serverStats {
 	tb.Helper()
 	ctx := context.Background()
-	out := map[string]int64{}
+	out := map[string]serverStats{}
 	count := func(c *redis.Client) error {
-		info, err := c.Info(ctx, "stats").Result()
+		info, err := c.Info(ctx, "stats", "cpu").Result()
 		if err != nil {
 			return err
 		}
@@ -156,8 +172,13 @@ func commandCounts(tb testing.TB, rdb redis.UniversalClient) map[string]int64 {
 		if m == nil {
 			return fmt.Errorf("no total_commands_processed in INFO of %s", c.Options().Addr)
 		}
-		n, _ := strconv.ParseInt(m[1], 10, 64)
-		out[c.Options().Addr] = n
+		var st serverStats
+		st.commands, _ = strconv.ParseInt(m[1], 10, 64)
+		for _, cm := range cpuRe.FindAllStringSubmatch(info, -1) {
+			sec, _ := strconv.ParseFloat(cm[1], 64)
+			st.cpu += sec
+		}
+		out[c.Options().Addr] = st
 		return nil
 	}
 	var err error

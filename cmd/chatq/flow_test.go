@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -43,26 +44,21 @@ func TestPauseHoldsEverySendUntilResume(t *testing.T) {
 		t.Fatalf("POST while paused: %d %v", code, rec)
 	}
 	id := rec["id"].(string)
-	// Nothing takes it while sending is paused, probes or not.
-	time.Sleep(1500 * time.Millisecond)
-	if _, got := d.do(t, "GET", "/v1/messages/"+id, ""); got["status"] != "queued" {
-		t.Fatalf("a message sent during the pause is %v, want queued", got["status"])
+	// Nothing takes it while sending is paused, probes or not: watched
+	// over 1.5 s, more than a hundred of the idle worker's polls.
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
+		if _, got := d.do(t, "GET", "/v1/messages/"+id, ""); got["status"] != "queued" {
+			t.Fatalf("a message sent during the pause is %v, want queued", got["status"])
+		}
 	}
 
 	if st := command("resume"); st.IsOpen() {
 		t.Fatalf("chatq resume: state %+v", st)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	eventually(t, 15*time.Second, "the message read after resume", func() (bool, string) {
 		_, got := d.do(t, "GET", "/v1/messages/"+id, "")
-		if got["status"] == "read" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after resume the message is %v", got["status"])
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return got["status"] == "read", fmt.Sprint(got["status"])
+	})
 	if _, ready := d.do(t, "GET", "/readyz", ""); ready["circuit"].(map[string]any)["state"] != "closed" {
 		t.Errorf("/readyz after resume: %v", ready)
 	}

@@ -7,14 +7,14 @@ STATICCHECK := $(BIN)/staticcheck
 # PKGS narrows vet, staticcheck and the tests: make test PKGS=./config/...
 PKGS        ?= ./...
 
-.PHONY: build test test-faults lint vet staticcheck fmtcheck run bench bench-quick bench-go bench-ratelimit bench-scaleout
+.PHONY: build test test-faults lint vet staticcheck fmtcheck run bench bench-quick bench-deps bench-go bench-ratelimit bench-scaleout
 
 # build: compile the chatq binary into bin/chatq
 build:
 	$(GO) build -o bin/chatq ./cmd/chatq
 
 # test: vet, staticcheck, and every test with the race detector
-test: vet staticcheck
+test: vet staticcheck bench-deps
 	$(GO) test -race $(PKGS)
 
 # test-faults: the fault suite (internal/faults): real chatq processes on a
@@ -52,12 +52,25 @@ run:
 # bench: the performance figures of the README: chatq beside bare asynq on
 # a private redis-server (about ten minutes; needs redis-server).
 # BENCHFLAGS adds flags, e.g. BENCHFLAGS="--json bench.json --messages 200000"
-bench:
+bench: bench-deps
 	$(GO) run ./cmd/chatq bench $(BENCHFLAGS)
 
 # bench-quick: the same measurements, smaller, in under two minutes
-bench-quick:
+bench-quick: bench-deps
 	$(GO) run ./cmd/chatq bench --quick $(BENCHFLAGS)
+
+# bench-deps: BullMQ, which chatq bench measures beside chatq, installed from
+# the npm registry at the versions package-lock.json pins. Without npm it is
+# left out, and chatq bench says so.
+BULLMQ_DIR := internal/bench/bullmq
+bench-deps: $(BULLMQ_DIR)/node_modules/.package-lock.json
+
+$(BULLMQ_DIR)/node_modules/.package-lock.json: $(BULLMQ_DIR)/package-lock.json $(BULLMQ_DIR)/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(BULLMQ_DIR) --no-audit --no-fund; \
+	else \
+		echo "npm not found: chatq bench will leave BullMQ out"; \
+	fi
 
 # bench-go: the Go benchmarks of the hot paths (validation, status updates,
 # webhooks, limiter calls), no tests

@@ -108,6 +108,7 @@ func (p *program) bench(ctx context.Context, args []string) error {
 	quick := fs.Bool("quick", false, "smaller sizes for every size flag not given")
 	jsonPath := fs.String("json", "", "also write every figure and raw result as JSON to this file")
 	redisBin := fs.String("redis-server", "redis-server", "the redis-server binary to start")
+	fs.StringVar(&opts.BullMQDir, "bullmq-dir", opts.BullMQDir, "directory of the BullMQ comparison script, its packages installed by npm ci (make bench does)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	memProfile := fs.String("memprofile", "", "write a heap profile at the end of the run to this file")
 	logLevel := fs.String("log-level", "warn", "level of the components' logs, written to stderr")

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
 )
 
 // noopTask is the task type of the asynq baseline.
@@ -19,15 +20,25 @@ func noopPayload() []byte { return []byte(ulid.Make().String()) }
 // AsynqEnqueue measures bare asynq's enqueue rate: n tasks carrying a job
 // id, as chatq's do, enqueued one call each from goroutines goroutines. It
 // is the ceiling of every enqueue path of chatq, which writes the same
-// task plus a job record.
-func AsynqEnqueue(ctx context.Context, env *Env, n, goroutines int) (Rate, error) {
+// task plus a job record. With autopipelined, the calls go through
+// go-redis's autopipeliner, as chatq's enqueue client sends its tasks.
+func AsynqEnqueue(ctx context.Context, env *Env, n, goroutines int, autopipelined bool) (Rate, error) {
 	if err := env.flush(ctx); err != nil {
 		return Rate{}, err
 	}
 	s := newStack(env)
 	defer s.close()
-	client := asynq.NewClientFromRedisClient(s.redis(goroutines + 8))
-	defer client.Close()
+	plain := s.redis(goroutines + 8)
+	var rdb redis.UniversalClient = plain
+	how := ""
+	if autopipelined {
+		ap, err := plain.AutoPipeline()
+		if err != nil {
+			return Rate{}, fmt.Errorf("asynq enqueue: %w", err)
+		}
+		rdb, how = ap, ", autopipelined"
+	}
+	client := asynq.NewClientFromRedisClient(rdb)
 	payloads := make([][]byte, n)
 	for i := range payloads {
 		payloads[i] = noopPayload()
@@ -43,7 +54,7 @@ func AsynqEnqueue(ctx context.Context, env *Env, n, goroutines int) (Rate, error
 	if err != nil {
 		return Rate{}, err
 	}
-	env.logf("asynq enqueue: %d tasks from %d goroutines in %s: %.0f/s", n, goroutines, r.Elapsed.Round(time.Millisecond), r.PerSecond())
+	env.logf("asynq enqueue%s: %d tasks from %d goroutines in %s: %.0f/s", how, n, goroutines, r.Elapsed.Round(time.Millisecond), r.PerSecond())
 	return r, nil
 }
 

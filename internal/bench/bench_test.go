@@ -73,14 +73,38 @@ func tiny() bench.Options {
 	}
 }
 
+// withBullMQ points opts at the BullMQ script, or leaves BullMQ out where
+// its packages are not installed (make test installs them; with CI=true
+// they must be).
+func withBullMQ(tb testing.TB, opts *bench.Options) bool {
+	tb.Helper()
+	opts.BullMQDir = "bullmq"
+	err := bench.BullMQInstalled(opts.BullMQDir)
+	if err == nil {
+		return true
+	}
+	if os.Getenv("CI") == "true" {
+		tb.Fatal(err)
+	}
+	tb.Logf("BullMQ left out: %v", err)
+	for _, m := range bench.Measurements {
+		if m != bench.MeasureBullMQ {
+			opts.Only = append(opts.Only, m)
+		}
+	}
+	return false
+}
+
 func TestRunMeasuresEverything(t *testing.T) {
 	env := startEnv(t)
-	rep, err := bench.Run(context.Background(), env, tiny())
+	opts := tiny()
+	bullmq := withBullMQ(t, &opts)
+	rep, err := bench.Run(context.Background(), env, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Failures) > 0 {
-		t.Fatalf("failures: %v", rep.Failures)
+	if len(rep.Failures) > 0 || len(rep.Skipped) > 0 {
+		t.Fatalf("failures: %v; skipped: %v", rep.Failures, rep.Skipped)
 	}
 	var table bytes.Buffer
 	if err := rep.WriteTable(&table); err != nil {
@@ -89,8 +113,14 @@ func TestRunMeasuresEverything(t *testing.T) {
 	t.Logf("\n%s", table.String())
 
 	rates := []string{
-		bench.BaselineEnqueue, bench.BaselineProcess, "enqueue_send", "enqueue_batch", "enqueue_http",
-		"enqueue_http_batch", "send_rate",
+		bench.BaselineEnqueue, "asynq_enqueue_autopipelined", bench.BaselineProcess, "enqueue_send", "enqueue_batch",
+		"enqueue_http", "enqueue_http_batch", "send_rate",
+	}
+	if bullmq {
+		rates = append(rates, "bullmq_add_bulk", "bullmq_process")
+		if f := rep.Figure("enqueue_batch_vs_bullmq"); f == nil || f.Value <= 0 || f.Met == nil {
+			t.Errorf("figure enqueue_batch_vs_bullmq: %+v, want a judged ratio", f)
+		}
 	}
 	for _, name := range rates {
 		f := rep.Figure(name)
@@ -150,6 +180,28 @@ func TestRunOnlyWhatIsAsked(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"redis_bytes_per_message"}, names); diff != "" {
 		t.Errorf("figures (-want +got):\n%s", diff)
+	}
+}
+
+// Without BullMQ's packages the run goes on and names what it left out.
+func TestRunWithoutBullMQSaysSo(t *testing.T) {
+	env := startEnv(t)
+	opts := tiny()
+	opts.Only = []string{bench.MeasureBullMQ}
+	opts.BullMQDir = t.TempDir()
+	rep, err := bench.Run(context.Background(), env, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Failures) > 0 || len(rep.Skipped) != 1 || !strings.Contains(rep.Skipped[0], "npm ci --prefix "+opts.BullMQDir) {
+		t.Fatalf("failures %v, skipped %v: want bullmq skipped with the command that installs it", rep.Failures, rep.Skipped)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(table.String(), "not measured: bullmq") {
+		t.Errorf("table does not say bullmq was not measured:\n%s", table.String())
 	}
 }
 

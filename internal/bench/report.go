@@ -60,7 +60,7 @@ type Figure struct {
 	// Label says what was measured, for the table.
 	Label string  `json:"label"`
 	Value float64 `json:"value"`
-	// Unit is "msg/s", "ms", "B/msg", "MiB" or "%".
+	// Unit is "msg/s", "ms", "B/msg", "MiB", "%" or "x" (a ratio).
 	Unit string `json:"unit"`
 	// Baseline names the baseline figure the value is divided by for Ratio;
 	// empty for figures that are not rates.
@@ -104,22 +104,28 @@ type Report struct {
 	Figures  []Figure      `json:"figures"`
 	Results  Results       `json:"results"`
 	Failures []string      `json:"failures,omitempty"`
+	// Skipped names measurements that could not run here, and why.
+	Skipped []string `json:"skipped,omitempty"`
 }
 
 // Results holds each measurement's raw result; a measurement that did not
 // run is nil.
 type Results struct {
-	AsynqEnqueue     *Rate          `json:"asynq_enqueue,omitempty"`
-	AsynqProcess     *Rate          `json:"asynq_process,omitempty"`
-	EnqueueSend      *Rate          `json:"enqueue_send,omitempty"`
-	EnqueueBatch     *Rate          `json:"enqueue_batch,omitempty"`
-	EnqueueHTTP      *Rate          `json:"enqueue_http,omitempty"`
-	EnqueueHTTPBatch *Rate          `json:"enqueue_http_batch,omitempty"`
-	SendRate         *Rate          `json:"send_rate,omitempty"`
-	Stream           *StreamResult  `json:"stream,omitempty"`
-	Latency          *LatencyResult `json:"latency,omitempty"`
-	RedisMemory      *RedisMemory   `json:"redis_memory,omitempty"`
-	WorkerMemory     *WorkerMemory  `json:"worker_memory,omitempty"`
+	AsynqEnqueue *Rate `json:"asynq_enqueue,omitempty"`
+	// AsynqEnqueueAutopipelined is bare asynq through go-redis's
+	// autopipeliner, as chatq's enqueue client runs it.
+	AsynqEnqueueAutopipelined *Rate          `json:"asynq_enqueue_autopipelined,omitempty"`
+	BullMQ                    *BullMQResult  `json:"bullmq,omitempty"`
+	AsynqProcess              *Rate          `json:"asynq_process,omitempty"`
+	EnqueueSend               *Rate          `json:"enqueue_send,omitempty"`
+	EnqueueBatch              *Rate          `json:"enqueue_batch,omitempty"`
+	EnqueueHTTP               *Rate          `json:"enqueue_http,omitempty"`
+	EnqueueHTTPBatch          *Rate          `json:"enqueue_http_batch,omitempty"`
+	SendRate                  *Rate          `json:"send_rate,omitempty"`
+	Stream                    *StreamResult  `json:"stream,omitempty"`
+	Latency                   *LatencyResult `json:"latency,omitempty"`
+	RedisMemory               *RedisMemory   `json:"redis_memory,omitempty"`
+	WorkerMemory              *WorkerMemory  `json:"worker_memory,omitempty"`
 }
 
 func newMachine() Machine {
@@ -211,6 +217,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(w, "; load average %s before, %s after", m.LoadBefore, m.LoadAfter)
 	}
 	fmt.Fprintln(w)
+	for _, s := range r.Skipped {
+		fmt.Fprintf(w, "not measured: %s\n", s)
+	}
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "FAILED: %s\n", f)
 	}

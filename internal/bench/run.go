@@ -10,7 +10,9 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -22,6 +24,7 @@ import (
 const (
 	MeasureBaseline     = "baseline"
 	MeasureEnqueue      = "enqueue"
+	MeasureBullMQ       = "bullmq"
 	MeasureSend         = "send"
 	MeasureStream       = "stream"
 	MeasureLatency      = "latency"
@@ -30,7 +33,7 @@ const (
 )
 
 // Measurements lists every measurement name, in the order Run runs them.
-var Measurements = []string{MeasureBaseline, MeasureEnqueue, MeasureSend, MeasureStream, MeasureLatency, MeasureRedisMemory, MeasureWorkerMemory}
+var Measurements = []string{MeasureBaseline, MeasureEnqueue, MeasureBullMQ, MeasureSend, MeasureStream, MeasureLatency, MeasureRedisMemory, MeasureWorkerMemory}
 
 // Options choose what a run measures and how much. Zero sizes take the
 // defaults of DefaultOptions.
@@ -51,6 +54,9 @@ type Options struct {
 	// /v1/messages/batch), BatchCallers how many run at once.
 	BatchSize    int `json:"batch_size"`
 	BatchCallers int `json:"batch_callers"`
+	// BullMQDir holds the script that measures BullMQ on the same Redis
+	// and its installed packages (npm ci --prefix BullMQDir).
+	BullMQDir string `json:"bullmq_dir"`
 	// SendMessages is the size of the send-rate measurement.
 	SendMessages int `json:"send_messages"`
 	// Stream shapes the full-stream measurement.
@@ -79,6 +85,7 @@ func DefaultOptions() Options {
 		EnqueueMessages: 50_000,
 		BatchSize:       1000,
 		BatchCallers:    2,
+		BullMQDir:       filepath.Join("internal", "bench", "bullmq"),
 		SendMessages:    50_000,
 		IdleMessages:    200,
 		Backlog:         50_000,
@@ -117,6 +124,7 @@ func (o *Options) withDefaults() {
 	o.EnqueueMessages = cmpOr(o.EnqueueMessages, d.EnqueueMessages)
 	o.BatchSize = cmpOr(o.BatchSize, d.BatchSize)
 	o.BatchCallers = cmpOr(o.BatchCallers, d.BatchCallers)
+	o.BullMQDir = cmpOr(o.BullMQDir, d.BullMQDir)
 	o.SendMessages = cmpOr(o.SendMessages, d.SendMessages)
 	o.IdleMessages = cmpOr(o.IdleMessages, d.IdleMessages)
 	o.Backlog = cmpOr(o.Backlog, d.Backlog)
@@ -163,7 +171,7 @@ func (o *Options) runs(name string) bool {
 		return true
 	}
 	if name == MeasureBaseline {
-		for _, m := range []string{MeasureBaseline, MeasureEnqueue, MeasureSend, MeasureStream} {
+		for _, m := range []string{MeasureBaseline, MeasureEnqueue, MeasureBullMQ, MeasureSend, MeasureStream} {
 			if slices.Contains(o.Only, m) {
 				return true
 			}
@@ -189,6 +197,7 @@ func Run(ctx context.Context, env *Env, opts Options) (*Report, error) {
 	}{
 		{MeasureBaseline, func() error { return runBaseline(ctx, env, opts, rep) }},
 		{MeasureEnqueue, func() error { return runEnqueue(ctx, env, opts, rep) }},
+		{MeasureBullMQ, func() error { return runBullMQ(ctx, env, opts, rep) }},
 		{MeasureSend, func() error { return runSend(ctx, env, opts, rep) }},
 		{MeasureStream, func() error { return runStream(ctx, env, opts, rep) }},
 		{MeasureLatency, func() error { return runLatency(ctx, env, opts, rep) }},
@@ -241,12 +250,21 @@ func rateFigure(name, label string, r Rate, baseline string) Figure {
 }
 
 func runBaseline(ctx context.Context, env *Env, o Options, rep *Report) error {
-	enq, err := AsynqEnqueue(ctx, env, o.AsynqTasks, o.Goroutines)
+	enq, err := AsynqEnqueue(ctx, env, o.AsynqTasks, o.Goroutines, false)
 	if err != nil {
 		return err
 	}
 	rep.Results.AsynqEnqueue = &enq
 	rep.Add(rateFigure(BaselineEnqueue, fmt.Sprintf("bare asynq: enqueue, %d goroutines", o.Goroutines), enq, ""))
+	// chatq's enqueue client sends its tasks through go-redis's
+	// autopipeliner; bare asynq on the same connection shows how much of
+	// chatq's batch rate that alone explains.
+	ap, err := AsynqEnqueue(ctx, env, o.AsynqTasks, o.Goroutines, true)
+	if err != nil {
+		return err
+	}
+	rep.Results.AsynqEnqueueAutopipelined = &ap
+	rep.Add(rateFigure("asynq_enqueue_autopipelined", fmt.Sprintf("bare asynq: enqueue, %d goroutines, autopipelined connection", o.Goroutines), ap, BaselineEnqueue))
 	proc, err := AsynqProcess(ctx, env, o.AsynqTasks, o.Concurrency)
 	if err != nil {
 		return err
@@ -286,6 +304,31 @@ func runEnqueue(ctx context.Context, env *Env, o Options, rep *Report) error {
 	}
 	rep.Results.EnqueueHTTPBatch = &hb
 	rep.Add(rateFigure("enqueue_http_batch", fmt.Sprintf("enqueue: POST /v1/messages/batch of %d, %d at a time", o.BatchSize, o.BatchCallers), hb, BaselineEnqueue))
+	return nil
+}
+
+func runBullMQ(ctx context.Context, env *Env, o Options, rep *Report) error {
+	res, err := BullMQ(ctx, env, o.BullMQDir, o.EnqueueMessages, o.BatchSize, o.BatchCallers, o.Concurrency)
+	if errors.Is(err, ErrBullMQMissing) {
+		// BullMQ is a comparison, not a part of chatq: without Node.js and
+		// its packages the run goes on and says so.
+		rep.Skipped = append(rep.Skipped, fmt.Sprintf("%s: %v", MeasureBullMQ, err))
+		env.logf("%s not measured: %v", MeasureBullMQ, err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	rep.Results.BullMQ = &res
+	rep.Add(
+		rateFigure("bullmq_add_bulk", fmt.Sprintf("BullMQ %s: addBulk of %d, %d at a time", res.Version, o.BatchSize, o.BatchCallers), res.AddBulk, BaselineEnqueue),
+		rateFigure("bullmq_process", fmt.Sprintf("BullMQ %s: no-op processing, concurrency %d", res.Version, o.Concurrency), res.Process, BaselineProcess),
+	)
+	if b := rep.Results.EnqueueBatch; b != nil && res.AddBulk.PerSecond() > 0 {
+		rep.Add(Figure{Name: "enqueue_batch_vs_bullmq", Label: "enqueue: library SendBatch over BullMQ addBulk",
+			Value: b.PerSecond() / res.AddBulk.PerSecond(), Unit: "x", Target: &Target{Bound: 1},
+			Note: "the same batches; SendBatch also writes a record, a payload and index entries per message"})
+	}
 	return nil
 }
 

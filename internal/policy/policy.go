@@ -69,6 +69,7 @@ type Config struct {
 // Checker applies the conversation policy. It is safe for concurrent use.
 type Checker struct {
 	cfg Config
+	rdb redis.UniversalClient
 	// Suppressions is the suppression list.
 	Suppressions *Suppressions
 	// Windows is the recipients' window state.
@@ -93,6 +94,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Checker {
 	}
 	return &Checker{
 		cfg:          cfg,
+		rdb:          rdb,
 		Suppressions: &Suppressions{rdb: rdb},
 		Windows:      &Windows{rdb: rdb, ttl: cfg.WindowTTL},
 		Templates:    &Templates{rdb: rdb, source: cfg.Source, log: cfg.Log, now: cfg.Now},
@@ -247,20 +249,28 @@ const (
 // (as the policy sees it) gets its fallback template, or is refused
 // without one. Templates were checked at enqueue and are not again.
 func (c *Checker) Decide(ctx context.Context, destination string, freeForm, hasFallback bool) (Verdict, *Error, error) {
-	s, err := c.Suppressions.Get(ctx, destination)
+	// One round trip for both reads: this runs before every send.
+	checkWindow := freeForm && c.cfg.Window != WindowOff
+	pipe := c.rdb.Pipeline()
+	supp := queueGet(ctx, pipe, destination)
+	var win *redis.SliceCmd
+	if checkWindow {
+		win = queueWindow(ctx, pipe, destination)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return Refuse, nil, fmt.Errorf("read policy state of %s: %w", destination, err)
+	}
+	s, err := parseSuppression(Normalize(destination), supp.Val()[0])
 	if err != nil {
 		return Refuse, nil, err
 	}
 	if s != nil {
 		return Refuse, suppressedError(s), nil
 	}
-	if !freeForm || c.cfg.Window == WindowOff {
+	if !checkWindow {
 		return Send, nil, nil
 	}
-	w, err := c.Windows.Get(ctx, destination)
-	if err != nil {
-		return Refuse, nil, err
-	}
+	w := parseWindow(win)
 	now := c.cfg.Now()
 	switch {
 	case c.cfg.Window.Allows(w, now):

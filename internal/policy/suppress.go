@@ -97,14 +97,29 @@ func (l *Suppressions) GetMany(ctx context.Context, destinations []string) ([]*S
 		return nil, fmt.Errorf("read suppressions: %w", err)
 	}
 	for i, v := range vals {
-		s, ok := v.(string)
-		if !ok {
-			continue
+		if out[i], err = parseSuppression(fields[i], v); err != nil {
+			return nil, err
 		}
-		out[i] = new(Suppression)
-		if err := json.Unmarshal([]byte(s), out[i]); err != nil {
-			return nil, fmt.Errorf("read suppression of %s: %w", fields[i], err)
-		}
+	}
+	return out, nil
+}
+
+// queueGet queues the read of destination's entry on pipe; parse the
+// answer with parseSuppression.
+func queueGet(ctx context.Context, pipe redis.Pipeliner, destination string) *redis.SliceCmd {
+	return pipe.HMGet(ctx, suppressedKey, Normalize(destination))
+}
+
+// parseSuppression reads the entry of field (a normalized destination)
+// from its HMGET answer: nil when it is not suppressed.
+func parseSuppression(field string, v any) (*Suppression, error) {
+	s, ok := v.(string)
+	if !ok {
+		return nil, nil
+	}
+	out := new(Suppression)
+	if err := json.Unmarshal([]byte(s), out); err != nil {
+		return nil, fmt.Errorf("read suppression of %s: %w", field, err)
 	}
 	return out, nil
 }

@@ -119,16 +119,29 @@ func (ws *Windows) GetMany(ctx context.Context, destinations []string) ([]Window
 	pipe := ws.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(destinations))
 	for i, d := range destinations {
-		cmds[i] = pipe.HMGet(ctx, windowKey(d), "in", "cl")
+		cmds[i] = queueWindow(ctx, pipe, d)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read windows: %w", err)
 	}
 	for i, c := range cmds {
-		v := c.Val()
-		out[i] = Window{LastInbound: msTime(v[0]), ClosedAt: msTime(v[1])}
+		out[i] = parseWindow(c)
 	}
 	return out, nil
+}
+
+// queueWindow queues the read of destination's window on pipe; parse the
+// answer with parseWindow once the pipeline ran.
+func queueWindow(ctx context.Context, pipe redis.Pipeliner, destination string) *redis.SliceCmd {
+	return pipe.HMGet(ctx, windowKey(destination), "in", "cl")
+}
+
+func parseWindow(c *redis.SliceCmd) Window {
+	v := c.Val()
+	if len(v) != 2 {
+		return Window{}
+	}
+	return Window{LastInbound: msTime(v[0]), ClosedAt: msTime(v[1])}
 }
 
 func msTime(v any) time.Time {

@@ -128,14 +128,13 @@ const (
 // fields lays r out as the hash written at creation. The payload is not
 // among them: it has a key of its own (see payloadKey).
 func (r *Record) fields() []any {
-	hist, _ := json.Marshal(r.History)
 	f := []any{
 		fDest, r.Destination,
 		fType, r.Type,
 		fPriority, r.Priority,
 		fStatus, string(r.Status),
 		fAttempts, 0,
-		fHistory, hist,
+		fHistory, historyJSON(r.History),
 		fCreated, r.CreatedAt.UnixMilli(),
 		fUpdated, r.UpdatedAt.UnixMilli(),
 		fQueue, r.Queue,
@@ -164,6 +163,22 @@ func (r *Record) fields() []any {
 		f = append(f, fExpires, r.ExpiresAt.UnixMilli())
 	}
 	return f
+}
+
+// historyJSON encodes a history as json.Marshal would, entry by entry as
+// transition.lua appends them; by hand, because encoding the times through
+// reflection cost a new record more than all its other fields together.
+func historyJSON(h []HistoryEntry) []byte {
+	b := make([]byte, 0, 64*len(h)+2)
+	b = append(b, '[')
+	for i, e := range h {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, historyPrefix(e.Status, e.At, e.Note)...)
+		b = append(b, '}')
+	}
+	return append(b, ']')
 }
 
 // parseRecord builds a record from its hash.

@@ -299,7 +299,7 @@ func (h *Handler) admit(ctx context.Context, log *zap.Logger, rec *store.Record)
 		return true, h.hold(ctx, log, rec.ID, hd)
 	}
 	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
-		if _, _, err := h.store.Move(ctx, rec.ID, store.Change{Status: store.Expired, Note: "expires_at passed while it waited for its send slot"}); err != nil {
+		if _, _, err := h.store.Move(ctx, rec.ID, store.Change{Status: store.Expired, Note: "expires_at passed while it waited for its send slot", Unsent: true}); err != nil {
 			return true, fmt.Errorf("expire %s: %w", rec.ID, err)
 		}
 		log.Info("message expired before it was sent")

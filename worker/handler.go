@@ -141,7 +141,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	attempt := rec.Attempts
 	log = log.WithLazy(zap.Int("attempt", attempt))
 	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
-		if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Expired, Note: "expires_at passed before it could be sent"}); err != nil {
+		if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Expired, Note: "expires_at passed before it could be sent", Unsent: true}); err != nil {
 			return fmt.Errorf("expire %s: %w", id, err)
 		}
 		log.Info("message expired before it was sent")
@@ -213,7 +213,7 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 
 	switch chatarchitect.Class(info.Class) {
 	case chatarchitect.ClassPermanent, chatarchitect.ClassPolicy:
-		if err := h.moveDead(ctx, id, info, "refused by ChatArchitect"); err != nil {
+		if err := h.moveDead(ctx, id, store.Change{Error: &info, Note: "refused by ChatArchitect"}); err != nil {
 			return err
 		}
 		log.Warn("message refused, dead-lettered", zap.String("reason", info.Message))
@@ -244,7 +244,7 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	if retried >= maxRetry {
-		if err := h.moveDead(ctx, id, info, fmt.Sprintf("gave up after %d attempts", retried+1)); err != nil {
+		if err := h.moveDead(ctx, id, store.Change{Error: &info, Note: fmt.Sprintf("gave up after %d attempts", retried+1)}); err != nil {
 			return err
 		}
 		log.Error("retries exhausted, dead-lettered", zap.String("reason", info.Message))
@@ -267,13 +267,16 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 	return &retryError{err: fmt.Errorf("send %s: %w", id, sendErr), delay: delay}
 }
 
-func (h *Handler) moveDead(ctx context.Context, id string, info store.ErrorInfo, note string) error {
-	o, _, err := h.store.Move(ctx, id, store.Change{Status: store.Dead, Error: &info, Note: note})
+// moveDead ends a message as a dead letter with c's error and note; c.Unsent
+// says it was never sent, so that the try does not count as an attempt.
+func (h *Handler) moveDead(ctx context.Context, id string, c store.Change) error {
+	c.Status = store.Dead
+	o, _, err := h.store.Move(ctx, id, c)
 	if err != nil {
 		return fmt.Errorf("record dead letter %s: %w", id, err)
 	}
 	if o == store.Changed {
-		h.metrics.Dead(info.Class, info.Code)
+		h.metrics.Dead(c.Error.Class, c.Error.Code)
 	}
 	return nil
 }

@@ -75,16 +75,20 @@ func TestWorkerAppliesThePolicyToWaitingMessages(t *testing.T) {
 	b.worker(t, sender, worker.Config{Conversation: &worker.Conversation{Policy: checker}})
 	recs := b.waitAll(t, ids, 10*time.Second, func(r *store.Record) bool { return r.Status.Final() })
 
-	type outcome struct{ Status, Code string }
+	// Attempts count sends: a message the policy refused made none.
+	type outcome struct {
+		Status, Code string
+		Attempts     int
+	}
 	var got []outcome
 	for _, r := range recs {
-		o := outcome{Status: string(r.Status)}
+		o := outcome{Status: string(r.Status), Attempts: r.Attempts}
 		if r.Status == store.Dead {
 			o.Code = r.LastError.Class + "/" + r.LastError.Code
 		}
 		got = append(got, o)
 	}
-	want := []outcome{{"dead", "policy/suppressed"}, {"dead", "policy/window_closed"}, {"submitted", ""}, {"submitted", ""}, {"submitted", ""}}
+	want := []outcome{{"dead", "policy/suppressed", 0}, {"dead", "policy/window_closed", 0}, {"submitted", "", 1}, {"submitted", "", 1}, {"submitted", "", 1}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("outcomes (-want +got):\n%s", diff)
 	}

@@ -143,7 +143,7 @@ func (p *program) bench(ctx context.Context, args []string) error {
 	}
 	defer func() { _ = log.Sync() }()
 
-	redis, err := bench.StartRedis(ctx, *redisBin)
+	redis, err := bench.StartRedis(*redisBin)
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}

@@ -49,7 +49,24 @@ func newLogger(cfg config.Config) (*zap.Logger, error) {
 	}
 	zc.Level = zap.NewAtomicLevelAt(level)
 	zc.Sampling = nil
-	return zc.Build()
+	log, err := zc.Build()
+	if err != nil {
+		return nil, err
+	}
+	// go-redis logs through a process-wide logger of its own, in plain
+	// text on stderr; its lines (a Sentinel failover, a failed dial) go to
+	// chatq's log instead.
+	redis.SetLogger(redisLogger{log.Named("redis")})
+	return log, nil
+}
+
+// redisLogger is go-redis's logger, writing to a zap logger. go-redis
+// logs only what goes wrong or changes (dial failures, bad connections, a
+// new master), so its lines are warnings.
+type redisLogger struct{ log *zap.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...))
 }
 
 // connect loads the configuration, requiring a Redis setting and needs,

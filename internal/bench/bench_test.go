@@ -28,7 +28,7 @@ func startEnv(tb testing.TB) *bench.Env {
 		}
 		tb.Skip("redis-server is not installed")
 	}
-	r, err := bench.StartRedis(context.Background(), "")
+	r, err := bench.StartRedis("")
 	if err != nil {
 		tb.Fatal(err)
 	}

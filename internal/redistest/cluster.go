@@ -3,7 +3,6 @@ package redistest
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatq/chatq/internal/redisproc"
 )
 
 // clusterReadyTimeout bounds how long a new cluster may take to agree on
@@ -22,7 +23,7 @@ const clusterReadyTimeout = 30 * time.Second
 // Cluster is a Redis Cluster of private redis-server processes on loopback
 // ports: masters only, no replicas.
 type Cluster struct {
-	nodes []*process
+	nodes []*redisproc.Process
 }
 
 // StartCluster starts masters redis-server processes in cluster mode, joins
@@ -38,7 +39,7 @@ func StartCluster(tb testing.TB, masters int) *Cluster {
 	c := &Cluster{}
 	for range masters {
 		dir := tb.TempDir()
-		p, err := start(&process{bin: server, dir: dir, clusterBus: true, extra: []string{
+		p, err := redisproc.Start(redisproc.Config{Bin: server, Dir: dir, ClusterBus: true, Extra: []string{
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
 			// A node is failed after 2s of silence, not the default 15s.
@@ -50,9 +51,9 @@ func StartCluster(tb testing.TB, masters int) *Cluster {
 		c.nodes = append(c.nodes, p)
 		tb.Cleanup(func() {
 			if tb.Failed() {
-				tb.Logf("redistest: log of cluster node %s:\n%s", p.addr(), p.log.tail())
+				tb.Logf("redistest: log of cluster node %s:\n%s", p.Addr(), p.Log())
 			}
-			p.kill()
+			p.Kill()
 		})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), clusterReadyTimeout)
@@ -73,14 +74,14 @@ func StartCluster(tb testing.TB, masters int) *Cluster {
 func (c *Cluster) waitReady(ctx context.Context) error {
 	want := "cluster_known_nodes:" + strconv.Itoa(len(c.nodes))
 	for _, p := range c.nodes {
-		rdb := redis.NewClient(&redis.Options{Addr: p.addr(), DialTimeout: time.Second})
+		rdb := redis.NewClient(&redis.Options{Addr: p.Addr(), DialTimeout: time.Second})
 		err := poll(ctx, func() error {
 			info, err := rdb.ClusterInfo(ctx).Result()
 			if err != nil {
 				return err
 			}
 			if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, want) {
-				return fmt.Errorf("node %s not ready:\n%s", p.addr(), info)
+				return fmt.Errorf("node %s not ready:\n%s", p.Addr(), info)
 			}
 			return nil
 		})
@@ -97,7 +98,7 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 func (c *Cluster) Addrs() []string {
 	out := make([]string, len(c.nodes))
 	for i, p := range c.nodes {
-		out[i] = p.addr()
+		out[i] = p.Addr()
 	}
 	return out
 }
@@ -141,25 +142,4 @@ func poll(ctx context.Context, check func() error) error {
 		case <-tick.C:
 		}
 	}
-}
-
-// freeClusterPort finds a free port whose cluster bus port, 10000 above
-// it, is free too: redis-server before 7.0 cannot be given another.
-func freeClusterPort() (int, error) {
-	for range 100 {
-		port, err := freePort()
-		if err != nil {
-			return 0, err
-		}
-		if port+10000 > 65535 {
-			continue
-		}
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+10000)))
-		if err != nil {
-			continue
-		}
-		_ = l.Close()
-		return port, nil
-	}
-	return 0, fmt.Errorf("find a free port with a free cluster bus port: none in 100 tries")
 }

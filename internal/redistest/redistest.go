@@ -17,17 +17,16 @@ package redistest
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatq/chatq/internal/redisproc"
 )
 
 // EnvURL names the environment variable that points the tests at an
@@ -56,7 +55,7 @@ type Server struct {
 	// Exactly one of these is set, depending on where the server came from.
 	external bool
 	mini     *miniredis.Miniredis
-	proc     *process
+	proc     *redisproc.Process
 }
 
 // Start returns a Redis for tb, chosen as the package comment describes, and
@@ -128,17 +127,17 @@ func startPrivate(tb testing.TB, o Options, bin string) *Server {
 	// TempDir is created before the process so that its removal, a cleanup
 	// registered earlier, runs after the process is killed.
 	dir := tb.TempDir()
-	p, err := startProcess(bin, dir, o.AOF)
+	p, err := redisproc.Start(redisproc.Config{Bin: bin, Dir: dir, AOF: o.AOF})
 	if err != nil {
 		tb.Fatalf("redistest: %v", err)
 	}
 	tb.Cleanup(func() {
 		if tb.Failed() {
-			tb.Logf("redistest: log of redis-server on %s:\n%s", p.addr(), p.log.tail())
+			tb.Logf("redistest: log of redis-server on %s:\n%s", p.Addr(), p.Log())
 		}
-		p.kill()
+		p.Kill()
 	})
-	addr := p.addr()
+	addr := p.Addr()
 	return &Server{
 		addr:  addr,
 		url:   "redis://" + addr + "/0",
@@ -188,7 +187,7 @@ func (s *Server) clientOptions() *redis.Options {
 func (s *Server) Stop(tb testing.TB) {
 	tb.Helper()
 	s.mustBePrivate(tb, "Stop")
-	if err := s.proc.crash(); err != nil {
+	if err := s.proc.Crash(); err != nil {
 		tb.Fatalf("redistest: stop: %v", err)
 	}
 }
@@ -199,8 +198,8 @@ func (s *Server) Stop(tb testing.TB) {
 func (s *Server) Restart(tb testing.TB) {
 	tb.Helper()
 	s.mustBePrivate(tb, "Restart")
-	if err := s.proc.restart(); err != nil {
-		tb.Fatalf("redistest: restart: %v\nlog of redis-server:\n%s", err, s.proc.log.tail())
+	if err := s.proc.Restart(); err != nil {
+		tb.Fatalf("redistest: restart: %v\nlog of redis-server:\n%s", err, s.proc.Log())
 	}
 }
 
@@ -212,20 +211,4 @@ func (s *Server) mustBePrivate(tb testing.TB, op string) {
 	case s.mini != nil:
 		tb.Fatalf("redistest: %s needs a private redis-server, but this is miniredis (check CanRestart first)", op)
 	}
-}
-
-// freePort asks the kernel for a free loopback port. Another process may
-// take it before redis-server binds it; startProcess retries when that
-// happens.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	_, port, err := net.SplitHostPort(l.Addr().String())
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	return strconv.Atoi(port)
 }

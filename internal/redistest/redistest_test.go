@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatq/chatq/internal/redisproc"
 )
 
 func TestStartAnswers(t *testing.T) {
@@ -53,7 +55,7 @@ func TestStopMakesUnreachable(t *testing.T) {
 	mustSetGet(t, c, "k", "v")
 
 	s.Stop(t)
-	if err := ping(s.Addr()); err == nil {
+	if err := redisproc.Ping(s.Addr()); err == nil {
 		t.Fatal("PING answered after Stop")
 	}
 }

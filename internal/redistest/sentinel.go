@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatq/chatq/internal/redisproc"
 )
 
 // SentinelMaster is the name under which a Sentinel setup's sentinels
@@ -33,8 +35,8 @@ const sentinelReadyTimeout = 30 * time.Second
 // two replicas, the new master still has one for WAIT to count.
 type Sentinel struct {
 	// data holds the master and the replicas, whichever is which now.
-	data      []*process
-	sentinels []*process
+	data      []*redisproc.Process
+	sentinels []*redisproc.Process
 }
 
 // StartSentinel starts the master, its replicas and the three sentinels,
@@ -46,26 +48,26 @@ func StartSentinel(tb testing.TB) *Sentinel {
 	tb.Helper()
 	bin := requireBinary(tb, "redis-server")
 	s := &Sentinel{}
-	track := func(what string, p *process) {
+	track := func(what string, p *redisproc.Process) {
 		tb.Cleanup(func() {
 			if tb.Failed() {
-				tb.Logf("redistest: log of %s on %s:\n%s", what, p.addr(), p.log.tail())
+				tb.Logf("redistest: log of %s on %s:\n%s", what, p.Addr(), p.Log())
 			}
-			p.kill()
+			p.Kill()
 		})
 	}
 	// Diskless replication without its default 5s wait for more replicas:
 	// a restarted node resyncs at once.
 	quick := []string{"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"}
-	master, err := start(&process{bin: bin, dir: tb.TempDir(), extra: quick})
+	master, err := redisproc.Start(redisproc.Config{Bin: bin, Dir: tb.TempDir(), Extra: quick})
 	if err != nil {
 		tb.Fatalf("redistest: sentinel master: %v", err)
 	}
 	track("master", master)
-	s.data = []*process{master}
+	s.data = []*redisproc.Process{master}
 	for range 2 {
-		replica, err := start(&process{bin: bin, dir: tb.TempDir(),
-			extra: append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(master.port)}, quick...)})
+		replica, err := redisproc.Start(redisproc.Config{Bin: bin, Dir: tb.TempDir(),
+			Extra: append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(master.Port())}, quick...)})
 		if err != nil {
 			tb.Fatalf("redistest: sentinel replica: %v", err)
 		}
@@ -78,8 +80,8 @@ func StartSentinel(tb testing.TB) *Sentinel {
 	// Sentinels learn of replicas from the master's INFO, which they read
 	// at once and then every 10s: the replicas must be there first.
 	for _, r := range s.data[1:] {
-		if err := waitInSync(ctx, r.addr()); err != nil {
-			tb.Fatalf("redistest: replica %s: %v", r.addr(), err)
+		if err := waitInSync(ctx, r.Addr()); err != nil {
+			tb.Fatalf("redistest: replica %s: %v", r.Addr(), err)
 		}
 	}
 	for range 3 {
@@ -91,11 +93,11 @@ func StartSentinel(tb testing.TB) *Sentinel {
 			// fail over a second time.
 			"sentinel down-after-milliseconds %[1]s 2000\n"+
 			"sentinel failover-timeout %[1]s 5000\n"+
-			"sentinel parallel-syncs %[1]s 1\n", SentinelMaster, master.port)
+			"sentinel parallel-syncs %[1]s 1\n", SentinelMaster, master.Port())
 		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 			tb.Fatalf("redistest: %v", err)
 		}
-		p, err := start(&process{bin: bin, dir: dir, conf: conf, extra: []string{"--sentinel"}})
+		p, err := redisproc.Start(redisproc.Config{Bin: bin, Dir: dir, Conf: conf, Extra: []string{"--sentinel"}})
 		if err != nil {
 			tb.Fatalf("redistest: sentinel: %v", err)
 		}
@@ -103,8 +105,8 @@ func StartSentinel(tb testing.TB) *Sentinel {
 		s.sentinels = append(s.sentinels, p)
 	}
 	for _, p := range s.sentinels {
-		if err := waitSentinelReady(ctx, p.addr(), len(s.data)-1, len(s.sentinels)-1); err != nil {
-			tb.Fatalf("redistest: sentinel %s: %v", p.addr(), err)
+		if err := waitSentinelReady(ctx, p.Addr(), len(s.data)-1, len(s.sentinels)-1); err != nil {
+			tb.Fatalf("redistest: sentinel %s: %v", p.Addr(), err)
 		}
 	}
 	return s
@@ -149,7 +151,7 @@ func waitSentinelReady(ctx context.Context, addr string, replicas, others int) e
 func (s *Sentinel) SentinelAddrs() []string {
 	out := make([]string, len(s.sentinels))
 	for i, p := range s.sentinels {
-		out[i] = p.addr()
+		out[i] = p.Addr()
 	}
 	return out
 }
@@ -159,7 +161,7 @@ func (s *Sentinel) SentinelAddrs() []string {
 func (s *Sentinel) DataAddrs() []string {
 	out := make([]string, len(s.data))
 	for i, p := range s.data {
-		out[i] = p.addr()
+		out[i] = p.Addr()
 	}
 	return out
 }
@@ -180,7 +182,7 @@ func (s *Sentinel) Client(tb testing.TB) *redis.Client {
 func (s *Sentinel) MasterAddr(ctx context.Context) (string, error) {
 	var last error
 	for _, p := range s.sentinels {
-		sc := redis.NewSentinelClient(&redis.Options{Addr: p.addr(), DialTimeout: time.Second})
+		sc := redis.NewSentinelClient(&redis.Options{Addr: p.Addr(), DialTimeout: time.Second})
 		hp, err := sc.GetMasterAddrByName(ctx, SentinelMaster).Result()
 		_ = sc.Close()
 		if err == nil && len(hp) == 2 {
@@ -202,7 +204,7 @@ func (s *Sentinel) KillMaster(tb testing.TB) string {
 		tb.Fatalf("redistest: %v", err)
 	}
 	p := s.node(tb, addr)
-	if err := p.crash(); err != nil {
+	if err := p.Crash(); err != nil {
 		tb.Fatalf("redistest: kill master: %v", err)
 	}
 	return addr
@@ -217,7 +219,7 @@ func (s *Sentinel) WaitFailover(tb testing.TB, old string, timeout time.Duration
 	var addr string
 	err := poll(ctx, func() error {
 		for _, p := range s.sentinels {
-			sc := redis.NewSentinelClient(&redis.Options{Addr: p.addr(), DialTimeout: time.Second})
+			sc := redis.NewSentinelClient(&redis.Options{Addr: p.Addr(), DialTimeout: time.Second})
 			hp, err := sc.GetMasterAddrByName(ctx, SentinelMaster).Result()
 			_ = sc.Close()
 			if err != nil {
@@ -225,7 +227,7 @@ func (s *Sentinel) WaitFailover(tb testing.TB, old string, timeout time.Duration
 			}
 			addr = net.JoinHostPort(hp[0], hp[1])
 			if addr == old {
-				return fmt.Errorf("sentinel %s still names %s", p.addr(), old)
+				return fmt.Errorf("sentinel %s still names %s", p.Addr(), old)
 			}
 		}
 		rdb := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second})
@@ -245,10 +247,10 @@ func (s *Sentinel) WaitFailover(tb testing.TB, old string, timeout time.Duration
 	return addr
 }
 
-func (s *Sentinel) node(tb testing.TB, addr string) *process {
+func (s *Sentinel) node(tb testing.TB, addr string) *redisproc.Process {
 	tb.Helper()
 	for _, p := range s.data {
-		if p.addr() == addr {
+		if p.Addr() == addr {
 			return p
 		}
 	}

@@ -139,14 +139,16 @@ func jsonType(kind string) string {
 	return "number"
 }
 
-func checkChannel(channel string) error {
+// checkAccount checks the channel and destination that every request
+// names.
+func checkAccount(channel, destination string) error {
 	if channel == "" {
 		return &enqueue.ValidationError{Field: "channel", Reason: "is required"}
 	}
 	if channel != enqueue.ChannelWhatsApp {
 		return &enqueue.ValidationError{Field: "channel", Reason: fmt.Sprintf("must be %q, not %q", enqueue.ChannelWhatsApp, channel)}
 	}
-	return nil
+	return enqueue.ValidateDestination("destination", destination)
 }
 
 // pause waits d, unless ctx ends or the server closes first; it reports
@@ -210,11 +212,7 @@ func (s *Server) handleRegisterWebhook(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, err)
 		return
 	}
-	if err := checkChannel(req.Channel); err != nil {
-		s.refuse(w, err)
-		return
-	}
-	if err := enqueue.ValidateDestination("destination", req.Destination); err != nil {
+	if err := checkAccount(req.Channel, req.Destination); err != nil {
 		s.refuse(w, err)
 		return
 	}
@@ -255,11 +253,7 @@ func (s *Server) handleGetTemplates(w http.ResponseWriter, r *http.Request) {
 			s.refuse(w, err)
 			return
 		}
-		if err := checkChannel(req.Channel); err != nil {
-			s.refuse(w, err)
-			return
-		}
-		if err := enqueue.ValidateDestination("destination", req.Destination); err != nil {
+		if err := checkAccount(req.Channel, req.Destination); err != nil {
 			s.refuse(w, err)
 			return
 		}
@@ -288,11 +282,7 @@ func (s *Server) handleSubmitTemplate(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, err)
 		return
 	}
-	if err := checkChannel(req.Channel); err != nil {
-		s.refuse(w, err)
-		return
-	}
-	if err := enqueue.ValidateDestination("destination", req.Destination); err != nil {
+	if err := checkAccount(req.Channel, req.Destination); err != nil {
 		s.refuse(w, err)
 		return
 	}
@@ -381,10 +371,7 @@ func (s *Server) parseSend(w http.ResponseWriter, r *http.Request, now time.Time
 	if err := readJSON(w, r, &req, false); err != nil {
 		return send{}, err
 	}
-	if err := checkChannel(req.Channel); err != nil {
-		return send{}, err
-	}
-	if err := enqueue.ValidateDestination("destination", req.Destination); err != nil {
+	if err := checkAccount(req.Channel, req.Destination); err != nil {
 		return send{}, err
 	}
 	if len(req.Payload) == 0 || string(req.Payload) == "null" {

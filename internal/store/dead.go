@@ -24,13 +24,17 @@ func (s *Store) die(ctx context.Context, id string, c Change) (Outcome, Status, 
 		at = time.Now()
 		c.At = at
 	}
+	op := "final"
+	if c.Unsent {
+		op = "withdraw"
+	}
 	var cmd *redis.Cmd
 	// The index write rides in the same round trip. Its failure alone is
 	// not reported: the record is dead, and a caller told otherwise would
 	// try again and find a dead record, which only an operator's retry
 	// revives.
 	_ = s.exec(ctx, func(pipe redis.Pipeliner) {
-		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), s.transitionArgs("final", c)...)
+		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), s.transitionArgs(op, c)...)
 		pipe.ZAddNX(ctx, deadKey, redis.Z{Score: float64(at.UnixMilli()), Member: id})
 	})
 	o, st, _, err := s.outcome(ctx, id, cmd, "move "+id)

@@ -427,9 +427,10 @@ type Change struct {
 	ProviderID, WhatsAppID string
 	// Dedupe, if set, makes a second change with the same value a no-op.
 	Dedupe string
-	// Unsent marks a move back to chatq's own phase of a message that was
-	// taken up (Begin) but never sent, held back by flow control: it does
-	// not count as an attempt.
+	// Unsent marks a change of a message that was taken up (Begin) but
+	// never sent: held back by flow control, refused by the conversation
+	// policy or expired before its send slot. It does not count as an
+	// attempt.
 	Unsent bool
 }
 
@@ -539,6 +540,9 @@ func (s *Store) Move(ctx context.Context, id string, c Change) (Outcome, Status,
 		return s.die(ctx, id, c) // dead.go: also a dead letter
 	case Expired:
 		op = "final"
+		if c.Unsent {
+			op = "withdraw"
+		}
 	case Queued, Retrying, Scheduled, Sending:
 		if c.Unsent {
 			op = "hold"

@@ -227,3 +227,36 @@ func TestAHoldBeforeTheSendIsNoAttempt(t *testing.T) {
 		t.Errorf("attempts %d after three holds and two sends, want 2", r.Attempts)
 	}
 }
+
+// A message taken up and ended without a send (refused by the policy,
+// expired before its slot) made no attempt; one that ends after a send
+// did.
+func TestAnEndBeforeTheSendIsNoAttempt(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, create := setup(t)
+	for _, tt := range []struct {
+		id     string
+		change store.Change
+		want   int
+	}{
+		{"refused", store.Change{Status: store.Dead, Error: &store.ErrorInfo{Class: "policy", Code: "suppressed"}, Unsent: true}, 0},
+		{"expired", store.Change{Status: store.Expired, Unsent: true}, 0},
+		{"gave-up", store.Change{Status: store.Dead, Error: &store.ErrorInfo{Class: "retryable", Code: "http_500"}}, 1},
+	} {
+		create(tt.id)
+		if _, o, err := st.Begin(ctx, tt.id, t0); err != nil || o != store.Changed {
+			t.Fatalf("%s: begin: %v %v", tt.id, o, err)
+		}
+		if o, _, err := st.Move(ctx, tt.id, tt.change); err != nil || o != store.Changed {
+			t.Fatalf("%s: move to %s: %v %v", tt.id, tt.change.Status, o, err)
+		}
+		r, err := st.Get(ctx, tt.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != tt.change.Status || r.Attempts != tt.want {
+			t.Errorf("%s: %s after %d attempts, want %s after %d", tt.id, r.Status, r.Attempts, tt.change.Status, tt.want)
+		}
+	}
+}

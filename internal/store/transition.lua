@@ -3,7 +3,7 @@
 -- KEYS[1]  the record hash
 -- KEYS[2]  the record's list of pending callback notices (same hash tag)
 -- KEYS[3]  the record's payload (same hash tag), which begin returns
--- ARGV[1]  op: begin | own | hold | final | submit | event | cancel | requeue | note
+-- ARGV[1]  op: begin | own | hold | final | withdraw | submit | event | cancel | requeue | note
 -- ARGV[2]  the new status
 -- ARGV[3]  now, unix milliseconds
 -- ARGV[4]  the history entry, JSON without its closing brace
@@ -59,8 +59,9 @@ local function change()
   redis.call('HSET', key, 's', new, 'u', now)
   if err ~= '' then redis.call('HSET', key, 'e', err) end
   if op == 'begin' then redis.call('HINCRBY', key, 'a', 1) end
-  -- A hold hands back a message taken up but never sent: no attempt.
-  if op == 'hold' then redis.call('HINCRBY', key, 'a', -1) end
+  -- A hold hands back a message taken up but never sent, and a withdraw
+  -- ends one (refused by the policy, expired before its slot): no attempt.
+  if op == 'hold' or op == 'withdraw' then redis.call('HINCRBY', key, 'a', -1) end
   append(entry .. '}')
   cur = new
   return 'ok'
@@ -73,7 +74,7 @@ local function keep(note)
 end
 
 local outcome
-if op == 'begin' or op == 'own' or op == 'hold' or op == 'final' or op == 'submit' then
+if op == 'begin' or op == 'own' or op == 'hold' or op == 'final' or op == 'withdraw' or op == 'submit' then
   if phase1[cur] then
     outcome = change()
   elseif op == 'submit' and rank[cur] then

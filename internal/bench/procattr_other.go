@@ -1,8 +1,0 @@
-//go:build !linux
-
-package bench
-
-import "syscall"
-
-// sysProcAttr returns nil: only Linux can tie the child's life to ours.
-func sysProcAttr() *syscall.SysProcAttr { return nil }

@@ -118,7 +118,9 @@ func NewClient(rdb redis.UniversalClient, cfg Config) *Client {
 // Redis CPU a task costs. A lone call still goes out at once. A pipeline cut
 // short by a broken connection may be sent again; every task chatq writes
 // has its own id, so a repeated enqueue is refused as a conflict, which
-// enqueue treats as done. Any other client is used as it is.
+// enqueue treats as done, and one that comes after the task ran finds its
+// record no longer waiting, so the worker sends nothing. Any other client
+// is used as it is.
 func taskRedis(rdb redis.UniversalClient) redis.UniversalClient {
 	var ap *redis.AutoPipeliner
 	var err error

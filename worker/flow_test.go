@@ -15,6 +15,7 @@ import (
 
 	"github.com/chatq/chatq/api"
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/sandbox"
 	"github.com/chatq/chatq/internal/store"
@@ -229,13 +230,7 @@ func TestCircuitBreakerStopsEveryWorkerAndResumesAfterAProbe(t *testing.T) {
 		msgs[i] = text(fmt.Sprintf("4473%07d9", i), "circuit")
 	}
 	ids := b.sendAll(t, b.client, msgs)
-	deadline := time.Now().Add(10 * time.Second)
-	for b.sandbox.Stats().Accepted < 20 {
-		if time.Now().After(deadline) {
-			t.Fatal("sending never got going")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, "sending gets going", func() (bool, string) { return b.sandbox.Stats().Accepted >= 20, "" })
 
 	sandboxDo(t, b.sandbox, http.MethodPut, "/sandbox/config", `{"auth_failure":true}`)
 	requests := func() int64 { return b.sandbox.Stats().Requests }
@@ -317,13 +312,7 @@ func TestTransactionalMessagesAreNotStarvedByABulkBacklog(t *testing.T) {
 		msgs[i] = text(fmt.Sprintf("4475%07d9", i), "bulk")
 	}
 	b.sendAll(t, b.client, msgs)
-	deadline := time.Now().Add(10 * time.Second)
-	for b.sandbox.Stats().Accepted < 2*rate {
-		if time.Now().After(deadline) {
-			t.Fatal("the backlog never got going")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, "the backlog gets going", func() (bool, string) { return b.sandbox.Stats().Accepted >= 2*rate, "" })
 	bound := time.Duration(concurrency)*time.Second/rate + time.Second
 	var worst time.Duration
 	for i := range 5 {
@@ -334,12 +323,9 @@ func TestTransactionalMessagesAreNotStarvedByABulkBacklog(t *testing.T) {
 		if _, err := b.client.Send(context.Background(), m); err != nil {
 			t.Fatal(err)
 		}
-		for len(acceptedAt(t, b.sandbox, dest)) == 0 {
-			if time.Since(start) > 10*time.Second {
-				t.Fatalf("transactional message %d not sent after 10s", i)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		poll.Until(t, 10*time.Second, fmt.Sprintf("transactional message %d is sent", i), func() (bool, string) {
+			return len(acceptedAt(t, b.sandbox, dest)) > 0, ""
+		})
 		worst = max(worst, time.Since(start))
 	}
 	st := b.sandbox.Stats()

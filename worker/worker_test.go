@@ -15,6 +15,7 @@ import (
 	"github.com/chatq/chatq/api"
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/redistest"
 	"github.com/chatq/chatq/internal/sandbox"
 	"github.com/chatq/chatq/internal/store"
@@ -81,10 +82,10 @@ func text(dest, body string) *enqueue.Message {
 // waitAll polls until every record satisfies done, or fails the test.
 func (b *bundle) waitAll(tb testing.TB, ids []string, timeout time.Duration, done func(*store.Record) bool) []*store.Record {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		recs, err := b.store.GetMany(context.Background(), ids)
-		if err != nil {
+	var recs []*store.Record
+	poll.Until(tb, timeout, "every message done", func() (bool, string) {
+		var err error
+		if recs, err = b.store.GetMany(context.Background(), ids); err != nil {
 			tb.Fatal(err)
 		}
 		pending := 0
@@ -95,15 +96,10 @@ func (b *bundle) waitAll(tb testing.TB, ids []string, timeout time.Duration, don
 				example = r
 			}
 		}
-		if pending == 0 {
-			return recs
-		}
-		if time.Now().After(deadline) {
-			b, _ := json.Marshal(example)
-			tb.Fatalf("%d of %d messages not done after %s; one of them: %s", pending, len(ids), timeout, b)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		one, _ := json.Marshal(example)
+		return pending == 0, fmt.Sprintf("%d of %d not done; one of them: %s", pending, len(ids), one)
+	})
+	return recs
 }
 
 // slowSender delays the recording of every acceptance, so that the
@@ -194,13 +190,7 @@ func TestHardStopMidRunLosesNothing(t *testing.T) {
 	// The first worker is stopped with sends on the wire and no time to
 	// finish them: asynq hands their tasks back unacknowledged.
 	first := b.worker(t, b.ca, worker.Config{Concurrency: concurrency, ShutdownTimeout: time.Millisecond})
-	deadline := time.Now().Add(30 * time.Second)
-	for b.sandbox.Stats().Accepted < n/3 {
-		if time.Now().After(deadline) {
-			t.Fatal("the first worker never got going")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 30*time.Second, "the first worker gets going", func() (bool, string) { return b.sandbox.Stats().Accepted >= n/3, "" })
 	first.Shutdown()
 	acceptedAtStop := b.sandbox.Stats().Accepted
 

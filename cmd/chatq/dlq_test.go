@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/redistest"
 )
 
@@ -79,13 +80,13 @@ func TestDLQRetryAfterOutage(t *testing.T) {
 		ids[rec["id"].(string)] = dest
 	}
 	// The campaign's own listing says when they are all dead.
-	eventually(t, 30*time.Second, "every message of the outage dead", func() (bool, string) {
+	poll.Until(t, 30*time.Second, "every message of the outage dead", func() (bool, string) {
 		_, page := d.do(t, "GET", "/v1/messages?batch_id=outage&status=dead", "")
 		list, _ := page["messages"].([]any)
 		return len(list) == n, fmt.Sprint(page)
 	})
 	// The dead-letter index is written a moment after the status.
-	eventually(t, 5*time.Second, "every message of the outage a dead letter", func() (bool, string) {
+	poll.Until(t, 5*time.Second, "every message of the outage a dead letter", func() (bool, string) {
 		_, page := d.do(t, "GET", "/v1/dead-letters?batch_id=outage&class=retryable&code=http_500", "")
 		list, _ := page["dead_letters"].([]any)
 		return len(list) == n, fmt.Sprint(page)
@@ -122,7 +123,7 @@ func TestDLQRetryAfterOutage(t *testing.T) {
 		t.Fatalf("dlq retry: %v\n%s", err, out)
 	}
 	for id, dest := range ids {
-		eventually(t, 30*time.Second, id+" read", func() (bool, string) {
+		poll.Until(t, 30*time.Second, id+" read", func() (bool, string) {
 			_, rec := d.do(t, "GET", "/v1/messages/"+id, "")
 			return rec["status"] == "read", fmt.Sprint(rec["status"], rec["history"])
 		})

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/redistest"
 )
 
@@ -164,7 +165,7 @@ func TestDevEndToEnd(t *testing.T) {
 
 			for id, e := range want {
 				var rec map[string]any
-				eventually(t, 40*time.Second, "final status of "+id, func() (bool, string) {
+				poll.Until(t, 40*time.Second, "final status of "+id, func() (bool, string) {
 					_, rec = d.do(t, "GET", "/v1/messages/"+id, "")
 					return rec["status"] == e.status, fmt.Sprintf("%v to %v is %v, want %s", rec["type"], rec["destination"], rec["status"], e.status)
 				})

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/redistest"
 )
@@ -55,7 +56,7 @@ func TestPauseHoldsEverySendUntilResume(t *testing.T) {
 	if st := command("resume"); st.IsOpen() {
 		t.Fatalf("chatq resume: state %+v", st)
 	}
-	eventually(t, 15*time.Second, "the message read after resume", func() (bool, string) {
+	poll.Until(t, 15*time.Second, "the message read after resume", func() (bool, string) {
 		_, got := d.do(t, "GET", "/v1/messages/"+id, "")
 		return got["status"] == "read", fmt.Sprint(got["status"])
 	})

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/redistest"
 	"github.com/chatq/chatq/internal/sandbox"
 )
@@ -99,7 +100,7 @@ func TestMetricsAddUp(t *testing.T) {
 
 	final := map[string]bool{"read": true, "dead": true, "scheduled": true}
 	for _, id := range ids {
-		eventually(t, 30*time.Second, id+" settled", func() (bool, string) {
+		poll.Until(t, 30*time.Second, id+" settled", func() (bool, string) {
 			_, rec := d.do(t, "GET", "/v1/messages/"+id, "")
 			s, _ := rec["status"].(string)
 			return final[s], s
@@ -109,7 +110,7 @@ func TestMetricsAddUp(t *testing.T) {
 	// A status is stored a moment before it is counted: scrape until the
 	// last counts are in.
 	var m map[string]*dto.MetricFamily
-	eventually(t, 5*time.Second, "enqueued = sent + dead + pending", func() (bool, string) {
+	poll.Until(t, 5*time.Second, "enqueued = sent + dead + pending", func() (bool, string) {
 		m = scrape(t, d.api+"/metrics")
 		enqueued := sum(m, "chatq_messages_enqueued_total", nil)
 		sent := sum(m, "chatq_messages_sent_total", nil)
@@ -196,11 +197,11 @@ func TestWorkerServesItsMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "the message submitted", func() (bool, string) {
+	poll.Until(t, 20*time.Second, "the message submitted", func() (bool, string) {
 		r, err := client.Get(context.Background(), rec.ID)
 		return err == nil && r.Status == "submitted", fmt.Sprint(r, err)
 	})
-	eventually(t, 5*time.Second, "the send counted", func() (bool, string) {
+	poll.Until(t, 5*time.Second, "the send counted", func() (bool, string) {
 		m := scrape(t, addrs["metrics"]+"/metrics")
 		return sum(m, "chatq_messages_sent_total", nil) == 1, fmt.Sprint(sum(m, "chatq_messages_sent_total", nil))
 	})
@@ -256,7 +257,7 @@ func TestDashboard(t *testing.T) {
 				t.Fatalf("POST: %d %v", code, rec)
 			}
 			id := rec["id"].(string)
-			eventually(t, 20*time.Second, "dead", func() (bool, string) {
+			poll.Until(t, 20*time.Second, "dead", func() (bool, string) {
 				_, rec := d.do(t, "GET", "/v1/messages/"+id, "")
 				return rec["status"] == "dead", fmt.Sprint(rec["status"])
 			})
@@ -281,7 +282,7 @@ func TestDashboard(t *testing.T) {
 			}
 			// The 0002 number is refused again: the record went back to
 			// queued, was sent, and died again, its history saying so.
-			eventually(t, 20*time.Second, "a second attempt", func() (bool, string) {
+			poll.Until(t, 20*time.Second, "a second attempt", func() (bool, string) {
 				_, rec := d.do(t, "GET", "/v1/messages/"+id, "")
 				return rec["status"] == "dead" && rec["attempts"] == 2.0, fmt.Sprint(rec["status"], rec["attempts"])
 			})
@@ -289,7 +290,7 @@ func TestDashboard(t *testing.T) {
 			if h := fmt.Sprint(rec["history"]); !strings.Contains(h, "run again from the dead-letter queue") {
 				t.Errorf("history %s does not note the run", h)
 			}
-			eventually(t, 5*time.Second, "a dead letter again", func() (bool, string) {
+			poll.Until(t, 5*time.Second, "a dead letter again", func() (bool, string) {
 				_, page := d.do(t, "GET", "/v1/dead-letters", "")
 				list, _ := page["dead_letters"].([]any)
 				return len(list) == 1, fmt.Sprint(page)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/policy"
+	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/redistest"
 )
 
@@ -93,22 +94,6 @@ func (r *receiver) statuses(id string) []string {
 	return out
 }
 
-// eventually polls cond until it holds or the timeout passes.
-func eventually(tb testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: not after %s; last: %s", what, timeout, state)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // policyDev runs "chatq dev" on a Redis the test can read too.
 type policyDev struct {
 	*devRun
@@ -172,7 +157,7 @@ func (d *policyDev) upstream(t *testing.T, destination string) []map[string]any 
 func (d *policyDev) waitStatus(t *testing.T, id, status string) map[string]any {
 	t.Helper()
 	var rec map[string]any
-	eventually(t, 20*time.Second, "message "+id+" "+status, func() (bool, string) {
+	poll.Until(t, 20*time.Second, "message "+id+" "+status, func() (bool, string) {
 		_, rec = d.do(t, "GET", "/v1/messages/"+id, "")
 		b, _ := json.Marshal(rec)
 		return rec["status"] == status, string(b)
@@ -182,7 +167,7 @@ func (d *policyDev) waitStatus(t *testing.T, id, status string) map[string]any {
 
 func (d *policyDev) waitSuppressed(t *testing.T, number string, want bool) {
 	t.Helper()
-	eventually(t, 10*time.Second, fmt.Sprintf("%s suppressed=%v", number, want), func() (bool, string) {
+	poll.Until(t, 10*time.Second, fmt.Sprintf("%s suppressed=%v", number, want), func() (bool, string) {
 		s, err := d.checker.Suppressions.Get(context.Background(), number)
 		if err != nil {
 			t.Fatal(err)
@@ -193,7 +178,7 @@ func (d *policyDev) waitSuppressed(t *testing.T, number string, want bool) {
 
 func (d *policyDev) waitWindow(t *testing.T, number string, cond func(policy.Window) bool) {
 	t.Helper()
-	eventually(t, 10*time.Second, "window of "+number, func() (bool, string) {
+	poll.Until(t, 10*time.Second, "window of "+number, func() (bool, string) {
 		w, err := d.checker.Windows.Get(context.Background(), number)
 		if err != nil {
 			t.Fatal(err)
@@ -415,7 +400,7 @@ func TestStatusCallbacksAndInboundForwarding(t *testing.T) {
 		}
 		id := rec["id"].(string)
 		want := []string{"queued", "sending", "submitted", "enqueued", "sent", "delivered", "read"}
-		eventually(t, 20*time.Second, "all callbacks", func() (bool, string) {
+		poll.Until(t, 20*time.Second, "all callbacks", func() (bool, string) {
 			got := r.statuses(id)
 			return len(got) == len(want), fmt.Sprint(got)
 		})
@@ -450,7 +435,7 @@ func TestStatusCallbacksAndInboundForwarding(t *testing.T) {
 		}
 		id := rec["id"].(string)
 		want := []string{"queued", "sending", "submitted", "enqueued", "sent", "delivered", "read"}
-		eventually(t, 30*time.Second, "all callbacks despite failures", func() (bool, string) {
+		poll.Until(t, 30*time.Second, "all callbacks despite failures", func() (bool, string) {
 			return len(r.statuses(id)) == len(want), fmt.Sprint(r.statuses(id))
 		})
 		if diff := cmp.Diff(want, r.statuses(id)); diff != "" {
@@ -468,7 +453,7 @@ func TestStatusCallbacksAndInboundForwarding(t *testing.T) {
 			t.Fatalf("send: %d %v", code, rec)
 		}
 		id = rec["id"].(string)
-		eventually(t, 15*time.Second, "the scheduled callback despite failures", func() (bool, string) {
+		poll.Until(t, 15*time.Second, "the scheduled callback despite failures", func() (bool, string) {
 			return len(r.statuses(id)) == 1, fmt.Sprint(r.statuses(id))
 		})
 		if got := r.statuses(id); got[0] != "scheduled" {
@@ -492,7 +477,7 @@ func TestStatusCallbacksAndInboundForwarding(t *testing.T) {
 		if sent := d.upstream(t, number); len(sent) != 0 {
 			t.Errorf("the sandbox accepted %v, an expired code", sent)
 		}
-		eventually(t, 10*time.Second, "the expired callback", func() (bool, string) {
+		poll.Until(t, 10*time.Second, "the expired callback", func() (bool, string) {
 			got := r.statuses(id)
 			return len(got) > 0 && got[len(got)-1] == "expired", fmt.Sprint(got)
 		})
@@ -501,7 +486,7 @@ func TestStatusCallbacksAndInboundForwarding(t *testing.T) {
 	t.Run("inbound messages and user events are forwarded", func(t *testing.T) {
 		d.sandboxPost(t, "/sandbox/inbound", `{"from":"4420711112222","text":"where is my order?"}`)
 		d.sandboxPost(t, "/sandbox/optout", `{"phone":"4420711113333"}`)
-		eventually(t, 10*time.Second, "forwarded events", func() (bool, string) {
+		poll.Until(t, 10*time.Second, "forwarded events", func() (bool, string) {
 			return len(inbound.records()) >= 2, fmt.Sprint(inbound.records())
 		})
 		var kinds []string

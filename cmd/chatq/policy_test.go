@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/redistest"
 	"github.com/chatq/chatq/internal/sandbox"
 )
@@ -98,7 +99,7 @@ func TestPolicyCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	eventually(t, 5*time.Second, "a webhook at the registered URL", func() (bool, string) {
+	poll.Until(t, 5*time.Second, "a webhook at the registered URL", func() (bool, string) {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(hookPaths) > 0 && hookPaths[0] == "/webhooks/chatarchitect/"+secret, strings.Join(hookPaths, ",")

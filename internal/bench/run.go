@@ -275,35 +275,34 @@ func runBaseline(ctx context.Context, env *Env, o Options, rep *Report) error {
 }
 
 func runEnqueue(ctx context.Context, env *Env, o Options, rep *Report) error {
-	send, err := EnqueueSend(ctx, env, o.EnqueueMessages, o.Goroutines)
-	if err != nil {
-		return err
+	batches := fmt.Sprintf("of %d, %d at a time", o.BatchSize, o.BatchCallers)
+	for _, m := range []struct {
+		name, label string
+		result      **Rate
+		measure     func() (Rate, error)
+		target      *Target
+	}{
+		{"enqueue_send", fmt.Sprintf("enqueue: library Send, %d goroutines", o.Goroutines), &rep.Results.EnqueueSend,
+			func() (Rate, error) { return EnqueueSend(ctx, env, o.EnqueueMessages, o.Goroutines) }, nil},
+		{"enqueue_batch", "enqueue: library SendBatch " + batches, &rep.Results.EnqueueBatch,
+			func() (Rate, error) { return EnqueueBatch(ctx, env, o.EnqueueMessages, o.BatchSize, o.BatchCallers) },
+			&Target{Bound: 0.6, OfBaseline: true}},
+		{"enqueue_http", fmt.Sprintf("enqueue: POST /v1/messages, %d clients", o.Goroutines), &rep.Results.EnqueueHTTP,
+			func() (Rate, error) { return EnqueueHTTP(ctx, env, o.EnqueueMessages, o.Goroutines) }, nil},
+		{"enqueue_http_batch", "enqueue: POST /v1/messages/batch " + batches, &rep.Results.EnqueueHTTPBatch,
+			func() (Rate, error) {
+				return EnqueueHTTPBatch(ctx, env, o.EnqueueMessages, o.BatchSize, o.BatchCallers)
+			}, nil},
+	} {
+		r, err := m.measure()
+		if err != nil {
+			return err
+		}
+		*m.result = &r
+		f := rateFigure(m.name, m.label, r, BaselineEnqueue)
+		f.Target = m.target
+		rep.Add(f)
 	}
-	rep.Results.EnqueueSend = &send
-	rep.Add(rateFigure("enqueue_send", fmt.Sprintf("enqueue: library Send, %d goroutines", o.Goroutines), send, BaselineEnqueue))
-
-	batch, err := EnqueueBatch(ctx, env, o.EnqueueMessages, o.BatchSize, o.BatchCallers)
-	if err != nil {
-		return err
-	}
-	rep.Results.EnqueueBatch = &batch
-	f := rateFigure("enqueue_batch", fmt.Sprintf("enqueue: library SendBatch of %d, %d at a time", o.BatchSize, o.BatchCallers), batch, BaselineEnqueue)
-	f.Target = &Target{Bound: 0.6, OfBaseline: true}
-	rep.Add(f)
-
-	h, err := EnqueueHTTP(ctx, env, o.EnqueueMessages, o.Goroutines)
-	if err != nil {
-		return err
-	}
-	rep.Results.EnqueueHTTP = &h
-	rep.Add(rateFigure("enqueue_http", fmt.Sprintf("enqueue: POST /v1/messages, %d clients", o.Goroutines), h, BaselineEnqueue))
-
-	hb, err := EnqueueHTTPBatch(ctx, env, o.EnqueueMessages, o.BatchSize, o.BatchCallers)
-	if err != nil {
-		return err
-	}
-	rep.Results.EnqueueHTTPBatch = &hb
-	rep.Add(rateFigure("enqueue_http_batch", fmt.Sprintf("enqueue: POST /v1/messages/batch of %d, %d at a time", o.BatchSize, o.BatchCallers), hb, BaselineEnqueue))
 	return nil
 }
 

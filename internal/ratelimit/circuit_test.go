@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/redistest"
 )
@@ -67,13 +68,7 @@ func TestCircuitOpensOnceAndProbesOneAtATime(t *testing.T) {
 	if claim() {
 		t.Fatal("the next probe was claimed before it was due")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !claim() {
-		if time.Now().After(deadline) {
-			t.Fatal("the next probe never came due")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 5*time.Second, "the next probe comes due", func() (bool, string) { return claim(), "" })
 	if st := state(); st.FailedProbes != 1 {
 		t.Errorf("failed probes = %d, want 1", st.FailedProbes)
 	}

@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatq/chatq/internal/sandbox"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/chatq/chatq/internal/poll"
+	"github.com/chatq/chatq/internal/sandbox"
 )
 
 const (
@@ -196,13 +198,10 @@ func (e *env) configure(tb testing.TB, change map[string]any) {
 // idle waits until every webhook scheduled so far has been sent or given up.
 func (e *env) idle(tb testing.TB) {
 	tb.Helper()
-	deadline := time.Now().Add(waitFor)
-	for e.stats(tb).WebhooksPending != 0 {
-		if time.Now().After(deadline) {
-			tb.Fatalf("webhooks still pending after %s: %+v", waitFor, e.stats(tb))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(tb, waitFor, "no webhook pending", func() (bool, string) {
+		st := e.stats(tb)
+		return st.WebhooksPending == 0, fmt.Sprintf("%+v", st)
+	})
 }
 
 // hook is one webhook the receiver got.

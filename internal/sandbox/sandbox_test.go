@@ -10,10 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatq/chatq/internal/sandbox"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.uber.org/zap"
+
+	"github.com/chatq/chatq/internal/poll"
+	"github.com/chatq/chatq/internal/sandbox"
 )
 
 // fast is a config whose webhooks follow one another quickly.
@@ -382,13 +384,7 @@ func TestCloseReleasesHangingRequest(t *testing.T) {
 		resp.Body.Close()
 		done <- resp.StatusCode
 	}()
-	deadline := time.Now().Add(waitFor)
-	for e.stats(t).Hung == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the request never hung")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, waitFor, "the request hangs", func() (bool, string) { return e.stats(t).Hung > 0, "" })
 	e.srv.Close()
 	if status := <-done; status != http.StatusServiceUnavailable {
 		t.Errorf("hanging request after Close = %d, want 503", status)
@@ -728,19 +724,13 @@ func TestTemplates(t *testing.T) {
 		}
 		return out
 	}
-	deadline := time.Now().Add(waitFor)
-	for {
-		got := statuses()
-		if got["parcel_notice"] != "PENDING" && got["bad_words"] != "PENDING" {
-			if got["parcel_notice"] != "APPROVED" || got["bad_words"] != "REJECTED" {
-				t.Errorf("after review: %v, want parcel_notice APPROVED and bad_words REJECTED", got)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("templates still pending: %v", got)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var got map[string]string
+	poll.Until(t, waitFor, "the templates are reviewed", func() (bool, string) {
+		got = statuses()
+		return got["parcel_notice"] != "PENDING" && got["bad_words"] != "PENDING", fmt.Sprint(got)
+	})
+	if got["parcel_notice"] != "APPROVED" || got["bad_words"] != "REJECTED" {
+		t.Errorf("after review: %v, want parcel_notice APPROVED and bad_words REJECTED", got)
 	}
 	e.mustSend(t, "4915112345678", templ("parcel_notice", "en", "A1", "today"))
 	if status, a := e.send(t, "4915112345678", templ("parcel_notice", "en", "A1")); status != http.StatusBadRequest || a.Message != "Template params mismatch: parcel_notice (en) takes 2 params, got 1" {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/chatq/chatq/internal/callback"
 	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/sandbox"
 	"github.com/chatq/chatq/internal/store"
 )
@@ -473,17 +474,12 @@ func (s *stack) checkCallbacks(msgs []*message, ids []string, timeout time.Durat
 // waitFor polls check until it succeeds, failing the test after timeout.
 func (s *stack) waitFor(what string, timeout time.Duration, check func() error) {
 	s.tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
+	poll.Until(s.tb, timeout, what, func() (bool, string) {
+		if err := check(); err != nil {
+			return false, err.Error()
 		}
-		if time.Now().After(deadline) {
-			s.tb.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return true, ""
+	})
 }
 
 // callbacks receives status callbacks and remembers the statuses each

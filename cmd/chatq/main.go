@@ -135,6 +135,7 @@ func (p *program) root() *cobra.Command {
 		p.suppressionsCommand(),
 		p.templatesCommand(),
 		p.webhookCommand(),
+		p.campaignCommand(),
 	)
 	root.InitDefaultCompletionCmd()
 	for _, c := range root.Commands() {

@@ -53,7 +53,7 @@ func (p *program) campaignSendCommand() *cobra.Command {
 			"--batch names one, comes from the file and the flags. Needs CHATQ_REDIS_URL.",
 		noArgs, func(cmd *cobra.Command, _ []string) error { return p.campaignSend(cmd.Context(), f) })
 	fs := cmd.Flags()
-	fs.StringVar(&f.csv, "csv", "", "the CSV `FILE` of recipients")
+	fs.StringVar(&f.csv, "csv", "", "the CSV `FILE` of recipients (\"-\" reads stdin)")
 	fs.StringVar(&f.template, "template", "", "the approved template's `NAME` (elementName)")
 	fs.StringVar(&f.language, "language", "", "the template's language `CODE`, such as en or en_US")
 	fs.StringVar(&f.sender, "sender", "", "the business `NUMBER` to send from: today only CHATQ_CA_SOURCE")
@@ -96,7 +96,7 @@ func (p *program) campaignSend(ctx context.Context, f campaignSendFlags) error {
 		}
 		sendAt = t
 	}
-	file, err := readCampaignFile(f.csv)
+	file, err := readCampaignFile(f.csv, p.stdin)
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,7 @@ func (p *program) campaignSend(ctx context.Context, f campaignSendFlags) error {
 		return err
 	}
 	defer rdb.Close()
-	if f.sender != "" && policy.Normalize(f.sender) != policy.Normalize(cfg.CASource) {
+	if f.sender != "" && (cfg.CASource == "" || policy.Normalize(f.sender) != policy.Normalize(cfg.CASource)) {
 		return usageError(fmt.Sprintf("campaign send: --sender %s: senders are not configured: chatq sends from CHATQ_CA_SOURCE (%s) only",
 			f.sender, cmpOr(cfg.CASource, "not set")))
 	}

@@ -42,11 +42,17 @@ type rowError struct {
 
 func (e rowError) String() string { return fmt.Sprintf("line %d: %s", e.line, e.reason) }
 
-// readCampaignFile reads a campaign's CSV file. The error is for a file
-// that cannot be read as a whole (no header, no destination column,
-// broken quoting); rows of the wrong length are in bad.
-func readCampaignFile(path string) (*campaignFile, error) {
-	data, err := os.ReadFile(path)
+// readCampaignFile reads a campaign's CSV file, or stdin for "-". The
+// error is for a file that cannot be read as a whole (no header, no
+// destination column, broken quoting); rows of the wrong length are in bad.
+func readCampaignFile(path string, stdin io.Reader) (*campaignFile, error) {
+	var data []byte
+	var err error
+	if path == "-" {
+		data, err = io.ReadAll(stdin)
+	} else {
+		data, err = os.ReadFile(path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("--csv: %w", err)
 	}

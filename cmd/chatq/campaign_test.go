@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -148,6 +149,12 @@ func TestCampaignSendRefusesBadRows(t *testing.T) {
 	}
 	if after := queuedKeys(t, srv.URL()); after != before {
 		t.Errorf("Redis went from %d keys to %d after a dry run", before, after)
+	}
+	var stdout bytes.Buffer
+	p := &program{stdout: &stdout, stderr: &stdout, stdin: strings.NewReader("destination,1,2\n447700900123,John,X1\n")}
+	if err := p.run(context.Background(), []string{"campaign", "send", "--csv", "-", "--template", "welcome_offer", "--language", "en_US", "--dry-run"}); err != nil ||
+		!strings.Contains(stdout.String(), "1 row checked, all good: template welcome_offer (en_US) with 2 parameters (1, 2)") {
+		t.Errorf("a dry run of stdin: %v\n%s", err, &stdout)
 	}
 
 	for _, tt := range []struct {

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/redistest"
 )
 
@@ -222,7 +223,13 @@ func TestCampaignSendAndWatch(t *testing.T) {
 	path := writeCSV(t, "spring.csv", b.String())
 	send := []string{"campaign", "send", "--csv", path, "--template", "welcome_offer", "--language", "en_US"}
 
-	// The template is checked against the cache chatq dev keeps.
+	// The template is checked against the cache chatq dev keeps, filled
+	// from the sandbox once it has started.
+	poll.Until(t, 20*time.Second, "chatq dev's template cache", func() (bool, string) {
+		_, got := d.do(t, "GET", "/v1/templates", "")
+		list, _ := got["templates"].([]any)
+		return len(list) > 0, fmt.Sprint(got)
+	})
 	three := writeCSV(t, "three.csv", "destination,name,code,extra\n447700900123,a,b,c\n")
 	if _, _, err := cli(t, "campaign", "send", "--csv", three, "--template", "welcome_offer", "--language", "en_US"); err == nil ||
 		!strings.Contains(err.Error(), "template welcome_offer (en_US) must hold 2 parameters, not 3: the file has 3 parameter columns (name, code, extra)") {

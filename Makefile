@@ -9,9 +9,12 @@ PKGS        ?= ./...
 
 .PHONY: build test test-faults lint vet staticcheck fmtcheck run bench bench-quick bench-deps bench-go bench-ratelimit bench-scaleout
 
-# build: compile the chatq binary into bin/chatq
+# build: compile the chatq binary into bin/chatq. chatq --version prints
+# VERSION (git describe's unless given: make build VERSION=v1.2.0) and COMMIT.
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+COMMIT      ?= $(shell git rev-parse HEAD 2>/dev/null)
 build:
-	$(GO) build -o bin/chatq ./cmd/chatq
+	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/chatq ./cmd/chatq
 
 # test: vet, staticcheck, and every test with the race detector
 test: vet staticcheck bench-deps

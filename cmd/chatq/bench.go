@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"runtime"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -62,7 +63,7 @@ func newBenchSizes() benchSizes {
 }
 
 // register binds every size flag to o, with o's values as defaults.
-func (b benchSizes) register(fs *flag.FlagSet, o *bench.Options) {
+func (b benchSizes) register(fs *pflag.FlagSet, o *bench.Options) {
 	for _, f := range b.ints {
 		fs.IntVar(f.field(o), f.name, *f.field(o), f.usage)
 	}
@@ -75,62 +76,74 @@ func (b benchSizes) register(fs *flag.FlagSet, o *bench.Options) {
 }
 
 // takeUnset copies from into o for every size flag not on the command line.
-func (b benchSizes) takeUnset(fs *flag.FlagSet, o *bench.Options, from bench.Options) {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+func (b benchSizes) takeUnset(fs *pflag.FlagSet, o *bench.Options, from bench.Options) {
 	for _, f := range b.ints {
-		if !set[f.name] {
+		if !fs.Changed(f.name) {
 			*f.field(o) = *f.field(&from)
 		}
 	}
 	for _, f := range b.durations {
-		if !set[f.name] {
+		if !fs.Changed(f.name) {
 			*f.field(o) = *f.field(&from)
 		}
 	}
 	for _, f := range b.floats {
-		if !set[f.name] {
+		if !fs.Changed(f.name) {
 			*f.field(o) = *f.field(&from)
 		}
 	}
 }
 
-func (p *program) bench(ctx context.Context, args []string) error {
-	fs := p.flags("bench", "bench [flags]\n\n"+
-		"Measures chatq on this machine: starts a private redis-server, the ChatArchitect sandbox (no latency,\n"+
-		"no rate limit) and chatq's API and workers in this process, and prints each figure side by side with\n"+
-		"bare asynq on the same Redis. Measurements: "+strings.Join(bench.Measurements, ", ")+".\n"+
-		"The full run takes about ten minutes on two cores; --quick takes under two.")
+// benchFlags are chatq bench's flags other than the sizes.
+type benchFlags struct {
+	only, jsonPath, redisBin, cpuProfile, memProfile, logLevel string
+	quick                                                      bool
+}
+
+func (p *program) benchCommand() *cobra.Command {
+	var f benchFlags
 	opts := bench.DefaultOptions()
 	sizes := newBenchSizes()
+	cmd := command("bench [flags]", "measure chatq against bare asynq on this machine",
+		"Measures chatq on this machine: starts a private redis-server, the ChatArchitect sandbox (no latency,\n"+
+			"no rate limit) and chatq's API and workers in this process, and prints each figure side by side with\n"+
+			"bare asynq on the same Redis. Measurements: "+strings.Join(bench.Measurements, ", ")+".\n"+
+			"The full run takes about ten minutes on two cores; --quick takes under two.",
+		noArgs, func(cmd *cobra.Command, _ []string) error {
+			if f.quick {
+				sizes.takeUnset(cmd.Flags(), &opts, bench.QuickOptions())
+			}
+			return p.bench(cmd.Context(), opts, f)
+		})
+	fs := cmd.Flags()
 	sizes.register(fs, &opts)
-	only := fs.String("only", "", "comma-separated measurements to run (default all)")
-	quick := fs.Bool("quick", false, "smaller sizes for every size flag not given")
-	jsonPath := fs.String("json", "", "also write every figure and raw result as JSON to this file")
-	redisBin := fs.String("redis-server", "redis-server", "the redis-server binary to start")
+	fs.StringVar(&f.only, "only", "", "comma-separated measurements to run (default all)")
+	fs.BoolVar(&f.quick, "quick", false, "smaller sizes for every size flag not given")
+	fs.StringVar(&f.jsonPath, "json", "", "also write every figure and raw result as JSON to this file")
+	fs.StringVar(&f.redisBin, "redis-server", "redis-server", "the redis-server binary to start")
 	fs.StringVar(&opts.BullMQDir, "bullmq-dir", opts.BullMQDir, "directory of the BullMQ comparison script, its packages installed by npm ci (make bench does)")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
-	memProfile := fs.String("memprofile", "", "write a heap profile at the end of the run to this file")
-	logLevel := fs.String("log-level", "warn", "level of the components' logs, written to stderr")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	fs.StringVar(&f.memProfile, "memprofile", "", "write a heap profile at the end of the run to this file")
+	fs.StringVar(&f.logLevel, "log-level", "warn", "level of the components' logs, written to stderr")
 	fs.Func("stream-priority", "priority of the full stream's messages: bulk (default) or transactional", func(v string) error {
 		opts.Stream.Priority = enqueue.Priority(v)
 		return nil
 	})
-	if err := parse(fs, args, 0); err != nil {
-		return err
-	}
-	if *quick {
-		sizes.takeUnset(fs, &opts, bench.QuickOptions())
-	}
-	if *only != "" {
-		for _, m := range strings.Split(*only, ",") {
+	_ = cmd.RegisterFlagCompletionFunc("only", choices(bench.Measurements...))
+	_ = cmd.RegisterFlagCompletionFunc("stream-priority", choices(string(enqueue.Bulk), string(enqueue.Transactional)))
+	return cmd
+}
+
+func (p *program) bench(ctx context.Context, opts bench.Options, f benchFlags) error {
+	if f.only != "" {
+		for _, m := range strings.Split(f.only, ",") {
 			opts.Only = append(opts.Only, strings.TrimSpace(m))
 		}
 	}
 	if err := opts.Validate(); err != nil {
 		return usageError("bench: " + err.Error())
 	}
-	level, err := zapcore.ParseLevel(*logLevel)
+	level, err := zapcore.ParseLevel(f.logLevel)
 	if err != nil {
 		return usageError("bench: --log-level: " + err.Error())
 	}
@@ -143,7 +156,7 @@ func (p *program) bench(ctx context.Context, args []string) error {
 	}
 	defer func() { _ = log.Sync() }()
 
-	redis, err := bench.StartRedis(*redisBin)
+	redis, err := bench.StartRedis(f.redisBin)
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
@@ -152,8 +165,8 @@ func (p *program) bench(ctx context.Context, args []string) error {
 			log.Warn("removing the private Redis's directory", zap.Error(err))
 		}
 	}()
-	if *cpuProfile != "" {
-		stop, err := startCPUProfile(*cpuProfile)
+	if f.cpuProfile != "" {
+		stop, err := startCPUProfile(f.cpuProfile)
 		if err != nil {
 			return err
 		}
@@ -167,13 +180,13 @@ func (p *program) bench(ctx context.Context, args []string) error {
 	if err := rep.WriteTable(p.stdout); err != nil {
 		return err
 	}
-	if *jsonPath != "" {
-		if err := rep.WriteJSON(*jsonPath); err != nil {
+	if f.jsonPath != "" {
+		if err := rep.WriteJSON(f.jsonPath); err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
 	}
-	if *memProfile != "" {
-		if err := writeHeapProfile(*memProfile); err != nil {
+	if f.memProfile != "" {
+		if err := writeHeapProfile(f.memProfile); err != nil {
 			return err
 		}
 	}

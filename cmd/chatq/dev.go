@@ -11,6 +11,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
+	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/config"
@@ -21,14 +22,16 @@ import (
 // CHATQ_CA_SOURCE is not set.
 const devSource = "15550001234"
 
-func (p *program) dev(ctx context.Context, args []string) error {
-	fs := p.flags("dev", "dev\n\nRuns everything in one process for a first try: the HTTP API, a worker and an embedded\n"+
-		"ChatArchitect sandbox (unless CHATQ_CA_BASE_URL is set), on an embedded Redis (unless\n"+
-		"CHATQ_REDIS_URL is set). Every CHATQ_ variable that is set is honoured; the others get\n"+
-		"development values, and the API key is generated and printed.")
-	if err := parse(fs, args, 0); err != nil {
-		return err
-	}
+func (p *program) devCommand() *cobra.Command {
+	return command("dev", "everything in one process: API, worker, dashboard, sandbox, embedded Redis",
+		"Runs everything in one process for a first try: the HTTP API, a worker and an embedded\n"+
+			"ChatArchitect sandbox (unless CHATQ_CA_BASE_URL is set), on an embedded Redis (unless\n"+
+			"CHATQ_REDIS_URL is set). Every CHATQ_ variable that is set is honoured; the others get\n"+
+			"development values, and the API key is generated and printed.",
+		noArgs, func(cmd *cobra.Command, _ []string) error { return p.dev(cmd.Context()) })
+}
+
+func (p *program) dev(ctx context.Context) error {
 	base := config.Default()
 	base.LogFormat = "console"
 	base.CallbackAllowPrivate = true

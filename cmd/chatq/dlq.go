@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"strconv"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/enqueue"
@@ -19,25 +19,15 @@ import (
 	"github.com/chatq/chatq/internal/store"
 )
 
-const dlqUsage = "dlq list|show|retry|delete\n\n" +
-	"Dead letters: messages chatq gave up on (a permanent error, a policy refusal, or retries\n" +
-	"exhausted), from chatq's own records, however old (asynq's archive keeps at most 10,000\n" +
-	"tasks per queue for 90 days).\n" +
-	"  chatq dlq list [filters] [--limit N] [--json]\n" +
-	"  chatq dlq show ID\n" +
-	"  chatq dlq retry ID... | --all | filters     send them again, each with a fresh retry budget\n" +
-	"  chatq dlq delete ID... | --all | filters    take them off the list and out of asynq's archive\n" +
-	"Filters: --queue, --class, --code, --batch, --older-than, --newer-than (how long ago it died).\n" +
-	"After an outage, for example: chatq dlq retry --class retryable --newer-than 2h\n" +
-	"Needs CHATQ_REDIS_URL."
-
-func (p *program) dlq(ctx context.Context, args []string) error {
-	return p.subcommand(ctx, "dlq", dlqUsage, args, map[string]func(context.Context, []string) error{
-		"list":   p.dlqList,
-		"show":   p.dlqShow,
-		"retry":  p.dlqRetry,
-		"delete": p.dlqDelete,
-	})
+func (p *program) dlqCommand() *cobra.Command {
+	return group("dlq <command>", "list, show, retry or delete dead letters",
+		"Dead letters: messages chatq gave up on (a permanent error, a policy refusal, or retries\n"+
+			"exhausted), from chatq's own records, however old (asynq's archive keeps at most 10,000\n"+
+			"tasks per queue for 90 days).\n"+
+			"Filters: --queue, --class, --code, --batch, --older-than, --newer-than (how long ago it died).\n"+
+			"After an outage, for example: chatq dlq retry --class retryable --newer-than 2h\n"+
+			"Needs CHATQ_REDIS_URL.",
+		p.dlqListCommand(), p.dlqShowCommand(), p.dlqRetryCommand(), p.dlqDeleteCommand())
 }
 
 // dlqFilter holds the filter flags of a dlq subcommand.
@@ -45,13 +35,16 @@ type dlqFilter struct {
 	params deadletter.Params
 }
 
-func (d *dlqFilter) register(fs *flag.FlagSet) {
+func (d *dlqFilter) register(cmd *cobra.Command) {
+	fs := cmd.Flags()
 	fs.StringVar(&d.params.Queue, "queue", "", "only this queue: transactional, bulk (every bulk shard) or bulk-N")
 	fs.StringVar(&d.params.Class, "class", "", "only this error class: retryable, permanent, rate_limited, policy, account")
 	fs.StringVar(&d.params.Code, "code", "", "only this error code (131026, http_400, suppressed...)")
 	fs.StringVar(&d.params.BatchID, "batch", "", "only this campaign (batch_id)")
 	fs.StringVar(&d.params.OlderThan, "older-than", "", "only those that died longer ago than this (10m, 2h)")
 	fs.StringVar(&d.params.NewerThan, "newer-than", "", "only those that died within this (10m, 2h)")
+	_ = cmd.RegisterFlagCompletionFunc("queue", choices("transactional", "bulk"))
+	_ = cmd.RegisterFlagCompletionFunc("class", choices("retryable", "permanent", "rate_limited", "policy", "account"))
 }
 
 // filter checks the flags; a bad one is a usage error naming the flag.
@@ -90,32 +83,41 @@ func withDeadLetters(ctx context.Context, f func(env dlqEnv) error) error {
 	return f(dlqEnv{dead: deadletter.New(st, client, archive), store: st, archive: archive})
 }
 
-func (p *program) dlqList(ctx context.Context, args []string) error {
-	fs := p.flags("dlq list", "dlq list [filters] [--limit N] [--json]\n\n"+
-		"Lists dead letters, the most recent death first. Needs CHATQ_REDIS_URL.")
-	var df dlqFilter
-	df.register(fs)
-	limit := fs.Int("limit", 50, "stop after this many (0: all)")
-	asJSON := fs.Bool("json", false, "print one JSON object per dead letter (the job record and died_at)")
-	if err := parse(fs, args, 0); err != nil {
-		return err
-	}
-	if *limit < 0 {
+// dlqListFlags are chatq dlq list's flags.
+type dlqListFlags struct {
+	filter dlqFilter
+	limit  int
+	asJSON bool
+}
+
+func (p *program) dlqListCommand() *cobra.Command {
+	var f dlqListFlags
+	cmd := command("list [filters] [--limit N] [--json]", "list dead letters, the most recent death first",
+		"Lists dead letters, the most recent death first. Needs CHATQ_REDIS_URL.",
+		noArgs, func(cmd *cobra.Command, _ []string) error { return p.dlqList(cmd.Context(), f) })
+	f.filter.register(cmd)
+	cmd.Flags().IntVar(&f.limit, "limit", 50, "stop after this many (0: all)")
+	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print one JSON object per dead letter (the job record and died_at)")
+	return cmd
+}
+
+func (p *program) dlqList(ctx context.Context, lf dlqListFlags) error {
+	if lf.limit < 0 {
 		return usageError("--limit must not be negative")
 	}
-	f, err := df.filter(time.Now())
+	f, err := lf.filter.filter(time.Now())
 	if err != nil {
 		return err
 	}
 	return withDeadLetters(ctx, func(env dlqEnv) error {
 		tw := tabwriter.NewWriter(p.stdout, 2, 4, 2, ' ', 0)
 		enc := json.NewEncoder(p.stdout)
-		if !*asJSON {
+		if !lf.asJSON {
 			fmt.Fprintln(tw, "ID\tDIED\tQUEUE\tCLASS\tCODE\tATTEMPTS\tBATCH\tREASON")
 		}
 		size := store.MaxPage
-		if *limit > 0 {
-			size = min(*limit, size)
+		if lf.limit > 0 {
+			size = min(lf.limit, size)
 		}
 		n, cursor := 0, ""
 		for {
@@ -124,11 +126,11 @@ func (p *program) dlqList(ctx context.Context, args []string) error {
 				return err
 			}
 			for _, d := range page.DeadLetters {
-				if *limit > 0 && n >= *limit {
+				if lf.limit > 0 && n >= lf.limit {
 					return tw.Flush()
 				}
 				n++
-				if *asJSON {
+				if lf.asJSON {
 					if err := enc.Encode(d); err != nil {
 						return err
 					}
@@ -151,17 +153,14 @@ func (p *program) dlqList(ctx context.Context, args []string) error {
 	})
 }
 
-func (p *program) dlqShow(ctx context.Context, args []string) error {
-	fs := p.flags("dlq show", "dlq show ID\n\n"+
+func (p *program) dlqShowCommand() *cobra.Command {
+	return command("show ID", "show a dead letter with its archived task",
 		"Prints a dead letter: its job record (history, last_error) and its task in asynq's\n"+
-		"archive, when it is still there. Needs CHATQ_REDIS_URL.")
-	if err := parse(fs, args, 1); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usageError("dlq show: the message id is required")
-	}
-	id := fs.Arg(0)
+			"archive, when it is still there. Needs CHATQ_REDIS_URL.",
+		oneArg("the message id"), func(cmd *cobra.Command, args []string) error { return p.dlqShow(cmd.Context(), args[0]) })
+}
+
+func (p *program) dlqShow(ctx context.Context, id string) error {
 	return withDeadLetters(ctx, func(env dlqEnv) error {
 		rec, err := env.store.Get(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
@@ -205,42 +204,49 @@ func archivedTaskOf(archive *asynq.Inspector, rec *store.Record) *archivedTask {
 		LastError: info.LastErr, LastFailedAt: info.LastFailedAt.UTC()}
 }
 
-func (p *program) dlqRetry(ctx context.Context, args []string) error {
-	return p.dlqAct(ctx, args, "retry", "dlq retry ID... | --all | filters\n\n"+
+func (p *program) dlqRetryCommand() *cobra.Command {
+	return p.dlqActCommand("retry", "send dead letters again, each with a fresh retry budget",
 		"Sends dead letters again: each record goes back to queued, keeping its history (which notes\n"+
-		"the retry), with a new task and a fresh retry budget (CHATQ_RETRY_MAX). By ids, by filter, or\n"+
-		"--all. After an outage: chatq dlq retry --newer-than 2h. Needs CHATQ_REDIS_URL.",
+			"the retry), with a new task and a fresh retry budget (CHATQ_RETRY_MAX). By ids, by filter, or\n"+
+			"--all. After an outage: chatq dlq retry --newer-than 2h. Needs CHATQ_REDIS_URL.",
 		(*deadletter.Manager).Retry, (*deadletter.Manager).RetryMatching)
 }
 
-func (p *program) dlqDelete(ctx context.Context, args []string) error {
-	return p.dlqAct(ctx, args, "delete", "dlq delete ID... | --all | filters\n\n"+
+func (p *program) dlqDeleteCommand() *cobra.Command {
+	return p.dlqActCommand("delete", "take dead letters off the list and out of asynq's archive",
 		"Takes dead letters off the list and deletes their tasks from asynq's archive. Their records\n"+
-		"stay, dead, until CHATQ_RECORD_TTL, so that applications can still read what became of\n"+
-		"their messages. By ids, by filter, or --all. Needs CHATQ_REDIS_URL.",
+			"stay, dead, until CHATQ_RECORD_TTL, so that applications can still read what became of\n"+
+			"their messages. By ids, by filter, or --all. Needs CHATQ_REDIS_URL.",
 		(*deadletter.Manager).Delete, (*deadletter.Manager).DeleteMatching)
 }
 
+// dlqActCommand is retry or delete, by ids or by filter.
+func (p *program) dlqActCommand(verb, short, long string,
+	byIDs func(*deadletter.Manager, context.Context, []string) (deadletter.Report, error),
+	byFilter func(*deadletter.Manager, context.Context, store.DeadFilter) (deadletter.Report, error),
+) *cobra.Command {
+	var df dlqFilter
+	var all bool
+	cmd := command(verb+" ID... | --all | filters", short, long, cobra.ArbitraryArgs, func(cmd *cobra.Command, ids []string) error {
+		return p.dlqAct(cmd.Context(), verb, ids, df, all, byIDs, byFilter)
+	})
+	df.register(cmd)
+	cmd.Flags().BoolVar(&all, "all", false, "every dead letter")
+	return cmd
+}
+
 // dlqAct runs retry or delete, by ids or by filter.
-func (p *program) dlqAct(ctx context.Context, args []string, verb, usage string,
+func (p *program) dlqAct(ctx context.Context, verb string, ids []string, df dlqFilter, all bool,
 	byIDs func(*deadletter.Manager, context.Context, []string) (deadletter.Report, error),
 	byFilter func(*deadletter.Manager, context.Context, store.DeadFilter) (deadletter.Report, error),
 ) error {
-	fs := p.flags("dlq "+verb, usage)
-	var df dlqFilter
-	df.register(fs)
-	all := fs.Bool("all", false, "every dead letter")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	ids := fs.Args()
 	filtered := !df.params.Empty()
 	switch {
-	case len(ids) > 0 && (filtered || *all):
-		return usageError(fmt.Sprintf("dlq %s: give ids, or --all or filters, not both (flags go before ids)", verb))
-	case len(ids) == 0 && !filtered && !*all:
+	case len(ids) > 0 && (filtered || all):
+		return usageError(fmt.Sprintf("dlq %s: give ids, or --all or filters, not both", verb))
+	case len(ids) == 0 && !filtered && !all:
 		return usageError(fmt.Sprintf("dlq %s: give ids, filters, or --all for every dead letter", verb))
-	case *all && filtered:
+	case all && filtered:
 		return usageError(fmt.Sprintf("dlq %s: --all selects every dead letter; drop it to use filters", verb))
 	}
 	f, err := df.filter(time.Now())

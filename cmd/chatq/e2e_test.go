@@ -226,7 +226,8 @@ func TestCommandsRefuseToStartWithoutWhatTheyNeed(t *testing.T) {
 }
 
 func TestEveryCommandHasHelp(t *testing.T) {
-	for name := range commands() {
+	for _, c := range (&program{}).root().Commands() {
+		name := c.Name()
 		var out bytes.Buffer
 		p := &program{stdout: &out, stderr: &out}
 		if err := p.run(context.Background(), []string{name, "--help"}); exitCode(err) != 0 {

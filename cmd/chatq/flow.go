@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/config"
@@ -31,22 +32,28 @@ func flowConfig(cfg config.Config, conv *worker.Conversation) worker.FlowConfig 
 	return fc
 }
 
-func (p *program) pause(ctx context.Context, args []string) error {
-	fs := p.flags("pause", "pause [--reason TEXT]\n\nStops sending for every worker: opens the circuit breaker and pauses the transactional\n"+
-		"and bulk queues. Messages are still accepted, and wait. Only chatq resume starts sending\nagain. Prints the circuit breaker's state. Needs CHATQ_REDIS_URL.")
-	reason := fs.String("reason", "paused by an operator", "why, as /readyz and the logs show it")
-	if err := parse(fs, args, 0); err != nil {
-		return err
-	}
-	return p.circuit(ctx, func(c *worker.Circuit) error { return c.Pause(ctx, *reason) })
+func (p *program) pauseCommand() *cobra.Command {
+	var reason string
+	cmd := command("pause [--reason TEXT]", "stop sending for every worker (the circuit breaker, by hand)",
+		"Stops sending for every worker: opens the circuit breaker and pauses the transactional\n"+
+			"and bulk queues. Messages are still accepted, and wait. Only chatq resume starts sending\nagain. Prints the circuit breaker's state. Needs CHATQ_REDIS_URL.",
+		noArgs, func(cmd *cobra.Command, _ []string) error { return p.pause(cmd.Context(), reason) })
+	cmd.Flags().StringVar(&reason, "reason", "paused by an operator", "why, as /readyz and the logs show it")
+	return cmd
 }
 
-func (p *program) resume(ctx context.Context, args []string) error {
-	fs := p.flags("resume", "resume\n\nRestarts sending for every worker: closes the circuit breaker, whether an operator\n"+
-		"or an account-level refusal from ChatArchitect opened it, and unpauses the transactional\nand bulk queues. Prints the circuit breaker's state. Needs CHATQ_REDIS_URL.")
-	if err := parse(fs, args, 0); err != nil {
-		return err
-	}
+func (p *program) pause(ctx context.Context, reason string) error {
+	return p.circuit(ctx, func(c *worker.Circuit) error { return c.Pause(ctx, reason) })
+}
+
+func (p *program) resumeCommand() *cobra.Command {
+	return command("resume", "start sending again after a pause or an account failure",
+		"Restarts sending for every worker: closes the circuit breaker, whether an operator\n"+
+			"or an account-level refusal from ChatArchitect opened it, and unpauses the transactional\nand bulk queues. Prints the circuit breaker's state. Needs CHATQ_REDIS_URL.",
+		noArgs, func(cmd *cobra.Command, _ []string) error { return p.resume(cmd.Context()) })
+}
+
+func (p *program) resume(ctx context.Context) error {
 	return p.circuit(ctx, func(c *worker.Circuit) error {
 		_, err := c.Resume(ctx)
 		return err

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/config"
@@ -85,36 +85,11 @@ func conversation(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metri
 	return conv, nil
 }
 
-// subcommand runs one of a command's subcommands, or prints the command's
-// usage for --help.
-func (p *program) subcommand(ctx context.Context, name, usage string, args []string, subs map[string]func(context.Context, []string) error) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fs := p.flags(name, usage)
-		fs.Usage()
-		if len(args) == 0 {
-			return usageError(name + ": a subcommand is required")
-		}
-		return flag.ErrHelp
-	}
-	run, ok := subs[args[0]]
-	if !ok {
-		return usageError(fmt.Sprintf("%s: unknown subcommand %q", name, args[0]))
-	}
-	return run(ctx, args[1:])
-}
-
-func (p *program) suppressions(ctx context.Context, args []string) error {
-	const usage = "suppressions list|add|remove\n\n" +
-		"Shows and edits the suppression list: recipients chatq refuses to message because they opted out.\n" +
-		"  chatq suppressions list [--limit N]\n" +
-		"  chatq suppressions add NUMBER [--reason TEXT]\n" +
-		"  chatq suppressions remove NUMBER\n" +
-		"Needs CHATQ_REDIS_URL."
-	return p.subcommand(ctx, "suppressions", usage, args, map[string]func(context.Context, []string) error{
-		"list":   p.suppressionsList,
-		"add":    p.suppressionsAdd,
-		"remove": p.suppressionsRemove,
-	})
+func (p *program) suppressionsCommand() *cobra.Command {
+	return group("suppressions <command>", "list, add or remove suppressed recipients",
+		"Shows and edits the suppression list: recipients chatq refuses to message because they opted out.\n"+
+			"Needs CHATQ_REDIS_URL.",
+		p.suppressionsListCommand(), p.suppressionsAddCommand(), p.suppressionsRemoveCommand())
 }
 
 // withChecker opens Redis and runs f with the conversation policy on it.
@@ -127,12 +102,15 @@ func withChecker(ctx context.Context, needs []string, f func(*policy.Checker, co
 	return f(newChecker(rdb, cfg, zap.NewNop()), cfg)
 }
 
-func (p *program) suppressionsList(ctx context.Context, args []string) error {
-	fs := p.flags("suppressions list", "suppressions list [--limit N]\n\nLists the suppressed recipients. Needs CHATQ_REDIS_URL.")
-	limit := fs.Int("limit", 0, "stop after this many (0: all)")
-	if err := parse(fs, args, 0); err != nil {
-		return err
-	}
+func (p *program) suppressionsListCommand() *cobra.Command {
+	var limit int
+	cmd := command("list [--limit N]", "list the suppressed recipients", "Lists the suppressed recipients. Needs CHATQ_REDIS_URL.",
+		noArgs, func(cmd *cobra.Command, _ []string) error { return p.suppressionsList(cmd.Context(), limit) })
+	cmd.Flags().IntVar(&limit, "limit", 0, "stop after this many (0: all)")
+	return cmd
+}
+
+func (p *program) suppressionsList(ctx context.Context, limit int) error {
 	return withChecker(ctx, nil, func(c *policy.Checker, _ config.Config) error {
 		tw := tabwriter.NewWriter(p.stdout, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "DESTINATION\tSINCE\tSOURCE\tCODE\tREASON")
@@ -144,7 +122,7 @@ func (p *program) suppressionsList(ctx context.Context, args []string) error {
 				return err
 			}
 			for _, s := range page {
-				if *limit > 0 && n >= *limit {
+				if limit > 0 && n >= limit {
 					return tw.Flush()
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Destination, s.At.Format(time.RFC3339), s.Source, cmpOr(s.Code, "-"), s.Reason)
@@ -157,15 +135,20 @@ func (p *program) suppressionsList(ctx context.Context, args []string) error {
 	})
 }
 
-func (p *program) suppressionsAdd(ctx context.Context, args []string) error {
-	fs := p.flags("suppressions add", "suppressions add NUMBER [--reason TEXT]\n\nSuppresses a recipient: chatq refuses messages to it. Needs CHATQ_REDIS_URL.")
-	reason := fs.String("reason", "suppressed by an operator", "why, for the record")
-	number, err := oneNumber(fs, args)
-	if err != nil {
-		return err
-	}
+func (p *program) suppressionsAddCommand() *cobra.Command {
+	var reason string
+	cmd := command("add NUMBER [--reason TEXT]", "suppress a recipient",
+		"Suppresses a recipient: chatq refuses messages to it. Needs CHATQ_REDIS_URL.",
+		oneNumber, func(cmd *cobra.Command, args []string) error {
+			return p.suppressionsAdd(cmd.Context(), args[0], reason)
+		})
+	cmd.Flags().StringVar(&reason, "reason", "suppressed by an operator", "why, for the record")
+	return cmd
+}
+
+func (p *program) suppressionsAdd(ctx context.Context, number, reason string) error {
 	return withChecker(ctx, nil, func(c *policy.Checker, _ config.Config) error {
-		if err := c.Suppressions.Add(ctx, policy.Suppression{Destination: number, Reason: *reason, Source: policy.SourceOperator}); err != nil {
+		if err := c.Suppressions.Add(ctx, policy.Suppression{Destination: number, Reason: reason, Source: policy.SourceOperator}); err != nil {
 			return err
 		}
 		fmt.Fprintf(p.stdout, "%s suppressed\n", policy.Normalize(number))
@@ -173,12 +156,13 @@ func (p *program) suppressionsAdd(ctx context.Context, args []string) error {
 	})
 }
 
-func (p *program) suppressionsRemove(ctx context.Context, args []string) error {
-	fs := p.flags("suppressions remove", "suppressions remove NUMBER\n\nTakes a recipient off the suppression list. Needs CHATQ_REDIS_URL.")
-	number, err := oneNumber(fs, args)
-	if err != nil {
-		return err
-	}
+func (p *program) suppressionsRemoveCommand() *cobra.Command {
+	return command("remove NUMBER", "take a recipient off the suppression list",
+		"Takes a recipient off the suppression list. Needs CHATQ_REDIS_URL.",
+		oneNumber, func(cmd *cobra.Command, args []string) error { return p.suppressionsRemove(cmd.Context(), args[0]) })
+}
+
+func (p *program) suppressionsRemove(ctx context.Context, number string) error {
 	return withChecker(ctx, nil, func(c *policy.Checker, _ config.Config) error {
 		removed, err := c.Suppressions.Remove(ctx, number)
 		if err != nil {
@@ -192,57 +176,33 @@ func (p *program) suppressionsRemove(ctx context.Context, args []string) error {
 	})
 }
 
-// oneNumber parses a subcommand's flags and its one phone number argument.
-func oneNumber(fs interface {
-	Parse([]string) error
-	NArg() int
-	Arg(int) string
-	Name() string
-}, args []string) (string, error) {
-	// Flags may come after the number: parse what follows it too.
-	var number string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		number, args = args[0], args[1:]
+// oneNumber wants a subcommand's one argument, a phone number.
+func oneNumber(cmd *cobra.Command, args []string) error {
+	if err := oneArg("the recipient's number")(cmd, args); err != nil {
+		return err
 	}
-	if err := fs.Parse(args); err != nil {
-		return "", err
+	if err := enqueue.ValidateDestination("number", args[0]); err != nil {
+		return usageError(prefixed(cmd, err.Error()))
 	}
-	if number == "" && fs.NArg() > 0 {
-		number = fs.Arg(0)
-	} else if fs.NArg() > 0 {
-		return "", usageError(fmt.Sprintf("%s: unexpected argument %q", fs.Name(), fs.Arg(0)))
-	}
-	if number == "" {
-		return "", usageError(fs.Name() + ": the recipient's number is required")
-	}
-	if err := enqueue.ValidateDestination("number", number); err != nil {
-		return "", usageError(fs.Name() + ": " + err.Error())
-	}
-	return number, nil
+	return nil
 }
 
-func (p *program) templates(ctx context.Context, args []string) error {
-	const usage = "templates list|submit|sync\n\n" +
-		"Manages the business number's message templates (HSM).\n" +
-		"  chatq templates list      lists them as ChatArchitect's getHSM answers\n" +
-		"  chatq templates submit --name N --language L --category C --content TEXT --example TEXT\n" +
-		"                            submits a new one for WhatsApp's review\n" +
-		"  chatq templates sync      refreshes chatq's template cache, which checks template sends\n" +
-		"Needs CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE (and CHATQ_REDIS_URL for sync)."
-	return p.subcommand(ctx, "templates", usage, args, map[string]func(context.Context, []string) error{
-		"list":   p.templatesList,
-		"submit": p.templatesSubmit,
-		"sync":   p.templatesSync,
-	})
+func (p *program) templatesCommand() *cobra.Command {
+	return group("templates <command>", "list, submit or sync message templates",
+		"Manages the business number's message templates (HSM).\n"+
+			"Needs CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE (and CHATQ_REDIS_URL for sync).",
+		p.templatesListCommand(), p.templatesSubmitCommand(), p.templatesSyncCommand())
 }
 
 var caNeeds = []string{"CHATQ_CA_APP_ID", "CHATQ_CA_APP_SECRET", "CHATQ_CA_SOURCE"}
 
-func (p *program) templatesList(ctx context.Context, args []string) error {
-	fs := p.flags("templates list", "templates list\n\nLists the templates ChatArchitect's getHSM answers, with their review status.\nNeeds CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE.")
-	if err := parse(fs, args, 0); err != nil {
-		return err
-	}
+func (p *program) templatesListCommand() *cobra.Command {
+	return command("list", "list the templates as ChatArchitect's getHSM answers",
+		"Lists the templates ChatArchitect's getHSM answers, with their review status.\nNeeds CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE.",
+		noArgs, func(cmd *cobra.Command, _ []string) error { return p.templatesList(cmd.Context()) })
+}
+
+func (p *program) templatesList(ctx context.Context) error {
 	cfg, err := loadConfig(config.Default(), caNeeds...)
 	if err != nil {
 		return err
@@ -267,20 +227,26 @@ func oneLine(s string, limit int) string {
 	return s
 }
 
-func (p *program) templatesSubmit(ctx context.Context, args []string) error {
-	fs := p.flags("templates submit", "templates submit --name N --language L --category C --content TEXT --example TEXT [--type TEXT]\n\n"+
-		"Submits a template for WhatsApp's review; it starts PENDING. Content fills {{1}}..{{n}} from a send's params;\n"+
-		"example is the content with sample values, which the review wants.\nNeeds CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE.")
+func (p *program) templatesSubmitCommand() *cobra.Command {
 	var t chatarchitect.TemplateSubmission
+	cmd := command("submit --name N --language L --category C --content TEXT --example TEXT [--type TEXT]",
+		"submit a new template for WhatsApp's review",
+		"Submits a template for WhatsApp's review; it starts PENDING. Content fills {{1}}..{{n}} from a send's params;\n"+
+			"example is the content with sample values, which the review wants.\nNeeds CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE.",
+		noArgs, func(cmd *cobra.Command, _ []string) error { return p.templatesSubmit(cmd.Context(), t) })
+	fs := cmd.Flags()
 	fs.StringVar(&t.ElementName, "name", "", "template name: lowercase letters, digits and underscores")
 	fs.StringVar(&t.LanguageCode, "language", "", "language code, such as en or en_US")
 	fs.StringVar(&t.Category, "category", "", "MARKETING, UTILITY or AUTHENTICATION")
 	fs.StringVar(&t.TemplateType, "type", "TEXT", "TEXT, IMAGE, VIDEO or DOCUMENT")
 	fs.StringVar(&t.Content, "content", "", "the text, with {{1}}..{{n}} placeholders")
 	fs.StringVar(&t.Example, "example", "", "the text with sample values in place of the placeholders")
-	if err := parse(fs, args, 0); err != nil {
-		return err
-	}
+	_ = cmd.RegisterFlagCompletionFunc("category", choices("MARKETING", "UTILITY", "AUTHENTICATION"))
+	_ = cmd.RegisterFlagCompletionFunc("type", choices("TEXT", "IMAGE", "VIDEO", "DOCUMENT"))
+	return cmd
+}
+
+func (p *program) templatesSubmit(ctx context.Context, t chatarchitect.TemplateSubmission) error {
 	for _, f := range []struct{ flag, value string }{{"--name", t.ElementName}, {"--language", t.LanguageCode}, {"--category", t.Category}, {"--content", t.Content}} {
 		if f.value == "" {
 			return usageError("templates submit: " + f.flag + " is required")
@@ -300,12 +266,14 @@ func (p *program) templatesSubmit(ctx context.Context, args []string) error {
 	return p.printJSON(got)
 }
 
-func (p *program) templatesSync(ctx context.Context, args []string) error {
-	fs := p.flags("templates sync", "templates sync\n\nRefreshes chatq's template cache from getHSM now (workers also do it every 10 minutes).\n"+
-		"Needs CHATQ_REDIS_URL, CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE.")
-	if err := parse(fs, args, 0); err != nil {
-		return err
-	}
+func (p *program) templatesSyncCommand() *cobra.Command {
+	return command("sync", "refresh chatq's template cache, which checks template sends",
+		"Refreshes chatq's template cache from getHSM now (workers also do it every 10 minutes).\n"+
+			"Needs CHATQ_REDIS_URL, CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE.",
+		noArgs, func(cmd *cobra.Command, _ []string) error { return p.templatesSync(cmd.Context()) })
+}
+
+func (p *program) templatesSync(ctx context.Context) error {
 	return withChecker(ctx, caNeeds, func(c *policy.Checker, _ config.Config) error {
 		cat, err := c.Templates.Sync(ctx)
 		if err != nil {
@@ -322,22 +290,22 @@ func (p *program) templatesSync(ctx context.Context, args []string) error {
 	})
 }
 
-func (p *program) webhook(ctx context.Context, args []string) error {
-	const usage = "webhook register\n\n" +
-		"Registers chatq's webhook with ChatArchitect: CHATQ_PUBLIC_URL + /webhooks/chatarchitect/ + CHATQ_WEBHOOK_SECRET\n" +
-		"receives every message, delivery and user event of the business number.\n" +
-		"Needs CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET, CHATQ_CA_SOURCE, CHATQ_PUBLIC_URL and CHATQ_WEBHOOK_SECRET."
-	return p.subcommand(ctx, "webhook", usage, args, map[string]func(context.Context, []string) error{
-		"register": p.webhookRegister,
-	})
+func (p *program) webhookCommand() *cobra.Command {
+	return group("webhook <command>", "register chatq's webhook with ChatArchitect",
+		"Registers chatq's webhook with ChatArchitect: CHATQ_PUBLIC_URL + /webhooks/chatarchitect/ + CHATQ_WEBHOOK_SECRET\n"+
+			"receives every message, delivery and user event of the business number.\n"+
+			"Needs CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET, CHATQ_CA_SOURCE, CHATQ_PUBLIC_URL and CHATQ_WEBHOOK_SECRET.",
+		p.webhookRegisterCommand())
 }
 
-func (p *program) webhookRegister(ctx context.Context, args []string) error {
-	fs := p.flags("webhook register", "webhook register\n\nRegisters CHATQ_PUBLIC_URL + /webhooks/chatarchitect/ + CHATQ_WEBHOOK_SECRET with ChatArchitect.\n"+
-		"Needs CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET, CHATQ_CA_SOURCE, CHATQ_PUBLIC_URL and CHATQ_WEBHOOK_SECRET.")
-	if err := parse(fs, args, 0); err != nil {
-		return err
-	}
+func (p *program) webhookRegisterCommand() *cobra.Command {
+	return command("register", "register chatq's webhook URL with ChatArchitect",
+		"Registers CHATQ_PUBLIC_URL + /webhooks/chatarchitect/ + CHATQ_WEBHOOK_SECRET with ChatArchitect.\n"+
+			"Needs CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET, CHATQ_CA_SOURCE, CHATQ_PUBLIC_URL and CHATQ_WEBHOOK_SECRET.",
+		noArgs, func(cmd *cobra.Command, _ []string) error { return p.webhookRegister(cmd.Context()) })
+}
+
+func (p *program) webhookRegister(ctx context.Context) error {
 	cfg, err := loadConfig(config.Default(), append(caNeeds, "CHATQ_PUBLIC_URL", "CHATQ_WEBHOOK_SECRET")...)
 	if err != nil {
 		return err

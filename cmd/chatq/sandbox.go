@@ -5,17 +5,20 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/config"
 	"github.com/chatq/chatq/internal/sandbox"
 )
 
-func (p *program) sandbox(ctx context.Context, args []string) error {
-	fs := p.flags("sandbox", "sandbox\n\nServes a ChatArchitect sandbox on CHATQ_SANDBOX_ADDR (default :8090) for offline integration tests.\nCredentials: CHATQ_CA_APP_ID and CHATQ_CA_APP_SECRET (generated and printed when unset).\nKnobs: CHATQ_SANDBOX_RATE, _ERROR_RATIO, _LATENCY, _WEBHOOK_DELAY, _DUPLICATE_RATIO, _REORDER_RATIO.")
-	if err := parse(fs, args, 0); err != nil {
-		return err
-	}
+func (p *program) sandboxCommand() *cobra.Command {
+	return command("sandbox", "a standalone ChatArchitect sandbox for integration tests",
+		"Serves a ChatArchitect sandbox on CHATQ_SANDBOX_ADDR (default :8090) for offline integration tests.\nCredentials: CHATQ_CA_APP_ID and CHATQ_CA_APP_SECRET (generated and printed when unset).\nKnobs: CHATQ_SANDBOX_RATE, _ERROR_RATIO, _LATENCY, _WEBHOOK_DELAY, _DUPLICATE_RATIO, _REORDER_RATIO.",
+		noArgs, func(cmd *cobra.Command, _ []string) error { return p.sandbox(cmd.Context()) })
+}
+
+func (p *program) sandbox(ctx context.Context) error {
 	base := config.Default()
 	base.LogFormat = "console"
 	cfg, err := loadConfig(base)

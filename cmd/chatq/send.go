@@ -8,40 +8,53 @@ import (
 	"io"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/chatq/chatq/enqueue"
 )
 
-func (p *program) send(ctx context.Context, args []string) error {
-	fs := p.flags("send", "send [flags]\n\nEnqueues one message and prints its job record. Give --text for a text message, or\n"+
-		"--payload with a ChatArchitect payload object, or --json with a whole message (\"-\" reads stdin).\nNeeds CHATQ_REDIS_URL.")
-	to := fs.String("to", "", "recipient number (8 to 15 digits, optional +)")
-	text := fs.String("text", "", "text of a text message")
-	payload := fs.String("payload", "", `payload JSON, e.g. '{"type":"image","originalUrl":"https://..."}'`)
-	whole := fs.String("json", "", `a whole message as POST /v1/messages takes it, or "-" for stdin`)
-	priority := fs.String("priority", "", "transactional (default) or bulk")
-	idem := fs.String("idempotency-key", "", "makes a repeated send return the first record")
-	sendAt := fs.String("send-at", "", "RFC 3339 time to send at")
-	batch := fs.String("batch-id", "", "campaign the message belongs to")
-	if err := parse(fs, args, 0); err != nil {
-		return err
-	}
-	m, err := p.buildMessage(*to, *text, *payload, *whole)
+// sendFlags are chatq send's flags.
+type sendFlags struct {
+	to, text, payload, whole, priority, idem, sendAt, batch string
+}
+
+func (p *program) sendCommand() *cobra.Command {
+	var f sendFlags
+	cmd := command("send [flags]", "enqueue one message",
+		"Enqueues one message and prints its job record. Give --text for a text message, or\n"+
+			"--payload with a ChatArchitect payload object, or --json with a whole message (\"-\" reads stdin).\nNeeds CHATQ_REDIS_URL.",
+		noArgs, func(cmd *cobra.Command, _ []string) error { return p.send(cmd.Context(), f) })
+	fs := cmd.Flags()
+	fs.StringVar(&f.to, "to", "", "recipient number (8 to 15 digits, optional +)")
+	fs.StringVar(&f.text, "text", "", "text of a text message")
+	fs.StringVar(&f.payload, "payload", "", `payload JSON, e.g. '{"type":"image","originalUrl":"https://..."}'`)
+	fs.StringVar(&f.whole, "json", "", `a whole message as POST /v1/messages takes it, or "-" for stdin`)
+	fs.StringVar(&f.priority, "priority", "", "transactional (default) or bulk")
+	fs.StringVar(&f.idem, "idempotency-key", "", "makes a repeated send return the first record")
+	fs.StringVar(&f.sendAt, "send-at", "", "RFC 3339 time to send at")
+	fs.StringVar(&f.batch, "batch-id", "", "campaign the message belongs to")
+	_ = cmd.RegisterFlagCompletionFunc("priority", choices(string(enqueue.Transactional), string(enqueue.Bulk)))
+	return cmd
+}
+
+func (p *program) send(ctx context.Context, f sendFlags) error {
+	m, err := p.buildMessage(f.to, f.text, f.payload, f.whole)
 	if err != nil {
 		return err
 	}
-	if *priority != "" {
-		m.Priority = enqueue.Priority(*priority)
+	if f.priority != "" {
+		m.Priority = enqueue.Priority(f.priority)
 	}
-	if *idem != "" {
-		m.IdempotencyKey = *idem
+	if f.idem != "" {
+		m.IdempotencyKey = f.idem
 	}
-	if *batch != "" {
-		m.BatchID = *batch
+	if f.batch != "" {
+		m.BatchID = f.batch
 	}
-	if *sendAt != "" {
-		t, err := time.Parse(time.RFC3339, *sendAt)
+	if f.sendAt != "" {
+		t, err := time.Parse(time.RFC3339, f.sendAt)
 		if err != nil {
-			return usageError(fmt.Sprintf("--send-at: not an RFC 3339 time: %q", *sendAt))
+			return usageError(fmt.Sprintf("--send-at: not an RFC 3339 time: %q", f.sendAt))
 		}
 		m.SendAt = t
 	}
@@ -97,14 +110,12 @@ func (p *program) buildMessage(to, text, payload, whole string) (*enqueue.Messag
 	return m, nil
 }
 
-func (p *program) status(ctx context.Context, args []string) error {
-	fs := p.flags("status", "status ID\n\nPrints a message's job record. Needs CHATQ_REDIS_URL.")
-	if err := parse(fs, args, 1); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usageError("status: the message id is required")
-	}
+func (p *program) statusCommand() *cobra.Command {
+	return command("status ID", "show a message's job record", "Prints a message's job record. Needs CHATQ_REDIS_URL.",
+		oneArg("the message id"), func(cmd *cobra.Command, args []string) error { return p.status(cmd.Context(), args[0]) })
+}
+
+func (p *program) status(ctx context.Context, id string) error {
 	cfg, rdb, err := connect(ctx)
 	if err != nil {
 		return err
@@ -112,9 +123,9 @@ func (p *program) status(ctx context.Context, args []string) error {
 	defer rdb.Close()
 	client := enqueueClient(rdb, cfg)
 	defer client.Close()
-	rec, err := client.Get(ctx, fs.Arg(0))
+	rec, err := client.Get(ctx, id)
 	if errors.Is(err, enqueue.ErrNotFound) {
-		return fmt.Errorf("no message with id %q", fs.Arg(0))
+		return fmt.Errorf("no message with id %q", id)
 	}
 	if err != nil {
 		return err

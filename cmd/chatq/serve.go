@@ -9,6 +9,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
 	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/api"
@@ -17,11 +18,13 @@ import (
 	"github.com/chatq/chatq/internal/store"
 )
 
-func (p *program) api(ctx context.Context, args []string) error {
-	fs := p.flags("api", "api\n\nServes the HTTP API and the ChatArchitect webhook receiver on CHATQ_HTTP_ADDR.\nNeeds CHATQ_REDIS_URL, CHATQ_API_KEYS and CHATQ_WEBHOOK_SECRET.")
-	if err := parse(fs, args, 0); err != nil {
-		return err
-	}
+func (p *program) apiCommand() *cobra.Command {
+	return command("api", "HTTP API, webhook receiver",
+		"Serves the HTTP API and the ChatArchitect webhook receiver on CHATQ_HTTP_ADDR.\nNeeds CHATQ_REDIS_URL, CHATQ_API_KEYS and CHATQ_WEBHOOK_SECRET.",
+		noArgs, func(cmd *cobra.Command, _ []string) error { return p.api(cmd.Context()) })
+}
+
+func (p *program) api(ctx context.Context) error {
 	cfg, rdb, err := connect(ctx, "CHATQ_API_KEYS", "CHATQ_WEBHOOK_SECRET")
 	if err != nil {
 		return err
@@ -79,11 +82,13 @@ func (p *program) announce(addrs map[string]string) {
 	}
 }
 
-func (p *program) worker(ctx context.Context, args []string) error {
-	fs := p.flags("worker", "worker\n\nSends queued messages to ChatArchitect. Run any number, on any number of machines.\nServes its metrics at /metrics on CHATQ_METRICS_ADDR (:9091; empty turns it off).\nNeeds CHATQ_REDIS_URL, CHATQ_CA_APP_ID and CHATQ_CA_APP_SECRET.")
-	if err := parse(fs, args, 0); err != nil {
-		return err
-	}
+func (p *program) workerCommand() *cobra.Command {
+	return command("worker", "send queued messages to ChatArchitect",
+		"Sends queued messages to ChatArchitect. Run any number, on any number of machines.\nServes its metrics at /metrics on CHATQ_METRICS_ADDR (:9091; empty turns it off).\nNeeds CHATQ_REDIS_URL, CHATQ_CA_APP_ID and CHATQ_CA_APP_SECRET.",
+		noArgs, func(cmd *cobra.Command, _ []string) error { return p.worker(cmd.Context()) })
+}
+
+func (p *program) worker(ctx context.Context) error {
 	cfg, rdb, err := connect(ctx, "CHATQ_CA_APP_ID", "CHATQ_CA_APP_SECRET")
 	if err != nil {
 		return err

@@ -80,11 +80,11 @@ func (p *program) announce(addrs map[string]string) {
 }
 
 func (p *program) worker(ctx context.Context, args []string) error {
-	fs := p.flags("worker", "worker\n\nSends queued messages to ChatArchitect. Run any number, on any number of machines.\nServes its metrics at /metrics on CHATQ_METRICS_ADDR (:9091; empty turns it off).\nNeeds CHATQ_REDIS_URL, CHATQ_CA_APP_ID and CHATQ_CA_APP_SECRET.")
+	fs := p.flags("worker", "worker\n\nSends queued messages to ChatArchitect. Run any number, on any number of machines.\nServes its metrics at /metrics on CHATQ_METRICS_ADDR (:9091; empty turns it off).\nNeeds CHATQ_REDIS_URL, CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE (the sender\nnumber: the key of the limits every worker shares, and the destination of the circuit\nbreaker's probe).")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	cfg, rdb, err := connect(ctx, "CHATQ_CA_APP_ID", "CHATQ_CA_APP_SECRET")
+	cfg, rdb, err := connect(ctx, "CHATQ_CA_APP_ID", "CHATQ_CA_APP_SECRET", "CHATQ_CA_SOURCE")
 	if err != nil {
 		return err
 	}

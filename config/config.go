@@ -84,7 +84,9 @@ type Config struct {
 	RetryJitter    float64       `split_words:"true"`
 
 	RatePerSecond float64 `split_words:"true"`
-	// RateBurst defaults to RatePerSecond.
+	// RateBurst defaults to 1: steady spacing, so that no one-second
+	// window holds more than RatePerSecond messages. A larger burst lets
+	// that many leave back to back after a quiet spell.
 	RateBurst           int           `split_words:"true"`
 	PairInterval        time.Duration `split_words:"true"`
 	PairBurst           int           `split_words:"true"`
@@ -180,7 +182,7 @@ func Load(base Config) (Config, error) {
 
 func (c *Config) fillDerived() {
 	if c.RateBurst == 0 {
-		c.RateBurst = max(1, int(c.RatePerSecond+0.5))
+		c.RateBurst = 1
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = c.CATimeout + 5*time.Second

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
+	"github.com/chatq/chatq/config"
 	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/redistest"
@@ -62,5 +64,57 @@ func TestPauseHoldsEverySendUntilResume(t *testing.T) {
 	})
 	if _, ready := d.do(t, "GET", "/readyz", ""); ready["circuit"].(map[string]any)["state"] != "closed" {
 		t.Errorf("/readyz after resume: %v", ready)
+	}
+}
+
+// TestDefaultBurstKeepsEveryWindowWithinTheRate is a regression test: the
+// burst defaulted to the rate, so after a quiet spell twice the rate could
+// leave within one second, and an interval rounded down to the microsecond
+// let one slot too many into a second.
+func TestDefaultBurstKeepsEveryWindowWithinTheRate(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	for _, rate := range []int{3, 7, 40} {
+		t.Run(fmt.Sprint(rate), func(t *testing.T) {
+			t.Setenv("CHATQ_RATE_PER_SECOND", fmt.Sprint(rate))
+			if v, ok := os.LookupEnv("CHATQ_RATE_BURST"); ok {
+				t.Setenv("CHATQ_RATE_BURST", v) // restored after
+				os.Unsetenv("CHATQ_RATE_BURST")
+			}
+			t.Setenv("CHATQ_CA_SOURCE", fmt.Sprintf("1555000%04d", rate))
+			cfg, err := config.Load(config.Default())
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+			limits := flowConfig(cfg, nil).Limits
+			limits.Now = func() time.Time { return start }
+			l := ratelimit.New(rdb, limits, nil)
+			// 3R messages asking at once, after a quiet spell: each slot is
+			// the time its message leaves.
+			slots := make([]time.Time, 3*rate)
+			for i := range slots {
+				d, err := l.Reserve(context.Background(), ratelimit.Request{Recipient: fmt.Sprint(i), MaxWait: time.Hour, MaxHold: time.Second})
+				if err != nil || !d.Reserved {
+					t.Fatalf("Reserve %d = %+v, %v", i, d, err)
+				}
+				slots[i] = start.Add(d.Wait)
+			}
+			// Slots come in order; the densest one-second windows start at
+			// a slot.
+			for i := range slots {
+				n := 0
+				for _, s := range slots[i:] {
+					if s.Sub(slots[i]) < time.Second {
+						n++
+					}
+				}
+				if n > rate {
+					t.Fatalf("%d messages leave within the second from %s, want at most %d", n, slots[i].Sub(start), rate)
+				}
+			}
+			if last := slots[len(slots)-1].Sub(start); last > 3*time.Second {
+				t.Errorf("the %d messages took %s, want them at the full rate", len(slots), last)
+			}
+		})
 	}
 }

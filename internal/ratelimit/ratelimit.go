@@ -12,6 +12,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -292,12 +293,15 @@ func (l *Limiter) BackOffRecipient(ctx context.Context, recipient string) (time.
 	return time.Duration(wait) * time.Microsecond, nil
 }
 
-// interval is the spacing of slots at the full rate, 0 for no limit.
+// interval is the spacing of slots at the full rate, 0 for no limit. The
+// scripts count in microseconds, so it is rounded up to one: rounded down,
+// a rate of 3/s would put a fourth slot 999999µs after the first, inside
+// the same second.
 func (l *Limiter) interval() time.Duration {
 	if l.cfg.Rate <= 0 {
 		return 0
 	}
-	return max(time.Duration(float64(time.Second)/l.cfg.Rate), time.Microsecond)
+	return max(time.Duration(math.Ceil(float64(time.Second)/l.cfg.Rate/float64(time.Microsecond)))*time.Microsecond, time.Microsecond)
 }
 
 // now is the scripts' clock argument: 0 lets them read Redis's clock.

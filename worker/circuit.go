@@ -24,12 +24,16 @@ import (
 type Circuit struct {
 	state  *ratelimit.Circuit
 	queues *asynq.Inspector
-	log    *zap.Logger
+	// throttles are the senders a Retry-After holds back, which Resume
+	// lifts too.
+	throttles *ratelimit.Throttles
+	log       *zap.Logger
 }
 
 // NewCircuit returns the circuit breaker on rdb.
 func NewCircuit(rdb redis.UniversalClient, log *zap.Logger) *Circuit {
-	return &Circuit{state: ratelimit.NewCircuit(rdb), queues: asynq.NewInspectorFromRedisClient(rdb), log: log}
+	return &Circuit{state: ratelimit.NewCircuit(rdb), queues: asynq.NewInspectorFromRedisClient(rdb),
+		throttles: ratelimit.NewThrottles(rdb), log: log}
 }
 
 // sendQueues are the queues the circuit breaker pauses: those of the
@@ -58,6 +62,12 @@ func (c *Circuit) State(ctx context.Context) (ratelimit.CircuitState, error) {
 	return c.state.State(ctx)
 }
 
+// Throttles returns the senders that the upstream's Retry-After holds back
+// now, for /readyz.
+func (c *Circuit) Throttles(ctx context.Context) ([]ratelimit.ThrottleState, error) {
+	return c.throttles.List(ctx)
+}
+
 // Pause stops sending for every worker, by an operator's decision: the
 // circuit opens as manual, which no probe closes; Resume does. Messages
 // keep being accepted, and wait.
@@ -72,8 +82,9 @@ func (c *Circuit) Pause(ctx context.Context, reason string) error {
 	return nil
 }
 
-// Resume closes the circuit, however it opened, and restarts sending. It
-// reports whether the circuit was open.
+// Resume closes the circuit, however it opened, lifts every sender's
+// throttle (the upstream's Retry-After and the lowered rate), and restarts
+// sending. It reports whether the circuit was open.
 func (c *Circuit) Resume(ctx context.Context) (bool, error) {
 	// Queues first: a failure in between leaves the circuit open, which a
 	// second resume fixes, rather than closed over paused queues.
@@ -84,7 +95,11 @@ func (c *Circuit) Resume(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	c.log.Info("sending resumed by an operator", zap.Bool("was_paused", closed))
+	held, err := c.throttles.Clear(ctx)
+	if err != nil {
+		return closed, err
+	}
+	c.log.Info("sending resumed by an operator", zap.Bool("was_paused", closed), zap.Strings("throttle_lifted", held))
 	return closed, nil
 }
 

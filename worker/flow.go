@@ -465,6 +465,9 @@ func (f *flow) circuitHold() *hold {
 // pair-rate refusal (131056) backs that recipient off; any other lowers the
 // whole sender's rate and honours the Retry-After for every worker.
 func (f *flow) rateLimited(ctx context.Context, log *zap.Logger, recipient string, info store.ErrorInfo, retryAfter time.Duration) *hold {
+	if f != nil {
+		retryAfter = min(retryAfter, f.limiter.Config().MaxRetryAfter)
+	}
 	h := &hold{delay: max(retryAfter, time.Second), note: "rate limited by ChatArchitect", err: &info}
 	if f == nil {
 		return h
@@ -479,7 +482,7 @@ func (f *flow) rateLimited(ctx context.Context, log *zap.Logger, recipient strin
 		h.delay, h.note = max(wait, retryAfter), "recipient backed off "+roundWait(wait)+" after a pair-rate refusal (131056)"
 		return h
 	}
-	st, err := f.limiter.Throttle(ctx, retryAfter)
+	st, err := f.limiter.Throttle(ctx, retryAfter, ratelimit.Cause{Code: info.Code, Reason: info.Message})
 	if err != nil {
 		log.Warn("lowering the sender's rate failed", zap.Error(err))
 		return h

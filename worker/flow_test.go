@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/chatq/chatq/api"
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/sandbox"
@@ -367,4 +369,66 @@ func TestHeldMessagesWithoutRetriesLeftAreHandedBackNotArchived(t *testing.T) {
 			t.Errorf("queue %s archived %d tasks", q, len(archived))
 		}
 	}
+}
+
+// TestThrottleShowsInReadyzAndResumeClearsIt is a regression test: one 429
+// with a Retry-After of a day stopped the sender for a day, /readyz did not
+// tell, and chatq resume did not lift it.
+func TestThrottleShowsInReadyzAndResumeClearsIt(t *testing.T) {
+	t.Parallel()
+	b := setup(t, sandbox.Config{}, false)
+	var refused atomic.Bool
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/whatsappmessage" && refused.CompareAndSwap(false, true) {
+			w.Header().Set("Retry-After", "86400")
+			w.WriteHeader(http.StatusTooManyRequests)
+			_, _ = w.Write([]byte(`{"status":"error","message":"Too many requests"}`))
+			return
+		}
+		b.sandbox.ServeHTTP(w, r)
+	}))
+	t.Cleanup(upstream.Close)
+	ca := chatarchitect.New(chatarchitect.Config{BaseURL: upstream.URL, AppID: "app", AppSecret: "secret", Source: business, Timeout: 2 * time.Second}, nil)
+	b.worker(t, ca, worker.Config{Concurrency: 2, Flow: limits(ratelimit.Config{Rate: 20})})
+	circuit := worker.NewCircuit(b.rdb, b.log)
+	a, err := api.New(api.Config{APIKeys: []string{"k"}, WebhookSecret: "hook", Circuit: circuit}, b.client, b.store, b.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	b.sendAll(t, b.client, []*enqueue.Message{text("447800000019", "refused once")})
+
+	type throttle struct {
+		Sender string    `json:"sender"`
+		Until  time.Time `json:"until"`
+		Reason string    `json:"reason"`
+		Code   string    `json:"code"`
+	}
+	var shown []throttle
+	poll.Until(t, 10*time.Second, "/readyz shows the throttle", func() (bool, string) {
+		_, body := readyz(t, a)
+		shown = nil
+		if raw, ok := body["throttles"]; ok {
+			if err := json.Unmarshal(raw, &shown); err != nil {
+				t.Fatalf("/readyz throttles %s: %v", raw, err)
+			}
+		}
+		return len(shown) > 0, fmt.Sprint(body)
+	})
+	th := shown[0]
+	if len(shown) != 1 || th.Sender != business || th.Code != "http_429" || th.Reason == "" {
+		t.Errorf("/readyz throttles: %+v", shown)
+	}
+	if late := th.Until.Sub(start); late < 4*time.Minute || late > 5*time.Minute+10*time.Second {
+		t.Errorf("throttled until %s after the send, want the 24h Retry-After capped at 5m", late)
+	}
+
+	if _, err := circuit.Resume(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := readyz(t, a); body["throttles"] != nil {
+		t.Errorf("/readyz after resume still shows throttles %s", body["throttles"])
+	}
+	ids := b.sendAll(t, b.client, []*enqueue.Message{text("447800000029", "after resume")})
+	b.waitAll(t, ids, 10*time.Second, submitted)
 }

@@ -138,6 +138,7 @@ func Default() Config {
 		RetryMaxDelay:  15 * time.Minute,
 		RetryJitter:    0.2,
 		RatePerSecond:  40,
+		RateBurst:      1,
 		MaxRetryAfter:  5 * time.Minute,
 		PairInterval:   6 * time.Second,
 		PairBurst:      3,
@@ -186,6 +187,7 @@ func Load(base Config) (Config, error) {
 
 func (c *Config) fillDerived() {
 	if c.RateBurst == 0 {
+		// CHATQ_RATE_BURST=0, or a base without one: steady spacing.
 		c.RateBurst = 1
 	}
 	if c.ShutdownTimeout == 0 {

@@ -105,6 +105,10 @@ const (
 // errStopping hands a waiting message back when its worker stops.
 var errStopping = errors.New("worker stopping")
 
+// errExpired settles the trial of a message that expired while it waited
+// for its slot: it was not sent.
+var errExpired = errors.New("expired before its send")
+
 // hold is a message that flow control keeps back: it is recorded as
 // retrying, with a note, and its task is handed back to run after delay.
 type hold struct {
@@ -330,6 +334,7 @@ func (h *Handler) admit(ctx context.Context, log *zap.Logger, rec *store.Record)
 		return true, h.hold(ctx, log, rec.ID, hd)
 	}
 	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
+		h.flow.settle(ctx, log, rec.ID, errExpired) // not sent: no trial
 		if _, _, err := h.store.Move(ctx, rec.ID, store.Change{Status: store.Expired, Note: "expires_at passed while it waited for its send slot", Unsent: true}); err != nil {
 			return true, fmt.Errorf("expire %s: %w", rec.ID, err)
 		}

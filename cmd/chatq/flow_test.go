@@ -118,3 +118,34 @@ func TestDefaultBurstKeepsEveryWindowWithinTheRate(t *testing.T) {
 		})
 	}
 }
+
+// TestResumeLiftsAThrottle: chatq resume is how an operator overrules a
+// 429's Retry-After, as it overrules an open circuit.
+func TestResumeLiftsAThrottle(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	t.Setenv("CHATQ_REDIS_URL", srv.URL())
+	t.Setenv("CHATQ_LOG_LEVEL", "warn")
+	ctx := context.Background()
+	l := ratelimit.New(rdb, ratelimit.Config{Sender: "15550001234", Rate: 10}, nil)
+	if _, err := l.Throttle(ctx, time.Hour, ratelimit.Cause{Code: "http_429", Reason: "Too Many Requests"}); err != nil {
+		t.Fatal(err)
+	}
+	throttles := ratelimit.NewThrottles(rdb)
+	if list, err := throttles.List(ctx); err != nil || len(list) != 1 || list[0].Sender != "15550001234" || list[0].Code != "http_429" {
+		t.Fatalf("throttles before resume: %+v, %v", list, err)
+	}
+	var out, errOut bytes.Buffer
+	if err := (&program{stdout: &out, stderr: &errOut}).run(ctx, []string{"resume"}); err != nil {
+		t.Fatalf("chatq resume: %v\n%s", err, errOut.String())
+	}
+	if list, err := throttles.List(ctx); err != nil || len(list) != 0 {
+		t.Errorf("throttles after chatq resume: %+v, %v", list, err)
+	}
+	if st, err := l.State(ctx); err != nil || st.Blocked != 0 || st.Factor != 1 {
+		t.Errorf("the sender after chatq resume: %+v, %v; want neither held nor slowed", st, err)
+	}
+	if d, err := l.Reserve(ctx, ratelimit.Request{Recipient: "1", MaxWait: time.Second, MaxHold: time.Second}); err != nil || !d.Reserved || d.Wait != 0 {
+		t.Errorf("a send after chatq resume: %+v, %v; want it to go at once", d, err)
+	}
+}

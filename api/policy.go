@@ -201,10 +201,12 @@ func (s *Server) conversation(ctx context.Context, hook *chatarchitect.Webhook, 
 		return s.learnFromEvent(ctx, hook.Event, res, at)
 	case hook.User != nil:
 		if s.cfg.Policy != nil {
-			if err := s.cfg.Policy.UserEvent(ctx, hook.User.Phone, hook.User.Type, at); err != nil {
+			applied, err := s.cfg.Policy.UserEvent(ctx, hook.User.Phone, hook.User.Type, at)
+			if err != nil {
 				return err
 			}
-			s.log.Info("user event", zap.String("type", hook.User.Type), zap.String("destination", hook.User.Phone))
+			s.log.Info("user event", zap.String("type", hook.User.Type), zap.String("destination", hook.User.Phone),
+				zap.Time("at", at), zap.String("outcome", string(applied)))
 		}
 		return s.forward(ctx, &callback.Inbound{Type: callback.InboundUserEvent, Phone: hook.User.Phone, At: at, Event: hook.User.Type, Webhook: hook.Raw})
 	case hook.Inbound != nil:

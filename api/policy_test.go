@@ -199,3 +199,54 @@ func TestWebhooksTeachThePolicy(t *testing.T) {
 		t.Errorf("%d inbound events forwarded, want 3", inbound)
 	}
 }
+
+// TestUserEventWebhooksApplyByTheirOwnTime is a regression test: a late
+// retry of an older opted-in webhook lifted a newer opt-out, and a webhook
+// lifted a suppression an operator had added.
+func TestUserEventWebhooksApplyByTheirOwnTime(t *testing.T) {
+	t.Parallel()
+	f, _ := policyFixture(t)
+	hook := func(phone, typ string, at time.Time) {
+		t.Helper()
+		body := fmt.Sprintf(`{"app":"demo","timestamp":%d,"version":2,"type":"user-event","payload":{"phone":"%s","type":"%s"}}`, at.UnixMilli(), phone, typ)
+		res := f.do(t, request{method: http.MethodPost, path: "/webhooks/chatarchitect/" + webhookSecret, body: []byte(body), noAuth: true})
+		if res.status != http.StatusOK {
+			t.Fatalf("webhook %s: %d %s", body, res.status, res.body)
+		}
+	}
+	suppressed := func(phone string) bool {
+		t.Helper()
+		res := f.do(t, request{method: http.MethodGet, path: "/v1/suppressions/" + phone})
+		if res.status != http.StatusOK && res.status != http.StatusNotFound {
+			t.Fatalf("GET /v1/suppressions/%s: %d %s", phone, res.status, res.body)
+		}
+		return res.status == http.StatusOK
+	}
+	ten := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+
+	hook("96996991001", "opted-out", ten)
+	hook("96996991001", "opted-in", ten.Add(-time.Hour))
+	if !suppressed("96996991001") {
+		t.Fatal("an opted-in an hour older than the opt-out, arriving after it, lifted the suppression")
+	}
+	wantError(t, f.post(t, "/v1/messages", `{"destination":"96996991001","payload":{"type":"text","message":"hi"}}`),
+		http.StatusUnprocessableEntity, "suppressed", "destination")
+	hook("96996991001", "opted-in", ten.Add(time.Minute))
+	if suppressed("96996991001") {
+		t.Fatal("a newer opted-in did not lift the suppression")
+	}
+
+	if res := f.do(t, request{method: http.MethodPut, path: "/v1/suppressions/96996991002", body: []byte(`{"reason":"asked by phone"}`)}); res.status != http.StatusOK {
+		t.Fatalf("PUT: %d %s", res.status, res.body)
+	}
+	hook("96996991002", "opted-in", time.Now())
+	if !suppressed("96996991002") {
+		t.Fatal("an opted-in webhook lifted a suppression an operator added")
+	}
+	if res := f.do(t, request{method: http.MethodDelete, path: "/v1/suppressions/96996991002"}); res.status != http.StatusOK {
+		t.Fatalf("DELETE: %d %s", res.status, res.body)
+	}
+	if suppressed("96996991002") {
+		t.Fatal("the operator's DELETE did not lift the suppression")
+	}
+}

@@ -54,13 +54,20 @@ type Config struct {
 	// (CHATQ_INBOUND_URL).
 	Inbound *callback.Forwarder
 	// Circuit, if set, tells /readyz's body whether sending is paused by
-	// the circuit breaker.
+	// the circuit breaker and, when it is also a Throttles (worker.Circuit
+	// is), which senders the upstream's Retry-After holds back.
 	Circuit Circuit
 }
 
 // Circuit reports the circuit breaker's state (worker.Circuit does).
 type Circuit interface {
 	State(ctx context.Context) (ratelimit.CircuitState, error)
+}
+
+// Throttles reports the senders that the upstream's Retry-After holds back
+// (worker.Circuit does).
+type Throttles interface {
+	Throttles(ctx context.Context) ([]ratelimit.ThrottleState, error)
 }
 
 // Server serves the API.
@@ -195,6 +202,16 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 			body["circuit"] = map[string]string{"state": "unknown"}
 		} else {
 			body["circuit"] = st
+		}
+		if t, ok := s.cfg.Circuit.(Throttles); ok {
+			// Present only while a Retry-After holds a sender back.
+			list, err := t.Throttles(ctx)
+			switch {
+			case err != nil:
+				s.log.Warn("reading the senders' throttles", zap.Error(err))
+			case len(list) > 0:
+				body["throttles"] = list
+			}
 		}
 	}
 	writeJSON(w, http.StatusOK, body)

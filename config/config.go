@@ -84,8 +84,13 @@ type Config struct {
 	RetryJitter    float64       `split_words:"true"`
 
 	RatePerSecond float64 `split_words:"true"`
-	// RateBurst defaults to RatePerSecond.
-	RateBurst           int           `split_words:"true"`
+	// RateBurst defaults to 1: steady spacing, so that no one-second
+	// window holds more than RatePerSecond messages. A larger burst lets
+	// that many leave back to back after a quiet spell.
+	RateBurst int `split_words:"true"`
+	// MaxRetryAfter caps the upstream's Retry-After: how long one 429 may
+	// hold a sender back at most.
+	MaxRetryAfter       time.Duration `split_words:"true"`
 	PairInterval        time.Duration `split_words:"true"`
 	PairBurst           int           `split_words:"true"`
 	DailyRecipientLimit int           `split_words:"true"`
@@ -133,6 +138,8 @@ func Default() Config {
 		RetryMaxDelay:  15 * time.Minute,
 		RetryJitter:    0.2,
 		RatePerSecond:  40,
+		RateBurst:      1,
+		MaxRetryAfter:  5 * time.Minute,
 		PairInterval:   6 * time.Second,
 		PairBurst:      3,
 		WindowPolicy:   "learn",
@@ -180,7 +187,8 @@ func Load(base Config) (Config, error) {
 
 func (c *Config) fillDerived() {
 	if c.RateBurst == 0 {
-		c.RateBurst = max(1, int(c.RatePerSecond+0.5))
+		// CHATQ_RATE_BURST=0, or a base without one: steady spacing.
+		c.RateBurst = 1
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = c.CATimeout + 5*time.Second
@@ -296,6 +304,8 @@ func (c *Config) Validate() error {
 		return bad("RATE_PER_SECOND", "must be positive")
 	case c.RateBurst < 1:
 		return bad("RATE_BURST", "must be at least 1")
+	case c.MaxRetryAfter < time.Second:
+		return bad("MAX_RETRY_AFTER", "must be at least 1s")
 	case c.PairInterval < 0:
 		return bad("PAIR_INTERVAL", "must not be negative (0 turns the limit off)")
 	case c.PairBurst < 1:

@@ -63,7 +63,8 @@ func TestLoadDefaults(t *testing.T) {
 		RetryMaxDelay:        15 * time.Minute,
 		RetryJitter:          0.2,
 		RatePerSecond:        40,
-		RateBurst:            40, // CHATQ_RATE_PER_SECOND
+		RateBurst:            1, // steady spacing
+		MaxRetryAfter:        5 * time.Minute,
 		PairInterval:         6 * time.Second,
 		PairBurst:            3,
 		DailyRecipientLimit:  0,
@@ -135,8 +136,9 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		{"CHATQ_RETRY_BASE_DELAY", "1s", func(c *config.Config) { c.RetryBaseDelay = time.Second }},
 		{"CHATQ_RETRY_MAX_DELAY", "1h", func(c *config.Config) { c.RetryMaxDelay = time.Hour }},
 		{"CHATQ_RETRY_JITTER", "0", func(c *config.Config) { c.RetryJitter = 0 }},
-		{"CHATQ_RATE_PER_SECOND", "12.5", func(c *config.Config) { c.RatePerSecond = 12.5; c.RateBurst = 13 }},
+		{"CHATQ_RATE_PER_SECOND", "12.5", func(c *config.Config) { c.RatePerSecond = 12.5 }},
 		{"CHATQ_RATE_BURST", "5", func(c *config.Config) { c.RateBurst = 5 }},
+		{"CHATQ_MAX_RETRY_AFTER", "90s", func(c *config.Config) { c.MaxRetryAfter = 90 * time.Second }},
 		{"CHATQ_PAIR_INTERVAL", "0", func(c *config.Config) { c.PairInterval = 0 }},
 		{"CHATQ_PAIR_BURST", "1", func(c *config.Config) { c.PairBurst = 1 }},
 		{"CHATQ_DAILY_RECIPIENT_LIMIT", "250", func(c *config.Config) { c.DailyRecipientLimit = 250 }},
@@ -235,12 +237,11 @@ func TestLoadDerivedDefaults(t *testing.T) {
 		wantBurst    int
 		wantShutdown time.Duration
 	}{
-		{"burst follows rate", map[string]string{"CHATQ_RATE_PER_SECOND": "7"}, 7, 15 * time.Second},
-		{"burst rounds a fractional rate", map[string]string{"CHATQ_RATE_PER_SECOND": "12.5"}, 13, 15 * time.Second},
-		{"burst is at least one", map[string]string{"CHATQ_RATE_PER_SECOND": "0.2"}, 1, 15 * time.Second},
+		{"burst is one whatever the rate", map[string]string{"CHATQ_RATE_PER_SECOND": "7"}, 1, 15 * time.Second},
+		{"burst is one at a fractional rate", map[string]string{"CHATQ_RATE_PER_SECOND": "0.2"}, 1, 15 * time.Second},
 		{"explicit burst wins", map[string]string{"CHATQ_RATE_PER_SECOND": "7", "CHATQ_RATE_BURST": "2"}, 2, 15 * time.Second},
-		{"shutdown follows ca timeout", map[string]string{"CHATQ_CA_TIMEOUT": "30s"}, 40, 35 * time.Second},
-		{"explicit shutdown wins", map[string]string{"CHATQ_CA_TIMEOUT": "30s", "CHATQ_SHUTDOWN_TIMEOUT": "2s"}, 40, 2 * time.Second},
+		{"shutdown follows ca timeout", map[string]string{"CHATQ_CA_TIMEOUT": "30s"}, 1, 35 * time.Second},
+		{"explicit shutdown wins", map[string]string{"CHATQ_CA_TIMEOUT": "30s", "CHATQ_SHUTDOWN_TIMEOUT": "2s"}, 1, 2 * time.Second},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -306,6 +307,8 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{name: "CHATQ_RATE_PER_SECOND", value: "NaN"},
 		{name: "CHATQ_RATE_PER_SECOND", value: "+Inf"},
 		{name: "CHATQ_RATE_BURST", value: "-3"},
+		{name: "CHATQ_MAX_RETRY_AFTER", value: "500ms"},
+		{name: "CHATQ_MAX_RETRY_AFTER", value: "soon"},
 		{name: "CHATQ_PAIR_INTERVAL", value: "-1s"},
 		{name: "CHATQ_PAIR_BURST", value: "0"},
 		{name: "CHATQ_DAILY_RECIPIENT_LIMIT", value: "-1"},

@@ -20,16 +20,24 @@ import (
 // message alike, so instead of burning each message's retries it opens the
 // circuit: the state goes to Redis, where /readyz and every worker see it,
 // and the send queues are paused with asynq, so that no worker fetches
-// another message. A worker's probe, or an operator's Resume, closes it.
+// another message. A worker's successful probe half-opens it: exactly one
+// message, the trial, is sent; its acceptance closes the circuit, an
+// account-level refusal opens it again with the probe's backoff still
+// growing (getHSM may answer while sends fail for balance or payment). An
+// operator's Resume closes it whatever its state.
 type Circuit struct {
 	state  *ratelimit.Circuit
 	queues *asynq.Inspector
-	log    *zap.Logger
+	// throttles are the senders a Retry-After holds back, which Resume
+	// lifts too.
+	throttles *ratelimit.Throttles
+	log       *zap.Logger
 }
 
 // NewCircuit returns the circuit breaker on rdb.
 func NewCircuit(rdb redis.UniversalClient, log *zap.Logger) *Circuit {
-	return &Circuit{state: ratelimit.NewCircuit(rdb), queues: asynq.NewInspectorFromRedisClient(rdb), log: log}
+	return &Circuit{state: ratelimit.NewCircuit(rdb), queues: asynq.NewInspectorFromRedisClient(rdb),
+		throttles: ratelimit.NewThrottles(rdb), log: log}
 }
 
 // sendQueues are the queues the circuit breaker pauses: those of the
@@ -58,6 +66,12 @@ func (c *Circuit) State(ctx context.Context) (ratelimit.CircuitState, error) {
 	return c.state.State(ctx)
 }
 
+// Throttles returns the senders that the upstream's Retry-After holds back
+// now, for /readyz.
+func (c *Circuit) Throttles(ctx context.Context) ([]ratelimit.ThrottleState, error) {
+	return c.throttles.List(ctx)
+}
+
 // Pause stops sending for every worker, by an operator's decision: the
 // circuit opens as manual, which no probe closes; Resume does. Messages
 // keep being accepted, and wait.
@@ -72,8 +86,9 @@ func (c *Circuit) Pause(ctx context.Context, reason string) error {
 	return nil
 }
 
-// Resume closes the circuit, however it opened, and restarts sending. It
-// reports whether the circuit was open.
+// Resume closes the circuit, however it opened, lifts every sender's
+// throttle (the upstream's Retry-After and the lowered rate), and restarts
+// sending. It reports whether the circuit was open.
 func (c *Circuit) Resume(ctx context.Context) (bool, error) {
 	// Queues first: a failure in between leaves the circuit open, which a
 	// second resume fixes, rather than closed over paused queues.
@@ -84,7 +99,11 @@ func (c *Circuit) Resume(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	c.log.Info("sending resumed by an operator", zap.Bool("was_paused", closed))
+	held, err := c.throttles.Clear(ctx)
+	if err != nil {
+		return closed, err
+	}
+	c.log.Info("sending resumed by an operator", zap.Bool("was_paused", closed), zap.Strings("throttle_lifted", held))
 	return closed, nil
 }
 
@@ -107,22 +126,47 @@ func (c *Circuit) trip(ctx context.Context, t ratelimit.Trip) (bool, error) {
 	return opened, nil
 }
 
-// closeAfterProbe closes an automatically opened circuit once a probe
-// succeeded, and reports whether it did.
-func (c *Circuit) closeAfterProbe(ctx context.Context) (bool, error) {
-	if err := c.unpauseQueues(); err != nil {
-		return false, err
-	}
-	closed, err := c.state.Close(ctx, true)
+// halfOpenAfterProbe half-opens an automatically opened circuit once a
+// probe succeeded, and unpauses the queues so that one message, the trial,
+// reaches a worker. It reports whether it half-opened the circuit.
+func (c *Circuit) halfOpenAfterProbe(ctx context.Context) (bool, error) {
+	half, err := c.state.HalfOpen(ctx)
 	if errors.Is(err, ratelimit.ErrManual) {
 		// An operator paused sending meanwhile: that pause stands.
-		return false, c.pauseQueues()
+		return false, nil
 	}
+	if err != nil || !half {
+		return false, err
+	}
+	if err := c.unpauseQueues(); err != nil {
+		return true, err
+	}
+	c.log.Info("circuit breaker half-open: ChatArchitect answers the probe; one message goes as a trial before sending resumes")
+	return true, nil
+}
+
+// trialAccepted closes a half-open circuit after an accepted send, and
+// restarts sending. It reports whether it closed the circuit.
+func (c *Circuit) trialAccepted(ctx context.Context) (bool, error) {
+	closed, err := c.state.TrialAccepted(ctx)
 	if err != nil || !closed {
 		return false, err
 	}
-	c.log.Info("circuit breaker closed: ChatArchitect accepts the account again, sending resumes")
+	if err := c.unpauseQueues(); err != nil {
+		return true, err
+	}
+	c.log.Info("circuit breaker closed: ChatArchitect accepted the trial send, sending resumes")
 	return true, nil
+}
+
+// releaseTrial lets another message be the trial after message id's trial
+// told nothing about the account, and brings it to a worker.
+func (c *Circuit) releaseTrial(ctx context.Context, id string) error {
+	released, err := c.state.ReleaseTrial(ctx, id)
+	if err != nil || !released {
+		return err
+	}
+	return c.unpauseQueues()
 }
 
 // pauseQueues and unpauseQueues are idempotent. asynq answers a repeated

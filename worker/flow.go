@@ -81,6 +81,14 @@ const (
 	// probeLease is how long one worker's claim to probe the upstream
 	// lasts: longer than any probe's own timeout.
 	probeLease = 30 * time.Second
+	// trialLease is how long a message's claim to be the half-open
+	// circuit's trial send lasts, should its worker die: longer than the
+	// wait for its slot and its send.
+	trialLease = 30 * time.Second
+	// trialWait is how long a message that finds another one on its way as
+	// the trial waits in its worker for that trial's outcome, before it is
+	// handed back.
+	trialWait = 10 * time.Second
 	// circuitHold is how long a message held by an open circuit waits
 	// before its task is pending again; the queue's pause then keeps it.
 	circuitHold = time.Second
@@ -96,6 +104,10 @@ const (
 
 // errStopping hands a waiting message back when its worker stops.
 var errStopping = errors.New("worker stopping")
+
+// errExpired settles the trial of a message that expired while it waited
+// for its slot: it was not sent.
+var errExpired = errors.New("expired before its send")
 
 // hold is a message that flow control keeps back: it is recorded as
 // retrying, with a note, and its task is handed back to run after delay.
@@ -138,11 +150,14 @@ type flow struct {
 	state atomic.Pointer[flowState]
 	// stopped is closed when the worker stops: messages still waiting for
 	// a slot are handed back.
-	stopped  <-chan struct{}
-	probing  atomic.Bool
-	wg       sync.WaitGroup
-	failing  atomic.Bool
-	shutdown context.CancelFunc
+	stopped <-chan struct{}
+	probing atomic.Bool
+	// trialCall is when this worker last unpaused the queues for a
+	// half-open circuit still waiting for its trial (unix nanoseconds).
+	trialCall atomic.Int64
+	wg        sync.WaitGroup
+	failing   atomic.Bool
+	shutdown  context.CancelFunc
 	// metrics counts the waits and the circuit breaker's state; nil counts
 	// nothing.
 	metrics *metrics.Metrics
@@ -244,8 +259,28 @@ func (f *flow) refresh(ctx context.Context) {
 	}
 	f.state.Store(&flowState{circuit: cs, blockedUntil: f.now().Add(ss.Blocked)})
 	f.metrics.CircuitOpen(cs.IsOpen())
-	if cs.IsOpen() && !cs.Manual {
+	switch {
+	case cs.Manual:
+	case cs.State == ratelimit.CircuitOpen:
 		f.maybeProbe(ctx)
+	case cs.State == ratelimit.CircuitHalfOpen && (cs.Trial == "" || cs.TrialUntil == nil || f.now().After(*cs.TrialUntil)):
+		f.callTrial(ctx)
+	}
+}
+
+// callTrial makes sure that a half-open circuit without a trial on its
+// way gets one: the queues are unpaused, and the first message a worker
+// takes is the trial. The prober unpaused them already; this covers a
+// failure in between, or a trial whose worker died. Once per probe interval
+// per worker at most.
+func (f *flow) callTrial(ctx context.Context) {
+	now := f.now().UnixNano()
+	last := f.trialCall.Load()
+	if now-last < int64(f.cfg.ProbeInterval) || !f.trialCall.CompareAndSwap(last, now) {
+		return
+	}
+	if err := f.circuit.unpauseQueues(); err != nil && ctx.Err() == nil {
+		f.log.Warn("unpausing the queues for the half-open circuit's trial failed", zap.Error(err))
 	}
 }
 
@@ -271,8 +306,8 @@ func (f *flow) maybeProbe(ctx context.Context) {
 			return
 		}
 		if perr == nil {
-			if _, err := f.circuit.closeAfterProbe(ctx); err != nil {
-				f.log.Error("closing the circuit breaker after a successful probe failed", zap.Error(err))
+			if _, err := f.circuit.halfOpenAfterProbe(ctx); err != nil {
+				f.log.Error("half-opening the circuit breaker after a successful probe failed", zap.Error(err))
 			}
 			f.refresh(ctx)
 			return
@@ -299,6 +334,7 @@ func (h *Handler) admit(ctx context.Context, log *zap.Logger, rec *store.Record)
 		return true, h.hold(ctx, log, rec.ID, hd)
 	}
 	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
+		h.flow.settle(ctx, log, rec.ID, errExpired) // not sent: no trial
 		if _, _, err := h.store.Move(ctx, rec.ID, store.Change{Status: store.Expired, Note: "expires_at passed while it waited for its send slot", Unsent: true}); err != nil {
 			return true, fmt.Errorf("expire %s: %w", rec.ID, err)
 		}
@@ -339,13 +375,27 @@ func (f *flow) admit(ctx context.Context, rec *store.Record) (*hold, error) {
 	return h, err
 }
 
-// check is admit's work. Its order matters: the open circuit costs nothing
-// to check; the pair limit comes before the slot, so that a message it
-// holds back takes no slot from the others; the slot is taken last, and
-// only a new Retry-After or an open circuit undoes it.
-func (f *flow) check(ctx context.Context, rec *store.Record) (*hold, error) {
-	if h := f.circuitHold(); h != nil {
-		return h, nil
+// check is admit's work. Its order matters: the circuit costs nothing to
+// check while it is closed; the pair limit comes before the slot, so that a
+// message it holds back takes no slot from the others; the slot is taken
+// last, and only a new Retry-After or an open circuit undoes it. A message
+// that is the half-open circuit's trial and is held back after all gives
+// its turn to the next one.
+func (f *flow) check(ctx context.Context, rec *store.Record) (h *hold, err error) {
+	trial, h, err := f.circuitGate(ctx, rec.ID)
+	if h != nil || err != nil {
+		return h, err
+	}
+	if trial {
+		defer func() {
+			if h != nil || err != nil {
+				// Not the stopping worker's context: the release must
+				// happen.
+				if rerr := f.circuit.releaseTrial(context.WithoutCancel(ctx), rec.ID); rerr != nil {
+					f.log.Warn("releasing the half-open circuit's trial failed", zap.String("message_id", rec.ID), zap.Error(rerr))
+				}
+			}
+		}()
 	}
 	if h, err := f.takePair(ctx, rec.Destination); h != nil || err != nil {
 		return h, err
@@ -367,7 +417,7 @@ func (f *flow) check(ctx context.Context, rec *store.Record) (*hold, error) {
 		// What any worker learned while this one waited for its slot still
 		// holds the message back: the circuit opened, or the upstream asked
 		// for a pause that the slot, reserved before, does not respect.
-		if h := f.circuitHold(); h != nil {
+		if h := f.circuitHold(trial); h != nil {
 			return h, nil
 		}
 		if try > 0 || !f.now().Before(f.state.Load().blockedUntil) {
@@ -447,11 +497,60 @@ func holdFor(d ratelimit.Decision) *hold {
 	return &hold{delay: d.Wait, note: note}
 }
 
-// circuitHold holds every message while the circuit breaker is open.
-func (f *flow) circuitHold() *hold {
+// circuitGate is the circuit breaker's part of admit. A closed circuit
+// lets the message go. Otherwise Redis decides: an open circuit holds it;
+// a half-open one makes it the trial (the one message sent to see whether
+// the upstream accepts the account again), or, when another message is the
+// trial, keeps it waiting here for that outcome, up to trialWait.
+func (f *flow) circuitGate(ctx context.Context, id string) (trial bool, h *hold, err error) {
 	cs := f.state.Load().circuit
 	if !cs.IsOpen() {
+		return false, nil, nil
+	}
+	if cs.Manual {
+		return false, f.circuitHold(false), nil
+	}
+	deadline := f.now().Add(trialWait)
+	for {
+		ans, err := f.circuit.state.ClaimTrial(ctx, id, trialLease)
+		if err != nil {
+			return false, nil, err
+		}
+		switch ans {
+		case ratelimit.TrialClosed:
+			f.update(func(s *flowState) { s.circuit = ratelimit.CircuitState{State: ratelimit.CircuitClosed} })
+			return false, nil, nil
+		case ratelimit.TrialGranted:
+			f.update(func(s *flowState) { s.circuit.State = ratelimit.CircuitHalfOpen })
+			// One trial: no other message is taken until its outcome.
+			if err := f.circuit.pauseQueues(); err != nil {
+				f.log.Warn("pausing the queues behind the half-open circuit's trial failed", zap.Error(err))
+			}
+			f.log.Info("sending the half-open circuit's trial", zap.String("message_id", id))
+			return true, nil, nil
+		case ratelimit.TrialBusy:
+			if f.now().Before(deadline) {
+				if err := f.sleep(ctx, f.cfg.StateRefresh); err != nil {
+					return false, nil, err
+				}
+				continue
+			}
+		}
+		return false, f.circuitHold(false), nil
+	}
+}
+
+// circuitHold holds every message while the circuit breaker is open or
+// half-open, but the trial of a half-open one.
+func (f *flow) circuitHold(trial bool) *hold {
+	cs := f.state.Load().circuit
+	if !cs.IsOpen() || (trial && cs.State == ratelimit.CircuitHalfOpen) {
 		return nil
+	}
+	if cs.State == ratelimit.CircuitHalfOpen {
+		// A busy trial's wait ran out, or the state says half-open without
+		// the caller being the trial: held like an open circuit.
+		cs.State = ratelimit.CircuitOpen
 	}
 	f.waited("circuit", circuitHold)
 	note := "sending paused: the circuit breaker is open"
@@ -465,6 +564,9 @@ func (f *flow) circuitHold() *hold {
 // pair-rate refusal (131056) backs that recipient off; any other lowers the
 // whole sender's rate and honours the Retry-After for every worker.
 func (f *flow) rateLimited(ctx context.Context, log *zap.Logger, recipient string, info store.ErrorInfo, retryAfter time.Duration) *hold {
+	if f != nil {
+		retryAfter = min(retryAfter, f.limiter.Config().MaxRetryAfter)
+	}
 	h := &hold{delay: max(retryAfter, time.Second), note: "rate limited by ChatArchitect", err: &info}
 	if f == nil {
 		return h
@@ -479,7 +581,7 @@ func (f *flow) rateLimited(ctx context.Context, log *zap.Logger, recipient strin
 		h.delay, h.note = max(wait, retryAfter), "recipient backed off "+roundWait(wait)+" after a pair-rate refusal (131056)"
 		return h
 	}
-	st, err := f.limiter.Throttle(ctx, retryAfter)
+	st, err := f.limiter.Throttle(ctx, retryAfter, ratelimit.Cause{Code: info.Code, Reason: info.Message})
 	if err != nil {
 		log.Warn("lowering the sender's rate failed", zap.Error(err))
 		return h
@@ -492,13 +594,13 @@ func (f *flow) rateLimited(ctx context.Context, log *zap.Logger, recipient strin
 
 // accountRefused opens the circuit breaker after an account-level refusal.
 func (f *flow) accountRefused(ctx context.Context, log *zap.Logger, id string, info store.ErrorInfo) *hold {
-	trip := ratelimit.Trip{Reason: info.Message, Code: info.Code, MessageID: id, FirstProbe: f.cfg.ProbeInterval}
+	trip := ratelimit.Trip{Reason: info.Message, Code: info.Code, MessageID: id, FirstProbe: f.cfg.ProbeInterval, MaxProbe: f.cfg.MaxProbeInterval}
 	opened, err := f.circuit.trip(ctx, trip)
 	if err != nil {
 		log.Error("opening the circuit breaker failed", zap.Error(err))
 	}
 	f.update(func(s *flowState) {
-		if !s.circuit.IsOpen() {
+		if s.circuit.State != ratelimit.CircuitOpen {
 			s.circuit = ratelimit.CircuitState{State: ratelimit.CircuitOpen, Reason: trip.Reason, Code: trip.Code, MessageID: id}
 		}
 	})
@@ -508,6 +610,34 @@ func (f *flow) accountRefused(ctx context.Context, log *zap.Logger, id string, i
 		note = "opened the circuit breaker: sending paused for every worker"
 	}
 	return &hold{delay: circuitHold, note: note, err: &info}
+}
+
+// settle ends a half-open circuit's trial with the send's outcome: an
+// accepted send closes the circuit; an account-level refusal opens it again
+// (accountRefused does that); any other outcome tells nothing about the
+// account, and the next message is the trial. It costs nothing while the
+// circuit is closed.
+func (f *flow) settle(ctx context.Context, log *zap.Logger, id string, sendErr error) {
+	if f == nil || !f.state.Load().circuit.IsOpen() {
+		return
+	}
+	var apiErr *chatarchitect.APIError
+	switch {
+	case sendErr == nil:
+		closed, err := f.circuit.trialAccepted(ctx)
+		if err != nil {
+			log.Error("closing the circuit breaker after an accepted send failed", zap.Error(err))
+		}
+		if closed {
+			f.update(func(s *flowState) { s.circuit = ratelimit.CircuitState{State: ratelimit.CircuitClosed} })
+			f.metrics.CircuitOpen(false)
+		}
+	case errors.As(sendErr, &apiErr) && apiErr.Class == chatarchitect.ClassAccount:
+	default:
+		if err := f.circuit.releaseTrial(ctx, id); err != nil {
+			log.Warn("releasing the half-open circuit's trial failed", zap.Error(err))
+		}
+	}
 }
 
 // update changes the cached state at once, for what this worker learned

@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 
 	"github.com/chatq/chatq/api"
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/sandbox"
@@ -366,5 +369,164 @@ func TestHeldMessagesWithoutRetriesLeftAreHandedBackNotArchived(t *testing.T) {
 		if len(archived) > 0 {
 			t.Errorf("queue %s archived %d tasks", q, len(archived))
 		}
+	}
+}
+
+// TestThrottleShowsInReadyzAndResumeClearsIt is a regression test: one 429
+// with a Retry-After of a day stopped the sender for a day, /readyz did not
+// tell, and chatq resume did not lift it.
+func TestThrottleShowsInReadyzAndResumeClearsIt(t *testing.T) {
+	t.Parallel()
+	b := setup(t, sandbox.Config{}, false)
+	var refused atomic.Bool
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/whatsappmessage" && refused.CompareAndSwap(false, true) {
+			w.Header().Set("Retry-After", "86400")
+			w.WriteHeader(http.StatusTooManyRequests)
+			_, _ = w.Write([]byte(`{"status":"error","message":"Too many requests"}`))
+			return
+		}
+		b.sandbox.ServeHTTP(w, r)
+	}))
+	t.Cleanup(upstream.Close)
+	ca := chatarchitect.New(chatarchitect.Config{BaseURL: upstream.URL, AppID: "app", AppSecret: "secret", Source: business, Timeout: 2 * time.Second}, nil)
+	b.worker(t, ca, worker.Config{Concurrency: 2, Flow: limits(ratelimit.Config{Rate: 20})})
+	circuit := worker.NewCircuit(b.rdb, b.log)
+	a, err := api.New(api.Config{APIKeys: []string{"k"}, WebhookSecret: "hook", Circuit: circuit}, b.client, b.store, b.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	b.sendAll(t, b.client, []*enqueue.Message{text("447800000019", "refused once")})
+
+	type throttle struct {
+		Sender string    `json:"sender"`
+		Until  time.Time `json:"until"`
+		Reason string    `json:"reason"`
+		Code   string    `json:"code"`
+	}
+	var shown []throttle
+	poll.Until(t, 10*time.Second, "/readyz shows the throttle", func() (bool, string) {
+		_, body := readyz(t, a)
+		shown = nil
+		if raw, ok := body["throttles"]; ok {
+			if err := json.Unmarshal(raw, &shown); err != nil {
+				t.Fatalf("/readyz throttles %s: %v", raw, err)
+			}
+		}
+		return len(shown) > 0, fmt.Sprint(body)
+	})
+	th := shown[0]
+	if len(shown) != 1 || th.Sender != business || th.Code != "http_429" || th.Reason == "" {
+		t.Errorf("/readyz throttles: %+v", shown)
+	}
+	if late := th.Until.Sub(start); late < 4*time.Minute || late > 5*time.Minute+10*time.Second {
+		t.Errorf("throttled until %s after the send, want the 24h Retry-After capped at 5m", late)
+	}
+
+	if _, err := circuit.Resume(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := readyz(t, a); body["throttles"] != nil {
+		t.Errorf("/readyz after resume still shows throttles %s", body["throttles"])
+	}
+	ids := b.sendAll(t, b.client, []*enqueue.Message{text("447800000029", "after resume")})
+	b.waitAll(t, ids, 10*time.Second, submitted)
+}
+
+// TestHalfOpenCircuitSendsOneTrialPerProbe is a regression test: getHSM,
+// the probe, answers while sends still fail for the account (1003, no
+// balance), and the circuit closed on every successful probe, let a burst
+// of failing sends go, opened again with its backoff reset, and so on.
+// Now a successful probe half-opens it, one message goes as a trial, and
+// its refusal opens the circuit again with the probe backoff still growing.
+func TestHalfOpenCircuitSendsOneTrialPerProbe(t *testing.T) {
+	t.Parallel()
+	const n = 40
+	b := setup(t, sandbox.Config{}, false)
+	var broke atomic.Bool
+	broke.Store(true)
+	var mu sync.Mutex
+	var refusedAt []time.Time
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/whatsappmessage" && broke.Load() {
+			mu.Lock()
+			refusedAt = append(refusedAt, time.Now())
+			mu.Unlock()
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"status":"error","code":"1003","message":"Insufficient balance"}`))
+			return
+		}
+		b.sandbox.ServeHTTP(w, r) // getHSM answers throughout
+	}))
+	t.Cleanup(upstream.Close)
+	refusals := func(from, to time.Time) []time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []time.Time
+		for _, at := range refusedAt {
+			if !at.Before(from) && at.Before(to) {
+				out = append(out, at)
+			}
+		}
+		return out
+	}
+	ca := chatarchitect.New(chatarchitect.Config{BaseURL: upstream.URL, AppID: "app", AppSecret: "secret", Source: business, Timeout: 2 * time.Second}, nil)
+	const probe = 250 * time.Millisecond
+	cfg := worker.Config{Concurrency: 5, Flow: limits(ratelimit.Config{Rate: 50})}
+	cfg.Flow.ProbeInterval, cfg.Flow.MaxProbeInterval = probe, 10*time.Second
+	b.worker(t, ca, cfg)
+	b.worker(t, ca, cfg)
+	circuit := worker.NewCircuit(b.rdb, b.log)
+	a, err := api.New(api.Config{APIKeys: []string{"k"}, WebhookSecret: "hook", Circuit: circuit}, b.client, b.store, b.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]*enqueue.Message, n)
+	for i := range msgs {
+		msgs[i] = text(fmt.Sprintf("4479%07d9", i), "no balance")
+	}
+	ids := b.sendAll(t, b.client, msgs)
+	poll.Until(t, 10*time.Second, "the circuit opens", func() (bool, string) {
+		_, body := readyz(t, a)
+		return circuitOf(t, body).State == ratelimit.CircuitOpen, string(body["circuit"])
+	})
+
+	// A second after opening, the sends that were on the wire are done;
+	// over the next six seconds only trials go, one per successful probe,
+	// each further from the last.
+	start := time.Now().Add(time.Second)
+	const window = 6 * time.Second
+	time.Sleep(time.Second + window)
+	seen := refusals(start, start.Add(window))
+	t.Logf("%d sends refused in all; %d in the %s watched, at %v", len(refusals(time.Time{}, time.Now())), len(seen), window, seen)
+	if len(seen) < 1 || len(seen) > 4 {
+		t.Errorf("the upstream saw %d sends in %s of an open circuit, want one per half-open trial (1 to 4)", len(seen), window)
+	}
+	for i := 1; i < len(seen); i++ {
+		if gap := seen[i].Sub(seen[i-1]); gap < 2*probe {
+			t.Errorf("trial sends %d and %d went %s apart, want a probe backoff of at least %s between them", i-1, i, gap, 2*probe)
+		}
+	}
+	_, body := readyz(t, a)
+	st := circuitOf(t, body)
+	if st.State == ratelimit.CircuitClosed || st.FailedProbes < 2 {
+		t.Errorf("/readyz after failed trials: %s; want the circuit open or half-open, its probe backoff kept growing", body["circuit"])
+	}
+
+	// The account works again: the next trial closes the circuit, and the
+	// backlog drains.
+	broke.Store(false)
+	recs := b.waitAll(t, ids, 40*time.Second, submitted)
+	for _, r := range recs {
+		if r.Status != store.Submitted {
+			t.Errorf("%s is %s", r.ID, r.Status)
+		}
+	}
+	if _, body := readyz(t, a); circuitOf(t, body).State != ratelimit.CircuitClosed {
+		t.Errorf("the circuit after the backlog drained: %s", body["circuit"])
+	}
+	if st := b.sandbox.Stats(); st.Accepted != n || st.Duplicates != 0 {
+		t.Errorf("the sandbox accepted %d messages (%d duplicates), want %d", st.Accepted, st.Duplicates, n)
 	}
 }

@@ -158,6 +158,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	start := h.now()
 	providerID, sendErr := h.sender.Send(ctx, rec.Destination, rec.Payload)
 	took := h.now().Sub(start)
+	h.flow.settle(ctx, log, id, sendErr) // a half-open circuit's trial
 	if sendErr == nil {
 		h.metrics.SendDuration("submitted", took)
 		log.Debug("send attempt", zap.String("outcome", "submitted"), zap.String("provider_message_id", providerID), zap.Duration("took", took))

@@ -18,8 +18,8 @@ import (
 	"github.com/chatq/chatq/internal/metrics"
 )
 
-// devSource is the business number of the embedded sandbox when
-// CHATQ_CA_SOURCE is not set.
+// devSource is the business number chatq dev uses when CHATQ_CA_SOURCE is
+// not set: the embedded sandbox's, and the key of the worker's limits.
 const devSource = "15550001234"
 
 func (p *program) devCommand() *cobra.Command {
@@ -69,13 +69,13 @@ func (p *program) dev(ctx context.Context) error {
 		urls["redis"] = "embedded (" + mr.Addr() + ")"
 	}
 
+	if cfg.CASource == "" {
+		cfg.CASource = devSource
+	}
 	embedded := false
 	if _, set := os.LookupEnv(config.Prefix + "_CA_BASE_URL"); !set {
 		embedded = true
 		fillSandboxCredentials(&cfg)
-		if cfg.CASource == "" {
-			cfg.CASource = devSource
-		}
 		sb, err := newSandbox(cfg, log)
 		if err != nil {
 			return err

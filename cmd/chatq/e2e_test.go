@@ -196,6 +196,9 @@ func TestCommandsRefuseToStartWithoutWhatTheyNeed(t *testing.T) {
 		{[]string{"api"}, map[string]string{"CHATQ_REDIS_URL": "redis://127.0.0.1:1/0"}, "CHATQ_API_KEYS is not set"},
 		{[]string{"api"}, map[string]string{"CHATQ_REDIS_URL": "redis://127.0.0.1:1/0", "CHATQ_API_KEYS": "k"}, "CHATQ_WEBHOOK_SECRET is not set"},
 		{[]string{"worker"}, map[string]string{"CHATQ_REDIS_URL": "redis://127.0.0.1:1/0"}, "CHATQ_CA_APP_ID is not set"},
+		// Without its number a worker would keep the sender's limits under
+		// another name than its peers, and its probe could not reach getHSM.
+		{[]string{"worker"}, map[string]string{"CHATQ_REDIS_URL": "redis://127.0.0.1:1/0", "CHATQ_CA_APP_ID": "app", "CHATQ_CA_APP_SECRET": "secret"}, "CHATQ_CA_SOURCE is not set"},
 		{[]string{"send", "--to", "96996999699", "--text", "hi"}, nil, "CHATQ_REDIS_URL is not set"},
 		{[]string{"status", "01J"}, nil, "CHATQ_REDIS_URL is not set"},
 		{[]string{"worker"}, map[string]string{"CHATQ_CA_TIMEOUT": "soon"}, "CHATQ_CA_TIMEOUT"},
@@ -206,7 +209,7 @@ func TestCommandsRefuseToStartWithoutWhatTheyNeed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			for _, k := range []string{"CHATQ_REDIS_URL", "CHATQ_API_KEYS", "CHATQ_WEBHOOK_SECRET", "CHATQ_CA_APP_ID", "CHATQ_CA_APP_SECRET"} {
+			for _, k := range []string{"CHATQ_REDIS_URL", "CHATQ_API_KEYS", "CHATQ_WEBHOOK_SECRET", "CHATQ_CA_APP_ID", "CHATQ_CA_APP_SECRET", "CHATQ_CA_SOURCE"} {
 				t.Setenv(k, "")
 			}
 			for k, v := range tt.env {

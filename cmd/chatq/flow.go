@@ -20,6 +20,7 @@ func flowConfig(cfg config.Config, conv *worker.Conversation) worker.FlowConfig 
 		Sender:          cfg.CASource,
 		Rate:            cfg.RatePerSecond,
 		Burst:           cfg.RateBurst,
+		MaxRetryAfter:   cfg.MaxRetryAfter,
 		PairInterval:    cfg.PairInterval,
 		PairBurst:       cfg.PairBurst,
 		DailyRecipients: cfg.DailyRecipientLimit,
@@ -49,7 +50,8 @@ func (p *program) pause(ctx context.Context, reason string) error {
 func (p *program) resumeCommand() *cobra.Command {
 	return command("resume", "start sending again after a pause or an account failure",
 		"Restarts sending for every worker: closes the circuit breaker, whether an operator\n"+
-			"or an account-level refusal from ChatArchitect opened it, and unpauses the transactional\nand bulk queues. Prints the circuit breaker's state. Needs CHATQ_REDIS_URL.",
+			"or an account-level refusal from ChatArchitect opened it, unpauses the transactional\nand bulk queues, and lifts every sender's throttle (a 429's Retry-After and the lowered\n"+
+			"rate). Prints the circuit breaker's state. Needs CHATQ_REDIS_URL.",
 		noArgs, func(cmd *cobra.Command, _ []string) error { return p.resume(cmd.Context()) })
 }
 

@@ -163,7 +163,7 @@ func TestWorkerServesItsMetrics(t *testing.T) {
 	t.Cleanup(func() { upstream.Close(); sb.Close() })
 	for k, v := range map[string]string{
 		"CHATQ_REDIS_URL": srv.URL(), "CHATQ_CA_BASE_URL": upstream.URL, "CHATQ_CA_APP_ID": "app", "CHATQ_CA_APP_SECRET": "secret",
-		"CHATQ_METRICS_ADDR": "127.0.0.1:0", "CHATQ_LOG_LEVEL": "warn", "CHATQ_CALLBACK_SECRET": "",
+		"CHATQ_CA_SOURCE": "15550001234", "CHATQ_METRICS_ADDR": "127.0.0.1:0", "CHATQ_LOG_LEVEL": "warn", "CHATQ_CALLBACK_SECRET": "",
 	} {
 		t.Setenv(k, v)
 	}

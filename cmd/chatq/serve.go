@@ -84,12 +84,12 @@ func (p *program) announce(addrs map[string]string) {
 
 func (p *program) workerCommand() *cobra.Command {
 	return command("worker", "send queued messages to ChatArchitect",
-		"Sends queued messages to ChatArchitect. Run any number, on any number of machines.\nServes its metrics at /metrics on CHATQ_METRICS_ADDR (:9091; empty turns it off).\nNeeds CHATQ_REDIS_URL, CHATQ_CA_APP_ID and CHATQ_CA_APP_SECRET.",
+		"Sends queued messages to ChatArchitect. Run any number, on any number of machines.\nServes its metrics at /metrics on CHATQ_METRICS_ADDR (:9091; empty turns it off).\nNeeds CHATQ_REDIS_URL, CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE (the sender\nnumber: the key of the limits every worker shares, and the destination of the circuit\nbreaker's probe).",
 		noArgs, func(cmd *cobra.Command, _ []string) error { return p.worker(cmd.Context()) })
 }
 
 func (p *program) worker(ctx context.Context) error {
-	cfg, rdb, err := connect(ctx, "CHATQ_CA_APP_ID", "CHATQ_CA_APP_SECRET")
+	cfg, rdb, err := connect(ctx, "CHATQ_CA_APP_ID", "CHATQ_CA_APP_SECRET", "CHATQ_CA_SOURCE")
 	if err != nil {
 		return err
 	}

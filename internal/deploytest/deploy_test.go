@@ -204,6 +204,10 @@ func TestComposeEnvironment(t *testing.T) {
 			t.Errorf("%s: worker has %q, sandbox %q; want the same, set", k, worker[k], sandbox[k])
 		}
 	}
+	// chatq worker refuses to start without its sender number.
+	if worker["CHATQ_CA_SOURCE"] == "" {
+		t.Errorf("worker does not set CHATQ_CA_SOURCE, which chatq worker needs")
+	}
 	if got := worker["CHATQ_CA_BASE_URL"]; got != "http://sandbox:8090" {
 		t.Errorf("worker CHATQ_CA_BASE_URL = %q, want the sandbox service by default", got)
 	}

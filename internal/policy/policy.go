@@ -95,7 +95,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Checker {
 	return &Checker{
 		cfg:          cfg,
 		rdb:          rdb,
-		Suppressions: &Suppressions{rdb: rdb},
+		Suppressions: &Suppressions{rdb: rdb, now: cfg.Now},
 		Windows:      &Windows{rdb: rdb, ttl: cfg.WindowTTL},
 		Templates:    &Templates{rdb: rdb, source: cfg.Source, log: cfg.Log, now: cfg.Now},
 	}
@@ -314,7 +314,9 @@ func (c *Checker) LearnFailure(ctx context.Context, destination, code, reason, s
 		if reason == "" {
 			reason = "the user opted out"
 		}
-		err := c.Suppressions.Add(ctx, Suppression{Destination: destination, Reason: reason, Code: code, Source: source, At: at})
+		// An opt-out as of the failure: an opt-in sent later lifts it, one
+		// sent earlier and delivered late does not.
+		_, err := c.Suppressions.OptOut(ctx, Suppression{Destination: destination, Reason: reason, Code: code, Source: source, At: at})
 		return LearnedOptOut, err
 	case chatarchitect.IsWindowClosedCode(code):
 		return LearnedWindowClosed, c.Windows.Closed(ctx, destination, at)
@@ -322,15 +324,17 @@ func (c *Checker) LearnFailure(ctx context.Context, destination, code, reason, s
 	return LearnedNothing, nil
 }
 
-// UserEvent records a user's opt-in (off the list) or opt-out (on it).
-// Other event types change nothing.
-func (c *Checker) UserEvent(ctx context.Context, phone, eventType string, at time.Time) error {
+// UserEvent records a user's opt-in (off the list) or opt-out (on it) as
+// of at, the event's own time: ChatArchitect retries webhooks for days, so
+// an older event may arrive after a newer one, and must not undo it. An
+// operator's suppression stands whatever the user events say. Other event
+// types change nothing, and answer "".
+func (c *Checker) UserEvent(ctx context.Context, phone, eventType string, at time.Time) (Consent, error) {
 	switch eventType {
 	case "opted-out":
-		return c.Suppressions.Add(ctx, Suppression{Destination: phone, Reason: "the user opted out", Source: SourceUserEvent, At: at})
+		return c.Suppressions.OptOut(ctx, Suppression{Destination: phone, Reason: "the user opted out", Source: SourceUserEvent, At: at})
 	case "opted-in":
-		_, err := c.Suppressions.Remove(ctx, phone)
-		return err
+		return c.Suppressions.OptIn(ctx, phone, at)
 	}
-	return nil
+	return "", nil
 }

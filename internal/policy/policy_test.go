@@ -295,13 +295,13 @@ func TestLearning(t *testing.T) {
 	}
 
 	// Opted-out and opted-in user events.
-	if err := c.UserEvent(ctx, "+447199999999", "opted-out", t0); err != nil {
+	if _, err := c.UserEvent(ctx, "+447199999999", "opted-out", t0); err != nil {
 		t.Fatal(err)
 	}
 	if v, refusal, _ := c.Decide(ctx, "447199999999", false, false); v != policy.Refuse || refusal.Code != policy.CodeSuppressed {
 		t.Errorf("after opted-out: %v %v", v, refusal)
 	}
-	if err := c.UserEvent(ctx, "447199999999", "opted-in", t0); err != nil {
+	if _, err := c.UserEvent(ctx, "447199999999", "opted-in", t0); err != nil {
 		t.Fatal(err)
 	}
 	if v, _, _ := c.Decide(ctx, "447199999999", false, false); v != policy.Send {
@@ -359,5 +359,85 @@ func TestCheckABatch(t *testing.T) {
 		t.Errorf("strict, unknown window: %v %v", errs, err)
 	} else if pe := errs[0].(*policy.Error); pe.Code != policy.CodeWindowClosed {
 		t.Errorf("strict, unknown window: %v", pe)
+	}
+}
+
+// TestUserEventsApplyByTheirOwnTime is a regression test: user events were
+// applied in arrival order, and ChatArchitect retries webhooks for days, so
+// a late opted-in from 09:00 lifted an opt-out from 10:00. And a webhook
+// could lift a suppression an operator had added.
+func TestUserEventsApplyByTheirOwnTime(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	now := t0.Add(3 * time.Hour)
+	c := policy.New(redistest.Start(t).Client(t), policy.Config{Now: func() time.Time { return now }})
+	at := func(hour int) time.Time { return time.Date(2026, 11, 25, hour, 0, 0, 0, time.UTC) }
+	suppressed := func(dest string) bool {
+		t.Helper()
+		s, err := c.Suppressions.Get(ctx, dest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s != nil
+	}
+	event := func(dest, typ string, when time.Time) {
+		t.Helper()
+		if _, err := c.UserEvent(ctx, dest, typ, when); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	const user = "447300000001"
+	event(user, "opted-out", at(10))
+	event(user, "opted-in", at(9)) // a retry of an older event
+	if !suppressed(user) {
+		t.Fatal("an opted-in from 09:00 arriving late lifted the opt-out from 10:00")
+	}
+	event(user, "opted-in", at(11))
+	if suppressed(user) {
+		t.Fatal("an opted-in from 11:00 did not lift the opt-out from 10:00")
+	}
+	event(user, "opted-out", at(10)) // the 10:00 opt-out, delivered again
+	if suppressed(user) {
+		t.Fatal("a retried opt-out from 10:00 undid the opt-in from 11:00")
+	}
+
+	// A failed delivery with an opt-out code counts as an opt-out at its
+	// own time.
+	const failed = "447300000002"
+	if _, err := c.LearnFailure(ctx, failed, "131050", "", policy.SourceWebhook, at(10)); err != nil {
+		t.Fatal(err)
+	}
+	event(failed, "opted-in", at(9))
+	if !suppressed(failed) {
+		t.Fatal("an opted-in from 09:00 lifted a suppression learned from a failure at 10:00")
+	}
+
+	// An operator's suppression: no webhook lifts it, only the operator.
+	const operator = "447300000003"
+	if err := c.Suppressions.Add(ctx, policy.Suppression{Destination: operator, Reason: "asked by phone", Source: policy.SourceOperator, At: at(10)}); err != nil {
+		t.Fatal(err)
+	}
+	event(operator, "opted-in", at(12))
+	event(operator, "opted-out", at(12))
+	event(operator, "opted-in", at(13))
+	s, err := c.Suppressions.Get(ctx, operator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s == nil || s.Source != policy.SourceOperator || s.Reason != "asked by phone" {
+		t.Fatalf("after user events, the operator's suppression is %+v", s)
+	}
+	if removed, err := c.Suppressions.Remove(ctx, operator); err != nil || !removed {
+		t.Fatalf("the operator's remove: %v, %v", removed, err)
+	}
+	// The operator's remove is newer than anything sent before it.
+	event(operator, "opted-out", at(12))
+	if suppressed(operator) {
+		t.Fatal("an opt-out from before the operator's remove suppressed the user again")
+	}
+	event(operator, "opted-out", now.Add(time.Minute))
+	if !suppressed(operator) {
+		t.Fatal("an opt-out after the operator's remove did not suppress")
 	}
 }

@@ -13,7 +13,61 @@ import (
 )
 
 // suppressedKey is the suppression list: one hash, destination -> JSON.
-const suppressedKey = "chatq:suppressed"
+// consentKey holds, per destination, the unix milliseconds of the last
+// opt-out or opt-in applied to it (a user event, an opt-out learned from a
+// failure, an operator's remove), so that an older one arriving late
+// changes nothing. Its hash tag is the list's own key name, which puts it
+// on the list's cluster slot: one script updates both.
+const (
+	suppressedKey = "chatq:suppressed"
+	consentKey    = "{chatq:suppressed}:consent"
+)
+
+// consentScript applies an opt-out or an opt-in of a user to the list, by
+// the event's own time, in one atomic step. An event older than the last
+// one applied to that destination changes nothing ('stale'). An operator's
+// suppression is never replaced nor lifted here ('operator'): only the
+// operator's remove lifts it.
+//
+// KEYS[1] the list, KEYS[2] the consent times
+// ARGV[1] destination, ARGV[2] 'out' or 'in', ARGV[3] the event's unix ms,
+// ARGV[4] the entry to write for 'out'
+var consentScript = redis.NewScript(`
+local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
+local at = tonumber(ARGV[3])
+if at < last then return 'stale' end
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and cjson.decode(cur).source == 'operator' then return 'operator' end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+if ARGV[2] == 'out' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+elseif cur then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 'applied'`)
+
+// removeScript is the operator's remove: it lifts any entry and records
+// its time as the last change, so that no opt-out sent before it brings
+// the entry back. It returns 1 when there was an entry.
+var removeScript = redis.NewScript(`
+local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
+return redis.call('HDEL', KEYS[1], ARGV[1])`)
+
+// Consent says what an opt-out or opt-in did to the list.
+type Consent string
+
+// The outcomes of an opt-out or opt-in.
+const (
+	// ConsentApplied: the list now says what the event said.
+	ConsentApplied Consent = "applied"
+	// ConsentStale: an event newer than this one was applied already, and
+	// stands.
+	ConsentStale Consent = "stale"
+	// ConsentOperator: an operator suppressed the user, and only the
+	// operator's remove lifts that.
+	ConsentOperator Consent = "operator"
+)
 
 // Suppression sources.
 const (
@@ -38,6 +92,7 @@ type Suppression struct {
 // Suppressions is the suppression list in Redis.
 type Suppressions struct {
 	rdb redis.UniversalClient
+	now func() time.Time
 }
 
 // Normalize is the form destinations take on the list: without a leading
@@ -46,16 +101,13 @@ func Normalize(destination string) string {
 	return strings.TrimPrefix(strings.TrimSpace(destination), "+")
 }
 
-// Add puts s.Destination on the list, replacing any earlier entry.
+// Add puts s.Destination on the list, replacing any earlier entry: the
+// operator's suppression (SourceOperator), which only Remove lifts. What
+// users say goes through OptOut and OptIn, in the order of their own time.
 func (l *Suppressions) Add(ctx context.Context, s Suppression) error {
-	s.Destination = Normalize(s.Destination)
-	if s.At.IsZero() {
-		s.At = time.Now()
-	}
-	s.At = s.At.UTC()
-	b, err := json.Marshal(s)
+	s, b, err := l.entry(s)
 	if err != nil {
-		return fmt.Errorf("suppress %s: %w", s.Destination, err)
+		return err
 	}
 	if err := l.rdb.HSet(ctx, suppressedKey, s.Destination, b).Err(); err != nil {
 		return fmt.Errorf("suppress %s: %w", s.Destination, err)
@@ -63,9 +115,51 @@ func (l *Suppressions) Add(ctx context.Context, s Suppression) error {
 	return nil
 }
 
-// Remove takes destination off the list; it reports whether it was there.
+// OptOut puts s.Destination on the list for what the user said or a
+// failure showed at s.At, unless something newer was applied already or an
+// operator's suppression stands.
+func (l *Suppressions) OptOut(ctx context.Context, s Suppression) (Consent, error) {
+	s, b, err := l.entry(s)
+	if err != nil {
+		return "", err
+	}
+	return l.consent(ctx, s.Destination, "out", s.At, b)
+}
+
+// OptIn takes destination off the list for the user's opt-in at at,
+// unless something newer was applied already or an operator suppressed
+// them.
+func (l *Suppressions) OptIn(ctx context.Context, destination string, at time.Time) (Consent, error) {
+	return l.consent(ctx, Normalize(destination), "in", at, nil)
+}
+
+func (l *Suppressions) consent(ctx context.Context, dest, kind string, at time.Time, entry []byte) (Consent, error) {
+	res, err := consentScript.Run(ctx, l.rdb, []string{suppressedKey, consentKey}, dest, kind, at.UnixMilli(), entry).Text()
+	if err != nil {
+		return "", fmt.Errorf("apply opt-%s of %s: %w", kind, dest, err)
+	}
+	return Consent(res), nil
+}
+
+// entry normalizes s and encodes it.
+func (l *Suppressions) entry(s Suppression) (Suppression, []byte, error) {
+	s.Destination = Normalize(s.Destination)
+	if s.At.IsZero() {
+		s.At = l.now()
+	}
+	s.At = s.At.UTC()
+	b, err := json.Marshal(s)
+	if err != nil {
+		return s, nil, fmt.Errorf("suppress %s: %w", s.Destination, err)
+	}
+	return s, b, nil
+}
+
+// Remove is the operator's remove: it takes destination off the list,
+// whoever put it there, and reports whether it was there. An opt-out sent
+// before it and delivered after does not bring it back.
 func (l *Suppressions) Remove(ctx context.Context, destination string) (bool, error) {
-	n, err := l.rdb.HDel(ctx, suppressedKey, Normalize(destination)).Result()
+	n, err := removeScript.Run(ctx, l.rdb, []string{suppressedKey, consentKey}, Normalize(destination), l.now().UnixMilli()).Int()
 	if err != nil {
 		return false, fmt.Errorf("unsuppress %s: %w", destination, err)
 	}

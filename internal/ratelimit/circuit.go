@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,42 +11,79 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// circuitKey holds the circuit breaker's state while it is open; it does
-// not exist while the circuit is closed.
+// circuitKey holds the circuit breaker's state while it is open or
+// half-open; it does not exist while the circuit is closed.
 const circuitKey = "chatq:circuit"
 
 // The circuit breaker's states, as CircuitState.State says them.
 const (
 	CircuitClosed = "closed"
 	CircuitOpen   = "open"
+	// CircuitHalfOpen: a probe succeeded, and exactly one real send, the
+	// trial, may go to find out whether the upstream accepts messages again
+	// (getHSM answers while sends still fail for balance or payment).
+	CircuitHalfOpen = "half_open"
 )
 
-var (
-	// openScript opens the circuit unless it is open already; an
-	// operator's pause makes an open circuit manual (the probe leaves it
-	// alone) and takes over its reason.
-	openScript = redis.NewScript(`
+// The answers of ClaimTrial.
+const (
+	// TrialGranted: the caller's message is the trial; send it.
+	TrialGranted = "granted"
+	// TrialBusy: another message is the trial; wait for its outcome.
+	TrialBusy = "busy"
+	// TrialOpen: the circuit is open (or paused by an operator): hold.
+	TrialOpen = "open"
+	// TrialClosed: the circuit is closed: send.
+	TrialClosed = "closed"
+)
+
+// The scripts take Redis's clock, shared by every worker, in milliseconds.
+const clockMillis = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'manual', '1', 'reason', ARGV[1]) end
+`
+
+var (
+	// openScript opens the circuit. A closed circuit opens with its first
+	// probe ARGV[5] ms away. A half-open one opens again, its trial having
+	// failed (or another send), and keeps its probe count, so that the
+	// wait before the next probe keeps doubling: ARGV[5] ms times two for
+	// each failure, at most ARGV[6]. An open one stays as it is. An
+	// operator's pause makes the circuit manual (the probe leaves it alone)
+	// and takes over its reason. Returns 1 opened, 2 opened again, 0 open
+	// already.
+	openScript = redis.NewScript(clockMillis + `
+local state = redis.call('HGET', KEYS[1], 'state')
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'manual', '1', 'reason', ARGV[1], 'state', 'open')
+  redis.call('HDEL', KEYS[1], 'trial', 'trial_until')
   return 0
 end
-redis.call('HSET', KEYS[1], 'reason', ARGV[1], 'code', ARGV[2], 'message_id', ARGV[3], 'manual', ARGV[4],
+if state == 'half_open' then
+  local n = redis.call('HINCRBY', KEYS[1], 'probes', 1)
+  local delay = math.min(tonumber(ARGV[6]), tonumber(ARGV[5]) * 2 ^ n)
+  redis.call('HSET', KEYS[1], 'state', 'open', 'reason', ARGV[1], 'code', ARGV[2], 'message_id', ARGV[3],
+    'probe_at', string.format('%.0f', now + delay))
+  redis.call('HDEL', KEYS[1], 'trial', 'trial_until', 'lock')
+  return 2
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'open', 'reason', ARGV[1], 'code', ARGV[2], 'message_id', ARGV[3], 'manual', ARGV[4],
   'since', string.format('%.0f', now), 'probe_at', string.format('%.0f', now + tonumber(ARGV[5])), 'probes', 0)
 return 1`)
-	// closeScript closes the circuit; with ARGV[1] = "auto" it leaves a
-	// manual pause alone and answers -1.
+	// closeScript closes the circuit. With ARGV[1] = "auto" it leaves a
+	// manual pause alone and answers -1; with "trial" it closes only a
+	// half-open circuit (a trial send was accepted) and answers 0 otherwise.
 	closeScript = redis.NewScript(`
 if ARGV[1] == 'auto' and redis.call('HGET', KEYS[1], 'manual') == '1' then return -1 end
+if ARGV[1] == 'trial' and redis.call('HGET', KEYS[1], 'state') ~= 'half_open' then return 0 end
 return redis.call('DEL', KEYS[1])`)
 	// claimProbeScript lets one worker at a time probe an open automatic
 	// circuit whose next probe is due, for up to ARGV[1] ms.
 	claimProbeScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'manual', 'probe_at', 'lock')
-if not h[2] or h[1] == '1' then return 0 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local h = redis.call('HMGET', KEYS[1], 'manual', 'probe_at', 'lock', 'state')
+if not h[2] or h[1] == '1' or h[4] == 'half_open' then return 0 end
+` + clockMillis + `
 if now < tonumber(h[2]) or (h[3] and now < tonumber(h[3])) then return 0 end
 redis.call('HSET', KEYS[1], 'lock', string.format('%.0f', now + tonumber(ARGV[1])))
 return 1`)
@@ -55,16 +93,43 @@ return 1`)
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local n = redis.call('HINCRBY', KEYS[1], 'probes', 1)
 local delay = math.min(tonumber(ARGV[2]), tonumber(ARGV[1]) * 2 ^ n)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+` + clockMillis + `
 redis.call('HSET', KEYS[1], 'probe_at', string.format('%.0f', now + delay))
 redis.call('HDEL', KEYS[1], 'lock')
 return delay`)
+	// halfOpenScript half-opens an open automatic circuit after a
+	// successful probe; the probe count stays. Returns 1 when it did, -1
+	// for an operator's pause, 0 otherwise.
+	halfOpenScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'manual', 'state')
+if h[1] == '1' then return -1 end
+if redis.call('EXISTS', KEYS[1]) == 0 or h[2] == 'half_open' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'half_open')
+redis.call('HDEL', KEYS[1], 'lock', 'trial', 'trial_until')
+return 1`)
+	// claimTrialScript makes message ARGV[1] the half-open circuit's one
+	// trial send, for up to ARGV[2] ms, unless another message is.
+	claimTrialScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'state', 'manual', 'trial', 'trial_until')
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'closed' end
+if h[1] ~= 'half_open' or h[2] == '1' then return 'open' end
+` + clockMillis + `
+if h[3] and h[3] ~= ARGV[1] and now < tonumber(h[4]) then return 'busy' end
+redis.call('HSET', KEYS[1], 'trial', ARGV[1], 'trial_until', string.format('%.0f', now + tonumber(ARGV[2])))
+return 'granted'`)
+	// releaseTrialScript ends message ARGV[1]'s trial without an answer
+	// about the account (the message was not sent, or failed for a reason
+	// of its own): the next message may be the trial.
+	releaseTrialScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'trial') ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'trial', 'trial_until')
+return 1`)
 )
 
 // CircuitState is the circuit breaker's state, as /readyz shows it.
 type CircuitState struct {
-	// State is CircuitClosed (sending) or CircuitOpen (sending paused).
+	// State is CircuitClosed (sending), CircuitOpen (sending paused) or
+	// CircuitHalfOpen (one trial send at a time).
 	State string `json:"state"`
 	// Reason says why the circuit opened: the upstream's answer, or the
 	// operator's words.
@@ -81,12 +146,18 @@ type CircuitState struct {
 	// NextProbe is when a worker will next check whether the upstream
 	// accepts the account again (automatic openings only).
 	NextProbe *time.Time `json:"next_probe,omitempty"`
-	// FailedProbes counts the probes that failed since the circuit opened.
+	// FailedProbes counts the probes and the trial sends that failed since
+	// the circuit opened; the wait before the next probe doubles with each.
 	FailedProbes int `json:"failed_probes,omitempty"`
+	// Trial is the message sent as the half-open circuit's trial, if one
+	// is on its way; TrialUntil is when its claim lapses.
+	Trial      string     `json:"trial_message_id,omitempty"`
+	TrialUntil *time.Time `json:"-"`
 }
 
-// IsOpen reports whether sending is paused.
-func (s CircuitState) IsOpen() bool { return s.State == CircuitOpen }
+// IsOpen reports whether sending is paused: the circuit is open, or
+// half-open and lets one trial send through at a time.
+func (s CircuitState) IsOpen() bool { return s.State == CircuitOpen || s.State == CircuitHalfOpen }
 
 // Trip is what opens the circuit.
 type Trip struct {
@@ -100,6 +171,10 @@ type Trip struct {
 	Manual bool
 	// FirstProbe is how long after opening the first probe is due.
 	FirstProbe time.Duration
+	// MaxProbe caps the wait before the next probe when a half-open
+	// circuit opens again: FirstProbe doubled for each failed probe or
+	// trial.
+	MaxProbe time.Duration
 }
 
 // Circuit is the circuit breaker's state in Redis, shared by every worker
@@ -122,7 +197,7 @@ func (c *Circuit) State(ctx context.Context) (CircuitState, error) {
 		return CircuitState{State: CircuitClosed}, nil
 	}
 	st := CircuitState{
-		State:     CircuitOpen,
+		State:     cmp.Or(h["state"], CircuitOpen),
 		Reason:    h["reason"],
 		Code:      h["code"],
 		MessageID: h["message_id"],
@@ -130,24 +205,29 @@ func (c *Circuit) State(ctx context.Context) (CircuitState, error) {
 		Since:     millisTime(h["since"]),
 	}
 	if !st.Manual {
-		st.NextProbe = millisTime(h["probe_at"])
+		if st.State == CircuitOpen {
+			st.NextProbe = millisTime(h["probe_at"])
+		}
 		st.FailedProbes, _ = strconv.Atoi(h["probes"])
+		st.Trial, st.TrialUntil = h["trial"], millisTime(h["trial_until"])
 	}
 	return st, nil
 }
 
-// Open opens the circuit and reports whether this call opened it (false:
-// it was open already; an operator's Trip then makes it manual).
+// Open opens the circuit and reports whether this call opened it, or
+// opened a half-open one again (false: it was open already; an operator's
+// Trip then makes it manual).
 func (c *Circuit) Open(ctx context.Context, t Trip) (bool, error) {
 	manual := "0"
 	if t.Manual {
 		manual = "1"
 	}
-	n, err := openScript.Run(ctx, c.rdb, []string{circuitKey}, t.Reason, t.Code, t.MessageID, manual, t.FirstProbe.Milliseconds()).Int()
+	n, err := openScript.Run(ctx, c.rdb, []string{circuitKey}, t.Reason, t.Code, t.MessageID, manual,
+		t.FirstProbe.Milliseconds(), max(t.MaxProbe, t.FirstProbe).Milliseconds()).Int()
 	if err != nil {
 		return false, fmt.Errorf("open circuit: %w", err)
 	}
-	return n == 1, nil
+	return n > 0, nil
 }
 
 // ErrManual is Close's answer to a probe that would close a circuit an
@@ -168,6 +248,53 @@ func (c *Circuit) Close(ctx context.Context, auto bool) (bool, error) {
 	}
 	if n < 0 {
 		return false, fmt.Errorf("close circuit: %w", ErrManual)
+	}
+	return n == 1, nil
+}
+
+// HalfOpen half-opens an open automatic circuit after a successful probe,
+// keeping its count of failures, and reports whether it did. An operator's
+// pause stays, and answers ErrManual.
+func (c *Circuit) HalfOpen(ctx context.Context) (bool, error) {
+	n, err := halfOpenScript.Run(ctx, c.rdb, []string{circuitKey}).Int()
+	if err != nil {
+		return false, fmt.Errorf("half-open circuit: %w", err)
+	}
+	if n < 0 {
+		return false, fmt.Errorf("half-open circuit: %w", ErrManual)
+	}
+	return n == 1, nil
+}
+
+// ClaimTrial asks, for message id about to be sent, what the circuit lets
+// it do: TrialClosed (send), TrialOpen (hold), TrialBusy (another message
+// is the half-open circuit's trial: wait for its outcome) or TrialGranted
+// (this message is the trial, for up to lease).
+func (c *Circuit) ClaimTrial(ctx context.Context, id string, lease time.Duration) (string, error) {
+	ans, err := claimTrialScript.Run(ctx, c.rdb, []string{circuitKey}, id, lease.Milliseconds()).Text()
+	if err != nil {
+		return "", fmt.Errorf("claim trial send: %w", err)
+	}
+	return ans, nil
+}
+
+// TrialAccepted closes a half-open circuit: a send was accepted. It
+// reports whether it did.
+func (c *Circuit) TrialAccepted(ctx context.Context) (bool, error) {
+	n, err := closeScript.Run(ctx, c.rdb, []string{circuitKey}, "trial").Int()
+	if err != nil {
+		return false, fmt.Errorf("close circuit after a trial: %w", err)
+	}
+	return n == 1, nil
+}
+
+// ReleaseTrial ends message id's trial without an answer about the
+// account, so that another message may be the trial, and reports whether
+// id was the trial.
+func (c *Circuit) ReleaseTrial(ctx context.Context, id string) (bool, error) {
+	n, err := releaseTrialScript.Run(ctx, c.rdb, []string{circuitKey}, id).Int()
+	if err != nil {
+		return false, fmt.Errorf("release trial send: %w", err)
 	}
 	return n == 1, nil
 }

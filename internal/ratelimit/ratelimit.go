@@ -12,12 +12,23 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 )
+
+// DefaultMaxRetryAfter is the longest Retry-After a sender honours unless
+// Config.MaxRetryAfter says otherwise (CHATQ_MAX_RETRY_AFTER): the
+// upstream's answer may say a day, and one such answer must not stop a
+// sender for a day.
+const DefaultMaxRetryAfter = 5 * time.Minute
+
+// sendersKey lists every sender the upstream ever throttled, so that
+// /readyz and chatq resume, which know no sender, find their throttles.
+const sendersKey = "chatq:rl:senders"
 
 // Defaults of the zero Config fields, and fixed parameters of the
 // throttling.
@@ -53,6 +64,8 @@ var (
 	stateSource string
 	//go:embed backoff.lua
 	backoffSource string
+	//go:embed unthrottle.lua
+	unthrottleSource string
 
 	// The sender's limit is not a redis_rate limit: redis_rate answers
 	// "allowed now or not", while chatq needs reservations (take the next
@@ -61,10 +74,11 @@ var (
 	// order. Doing it in one script also lets the daily cap, the back-off and
 	// the Retry-After be checked in the same atomic step, so that a message
 	// they hold back takes no slot.
-	reserveScript  = redis.NewScript(commonSource + reserveSource)
-	throttleScript = redis.NewScript(commonSource + throttleSource)
-	stateScript    = redis.NewScript(commonSource + stateSource)
-	backoffScript  = redis.NewScript(commonSource + backoffSource)
+	reserveScript    = redis.NewScript(commonSource + reserveSource)
+	throttleScript   = redis.NewScript(commonSource + throttleSource)
+	stateScript      = redis.NewScript(commonSource + stateSource)
+	backoffScript    = redis.NewScript(commonSource + backoffSource)
+	unthrottleScript = redis.NewScript(commonSource + unthrottleSource)
 )
 
 // Config sets the limits of one sender. The zero value limits nothing.
@@ -91,6 +105,9 @@ type Config struct {
 	// ThrottleRecovery is how long a rate halved by upstream throttling
 	// takes to climb back to full; zero means 1m.
 	ThrottleRecovery time.Duration
+	// MaxRetryAfter caps the upstream's Retry-After; zero means
+	// DefaultMaxRetryAfter.
+	MaxRetryAfter time.Duration
 	// Now, if set, replaces Redis's clock in every limit but the pair
 	// limit (tests). Left nil, all workers share the clock of Redis.
 	Now func() time.Time
@@ -155,6 +172,18 @@ type SenderState struct {
 	// Blocked is how long the upstream's Retry-After still holds the
 	// sender, 0 when it does not.
 	Blocked time.Duration
+	// Code and Reason are the upstream's answer that throttled the sender
+	// last, empty when it never did or chatq resume cleared it.
+	Code, Reason string
+}
+
+// Cause is the upstream's answer that throttles a sender, as /readyz
+// shows it.
+type Cause struct {
+	// Code is the error code ("http_429", "130429").
+	Code string
+	// Reason is the upstream's words.
+	Reason string
 }
 
 // Limiter applies one sender's limits. It is safe for concurrent use.
@@ -182,14 +211,20 @@ func New(rdb redis.UniversalClient, cfg Config, window Window) *Limiter {
 	if cfg.ThrottleRecovery <= 0 {
 		cfg.ThrottleRecovery = defaultThrottleRecovery
 	}
+	if cfg.MaxRetryAfter <= 0 {
+		cfg.MaxRetryAfter = DefaultMaxRetryAfter
+	}
 	return &Limiter{
 		rdb:    rdb,
 		cfg:    cfg,
 		pair:   redis_rate.NewLimiter(rdb),
 		window: window,
-		prefix: "chatq:rl:{" + cfg.Sender + "}:",
+		prefix: keyPrefix(cfg.Sender),
 	}
 }
+
+// keyPrefix starts every key of sender.
+func keyPrefix(sender string) string { return "chatq:rl:{" + sender + "}:" }
 
 // Config returns the limiter's configuration, defaults filled in.
 func (l *Limiter) Config() Config { return l.cfg }
@@ -252,32 +287,51 @@ func (l *Limiter) Reserve(ctx context.Context, req Request) (Decision, error) {
 
 // Throttle lowers the sender's rate after the upstream refused a send as
 // too many, and holds every worker back for retryAfter (0 if the upstream
-// gave none).
-func (l *Limiter) Throttle(ctx context.Context, retryAfter time.Duration) (SenderState, error) {
+// gave none), at most MaxRetryAfter.
+func (l *Limiter) Throttle(ctx context.Context, retryAfter time.Duration, cause Cause) (SenderState, error) {
+	retryAfter = min(retryAfter, l.cfg.MaxRetryAfter)
 	res, err := throttleScript.Run(ctx, l.rdb, []string{l.prefix + "sender"},
 		l.now(), micros(l.interval()), l.cfg.Burst, micros(l.cfg.ThrottleRecovery),
 		micros(retryAfter), strconv.FormatFloat(minFactor, 'f', -1, 64), micros(throttleHoldoff), micros(stateKeep),
-	).Int64Slice()
+		cause.Code, cause.Reason,
+	).Slice()
 	if err != nil {
 		return SenderState{}, fmt.Errorf("throttle: %w", err)
+	}
+	if err := l.rdb.SAdd(ctx, sendersKey, l.cfg.Sender).Err(); err != nil {
+		return SenderState{}, fmt.Errorf("throttle: list the sender: %w", err)
 	}
 	return senderState(res)
 }
 
 // State returns what throttling left of the sender's rate.
 func (l *Limiter) State(ctx context.Context) (SenderState, error) {
-	res, err := stateScript.Run(ctx, l.rdb, []string{l.prefix + "sender"}, l.now(), micros(l.cfg.ThrottleRecovery)).Int64Slice()
+	return senderStateOf(ctx, l.rdb, l.prefix+"sender", l.now(), l.cfg.ThrottleRecovery)
+}
+
+func senderStateOf(ctx context.Context, rdb redis.UniversalClient, key string, now int64, recovery time.Duration) (SenderState, error) {
+	res, err := stateScript.Run(ctx, rdb, []string{key}, now, micros(recovery)).Slice()
 	if err != nil {
 		return SenderState{}, fmt.Errorf("sender state: %w", err)
 	}
 	return senderState(res)
 }
 
-func senderState(res []int64) (SenderState, error) {
-	if len(res) != 2 {
+// senderState reads the answer of the throttle and state scripts:
+// {factor in millionths, wait until the Retry-After has passed, code,
+// reason}.
+func senderState(res []any) (SenderState, error) {
+	if len(res) != 4 {
 		return SenderState{}, fmt.Errorf("sender state: unexpected answer %v", res)
 	}
-	return SenderState{Factor: float64(res[0]) / 1e6, Blocked: time.Duration(max(res[1], 0)) * time.Microsecond}, nil
+	f, ok1 := res[0].(int64)
+	blocked, ok2 := res[1].(int64)
+	code, _ := res[2].(string)
+	reason, _ := res[3].(string)
+	if !ok1 || !ok2 {
+		return SenderState{}, fmt.Errorf("sender state: unexpected answer %v", res)
+	}
+	return SenderState{Factor: float64(f) / 1e6, Blocked: time.Duration(max(blocked, 0)) * time.Microsecond, Code: code, Reason: reason}, nil
 }
 
 // BackOffRecipient holds sends to recipient back after the upstream
@@ -292,12 +346,15 @@ func (l *Limiter) BackOffRecipient(ctx context.Context, recipient string) (time.
 	return time.Duration(wait) * time.Microsecond, nil
 }
 
-// interval is the spacing of slots at the full rate, 0 for no limit.
+// interval is the spacing of slots at the full rate, 0 for no limit. The
+// scripts count in microseconds, so it is rounded up to one: rounded down,
+// a rate of 3/s would put a fourth slot 999999µs after the first, inside
+// the same second.
 func (l *Limiter) interval() time.Duration {
 	if l.cfg.Rate <= 0 {
 		return 0
 	}
-	return max(time.Duration(float64(time.Second)/l.cfg.Rate), time.Microsecond)
+	return max(time.Duration(math.Ceil(float64(time.Second)/l.cfg.Rate/float64(time.Microsecond)))*time.Microsecond, time.Microsecond)
 }
 
 // now is the scripts' clock argument: 0 lets them read Redis's clock.

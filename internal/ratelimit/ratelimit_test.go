@@ -209,14 +209,14 @@ func TestThrottleHalvesTheRateOnceThenRecovers(t *testing.T) {
 	}
 	st, err := l.State(ctx)
 	check("state", st, err, ratelimit.SenderState{Factor: 1})
-	st, err = l.Throttle(ctx, 2*time.Second)
+	st, err = l.Throttle(ctx, 2*time.Second, ratelimit.Cause{})
 	check("throttle", st, err, ratelimit.SenderState{Factor: 0.5, Blocked: 2 * time.Second})
 	// Refusals of sends that were on the wire together halve it once.
 	c.Add(500 * time.Millisecond)
-	st, err = l.Throttle(ctx, 0)
+	st, err = l.Throttle(ctx, 0, ratelimit.Cause{})
 	check("throttle", st, err, ratelimit.SenderState{Factor: 0.5 + 0.5*0.5/60, Blocked: 1500 * time.Millisecond})
 	c.Add(time.Second)
-	st, err = l.Throttle(ctx, 0)
+	st, err = l.Throttle(ctx, 0, ratelimit.Cause{})
 	f := (0.5 + 1.5*0.5/60) / 2
 	check("throttle", st, err, ratelimit.SenderState{Factor: f, Blocked: 500 * time.Millisecond})
 	// It climbs back by half the rate a minute.
@@ -231,7 +231,7 @@ func TestThrottleHalvesTheRateOnceThenRecovers(t *testing.T) {
 func TestThrottledSenderWaitsForRetryAfterWithoutBurst(t *testing.T) {
 	// A recovery so slow that the rate stays halved while the test runs.
 	l, c := limiter(t, ratelimit.Config{Rate: 10, Burst: 5, ThrottleRecovery: 1000 * time.Hour}, nil)
-	if _, err := l.Throttle(context.Background(), 2*time.Second); err != nil {
+	if _, err := l.Throttle(context.Background(), 2*time.Second, ratelimit.Cause{}); err != nil {
 		t.Fatal(err)
 	}
 	ms := time.Millisecond

@@ -17,8 +17,10 @@
 -- ARGV[6]  lowest factor
 -- ARGV[7]  holdoff
 -- ARGV[8]  how long the state outlives its last use
+-- ARGV[9]  the upstream's error code, ARGV[10] its words: why, for /readyz
 --
--- Returns {factor in millionths, wait until the Retry-After has passed}.
+-- Returns {factor in millionths, wait until the Retry-After has passed,
+-- code, reason}.
 local now = clock(ARGV[1])
 local interval, burst, recovery = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local retryAfter, floor, holdoff, keep = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -31,11 +33,11 @@ if not state[3] or now - tonumber(state[3]) >= holdoff then
 end
 
 local blocked = math.max(tonumber(state[4] or '0'), now + retryAfter)
-redis.call('HSET', KEYS[1], 'blocked', num(blocked))
+redis.call('HSET', KEYS[1], 'blocked', num(blocked), 'code', ARGV[9], 'reason', ARGV[10])
 if interval > 0 then
   -- The burst's tolerance at the full rate, as reserve counts it.
   local tat = math.max(tonumber(state[1] or '0'), blocked + (burst - 1) * interval)
   redis.call('HSET', KEYS[1], 'tat', num(tat))
 end
 redis.call('PEXPIRE', KEYS[1], num((blocked - now + keep) / 1000))
-return {math.floor(f * 1000000), blocked - now}
+return {math.floor(f * 1000000), blocked - now, ARGV[9], ARGV[10]}

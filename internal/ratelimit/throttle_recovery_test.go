@@ -19,7 +19,7 @@ func TestRecoveringRateDoesNotPushSlotsAway(t *testing.T) {
 	ctx := context.Background()
 	// Four storms a little over a second apart take the rate to its floor.
 	for range 4 {
-		if _, err := l.Throttle(ctx, time.Second); err != nil {
+		if _, err := l.Throttle(ctx, time.Second, ratelimit.Cause{}); err != nil {
 			t.Fatal(err)
 		}
 		c.Add(1100 * time.Millisecond)
@@ -29,4 +29,31 @@ func TestRecoveringRateDoesNotPushSlotsAway(t *testing.T) {
 	run(t, l, c, []step{
 		{advance: 5 * time.Second, recipient: "1", want: reserved(0)},
 	}, approx)
+}
+
+// TestRetryAfterIsCappedAtMinutes is a regression test: one 429 whose
+// Retry-After said a day held every worker of the sender back for a day.
+func TestRetryAfterIsCappedAtMinutes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		max  time.Duration
+		want time.Duration
+	}{
+		{"default", 0, ratelimit.DefaultMaxRetryAfter},
+		{"configured", 30 * time.Second, 30 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, c := limiter(t, ratelimit.Config{Rate: 10, MaxRetryAfter: tc.max}, nil)
+			st, err := l.Throttle(context.Background(), 24*time.Hour, ratelimit.Cause{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Blocked != tc.want {
+				t.Errorf("a Retry-After of 24h blocks the sender for %s, want %s", st.Blocked, tc.want)
+			}
+			run(t, l, c, []step{
+				{advance: tc.want, recipient: "1", want: reserved(0)},
+			}, approx)
+		})
+	}
 }

@@ -1,0 +1,76 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ThrottleState is a sender that the upstream's Retry-After holds back, as
+// /readyz shows it.
+type ThrottleState struct {
+	// Sender is the business number.
+	Sender string `json:"sender"`
+	// Until is when the Retry-After ends, at most CHATQ_MAX_RETRY_AFTER
+	// after the refusal.
+	Until time.Time `json:"until"`
+	// Code and Reason are the upstream's answer that throttled it.
+	Code   string `json:"code,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// RateFactor is the share of its rate the sender may use once the
+	// Retry-After has passed; it climbs back to 1.
+	RateFactor float64 `json:"rate_factor"`
+}
+
+// Throttles are the throttles of every sender, for the processes that
+// know no sender of their own: the API's /readyz and chatq resume.
+type Throttles struct {
+	rdb redis.UniversalClient
+}
+
+// NewThrottles returns the throttles kept on rdb.
+func NewThrottles(rdb redis.UniversalClient) *Throttles { return &Throttles{rdb: rdb} }
+
+// List returns the senders that a Retry-After holds back now.
+func (t *Throttles) List(ctx context.Context) ([]ThrottleState, error) {
+	senders, err := t.rdb.SMembers(ctx, sendersKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list throttles: %w", err)
+	}
+	now := time.Now()
+	var out []ThrottleState
+	for _, s := range senders {
+		st, err := senderStateOf(ctx, t.rdb, keyPrefix(s)+"sender", 0, defaultThrottleRecovery)
+		if err != nil {
+			return nil, fmt.Errorf("list throttles: %s: %w", s, err)
+		}
+		if st.Blocked <= 0 {
+			continue
+		}
+		out = append(out, ThrottleState{Sender: s, Until: now.Add(st.Blocked).UTC(), Code: st.Code, Reason: st.Reason, RateFactor: st.Factor})
+	}
+	return out, nil
+}
+
+// Clear lifts every sender's throttle: the Retry-After, the lowered rate
+// and the schedule pushed past them. It returns the senders a Retry-After
+// held back.
+func (t *Throttles) Clear(ctx context.Context) ([]string, error) {
+	senders, err := t.rdb.SMembers(ctx, sendersKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("clear throttles: %w", err)
+	}
+	var held []string
+	for _, s := range senders {
+		n, err := unthrottleScript.Run(ctx, t.rdb, []string{keyPrefix(s) + "sender"}, 0).Int()
+		if err != nil {
+			return held, fmt.Errorf("clear throttle of %s: %w", s, err)
+		}
+		if n == 1 {
+			held = append(held, s)
+		}
+	}
+	return held, nil
+}

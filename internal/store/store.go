@@ -163,6 +163,9 @@ type CreateResult struct {
 // A new record is added to the unsent index until MarkEnqueued.
 func (s *Store) Create(ctx context.Context, recs []*Record) ([]CreateResult, error) {
 	results := make([]CreateResult, len(recs))
+	// repeated marks the records whose idempotency key was claimed before:
+	// they may be answered by an earlier record.
+	repeated := make([]bool, len(recs))
 	// Claim idempotency keys first, so a retried batch finds its ids.
 	var claims []*redis.StatusCmd
 	var claimed []int
@@ -192,12 +195,13 @@ func (s *Store) Create(ctx context.Context, recs []*Record) ([]CreateResult, err
 			// crash left the key without its record, this record takes the
 			// id.
 			recs[i].ID = prev
+			repeated[i] = true
 		}
 	}
-	return results, s.writeRecords(ctx, recs, results)
+	return results, s.writeRecords(ctx, recs, repeated, results)
 }
 
-func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []CreateResult) error {
+func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []bool, results []CreateResult) error {
 	ttl := strconv.FormatInt(s.cfg.TTL.Milliseconds(), 10)
 	creates := make([]*redis.Cmd, len(recs))
 	plain := make([]bool, len(recs))
@@ -205,7 +209,10 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 	// a thousand ZADDs cost Redis far more than one of a thousand members.
 	// They come first, so that a pipeline cut short leaves index entries
 	// without records (the sweeper drops those), never records without
-	// entries.
+	// entries. A campaign indexes only records that are surely new: one
+	// whose idempotency key was claimed before is usually the earlier
+	// record, perhaps of another campaign, and joins its batch only once
+	// it turns out to be created.
 	var unsent []redis.Z
 	batches := map[string][]redis.Z{}
 	for i, r := range recs {
@@ -214,7 +221,7 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 		}
 		z := redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID}
 		unsent = append(unsent, z)
-		if r.BatchID != nil {
+		if r.BatchID != nil && !repeated[i] {
 			batches[*r.BatchID] = append(batches[*r.BatchID], z)
 		}
 	}
@@ -253,6 +260,9 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 	}
 	var existing []int
 	var noticed []string
+	// late are the records created under a key claimed before (a crash
+	// left the key without its record), not yet in their batch.
+	var late []*Record
 	for i, r := range recs {
 		if plain[i] {
 			results[i] = CreateResult{Record: r, Created: true}
@@ -266,11 +276,25 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 			if res[1] > 0 {
 				noticed = append(noticed, r.ID)
 			}
+			if repeated[i] && r.BatchID != nil {
+				late = append(late, r)
+			}
 			continue
 		}
 		existing = append(existing, i)
 	}
 	s.noticed(ctx, 1, noticed...)
+	if len(late) > 0 {
+		pipe := s.rdb.Pipeline()
+		for _, r := range late {
+			bk := batchKey(*r.BatchID)
+			pipe.ZAdd(ctx, bk, redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID})
+			pipe.PExpire(ctx, bk, s.cfg.TTL)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("index records: %w", err)
+		}
+	}
 	if len(existing) == 0 {
 		return nil
 	}

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -69,5 +74,89 @@ func TestCommandsStartOnRedisSeven(t *testing.T) {
 				t.Errorf("chatq status on %s: %v, want no message with that id", name, err)
 			}
 		})
+	}
+}
+
+// oldRedis is a stand-in for a Redis 6.2 server: it answers INFO with that
+// version, HELLO as unknown (so that go-redis speaks RESP2), and +OK to
+// anything else. It returns the address it listens on.
+func oldRedis(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				r := bufio.NewReader(conn)
+				for {
+					cmd, err := readCommand(r)
+					if err != nil {
+						return
+					}
+					var answer string
+					switch strings.ToUpper(cmd) {
+					case "HELLO":
+						answer = "-ERR unknown command 'HELLO'\r\n"
+					case "PING":
+						answer = "+PONG\r\n"
+					case "INFO":
+						info := "# Server\r\nredis_version:6.2.14\r\nredis_mode:standalone\r\n"
+						answer = fmt.Sprintf("$%d\r\n%s\r\n", len(info), info)
+					default:
+						answer = "+OK\r\n"
+					}
+					if _, err := io.WriteString(conn, answer); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// readCommand reads one RESP command and returns its name.
+func readCommand(r *bufio.Reader) (string, error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "*")))
+	if err != nil {
+		return "", fmt.Errorf("not a RESP array: %q", line)
+	}
+	var name string
+	for i := range n {
+		if _, err := r.ReadString('\n'); err != nil { // $<length>
+			return "", err
+		}
+		arg, err := r.ReadString('\n')
+		if err != nil {
+			return "", err
+		}
+		if i == 0 {
+			name = strings.TrimSpace(arg)
+		}
+	}
+	return name, nil
+}
+
+func TestCommandsRefuseAnOldRedis(t *testing.T) {
+	addr := oldRedis(t)
+	t.Setenv("CHATQ_REDIS_URL", "redis://"+addr)
+	var out bytes.Buffer
+	p := &program{stdout: &out, stderr: &out}
+	err := p.run(context.Background(), []string{"status", "01JD0000000000000000000000"})
+	want := "Redis 6.2.14 at " + addr + " is too old: chatq needs Redis 7.0 or later"
+	if err == nil || err.Error() != want {
+		t.Errorf("chatq status on Redis 6.2: %v, want %q", err, want)
 	}
 }

@@ -306,9 +306,15 @@ func TestIdempotencyKey(t *testing.T) {
 	}
 	rec := decode[store.Record](t, first)
 
+	if v, ok := first.header["Idempotent-Replayed"]; ok {
+		t.Errorf("first answer has Idempotent-Replayed: %v", v)
+	}
 	again := send(textBody, "order-1234-confirmation")
 	if again.status != http.StatusOK {
 		t.Fatalf("repeat: status %d, want 200; body %s", again.status, again.body)
+	}
+	if v := again.header.Get("Idempotent-Replayed"); v != "true" {
+		t.Errorf("repeat: Idempotent-Replayed %q, want true", v)
 	}
 	if diff := gocmp.Diff(decode[map[string]any](t, first), decode[map[string]any](t, again)); diff != "" {
 		t.Errorf("repeat answers another record (-first +repeat):\n%s", diff)
@@ -510,11 +516,12 @@ func TestBatch(t *testing.T) {
 	}
 	body := `{"messages":[` + strings.Join(items, ",") + `]}`
 	type result struct {
-		Index   int    `json:"index"`
-		ID      string `json:"id"`
-		Status  string `json:"status"`
-		Created *bool  `json:"created"`
-		Error   *struct {
+		Index    int    `json:"index"`
+		ID       string `json:"id"`
+		Status   string `json:"status"`
+		Created  *bool  `json:"created"`
+		Replayed *bool  `json:"replayed"`
+		Error    *struct {
 			Code    string `json:"code"`
 			Message string `json:"message"`
 			Field   string `json:"field"`
@@ -557,7 +564,7 @@ func TestBatch(t *testing.T) {
 			}
 			continue
 		}
-		if r.Error != nil || r.ID == "" || r.Status != w.status || r.Created == nil || !*r.Created {
+		if r.Error != nil || r.ID == "" || r.Status != w.status || r.Created == nil || !*r.Created || r.Replayed != nil {
 			t.Errorf("result %d = %+v, want a new %s record", i, r, w.status)
 			continue
 		}
@@ -572,11 +579,11 @@ func TestBatch(t *testing.T) {
 
 	// Sent again: the item with an idempotency key answers its first record.
 	second := send()
-	if second[2].ID != first[2].ID || second[2].Created == nil || *second[2].Created {
-		t.Errorf("repeated keyed item = %+v, want record %s, not created", second[2], first[2].ID)
+	if second[2].ID != first[2].ID || second[2].Created == nil || *second[2].Created || second[2].Replayed == nil || !*second[2].Replayed {
+		t.Errorf("repeated keyed item = %+v, want record %s, not created, replayed", second[2], first[2].ID)
 	}
-	if second[0].ID == first[0].ID {
-		t.Errorf("an item without a key got the same id twice")
+	if second[0].ID == first[0].ID || second[0].Replayed != nil {
+		t.Errorf("an item without a key got the same id twice, or is said replayed: %+v", second[0])
 	}
 	if n := f.tasks(t); n != 5 {
 		t.Errorf("%d tasks after the second batch, want 5", n)

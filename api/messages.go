@@ -38,7 +38,10 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	status := http.StatusAccepted
 	if !res[0].Created {
+		// A repeated idempotency key: the first record answers, and the
+		// header says so, as Stripe's does.
 		status = http.StatusOK
+		w.Header().Set("Idempotent-Replayed", "true")
 	} else {
 		s.cfg.Metrics.Enqueued(res[0].Record.Priority)
 	}
@@ -51,7 +54,10 @@ type batchItem struct {
 	ID      string         `json:"id,omitempty"`
 	Status  enqueue.Status `json:"status,omitempty"`
 	Created *bool          `json:"created,omitempty"`
-	Error   *Error         `json:"error,omitempty"`
+	// Replayed is true when a repeated idempotency key found the record,
+	// and absent otherwise.
+	Replayed bool   `json:"replayed,omitempty"`
+	Error    *Error `json:"error,omitempty"`
 }
 
 func (s *Server) sendBatch(w http.ResponseWriter, r *http.Request) {
@@ -109,7 +115,7 @@ func (s *Server) sendBatch(w http.ResponseWriter, r *http.Request) {
 		if created {
 			s.cfg.Metrics.Enqueued(rr.Record.Priority)
 		}
-		it.ID, it.Status, it.Created = rr.Record.ID, rr.Record.Status, &created
+		it.ID, it.Status, it.Created, it.Replayed = rr.Record.ID, rr.Record.Status, &created, !created
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"results": items})
 }

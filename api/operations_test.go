@@ -12,6 +12,7 @@ import (
 	gocmp "github.com/google/go-cmp/cmp"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/chatq/chatq/api"
@@ -334,5 +335,59 @@ func TestMetricsShowTheCircuit(t *testing.T) {
 	fam := families["chatq_circuit_open"]
 	if fam == nil || len(fam.Metric) != 1 || fam.Metric[0].GetGauge().GetValue() != 1 {
 		t.Errorf("chatq_circuit_open = %v, want 1", fam)
+	}
+}
+
+// A message refused for its idempotency key (409) joins no campaign: the
+// first message of that key, in another campaign, is neither counted, listed
+// nor canceled with it, even through an index entry that names it.
+func TestIdempotencyConflictLeavesOtherCampaignsAlone(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setup(t)
+	first := `{"destination":"442070000001","payload":{"type":"text","message":"spring sale"},"batch_id":"spring","idempotency_key":"promo-1"}`
+	res := f.post(t, "/v1/messages/batch", `{"messages":[`+first+`]}`)
+	items := decode[struct {
+		Results []struct {
+			ID string `json:"id"`
+		} `json:"results"`
+	}](t, res).Results
+	if res.status != http.StatusOK || len(items) != 1 || items[0].ID == "" {
+		t.Fatalf("first batch: %d %s", res.status, res.body)
+	}
+	id := items[0].ID
+
+	other := `{"destination":"442070000002","payload":{"type":"text","message":"autumn sale"},"batch_id":"autumn","idempotency_key":"promo-1"}`
+	wantError(t, f.post(t, "/v1/messages", other), http.StatusConflict, "idempotency_conflict", "idempotency_key")
+	res = f.post(t, "/v1/messages/batch", `{"messages":[`+other+`]}`)
+	if res.status != http.StatusOK || !strings.Contains(string(res.body), `"idempotency_conflict"`) {
+		t.Fatalf("conflicting batch: %d %s", res.status, res.body)
+	}
+
+	check := func(when string) {
+		t.Helper()
+		wantError(t, f.do(t, request{method: http.MethodGet, path: "/v1/batches/autumn"}), http.StatusNotFound, "not_found", "")
+		wantError(t, f.do(t, request{method: http.MethodDelete, path: "/v1/messages?batch_id=autumn"}), http.StatusNotFound, "not_found", "")
+		if p := decode[messagePage](t, f.do(t, request{method: http.MethodGet, path: "/v1/messages?batch_id=autumn"})); len(p.Messages) != 0 {
+			t.Errorf("%s: autumn lists %d messages, want none", when, len(p.Messages))
+		}
+		rec := decode[store.Record](t, f.do(t, request{method: http.MethodGet, path: "/v1/messages/" + id}))
+		if rec.Status != store.Queued || rec.BatchID == nil || *rec.BatchID != "spring" {
+			t.Errorf("%s: spring's message is %s in batch %v, want queued in spring", when, rec.Status, rec.BatchID)
+		}
+	}
+	check("after the conflicts")
+
+	// An index entry that names another campaign's message (as earlier
+	// versions left) is not acted on either.
+	if err := f.rdb.ZAdd(ctx, "chatq:batch:{autumn}", redis.Z{Score: float64(time.Now().UnixMilli()), Member: id}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	check("with a stale index entry")
+	c := decode[struct {
+		Total int `json:"total"`
+	}](t, f.do(t, request{method: http.MethodGet, path: "/v1/batches/spring"}))
+	if c.Total != 1 {
+		t.Errorf("spring counts %d messages, want 1", c.Total)
 	}
 }

@@ -49,7 +49,8 @@ type Config struct {
 	// MaxRetry is the number of attempts after the first for retryable
 	// errors (CHATQ_RETRY_MAX); zero means 8, a negative value none.
 	MaxRetry int
-	// TTL is how long job records are kept (CHATQ_RECORD_TTL); zero means
+	// TTL is how long a job record is kept after its last change, and after
+	// its SendAt or ExpiresAt when later (CHATQ_RECORD_TTL); zero means
 	// 720h.
 	TTL time.Duration
 	// Concurrency bounds the asynq enqueues a batch runs at once; zero

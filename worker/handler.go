@@ -257,7 +257,7 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 	h.metrics.Retry(info.Class, ambiguous)
 	if ambiguous {
 		// No idempotency key upstream: the retry may send it twice.
-		log.Warn("send timed out after the request was written, will retry: it may be sent twice", zap.Bool("possible_duplicate", true), zap.String("reason", info.Message))
+		log.Warn("send may have been accepted, will retry: it may be sent twice", zap.Bool("possible_duplicate", true), zap.String("reason", info.Message))
 	} else {
 		log.Warn("send failed, will retry", zap.String("reason", info.Message))
 	}

@@ -35,7 +35,8 @@ type Config struct {
 	// Retry is the retry policy; zero fields mean 8 retries from 2s to
 	// 15m with 0.2 jitter.
 	Retry Policy
-	// RecordTTL is how long job records are kept; zero means 720h.
+	// RecordTTL is how long a job record is kept after its last change;
+	// zero means 720h. It must be the producers' TTL.
 	RecordTTL time.Duration
 	// SweepInterval is how often the worker enqueues records whose task
 	// was never written; zero means 30s.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -124,7 +126,85 @@ func openRedis(ctx context.Context, cfg config.Config) (redis.UniversalClient, e
 		_ = rdb.Close()
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
+	if err := checkRedis(pctx, rdb, where); err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
 	return rdb, nil
+}
+
+// checkRedis refuses a Redis older than chatq needs: every node of a
+// cluster, else the one server (or the Sentinel-managed master).
+func checkRedis(ctx context.Context, rdb redis.UniversalClient, where string) error {
+	if c, ok := rdb.(*redis.ClusterClient); ok {
+		return c.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
+			return checkRedisVersion(redisVersion(ctx, node), node.Options().Addr)
+		})
+	}
+	c, ok := rdb.(*redis.Client)
+	if !ok {
+		return nil
+	}
+	at := c.Options().Addr
+	if strings.HasPrefix(where, "redis master") {
+		// A Sentinel client's address is a placeholder.
+		at = strings.TrimPrefix(where, "redis ")
+	}
+	return checkRedisVersion(redisVersion(ctx, c), at)
+}
+
+// redisVersion returns the version the server reports: INFO's
+// redis_version, else HELLO's version (miniredis, embedded by chatq dev,
+// answers no INFO server section), "" when it reports none.
+func redisVersion(ctx context.Context, c *redis.Client) string {
+	if info, err := c.Info(ctx, "server").Result(); err == nil {
+		for _, line := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+				return v
+			}
+		}
+	}
+	// HELLO 3 is what go-redis says on every new connection already.
+	if hello, err := c.Do(ctx, "HELLO", "3").Result(); err == nil {
+		if m, ok := hello.(map[any]any); ok {
+			if v, ok := m["version"].(string); ok {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// checkRedisVersion refuses a Redis older than 7.0, whose SET has no NX
+// with GET (idempotency claims) and whose PEXPIRE has no GT (record lives).
+// A server that reports no version is let through: only its first such
+// command can tell.
+func checkRedisVersion(version, at string) error {
+	if version == "" {
+		return nil
+	}
+	major, rest, _ := strings.Cut(version, ".")
+	minor, _, _ := strings.Cut(rest, ".")
+	maj, err1 := strconv.Atoi(major)
+	_, err2 := strconv.Atoi(cmp.Or(minor, "0"))
+	if err1 != nil || err2 != nil || maj < 7 {
+		return &redisVersionError{version: version, at: at, unreadable: err1 != nil || err2 != nil}
+	}
+	return nil
+}
+
+// redisVersionError is a Redis that chatq does not run on. Its message is
+// the one line chatq stops with, which begins with Redis's name.
+type redisVersionError struct {
+	version, at string
+	unreadable  bool
+}
+
+func (e *redisVersionError) Error() string {
+	if e.unreadable {
+		return fmt.Sprintf("Redis at %s reports version %q, which chatq cannot read: chatq needs Redis 7.0 or later", e.at, e.version)
+	}
+	return fmt.Sprintf("Redis %s at %s is too old: chatq needs Redis 7.0 or later", e.version, e.at)
 }
 
 // redisTLS is the TLS configuration of CHATQ_REDIS_TLS, nil without it.

@@ -236,7 +236,12 @@ func (c *Client) Send(ctx context.Context, destination string, payload json.RawM
 	}
 	code, reason := a.failure()
 	if isSuccess(status) && reason == "" {
-		reason = "answer without a messageId"
+		// A 2xx that says nothing of a refusal: ChatArchitect may well have
+		// taken the message and lost its answer on the way, so a resend may
+		// duplicate it.
+		e := classify(status, code, "answer without a messageId", retryAfter)
+		e.Ambiguous = true
+		return "", e
 	}
 	return "", classify(status, code, reason, retryAfter)
 }

@@ -156,19 +156,23 @@ func TestSendClassifiesAnswers(t *testing.T) {
 	}{
 		{
 			name: "2xx without messageId", status: 200, contentType: "text/html", body: `{"status":"submitted"}`,
-			want: APIError{StatusCode: 200, Reason: "answer without a messageId", Class: ClassRetryable},
+			want: APIError{StatusCode: 200, Reason: "answer without a messageId", Class: ClassRetryable, Ambiguous: true},
+		},
+		{
+			name: "2xx empty object", status: 200, body: `{}`,
+			want: APIError{StatusCode: 200, Reason: "answer without a messageId", Class: ClassRetryable, Ambiguous: true},
 		},
 		{
 			name: "2xx empty body", status: 200,
-			want: APIError{StatusCode: 200, Reason: "answer without a messageId", Class: ClassRetryable},
+			want: APIError{StatusCode: 200, Reason: "answer without a messageId", Class: ClassRetryable, Ambiguous: true},
 		},
 		{
 			name: "2xx garbage", status: 200, contentType: "text/html", body: "OK!",
-			want: APIError{StatusCode: 200, Reason: "answer without a messageId", Class: ClassRetryable},
+			want: APIError{StatusCode: 200, Reason: "answer without a messageId", Class: ClassRetryable, Ambiguous: true},
 		},
 		{
 			name: "2xx answer larger than the bound", status: 200, body: big,
-			want: APIError{StatusCode: 200, Reason: "answer without a messageId", Class: ClassRetryable},
+			want: APIError{StatusCode: 200, Reason: "answer without a messageId", Class: ClassRetryable, Ambiguous: true},
 		},
 		{
 			name: "2xx status error", status: 202, body: `{"status":"error","message":"Invalid app"}`,

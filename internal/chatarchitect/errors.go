@@ -50,9 +50,10 @@ type APIError struct {
 	// Class says what to do about it.
 	Class Class
 	// Ambiguous is set when the request had been written in full before the
-	// failure (a timeout or reset while waiting for the answer): the upstream
-	// may have accepted the message, and a resend may duplicate it, since
-	// ChatArchitect has no idempotency key.
+	// failure (a timeout or reset while waiting for the answer, or a 2xx
+	// answer without a messageId): the upstream may have accepted the
+	// message, and a resend may duplicate it, since ChatArchitect has no
+	// idempotency key.
 	Ambiguous bool
 	// Err is the transport cause, if any.
 	Err error
@@ -158,8 +159,9 @@ func isTemplateCode(code string) bool {
 func classifyStatus(status int) Class {
 	switch {
 	case status >= 200 && status < 300:
-		// Accepted without a message id: nothing says the message was
-		// taken, and the upstream's answers are not always well formed.
+		// Accepted without a message id: the upstream's answers are not
+		// always well formed, so it is sent again (Send marks it
+		// ambiguous: it may have been taken).
 		return ClassRetryable
 	case status == http.StatusTooManyRequests:
 		return ClassRateLimited

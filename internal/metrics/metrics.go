@@ -56,7 +56,7 @@ func New(inspector *asynq.Inspector) *Metrics {
 			Name: "chatq_send_retries_total", Help: "Send attempts that will be retried, by error class.",
 		}, []string{"class"}),
 		possibleDupes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "chatq_possible_duplicates_total", Help: "Sends that timed out after the request was written: the retry may duplicate the message.",
+			Name: "chatq_possible_duplicates_total", Help: "Sends that may have been accepted (a timeout after the request was written, a 2xx answer without a messageId): the retry may duplicate the message.",
 		}),
 		sendSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "chatq_send_duration_seconds", Help: "Duration of the upstream send call, by outcome.",

@@ -15,6 +15,10 @@ import (
 // the records. It is written by a command of its own after the record's
 // script, not inside it, so that the layout works on Redis Cluster; an
 // entry whose record is no longer dead is dropped when a listing meets it.
+// Each new entry takes out those that died longer than the record TTL ago,
+// whose records are gone (a record lives TTL past its last change), so the
+// index holds about as many entries as there are dead records, listed or
+// not.
 const deadKey = "chatq:dead"
 
 // die moves a record to dead and adds it to the dead letters.
@@ -36,6 +40,7 @@ func (s *Store) die(ctx context.Context, id string, c Change) (Outcome, Status, 
 	_ = s.exec(ctx, func(pipe redis.Pipeliner) {
 		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), s.transitionArgs(op, c)...)
 		pipe.ZAddNX(ctx, deadKey, redis.Z{Score: float64(at.UnixMilli()), Member: id})
+		s.trimDead(ctx, pipe)
 	})
 	o, st, _, err := s.outcome(ctx, id, cmd, "move "+id)
 	if err != nil {
@@ -45,6 +50,13 @@ func (s *Store) die(ctx context.Context, id string, c Change) (Outcome, Status, 
 		_ = s.rdb.ZRem(ctx, deadKey, id).Err()
 	}
 	return o, st, nil
+}
+
+// trimDead adds to pipe the removal of the dead letters that died longer
+// than the record TTL ago: their records, which live TTL past their last
+// change, are gone.
+func (s *Store) trimDead(ctx context.Context, pipe redis.Pipeliner) {
+	pipe.ZRemRangeByScore(ctx, deadKey, "-inf", "("+scoreArg(time.Now().Add(-s.cfg.TTL).UnixMilli()))
 }
 
 // DeadFilter selects dead letters. The zero value selects them all.
@@ -106,9 +118,9 @@ type DeadPage struct {
 // expired or is no longer dead are dropped from the index on the way.
 func (s *Store) ListDead(ctx context.Context, f DeadFilter, cursor string, limit int) (DeadPage, error) {
 	if cursor == "" {
-		// Records expire TTL after their creation, so an entry older than
-		// that is certainly stale.
-		_ = s.rdb.ZRemRangeByScore(ctx, deadKey, "-inf", scoreArg(time.Now().Add(-s.cfg.TTL).UnixMilli())).Err()
+		pipe := s.rdb.Pipeline()
+		s.trimDead(ctx, pipe)
+		_, _ = pipe.Exec(ctx)
 	}
 	found, next, err := s.page(ctx, deadKey, f.span(), cursor, limit, func(r *Record) verdict {
 		switch {

@@ -261,3 +261,28 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// The dead letters stay bounded without anyone listing them: a new one
+// takes out those that died longer than the record TTL ago, whose records
+// are gone.
+func TestDeadLettersTrimAsTheyAreWritten(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	st := store.New(rdb, store.Config{TTL: time.Hour})
+	now := time.Now()
+	for i, died := range []time.Time{now.Add(-3 * time.Hour), now.Add(-61 * time.Minute), now.Add(-59 * time.Minute)} {
+		id := fmt.Sprintf("old%d", i)
+		createAll(t, st, newRecord(id, "96996999699", "transactional", "", died))
+		kill(t, st, id, "permanent", "400", died)
+	}
+	createAll(t, st, newRecord("new", "96996999699", "transactional", "", now))
+	kill(t, st, "new", "permanent", "400", now)
+	got, err := rdb.ZRange(ctx, "chatq:dead", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"old2", "new"}, got); diff != "" {
+		t.Errorf("dead letters index after a new one (-want +got):\n%s", diff)
+	}
+}

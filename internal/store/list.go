@@ -230,7 +230,11 @@ func (s *Store) ListMessages(ctx context.Context, f MessageFilter, cursor string
 		return MessagePage{}, ErrBatchRequired
 	}
 	found, next, err := s.page(ctx, batchKey(f.BatchID), allScores(), cursor, limit, func(r *Record) verdict {
-		if f.match(r) {
+		switch {
+		case r.BatchID == nil || *r.BatchID != f.BatchID:
+			// An entry that names another campaign's record is stale.
+			return drop
+		case f.match(r):
 			return take
 		}
 		return skip
@@ -263,9 +267,12 @@ func (s *Store) statuses(ctx context.Context, ids []string) ([]Status, error) {
 	return out, nil
 }
 
-// eachOfBatch calls f with the ids of a batch's records, oldest first, a
-// chunk at a time. Records created meanwhile come last, so none is missed.
-func (s *Store) eachOfBatch(ctx context.Context, batch string, f func(ids []string) error) error {
+// eachOfBatch calls f with the ids of a batch's records and their
+// statuses, oldest first, a chunk at a time. Records created meanwhile come
+// last, so none is missed. The status is "" for a record that has expired
+// or is not of that batch: an index entry never acts on another campaign's
+// message.
+func (s *Store) eachOfBatch(ctx context.Context, batch string, f func(ids []string, sts []Status) error) error {
 	key := batchKey(batch)
 	for start := int64(0); ; start += batchChunk {
 		ids, err := s.rdb.ZRange(ctx, key, start, start+batchChunk-1).Result()
@@ -275,7 +282,23 @@ func (s *Store) eachOfBatch(ctx context.Context, batch string, f func(ids []stri
 		if len(ids) == 0 {
 			return nil
 		}
-		if err := f(ids); err != nil {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.SliceCmd, len(ids))
+		for i, id := range ids {
+			cmds[i] = pipe.HMGet(ctx, recordKey(id), fStatus, fBatch)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("read batch %s: %w", batch, err)
+		}
+		sts := make([]Status, len(ids))
+		for i, c := range cmds {
+			v := c.Val()
+			if b, _ := v[1].(string); b == batch {
+				st, _ := v[0].(string)
+				sts[i] = Status(st)
+			}
+		}
+		if err := f(ids, sts); err != nil {
 			return err
 		}
 		if len(ids) < batchChunk {
@@ -293,11 +316,7 @@ func (s *Store) BatchCounts(ctx context.Context, batch string) (counts map[Statu
 	for _, st := range all {
 		counts[st] = 0
 	}
-	err = s.eachOfBatch(ctx, batch, func(ids []string) error {
-		sts, err := s.statuses(ctx, ids)
-		if err != nil {
-			return err
-		}
+	err = s.eachOfBatch(ctx, batch, func(_ []string, sts []Status) error {
 		for _, st := range sts {
 			if st.Valid() {
 				counts[st]++
@@ -324,12 +343,8 @@ func allStatuses() []Status {
 // before (expired records are not counted).
 func (s *Store) CancelBatch(ctx context.Context, batch string, at time.Time) (canceled, tooLate int, err error) {
 	args := s.transitionArgs("cancel", Change{Status: Canceled, At: at, Note: "canceled with its batch by the application"})
-	err = s.eachOfBatch(ctx, batch, func(ids []string) error {
+	err = s.eachOfBatch(ctx, batch, func(ids []string, sts []Status) error {
 		// Only the waiting are worth a script call.
-		sts, err := s.statuses(ctx, ids)
-		if err != nil {
-			return err
-		}
 		var waiting []string
 		for i, st := range sts {
 			switch st {

@@ -39,14 +39,14 @@ var transitionSource string
 var (
 	transitionScript = redis.NewScript(transitionSource)
 	// createScript writes a new record (KEYS[1], fields from ARGV[3]) and
-	// its payload (KEYS[3], ARGV[2]), both to expire after ARGV[1] ms; a
+	// its payload (KEYS[3], ARGV[2]), both to expire at ARGV[1] (unix ms); a
 	// record with a callback URL also gets its first callback notice
 	// (KEYS[2]), as transition.lua queues them. It returns {created, notice}.
 	createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[2], 'PXAT', ARGV[1])
 if redis.call('HEXISTS', KEYS[1], 'cb') == 0 then return {1, 0} end
 redis.call('HSET', KEYS[1], 'cn', 1)
 local all = redis.call('HGETALL', KEYS[1])
@@ -57,13 +57,14 @@ for i = 1, #all, 2 do
 end
 local t = redis.call('TIME')
 redis.call('RPUSH', KEYS[2], cjson.encode({n = 1, t = t[1] * 1000 + math.floor(t[2] / 1000), f = fields}))
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('PEXPIREAT', KEYS[2], ARGV[1])
 return {1, 1}`)
 )
 
 // Config tunes a Store. The zero value is usable.
 type Config struct {
-	// TTL is how long a record (and its indexes) is kept after creation;
+	// TTL is how long a record (and its indexes) is kept after its last
+	// change, and after its send_at or expires_at when those are later;
 	// zero means 720h.
 	TTL time.Duration
 	// ParkTTL is how long an event for an unknown id waits for that id to
@@ -163,6 +164,9 @@ type CreateResult struct {
 // A new record is added to the unsent index until MarkEnqueued.
 func (s *Store) Create(ctx context.Context, recs []*Record) ([]CreateResult, error) {
 	results := make([]CreateResult, len(recs))
+	// repeated marks the records whose idempotency key was claimed before:
+	// they may be answered by an earlier record.
+	repeated := make([]bool, len(recs))
 	// Claim idempotency keys first, so a retried batch finds its ids.
 	var claims []*redis.StatusCmd
 	var claimed []int
@@ -174,7 +178,7 @@ func (s *Store) Create(ctx context.Context, recs []*Record) ([]CreateResult, err
 	if len(claimed) > 0 {
 		pipe := s.rdb.Pipeline()
 		for _, i := range claimed {
-			claims = append(claims, pipe.SetArgs(ctx, idemKey(recs[i].IdempotencyKey), recs[i].ID, redis.SetArgs{Mode: "NX", Get: true, TTL: s.cfg.TTL}))
+			claims = append(claims, pipe.SetArgs(ctx, idemKey(recs[i].IdempotencyKey), recs[i].ID, redis.SetArgs{Mode: "NX", Get: true, ExpireAt: s.life(recs[i])}))
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("claim idempotency keys: %w", err)
@@ -192,30 +196,61 @@ func (s *Store) Create(ctx context.Context, recs []*Record) ([]CreateResult, err
 			// crash left the key without its record, this record takes the
 			// id.
 			recs[i].ID = prev
+			repeated[i] = true
 		}
 	}
-	return results, s.writeRecords(ctx, recs, results)
+	return results, s.writeRecords(ctx, recs, repeated, results)
 }
 
-func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []CreateResult) error {
-	ttl := strconv.FormatInt(s.cfg.TTL.Milliseconds(), 10)
+// life returns when a new record's keys expire: TTL after the last moment
+// its message may still be sent, so that a message scheduled or allowed to
+// wait beyond the TTL still finds its record. Its changes extend it further
+// (transition.lua).
+func (s *Store) life(r *Record) time.Time {
+	last := time.Now()
+	for _, t := range []*time.Time{&r.CreatedAt, r.SendAt, r.ExpiresAt} {
+		if t != nil && t.After(last) {
+			last = *t
+		}
+	}
+	return last.Add(s.cfg.TTL)
+}
+
+// extendAt adds to pipe what makes key live until at least at, never
+// shorter than it is set to live already.
+func extendAt(ctx context.Context, pipe redis.Pipeliner, key string, at time.Time) {
+	// GT alone sets nothing on a key without an expiry, NX nothing on one
+	// with an expiry.
+	pipe.Do(ctx, "PEXPIREAT", key, at.UnixMilli(), "NX")
+	pipe.Do(ctx, "PEXPIREAT", key, at.UnixMilli(), "GT")
+}
+
+func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []bool, results []CreateResult) error {
 	creates := make([]*redis.Cmd, len(recs))
 	plain := make([]bool, len(recs))
 	// The indexes take every record of the batch in one command each:
 	// a thousand ZADDs cost Redis far more than one of a thousand members.
 	// They come first, so that a pipeline cut short leaves index entries
 	// without records (the sweeper drops those), never records without
-	// entries.
+	// entries. A campaign indexes only records that are surely new: one
+	// whose idempotency key was claimed before is usually the earlier
+	// record, perhaps of another campaign, and joins its batch only once
+	// it turns out to be created.
 	var unsent []redis.Z
 	batches := map[string][]redis.Z{}
+	// A campaign's index lives as long as its longest-lived record.
+	batchLife := map[string]time.Time{}
 	for i, r := range recs {
 		if results[i].Err != nil {
 			continue
 		}
 		z := redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID}
 		unsent = append(unsent, z)
-		if r.BatchID != nil {
+		if r.BatchID != nil && !repeated[i] {
 			batches[*r.BatchID] = append(batches[*r.BatchID], z)
+			if l := s.life(r); l.After(batchLife[*r.BatchID]) {
+				batchLife[*r.BatchID] = l
+			}
 		}
 	}
 	err := s.exec(ctx, func(pipe redis.Pipeliner) {
@@ -225,7 +260,7 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 		for batch, zs := range batches {
 			bk := batchKey(batch)
 			pipe.ZAdd(ctx, bk, zs...)
-			pipe.PExpire(ctx, bk, s.cfg.TTL)
+			extendAt(ctx, pipe, bk, batchLife[batch])
 		}
 		for i, r := range recs {
 			if results[i].Err != nil {
@@ -237,12 +272,13 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 				// without a callback URL no notice to queue: plain commands
 				// cost Redis less than the script.
 				key := recordKey(r.ID)
+				life := s.life(r)
 				pipe.HSet(ctx, key, r.fields()...)
-				pipe.PExpire(ctx, key, s.cfg.TTL)
-				pipe.Set(ctx, payloadKey(r.ID), []byte(r.Payload), s.cfg.TTL)
+				pipe.PExpireAt(ctx, key, life)
+				pipe.SetArgs(ctx, payloadKey(r.ID), []byte(r.Payload), redis.SetArgs{ExpireAt: life})
 				plain[i] = true
 			} else {
-				args := append([]any{ttl, []byte(r.Payload)}, r.fields()...)
+				args := append([]any{s.life(r).UnixMilli(), []byte(r.Payload)}, r.fields()...)
 				creates[i] = createScript.EvalSha(ctx, pipe, []string{recordKey(r.ID), noticeKey(r.ID), payloadKey(r.ID)}, args...)
 			}
 		}
@@ -253,6 +289,9 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 	}
 	var existing []int
 	var noticed []string
+	// late are the records created under a key claimed before (a crash
+	// left the key without its record), not yet in their batch.
+	var late []*Record
 	for i, r := range recs {
 		if plain[i] {
 			results[i] = CreateResult{Record: r, Created: true}
@@ -266,11 +305,25 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 			if res[1] > 0 {
 				noticed = append(noticed, r.ID)
 			}
+			if repeated[i] && r.BatchID != nil {
+				late = append(late, r)
+			}
 			continue
 		}
 		existing = append(existing, i)
 	}
 	s.noticed(ctx, 1, noticed...)
+	if len(late) > 0 {
+		pipe := s.rdb.Pipeline()
+		for _, r := range late {
+			bk := batchKey(*r.BatchID)
+			pipe.ZAdd(ctx, bk, redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID})
+			extendAt(ctx, pipe, bk, s.life(r))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("index records: %w", err)
+		}
+	}
 	if len(existing) == 0 {
 		return nil
 	}
@@ -457,7 +510,7 @@ func (s *Store) transitionArgs(op string, c Change) []any {
 	if c.Dedupe != "" {
 		dedupe = "x:" + c.Dedupe
 	}
-	args := []any{op, string(c.Status), at.UnixMilli(), entry, dedupe, errJSON}
+	args := []any{op, string(c.Status), at.UnixMilli(), entry, dedupe, errJSON, s.cfg.TTL.Milliseconds()}
 	if c.ProviderID != "" {
 		args = append(args, fPID, c.ProviderID)
 	}

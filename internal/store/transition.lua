@@ -9,7 +9,9 @@
 -- ARGV[4]  the history entry, JSON without its closing brace
 -- ARGV[5]  dedupe field ("" for none): an event seen before changes nothing
 -- ARGV[6]  last_error JSON ("" to leave it), set when the change applies
--- ARGV[7..] field/value pairs set when the field is still empty (ids)
+-- ARGV[7]  the record TTL, milliseconds: a record lives at least that long
+--          past its last change
+-- ARGV[8..] field/value pairs set when the field is still empty (ids)
 --
 -- Returns {outcome, status_after, notice[, hgetall...]}, where notice is the
 -- sequence number of the callback notice the change queued (0 for none: the
@@ -21,7 +23,7 @@
 --   refused   the op is not allowed from the current status: nothing written
 --   missing   no such record
 local key = KEYS[1]
-local op, new, now, entry, dedupe, err = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local op, new, now, entry, dedupe, err, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 
 local cur = redis.call('HGET', key, 's')
 if not cur then return {'missing', ''} end
@@ -34,8 +36,16 @@ if dedupe ~= '' and redis.call('HSETNX', key, dedupe, 1) == 0 then
   return {'duplicate', cur}
 end
 
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   redis.call('HSETNX', key, ARGV[i], ARGV[i + 1])
+end
+
+-- A change keeps the record's keys for the TTL from now on. GT never
+-- shortens a life: a scheduled message's keys may be set to last longer.
+local function extend()
+  for i = 1, 3 do
+    if KEYS[i] then redis.call('PEXPIRE', KEYS[i], ttl, 'GT') end
+  end
 end
 
 local function append(e)
@@ -95,6 +105,7 @@ elseif op == 'note' then
   entry = string.gsub(entry, '"status":"[a-z]*"', '"status":"' .. cur .. '"', 1)
   append(entry .. '}')
   redis.call('HSET', key, 'u', now)
+  extend()
   return {'kept', cur, 0}
 elseif op == 'event' then
   if new == 'failed' then
@@ -119,6 +130,7 @@ elseif op == 'event' then
 else
   return redis.error_reply('transition: unknown op ' .. op)
 end
+extend()
 
 -- A status change of a record with a callback URL queues a notice: the
 -- record as of this change, minus the payloads (message bodies) and the
@@ -135,8 +147,8 @@ if outcome == 'ok' and redis.call('HEXISTS', key, 'cb') == 1 then
   end
   local t = redis.call('TIME')
   redis.call('RPUSH', KEYS[2], cjson.encode({n = notice, t = t[1] * 1000 + math.floor(t[2] / 1000), f = fields}))
-  local ttl = redis.call('PTTL', key)
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+  local left = redis.call('PTTL', key)
+  if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
 end
 
 if op == 'begin' then

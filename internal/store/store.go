@@ -88,6 +88,16 @@ type Config struct {
 	// WaitTimeout bounds each wait for replicas; zero means 100ms. Keep it
 	// well under the client's read timeout (3s by default).
 	WaitTimeout time.Duration
+	// Counter, if set, is told of every status change the store makes
+	// (records created included), for the per-minute counts of the
+	// console's overview. Nil counts nothing.
+	Counter Counter
+}
+
+// Counter is told of status changes as they happen. It must not block:
+// the store calls it on every change.
+type Counter interface {
+	StatusChanged(st Status, n int)
 }
 
 // Store reads and writes job records.
@@ -129,6 +139,16 @@ func idemKey(key string) string    { return "chatq:idem:{" + key + "}" }
 func refKey(ref string) string     { return "chatq:ref:{" + ref + "}" }
 func parkKey(ref string) string    { return "chatq:park:{" + ref + "}" }
 func batchKey(batch string) string { return "chatq:batch:{" + batch + "}" }
+
+// destKey indexes the records of one recipient, for a search by
+// recipient: ids scored by creation time, like a batch's.
+func destKey(destination string) string {
+	return "chatq:to:{" + strings.TrimPrefix(destination, "+") + "}"
+}
+
+// batchesKey indexes the campaigns: batch ids scored by the creation time
+// of their latest record.
+const batchesKey = "chatq:batches"
 
 // noticeKey is a record's list of pending callback notices. It shares the
 // record's hash tag, so that one script writes both.
@@ -208,6 +228,7 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 	// entries.
 	var unsent []redis.Z
 	batches := map[string][]redis.Z{}
+	dests := map[string][]redis.Z{}
 	for i, r := range recs {
 		if results[i].Err != nil {
 			continue
@@ -217,6 +238,8 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 		if r.BatchID != nil {
 			batches[*r.BatchID] = append(batches[*r.BatchID], z)
 		}
+		dk := destKey(r.Destination)
+		dests[dk] = append(dests[dk], z)
 	}
 	err := s.exec(ctx, func(pipe redis.Pipeliner) {
 		if len(unsent) > 0 {
@@ -226,6 +249,11 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 			bk := batchKey(batch)
 			pipe.ZAdd(ctx, bk, zs...)
 			pipe.PExpire(ctx, bk, s.cfg.TTL)
+			pipe.ZAdd(ctx, batchesKey, redis.Z{Score: zs[len(zs)-1].Score, Member: batch})
+		}
+		for dk, zs := range dests {
+			pipe.ZAdd(ctx, dk, zs...)
+			pipe.PExpire(ctx, dk, s.cfg.TTL)
 		}
 		for i, r := range recs {
 			if results[i].Err != nil {
@@ -253,9 +281,11 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 	}
 	var existing []int
 	var noticed []string
+	created := map[Status]int{}
 	for i, r := range recs {
 		if plain[i] {
 			results[i] = CreateResult{Record: r, Created: true}
+			created[r.Status]++
 			continue
 		}
 		if creates[i] == nil {
@@ -263,6 +293,7 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 		}
 		if res, _ := creates[i].Int64Slice(); len(res) == 2 && res[0] == 1 {
 			results[i] = CreateResult{Record: r, Created: true}
+			created[r.Status]++
 			if res[1] > 0 {
 				noticed = append(noticed, r.ID)
 			}
@@ -271,6 +302,11 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 		existing = append(existing, i)
 	}
 	s.noticed(ctx, 1, noticed...)
+	if s.cfg.Counter != nil {
+		for st, n := range created {
+			s.cfg.Counter.StatusChanged(st, n)
+		}
+	}
 	if len(existing) == 0 {
 		return nil
 	}
@@ -497,6 +533,9 @@ func (s *Store) outcome(ctx context.Context, id string, cmd *redis.Cmd, what str
 	}
 	o, _ := res[0].(string)
 	st, _ := res[1].(string)
+	if Outcome(o) == Changed && s.cfg.Counter != nil {
+		s.cfg.Counter.StatusChanged(Status(st), 1)
+	}
 	var rest []any
 	if len(res) > 2 {
 		if n, _ := res[2].(int64); n > 0 {

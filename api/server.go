@@ -56,6 +56,8 @@ type Config struct {
 	// Circuit, if set, tells /readyz's body whether sending is paused by
 	// the circuit breaker.
 	Circuit Circuit
+	// Console, if set, is served at /console/ (internal/console).
+	Console http.Handler
 }
 
 // Circuit reports the circuit breaker's state (worker.Circuit does).
@@ -109,6 +111,7 @@ func (s *Server) routes() {
 	m.Handle("GET /v1/batches/{batch_id}", s.auth(s.getBatch))
 	m.Handle("GET /v1/dead-letters", s.auth(s.listDeadLetters))
 	m.Handle("POST /v1/dead-letters/retry", s.auth(s.retryDeadLetters))
+	s.consoleRoutes() // console.go
 	if s.cfg.Dashboard != nil {
 		m.Handle("/monitoring/", s.basicAuth(s.cfg.Dashboard))
 		m.Handle("/monitoring", http.RedirectHandler("/monitoring/", http.StatusMovedPermanently))

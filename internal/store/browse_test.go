@@ -3,11 +3,13 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/chatq/chatq/internal/redistest"
 	"github.com/chatq/chatq/internal/store"
@@ -139,5 +141,30 @@ func TestCounterHearsEveryStatusChange(t *testing.T) {
 	want := map[store.Status]int{store.Queued: 3, store.Sending: 1, store.Submitted: 1, store.Delivered: 1, store.Read: 1, store.Canceled: 1, store.Dead: 1}
 	if diff := cmp.Diff(want, c.n); diff != "" {
 		t.Errorf("counted (-want +got):\n%s", diff)
+	}
+}
+
+// The recipient and campaign indexes do not keep the entries of expired
+// records for ever, however often a recipient gets messages.
+func TestIndexesForgetExpiredRecords(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	st := store.New(rdb, store.Config{TTL: time.Hour})
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	// Index entries older than the TTL, as a recipient written to every
+	// day for months keeps them.
+	createAll(t, st, newRecord("old", "442070001", "bulk", "winter", now.Add(-2*time.Hour)))
+	for i := range 64 {
+		createAll(t, st, newRecord(fmt.Sprintf("m%02d", i), "442070001", "bulk", "spring", now))
+	}
+	if err := rdb.ZScore(ctx, "chatq:to:{442070001}", "old").Err(); !errors.Is(err, redis.Nil) {
+		t.Errorf("the recipient's index still holds an entry past the TTL: %v", err)
+	}
+	if err := rdb.ZScore(ctx, "chatq:batches", "winter").Err(); !errors.Is(err, redis.Nil) {
+		t.Errorf("the campaign index still holds a campaign past the TTL: %v", err)
+	}
+	if n := rdb.ZCard(ctx, "chatq:to:{442070001}").Val(); n != 64 {
+		t.Errorf("the recipient's index holds %d entries, want the 64 live ones", n)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"time"
@@ -146,6 +147,20 @@ func destKey(destination string) string {
 	return "chatq:to:{" + strings.TrimPrefix(destination, "+") + "}"
 }
 
+// trimEvery is how often, in messages, a recipient's index drops the
+// entries of expired records: each message keeps the index alive a TTL
+// longer, so a recipient written to more often than that would keep every
+// entry for ever. One message in trimEvery does it, picked by its id, so
+// that the trim costs a sixteenth of a command per message and an index
+// holds a few entries past the TTL at most (a listing drops those too).
+const trimEvery = 16
+
+func trimsIndex(id string) bool {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return h.Sum32()%trimEvery == 0
+}
+
 // batchesKey indexes the campaigns: batch ids scored by the creation time
 // of their latest record.
 const batchesKey = "chatq:batches"
@@ -229,6 +244,8 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 	var unsent []redis.Z
 	batches := map[string][]redis.Z{}
 	dests := map[string][]redis.Z{}
+	// Index entries of records older than the TTL name expired records.
+	expiredBefore := strconv.FormatInt(time.Now().Add(-s.cfg.TTL).UnixMilli(), 10)
 	for i, r := range recs {
 		if results[i].Err != nil {
 			continue
@@ -251,9 +268,16 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 			pipe.PExpire(ctx, bk, s.cfg.TTL)
 			pipe.ZAdd(ctx, batchesKey, redis.Z{Score: zs[len(zs)-1].Score, Member: batch})
 		}
+		if len(batches) > 0 {
+			// A campaign with no message for a TTL has no records left.
+			pipe.ZRemRangeByScore(ctx, batchesKey, "-inf", "("+expiredBefore)
+		}
 		for dk, zs := range dests {
 			pipe.ZAdd(ctx, dk, zs...)
 			pipe.PExpire(ctx, dk, s.cfg.TTL)
+			if trimsIndex(zs[0].Member.(string)) {
+				pipe.ZRemRangeByScore(ctx, dk, "-inf", "("+expiredBefore)
+			}
 		}
 		for i, r := range recs {
 			if results[i].Err != nil {

@@ -173,6 +173,10 @@ test('a CSV campaign shows its bad row before anything is sent, then sends the g
   await page.goto(base + '/console/campaigns');
   await page.locator(`tr[data-batch="${batch}"]`).waitFor();
   await shot('campaigns');
+  // The campaign's messages, found by the search.
+  await page.goto(base + '/console/messages?batch_id=' + batch + '&status=read');
+  await until('the search to list the campaign', async () => (await page.locator('table.messages tbody tr').count()) === 3);
+  await shot('messages');
 });
 
 test('a dead letter is retried from the console', { skip }, async () => {

@@ -7,7 +7,7 @@ STATICCHECK := $(BIN)/staticcheck
 # PKGS narrows vet, staticcheck and the tests: make test PKGS=./config/...
 PKGS        ?= ./...
 
-.PHONY: build test test-faults lint vet staticcheck fmtcheck run bench bench-quick bench-deps bench-go bench-ratelimit bench-scaleout
+.PHONY: build test test-faults lint vet staticcheck fmtcheck run bench bench-quick bench-deps bench-go bench-ratelimit bench-scaleout console test-console
 
 # build: compile the chatq binary into bin/chatq. chatq --version prints
 # VERSION (git describe's unless given: make build VERSION=v1.2.0) and COMMIT.
@@ -16,9 +16,11 @@ COMMIT      ?= $(shell git rev-parse HEAD 2>/dev/null)
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/chatq ./cmd/chatq
 
-# test: vet, staticcheck, and every test with the race detector
+# test: vet, staticcheck, every test with the race detector, then the
+# console's browser tests
 test: vet staticcheck bench-deps
 	$(GO) test -race $(PKGS)
+	$(MAKE) test-console
 
 # test-faults: the fault suite (internal/faults): real chatq processes on a
 # private redis-server, with a worker, Redis and the API killed mid-run and
@@ -27,6 +29,32 @@ test: vet staticcheck bench-deps
 # minutes; needs redis-server). CHATQ_FAULTS_LOGS=dir keeps the logs.
 test-faults:
 	CHATQ_TEST_FAULTS=1 $(GO) test -count=1 -v -timeout 15m -run '^TestFaults$$' ./internal/faults/
+
+# The console (internal/console): its sources and npm toolchain in web/,
+# its build in dist/, committed and embedded in the binary.
+CONSOLE_DIR := internal/console/web
+# CONSOLE_ARTIFACTS is where make test-console leaves a screenshot of each
+# page (git-ignored).
+CONSOLE_ARTIFACTS ?= $(CURDIR)/test-artifacts/console
+
+# console: rebuild the console's embedded files from its sources, with the
+# packages package-lock.json pins; commit internal/console/dist after it
+# (a Go test fails while the build is older than the sources).
+console:
+	npm ci --prefix $(CONSOLE_DIR) --no-audit --no-fund
+	npm run --prefix $(CONSOLE_DIR) build
+
+# test-console: the console's browser tests: a real chatq dev driven by
+# Debian's chromium (apt-get install chromium) through playwright-core,
+# with node's test runner. Without node or chromium they are skipped, and
+# fail with CI=true.
+test-console:
+	@if ! command -v npm >/dev/null 2>&1; then \
+		if [ "$$CI" = true ]; then echo "test-console: node and npm are required"; exit 1; fi; \
+		echo "npm not found: the console's browser tests are skipped"; exit 0; \
+	fi; \
+	npm ci --prefix $(CONSOLE_DIR) --no-audit --no-fund && \
+	CHATQ_CONSOLE_ARTIFACTS=$(CONSOLE_ARTIFACTS) npm test --prefix $(CONSOLE_DIR)
 
 # lint: fail on unformatted files, then vet and staticcheck
 lint: fmtcheck vet staticcheck

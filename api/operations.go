@@ -84,8 +84,8 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := store.MessageFilter{BatchID: q.Get("batch_id"), Destination: q.Get("destination")}
-	if f.BatchID == "" {
-		writeError(w, &enqueue.ValidationError{Field: "batch_id", Reason: "is required: messages are listed by campaign"}, s.log)
+	if f.BatchID == "" && f.Destination == "" {
+		writeError(w, &enqueue.ValidationError{Field: "batch_id", Reason: "is required, or destination: messages are listed by campaign or by recipient"}, s.log)
 		return
 	}
 	if f.Destination != "" {

@@ -124,7 +124,7 @@ func TestListMessagesRoute(t *testing.T) {
 
 	for _, tt := range []struct{ query, field string }{
 		{"", "batch_id"},
-		{"destination=4420700001", "batch_id"},
+		{"status=queued", "batch_id"},
 		{"batch_id=spring&status=lost", "status"},
 		{"batch_id=spring&destination=12ab", "destination"},
 		{"batch_id=spring&limit=0", "limit"},

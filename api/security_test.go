@@ -28,6 +28,7 @@ import (
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/callback"
 	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/console"
 	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/policy"
 	"github.com/chatq/chatq/internal/ratelimit"
@@ -96,16 +97,24 @@ var walkRoutes = []walkRoute{
 	{pattern: "PUT /v1/suppressions/{destination}", access: accessBearer, body: `{"reason":"walk"}`, limit: maxSuppressionBody},
 	{pattern: "DELETE /v1/suppressions/{destination}", access: accessBearer},
 	{pattern: "GET /v1/templates", access: accessBearer, path: "/v1/templates?refresh=true"},
+	{pattern: "GET /v1/stats", access: accessBearer},
+	{pattern: "GET /v1/batches", access: accessBearer},
+	{pattern: "POST /v1/messages/validate", access: accessBearer, body: `{"messages":[` + walkText + `]}`, limit: MaxBatchBody},
 	// The JSON answers to wrong methods and unknown routes.
 	{pattern: "/v1/messages", access: accessBearer, method: http.MethodPatch},
 	{pattern: "/v1/messages/{id}", access: accessBearer, method: http.MethodPatch},
 	{pattern: "/v1/batches/{batch_id}", access: accessBearer, method: http.MethodPatch},
 	{pattern: "/v1/dead-letters", access: accessBearer, method: http.MethodPatch},
 	{pattern: "/v1/dead-letters/retry", access: accessBearer, method: http.MethodGet},
+	{pattern: "/v1/stats", access: accessBearer, method: http.MethodPatch},
+	{pattern: "/v1/batches", access: accessBearer, method: http.MethodPatch},
 	{pattern: "/", access: accessBearer, method: http.MethodGet, path: "/v2/anything"},
 
 	{pattern: "/monitoring/", access: accessBasic, method: http.MethodGet, path: "/monitoring/api/queues"},
 	{pattern: "/monitoring", access: accessRedirect, method: http.MethodGet},
+	// The console's files: it signs in with a key, which its API calls carry.
+	{pattern: "/console/", access: accessOpen, method: http.MethodGet, path: "/console/campaigns"},
+	{pattern: "GET /console", access: accessRedirect},
 }
 
 // request returns the method and path of a request that reaches r.
@@ -159,10 +168,14 @@ func newWalkFixtureWith(t *testing.T, pc policy.Config) *walkFixture {
 	t.Cleanup(func() { _ = dashboard.Close() })
 	q := asynq.NewClientFromRedisClient(rdb)
 	st := store.New(rdb, store.Config{})
+	ch, err := console.Handler()
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := New(Config{
 		APIKeys: []string{"ck_live_other_key_000000", walkKey}, WebhookSecret: walkSecret,
 		Dashboard: dashboard, Metrics: metrics.New(asynq.NewInspectorFromRedisClient(rdb)), Policy: checker,
-		Inbound: callback.NewForwarder(rdb, q, time.Hour), Circuit: closedCircuit{},
+		Inbound: callback.NewForwarder(rdb, q, time.Hour), Circuit: closedCircuit{}, Console: ch,
 	}, client, st, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -485,8 +498,8 @@ func TestEveryGuardedRouteRefusesNearMisses(t *testing.T) {
 			continue
 		case accessRedirect:
 			resp, _ = f.do(t, method, path, r.body, func(*http.Request) {})
-			if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "/monitoring/" {
-				t.Errorf("%s %s: %d to %q, want 301 to /monitoring/", method, path, resp.StatusCode, resp.Header.Get("Location"))
+			if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != path+"/" {
+				t.Errorf("%s %s: %d to %q, want 301 to %s/", method, path, resp.StatusCode, resp.Header.Get("Location"), path)
 			}
 			continue
 		case accessWebhook:

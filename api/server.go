@@ -57,6 +57,8 @@ type Config struct {
 	// the circuit breaker and, when it is also a Throttles (worker.Circuit
 	// is), which senders the upstream's Retry-After holds back.
 	Circuit Circuit
+	// Console, if set, is served at /console/ (internal/console).
+	Console http.Handler
 }
 
 // Circuit reports the circuit breaker's state (worker.Circuit does).
@@ -116,6 +118,7 @@ func (s *Server) routes() {
 	m.Handle("GET /v1/batches/{batch_id}", s.auth(s.getBatch))
 	m.Handle("GET /v1/dead-letters", s.auth(s.listDeadLetters))
 	m.Handle("POST /v1/dead-letters/retry", s.auth(s.retryDeadLetters))
+	s.consoleRoutes() // console.go
 	if s.cfg.Dashboard != nil {
 		m.Handle("/monitoring/", s.basicAuth(s.cfg.Dashboard))
 		m.Handle("/monitoring", http.RedirectHandler("/monitoring/", http.StatusMovedPermanently))

@@ -73,6 +73,9 @@ type Config struct {
 	// Cluster.
 	WaitReplicas int
 	WaitTimeout  time.Duration
+	// Counter, if set, counts the records created, per minute and status,
+	// for the console's overview (store.Config.Counter).
+	Counter store.Counter
 }
 
 // Client enqueues messages. It is safe for concurrent use.
@@ -105,7 +108,7 @@ func NewClient(rdb redis.UniversalClient, cfg Config) *Client {
 		// Records with a callback URL get their first status callback
 		// ("queued") enqueued here, at once.
 		store: store.New(rdb, store.Config{TTL: cfg.TTL, Notifier: callback.NewNotifier(queue, nil),
-			WaitReplicas: cfg.WaitReplicas, WaitTimeout: cfg.WaitTimeout}),
+			WaitReplicas: cfg.WaitReplicas, WaitTimeout: cfg.WaitTimeout, Counter: cfg.Counter}),
 		queue: queue,
 		bulk:  BulkQueues(cfg.BulkShards),
 	}
@@ -167,6 +170,36 @@ type Result struct {
 	// Err is a *ValidationError, ErrIdempotencyConflict or a failure to
 	// store or enqueue this message.
 	Err error
+}
+
+// Check validates each message and checks it against the conversation
+// policy, as SendBatch does, but stores and enqueues nothing: one error
+// per message, in order, nil for one SendBatch would take. The error is
+// for failures of the whole check (Redis unreachable). A message that
+// passes may still be answered from an earlier record by its idempotency
+// key when it is sent.
+func (c *Client) Check(ctx context.Context, msgs []*Message) ([]error, error) {
+	now := c.cfg.Now().UTC().Truncate(time.Millisecond)
+	results := make([]Result, len(msgs))
+	recs := make([]*store.Record, 0, len(msgs))
+	index := make([]int, 0, len(msgs))
+	for i, m := range msgs {
+		r, err := c.newRecord(m, now)
+		if err != nil {
+			results[i].Err = err
+			continue
+		}
+		recs = append(recs, r)
+		index = append(index, i)
+	}
+	if _, _, err := c.checkPolicy(ctx, msgs, recs, index, results); err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
+	errs := make([]error, len(msgs))
+	for i, r := range results {
+		errs[i] = r.Err
+	}
+	return errs, nil
 }
 
 // SendBatch sends each message on its own and returns one result per

@@ -57,6 +57,9 @@ type Config struct {
 	// Metrics, if set, counts sends, retries, dead letters, limit waits
 	// and the circuit breaker's state; nil counts nothing.
 	Metrics *metrics.Metrics
+	// Counter, if set, counts status changes per minute for the console's
+	// overview (store.Config.Counter); nil counts nothing.
+	Counter store.Counter
 }
 
 func (c *Config) withDefaults() {
@@ -140,7 +143,7 @@ func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) 
 	cfg.withDefaults()
 	// Status changes of records with a callback URL enqueue their callback.
 	notifier := callback.NewNotifier(asynq.NewClientFromRedisClient(rdb), log.Named("callback"))
-	st := store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: notifier})
+	st := store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: notifier, Counter: cfg.Counter})
 	h := NewHandler(st, sender, cfg.Retry, log.Named("send"))
 	h.conv = cfg.Conversation
 	h.flow = newFlow(rdb, st, cfg.Flow, sender, cfg.DelayedTaskCheckInterval, log.Named("flow"))

@@ -147,7 +147,7 @@ func (p *program) campaignSend(ctx context.Context, f campaignSendFlags) error {
 		return nil
 	}
 	fmt.Fprintf(p.stdout, "%s checked, all good: %s\n", plural(rows, "row"), what)
-	client := enqueueClientWith(rdb, cfg, checker)
+	client := enqueueClientWith(rdb, cfg, checker, nil)
 	defer client.Close()
 	return p.sendCampaign(ctx, c, client)
 }

@@ -107,7 +107,9 @@ func (p *program) dev(ctx context.Context) error {
 		return fmt.Errorf("CHATQ_HTTP_ADDR: %w", err)
 	}
 	m := metrics.New(asynq.NewInspectorFromRedisClient(rdb))
-	h, closeAPI, err := apiHandler(rdb, cfg, m, log)
+	counter := startCounter(rdb, log)
+	defer stopCounter(counter)
+	h, closeAPI, err := apiHandler(rdb, cfg, m, counter, log)
 	if err != nil {
 		return err
 	}
@@ -115,7 +117,7 @@ func (p *program) dev(ctx context.Context) error {
 	apiURL := httpURL(ln.Addr())
 	urls["api"] = apiURL
 
-	w, err := newWorker(rdb, cfg, m, log)
+	w, err := newWorker(rdb, cfg, m, counter, log)
 	if err != nil {
 		return err
 	}
@@ -150,6 +152,7 @@ func (p *program) banner(urls map[string]string, key string) {
 	var b strings.Builder
 	b.WriteString("\nchatq dev is running\n\n")
 	fmt.Fprintf(&b, "  API        %s\n", urls["api"])
+	fmt.Fprintf(&b, "  console    %s/console/   (sign in with an API key)\n", urls["api"])
 	fmt.Fprintf(&b, "  dashboard  %s/monitoring/   (any user name, an API key as the password)\n", urls["api"])
 	if u, ok := urls["sandbox"]; ok {
 		fmt.Fprintf(&b, "  sandbox    %s   (ChatArchitect stand-in; GET /sandbox/messages, /sandbox/stats)\n", u)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
@@ -14,7 +15,9 @@ import (
 
 	"github.com/chatq/chatq/api"
 	"github.com/chatq/chatq/config"
+	"github.com/chatq/chatq/internal/console"
 	"github.com/chatq/chatq/internal/metrics"
+	"github.com/chatq/chatq/internal/stats"
 	"github.com/chatq/chatq/internal/store"
 )
 
@@ -40,7 +43,9 @@ func (p *program) api(ctx context.Context) error {
 		return fmt.Errorf("CHATQ_HTTP_ADDR: %w", err)
 	}
 	inspector := asynq.NewInspectorFromRedisClient(rdb)
-	h, closeAPI, err := apiHandler(rdb, cfg, metrics.New(inspector), log)
+	counter := startCounter(rdb, log)
+	defer stopCounter(counter)
+	h, closeAPI, err := apiHandler(rdb, cfg, metrics.New(inspector), counter, log)
 	if err != nil {
 		return err
 	}
@@ -51,15 +56,21 @@ func (p *program) api(ctx context.Context) error {
 }
 
 // apiHandler builds the API's handler, with the asynq dashboard at
-// /monitoring/; the returned func releases it.
-func apiHandler(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics, log *zap.Logger) (http.Handler, func(), error) {
+// /monitoring/ and the console at /console/; the returned func releases
+// it. The status changes its webhooks and messages make are counted into
+// counter.
+func apiHandler(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics, counter *stats.Counter, log *zap.Logger) (http.Handler, func(), error) {
 	connOpt, err := asynqRedis(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	consoleHandler, err := console.Handler()
 	if err != nil {
 		return nil, nil, err
 	}
 	dashboard := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: connOpt, ReadOnly: cfg.DashboardReadonly})
 	checker := newChecker(rdb, cfg, log.Named("policy"))
-	client := enqueueClientWith(rdb, cfg, checker)
+	client := enqueueClientWith(rdb, cfg, checker, counter)
 	stopRefresh := runTemplateRefresh(checker)
 	release := func() {
 		stopRefresh()
@@ -67,8 +78,8 @@ func apiHandler(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics
 		_ = dashboard.Close()
 	}
 	srv, err := api.New(api.Config{APIKeys: cfg.APIKeys, WebhookSecret: cfg.WebhookSecret, Dashboard: dashboard, Metrics: m,
-		Policy: checker, Inbound: inboundForwarder(rdb, cfg), Circuit: newCircuit(rdb, log)},
-		client, store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: callbackNotifier(rdb, log)}), log.Named("api"))
+		Policy: checker, Inbound: inboundForwarder(rdb, cfg), Circuit: newCircuit(rdb, log), Console: consoleHandler},
+		client, store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: callbackNotifier(rdb, log), Counter: counter}), log.Named("api"))
 	if err != nil {
 		release()
 		return nil, nil, err
@@ -114,7 +125,9 @@ func (p *program) worker(ctx context.Context) error {
 		addrs["metrics"] = httpURL(ln.Addr())
 		go func() { served <- serve(ctx, ln, metricsHandler(m), log.Named("metrics")) }()
 	}
-	w, err := newWorker(rdb, cfg, m, log)
+	counter := startCounter(rdb, log)
+	defer stopCounter(counter)
+	w, err := newWorker(rdb, cfg, m, counter, log)
 	if err != nil {
 		return err
 	}
@@ -142,4 +155,19 @@ func metricsHandler(m *metrics.Metrics) http.Handler {
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
 	return mux
+}
+
+// startCounter starts the count of status changes per minute that the
+// console's overview shows (internal/stats).
+func startCounter(rdb redis.UniversalClient, log *zap.Logger) *stats.Counter {
+	c := stats.New(rdb, log.Named("stats"))
+	c.Start()
+	return c
+}
+
+// stopCounter writes the counts not yet written, within a few seconds.
+func stopCounter(c *stats.Counter) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	c.Stop(ctx)
 }

@@ -24,6 +24,8 @@ import (
 	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/policy"
+	"github.com/chatq/chatq/internal/stats"
+	"github.com/chatq/chatq/internal/store"
 	"github.com/chatq/chatq/worker"
 )
 
@@ -251,23 +253,24 @@ func caClient(cfg config.Config) *chatarchitect.Client {
 }
 
 func enqueueClient(rdb redis.UniversalClient, cfg config.Config) *enqueue.Client {
-	return enqueueClientWith(rdb, cfg, newChecker(rdb, cfg, zap.NewNop()))
+	return enqueueClientWith(rdb, cfg, newChecker(rdb, cfg, zap.NewNop()), nil)
 }
 
 // enqueueClientWith returns an enqueue client that checks messages against
-// checker's conversation policy.
-func enqueueClientWith(rdb redis.UniversalClient, cfg config.Config, checker *policy.Checker) *enqueue.Client {
+// checker's conversation policy and counts the records it creates into
+// counter (nil counts nothing).
+func enqueueClientWith(rdb redis.UniversalClient, cfg config.Config, checker *policy.Checker, counter store.Counter) *enqueue.Client {
 	maxRetry := cfg.RetryMax
 	if maxRetry == 0 {
 		maxRetry = -1
 	}
 	return enqueue.NewClient(rdb, enqueue.Config{MaxRetry: maxRetry, TTL: cfg.RecordTTL, Policy: enqueue.CheckerPolicy(checker),
-		BulkShards: cfg.BulkShards, WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout})
+		BulkShards: cfg.BulkShards, WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout, Counter: counter})
 }
 
-// newWorker returns a worker of cfg that counts into m (nil counts
-// nothing).
-func newWorker(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics, log *zap.Logger) (*worker.Worker, error) {
+// newWorker returns a worker of cfg that counts into m and counter (nil
+// counts nothing).
+func newWorker(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics, counter *stats.Counter, log *zap.Logger) (*worker.Worker, error) {
 	weights, err := cfg.Weights()
 	if err != nil {
 		return nil, fmt.Errorf("CHATQ_QUEUE_WEIGHTS: %w", err)
@@ -292,6 +295,7 @@ func newWorker(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics,
 		TaskCheckInterval:        cfg.TaskCheckInterval,
 		DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
 		Metrics:                  m,
+		Counter:                  counter,
 	}, caClient(cfg), log.Named("worker")), nil
 }
 

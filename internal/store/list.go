@@ -17,10 +17,9 @@ import (
 // returned.
 var ErrInvalidCursor = errors.New("invalid cursor")
 
-// ErrBatchRequired means a listing of messages named no batch: chatq keeps
-// no index of all messages, nor one per recipient, which would cost every
-// message memory.
-var ErrBatchRequired = errors.New("a batch id is required")
+// ErrBatchRequired means a listing of messages named neither a batch nor a
+// recipient: chatq keeps no index of all messages.
+var ErrBatchRequired = errors.New("a batch id or a destination is required")
 
 // Listing bounds.
 const (
@@ -190,10 +189,12 @@ func (s *Store) page(ctx context.Context, key string, sp span, cursor string, li
 
 // MessageFilter selects the records of a listing.
 type MessageFilter struct {
-	// BatchID is the campaign whose records are listed; it is required.
+	// BatchID is the campaign whose records are listed. It or Destination
+	// is required.
 	BatchID string
 	// Destination, if set, keeps the records to that number (a leading +
-	// does not matter).
+	// does not matter); without BatchID, the recipient's records are
+	// listed.
 	Destination string
 	// Statuses, if set, keeps the records in one of them.
 	Statuses []Status
@@ -221,17 +222,22 @@ type MessagePage struct {
 	Next string
 }
 
-// ListMessages lists the records of a batch that match f, newest first,
-// limit at most (up to MaxPage) from cursor ("" for the first page). A
-// page may hold fewer than limit records, even none, while Next is set:
-// a narrow filter stops after a bounded amount of work.
+// ListMessages lists the records of a batch, or of a recipient, that match
+// f, newest first, limit at most (up to MaxPage) from cursor ("" for the
+// first page). A page may hold fewer than limit records, even none, while
+// Next is set: a narrow filter stops after a bounded amount of work.
 func (s *Store) ListMessages(ctx context.Context, f MessageFilter, cursor string, limit int) (MessagePage, error) {
-	if f.BatchID == "" {
+	key, what := batchKey(f.BatchID), "batch "+f.BatchID
+	switch {
+	case f.BatchID != "":
+	case f.Destination != "":
+		key, what = destKey(f.Destination), "recipient "+f.Destination
+	default:
 		return MessagePage{}, ErrBatchRequired
 	}
-	found, next, err := s.page(ctx, batchKey(f.BatchID), allScores(), cursor, limit, func(r *Record) verdict {
+	found, next, err := s.page(ctx, key, allScores(), cursor, limit, func(r *Record) verdict {
 		switch {
-		case r.BatchID == nil || *r.BatchID != f.BatchID:
+		case f.BatchID != "" && (r.BatchID == nil || *r.BatchID != f.BatchID):
 			// An entry that names another campaign's record is stale.
 			return drop
 		case f.match(r):
@@ -240,7 +246,7 @@ func (s *Store) ListMessages(ctx context.Context, f MessageFilter, cursor string
 		return skip
 	})
 	if err != nil {
-		return MessagePage{}, fmt.Errorf("list messages of batch %s: %w", f.BatchID, err)
+		return MessagePage{}, fmt.Errorf("list messages of %s: %w", what, err)
 	}
 	p := MessagePage{Records: make([]*Record, len(found)), Next: next}
 	for i, e := range found {
@@ -384,4 +390,75 @@ func (s *Store) CancelBatch(ctx context.Context, batch string, at time.Time) (ca
 		return canceled, tooLate, fmt.Errorf("cancel batch %s: %w", batch, err)
 	}
 	return canceled, tooLate, nil
+}
+
+// Batch is an entry of the campaign listing.
+type Batch struct {
+	ID string `json:"batch_id"`
+	// LastCreatedAt is when its latest message was accepted.
+	LastCreatedAt time.Time `json:"last_created_at"`
+}
+
+// BatchPage is one page of the campaign listing.
+type BatchPage struct {
+	Batches []Batch
+	// Next is the cursor of the next page; "" on the last page.
+	Next string
+}
+
+// ListBatches lists the campaigns, the one with the latest message first,
+// limit at most from cursor ("" for the first page). Campaigns whose
+// records have all expired leave the listing as it meets them.
+func (s *Store) ListBatches(ctx context.Context, cursor string, limit int) (BatchPage, error) {
+	pos, err := parseCursor(cursor)
+	if err != nil {
+		return BatchPage{}, err
+	}
+	limit = min(max(limit, 1), MaxPage)
+	var p BatchPage
+	for scanned := 0; scanned < scanBudget; {
+		zs, more, err := s.entries(ctx, batchesKey, allScores(), pos, limit)
+		if err != nil {
+			return BatchPage{}, fmt.Errorf("list batches: %w", err)
+		}
+		if len(zs) == 0 {
+			return p, nil
+		}
+		pipe := s.rdb.Pipeline()
+		exists := make([]*redis.IntCmd, len(zs))
+		for i, z := range zs {
+			id, _ := z.Member.(string)
+			exists[i] = pipe.Exists(ctx, batchKey(id))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return BatchPage{}, fmt.Errorf("list batches: %w", err)
+		}
+		var stale []any
+		for i, z := range zs {
+			id, _ := z.Member.(string)
+			pos = &position{score: int64(z.Score), id: id}
+			if exists[i].Val() == 0 {
+				stale = append(stale, id)
+				continue
+			}
+			p.Batches = append(p.Batches, Batch{ID: id, LastCreatedAt: time.UnixMilli(int64(z.Score)).UTC()})
+			if len(p.Batches) == limit {
+				more = more || i < len(zs)-1
+				break
+			}
+		}
+		if len(stale) > 0 {
+			// A failure leaves the entries for the next listing to drop.
+			_ = s.rdb.ZRem(ctx, batchesKey, stale...).Err()
+		}
+		if !more {
+			return p, nil
+		}
+		if len(p.Batches) == limit {
+			break
+		}
+		scanned += len(zs)
+	}
+	p.Next = pos.cursor()
+	return p, nil
 }

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"time"
@@ -89,6 +90,16 @@ type Config struct {
 	// WaitTimeout bounds each wait for replicas; zero means 100ms. Keep it
 	// well under the client's read timeout (3s by default).
 	WaitTimeout time.Duration
+	// Counter, if set, is told of every status change the store makes
+	// (records created included), for the per-minute counts of the
+	// console's overview. Nil counts nothing.
+	Counter Counter
+}
+
+// Counter is told of status changes as they happen. It must not block:
+// the store calls it on every change.
+type Counter interface {
+	StatusChanged(st Status, n int)
 }
 
 // Store reads and writes job records.
@@ -130,6 +141,30 @@ func idemKey(key string) string    { return "chatq:idem:{" + key + "}" }
 func refKey(ref string) string     { return "chatq:ref:{" + ref + "}" }
 func parkKey(ref string) string    { return "chatq:park:{" + ref + "}" }
 func batchKey(batch string) string { return "chatq:batch:{" + batch + "}" }
+
+// destKey indexes the records of one recipient, for a search by
+// recipient: ids scored by creation time, like a batch's.
+func destKey(destination string) string {
+	return "chatq:to:{" + strings.TrimPrefix(destination, "+") + "}"
+}
+
+// trimEvery is how often, in messages, a recipient's index drops the
+// entries of expired records: each message keeps the index alive a TTL
+// longer, so a recipient written to more often than that would keep every
+// entry for ever. One message in trimEvery does it, picked by its id, so
+// that the trim costs a sixteenth of a command per message and an index
+// holds a few entries past the TTL at most (a listing drops those too).
+const trimEvery = 16
+
+func trimsIndex(id string) bool {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return h.Sum32()%trimEvery == 0
+}
+
+// batchesKey indexes the campaigns: batch ids scored by the creation time
+// of their latest record.
+const batchesKey = "chatq:batches"
 
 // noticeKey is a record's list of pending callback notices. It shares the
 // record's hash tag, so that one script writes both.
@@ -240,6 +275,10 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 	batches := map[string][]redis.Z{}
 	// A campaign's index lives as long as its longest-lived record.
 	batchLife := map[string]time.Time{}
+	dests := map[string][]redis.Z{}
+	destLife := map[string]time.Time{}
+	// Index entries of records older than the TTL name expired records.
+	expiredBefore := strconv.FormatInt(time.Now().Add(-s.cfg.TTL).UnixMilli(), 10)
 	for i, r := range recs {
 		if results[i].Err != nil {
 			continue
@@ -252,6 +291,11 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 				batchLife[*r.BatchID] = l
 			}
 		}
+		dk := destKey(r.Destination)
+		dests[dk] = append(dests[dk], z)
+		if l := s.life(r); l.After(destLife[dk]) {
+			destLife[dk] = l
+		}
 	}
 	err := s.exec(ctx, func(pipe redis.Pipeliner) {
 		if len(unsent) > 0 {
@@ -261,6 +305,18 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 			bk := batchKey(batch)
 			pipe.ZAdd(ctx, bk, zs...)
 			extendAt(ctx, pipe, bk, batchLife[batch])
+			pipe.ZAdd(ctx, batchesKey, redis.Z{Score: zs[len(zs)-1].Score, Member: batch})
+		}
+		if len(batches) > 0 {
+			// A campaign with no message for a TTL has no records left.
+			pipe.ZRemRangeByScore(ctx, batchesKey, "-inf", "("+expiredBefore)
+		}
+		for dk, zs := range dests {
+			pipe.ZAdd(ctx, dk, zs...)
+			extendAt(ctx, pipe, dk, destLife[dk])
+			if trimsIndex(zs[0].Member.(string)) {
+				pipe.ZRemRangeByScore(ctx, dk, "-inf", "("+expiredBefore)
+			}
 		}
 		for i, r := range recs {
 			if results[i].Err != nil {
@@ -292,9 +348,11 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 	// late are the records created under a key claimed before (a crash
 	// left the key without its record), not yet in their batch.
 	var late []*Record
+	created := map[Status]int{}
 	for i, r := range recs {
 		if plain[i] {
 			results[i] = CreateResult{Record: r, Created: true}
+			created[r.Status]++
 			continue
 		}
 		if creates[i] == nil {
@@ -302,6 +360,7 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 		}
 		if res, _ := creates[i].Int64Slice(); len(res) == 2 && res[0] == 1 {
 			results[i] = CreateResult{Record: r, Created: true}
+			created[r.Status]++
 			if res[1] > 0 {
 				noticed = append(noticed, r.ID)
 			}
@@ -322,6 +381,11 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return fmt.Errorf("index records: %w", err)
+		}
+	}
+	if s.cfg.Counter != nil {
+		for st, n := range created {
+			s.cfg.Counter.StatusChanged(st, n)
 		}
 	}
 	if len(existing) == 0 {
@@ -550,6 +614,9 @@ func (s *Store) outcome(ctx context.Context, id string, cmd *redis.Cmd, what str
 	}
 	o, _ := res[0].(string)
 	st, _ := res[1].(string)
+	if Outcome(o) == Changed && s.cfg.Counter != nil {
+		s.cfg.Counter.StatusChanged(Status(st), 1)
+	}
 	var rest []any
 	if len(res) > 2 {
 		if n, _ := res[2].(int64); n > 0 {

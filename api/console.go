@@ -1,0 +1,185 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/stats"
+)
+
+// The read-only routes the console needs beside the rest of the API (the
+// per-minute counts, queue sizes, the campaign listing, validation without
+// sending), and the console itself at /console/.
+
+// statsMinutes is how many minutes GET /v1/stats tells by default, and
+// the most it tells: what stats.Retention keeps, less a margin.
+const (
+	statsMinutes    = 60
+	maxStatsMinutes = 110
+)
+
+func (s *Server) consoleRoutes() {
+	m := s.mux
+	inspector := asynq.NewInspectorFromRedisClient(s.rdb)
+	m.Handle("GET /v1/stats", s.auth(func(w http.ResponseWriter, r *http.Request) { s.stats(w, r, inspector) }))
+	m.Handle("GET /v1/batches", s.auth(s.listBatches))
+	m.Handle("POST /v1/messages/validate", s.auth(s.validateMessages))
+	for _, p := range []string{"/v1/stats", "/v1/batches"} {
+		m.Handle(p, s.auth(func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, errorf(http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path), s.log)
+		}))
+	}
+	if s.cfg.Console != nil {
+		// The console's files are open: it signs in with an API key, which
+		// its calls to /v1/ carry.
+		m.Handle("/console/", s.cfg.Console)
+		m.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
+	}
+}
+
+// queueSize is one asynq queue's tasks by state.
+type queueSize struct {
+	Queue     string `json:"queue"`
+	Size      int    `json:"size"`
+	Pending   int    `json:"pending"`
+	Active    int    `json:"active"`
+	Scheduled int    `json:"scheduled"`
+	Retry     int    `json:"retry"`
+	Archived  int    `json:"archived"`
+	Paused    bool   `json:"paused"`
+}
+
+func (s *Server) stats(w http.ResponseWriter, r *http.Request, inspector *asynq.Inspector) {
+	q, err := query(r, "minutes")
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	n := statsMinutes
+	if v := q.Get("minutes"); v != "" {
+		n, err = strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxStatsMinutes {
+			writeError(w, &enqueue.ValidationError{Field: "minutes", Reason: fmt.Sprintf("must be a number from 1 to %d", maxStatsMinutes)}, s.log)
+			return
+		}
+	}
+	minutes, err := stats.Read(r.Context(), s.rdb, s.now(), n)
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	names, err := inspector.Queues()
+	if err != nil {
+		writeError(w, fmt.Errorf("list queues: %w", err), s.log)
+		return
+	}
+	queues := make([]queueSize, 0, len(names))
+	for _, name := range names {
+		info, err := inspector.GetQueueInfo(name)
+		if err != nil {
+			writeError(w, fmt.Errorf("read queue %s: %w", name, err), s.log)
+			return
+		}
+		queues = append(queues, queueSize{Queue: name, Size: info.Size, Pending: info.Pending, Active: info.Active,
+			Scheduled: info.Scheduled, Retry: info.Retry, Archived: info.Archived, Paused: info.Paused})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"minutes": minutes, "queues": queues})
+}
+
+func (s *Server) listBatches(w http.ResponseWriter, r *http.Request) {
+	q, err := query(r, "cursor", "limit")
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	cursor, limit, err := pageParams(q)
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	p, err := s.store.ListBatches(r.Context(), cursor, limit)
+	if err != nil {
+		writeError(w, listError(err), s.log)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"batches": nonNil(p.Batches), "next_cursor": nextCursor(p.Next)})
+}
+
+// validateItem is one entry of a validation answer.
+type validateItem struct {
+	Index int    `json:"index"`
+	Valid bool   `json:"valid"`
+	Error *Error `json:"error,omitempty"`
+}
+
+// validateMessages runs POST /v1/messages/batch's checks (each message's
+// validation and the conversation policy) on a batch and answers what the
+// batch would answer for each message, storing and sending nothing: the
+// console shows a campaign's every bad row before anything is sent.
+func (s *Server) validateMessages(w http.ResponseWriter, r *http.Request) {
+	if _, err := query(r); err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	body, err := readBody(w, r, MaxBatchBody)
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	var req struct {
+		Messages []json.RawMessage `json:"messages"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, &enqueue.ValidationError{Field: "body", Reason: "must be {\"messages\":[...]}: " + err.Error()}, s.log)
+		return
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		writeError(w, &enqueue.ValidationError{Field: "body", Reason: "must be {\"messages\":[...]} alone: unexpected data after it"}, s.log)
+		return
+	}
+	switch n := len(req.Messages); {
+	case n == 0:
+		writeError(w, &enqueue.ValidationError{Field: "messages", Reason: "must hold at least one message"}, s.log)
+		return
+	case n > MaxBatchSize:
+		writeError(w, &enqueue.ValidationError{Field: "messages", Reason: "must hold at most 1000 messages"}, s.log)
+		return
+	}
+	items := make([]validateItem, len(req.Messages))
+	msgs := make([]*enqueue.Message, 0, len(req.Messages))
+	index := make([]int, 0, len(req.Messages))
+	for i, raw := range req.Messages {
+		items[i].Index = i
+		m, err := enqueue.DecodeMessage(raw)
+		if err != nil {
+			items[i].Error = toError(err, s.log)
+			continue
+		}
+		msgs = append(msgs, m)
+		index = append(index, i)
+	}
+	errs, err := s.client.Check(r.Context(), msgs)
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	for j, e := range errs {
+		it := &items[index[j]]
+		if e != nil {
+			it.Error = toError(e, s.log)
+			continue
+		}
+		it.Valid = true
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"results": items})
+}

@@ -190,6 +190,9 @@ func (s *Store) page(ctx context.Context, key string, sp span, cursor string, li
 
 // MessageFilter selects the records of a listing.
 type MessageFilter struct {
+	// Tenant owns the campaign: a batch id is a tenant's own, so two
+	// tenants' campaigns of one name are two. Empty means DefaultTenant.
+	Tenant string
 	// BatchID is the campaign whose records are listed; it is required.
 	BatchID string
 	// Destination, if set, keeps the records to that number (a leading +
@@ -229,7 +232,7 @@ func (s *Store) ListMessages(ctx context.Context, f MessageFilter, cursor string
 	if f.BatchID == "" {
 		return MessagePage{}, ErrBatchRequired
 	}
-	found, next, err := s.page(ctx, batchKey(f.BatchID), allScores(), cursor, limit, func(r *Record) verdict {
+	found, next, err := s.page(ctx, batchKey(f.Tenant, f.BatchID), allScores(), cursor, limit, func(r *Record) verdict {
 		if f.match(r) {
 			return take
 		}
@@ -265,8 +268,8 @@ func (s *Store) statuses(ctx context.Context, ids []string) ([]Status, error) {
 
 // eachOfBatch calls f with the ids of a batch's records, oldest first, a
 // chunk at a time. Records created meanwhile come last, so none is missed.
-func (s *Store) eachOfBatch(ctx context.Context, batch string, f func(ids []string) error) error {
-	key := batchKey(batch)
+func (s *Store) eachOfBatch(ctx context.Context, tenant, batch string, f func(ids []string) error) error {
+	key := batchKey(tenant, batch)
 	for start := int64(0); ; start += batchChunk {
 		ids, err := s.rdb.ZRange(ctx, key, start, start+batchChunk-1).Result()
 		if err != nil {
@@ -284,16 +287,22 @@ func (s *Store) eachOfBatch(ctx context.Context, batch string, f func(ids []stri
 	}
 }
 
-// BatchCounts counts the records of a batch by status. Every status is in
-// the map, zero or not; total is the number of records, those expired left
-// out. A batch nobody knows has a total of 0.
+// BatchCounts counts the records of a batch of DefaultTenant by status (see
+// BatchCountsOf).
 func (s *Store) BatchCounts(ctx context.Context, batch string) (counts map[Status]int, total int, err error) {
+	return s.BatchCountsOf(ctx, DefaultTenant, batch)
+}
+
+// BatchCountsOf counts the records of a tenant's batch by status. Every
+// status is in the map, zero or not; total is the number of records, those
+// expired left out. A batch nobody knows has a total of 0.
+func (s *Store) BatchCountsOf(ctx context.Context, tenant, batch string) (counts map[Status]int, total int, err error) {
 	all := allStatuses()
 	counts = make(map[Status]int, len(all))
 	for _, st := range all {
 		counts[st] = 0
 	}
-	err = s.eachOfBatch(ctx, batch, func(ids []string) error {
+	err = s.eachOfBatch(ctx, tenant, batch, func(ids []string) error {
 		sts, err := s.statuses(ctx, ids)
 		if err != nil {
 			return err
@@ -318,13 +327,19 @@ func allStatuses() []Status {
 		Enqueued, Sent, Delivered, Read, Failed}
 }
 
-// CancelBatch cancels every message of a batch that is still waiting
-// (scheduled, queued or retrying), as Cancel does one. It returns how many
-// it canceled, and how many were too late: being sent, sent, or ended
-// before (expired records are not counted).
+// CancelBatch cancels what still waits of a batch of DefaultTenant (see
+// CancelBatchOf).
 func (s *Store) CancelBatch(ctx context.Context, batch string, at time.Time) (canceled, tooLate int, err error) {
+	return s.CancelBatchOf(ctx, DefaultTenant, batch, at)
+}
+
+// CancelBatchOf cancels every message of a tenant's batch that is still
+// waiting (scheduled, queued or retrying), as Cancel does one. It returns
+// how many it canceled, and how many were too late: being sent, sent, or
+// ended before (expired records are not counted).
+func (s *Store) CancelBatchOf(ctx context.Context, tenant, batch string, at time.Time) (canceled, tooLate int, err error) {
 	args := s.transitionArgs("cancel", Change{Status: Canceled, At: at, Note: "canceled with its batch by the application"})
-	err = s.eachOfBatch(ctx, batch, func(ids []string) error {
+	err = s.eachOfBatch(ctx, tenant, batch, func(ids []string) error {
 		// Only the waiting are worth a script call.
 		sts, err := s.statuses(ctx, ids)
 		if err != nil {

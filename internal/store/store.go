@@ -124,11 +124,32 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 // Redis returns the client the store uses.
 func (s *Store) Redis() redis.UniversalClient { return s.rdb }
 
-func recordKey(id string) string   { return "chatq:m:{" + id + "}" }
-func idemKey(key string) string    { return "chatq:idem:{" + key + "}" }
-func refKey(ref string) string     { return "chatq:ref:{" + ref + "}" }
-func parkKey(ref string) string    { return "chatq:park:{" + ref + "}" }
-func batchKey(batch string) string { return "chatq:batch:{" + batch + "}" }
+func recordKey(id string) string { return "chatq:m:{" + id + "}" }
+func refKey(ref string) string   { return "chatq:ref:{" + ref + "}" }
+func parkKey(ref string) string  { return "chatq:park:{" + ref + "}" }
+
+// DefaultTenant owns the messages sent without a tenant key: those of an
+// admin key, the library and the command line, and every record written
+// before chatq had tenants.
+const DefaultTenant = "default"
+
+// idemKey and batchKey are a tenant's own: one tenant's idempotency key or
+// campaign name never meets another's. DefaultTenant keeps the keys of
+// before tenants; another tenant's name (no colon or brace in it) comes
+// before the hash tag.
+func idemKey(tenant, key string) string {
+	if tenant == "" || tenant == DefaultTenant {
+		return "chatq:idem:{" + key + "}"
+	}
+	return "chatq:idem:" + tenant + ":{" + key + "}"
+}
+
+func batchKey(tenant, batch string) string {
+	if tenant == "" || tenant == DefaultTenant {
+		return "chatq:batch:{" + batch + "}"
+	}
+	return "chatq:batch:" + tenant + ":{" + batch + "}"
+}
 
 // noticeKey is a record's list of pending callback notices. It shares the
 // record's hash tag, so that one script writes both.
@@ -174,7 +195,7 @@ func (s *Store) Create(ctx context.Context, recs []*Record) ([]CreateResult, err
 	if len(claimed) > 0 {
 		pipe := s.rdb.Pipeline()
 		for _, i := range claimed {
-			claims = append(claims, pipe.SetArgs(ctx, idemKey(recs[i].IdempotencyKey), recs[i].ID, redis.SetArgs{Mode: "NX", Get: true, TTL: s.cfg.TTL}))
+			claims = append(claims, pipe.SetArgs(ctx, idemKey(recs[i].Tenant, recs[i].IdempotencyKey), recs[i].ID, redis.SetArgs{Mode: "NX", Get: true, TTL: s.cfg.TTL}))
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("claim idempotency keys: %w", err)
@@ -207,7 +228,7 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 	// without records (the sweeper drops those), never records without
 	// entries.
 	var unsent []redis.Z
-	batches := map[string][]redis.Z{}
+	batches := map[string][]redis.Z{} // by batch key
 	for i, r := range recs {
 		if results[i].Err != nil {
 			continue
@@ -215,15 +236,15 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, results []Crea
 		z := redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID}
 		unsent = append(unsent, z)
 		if r.BatchID != nil {
-			batches[*r.BatchID] = append(batches[*r.BatchID], z)
+			bk := batchKey(r.Tenant, *r.BatchID)
+			batches[bk] = append(batches[bk], z)
 		}
 	}
 	err := s.exec(ctx, func(pipe redis.Pipeliner) {
 		if len(unsent) > 0 {
 			pipe.ZAdd(ctx, unsentKey, unsent...)
 		}
-		for batch, zs := range batches {
-			bk := batchKey(batch)
+		for bk, zs := range batches {
 			pipe.ZAdd(ctx, bk, zs...)
 			pipe.PExpire(ctx, bk, s.cfg.TTL)
 		}

@@ -151,7 +151,7 @@ func (r *Registry) Reload(ctx context.Context) error {
 		return fmt.Errorf("read senders: %w", err)
 	}
 	if len(numbers) > 0 && r.cfg.Cipher == nil {
-		return fmt.Errorf("CHATQ_SECRETS_KEY is not set, but Redis holds %d senders whose secrets it sealed: set it to the key they were added with", len(numbers))
+		return fmt.Errorf("CHATQ_SECRETS_KEY is not set, but Redis holds stored senders (%d) sealed under one: set it to the key they were added with", len(numbers))
 	}
 	hooks := append([]string(nil), numbers...)
 	if r.cfg.Env != nil {

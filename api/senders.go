@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 
@@ -129,7 +130,7 @@ func decodeObject(body []byte, v any) error {
 		var typeErr *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &typeErr) && typeErr.Field != "":
-			return &enqueue.ValidationError{Field: typeErr.Field, Reason: "must be a JSON " + typeErr.Type.Kind().String() + ", not " + typeErr.Value}
+			return &enqueue.ValidationError{Field: typeErr.Field, Reason: "must be " + kindOf(typeErr.Type.Kind()) + ", not " + typeErr.Value}
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			return &enqueue.ValidationError{Field: strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), Reason: "is not a known field"}
 		}
@@ -139,6 +140,19 @@ func decodeObject(body []byte, v any) error {
 		return &enqueue.ValidationError{Field: "body", Reason: "must be one JSON object: unexpected data after it"}
 	}
 	return nil
+}
+
+// kindOf names a JSON kind as a user writes it.
+func kindOf(k reflect.Kind) string {
+	switch k {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int64, reflect.Float64:
+		return "a number"
+	}
+	return "an object"
 }
 
 // parseInterval reads pair_interval: a Go duration such as "6s".

@@ -77,6 +77,12 @@ func TestSenderRoutes(t *testing.T) {
 	if code, body := f.call(t, walkKey, http.MethodPost, path+"/resume", ""); code != http.StatusOK || !strings.Contains(body, `"state":"active"`) {
 		t.Errorf("resume: %d %s", code, body)
 	}
+	// Flow control's view of a sender that is not paused shows in state.
+	f.srv.cfg.SenderStates = stateStub(StateCircuitOpen)
+	if code, body := f.call(t, walkKey, http.MethodGet, path, ""); code != http.StatusOK || !strings.Contains(body, `"state":"circuit_open"`) {
+		t.Errorf("GET with an open circuit: %d %s", code, body)
+	}
+	f.srv.cfg.SenderStates = nil
 	if code, body := f.call(t, walkKey, http.MethodDelete, path, ""); code != http.StatusNoContent {
 		t.Errorf("DELETE: %d %s", code, body)
 	}
@@ -96,6 +102,10 @@ func TestSenderRoutes(t *testing.T) {
 		}
 	}
 }
+
+type stateStub string
+
+func (s stateStub) State(context.Context, string) (string, error) { return string(s), nil }
 
 func TestKeyRoutes(t *testing.T) {
 	f := newWalkFixture(t)

@@ -29,7 +29,7 @@ const (
 func (s *Server) consoleRoutes() {
 	m := s.mux
 	inspector := asynq.NewInspectorFromRedisClient(s.rdb)
-	m.Handle("GET /v1/stats", s.auth(func(w http.ResponseWriter, r *http.Request) { s.stats(w, r, inspector) }))
+	m.Handle("GET /v1/stats", s.admin(func(w http.ResponseWriter, r *http.Request) { s.stats(w, r, inspector) }))
 	m.Handle("GET /v1/batches", s.auth(s.listBatches))
 	m.Handle("POST /v1/messages/validate", s.auth(s.validateMessages))
 	for _, p := range []string{"/v1/stats", "/v1/batches"} {
@@ -95,7 +95,7 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request, inspector *asynq.
 }
 
 func (s *Server) listBatches(w http.ResponseWriter, r *http.Request) {
-	q, err := query(r, "cursor", "limit")
+	q, err := query(r, "cursor", "limit", "tenant")
 	if err != nil {
 		writeError(w, err, s.log)
 		return
@@ -105,7 +105,12 @@ func (s *Server) listBatches(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	p, err := s.store.ListBatches(r.Context(), cursor, limit)
+	tenant, err := tenantOf(r, q, false)
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	p, err := s.store.ListBatches(r.Context(), tenant, cursor, limit)
 	if err != nil {
 		writeError(w, listError(err), s.log)
 		return

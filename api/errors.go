@@ -9,7 +9,9 @@ import (
 
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/policy"
+	"github.com/chatq/chatq/internal/senders"
 	"github.com/chatq/chatq/internal/store"
+	"github.com/chatq/chatq/internal/tenants"
 )
 
 // Error is an answer that is not a success: its HTTP status and the body
@@ -32,6 +34,7 @@ var (
 	errUnauthorized = errorf(http.StatusUnauthorized, "unauthorized", "a valid API key is required: Authorization: Bearer <key>")
 	errNotFound     = errorf(http.StatusNotFound, "not_found", "no such route")
 	errNotJSON      = errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "the body must be JSON: Content-Type: application/json")
+	errForbidden    = errorf(http.StatusForbidden, "forbidden", "this route needs an admin key (one of CHATQ_API_KEYS); a tenant key cannot use it")
 )
 
 // toError maps any error onto the answer a client sees. This is the one
@@ -58,6 +61,14 @@ func toError(err error, log *zap.Logger) *Error {
 		return &Error{Status: http.StatusConflict, Code: "idempotency_conflict", Message: "this idempotency key was used for a different message", Field: "idempotency_key"}
 	case errors.Is(err, store.ErrNotFound):
 		return errorf(http.StatusNotFound, "not_found", "no message with this id")
+	case errors.Is(err, senders.ErrNotFound):
+		return errorf(http.StatusNotFound, "not_found", "no sender with this number")
+	case errors.Is(err, senders.ErrExists):
+		return &Error{Status: http.StatusConflict, Code: "conflict", Message: "a sender with this number exists already", Field: "number"}
+	case errors.Is(err, senders.ErrNoSecretsKey), errors.Is(err, senders.ErrFromEnvironment):
+		return errorf(http.StatusConflict, "conflict", errorText(err))
+	case errors.Is(err, tenants.ErrNotFound):
+		return errorf(http.StatusNotFound, "not_found", "no key with this id")
 	case errors.Is(err, store.ErrRefused):
 		return errorf(http.StatusConflict, "conflict", err.Error())
 	case isUnavailable(err):
@@ -66,6 +77,18 @@ func toError(err error, log *zap.Logger) *Error {
 	}
 	log.Error("internal error", zap.Error(err))
 	return errorf(http.StatusInternalServerError, "internal", "internal error")
+}
+
+// errorText is the message of the sentinel at the end of err's chain:
+// what went wrong, without the operation's context (which may hold ids).
+func errorText(err error) string {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err.Error()
+		}
+		err = next
+	}
 }
 
 func writeError(w http.ResponseWriter, err error, log *zap.Logger) {

@@ -2,12 +2,16 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/senders"
+	"github.com/chatq/chatq/internal/store"
 )
 
 func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
@@ -27,6 +31,10 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		m.IdempotencyKey = key
+	}
+	if err := s.route(r.Context(), caller(r), m); err != nil {
+		writeError(w, err, s.log)
+		return
 	}
 	res, err := s.client.SendBatch(r.Context(), []*enqueue.Message{m})
 	if err == nil {
@@ -93,6 +101,9 @@ func (s *Server) sendBatch(w http.ResponseWriter, r *http.Request) {
 	for i, raw := range req.Messages {
 		items[i].Index = i
 		m, err := enqueue.DecodeMessage(raw)
+		if err == nil {
+			err = s.route(r.Context(), caller(r), m)
+		}
 		if err != nil {
 			items[i].Error = toError(err, s.log)
 			continue
@@ -120,8 +131,68 @@ func (s *Server) sendBatch(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"results": items})
 }
 
+// route sets whose a message is and the sender it goes from: the tenant is
+// the key's (an admin's message is the tenant's of the sender it names, or
+// tenant default), never the body's; a sender the message names must be
+// one of that tenant's, else the message is refused as unknown_sender,
+// exactly as a number nobody knows; without one, the Chooser picks one of
+// the tenant's. Tenant default without senders sends as before: from the
+// CHATQ_CA_ credentials, the record naming no sender.
+func (s *Server) route(ctx context.Context, p principal, m *enqueue.Message) error {
+	tenant := p.tenant
+	if p.admin {
+		tenant = store.DefaultTenant
+	}
+	m.Tenant, m.ChosenSender = tenant, ""
+	if m.Sender != "" {
+		if enqueue.ValidateDestination("sender", m.Sender) != nil {
+			return nil // Validate names the field
+		}
+		var x senders.Sender
+		ok := false
+		if s.cfg.Senders != nil {
+			x, ok = s.cfg.Senders.Lookup(m.Sender)
+		}
+		if !ok || !p.sees(x.Tenant) {
+			return &enqueue.PolicyError{Code: "unknown_sender", Field: "sender", Reason: "is not a sender of this key's tenant"}
+		}
+		m.Tenant, m.Sender = x.Tenant, x.Number
+		return nil
+	}
+	if s.cfg.Chooser == nil {
+		if tenant != store.DefaultTenant {
+			return &enqueue.PolicyError{Code: "unknown_sender", Field: "sender", Reason: "cannot be chosen: tenant " + tenant + " has no sender"}
+		}
+		return nil
+	}
+	x, err := s.cfg.Chooser.Choose(ctx, tenant, m.Destination)
+	switch {
+	case errors.Is(err, senders.ErrNoSender) && tenant == store.DefaultTenant:
+		return nil
+	case errors.Is(err, senders.ErrNoSender):
+		return &enqueue.PolicyError{Code: "unknown_sender", Field: "sender", Reason: "cannot be chosen: tenant " + tenant + " has no sender (POST /v1/senders adds one)"}
+	case err != nil:
+		return err
+	}
+	m.ChosenSender = x.Number
+	return nil
+}
+
+// visible returns the record of id if the caller may see it; another
+// tenant's record is ErrNotFound, exactly as an unknown id.
+func (s *Server) visible(r *http.Request, id string) (*store.Record, error) {
+	rec, err := s.store.Get(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	if !caller(r).sees(rec.Tenant) {
+		return nil, fmt.Errorf("get record %s: %w", id, store.ErrNotFound)
+	}
+	return rec, nil
+}
+
 func (s *Server) getMessage(w http.ResponseWriter, r *http.Request) {
-	rec, err := s.store.Get(r.Context(), r.PathValue("id"))
+	rec, err := s.visible(r, r.PathValue("id"))
 	if err != nil {
 		writeError(w, err, s.log)
 		return
@@ -131,6 +202,10 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) cancelMessage(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	if _, err := s.visible(r, id); err != nil {
+		writeError(w, err, s.log)
+		return
+	}
 	if _, err := s.store.Cancel(r.Context(), id, s.now()); err != nil {
 		writeError(w, err, s.log)
 		return

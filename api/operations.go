@@ -17,6 +17,7 @@ import (
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/deadletter"
 	"github.com/chatq/chatq/internal/store"
+	"github.com/chatq/chatq/internal/tenants"
 )
 
 // Operations: listing and cancelling a campaign's messages, and the dead
@@ -77,13 +78,39 @@ func nextCursor(next string) *string {
 	return &next
 }
 
+// tenantOf is the tenant whose campaigns and dead letters a request reads:
+// the key's own for a tenant key; for an admin key, the tenant query
+// parameter, where want says the route reads all tenants without one
+// (dead letters), or else tenant default (a batch id is a tenant's own).
+// A tenant key naming another tenant is refused.
+func tenantOf(r *http.Request, q url.Values, all bool) (string, error) {
+	p, t := caller(r), q.Get("tenant")
+	switch {
+	case !p.admin && t != "" && t != p.tenant:
+		return "", errorf(http.StatusForbidden, "forbidden", "a tenant key reads its own tenant only; leave out the tenant parameter")
+	case !p.admin:
+		return p.tenant, nil
+	case t != "":
+		return t, tenants.Validate("tenant", t)
+	case all:
+		return "", nil
+	}
+	return store.DefaultTenant, nil
+}
+
 func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) {
-	q, err := query(r, "batch_id", "status", "destination", "cursor", "limit")
+	q, err := query(r, "batch_id", "status", "destination", "cursor", "limit", "tenant")
 	if err != nil {
 		writeError(w, err, s.log)
 		return
 	}
-	f := store.MessageFilter{BatchID: q.Get("batch_id"), Destination: q.Get("destination")}
+	// A recipient's messages are of every tenant, for an admin key.
+	tenant, err := tenantOf(r, q, q.Get("batch_id") == "")
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	f := store.MessageFilter{Tenant: tenant, BatchID: q.Get("batch_id"), Destination: q.Get("destination")}
 	if f.BatchID == "" && f.Destination == "" {
 		writeError(w, &enqueue.ValidationError{Field: "batch_id", Reason: "is required, or destination: messages are listed by campaign or by recipient"}, s.log)
 		return
@@ -129,7 +156,12 @@ func nonNil[T any](s []T) []T {
 }
 
 func (s *Server) cancelBatch(w http.ResponseWriter, r *http.Request) {
-	q, err := query(r, "batch_id")
+	q, err := query(r, "batch_id", "tenant")
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	tenant, err := tenantOf(r, q, false)
 	if err != nil {
 		writeError(w, err, s.log)
 		return
@@ -139,7 +171,7 @@ func (s *Server) cancelBatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &enqueue.ValidationError{Field: "batch_id", Reason: "is required: DELETE /v1/messages cancels a campaign (DELETE /v1/messages/{id} cancels one message)"}, s.log)
 		return
 	}
-	canceled, tooLate, err := s.store.CancelBatch(r.Context(), batch, s.now())
+	canceled, tooLate, err := s.store.CancelBatchOf(r.Context(), tenant, batch, s.now())
 	if err != nil {
 		writeError(w, err, s.log)
 		return
@@ -148,17 +180,23 @@ func (s *Server) cancelBatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, "not_found", "no messages with this batch_id"), s.log)
 		return
 	}
-	s.log.Info("batch canceled by the application", zap.String("batch_id", batch), zap.Int("canceled", canceled), zap.Int("too_late", tooLate))
+	s.log.Info("batch canceled by the application", zap.String("tenant", tenant), zap.String("batch_id", batch), zap.Int("canceled", canceled), zap.Int("too_late", tooLate))
 	writeJSON(w, http.StatusOK, map[string]any{"batch_id": batch, "canceled": canceled, "too_late": tooLate})
 }
 
 func (s *Server) getBatch(w http.ResponseWriter, r *http.Request) {
-	if _, err := query(r); err != nil {
+	q, err := query(r, "tenant")
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	tenant, err := tenantOf(r, q, false)
+	if err != nil {
 		writeError(w, err, s.log)
 		return
 	}
 	batch := r.PathValue("batch_id")
-	counts, total, err := s.store.BatchCounts(r.Context(), batch)
+	counts, total, err := s.store.BatchCountsOf(r.Context(), tenant, batch)
 	if err != nil {
 		writeError(w, err, s.log)
 		return
@@ -183,13 +221,17 @@ func deadParams(q url.Values) deadletter.Params {
 }
 
 func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
-	q, err := query(r, append([]string{"cursor", "limit"}, deadFilterParams()...)...)
+	q, err := query(r, append([]string{"cursor", "limit", "tenant"}, deadFilterParams()...)...)
 	if err != nil {
 		writeError(w, err, s.log)
 		return
 	}
 	f, err := deadParams(q).Filter(s.now())
 	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	if f.Tenant, err = tenantOf(r, q, true); err != nil {
 		writeError(w, err, s.log)
 		return
 	}
@@ -216,7 +258,13 @@ type retryRequest struct {
 }
 
 func (s *Server) retryDeadLetters(w http.ResponseWriter, r *http.Request) {
-	if _, err := query(r); err != nil {
+	q, err := query(r, "tenant")
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	tenant, err := tenantOf(r, q, true)
+	if err != nil {
 		writeError(w, err, s.log)
 		return
 	}
@@ -251,6 +299,7 @@ func (s *Server) retryDeadLetters(w http.ResponseWriter, r *http.Request) {
 			writeError(w, ferr, s.log)
 			return
 		}
+		f.Tenant = tenant
 		rep, err = s.dead.RetryMatching(r.Context(), f)
 	case len(req.IDs) == 0:
 		writeError(w, &enqueue.ValidationError{Field: "ids", Reason: `is required: {"ids":[...]}, or {"filter":{...}} ({"filter":{}} retries every dead letter)`}, s.log)
@@ -265,7 +314,7 @@ func (s *Server) retryDeadLetters(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		rep, err = s.dead.Retry(r.Context(), req.IDs)
+		rep, err = s.retryOwn(r.Context(), tenant, req.IDs)
 	}
 	if rep.Done > 0 {
 		s.log.Info("dead letters retried by an operator", zap.Int("retried", rep.Done), zap.Int("not_dead", rep.NotDead), zap.Int("not_found", rep.NotFound))
@@ -280,6 +329,44 @@ func (s *Server) retryDeadLetters(w http.ResponseWriter, r *http.Request) {
 		NotFound int                 `json:"not_found"`
 		Results  []deadletter.Result `json:"results,omitempty"`
 	}{rep.Done, rep.NotDead, rep.NotFound, rep.Results})
+}
+
+// retryOwn retries the dead letters of ids that belong to tenant (any
+// tenant when ""); another tenant's id is reported not_found, exactly as
+// an unknown one, and left alone.
+func (s *Server) retryOwn(ctx context.Context, tenant string, ids []string) (deadletter.Report, error) {
+	if tenant == "" {
+		return s.dead.Retry(ctx, ids)
+	}
+	recs, err := s.store.GetMany(ctx, ids)
+	if err != nil {
+		return deadletter.Report{}, err
+	}
+	var own []string
+	foreign := map[string]bool{}
+	for i, rec := range recs {
+		if rec != nil && rec.Tenant == tenant {
+			own = append(own, ids[i])
+		} else {
+			foreign[ids[i]] = true
+		}
+	}
+	rep, err := s.dead.Retry(ctx, own)
+	// The report keeps the order of ids.
+	byID := map[string]deadletter.Result{}
+	for _, res := range rep.Results {
+		byID[res.ID] = res
+	}
+	rep.Results = rep.Results[:0]
+	for _, id := range ids {
+		if foreign[id] {
+			rep.NotFound++
+			rep.Results = append(rep.Results, deadletter.Result{ID: id, Outcome: deadletter.NotFound})
+			continue
+		}
+		rep.Results = append(rep.Results, byID[id])
+	}
+	return rep, err
 }
 
 // metrics serves /metrics, with the circuit breaker's state read first:

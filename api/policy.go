@@ -24,12 +24,14 @@ func (s *Server) policyRoutes() {
 	if s.cfg.Policy == nil {
 		return
 	}
+	// The suppression list and the template cache are the deployment's
+	// (one for every tenant, so far): admin keys alone read and change them.
 	m := s.mux
-	m.Handle("GET /v1/suppressions", s.auth(s.listSuppressions))
-	m.Handle("GET /v1/suppressions/{destination}", s.auth(s.getSuppression))
-	m.Handle("PUT /v1/suppressions/{destination}", s.auth(s.putSuppression))
-	m.Handle("DELETE /v1/suppressions/{destination}", s.auth(s.deleteSuppression))
-	m.Handle("GET /v1/templates", s.auth(s.listTemplates))
+	m.Handle("GET /v1/suppressions", s.admin(s.listSuppressions))
+	m.Handle("GET /v1/suppressions/{destination}", s.admin(s.getSuppression))
+	m.Handle("PUT /v1/suppressions/{destination}", s.admin(s.putSuppression))
+	m.Handle("DELETE /v1/suppressions/{destination}", s.admin(s.deleteSuppression))
+	m.Handle("GET /v1/templates", s.admin(s.listTemplates))
 }
 
 // maxSuppressionPage bounds one page of GET /v1/suppressions.

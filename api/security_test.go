@@ -33,7 +33,9 @@ import (
 	"github.com/chatq/chatq/internal/policy"
 	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/redistest"
+	"github.com/chatq/chatq/internal/senders"
 	"github.com/chatq/chatq/internal/store"
+	"github.com/chatq/chatq/internal/tenants"
 )
 
 // access is who may call a route.
@@ -50,6 +52,9 @@ const (
 	accessBasic
 	// accessRedirect: a redirect to a guarded route, and nothing else.
 	accessRedirect
+	// accessApp: HTTP Basic auth with a sender's app_id and app_secret
+	// (the drop-in ChatArchitect routes).
+	accessApp
 )
 
 // walkRoute is one route of the mux and how to reach it.
@@ -71,6 +76,12 @@ const (
 	walkSecret = "whsec_5b0e9a7c3d1f"
 	walkID     = "01JABCDEFGHJKMNPQRSTVWXYZ0"
 	walkText   = `{"destination":"96996999699","payload":{"type":"text","message":"Hi John"}}`
+	// walkApp and walkAppSecret are the ChatArchitect app of the walk's
+	// stored sender, walkSender.
+	walkApp       = "app_walk"
+	walkAppSecret = "app_secret_walk_4c1e9b"
+	walkSender    = "4915100000009"
+	walkSender2   = "4915100000008"
 )
 
 // walkRoutes is every route the API registers. TestRouteWalkCoversEveryRoute
@@ -100,6 +111,23 @@ var walkRoutes = []walkRoute{
 	{pattern: "GET /v1/stats", access: accessBearer},
 	{pattern: "GET /v1/batches", access: accessBearer},
 	{pattern: "POST /v1/messages/validate", access: accessBearer, body: `{"messages":[` + walkText + `]}`, limit: MaxBatchBody},
+	{pattern: "POST /v1/senders", access: accessBearer, limit: maxSenderBody,
+		body: `{"number":"` + walkSender2 + `","app_id":"app_walk2","app_secret":"s","tenant":"walk"}`},
+	{pattern: "GET /v1/senders", access: accessBearer},
+	{pattern: "GET /v1/senders/{number}", access: accessBearer},
+	{pattern: "PATCH /v1/senders/{number}", access: accessBearer, body: `{"rate_burst":5}`, limit: maxSenderBody},
+	{pattern: "POST /v1/senders/{number}/pause", access: accessBearer},
+	{pattern: "POST /v1/senders/{number}/resume", access: accessBearer},
+	{pattern: "DELETE /v1/senders/{number}", access: accessBearer},
+	{pattern: "POST /v1/keys", access: accessBearer, body: `{"tenant":"walk","name":"walk"}`, limit: maxKeyBody},
+	{pattern: "GET /v1/keys", access: accessBearer},
+	{pattern: "DELETE /v1/keys/{id}", access: accessBearer, path: "/v1/keys/key_walk"},
+	{pattern: "POST /whatsappmessage", access: accessApp, body: walkText, limit: MaxMessageBody},
+	{pattern: "POST /getHSM", access: accessApp, body: `{"channel":"whatsapp","destination":"` + walkSender + `","getHSM":"true"}`, limit: maxDropInBody},
+	{pattern: "POST /submit_template", access: accessApp, limit: maxDropInBody,
+		body: `{"channel":"whatsapp","destination":"` + walkSender + `","submit_template":{"elementName":"walk","languageCode":"en","category":"UTILITY","content":"Hi"}}`},
+	{pattern: "POST /webhook", access: accessApp, limit: maxDropInBody,
+		body: `{"channel":"whatsapp","destination":"` + walkSender + `","webhook":"https://app.example.com/hook","webhook_separate":"false"}`},
 	// The JSON answers to wrong methods and unknown routes.
 	{pattern: "/v1/messages", access: accessBearer, method: http.MethodPatch},
 	{pattern: "/v1/messages/{id}", access: accessBearer, method: http.MethodPatch},
@@ -127,7 +155,7 @@ func (r walkRoute) request() (method, path string) {
 		return method, r.path
 	}
 	return method, strings.NewReplacer(
-		"{id}", walkID, "{batch_id}", "walk", "{destination}", "96996999699", "{secret}", walkSecret,
+		"{id}", walkID, "{batch_id}", "walk", "{destination}", "96996999699", "{secret}", walkSecret, "{number}", walkSender2,
 	).Replace(path)
 }
 
@@ -172,10 +200,14 @@ func newWalkFixtureWith(t *testing.T, pc policy.Config) *walkFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reg := walkRegistry(t, rdb)
 	srv, err := New(Config{
 		APIKeys: []string{"ck_live_other_key_000000", walkKey}, WebhookSecret: walkSecret,
 		Dashboard: dashboard, Metrics: metrics.New(asynq.NewInspectorFromRedisClient(rdb)), Policy: checker,
 		Inbound: callback.NewForwarder(rdb, q, time.Hour), Circuit: closedCircuit{}, Console: ch,
+		Senders: reg, Keys: tenants.NewKeys(rdb),
+		// Nothing listens there: a pass-through that got through answers 502.
+		Upstream: chatarchitect.Config{BaseURL: "http://127.0.0.1:1", Timeout: time.Second},
 	}, client, st, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -183,6 +215,20 @@ func newWalkFixtureWith(t *testing.T, pc policy.Config) *walkFixture {
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
 	return &walkFixture{url: ts.URL, srv: srv, rdb: rdb, store: st}
+}
+
+// walkRegistry is a sender registry holding walkSender, of tenant walk.
+func walkRegistry(t *testing.T, rdb redis.UniversalClient) *senders.Registry {
+	t.Helper()
+	c, err := senders.NewCipher(bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := senders.New(rdb, senders.Config{Cipher: c, Defaults: senders.Limits{RatePerSecond: 40, RateBurst: 40, PairBurst: 3}})
+	if _, err := reg.Add(context.Background(), senders.Spec{Number: walkSender, AppID: walkApp, AppSecret: walkAppSecret, Tenant: "walk"}); err != nil {
+		t.Fatal(err)
+	}
+	return reg
 }
 
 // TestRouteWalkCoversEveryRoute compares walkRoutes with the routes the
@@ -458,6 +504,18 @@ func TestEveryGuardedRouteRefusesNearMisses(t *testing.T) {
 					t.Errorf("%s %s, %s: %d %s, want 401 with a Basic challenge", method, path, c.name, resp.StatusCode, body)
 				}
 			}
+		case accessApp:
+			misses := append(basicMisses(walkAppSecret),
+				credential{"admin key as the secret", basicAuth(walkApp, walkKey)},
+				credential{"secret of another app", basicAuth("app_other", walkAppSecret)},
+				credential{"app id near miss", basicAuth(walkApp+"x", walkAppSecret)})
+			for _, c := range misses {
+				resp, body := f.do(t, method, path, r.body, c.apply)
+				if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), `"status":"error"`) ||
+					!strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic") {
+					t.Errorf("%s %s, %s: %d %s, want 401 with a Basic challenge", method, path, c.name, resp.StatusCode, body)
+				}
+			}
 		case accessWebhook:
 			base := strings.TrimSuffix(path, walkSecret)
 			for _, m := range append(nearMisses(walkSecret), struct{ name, value string }{"trailing space", walkSecret + "%20"}) {
@@ -508,6 +566,8 @@ func TestEveryGuardedRouteRefusesNearMisses(t *testing.T) {
 			resp, body = f.do(t, method, path, r.body, header("Authorization", "bearer  "+walkKey))
 		case accessBasic:
 			resp, body = f.do(t, method, path, r.body, basicAuth("anyone", walkKey))
+		case accessApp:
+			resp, body = f.do(t, method, path, r.body, basicAuth(walkApp, walkAppSecret))
 		}
 		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusNotFound && r.access == accessWebhook {
 			t.Errorf("%s %s with the right credentials: %d %s", method, path, resp.StatusCode, body)
@@ -555,6 +615,9 @@ func TestBodiesAreBounded(t *testing.T) {
 			}
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Authorization", "Bearer "+walkKey)
+			if r.access == accessApp {
+				req.SetBasicAuth(walkApp, walkAppSecret)
+			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatalf("%s %s: %v", method, path, err)
@@ -562,9 +625,13 @@ func TestBodiesAreBounded(t *testing.T) {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			var e struct {
-				Error struct{ Code string } `json:"error"`
+				Error  struct{ Code string } `json:"error"`
+				Status string                `json:"status"` // the drop-in routes answer as ChatArchitect does
 			}
 			_ = json.Unmarshal(body, &e)
+			if r.access == accessApp && e.Status == "error" {
+				e.Error.Code = "body_too_large"
+			}
 			if resp.StatusCode != http.StatusRequestEntityTooLarge || e.Error.Code != "body_too_large" {
 				t.Errorf("%s %s with %d bytes (chunked %v): %d %s, want 413 body_too_large", method, path, len(big), chunked, resp.StatusCode, body)
 			}

@@ -3,6 +3,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -20,11 +21,14 @@ import (
 
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/callback"
+	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/deadletter"
 	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/policy"
 	"github.com/chatq/chatq/internal/ratelimit"
+	"github.com/chatq/chatq/internal/senders"
 	"github.com/chatq/chatq/internal/store"
+	"github.com/chatq/chatq/internal/tenants"
 )
 
 // Body limits (CONTRACT.md).
@@ -59,6 +63,22 @@ type Config struct {
 	Circuit Circuit
 	// Console, if set, is served at /console/ (internal/console).
 	Console http.Handler
+	// Senders, if set, serves /v1/senders and the drop-in ChatArchitect
+	// routes, checks the sender a message names, and opens each sender's
+	// own webhook URL (senders.go, dropin.go).
+	Senders *senders.Registry
+	// Chooser picks the sender of a message that names none; nil means
+	// the tenant's default sender (senders.DefaultChooser).
+	Chooser senders.Chooser
+	// SenderStates, if set, reports a sender's live state beyond active
+	// and paused (circuit_open, throttled), as flow control knows it.
+	SenderStates SenderStates
+	// Keys, if set, serves /v1/keys and lets tenant keys in: each sees its
+	// own tenant's messages only (keys.go).
+	Keys *tenants.Keys
+	// Upstream is where the drop-in /getHSM and /submit_template go, with
+	// the sender's own credentials (CHATQ_CA_BASE_URL, CHATQ_CA_TIMEOUT).
+	Upstream chatarchitect.Config
 }
 
 // Circuit reports the circuit breaker's state (worker.Circuit does).
@@ -82,6 +102,8 @@ type Server struct {
 	mux    *http.ServeMux
 	dead   *deadletter.Manager // operations.go
 	now    func() time.Time
+	// upstream calls ChatArchitect for the drop-in routes (dropin.go).
+	upstream *http.Client
 }
 
 // New returns the API server.
@@ -94,6 +116,11 @@ func New(cfg Config, client *enqueue.Client, st *store.Store, log *zap.Logger) (
 	}
 	s := &Server{cfg: cfg, client: client, store: st, rdb: st.Redis(), log: log, mux: http.NewServeMux(), now: time.Now}
 	s.dead = deadletter.New(st, client, asynq.NewInspectorFromRedisClient(s.rdb))
+	if cfg.Senders != nil && cfg.Chooser == nil {
+		s.cfg.Chooser = senders.DefaultChooser{Registry: cfg.Senders}
+	}
+	timeout := cmp.Or(cfg.Upstream.Timeout, chatarchitect.DefaultTimeout)
+	s.upstream = &http.Client{Timeout: timeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	s.routes()
 	return s, nil
 }
@@ -119,6 +146,9 @@ func (s *Server) routes() {
 	m.Handle("GET /v1/dead-letters", s.auth(s.listDeadLetters))
 	m.Handle("POST /v1/dead-letters/retry", s.auth(s.retryDeadLetters))
 	s.consoleRoutes() // console.go
+	s.senderRoutes()
+	s.keyRoutes()
+	s.dropInRoutes()
 	if s.cfg.Dashboard != nil {
 		m.Handle("/monitoring/", s.basicAuth(s.cfg.Dashboard))
 		m.Handle("/monitoring", http.RedirectHandler("/monitoring/", http.StatusMovedPermanently))
@@ -136,12 +166,58 @@ func (s *Server) routes() {
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// auth lets a request through only with one of the API keys as its bearer
-// token. Every key is compared, in constant time.
+// principal is who a request's key speaks for: an admin (one of
+// CHATQ_API_KEYS), who sees everything, or one tenant.
+type principal struct {
+	admin  bool
+	tenant string
+}
+
+// sees reports whether p may see what belongs to tenant.
+func (p principal) sees(tenant string) bool { return p.admin || p.tenant == tenant }
+
+type principalKey struct{}
+
+// caller is the principal auth put in the request's context.
+func caller(r *http.Request) principal {
+	p, _ := r.Context().Value(principalKey{}).(principal)
+	return p
+}
+
+// auth lets a request through only with an API key as its bearer token:
+// one of the admin keys, every one compared in constant time, or a tenant
+// key (tenants.Keys.Lookup compares its hash in constant time). The
+// request's context says whose key it was (caller).
 func (s *Server) auth(next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.validKey(bearer(r)) {
-			writeError(w, errUnauthorized, s.log)
+		key := bearer(r)
+		p := principal{admin: true}
+		if !s.validKey(key) {
+			if s.cfg.Keys == nil {
+				writeError(w, errUnauthorized, s.log)
+				return
+			}
+			k, ok, err := s.cfg.Keys.Lookup(r.Context(), key)
+			if err != nil {
+				writeError(w, err, s.log)
+				return
+			}
+			if !ok {
+				writeError(w, errUnauthorized, s.log)
+				return
+			}
+			p = principal{tenant: k.Tenant}
+		}
+		next(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	})
+}
+
+// admin lets through admin keys alone: senders and keys are the
+// deployment's, not a tenant's. A tenant key is told so with a 403.
+func (s *Server) admin(next http.HandlerFunc) http.Handler {
+	return s.auth(func(w http.ResponseWriter, r *http.Request) {
+		if !caller(r).admin {
+			writeError(w, errForbidden, s.log)
 			return
 		}
 		next(w, r)

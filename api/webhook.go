@@ -15,6 +15,21 @@ import (
 	"github.com/chatq/chatq/internal/store"
 )
 
+// webhookSecret reports whether secret opens the webhook route: the
+// CHATQ_WEBHOOK_SECRET, or a stored sender's own secret (its webhook_path).
+// Events are correlated by ChatArchitect's message ids, whichever sender's
+// URL they arrive at.
+func (s *Server) webhookSecret(secret string) bool {
+	if subtle.ConstantTimeCompare([]byte(secret), []byte(s.cfg.WebhookSecret)) == 1 {
+		return true
+	}
+	if s.cfg.Senders == nil {
+		return false
+	}
+	_, ok := s.cfg.Senders.ByWebhookSecret(secret)
+	return ok
+}
+
 // webhook receives ChatArchitect's webhooks. Only the secret in the URL
 // proves where they come from (nothing signs them), so a wrong secret looks
 // like any unknown route. A delivery event is correlated with its record
@@ -22,7 +37,7 @@ import (
 // once the event is stored means a Redis outage makes the provider retry
 // rather than lose the event.
 func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
-	if subtle.ConstantTimeCompare([]byte(r.PathValue("secret")), []byte(s.cfg.WebhookSecret)) != 1 {
+	if !s.webhookSecret(r.PathValue("secret")) {
 		writeError(w, errNotFound, s.log)
 		return
 	}

@@ -4,6 +4,8 @@
 package config
 
 import (
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -95,6 +97,11 @@ type Config struct {
 	PairBurst           int           `split_words:"true"`
 	DailyRecipientLimit int           `split_words:"true"`
 	WindowPolicy        string        `split_words:"true"`
+
+	// SecretsKey encrypts the secrets of the senders stored in Redis
+	// (AES-256-GCM): 32 bytes, hex or base64. Empty keeps chatq
+	// single-sender, from the CA variables alone.
+	SecretsKey string `split_words:"true"`
 
 	CallbackSecret       string `split_words:"true"`
 	CallbackAllowPrivate bool   `split_words:"true"`
@@ -331,6 +338,11 @@ func (c *Config) Validate() error {
 	if _, err := c.Weights(); err != nil {
 		return bad("QUEUE_WEIGHTS", "%v", err)
 	}
+	if c.SecretsKey != "" {
+		if _, err := c.SecretsKeyBytes(); err != nil {
+			return bad("SECRETS_KEY", "%v", err)
+		}
+	}
 	if c.CASource != "" && !isPhone(c.CASource) {
 		return bad("CA_SOURCE", "must be the business's WhatsApp number (8 to 15 digits)")
 	}
@@ -449,6 +461,26 @@ func (c *Config) Weights() (map[string]int, error) {
 		}
 	}
 	return w, nil
+}
+
+// SecretsKeyBytes decodes SecretsKey: 32 bytes written as 64 hex digits or
+// in base64 (standard or URL alphabet, padded or not). It returns nil, nil
+// when no key is set.
+func (c *Config) SecretsKeyBytes() ([]byte, error) {
+	k := strings.TrimSpace(c.SecretsKey)
+	if k == "" {
+		return nil, nil
+	}
+	if b, err := hex.DecodeString(k); err == nil && len(k) == 64 {
+		return b, nil
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(k); err == nil && len(b) == 32 {
+			return b, nil
+		}
+	}
+	// The value is a secret: it is not repeated.
+	return nil, errors.New("must be 32 bytes written as 64 hex digits or in base64 (openssl rand -hex 32 makes one)")
 }
 
 // Need returns an error naming the first of the given variables (full

@@ -2,6 +2,8 @@ package config_test
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"strings"
@@ -144,6 +146,7 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		{"CHATQ_DAILY_RECIPIENT_LIMIT", "250", func(c *config.Config) { c.DailyRecipientLimit = 250 }},
 		{"CHATQ_WINDOW_POLICY", "strict", func(c *config.Config) { c.WindowPolicy = "strict" }},
 		{"CHATQ_CALLBACK_SECRET", "cbs", func(c *config.Config) { c.CallbackSecret = "cbs" }},
+		{"CHATQ_SECRETS_KEY", strings.Repeat("ab", 32), func(c *config.Config) { c.SecretsKey = strings.Repeat("ab", 32) }},
 		{"CHATQ_CALLBACK_ALLOW_PRIVATE", "true", func(c *config.Config) { c.CallbackAllowPrivate = true }},
 		{"CHATQ_INBOUND_URL", "https://app.example.com/inbound", func(c *config.Config) { c.InboundURL = "https://app.example.com/inbound" }},
 		{"CHATQ_DASHBOARD_READONLY", "true", func(c *config.Config) { c.DashboardReadonly = true }},
@@ -332,6 +335,9 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{name: "CHATQ_CA_SOURCE", value: "12ab5678"},
 		{name: "CHATQ_CA_SOURCE", value: "123"},
 		{name: "CHATQ_CALLBACK_ALLOW_PRIVATE", value: "maybe"},
+		{name: "CHATQ_SECRETS_KEY", value: "hunter2-not-a-key", secret: "hunter2"},
+		{name: "CHATQ_SECRETS_KEY", value: strings.Repeat("ab", 31), secret: strings.Repeat("ab", 31)},
+		{name: "CHATQ_SECRETS_KEY", value: "c2hvcnQ=", secret: "c2hvcnQ="},
 		{name: "CHATQ_RECORD_TTL", value: "30m"},
 		{name: "CHATQ_HTTP_ADDR", value: "8080"},
 		{name: "CHATQ_METRICS_ADDR", value: "9091"},
@@ -524,5 +530,23 @@ func TestNeedRedis(t *testing.T) {
 				t.Errorf("Need(CHATQ_REDIS_URL) = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// CHATQ_SECRETS_KEY is 32 bytes, in hex or in either base64 alphabet.
+func TestSecretsKeyForms(t *testing.T) {
+	key := bytes.Repeat([]byte{0xfb}, 32)
+	for _, v := range []string{
+		hex.EncodeToString(key), base64.StdEncoding.EncodeToString(key), base64.RawStdEncoding.EncodeToString(key),
+		base64.URLEncoding.EncodeToString(key), base64.RawURLEncoding.EncodeToString(key),
+	} {
+		c := config.Config{SecretsKey: v}
+		got, err := c.SecretsKeyBytes()
+		if err != nil || !bytes.Equal(got, key) {
+			t.Errorf("SecretsKeyBytes of %q: %x, %v; want the 32 bytes", v, got, err)
+		}
+	}
+	if got, err := (&config.Config{}).SecretsKeyBytes(); got != nil || err != nil {
+		t.Errorf("SecretsKeyBytes without a key: %x, %v; want nothing", got, err)
 	}
 }

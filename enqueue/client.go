@@ -8,12 +8,14 @@
 package enqueue
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -346,6 +348,8 @@ func (c *Client) newRecord(m *Message, now time.Time) (*store.Record, error) {
 		Type:           m.Payload.Type(),
 		Priority:       string(prio),
 		Metadata:       m.Metadata,
+		Tenant:         cmp.Or(m.Tenant, store.DefaultTenant),
+		Sender:         strings.TrimPrefix(cmp.Or(m.Sender, m.ChosenSender), "+"),
 		IdempotencyKey: m.IdempotencyKey,
 		CallbackURL:    m.CallbackURL,
 		CreatedAt:      now,

@@ -59,6 +59,18 @@ type Message struct {
 	BatchID string `json:"batch_id,omitempty"`
 	// Metadata is the application's own data, returned with the record.
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// Sender is the business number to send from (one of the tenant's
+	// senders); empty lets chatq choose. The library stores it as given:
+	// the HTTP API checks it against the key's tenant and chooses one.
+	Sender string `json:"sender,omitempty"`
+	// Tenant owns the message; empty means store.DefaultTenant. It is
+	// never read from JSON: the HTTP API sets it from the caller's key.
+	Tenant string `json:"-"`
+	// ChosenSender is the sender chatq chose for a message that names
+	// none. It is not read from JSON, and not part of what an idempotency
+	// key compares: a retry after the tenant's default sender changed is
+	// the same message.
+	ChosenSender string `json:"-"`
 }
 
 // UnmarshalJSON decodes a message strictly: unknown fields and values of the
@@ -119,6 +131,11 @@ func (m *Message) Validate(now time.Time) error {
 	}
 	if err := ValidatePayload(m.Payload); err != nil {
 		return err
+	}
+	if m.Sender != "" {
+		if err := ValidateDestination("sender", m.Sender); err != nil {
+			return err
+		}
 	}
 	switch m.Priority {
 	case "", Transactional, Bulk:

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -55,6 +57,13 @@ func (p *program) dev(ctx context.Context) error {
 	}
 	if cfg.CallbackSecret == "" {
 		cfg.CallbackSecret = randomSecret("cb_")
+	}
+	if cfg.SecretsKey == "" {
+		// Senders added during the run are sealed under a key of the run:
+		// with an embedded Redis they end with it anyway.
+		key := make([]byte, 32)
+		_, _ = rand.Read(key)
+		cfg.SecretsKey = hex.EncodeToString(key)
 	}
 
 	urls := map[string]string{}

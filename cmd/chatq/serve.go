@@ -16,9 +16,11 @@ import (
 	"github.com/chatq/chatq/api"
 	"github.com/chatq/chatq/config"
 	"github.com/chatq/chatq/internal/console"
+	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/stats"
 	"github.com/chatq/chatq/internal/store"
+	"github.com/chatq/chatq/internal/tenants"
 )
 
 func (p *program) apiCommand() *cobra.Command {
@@ -77,14 +79,21 @@ func apiHandler(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics
 		_ = client.Close()
 		_ = dashboard.Close()
 	}
-	srv, err := api.New(api.Config{APIKeys: cfg.APIKeys, WebhookSecret: cfg.WebhookSecret, Dashboard: dashboard, Metrics: m,
-		Policy: checker, Inbound: inboundForwarder(rdb, cfg), Circuit: newCircuit(rdb, log), Console: consoleHandler},
-		client, store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: callbackNotifier(rdb, log), Counter: counter}), log.Named("api"))
+	reg, err := newRegistry(rdb, cfg, log)
 	if err != nil {
 		release()
 		return nil, nil, err
 	}
-	return srv, release, nil
+	srv, err := api.New(api.Config{APIKeys: cfg.APIKeys, WebhookSecret: cfg.WebhookSecret, Dashboard: dashboard, Metrics: m,
+		Policy: checker, Inbound: inboundForwarder(rdb, cfg), Circuit: newCircuit(rdb, log),
+		Console: consoleHandler, Senders: reg, Keys: tenants.NewKeys(rdb), Upstream: chatarchitect.Config{BaseURL: cfg.CABaseURL, Timeout: cfg.CATimeout}},
+		client, store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: callbackNotifier(rdb, log), Counter: counter}), log.Named("api"))
+	if err != nil {
+		reg.Stop()
+		release()
+		return nil, nil, err
+	}
+	return srv, func() { reg.Stop(); release() }, nil
 }
 
 func (p *program) announce(addrs map[string]string) {
@@ -105,6 +114,9 @@ func (p *program) worker(ctx context.Context) error {
 		return err
 	}
 	defer rdb.Close()
+	if err := checkSecretsKey(rdb, cfg); err != nil {
+		return err
+	}
 	log, err := newLogger(cfg)
 	if err != nil {
 		return err

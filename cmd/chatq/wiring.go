@@ -26,6 +26,7 @@ import (
 	"github.com/chatq/chatq/internal/policy"
 	"github.com/chatq/chatq/internal/stats"
 	"github.com/chatq/chatq/internal/store"
+	"github.com/chatq/chatq/internal/senders"
 	"github.com/chatq/chatq/worker"
 )
 
@@ -243,6 +244,48 @@ func asynqRedis(cfg config.Config) (asynq.RedisConnOpt, error) {
 		return nil, fmt.Errorf("CHATQ_REDIS_URL: %w", err)
 	}
 	return opt, nil
+}
+
+// newRegistry starts the sender registry of cfg: the stored senders, whose
+// secrets CHATQ_SECRETS_KEY opens, and the sender of the CHATQ_CA_
+// variables. It fails, naming CHATQ_SECRETS_KEY, when Redis holds senders
+// the process cannot open. The caller stops it.
+func newRegistry(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) (*senders.Registry, error) {
+	key, err := cfg.SecretsKeyBytes()
+	if err != nil {
+		return nil, fmt.Errorf("CHATQ_SECRETS_KEY: %w", err)
+	}
+	rc := senders.Config{
+		Defaults: senders.Limits{RatePerSecond: cfg.RatePerSecond, RateBurst: cfg.RateBurst, PairInterval: cfg.PairInterval,
+			PairBurst: cfg.PairBurst, DailyRecipientLimit: cfg.DailyRecipientLimit},
+		Log: log.Named("senders"),
+	}
+	if key != nil {
+		if rc.Cipher, err = senders.NewCipher(key); err != nil {
+			return nil, fmt.Errorf("CHATQ_SECRETS_KEY: %w", err)
+		}
+	}
+	if cfg.CASource != "" {
+		rc.Env = &senders.Sender{Number: cfg.CASource, AppID: cfg.CAAppID, AppSecret: cfg.CAAppSecret, WebhookSecret: cfg.WebhookSecret}
+	}
+	reg := senders.New(rdb, rc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := reg.Start(ctx); err != nil {
+		return nil, err
+	}
+	return reg, nil
+}
+
+// checkSecretsKey refuses to run a process without CHATQ_SECRETS_KEY (or
+// with another key) when Redis holds senders sealed under one.
+func checkSecretsKey(rdb redis.UniversalClient, cfg config.Config) error {
+	reg, err := newRegistry(rdb, cfg, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	reg.Stop()
+	return nil
 }
 
 func caClient(cfg config.Config) *chatarchitect.Client {

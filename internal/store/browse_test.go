@@ -63,7 +63,7 @@ func TestListBatches(t *testing.T) {
 		var out []store.Batch
 		cursor := ""
 		for range 100 {
-			p, err := st.ListBatches(ctx, cursor, limit)
+			p, err := st.ListBatches(ctx, store.DefaultTenant, cursor, limit)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -92,7 +92,7 @@ func TestListBatches(t *testing.T) {
 	if diff := cmp.Diff([]store.Batch{want[0], want[2]}, all(1)); diff != "" {
 		t.Errorf("after winter expired (-want +got):\n%s", diff)
 	}
-	if _, err := st.ListBatches(ctx, "Zm9v", 10); !errors.Is(err, store.ErrInvalidCursor) {
+	if _, err := st.ListBatches(ctx, store.DefaultTenant, "Zm9v", 10); !errors.Is(err, store.ErrInvalidCursor) {
 		t.Errorf("bad cursor: %v, want ErrInvalidCursor", err)
 	}
 }

@@ -61,6 +61,8 @@ func (s *Store) trimDead(ctx context.Context, pipe redis.Pipeliner) {
 
 // DeadFilter selects dead letters. The zero value selects them all.
 type DeadFilter struct {
+	// Tenant, if set, keeps the dead letters of that tenant's messages.
+	Tenant string
 	// Queue is the asynq queue of the message, or its priority: "bulk"
 	// also selects the messages of every bulk shard (bulk-0 ...).
 	Queue string
@@ -74,6 +76,9 @@ type DeadFilter struct {
 }
 
 func (f DeadFilter) match(r *Record) bool {
+	if f.Tenant != "" && r.Tenant != f.Tenant {
+		return false
+	}
 	if f.Queue != "" && r.Queue != f.Queue && r.Priority != f.Queue {
 		return false
 	}

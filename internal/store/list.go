@@ -189,6 +189,10 @@ func (s *Store) page(ctx context.Context, key string, sp span, cursor string, li
 
 // MessageFilter selects the records of a listing.
 type MessageFilter struct {
+	// Tenant owns the records listed: a batch id is a tenant's own, so two
+	// tenants' campaigns of one name are two. Empty means DefaultTenant for
+	// a campaign, and every tenant for a recipient's listing.
+	Tenant string
 	// BatchID is the campaign whose records are listed. It or Destination
 	// is required.
 	BatchID string
@@ -227,7 +231,7 @@ type MessagePage struct {
 // first page). A page may hold fewer than limit records, even none, while
 // Next is set: a narrow filter stops after a bounded amount of work.
 func (s *Store) ListMessages(ctx context.Context, f MessageFilter, cursor string, limit int) (MessagePage, error) {
-	key, what := batchKey(f.BatchID), "batch "+f.BatchID
+	key, what := "", "batch "+f.BatchID
 	switch {
 	case f.BatchID != "":
 	case f.Destination != "":
@@ -235,11 +239,16 @@ func (s *Store) ListMessages(ctx context.Context, f MessageFilter, cursor string
 	default:
 		return MessagePage{}, ErrBatchRequired
 	}
+	if f.BatchID != "" {
+		key = batchKey(f.Tenant, f.BatchID)
+	}
 	found, next, err := s.page(ctx, key, allScores(), cursor, limit, func(r *Record) verdict {
 		switch {
 		case f.BatchID != "" && (r.BatchID == nil || *r.BatchID != f.BatchID):
 			// An entry that names another campaign's record is stale.
 			return drop
+		case f.BatchID == "" && f.Tenant != "" && r.Tenant != f.Tenant:
+			return skip
 		case f.match(r):
 			return take
 		}
@@ -273,13 +282,13 @@ func (s *Store) statuses(ctx context.Context, ids []string) ([]Status, error) {
 	return out, nil
 }
 
-// eachOfBatch calls f with the ids of a batch's records and their
+// eachOfBatch calls f with the ids of a tenant's batch's records and their
 // statuses, oldest first, a chunk at a time. Records created meanwhile come
 // last, so none is missed. The status is "" for a record that has expired
 // or is not of that batch: an index entry never acts on another campaign's
 // message.
-func (s *Store) eachOfBatch(ctx context.Context, batch string, f func(ids []string, sts []Status) error) error {
-	key := batchKey(batch)
+func (s *Store) eachOfBatch(ctx context.Context, tenant, batch string, f func(ids []string, sts []Status) error) error {
+	key := batchKey(tenant, batch)
 	for start := int64(0); ; start += batchChunk {
 		ids, err := s.rdb.ZRange(ctx, key, start, start+batchChunk-1).Result()
 		if err != nil {
@@ -313,16 +322,22 @@ func (s *Store) eachOfBatch(ctx context.Context, batch string, f func(ids []stri
 	}
 }
 
-// BatchCounts counts the records of a batch by status. Every status is in
-// the map, zero or not; total is the number of records, those expired left
-// out. A batch nobody knows has a total of 0.
+// BatchCounts counts the records of a batch of DefaultTenant by status (see
+// BatchCountsOf).
 func (s *Store) BatchCounts(ctx context.Context, batch string) (counts map[Status]int, total int, err error) {
+	return s.BatchCountsOf(ctx, DefaultTenant, batch)
+}
+
+// BatchCountsOf counts the records of a tenant's batch by status. Every
+// status is in the map, zero or not; total is the number of records, those
+// expired left out. A batch nobody knows has a total of 0.
+func (s *Store) BatchCountsOf(ctx context.Context, tenant, batch string) (counts map[Status]int, total int, err error) {
 	all := allStatuses()
 	counts = make(map[Status]int, len(all))
 	for _, st := range all {
 		counts[st] = 0
 	}
-	err = s.eachOfBatch(ctx, batch, func(_ []string, sts []Status) error {
+	err = s.eachOfBatch(ctx, tenant, batch, func(_ []string, sts []Status) error {
 		for _, st := range sts {
 			if st.Valid() {
 				counts[st]++
@@ -343,13 +358,19 @@ func allStatuses() []Status {
 		Enqueued, Sent, Delivered, Read, Failed}
 }
 
-// CancelBatch cancels every message of a batch that is still waiting
-// (scheduled, queued or retrying), as Cancel does one. It returns how many
-// it canceled, and how many were too late: being sent, sent, or ended
-// before (expired records are not counted).
+// CancelBatch cancels what still waits of a batch of DefaultTenant (see
+// CancelBatchOf).
 func (s *Store) CancelBatch(ctx context.Context, batch string, at time.Time) (canceled, tooLate int, err error) {
+	return s.CancelBatchOf(ctx, DefaultTenant, batch, at)
+}
+
+// CancelBatchOf cancels every message of a tenant's batch that is still
+// waiting (scheduled, queued or retrying), as Cancel does one. It returns
+// how many it canceled, and how many were too late: being sent, sent, or
+// ended before (expired records are not counted).
+func (s *Store) CancelBatchOf(ctx context.Context, tenant, batch string, at time.Time) (canceled, tooLate int, err error) {
 	args := s.transitionArgs("cancel", Change{Status: Canceled, At: at, Note: "canceled with its batch by the application"})
-	err = s.eachOfBatch(ctx, batch, func(ids []string, sts []Status) error {
+	err = s.eachOfBatch(ctx, tenant, batch, func(ids []string, sts []Status) error {
 		// Only the waiting are worth a script call.
 		var waiting []string
 		for i, st := range sts {
@@ -406,10 +427,10 @@ type BatchPage struct {
 	Next string
 }
 
-// ListBatches lists the campaigns, the one with the latest message first,
-// limit at most from cursor ("" for the first page). Campaigns whose
+// ListBatches lists a tenant's campaigns, the one with the latest message
+// first, limit at most from cursor ("" for the first page). Campaigns whose
 // records have all expired leave the listing as it meets them.
-func (s *Store) ListBatches(ctx context.Context, cursor string, limit int) (BatchPage, error) {
+func (s *Store) ListBatches(ctx context.Context, tenant, cursor string, limit int) (BatchPage, error) {
 	pos, err := parseCursor(cursor)
 	if err != nil {
 		return BatchPage{}, err
@@ -417,7 +438,7 @@ func (s *Store) ListBatches(ctx context.Context, cursor string, limit int) (Batc
 	limit = min(max(limit, 1), MaxPage)
 	var p BatchPage
 	for scanned := 0; scanned < scanBudget; {
-		zs, more, err := s.entries(ctx, batchesKey, allScores(), pos, limit)
+		zs, more, err := s.entries(ctx, batchesKey(tenant), allScores(), pos, limit)
 		if err != nil {
 			return BatchPage{}, fmt.Errorf("list batches: %w", err)
 		}
@@ -428,7 +449,7 @@ func (s *Store) ListBatches(ctx context.Context, cursor string, limit int) (Batc
 		exists := make([]*redis.IntCmd, len(zs))
 		for i, z := range zs {
 			id, _ := z.Member.(string)
-			exists[i] = pipe.Exists(ctx, batchKey(id))
+			exists[i] = pipe.Exists(ctx, batchKey(tenant, id))
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return BatchPage{}, fmt.Errorf("list batches: %w", err)
@@ -449,7 +470,7 @@ func (s *Store) ListBatches(ctx context.Context, cursor string, limit int) (Batc
 		}
 		if len(stale) > 0 {
 			// A failure leaves the entries for the next listing to drop.
-			_ = s.rdb.ZRem(ctx, batchesKey, stale...).Err()
+			_ = s.rdb.ZRem(ctx, batchesKey(tenant), stale...).Err()
 		}
 		if !more {
 			return p, nil

@@ -68,24 +68,29 @@ type HistoryEntry struct {
 
 // Record is a message's job record: what was asked, and what became of it.
 type Record struct {
-	ID                string            `json:"id"`
-	Destination       string            `json:"destination"`
-	Type              string            `json:"type"`
-	Priority          string            `json:"priority"`
-	Status            Status            `json:"status"`
-	Attempts          int               `json:"attempts"`
-	ProviderMessageID *string           `json:"provider_message_id"`
-	WhatsAppMessageID *string           `json:"whatsapp_message_id"`
-	LastError         *ErrorInfo        `json:"last_error"`
-	History           []HistoryEntry    `json:"history"`
-	BatchID           *string           `json:"batch_id"`
-	Metadata          map[string]string `json:"metadata"`
-	IdempotencyKey    string            `json:"idempotency_key,omitempty"`
-	CallbackURL       string            `json:"callback_url,omitempty"`
-	SendAt            *time.Time        `json:"send_at,omitempty"`
-	ExpiresAt         *time.Time        `json:"expires_at,omitempty"`
-	CreatedAt         time.Time         `json:"created_at"`
-	UpdatedAt         time.Time         `json:"updated_at"`
+	ID                string         `json:"id"`
+	Destination       string         `json:"destination"`
+	Type              string         `json:"type"`
+	Priority          string         `json:"priority"`
+	Status            Status         `json:"status"`
+	Attempts          int            `json:"attempts"`
+	ProviderMessageID *string        `json:"provider_message_id"`
+	WhatsAppMessageID *string        `json:"whatsapp_message_id"`
+	LastError         *ErrorInfo     `json:"last_error"`
+	History           []HistoryEntry `json:"history"`
+	BatchID           *string        `json:"batch_id"`
+	// Tenant owns the message (DefaultTenant unless a tenant key sent
+	// it); Sender is the business number it is sent from, "" when the
+	// deployment names none.
+	Tenant         string            `json:"tenant"`
+	Sender         string            `json:"sender"`
+	Metadata       map[string]string `json:"metadata"`
+	IdempotencyKey string            `json:"idempotency_key,omitempty"`
+	CallbackURL    string            `json:"callback_url,omitempty"`
+	SendAt         *time.Time        `json:"send_at,omitempty"`
+	ExpiresAt      *time.Time        `json:"expires_at,omitempty"`
+	CreatedAt      time.Time         `json:"created_at"`
+	UpdatedAt      time.Time         `json:"updated_at"`
 
 	// Payload is the ChatArchitect payload as it is sent, already validated.
 	// It is not part of the record's JSON: bodies stay out of answers, logs
@@ -123,6 +128,8 @@ const (
 	fSendAt   = "sa"
 	fExpires  = "xa"
 	fQueue    = "q"
+	fTenant   = "tn"
+	fSender   = "sn"
 )
 
 // fields lays r out as the hash written at creation. The payload is not
@@ -142,6 +149,14 @@ func (r *Record) fields() []any {
 	}
 	if r.BatchID != nil {
 		f = append(f, fBatch, *r.BatchID)
+	}
+	// The default tenant is not written: most records belong to it, and
+	// records of before tenants read as its own.
+	if r.Tenant != "" && r.Tenant != DefaultTenant {
+		f = append(f, fTenant, r.Tenant)
+	}
+	if r.Sender != "" {
+		f = append(f, fSender, r.Sender)
 	}
 	if len(r.Metadata) > 0 {
 		m, _ := json.Marshal(r.Metadata)
@@ -194,6 +209,11 @@ func parseRecord(id string, h map[string]string) (*Record, error) {
 		CallbackURL:    h[fCallback],
 		Fingerprint:    h[fFinger],
 		IdempotencyKey: h[fIdem],
+		Tenant:         h[fTenant],
+		Sender:         h[fSender],
+	}
+	if r.Tenant == "" {
+		r.Tenant = DefaultTenant
 	}
 	if v := h[fFallback]; v != "" {
 		r.FallbackTemplate = json.RawMessage(v)

@@ -136,11 +136,32 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 // Redis returns the client the store uses.
 func (s *Store) Redis() redis.UniversalClient { return s.rdb }
 
-func recordKey(id string) string   { return "chatq:m:{" + id + "}" }
-func idemKey(key string) string    { return "chatq:idem:{" + key + "}" }
-func refKey(ref string) string     { return "chatq:ref:{" + ref + "}" }
-func parkKey(ref string) string    { return "chatq:park:{" + ref + "}" }
-func batchKey(batch string) string { return "chatq:batch:{" + batch + "}" }
+func recordKey(id string) string { return "chatq:m:{" + id + "}" }
+func refKey(ref string) string   { return "chatq:ref:{" + ref + "}" }
+func parkKey(ref string) string  { return "chatq:park:{" + ref + "}" }
+
+// DefaultTenant owns the messages sent without a tenant key: those of an
+// admin key, the library and the command line, and every record written
+// before chatq had tenants.
+const DefaultTenant = "default"
+
+// idemKey and batchKey are a tenant's own: one tenant's idempotency key or
+// campaign name never meets another's. DefaultTenant keeps the keys of
+// before tenants; another tenant's name (no colon or brace in it) comes
+// before the hash tag.
+func idemKey(tenant, key string) string {
+	if tenant == "" || tenant == DefaultTenant {
+		return "chatq:idem:{" + key + "}"
+	}
+	return "chatq:idem:" + tenant + ":{" + key + "}"
+}
+
+func batchKey(tenant, batch string) string {
+	if tenant == "" || tenant == DefaultTenant {
+		return "chatq:batch:{" + batch + "}"
+	}
+	return "chatq:batch:" + tenant + ":{" + batch + "}"
+}
 
 // destKey indexes the records of one recipient, for a search by
 // recipient: ids scored by creation time, like a batch's.
@@ -162,9 +183,14 @@ func trimsIndex(id string) bool {
 	return h.Sum32()%trimEvery == 0
 }
 
-// batchesKey indexes the campaigns: batch ids scored by the creation time
-// of their latest record.
-const batchesKey = "chatq:batches"
+// batchesKey indexes a tenant's campaigns: batch ids scored by the
+// creation time of their latest record.
+func batchesKey(tenant string) string {
+	if tenant == "" || tenant == DefaultTenant {
+		return "chatq:batches"
+	}
+	return "chatq:batches:" + tenant
+}
 
 // noticeKey is a record's list of pending callback notices. It shares the
 // record's hash tag, so that one script writes both.
@@ -213,7 +239,7 @@ func (s *Store) Create(ctx context.Context, recs []*Record) ([]CreateResult, err
 	if len(claimed) > 0 {
 		pipe := s.rdb.Pipeline()
 		for _, i := range claimed {
-			claims = append(claims, pipe.SetArgs(ctx, idemKey(recs[i].IdempotencyKey), recs[i].ID, redis.SetArgs{Mode: "NX", Get: true, ExpireAt: s.life(recs[i])}))
+			claims = append(claims, pipe.SetArgs(ctx, idemKey(recs[i].Tenant, recs[i].IdempotencyKey), recs[i].ID, redis.SetArgs{Mode: "NX", Get: true, ExpireAt: s.life(recs[i])}))
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("claim idempotency keys: %w", err)
@@ -272,9 +298,14 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 	// record, perhaps of another campaign, and joins its batch only once
 	// it turns out to be created.
 	var unsent []redis.Z
-	batches := map[string][]redis.Z{}
-	// A campaign's index lives as long as its longest-lived record.
-	batchLife := map[string]time.Time{}
+	// Campaigns by batch key; a campaign's index lives as long as its
+	// longest-lived record.
+	type campaign struct {
+		tenant, batch string
+		zs            []redis.Z
+		life          time.Time
+	}
+	batches := map[string]*campaign{}
 	dests := map[string][]redis.Z{}
 	destLife := map[string]time.Time{}
 	// Index entries of records older than the TTL name expired records.
@@ -285,31 +316,40 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 		}
 		z := redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID}
 		unsent = append(unsent, z)
+		life := s.life(r)
 		if r.BatchID != nil && !repeated[i] {
-			batches[*r.BatchID] = append(batches[*r.BatchID], z)
-			if l := s.life(r); l.After(batchLife[*r.BatchID]) {
-				batchLife[*r.BatchID] = l
+			bk := batchKey(r.Tenant, *r.BatchID)
+			c := batches[bk]
+			if c == nil {
+				c = &campaign{tenant: r.Tenant, batch: *r.BatchID}
+				batches[bk] = c
+			}
+			c.zs = append(c.zs, z)
+			if life.After(c.life) {
+				c.life = life
 			}
 		}
 		dk := destKey(r.Destination)
 		dests[dk] = append(dests[dk], z)
-		if l := s.life(r); l.After(destLife[dk]) {
-			destLife[dk] = l
+		if life.After(destLife[dk]) {
+			destLife[dk] = life
 		}
 	}
 	err := s.exec(ctx, func(pipe redis.Pipeliner) {
 		if len(unsent) > 0 {
 			pipe.ZAdd(ctx, unsentKey, unsent...)
 		}
-		for batch, zs := range batches {
-			bk := batchKey(batch)
-			pipe.ZAdd(ctx, bk, zs...)
-			extendAt(ctx, pipe, bk, batchLife[batch])
-			pipe.ZAdd(ctx, batchesKey, redis.Z{Score: zs[len(zs)-1].Score, Member: batch})
-		}
-		if len(batches) > 0 {
-			// A campaign with no message for a TTL has no records left.
-			pipe.ZRemRangeByScore(ctx, batchesKey, "-inf", "("+expiredBefore)
+		trimmed := map[string]bool{}
+		for bk, c := range batches {
+			pipe.ZAdd(ctx, bk, c.zs...)
+			extendAt(ctx, pipe, bk, c.life)
+			all := batchesKey(c.tenant)
+			pipe.ZAdd(ctx, all, redis.Z{Score: c.zs[len(c.zs)-1].Score, Member: c.batch})
+			if !trimmed[all] {
+				// A campaign with no message for a TTL has no records left.
+				pipe.ZRemRangeByScore(ctx, all, "-inf", "("+expiredBefore)
+				trimmed[all] = true
+			}
 		}
 		for dk, zs := range dests {
 			pipe.ZAdd(ctx, dk, zs...)
@@ -375,7 +415,7 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 	if len(late) > 0 {
 		pipe := s.rdb.Pipeline()
 		for _, r := range late {
-			bk := batchKey(*r.BatchID)
+			bk := batchKey(r.Tenant, *r.BatchID)
 			pipe.ZAdd(ctx, bk, redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID})
 			extendAt(ctx, pipe, bk, s.life(r))
 		}

@@ -1,0 +1,226 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/chatq/chatq/internal/store"
+)
+
+// tenantFixture is the walk's API with two tenants, each with a sender, a
+// key, messages in a campaign of the same name ("spring") and one of its
+// own, and a dead letter.
+type tenantFixture struct {
+	*walkFixture
+	keys map[string]string // tenant -> key
+	// ids are each tenant's messages; dead each one's dead letter.
+	ids  map[string][]string
+	dead map[string]string
+}
+
+func (f *walkFixture) call(t *testing.T, key, method, path, body string) (int, string) {
+	t.Helper()
+	resp, b := f.do(t, method, path, body, header("Authorization", "Bearer "+key))
+	return resp.StatusCode, string(b)
+}
+
+// createKey makes a tenant key through the API.
+func (f *walkFixture) createKey(t *testing.T, tenant string) string {
+	t.Helper()
+	code, body := f.call(t, walkKey, http.MethodPost, "/v1/keys", fmt.Sprintf(`{"tenant":%q,"name":"crm-prod"}`, tenant))
+	var k struct{ ID, Key, Tenant, Name string }
+	if err := json.Unmarshal([]byte(body), &k); code != http.StatusCreated || err != nil || k.Tenant != tenant || !strings.HasPrefix(k.Key, "cq_") {
+		t.Fatalf("POST /v1/keys: %d %s", code, body)
+	}
+	return k.Key
+}
+
+func newTenantFixture(t *testing.T) *tenantFixture {
+	t.Helper()
+	f := &tenantFixture{walkFixture: newWalkFixture(t), keys: map[string]string{}, ids: map[string][]string{}, dead: map[string]string{}}
+	ctx := context.Background()
+	inspect := asynq.NewInspectorFromRedisClient(f.rdb)
+	for i, tenant := range []string{"acme", "bolt"} {
+		number := fmt.Sprintf("49151000001%02d", i)
+		code, body := f.call(t, walkKey, http.MethodPost, "/v1/senders",
+			fmt.Sprintf(`{"number":%q,"app_id":"app_%s","app_secret":"s_%s","tenant":%q}`, number, tenant, tenant, tenant))
+		if code != http.StatusCreated {
+			t.Fatalf("POST /v1/senders: %d %s", code, body)
+		}
+		f.keys[tenant] = f.createKey(t, tenant)
+		for j, batch := range []string{"spring", "spring", "only-" + tenant, ""} {
+			msg := fmt.Sprintf(`{"destination":"4420700%02d%02d","payload":{"type":"text","message":"hi"},"batch_id":%q,"idempotency_key":"order-%d"}`, i, j, batch, j)
+			code, body := f.call(t, f.keys[tenant], http.MethodPost, "/v1/messages", msg)
+			var rec store.Record
+			if err := json.Unmarshal([]byte(body), &rec); code != http.StatusAccepted || err != nil {
+				t.Fatalf("POST /v1/messages with %s's key: %d %s", tenant, code, body)
+			}
+			if rec.Tenant != tenant || rec.Sender != number {
+				t.Fatalf("%s's message: tenant %q sender %q, want %s and its sender %s", tenant, rec.Tenant, rec.Sender, tenant, number)
+			}
+			f.ids[tenant] = append(f.ids[tenant], rec.ID)
+		}
+		// The last message dies, as a worker makes it.
+		id := f.ids[tenant][3]
+		rec, err := f.store.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := inspect.ArchiveTask(rec.Queue, id); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := f.store.Move(ctx, id, store.Change{Status: store.Dead,
+			Error: &store.ErrorInfo{Class: "permanent", Code: "1001", Message: "refused", At: time.Now()}}); err != nil {
+			t.Fatal(err)
+		}
+		f.dead[tenant] = id
+	}
+	return f
+}
+
+// snapshot is what a tenant's records look like: the status and history
+// length of each.
+func (f *tenantFixture) snapshot(t *testing.T, tenant string) []string {
+	t.Helper()
+	recs, err := f.store.GetMany(context.Background(), f.ids[tenant])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range recs {
+		out = append(out, fmt.Sprintf("%s %s %d", r.ID, r.Status, len(r.History)))
+	}
+	return out
+}
+
+// adminOnly reports whether a route is refused to tenant keys with a 403:
+// senders and keys are the deployment's, and so (until they are kept per
+// tenant) are the suppression list and the template cache.
+func adminOnly(pattern string) bool {
+	for _, p := range []string{"/v1/senders", "/v1/keys", "/v1/suppressions", "/v1/templates"} {
+		if strings.Contains(pattern, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestTenantKeysSeeTheirOwnAlone walks every bearer route with acme's key
+// against bolt's ids, campaign and sender: each answers 404 as for an
+// unknown id, or 403 on a route for admin keys alone, never shows one of
+// bolt's ids, and leaves bolt's records as they were. Lists and campaign
+// operations with acme's key hold and touch acme's own alone.
+func TestTenantKeysSeeTheirOwnAlone(t *testing.T) {
+	f := newTenantFixture(t)
+	acme, bolt := f.keys["acme"], f.keys["bolt"]
+	before := f.snapshot(t, "bolt")
+	leaks := func(what, body string) {
+		t.Helper()
+		for _, id := range f.ids["bolt"] {
+			if strings.Contains(body, id) {
+				t.Errorf("%s with acme's key shows bolt's message %s: %s", what, id, body)
+			}
+		}
+	}
+	// Lists hold acme's own alone, campaigns of one name are two.
+	code, body := f.call(t, acme, http.MethodGet, "/v1/messages?batch_id=spring", "")
+	var page struct{ Messages []store.Record }
+	_ = json.Unmarshal([]byte(body), &page)
+	var got []string
+	for _, m := range page.Messages {
+		got = append(got, m.ID)
+	}
+	slices.Sort(got)
+	want := slices.Clone(f.ids["acme"][:2])
+	slices.Sort(want)
+	if code != http.StatusOK || !slices.Equal(got, want) {
+		t.Errorf("acme's campaign spring: %d %v, want %v", code, got, want)
+	}
+	code, body = f.call(t, acme, http.MethodGet, "/v1/dead-letters", "")
+	leaks("GET /v1/dead-letters", body)
+	if code != http.StatusOK || !strings.Contains(body, f.dead["acme"]) {
+		t.Errorf("acme's dead letters: %d %s, want its own", code, body)
+	}
+	code, body = f.call(t, acme, http.MethodGet, "/v1/messages?batch_id=spring&tenant=bolt", "")
+	if code != http.StatusForbidden {
+		t.Errorf("acme's key naming tenant bolt: %d %s, want 403", code, body)
+	}
+	code, body = f.call(t, acme, http.MethodPost, "/v1/dead-letters/retry", `{"ids":["`+f.dead["bolt"]+`"]}`)
+	if code != http.StatusOK || !strings.Contains(body, `"not_found":1`) || !strings.Contains(body, `"retried":0`) {
+		t.Errorf("acme retrying bolt's dead letter: %d %s, want it not found", code, body)
+	}
+	for _, path := range []string{"/v1/messages/" + f.ids["bolt"][1], "/v1/messages?batch_id=only-bolt"} {
+		if code, body := f.call(t, acme, http.MethodDelete, path, ""); code != http.StatusNotFound {
+			t.Errorf("DELETE %s with acme's key: %d %s, want 404", path, code, body)
+		}
+	}
+	// A sender of another tenant is as unknown as a number nobody has.
+	for _, number := range []string{"4915100000101", "4915199999999"} {
+		code, body := f.call(t, acme, http.MethodPost, "/v1/messages", `{"destination":"442070009999","payload":{"type":"text","message":"hi"},"sender":"`+number+`"}`)
+		if code != http.StatusUnprocessableEntity || !strings.Contains(body, `"code":"unknown_sender"`) || !strings.Contains(body, `"field":"sender"`) {
+			t.Errorf("acme sending from %s: %d %s, want 422 unknown_sender", number, code, body)
+		}
+	}
+	// acme's operations on its own campaign and dead letters leave bolt's.
+	if code, body := f.call(t, acme, http.MethodDelete, "/v1/messages?batch_id=spring", ""); code != http.StatusOK || !strings.Contains(body, `"canceled":2`) {
+		t.Errorf("acme canceling its spring: %d %s, want its 2", code, body)
+	}
+	if code, body := f.call(t, acme, http.MethodPost, "/v1/dead-letters/retry", `{"filter":{}}`); code != http.StatusOK || !strings.Contains(body, `"retried":1`) {
+		t.Errorf("acme retrying every dead letter: %d %s, want its 1", code, body)
+	}
+	// Then every route, with bolt's ids.
+	for _, r := range walkRoutes {
+		if r.access != accessBearer {
+			continue
+		}
+		method, path := r.request()
+		path = strings.NewReplacer(walkID, f.ids["bolt"][0], "batch_id=walk", "batch_id=only-bolt", "/batches/walk", "/batches/only-bolt").Replace(path)
+		code, body := f.call(t, acme, method, path, r.body)
+		what := method + " " + path
+		if !strings.Contains(body, `"code":"method_not_allowed"`) { // which repeats the path
+			leaks(what, body)
+		}
+		switch {
+		case adminOnly(r.pattern):
+			if code != http.StatusForbidden || !strings.Contains(body, `"code":"forbidden"`) {
+				t.Errorf("%s with a tenant key: %d %s, want 403 forbidden", what, code, body)
+			}
+		case strings.Contains(r.pattern, "{id}") && r.pattern != "/v1/messages/{id}",
+			strings.Contains(r.pattern, "{batch_id}") && !strings.HasPrefix(r.pattern, "/"),
+			strings.Contains(path, "batch_id=only-bolt"):
+			// A listing of an unknown campaign is empty; the rest is 404.
+			if code != http.StatusNotFound && !(r.pattern == "GET /v1/messages" && code == http.StatusOK) {
+				t.Errorf("%s with acme's key: %d %s, want 404 as for an unknown id", what, code, body)
+			}
+			// The same answer as for an id nobody has.
+			unknown := strings.NewReplacer(f.ids["bolt"][0], walkID, "only-bolt", "nobody").Replace(path)
+			if code2, body2 := f.call(t, acme, method, unknown, r.body); code2 != code || body2 != body {
+				t.Errorf("%s: %d %s, but for an unknown id %d %s: the answers must not differ", what, code, body, code2, body2)
+			}
+		case code == http.StatusUnauthorized || code >= 500:
+			t.Errorf("%s with acme's key: %d %s", what, code, body)
+		}
+	}
+
+	if diff := slices.Compare(before, f.snapshot(t, "bolt")); diff != 0 {
+		t.Errorf("acme's key changed bolt's records:\nbefore %v\nafter  %v", before, f.snapshot(t, "bolt"))
+	}
+	// bolt's key still sees its own, and an admin key everything.
+	if code, body := f.call(t, bolt, http.MethodGet, "/v1/messages/"+f.ids["bolt"][0], ""); code != http.StatusOK {
+		t.Errorf("bolt reading its own message: %d %s", code, body)
+	}
+	if code, body := f.call(t, walkKey, http.MethodGet, "/v1/messages/"+f.ids["bolt"][0], ""); code != http.StatusOK {
+		t.Errorf("an admin reading bolt's message: %d %s", code, body)
+	}
+	if code, body := f.call(t, walkKey, http.MethodGet, "/v1/messages?batch_id=spring&tenant=bolt", ""); code != http.StatusOK || !strings.Contains(body, f.ids["bolt"][0]) {
+		t.Errorf("an admin listing bolt's spring: %d %s", code, body)
+	}
+}

@@ -15,8 +15,8 @@ import (
 
 	"github.com/chatq/chatq/api"
 	"github.com/chatq/chatq/config"
-	"github.com/chatq/chatq/internal/console"
 	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/console"
 	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/stats"
 	"github.com/chatq/chatq/internal/store"

@@ -24,9 +24,9 @@ import (
 	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/policy"
+	"github.com/chatq/chatq/internal/senders"
 	"github.com/chatq/chatq/internal/stats"
 	"github.com/chatq/chatq/internal/store"
-	"github.com/chatq/chatq/internal/senders"
 	"github.com/chatq/chatq/worker"
 )
 

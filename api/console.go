@@ -29,7 +29,7 @@ const (
 func (s *Server) consoleRoutes() {
 	m := s.mux
 	inspector := asynq.NewInspectorFromRedisClient(s.rdb)
-	m.Handle("GET /v1/stats", s.admin(func(w http.ResponseWriter, r *http.Request) { s.stats(w, r, inspector) }))
+	m.Handle("GET /v1/stats", s.auth(func(w http.ResponseWriter, r *http.Request) { s.stats(w, r, inspector) }))
 	m.Handle("GET /v1/batches", s.auth(s.listBatches))
 	m.Handle("POST /v1/messages/validate", s.auth(s.validateMessages))
 	for _, p := range []string{"/v1/stats", "/v1/batches"} {
@@ -57,6 +57,44 @@ type queueSize struct {
 	Paused    bool   `json:"paused"`
 }
 
+// overviewSender is a sender as the overview shows it, to tenant keys
+// too: its state and limits, nothing of its app or its webhook.
+type overviewSender struct {
+	Number              string  `json:"number"`
+	Tenant              string  `json:"tenant"`
+	Portfolio           string  `json:"portfolio"`
+	RatePerSecond       float64 `json:"rate_per_second"`
+	RateBurst           int     `json:"rate_burst"`
+	PairInterval        string  `json:"pair_interval"`
+	PairBurst           int     `json:"pair_burst"`
+	DailyRecipientLimit int     `json:"daily_recipient_limit"`
+	Default             bool    `json:"default"`
+	State               string  `json:"state"`
+}
+
+// overviewSenders returns the senders p may see, with their live state.
+func (s *Server) overviewSenders(r *http.Request, p principal) []overviewSender {
+	out := []overviewSender{}
+	if s.cfg.Senders == nil {
+		return out
+	}
+	all := s.cfg.Senders.All()
+	if !p.admin {
+		all = s.cfg.Senders.OfTenant(p.tenant)
+	}
+	for _, x := range all {
+		v := s.view(r.Context(), x)
+		out = append(out, overviewSender{Number: v.Number, Tenant: v.Tenant, Portfolio: v.Portfolio, RatePerSecond: v.RatePerSecond,
+			RateBurst: v.RateBurst, PairInterval: v.PairInterval, PairBurst: v.PairBurst, DailyRecipientLimit: v.DailyRecipientLimit,
+			Default: v.Default, State: v.State})
+	}
+	return out
+}
+
+// stats answers the console's overview. An admin key gets the status
+// changes per minute, the queue sizes and every sender; a tenant key its
+// tenant's senders alone: the counts and the queues are the whole
+// deployment's, every tenant's traffic in one figure.
 func (s *Server) stats(w http.ResponseWriter, r *http.Request, inspector *asynq.Inspector) {
 	q, err := query(r, "minutes")
 	if err != nil {
@@ -70,6 +108,11 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request, inspector *asynq.
 			writeError(w, &enqueue.ValidationError{Field: "minutes", Reason: fmt.Sprintf("must be a number from 1 to %d", maxStatsMinutes)}, s.log)
 			return
 		}
+	}
+	p := caller(r)
+	if !p.admin {
+		writeJSON(w, http.StatusOK, map[string]any{"admin": false, "tenant": p.tenant, "senders": s.overviewSenders(r, p)})
+		return
 	}
 	minutes, err := stats.Read(r.Context(), s.rdb, s.now(), n)
 	if err != nil {
@@ -91,7 +134,7 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request, inspector *asynq.
 		queues = append(queues, queueSize{Queue: name, Size: info.Size, Pending: info.Pending, Active: info.Active,
 			Scheduled: info.Scheduled, Retry: info.Retry, Archived: info.Archived, Paused: info.Paused})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"minutes": minutes, "queues": queues})
+	writeJSON(w, http.StatusOK, map[string]any{"admin": true, "minutes": minutes, "queues": queues, "senders": s.overviewSenders(r, p)})
 }
 
 func (s *Server) listBatches(w http.ResponseWriter, r *http.Request) {
@@ -126,9 +169,10 @@ type validateItem struct {
 }
 
 // validateMessages runs POST /v1/messages/batch's checks (each message's
-// validation and the conversation policy) on a batch and answers what the
-// batch would answer for each message, storing and sending nothing: the
-// console shows a campaign's every bad row before anything is sent.
+// validation, its sender for the key's tenant, and the conversation
+// policy) on a batch and answers what the batch would answer for each
+// message, storing and sending nothing: the console shows a campaign's
+// every bad row before anything is sent.
 func (s *Server) validateMessages(w http.ResponseWriter, r *http.Request) {
 	if _, err := query(r); err != nil {
 		writeError(w, err, s.log)
@@ -166,6 +210,9 @@ func (s *Server) validateMessages(w http.ResponseWriter, r *http.Request) {
 	for i, raw := range req.Messages {
 		items[i].Index = i
 		m, err := enqueue.DecodeMessage(raw)
+		if err == nil {
+			err = s.route(r.Context(), caller(r), m)
+		}
 		if err != nil {
 			items[i].Error = toError(err, s.log)
 			continue

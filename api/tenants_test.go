@@ -176,6 +176,7 @@ func TestTenantKeysSeeTheirOwnAlone(t *testing.T) {
 	if code, body := f.call(t, acme, http.MethodPost, "/v1/dead-letters/retry", `{"filter":{}}`); code != http.StatusOK || !strings.Contains(body, `"retried":1`) {
 		t.Errorf("acme retrying every dead letter: %d %s, want its 1", code, body)
 	}
+	f.consoleRoutesSeeTheirOwn(t)
 	// Then every route, with bolt's ids.
 	for _, r := range walkRoutes {
 		if r.access != accessBearer {
@@ -222,5 +223,158 @@ func TestTenantKeysSeeTheirOwnAlone(t *testing.T) {
 	}
 	if code, body := f.call(t, walkKey, http.MethodGet, "/v1/messages?batch_id=spring&tenant=bolt", ""); code != http.StatusOK || !strings.Contains(body, f.ids["bolt"][0]) {
 		t.Errorf("an admin listing bolt's spring: %d %s", code, body)
+	}
+}
+
+// overviewAnswer is GET /v1/stats's answer as the checks below read it.
+type overviewAnswer struct {
+	Admin   bool             `json:"admin"`
+	Tenant  string           `json:"tenant"`
+	Minutes *json.RawMessage `json:"minutes"`
+	Queues  *json.RawMessage `json:"queues"`
+	Senders []struct {
+		Number string `json:"number"`
+		Tenant string `json:"tenant"`
+		State  string `json:"state"`
+	} `json:"senders"`
+}
+
+// consoleRoutesSeeTheirOwn checks the routes the console reads beside the
+// rest with acme's key: the overview (GET /v1/stats) answers with acme's
+// senders and nothing of the deployment's traffic; the campaign listing,
+// a recipient's messages and a validation see acme's own alone, even
+// where bolt has a campaign of the same name or wrote to the same
+// recipient.
+func (f *tenantFixture) consoleRoutesSeeTheirOwn(t *testing.T) {
+	t.Helper()
+	acme := f.keys["acme"]
+	acmeSender, boltSender := "4915100000100", "4915100000101"
+	notBolt := func(what, body string) {
+		t.Helper()
+		for _, s := range append([]string{boltSender, "only-bolt", `"bolt"`}, f.ids["bolt"]...) {
+			if strings.Contains(body, s) {
+				t.Errorf("%s with acme's key shows bolt's %s: %s", what, s, body)
+			}
+		}
+	}
+
+	code, body := f.call(t, acme, http.MethodGet, "/v1/stats", "")
+	notBolt("GET /v1/stats", body)
+	var o overviewAnswer
+	if err := json.Unmarshal([]byte(body), &o); code != http.StatusOK || err != nil {
+		t.Errorf("GET /v1/stats with acme's key: %d %s, want 200", code, body)
+	}
+	var numbers []string
+	for _, x := range o.Senders {
+		numbers = append(numbers, x.Number+" "+x.Tenant+" "+x.State)
+	}
+	if o.Admin || o.Tenant != "acme" || !slices.Equal(numbers, []string{acmeSender + " acme active"}) {
+		t.Errorf("GET /v1/stats with acme's key: admin %v, tenant %q, senders %v; want acme and its one sender", o.Admin, o.Tenant, numbers)
+	}
+	if o.Minutes != nil || o.Queues != nil {
+		t.Errorf("GET /v1/stats with acme's key shows the deployment's counts or queues: %s", body)
+	}
+	for _, secret := range []string{"webhook_path", "app_id", "/webhooks/"} {
+		if strings.Contains(body, secret) {
+			t.Errorf("GET /v1/stats with acme's key shows %s: %s", secret, body)
+		}
+	}
+	code, body = f.call(t, walkKey, http.MethodGet, "/v1/stats", "")
+	o = overviewAnswer{}
+	_ = json.Unmarshal([]byte(body), &o)
+	if code != http.StatusOK || !o.Admin || o.Tenant != "" || len(o.Senders) != 3 || o.Minutes == nil || o.Queues == nil {
+		t.Errorf("GET /v1/stats with an admin key: %d %s, want every sender, the counts and the queues", code, body)
+	}
+
+	batches := func(key, path string) (int, []string) {
+		t.Helper()
+		code, body := f.call(t, key, http.MethodGet, path, "")
+		var p struct {
+			Batches []struct {
+				ID string `json:"batch_id"`
+			} `json:"batches"`
+		}
+		_ = json.Unmarshal([]byte(body), &p)
+		var ids []string
+		for _, b := range p.Batches {
+			ids = append(ids, b.ID)
+		}
+		slices.Sort(ids)
+		return code, ids
+	}
+	if code, got := batches(acme, "/v1/batches"); code != http.StatusOK || !slices.Equal(got, []string{"only-acme", "spring"}) {
+		t.Errorf("GET /v1/batches with acme's key: %d %v, want only-acme and spring", code, got)
+	}
+	if code, body := f.call(t, acme, http.MethodGet, "/v1/batches?tenant=bolt", ""); code != http.StatusForbidden {
+		t.Errorf("GET /v1/batches?tenant=bolt with acme's key: %d %s, want 403", code, body)
+	}
+	if code, got := batches(walkKey, "/v1/batches?tenant=bolt"); code != http.StatusOK || !slices.Equal(got, []string{"only-bolt", "spring"}) {
+		t.Errorf("GET /v1/batches?tenant=bolt with an admin key: %d %v, want only-bolt and spring", code, got)
+	}
+
+	// Both tenants write to one recipient.
+	const shared = "442079990001"
+	own := map[string]string{}
+	for _, tenant := range []string{"acme", "bolt"} {
+		code, body := f.call(t, f.keys[tenant], http.MethodPost, "/v1/messages", `{"destination":"`+shared+`","payload":{"type":"text","message":"hi"}}`)
+		var rec store.Record
+		if err := json.Unmarshal([]byte(body), &rec); code != http.StatusAccepted || err != nil {
+			t.Fatalf("POST /v1/messages with %s's key: %d %s", tenant, code, body)
+		}
+		own[tenant] = rec.ID
+	}
+	recipient := func(key, destination string) []string {
+		t.Helper()
+		path := "/v1/messages?destination=" + destination
+		code, body := f.call(t, key, http.MethodGet, path, "")
+		var page struct{ Messages []store.Record }
+		if err := json.Unmarshal([]byte(body), &page); code != http.StatusOK || err != nil {
+			t.Errorf("GET %s: %d %s", path, code, body)
+		}
+		if key == acme && strings.Contains(body, own["bolt"]) {
+			t.Errorf("GET %s with acme's key shows bolt's message %s: %s", path, own["bolt"], body)
+		}
+		var ids []string
+		for _, m := range page.Messages {
+			ids = append(ids, m.ID)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	if got := recipient(acme, shared); !slices.Equal(got, []string{own["acme"]}) {
+		t.Errorf("the shared recipient's messages with acme's key: %v, want acme's %s alone", got, own["acme"])
+	}
+	if got := recipient(acme, "44207000100"); len(got) != 0 {
+		t.Errorf("bolt's recipient's messages with acme's key: %v, want none", got)
+	}
+	both := []string{own["acme"], own["bolt"]}
+	slices.Sort(both)
+	if got := recipient(walkKey, shared); !slices.Equal(got, both) {
+		t.Errorf("the shared recipient's messages with an admin key: %v, want both tenants' %v", got, both)
+	}
+
+	// A validation answers what the batch would: bolt's sender is as
+	// unknown to acme as a number nobody has.
+	validate := func(sender string) string {
+		t.Helper()
+		msg := `{"destination":"442070009999","payload":{"type":"text","message":"hi"}`
+		if sender != "" {
+			msg += `,"sender":"` + sender + `"`
+		}
+		code, body := f.call(t, acme, http.MethodPost, "/v1/messages/validate", `{"messages":[`+msg+`}]}`)
+		if code != http.StatusOK {
+			t.Errorf("POST /v1/messages/validate with acme's key, sender %q: %d %s", sender, code, body)
+		}
+		return body
+	}
+	if body := validate(""); !strings.Contains(body, `"valid":true`) {
+		t.Errorf("acme validating a message from its default sender: %s, want valid", body)
+	}
+	if body := validate(acmeSender); !strings.Contains(body, `"valid":true`) {
+		t.Errorf("acme validating a message from its own sender: %s, want valid", body)
+	}
+	foreign, nobody := validate(boltSender), validate("4915199999999")
+	if !strings.Contains(foreign, `"code":"unknown_sender"`) || !strings.Contains(foreign, `"field":"sender"`) || foreign != nobody {
+		t.Errorf("acme validating a message from bolt's sender: %s; from a number nobody has: %s; want unknown_sender for both, alike", foreign, nobody)
 	}
 }

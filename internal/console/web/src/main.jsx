@@ -50,7 +50,10 @@ function SignIn({ onSignedIn }) {
         <h1>
           <span class="logo">chatq</span> console
         </h1>
-        <p class="muted">Sign in with one of chatq's API keys (CHATQ_API_KEYS). The key stays in this browser tab only.</p>
+        <p class="muted">
+          Sign in with an API key: an admin key (one of CHATQ_API_KEYS) sees everything, a tenant key its tenant's messages alone. The key
+          stays in this browser tab only.
+        </p>
         <label>
           API key
           <input type="password" name="key" autoComplete="off" value={key} onInput={(e) => setValue(e.target.value)} required autoFocus />
@@ -62,6 +65,22 @@ function SignIn({ onSignedIn }) {
       </form>
     </div>
   );
+}
+
+// Who says whose key the console signed in with: an admin's, or a
+// tenant's (GET /v1/stats tells).
+function Who() {
+  const [who, setWho] = useState(null);
+  useEffect(() => {
+    api('GET', '/v1/stats?minutes=1')
+      .then((s) => setWho(s.admin ? 'admin key' : 'tenant ' + s.tenant))
+      .catch(() => setWho(null));
+  }, []);
+  return who ? (
+    <div class="who" data-testid="who">
+      {who}
+    </div>
+  ) : null;
 }
 
 function App() {
@@ -87,6 +106,7 @@ function App() {
           </a>
         ))}
         <div class="spacer" />
+        <Who />
         <button
           class="link"
           onClick={() => {

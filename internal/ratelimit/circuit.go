@@ -2,12 +2,15 @@ package ratelimit
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatq/chatq/internal/jsontime"
 )
 
 // circuitKey holds the circuit breaker's state while it is open; it does
@@ -83,6 +86,16 @@ type CircuitState struct {
 	NextProbe *time.Time `json:"next_probe,omitempty"`
 	// FailedProbes counts the probes that failed since the circuit opened.
 	FailedProbes int `json:"failed_probes,omitempty"`
+}
+
+// MarshalJSON writes the times as every timestamp of chatq's JSON.
+func (s CircuitState) MarshalJSON() ([]byte, error) {
+	type plain CircuitState
+	return json.Marshal(struct {
+		plain
+		Since     *jsontime.Time `json:"since,omitempty"`
+		NextProbe *jsontime.Time `json:"next_probe,omitempty"`
+	}{plain(s), jsontime.Ptr(s.Since), jsontime.Ptr(s.NextProbe)})
 }
 
 // IsOpen reports whether sending is paused.

@@ -88,7 +88,7 @@ func (s *Server) sendBatch(w http.ResponseWriter, r *http.Request) {
 		items[i].Index = i
 		m, err := enqueue.DecodeMessage(raw)
 		if err != nil {
-			items[i].Error = toError(err, s.log)
+			items[i].Error = toError(err, s.logger(r.Context()))
 			continue
 		}
 		msgs = append(msgs, m)
@@ -102,7 +102,7 @@ func (s *Server) sendBatch(w http.ResponseWriter, r *http.Request) {
 	for j, rr := range res {
 		it := &items[index[j]]
 		if rr.Err != nil {
-			it.Error = toError(rr.Err, s.log)
+			it.Error = toError(rr.Err, s.logger(r.Context()))
 			continue
 		}
 		created := rr.Created

@@ -149,9 +149,8 @@ func (s *Server) routeTable() []route {
 		t = append(t, s.policyRoutes()...)
 	}
 	if s.cfg.Dashboard != nil {
-		t = append(t,
-			route{"", "/monitoring/", guardBasic, s.cfg.Dashboard},
-			route{"", "/monitoring", guardNone, http.RedirectHandler("/monitoring/", http.StatusMovedPermanently)})
+		// The mux redirects /monitoring here.
+		t = append(t, route{"", "/monitoring/", guardBasic, s.cfg.Dashboard})
 	}
 	return t
 }

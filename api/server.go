@@ -178,10 +178,6 @@ func (s *Server) registrations() []registration {
 	return append(regs, registration{"/", s.notRouted(guards)})
 }
 
-// probeMethods are the methods notRouted tries on a path (HEAD goes with
-// GET).
-var probeMethods = [...]string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
-
 // notRouted answers what no route takes, in JSON: 405, with Allow, when
 // other methods of the path are routes; else 404. Both are behind the key
 // unless every route of the path is open, so that probing without one
@@ -191,7 +187,8 @@ func (s *Server) notRouted(guards map[string]guardKind) http.Handler {
 		var allow []string
 		guard := guardNone
 		probe := r.Clone(r.Context())
-		for _, m := range probeMethods {
+		// HEAD goes with GET.
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 			probe.Method = m
 			_, pattern := s.mux.Handler(probe)
 			if g, ok := guards[pattern]; ok && strings.HasPrefix(pattern, m+" ") {
@@ -214,6 +211,7 @@ func (s *Server) notRouted(guards map[string]guardKind) http.Handler {
 	})
 }
 
+// routes registers the layout on the mux; nothing else registers routes.
 func (s *Server) routes() {
 	for _, r := range s.registrations() {
 		s.mux.Handle(r.pattern, r.handler)

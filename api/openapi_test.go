@@ -33,6 +33,7 @@ import (
 	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/policy"
+	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/redistest"
 	"github.com/chatq/chatq/internal/sandbox"
 	"github.com/chatq/chatq/internal/store"
@@ -58,6 +59,7 @@ type docFixture struct {
 	store   *store.Store
 	inspect *asynq.Inspector
 	sandbox *httptest.Server
+	circuit *ratelimit.Circuit
 	logs    *observer.ObservedLogs
 	http    *http.Client
 }
@@ -84,10 +86,11 @@ func newDocFixture(t *testing.T) *docFixture {
 	core, logs := observer.New(zapcore.DebugLevel)
 	log := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core()))
 	st := store.New(rdb, store.Config{})
+	circuit := ratelimit.NewCircuit(rdb)
 	srv, err := New(Config{
 		APIKeys: []string{docKey}, WebhookSecret: docSecret,
 		Dashboard: dashboard, Metrics: metrics.New(asynq.NewInspectorFromRedisClient(rdb)), Policy: checker,
-		Inbound: callback.NewForwarder(rdb, asynq.NewClientFromRedisClient(rdb), time.Hour), Circuit: closedCircuit{},
+		Inbound: callback.NewForwarder(rdb, asynq.NewClientFromRedisClient(rdb), time.Hour), Circuit: circuit,
 	}, client, st, log)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +98,7 @@ func newDocFixture(t *testing.T) *docFixture {
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
 	return &docFixture{
-		url: ts.URL, srv: srv, redis: rs, store: st, inspect: asynq.NewInspectorFromRedisClient(rdb), sandbox: sbSrv, logs: logs,
+		url: ts.URL, srv: srv, redis: rs, store: st, inspect: asynq.NewInspectorFromRedisClient(rdb), sandbox: sbSrv, circuit: circuit, logs: logs,
 		http: &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 	}
 }
@@ -393,6 +396,16 @@ func TestOpenAPIAnswers(t *testing.T) {
 		{route: "GET /monitoring/", method: "GET", path: "/monitoring/", auth: "none", want: 401},
 	} {
 		d.do(t, c)
+	}
+	// The circuit breaker open: /readyz tells since when, and the next probe.
+	if _, err := f.circuit.Open(ctx, ratelimit.Trip{Reason: "Authentication Failed", Code: "http_401", MessageID: "01JDOC", FirstProbe: 30 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if b := d.do(t, call{route: "GET /readyz", method: "GET", path: "/readyz", auth: "none", want: 200}); !strings.Contains(string(b), `"next_probe"`) {
+		t.Errorf("GET /readyz with the circuit open: %s, want its since and next_probe", b)
+	}
+	if _, err := f.circuit.Close(ctx, false); err != nil {
+		t.Fatal(err)
 	}
 
 	// Messages, one of each payload type.

@@ -9,14 +9,14 @@ import (
 // maxKeyBody bounds POST /v1/keys's body.
 const maxKeyBody = 4 << 10
 
-func (s *Server) keyRoutes() {
-	if s.cfg.Keys == nil {
-		return
+// keyRoutes are the tenant key routes: keys are the deployment's, so admin
+// keys alone manage them.
+func (s *Server) keyRoutes() []route {
+	return []route{
+		{"POST", "/v1/keys", guardAdmin, http.HandlerFunc(s.createKey)},
+		{"GET", "/v1/keys", guardAdmin, http.HandlerFunc(s.listKeys)},
+		{"DELETE", "/v1/keys/{id}", guardAdmin, http.HandlerFunc(s.revokeKey)},
 	}
-	m := s.mux
-	m.Handle("POST /v1/keys", s.admin(s.createKey))
-	m.Handle("GET /v1/keys", s.admin(s.listKeys))
-	m.Handle("DELETE /v1/keys/{id}", s.admin(s.revokeKey))
 }
 
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {

@@ -35,18 +35,18 @@ type SenderStates interface {
 // maxSenderBody bounds the body of POST and PATCH /v1/senders.
 const maxSenderBody = 16 << 10
 
-func (s *Server) senderRoutes() {
-	if s.cfg.Senders == nil {
-		return
+// senderRoutes are the sender registry's routes: senders are the
+// deployment's, so admin keys alone manage them.
+func (s *Server) senderRoutes() []route {
+	return []route{
+		{"POST", "/v1/senders", guardAdmin, http.HandlerFunc(s.addSender)},
+		{"GET", "/v1/senders", guardAdmin, http.HandlerFunc(s.listSenders)},
+		{"GET", "/v1/senders/{number}", guardAdmin, http.HandlerFunc(s.getSender)},
+		{"PATCH", "/v1/senders/{number}", guardAdmin, http.HandlerFunc(s.updateSender)},
+		{"DELETE", "/v1/senders/{number}", guardAdmin, http.HandlerFunc(s.removeSender)},
+		{"POST", "/v1/senders/{number}/pause", guardAdmin, http.HandlerFunc(s.pauseSender)},
+		{"POST", "/v1/senders/{number}/resume", guardAdmin, http.HandlerFunc(s.resumeSender)},
 	}
-	m := s.mux
-	m.Handle("POST /v1/senders", s.admin(s.addSender))
-	m.Handle("GET /v1/senders", s.admin(s.listSenders))
-	m.Handle("GET /v1/senders/{number}", s.admin(s.getSender))
-	m.Handle("PATCH /v1/senders/{number}", s.admin(s.updateSender))
-	m.Handle("DELETE /v1/senders/{number}", s.admin(s.removeSender))
-	m.Handle("POST /v1/senders/{number}/pause", s.admin(s.pauseSender))
-	m.Handle("POST /v1/senders/{number}/resume", s.admin(s.resumeSender))
 }
 
 // senderView is a sender as the API shows it: never its app secret.

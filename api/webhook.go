@@ -67,7 +67,7 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 			if res.Outcome == store.Changed && ev.Status == store.Failed {
 				s.cfg.Metrics.DeliveryFailed(ev.Error.Class, ev.Error.Code)
 			}
-			s.log.Debug("webhook event", zap.String("type", hook.Event.Type), zap.String("correlation", correlation),
+			s.logger(r.Context()).Debug("webhook event", zap.String("type", hook.Event.Type), zap.String("correlation", correlation),
 				zap.String("message_id", res.RecordID), zap.String("status", string(res.Status)))
 		}
 	}

@@ -179,13 +179,17 @@ func (s *Server) upstreamOf(x senders.Sender) *chatarchitect.Client {
 // the request as a 400 with its reason, anything else (unreachable, 5xx,
 // refused credentials, throttled) as a 502.
 func (s *Server) upstreamFail(w http.ResponseWriter, x senders.Sender, err error) {
+	log := s.log
 	var ae *chatarchitect.APIError
 	if errors.As(err, &ae) && ae.StatusCode >= 400 && ae.StatusCode < 500 &&
 		ae.StatusCode != http.StatusUnauthorized && ae.StatusCode != http.StatusForbidden && ae.StatusCode != http.StatusTooManyRequests {
 		caError(w, http.StatusBadRequest, ae.Reason)
 		return
 	}
-	s.log.Warn("drop-in pass-through to ChatArchitect failed", zap.String("sender", x.Number), zap.Error(err))
+	if tw, ok := w.(*tracedWriter); ok {
+		log = tw.log
+	}
+	log.Warn("drop-in pass-through to ChatArchitect failed", zap.String("sender", x.Number), zap.Error(err))
 	caError(w, http.StatusBadGateway, "ChatArchitect did not answer this request for chatq; try again")
 }
 
@@ -264,7 +268,7 @@ func (s *Server) dropInSubmit(w http.ResponseWriter, r *http.Request, app []send
 		s.upstreamFail(w, x, err)
 		return
 	}
-	s.log.Info("template submitted through the drop-in route", zap.String("sender", x.Number), zap.String("template", t.ElementName))
+	s.logger(r.Context()).Info("template submitted through the drop-in route", zap.String("sender", x.Number), zap.String("template", t.ElementName))
 	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "template": t})
 }
 
@@ -306,6 +310,6 @@ func (s *Server) dropInWebhook(w http.ResponseWriter, r *http.Request, app []sen
 	}
 	// The URL may carry the application's own secret: the host alone is
 	// logged.
-	s.log.Info("application webhook stored", zap.String("sender", x.Number), zap.String("webhook_host", u.Host))
+	s.logger(r.Context()).Info("application webhook stored", zap.String("sender", x.Number), zap.String("webhook_host", u.Host))
 	writeJSON(w, http.StatusOK, map[string]string{"status": "success", "message": "Webhook registered"})
 }

@@ -31,12 +31,15 @@ import (
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/callback"
 	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/console"
 	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/policy"
 	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/redistest"
 	"github.com/chatq/chatq/internal/sandbox"
+	"github.com/chatq/chatq/internal/senders"
 	"github.com/chatq/chatq/internal/store"
+	"github.com/chatq/chatq/internal/tenants"
 )
 
 // The OpenAPI document is checked with pb33f/libopenapi-validator: it is
@@ -48,6 +51,8 @@ import (
 const (
 	docKey    = "ck_live_doc_9c1e7a3f5b2d"
 	docSecret = "whsec_doc_4e8a2c6f"
+	// docSender is the stored sender of tenant acme, of the sandbox's app.
+	docSender = "15550001234"
 )
 
 // docFixture is the API with every optional part on a real port, its own
@@ -62,6 +67,8 @@ type docFixture struct {
 	circuit *ratelimit.Circuit
 	logs    *observer.ObservedLogs
 	http    *http.Client
+	// tenantKey is a key of tenant acme.
+	tenantKey string
 }
 
 func newDocFixture(t *testing.T) *docFixture {
@@ -87,10 +94,29 @@ func newDocFixture(t *testing.T) *docFixture {
 	log := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core()))
 	st := store.New(rdb, store.Config{})
 	circuit := ratelimit.NewCircuit(rdb)
+	cipher, err := senders.NewCipher(bytes.Repeat([]byte{9}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := senders.New(rdb, senders.Config{Cipher: cipher, Defaults: senders.Limits{RatePerSecond: 40, RateBurst: 40, PairBurst: 3}})
+	if _, err := reg.Add(context.Background(), senders.Spec{Number: docSender, AppID: "app", AppSecret: "sbx_secret", Tenant: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	keys := tenants.NewKeys(rdb)
+	_, tenantKey, err := keys.Create(context.Background(), "acme", "doc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := console.Handler()
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := New(Config{
 		APIKeys: []string{docKey}, WebhookSecret: docSecret,
 		Dashboard: dashboard, Metrics: metrics.New(asynq.NewInspectorFromRedisClient(rdb)), Policy: checker,
 		Inbound: callback.NewForwarder(rdb, asynq.NewClientFromRedisClient(rdb), time.Hour), Circuit: circuit,
+		Console: ch, Senders: reg, Keys: keys,
+		Upstream: chatarchitect.Config{BaseURL: sbSrv.URL, Timeout: 2 * time.Second},
 	}, client, st, log)
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +125,8 @@ func newDocFixture(t *testing.T) *docFixture {
 	t.Cleanup(ts.Close)
 	return &docFixture{
 		url: ts.URL, srv: srv, redis: rs, store: st, inspect: asynq.NewInspectorFromRedisClient(rdb), sandbox: sbSrv, circuit: circuit, logs: logs,
-		http: &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		http:      &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		tenantKey: tenantKey,
 	}
 }
 
@@ -112,7 +139,8 @@ type call struct {
 	body         string
 	// contentType: empty is application/json, "-" none.
 	contentType string
-	// auth: empty is the bearer key; "none", or "basic".
+	// auth: empty is the bearer key; "none", "basic", "tenant" (the
+	// tenant key), "app" (the sender's app credentials) or "app-wrong".
 	auth   string
 	header map[string]string
 	want   int
@@ -196,6 +224,12 @@ func (d *docCheck) do(t *testing.T, c call) []byte {
 		req.Header.Set("Authorization", "Bearer "+docKey)
 	case "basic":
 		req.SetBasicAuth("ops", docKey)
+	case "tenant":
+		req.Header.Set("Authorization", "Bearer "+d.f.tenantKey)
+	case "app":
+		req.SetBasicAuth("app", "sbx_secret")
+	case "app-wrong":
+		req.SetBasicAuth("app", "wrong")
 	}
 	for k, v := range c.header {
 		req.Header.Set(k, v)
@@ -240,7 +274,14 @@ func (d *docCheck) do(t *testing.T, c call) []byte {
 			}
 		}
 	}
-	if resp.StatusCode >= 400 && resp.Header.Get("Content-Type") == "application/json" {
+	dropIn := strings.HasPrefix(c.auth, "app")
+	if resp.StatusCode >= 400 && dropIn {
+		// The drop-in routes answer errors as ChatArchitect does.
+		var e struct{ Status, Message string }
+		if err := json.Unmarshal(body, &e); err != nil || e.Status != "error" || e.Message == "" {
+			errs = append(errs, `a drop-in error not shaped {"status":"error","message"}`)
+		}
+	} else if resp.StatusCode >= 400 && resp.Header.Get("Content-Type") == "application/json" {
 		// Every error body's code is in the one table, with its status
 		// (/readyz's 503 is a readiness answer, not an error).
 		var e struct {
@@ -537,6 +578,97 @@ func TestOpenAPIAnswers(t *testing.T) {
 		d.do(t, c)
 	}
 
+	// The console's routes, with an admin key and with a tenant key.
+	for _, c := range []call{
+		{route: "GET /v1/stats", method: "GET", path: "/v1/stats?minutes=5", want: 200},
+		{route: "GET /v1/stats", method: "GET", path: "/v1/stats", auth: "tenant", want: 200},
+		{route: "GET /v1/stats", method: "GET", path: "/v1/stats?minutes=999", want: 400},
+		{route: "GET /v1/stats", method: "GET", path: "/v1/stats", auth: "none", want: 401},
+		{route: "GET /v1/batches", method: "GET", path: "/v1/batches?limit=1", want: 200},
+		{route: "GET /v1/batches", method: "GET", path: "/v1/batches", auth: "tenant", want: 200},
+		{route: "GET /v1/batches", method: "GET", path: "/v1/batches?tenant=other", auth: "tenant", want: 403},
+		{route: "GET /v1/batches", method: "GET", path: "/v1/batches?limit=0", want: 400},
+		{route: "POST /v1/messages/validate", method: "POST", path: "/v1/messages/validate",
+			body: `{"messages":[` + msg("96996999699", payloads[0], "") + `,{"destination":"x"}]}`, want: 200, beyond: true},
+		{route: "POST /v1/messages/validate", method: "POST", path: "/v1/messages/validate", body: `{"messages":[` + msg("96996999699", payloads[0], "") + `]}`, want: 200},
+		{route: "POST /v1/messages/validate", method: "POST", path: "/v1/messages/validate", body: `{"messages":[]}`, want: 400},
+		{route: "POST /v1/messages/validate", method: "POST", path: "/v1/messages/validate", body: `{}`, contentType: "text/plain", want: 415},
+		{route: "GET /v1/messages", method: "GET", path: "/v1/messages?destination=96996999699&limit=1", want: 200},
+		{route: "GET /v1/messages", method: "GET", path: "/v1/messages?batch_id=doc&tenant=other", auth: "tenant", want: 403},
+		{route: "GET /v1/dead-letters", method: "GET", path: "/v1/dead-letters", auth: "tenant", want: 200},
+		{route: "GET /console/", method: "GET", path: "/console/", auth: "none", want: 200},
+		{method: "PATCH", path: "/v1/stats", want: 405},
+	} {
+		d.do(t, c)
+	}
+	// A tenant key's message names its sender, or none.
+	for _, c := range []call{
+		{route: sendRoute, method: "POST", path: "/v1/messages", auth: "tenant", body: msg("96996999695", payloads[0], `,"sender":"`+docSender+`"`), want: 202},
+		{route: sendRoute, method: "POST", path: "/v1/messages", auth: "tenant", body: msg("96996999695", payloads[0], `,"sender":"4915100000001"`), want: 422},
+	} {
+		d.do(t, c)
+	}
+
+	// Senders and tenant keys: admin keys alone.
+	const other = "4915100000077"
+	senderBody := `{"number":"` + other + `","app_id":"app_other","app_secret":"s3cret","tenant":"beta","rate_per_second":5,"pair_interval":"6s"}`
+	for _, c := range []call{
+		{route: "POST /v1/senders", method: "POST", path: "/v1/senders", body: senderBody, want: 201},
+		{route: "POST /v1/senders", method: "POST", path: "/v1/senders", body: senderBody, want: 409},
+		{route: "POST /v1/senders", method: "POST", path: "/v1/senders", body: `{"number":"1"}`, want: 400},
+		{route: "POST /v1/senders", method: "POST", path: "/v1/senders", body: senderBody, auth: "tenant", want: 403},
+		{route: "POST /v1/senders", method: "POST", path: "/v1/senders", body: senderBody, contentType: "text/plain", want: 415},
+		{route: "POST /v1/senders", method: "POST", path: "/v1/senders", body: `{"number":"` + strings.Repeat("1", maxSenderBody) + `"}`, want: 413},
+		{route: "GET /v1/senders", method: "GET", path: "/v1/senders", want: 200},
+		{route: "GET /v1/senders", method: "GET", path: "/v1/senders?tenant=beta", want: 200},
+		{route: "GET /v1/senders", method: "GET", path: "/v1/senders", auth: "none", want: 401},
+		{route: "GET /v1/senders/{number}", method: "GET", path: "/v1/senders/" + other, want: 200},
+		{route: "GET /v1/senders/{number}", method: "GET", path: "/v1/senders/4915100000078", want: 404},
+		{route: "PATCH /v1/senders/{number}", method: "PATCH", path: "/v1/senders/" + other, body: `{"rate_burst":3,"rate_per_second":null}`, want: 200},
+		{route: "PATCH /v1/senders/{number}", method: "PATCH", path: "/v1/senders/" + other, body: `{"number":"1"}`, want: 400},
+		{route: "PATCH /v1/senders/{number}", method: "PATCH", path: "/v1/senders/4915100000078", body: `{"rate_burst":3}`, want: 404},
+		{route: "POST /v1/senders/{number}/pause", method: "POST", path: "/v1/senders/" + other + "/pause", want: 200},
+		{route: "POST /v1/senders/{number}/resume", method: "POST", path: "/v1/senders/" + other + "/resume", want: 200},
+		{route: "POST /v1/senders/{number}/resume", method: "POST", path: "/v1/senders/4915100000078/resume", want: 404},
+		{route: "DELETE /v1/senders/{number}", method: "DELETE", path: "/v1/senders/" + other, want: 204},
+		{route: "DELETE /v1/senders/{number}", method: "DELETE", path: "/v1/senders/" + other, want: 404},
+		{method: "PUT", path: "/v1/senders/" + other, want: 405},
+		{route: "POST /v1/keys", method: "POST", path: "/v1/keys", body: `{"tenant":"beta","name":"crm"}`, want: 201},
+		{route: "POST /v1/keys", method: "POST", path: "/v1/keys", body: `{"tenant":"Beta!","name":"crm"}`, want: 400},
+		{route: "POST /v1/keys", method: "POST", path: "/v1/keys", body: `{"tenant":"beta","name":"crm"}`, auth: "tenant", want: 403},
+		{route: "GET /v1/keys", method: "GET", path: "/v1/keys", want: 200},
+		{route: "DELETE /v1/keys/{id}", method: "DELETE", path: "/v1/keys/key_nosuchkey", want: 404},
+		{route: "GET /v1/templates", method: "GET", path: "/v1/templates", auth: "tenant", want: 403},
+	} {
+		d.do(t, c)
+	}
+	var key struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(d.do(t, call{route: "POST /v1/keys", method: "POST", path: "/v1/keys", body: `{"tenant":"beta","name":"gone"}`, want: 201}), &key); err != nil {
+		t.Fatal(err)
+	}
+	d.do(t, call{route: "DELETE /v1/keys/{id}", method: "DELETE", path: "/v1/keys/" + key.ID, want: 204})
+
+	// The drop-in ChatArchitect routes, with the sender's app credentials.
+	for _, c := range []call{
+		{route: "POST /whatsappmessage", method: "POST", path: "/whatsappmessage", auth: "app", body: text, want: 200},
+		{route: "POST /whatsappmessage", method: "POST", path: "/whatsappmessage", auth: "app", body: `{"destination":"x"}`, want: 400},
+		{route: "POST /whatsappmessage", method: "POST", path: "/whatsappmessage", auth: "app-wrong", body: text, want: 401},
+		{route: "POST /whatsappmessage", method: "POST", path: "/whatsappmessage", auth: "app", body: text, contentType: "text/plain", want: 415},
+		{route: "POST /getHSM", method: "POST", path: "/getHSM", auth: "app", body: `{"channel":"whatsapp","destination":"` + docSender + `","getHSM":"true"}`, want: 200},
+		{route: "POST /getHSM", method: "POST", path: "/getHSM", auth: "app", body: `[]`, want: 400},
+		{route: "POST /submit_template", method: "POST", path: "/submit_template", auth: "app",
+			body: `{"channel":"whatsapp","destination":"` + docSender + `","submit_template":{"elementName":"doc_hello","languageCode":"en","category":"UTILITY","templateType":"TEXT","content":"Hello","example":"Hello"}}`, want: 200},
+		{route: "POST /submit_template", method: "POST", path: "/submit_template", auth: "app-wrong", body: `{}`, want: 401},
+		{route: "POST /webhook", method: "POST", path: "/webhook", auth: "app",
+			body: `{"channel":"whatsapp","destination":"` + docSender + `","webhook":"https://93.184.215.14/hook","webhook_separate":"false"}`, want: 200},
+		{route: "POST /webhook", method: "POST", path: "/webhook", auth: "app", body: `{"channel":"whatsapp","destination":"` + docSender + `","webhook":"ftp://x"}`, want: 400},
+		{method: "GET", path: "/whatsappmessage", auth: "app", want: 405},
+	} {
+		d.do(t, c)
+	}
+
 	// Templates, from the sandbox; then the sandbox is gone.
 	d.do(t, call{route: "GET /v1/templates", method: "GET", path: "/v1/templates", want: 200})
 	d.do(t, call{route: "GET /v1/templates", method: "GET", path: "/v1/templates?refresh=true", want: 200})
@@ -572,7 +704,7 @@ func TestOpenAPIAnswers(t *testing.T) {
 			t.Errorf("%s: no answer was validated against the document; add calls for it to TestOpenAPIAnswers", r)
 		}
 	}
-	for _, st := range []int{400, 401, 404, 405, 409, 413, 415, 422, 502, 503} {
+	for _, st := range []int{400, 401, 403, 404, 405, 409, 413, 415, 422, 502, 503} {
 		if !d.statuses[st] {
 			t.Errorf("no %d answer was validated", st)
 		}

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/jsontime"
 	"github.com/chatq/chatq/internal/senders"
 )
 
@@ -51,23 +52,23 @@ func (s *Server) senderRoutes() []route {
 
 // senderView is a sender as the API shows it: never its app secret.
 type senderView struct {
-	Number              string     `json:"number"`
-	AppID               string     `json:"app_id"`
-	Tenant              string     `json:"tenant"`
-	Portfolio           string     `json:"portfolio"`
-	RatePerSecond       float64    `json:"rate_per_second"`
-	RateBurst           int        `json:"rate_burst"`
-	PairInterval        string     `json:"pair_interval"`
-	PairBurst           int        `json:"pair_burst"`
-	DailyRecipientLimit int        `json:"daily_recipient_limit"`
-	Default             bool       `json:"default"`
-	Paused              bool       `json:"paused"`
-	State               string     `json:"state"`
-	WebhookPath         string     `json:"webhook_path"`
-	WebhookURL          *string    `json:"webhook_url"`
-	Source              string     `json:"source"`
-	CreatedAt           *time.Time `json:"created_at"`
-	UpdatedAt           *time.Time `json:"updated_at"`
+	Number              string         `json:"number"`
+	AppID               string         `json:"app_id"`
+	Tenant              string         `json:"tenant"`
+	Portfolio           string         `json:"portfolio"`
+	RatePerSecond       float64        `json:"rate_per_second"`
+	RateBurst           int            `json:"rate_burst"`
+	PairInterval        string         `json:"pair_interval"`
+	PairBurst           int            `json:"pair_burst"`
+	DailyRecipientLimit int            `json:"daily_recipient_limit"`
+	Default             bool           `json:"default"`
+	Paused              bool           `json:"paused"`
+	State               string         `json:"state"`
+	WebhookPath         string         `json:"webhook_path"`
+	WebhookURL          *string        `json:"webhook_url"`
+	Source              string         `json:"source"`
+	CreatedAt           *jsontime.Time `json:"created_at"`
+	UpdatedAt           *jsontime.Time `json:"updated_at"`
 }
 
 func (s *Server) view(ctx context.Context, x senders.Sender) senderView {
@@ -84,7 +85,7 @@ func (s *Server) view(ctx context.Context, x senders.Sender) senderView {
 		// The environment's sender: the webhook URL of CHATQ_WEBHOOK_SECRET.
 		v.Source = "environment"
 	} else {
-		v.CreatedAt, v.UpdatedAt = &x.CreatedAt, &x.UpdatedAt
+		v.CreatedAt, v.UpdatedAt = jsontime.Ptr(&x.CreatedAt), jsontime.Ptr(&x.UpdatedAt)
 	}
 	if x.Env && s.cfg.WebhookSecret != "" {
 		v.WebhookPath = "/webhooks/chatarchitect/" + s.cfg.WebhookSecret
@@ -95,7 +96,7 @@ func (s *Server) view(ctx context.Context, x senders.Sender) senderView {
 	case s.cfg.SenderStates != nil:
 		st, err := s.cfg.SenderStates.State(ctx, x.Number)
 		if err != nil {
-			s.log.Warn("reading a sender's state", zap.String("sender", x.Number), zap.Error(err))
+			s.logger(ctx).Warn("reading a sender's state", zap.String("sender", x.Number), zap.Error(err))
 		} else if st != "" {
 			v.State = st
 		}
@@ -191,7 +192,7 @@ func (s *Server) addSender(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	s.log.Info("sender added", zap.String("sender", x.Number), zap.String("tenant", x.Tenant))
+	s.logger(r.Context()).Info("sender added", zap.String("sender", x.Number), zap.String("tenant", x.Tenant))
 	writeJSON(w, http.StatusCreated, s.view(r.Context(), x))
 }
 
@@ -251,7 +252,7 @@ func (s *Server) updateSender(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	s.log.Info("sender changed", zap.String("sender", x.Number), zap.String("tenant", x.Tenant))
+	s.logger(r.Context()).Info("sender changed", zap.String("sender", x.Number), zap.String("tenant", x.Tenant))
 	writeJSON(w, http.StatusOK, s.view(r.Context(), x))
 }
 
@@ -336,7 +337,7 @@ func (s *Server) removeSender(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	s.log.Info("sender removed", zap.String("sender", number))
+	s.logger(r.Context()).Info("sender removed", zap.String("sender", number))
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -349,6 +350,6 @@ func (s *Server) setPaused(w http.ResponseWriter, r *http.Request, paused bool) 
 		writeError(w, err, s.log)
 		return
 	}
-	s.log.Info("sender paused or resumed", zap.String("sender", x.Number), zap.Bool("paused", paused))
+	s.logger(r.Context()).Info("sender paused or resumed", zap.String("sender", x.Number), zap.Bool("paused", paused))
 	writeJSON(w, http.StatusOK, s.view(r.Context(), x))
 }

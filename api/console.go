@@ -212,7 +212,7 @@ func (s *Server) validateMessages(w http.ResponseWriter, r *http.Request) {
 			err = s.route(r.Context(), caller(r), m)
 		}
 		if err != nil {
-			items[i].Error = toError(err, s.log)
+			items[i].Error = toError(err, requestLog(w, s.log))
 			continue
 		}
 		msgs = append(msgs, m)
@@ -226,7 +226,7 @@ func (s *Server) validateMessages(w http.ResponseWriter, r *http.Request) {
 	for j, e := range errs {
 		it := &items[index[j]]
 		if e != nil {
-			it.Error = toError(e, s.log)
+			it.Error = toError(e, requestLog(w, s.log))
 			continue
 		}
 		it.Valid = true

@@ -43,7 +43,7 @@ func caError(w http.ResponseWriter, status int, message string) {
 
 // caFail answers err, as toError maps it, in ChatArchitect's shape.
 func (s *Server) caFail(w http.ResponseWriter, err error) {
-	e := toError(err, s.log)
+	e := toError(err, requestLog(w, s.log))
 	caError(w, e.Status, e.Message)
 }
 
@@ -179,17 +179,13 @@ func (s *Server) upstreamOf(x senders.Sender) *chatarchitect.Client {
 // the request as a 400 with its reason, anything else (unreachable, 5xx,
 // refused credentials, throttled) as a 502.
 func (s *Server) upstreamFail(w http.ResponseWriter, x senders.Sender, err error) {
-	log := s.log
 	var ae *chatarchitect.APIError
 	if errors.As(err, &ae) && ae.StatusCode >= 400 && ae.StatusCode < 500 &&
 		ae.StatusCode != http.StatusUnauthorized && ae.StatusCode != http.StatusForbidden && ae.StatusCode != http.StatusTooManyRequests {
 		caError(w, http.StatusBadRequest, ae.Reason)
 		return
 	}
-	if tw, ok := w.(*tracedWriter); ok {
-		log = tw.log
-	}
-	log.Warn("drop-in pass-through to ChatArchitect failed", zap.String("sender", x.Number), zap.Error(err))
+	requestLog(w, s.log).Warn("drop-in pass-through to ChatArchitect failed", zap.String("sender", x.Number), zap.Error(err))
 	caError(w, http.StatusBadGateway, "ChatArchitect did not answer this request for chatq; try again")
 }
 

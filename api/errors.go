@@ -121,13 +121,19 @@ func errorText(err error) string {
 	}
 }
 
+// requestLog is the logger of the request w answers, which the server's
+// ServeHTTP passed in w; else log.
+func requestLog(w http.ResponseWriter, log *zap.Logger) *zap.Logger {
+	if tw, ok := w.(*tracedWriter); ok {
+		return tw.log
+	}
+	return log
+}
+
 // writeError answers err as JSON. It logs with the request's logger when
 // the server's ServeHTTP passed one in w.
 func writeError(w http.ResponseWriter, err error, log *zap.Logger) {
-	if tw, ok := w.(*tracedWriter); ok {
-		log = tw.log
-	}
-	e := toError(err, log)
+	e := toError(err, requestLog(w, log))
 	// The dashboard sets its own Basic challenge, which a browser needs
 	// to ask for the password.
 	if e.Status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {

@@ -40,6 +40,7 @@ import (
 	"github.com/chatq/chatq/internal/senders"
 	"github.com/chatq/chatq/internal/store"
 	"github.com/chatq/chatq/internal/tenants"
+	"github.com/chatq/chatq/worker"
 )
 
 // The OpenAPI document is checked with pb33f/libopenapi-validator: it is
@@ -114,7 +115,10 @@ func newDocFixture(t *testing.T) *docFixture {
 	srv, err := New(Config{
 		APIKeys: []string{docKey}, WebhookSecret: docSecret,
 		Dashboard: dashboard, Metrics: metrics.New(asynq.NewInspectorFromRedisClient(rdb)), Policy: checker,
-		Inbound: callback.NewForwarder(rdb, asynq.NewClientFromRedisClient(rdb), time.Hour), Circuit: circuit,
+		Inbound: callback.NewForwarder(rdb, asynq.NewClientFromRedisClient(rdb), time.Hour),
+		// The workers' view of the circuit breaker and the throttles, in
+		// this Redis; circuit opens and closes it.
+		Circuit: worker.NewCircuit(rdb, log),
 		Console: ch, Senders: reg, Keys: keys,
 		Upstream: chatarchitect.Config{BaseURL: sbSrv.URL, Timeout: 2 * time.Second},
 	}, client, st, log)
@@ -446,6 +450,18 @@ func TestOpenAPIAnswers(t *testing.T) {
 		t.Errorf("GET /readyz with the circuit open: %s, want its since and next_probe", b)
 	}
 	if _, err := f.circuit.Close(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	// A 429's Retry-After holds a sender back: /readyz names it, and until
+	// when (the document holds until to the one timestamp form).
+	held := ratelimit.New(f.redis.Client(t), ratelimit.Config{Sender: docSender, Rate: 10}, nil)
+	if _, err := held.Throttle(ctx, time.Hour, ratelimit.Cause{Code: "http_429", Reason: "Too Many Requests"}); err != nil {
+		t.Fatal(err)
+	}
+	if b := d.do(t, call{route: "GET /readyz", method: "GET", path: "/readyz", auth: "none", want: 200}); !strings.Contains(string(b), `"throttles":[{"sender":"`+docSender+`"`) {
+		t.Errorf("GET /readyz with a sender throttled: %s, want its throttle", b)
+	}
+	if _, err := ratelimit.NewThrottles(f.redis.Client(t)).Clear(ctx); err != nil {
 		t.Fatal(err)
 	}
 

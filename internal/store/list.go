@@ -263,6 +263,30 @@ func (s *Store) statuses(ctx context.Context, ids []string) ([]Status, error) {
 	return out, nil
 }
 
+// countFields returns the status of each record, "" for the missing, and
+// the category it was counted billable under, "" if none, in one round trip.
+func (s *Store) countFields(ctx context.Context, ids []string) ([]Status, []string, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HMGet(ctx, recordKey(id), fStatus, fBillable)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, nil, fmt.Errorf("read statuses: %w", err)
+	}
+	sts := make([]Status, len(ids))
+	billable := make([]string, len(ids))
+	for i, c := range cmds {
+		v := c.Val()
+		if len(v) == 2 {
+			st, _ := v[0].(string)
+			bl, _ := v[1].(string)
+			sts[i], billable[i] = Status(st), bl
+		}
+	}
+	return sts, billable, nil
+}
+
 // eachOfBatch calls f with the ids of a batch's records, oldest first, a
 // chunk at a time. Records created meanwhile come last, so none is missed.
 func (s *Store) eachOfBatch(ctx context.Context, batch string, f func(ids []string) error) error {
@@ -284,32 +308,50 @@ func (s *Store) eachOfBatch(ctx context.Context, batch string, f func(ids []stri
 	}
 }
 
-// BatchCounts counts the records of a batch by status. Every status is in
-// the map, zero or not; total is the number of records, those expired left
-// out. A batch nobody knows has a total of 0.
-func (s *Store) BatchCounts(ctx context.Context, batch string) (counts map[Status]int, total int, err error) {
+// Counts is what the records of a campaign add up to.
+type Counts struct {
+	// Status counts the records by status; every status is in it, zero or
+	// not.
+	Status map[Status]int
+	// Total is the number of records, those expired left out.
+	Total int
+	// Billable counts the records a status webhook reported billable, each
+	// once, by the category of its first billable pricing object:
+	// marketing, utility and authentication are always in it, zero or not.
+	Billable map[string]int
+}
+
+// BatchCounts counts the records of a batch by status and the billable ones
+// by category. A batch nobody knows has a total of 0.
+func (s *Store) BatchCounts(ctx context.Context, batch string) (Counts, error) {
 	all := allStatuses()
-	counts = make(map[Status]int, len(all))
-	for _, st := range all {
-		counts[st] = 0
+	c := Counts{
+		Status:   make(map[Status]int, len(all)),
+		Billable: map[string]int{CategoryMarketing: 0, CategoryUtility: 0, CategoryAuthentication: 0},
 	}
-	err = s.eachOfBatch(ctx, batch, func(ids []string) error {
-		sts, err := s.statuses(ctx, ids)
+	for _, st := range all {
+		c.Status[st] = 0
+	}
+	err := s.eachOfBatch(ctx, batch, func(ids []string) error {
+		sts, billable, err := s.countFields(ctx, ids)
 		if err != nil {
 			return err
 		}
-		for _, st := range sts {
+		for i, st := range sts {
 			if st.Valid() {
-				counts[st]++
-				total++
+				c.Status[st]++
+				c.Total++
+				if billable[i] != "" {
+					c.Billable[billable[i]]++
+				}
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("count batch %s: %w", batch, err)
+		return Counts{}, fmt.Errorf("count batch %s: %w", batch, err)
 	}
-	return counts, total, nil
+	return c, nil
 }
 
 // allStatuses lists every status, for counts that show them all.

@@ -103,13 +103,13 @@ type Record struct {
 	// template whose category chatq did not know at enqueue.
 	Category *string `json:"category"`
 	// Pricing is the last pricing object a status webhook reported.
-	Pricing *Pricing `json:"pricing"`
-	IdempotencyKey    string            `json:"idempotency_key,omitempty"`
-	CallbackURL       string            `json:"callback_url,omitempty"`
-	SendAt            *time.Time        `json:"send_at,omitempty"`
-	ExpiresAt         *time.Time        `json:"expires_at,omitempty"`
-	CreatedAt         time.Time         `json:"created_at"`
-	UpdatedAt         time.Time         `json:"updated_at"`
+	Pricing        *Pricing   `json:"pricing"`
+	IdempotencyKey string     `json:"idempotency_key,omitempty"`
+	CallbackURL    string     `json:"callback_url,omitempty"`
+	SendAt         *time.Time `json:"send_at,omitempty"`
+	ExpiresAt      *time.Time `json:"expires_at,omitempty"`
+	CreatedAt      time.Time  `json:"created_at"`
+	UpdatedAt      time.Time  `json:"updated_at"`
 
 	// Payload is the ChatArchitect payload as it is sent, already validated.
 	// It is not part of the record's JSON: bodies stay out of answers, logs

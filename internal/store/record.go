@@ -98,18 +98,19 @@ type Record struct {
 	History           []HistoryEntry    `json:"history"`
 	BatchID           *string           `json:"batch_id"`
 	Metadata          map[string]string `json:"metadata"`
+	IdempotencyKey    string            `json:"idempotency_key,omitempty"`
+	CallbackURL       string            `json:"callback_url,omitempty"`
+	SendAt            *time.Time        `json:"send_at,omitempty"`
+	ExpiresAt         *time.Time        `json:"expires_at,omitempty"`
+	CreatedAt         time.Time         `json:"created_at"`
+	UpdatedAt         time.Time         `json:"updated_at"`
+
 	// Category is the template's category (marketing, utility,
 	// authentication) or "service" for a free-form message; nil for a
 	// template whose category chatq did not know at enqueue.
 	Category *string `json:"category"`
 	// Pricing is the last pricing object a status webhook reported.
-	Pricing        *Pricing   `json:"pricing"`
-	IdempotencyKey string     `json:"idempotency_key,omitempty"`
-	CallbackURL    string     `json:"callback_url,omitempty"`
-	SendAt         *time.Time `json:"send_at,omitempty"`
-	ExpiresAt      *time.Time `json:"expires_at,omitempty"`
-	CreatedAt      time.Time  `json:"created_at"`
-	UpdatedAt      time.Time  `json:"updated_at"`
+	Pricing *Pricing `json:"pricing"`
 
 	// Payload is the ChatArchitect payload as it is sent, already validated.
 	// It is not part of the record's JSON: bodies stay out of answers, logs

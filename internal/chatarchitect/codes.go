@@ -49,50 +49,53 @@ type CodeInfo struct {
 // codeTable is CHATARCHITECT.md's classification of error codes, the one
 // place that says what each means. 132xxx codes not listed are template
 // errors (missing, wrong parameters...): permanent.
-var codeTable = map[string]CodeInfo{
-	// Throughput of the business number; Gupshup's rate limit.
-	"130429": {ClassRateLimited, MarkerNone},
-	"4001":   {ClassRateLimited, MarkerNone},
-	"131056": {ClassRateLimited, MarkerPairRate},
-	"131048": {ClassRateLimited, MarkerSenderSpam},
-	"80007":  {ClassRateLimited, MarkerAccountWide},
-	// Something went wrong / service unavailable / API temporarily down.
-	"131000": {ClassRetryable, MarkerNone},
-	"131016": {ClassRetryable, MarkerNone},
-	"2":      {ClassRetryable, MarkerNone},
-	"131057": {ClassRetryable, MarkerNotAFailure},
-	// Blocked for policy violations / account locked / payment problem /
-	// insufficient balance: every message would fail the same way.
-	"368":    {ClassAccount, MarkerNone},
-	"131031": {ClassAccount, MarkerNone},
-	"131042": {ClassAccount, MarkerNone},
-	"1003":   {ClassAccount, MarkerNone},
-	// Undeliverable / not a WhatsApp number / unsupported message type /
-	// media download or upload failed.
-	"131026": {ClassPermanent, MarkerNone},
-	"1002":   {ClassPermanent, MarkerNone},
-	"131051": {ClassPermanent, MarkerNone},
-	"131052": {ClassPermanent, MarkerNone},
-	"131053": {ClassPermanent, MarkerNone},
-	"130472": {ClassPermanent, MarkerHoldOut},
-	"130497": {ClassPermanent, MarkerCountryRefused},
-	"132016": {ClassPermanent, MarkerTemplateDisabled},
-	// Outside the 24-hour customer service window: only a template may be
-	// sent.
-	"131047": {ClassPolicy, MarkerNone},
-	"1004":   {ClassPolicy, MarkerNone},
-	"1005":   {ClassPolicy, MarkerNone},
-	"1006":   {ClassPolicy, MarkerNone},
-	"1007":   {ClassPolicy, MarkerNone},
-	"1008":   {ClassPolicy, MarkerNone},
-	// The user opted out.
-	"131050": {ClassPolicy, MarkerNone},
-	"1012":   {ClassPolicy, MarkerNone},
-	// Meta's per-user marketing cap, and every marketing template to a
-	// US number since April 2025.
-	"131049": {ClassMarketingCapped, MarkerNone},
-	// The template is paused for low quality (3 h, then 6 h).
-	"132015": {ClassTemplatePaused, MarkerNone},
+func codeTable(code string) (CodeInfo, bool) {
+	switch code {
+	case "130429", "4001":
+		// Throughput of the business number; Gupshup's rate limit.
+		return CodeInfo{ClassRateLimited, MarkerNone}, true
+	case "131056":
+		return CodeInfo{ClassRateLimited, MarkerPairRate}, true
+	case "131048":
+		return CodeInfo{ClassRateLimited, MarkerSenderSpam}, true
+	case "80007":
+		return CodeInfo{ClassRateLimited, MarkerAccountWide}, true
+	case "131000", "131016", "2":
+		// Something went wrong / service unavailable / API temporarily
+		// down.
+		return CodeInfo{ClassRetryable, MarkerNone}, true
+	case "131057":
+		return CodeInfo{ClassRetryable, MarkerNotAFailure}, true
+	case "368", "131031", "131042", "1003":
+		// Blocked for policy violations / account locked / payment problem
+		// / insufficient balance: every message would fail the same way.
+		return CodeInfo{ClassAccount, MarkerNone}, true
+	case "131026", "1002", "131051", "131052", "131053":
+		// Undeliverable / not a WhatsApp number / unsupported message type
+		// / media download or upload failed.
+		return CodeInfo{ClassPermanent, MarkerNone}, true
+	case "130472":
+		return CodeInfo{ClassPermanent, MarkerHoldOut}, true
+	case "130497":
+		return CodeInfo{ClassPermanent, MarkerCountryRefused}, true
+	case "132016":
+		return CodeInfo{ClassPermanent, MarkerTemplateDisabled}, true
+	case "131047", "1004", "1005", "1006", "1007", "1008":
+		// Outside the 24-hour customer service window: only a template may
+		// be sent.
+		return CodeInfo{ClassPolicy, MarkerNone}, true
+	case "131050", "1012":
+		// The user opted out.
+		return CodeInfo{ClassPolicy, MarkerNone}, true
+	case "131049":
+		// Meta's per-user marketing cap, and every marketing template to a
+		// US number since April 2025.
+		return CodeInfo{ClassMarketingCapped, MarkerNone}, true
+	case "132015":
+		// The template is paused for low quality (3 h, then 6 h).
+		return CodeInfo{ClassTemplatePaused, MarkerNone}, true
+	}
+	return CodeInfo{}, false
 }
 
 // LookupCode returns what chatq knows of a WhatsApp or Gupshup error code,
@@ -100,7 +103,7 @@ var codeTable = map[string]CodeInfo{
 // code the table does not know.
 func LookupCode(code string) (info CodeInfo, ok bool) {
 	code = strings.TrimSpace(code)
-	if info, ok := codeTable[code]; ok {
+	if info, ok := codeTable(code); ok {
 		return info, true
 	}
 	if isTemplateCode(code) {
@@ -150,19 +153,13 @@ func CountryCallingCode(number string) string {
 		// The North American plan and Russia/Kazakhstan share one digit.
 		return n[:1]
 	}
-	if twoDigitCodes[n[:2]] {
+	switch n[:2] {
+	case "20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44", "45", "46", "47",
+		"48", "49", "51", "52", "53", "54", "55", "56", "57", "58", "60", "61", "62", "63", "64", "65",
+		"66", "81", "82", "84", "86", "90", "91", "92", "93", "94", "95", "98":
+		// The two-digit codes; every other code not starting with 1 or 7
+		// has three digits.
 		return n[:2]
 	}
 	return n[:3]
-}
-
-// twoDigitCodes are the two-digit country calling codes; every other code
-// not starting with 1 or 7 has three digits.
-var twoDigitCodes = map[string]bool{
-	"20": true, "27": true, "30": true, "31": true, "32": true, "33": true, "34": true, "36": true,
-	"39": true, "40": true, "41": true, "43": true, "44": true, "45": true, "46": true, "47": true,
-	"48": true, "49": true, "51": true, "52": true, "53": true, "54": true, "55": true, "56": true,
-	"57": true, "58": true, "60": true, "61": true, "62": true, "63": true, "64": true, "65": true,
-	"66": true, "81": true, "82": true, "84": true, "86": true, "90": true, "91": true, "92": true,
-	"93": true, "94": true, "95": true, "98": true,
 }

@@ -196,16 +196,16 @@ func (s *Server) getBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	batch := r.PathValue("batch_id")
-	counts, total, err := s.store.BatchCountsOf(r.Context(), tenant, batch)
+	c, err := s.store.BatchCountsOf(r.Context(), tenant, batch)
 	if err != nil {
 		writeError(w, err, s.log)
 		return
 	}
-	if total == 0 {
+	if c.Total == 0 {
 		writeError(w, errorf(http.StatusNotFound, "not_found", "no messages with this batch_id"), s.log)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"batch_id": batch, "total": total, "counts": counts})
+	writeJSON(w, http.StatusOK, map[string]any{"batch_id": batch, "total": c.Total, "counts": c.Status, "billable": c.Billable})
 }
 
 // deadFilterParams are the filter parameters of the dead-letter routes.

@@ -67,6 +67,9 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 			if res.Outcome == store.Changed && ev.Status == store.Failed {
 				s.cfg.Metrics.DeliveryFailed(ev.Error.Class, ev.Error.Code)
 			}
+			if res.Billable != "" {
+				s.cfg.Metrics.Billable(res.Billable)
+			}
 			s.log.Debug("webhook event", zap.String("type", hook.Event.Type), zap.String("correlation", correlation),
 				zap.String("message_id", res.RecordID), zap.String("status", string(res.Status)))
 		}
@@ -119,6 +122,9 @@ func toEvent(h *chatarchitect.Webhook, now time.Time) (store.Event, bool) {
 	if st == store.Enqueued {
 		ev.WhatsAppID = me.WhatsAppID
 	}
+	if p := me.Pricing; p != nil {
+		ev.Pricing = &store.Pricing{Billable: p.Billable, PricingModel: p.PricingModel, Category: p.Category, Type: p.Type}
+	}
 	if st == store.Failed {
 		class, ok := chatarchitect.ClassifyCode(me.Code)
 		if !ok {
@@ -133,7 +139,7 @@ func toEvent(h *chatarchitect.Webhook, now time.Time) (store.Event, bool) {
 // whatever arrives cannot blow up the label space.
 func webhookLabel(h *chatarchitect.Webhook) string {
 	switch h.Type {
-	case chatarchitect.WebhookMessage, chatarchitect.WebhookUserEvent:
+	case chatarchitect.WebhookMessage, chatarchitect.WebhookUserEvent, chatarchitect.WebhookTemplateEvent:
 		return h.Type
 	case chatarchitect.WebhookMessageEvent:
 		if h.Event != nil {

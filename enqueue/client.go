@@ -46,6 +46,10 @@ var (
 	ErrNotFound = store.ErrNotFound
 )
 
+// DefaultAuthTTL is Meta's default time to live of an authentication
+// template, and chatq's default expiry of one sent without expires_at.
+const DefaultAuthTTL = 10 * time.Minute
+
 // Config tunes a Client. The zero value is usable.
 type Config struct {
 	// MaxRetry is the number of attempts after the first for retryable
@@ -63,7 +67,13 @@ type Config struct {
 	Now func() time.Time
 	// Policy, if set, checks every valid message against the conversation
 	// rules before it is stored (see NewPolicy); nil checks nothing more.
+	// chatq's own (NewPolicy) also gives each template message's record the
+	// template's category.
 	Policy Policy
+	// AuthTTL is how long after its acceptance an authentication template
+	// sent without ExpiresAt stays worth sending (CHATQ_AUTH_TTL); zero
+	// means 10m. It needs chatq's own Policy, which knows the categories.
+	AuthTTL time.Duration
 	// BulkShards spreads bulk messages over that many asynq queues (see
 	// BulkQueue; CHATQ_BULK_SHARDS); zero or one means the single queue
 	// "bulk". Every producer and worker must use the same value.
@@ -103,6 +113,9 @@ func NewClient(rdb redis.UniversalClient, cfg Config) *Client {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.AuthTTL <= 0 {
+		cfg.AuthTTL = DefaultAuthTTL
 	}
 	queue := asynq.NewClientFromRedisClient(taskRedis(rdb))
 	return &Client{
@@ -379,6 +392,10 @@ func (c *Client) newRecord(m *Message, now time.Time) (*store.Record, error) {
 	}
 	if m.IdempotencyKey != "" {
 		r.Fingerprint = fingerprint(m)
+	}
+	if _, ok := m.Payload.(*Template); !ok {
+		service := store.CategoryService
+		r.Category = &service
 	}
 	r.Status = status
 	r.History = []store.HistoryEntry{{Status: status, At: now}}

@@ -38,7 +38,7 @@ type dlqFilter struct {
 func (d *dlqFilter) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
 	fs.StringVar(&d.params.Queue, "queue", "", "only this queue: transactional, bulk (every bulk shard) or bulk-N")
-	fs.StringVar(&d.params.Class, "class", "", "only this error class: retryable, permanent, rate_limited, policy, account")
+	fs.StringVar(&d.params.Class, "class", "", "only this error class: retryable, permanent, rate_limited, policy, account, marketing_capped, template_paused")
 	fs.StringVar(&d.params.Code, "code", "", "only this error code (131026, http_400, suppressed...)")
 	fs.StringVar(&d.params.BatchID, "batch", "", "only this campaign (batch_id)")
 	fs.StringVar(&d.params.OlderThan, "older-than", "", "only those that died longer ago than this (10m, 2h)")

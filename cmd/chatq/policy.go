@@ -29,6 +29,7 @@ func newChecker(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) *
 	pc := policy.Config{
 		Window:                policy.WindowPolicy(cfg.WindowPolicy),
 		AllowPrivateCallbacks: cfg.CallbackAllowPrivate,
+		AllowUSMarketing:      cfg.AllowUSMarketing,
 		Log:                   log,
 	}
 	if cfg.CAAppID != "" && cfg.CAAppSecret != "" && cfg.CASource != "" {

@@ -307,7 +307,7 @@ func enqueueClientWith(rdb redis.UniversalClient, cfg config.Config, checker *po
 	if maxRetry == 0 {
 		maxRetry = -1
 	}
-	return enqueue.NewClient(rdb, enqueue.Config{MaxRetry: maxRetry, TTL: cfg.RecordTTL, Policy: enqueue.CheckerPolicy(checker),
+	return enqueue.NewClient(rdb, enqueue.Config{MaxRetry: maxRetry, TTL: cfg.RecordTTL, Policy: enqueue.CheckerPolicy(checker), AuthTTL: cfg.AuthTTL,
 		BulkShards: cfg.BulkShards, WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout, Counter: counter})
 }
 

@@ -264,6 +264,12 @@ func TestSandboxMagicDestinations(t *testing.T) {
 		{suffix: "0006"},
 		{suffix: "0007", timeout: shortTimeout, retried: true, first: &chatarchitect.APIError{Reason: "no answer to the request: timeout", Class: chatarchitect.ClassRetryable, Ambiguous: true}},
 		{suffix: "0008"},
+		{suffix: "0009"},
+		{suffix: "0010"},
+		{suffix: "0011", retried: true, first: &chatarchitect.APIError{StatusCode: 429, Code: "131048",
+			Reason: "Spam rate limit hit: message failed to send because there are restrictions on how many messages can be sent from this phone number",
+			Class:  chatarchitect.ClassRateLimited, Marker: chatarchitect.MarkerSenderSpam}},
+		{suffix: "0012"},
 	}
 	env := newSandbox(t, sandbox.Config{})
 	for _, tt := range tests {

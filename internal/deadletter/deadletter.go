@@ -317,9 +317,9 @@ func (p Params) Filter(now time.Time) (store.DeadFilter, error) {
 	}
 	switch chatarchitect.Class(p.Class) {
 	case "", chatarchitect.ClassRetryable, chatarchitect.ClassPermanent, chatarchitect.ClassRateLimited,
-		chatarchitect.ClassPolicy, chatarchitect.ClassAccount:
+		chatarchitect.ClassPolicy, chatarchitect.ClassAccount, chatarchitect.ClassMarketingCapped, chatarchitect.ClassTemplatePaused:
 	default:
-		return f, &enqueue.ValidationError{Field: "class", Reason: "must be retryable, permanent, rate_limited, policy or account"}
+		return f, &enqueue.ValidationError{Field: "class", Reason: "must be retryable, permanent, rate_limited, policy, account, marketing_capped or template_paused"}
 	}
 	for _, a := range []struct {
 		field, value string

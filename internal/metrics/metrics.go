@@ -31,6 +31,7 @@ type Metrics struct {
 	webhookEvents   *prometheus.CounterVec
 	circuitOpen     prometheus.Gauge
 	callbacks       *prometheus.CounterVec
+	billable        *prometheus.CounterVec
 }
 
 // New returns the metrics registered on a new registry, with Go runtime and
@@ -82,8 +83,11 @@ func New(inspector *asynq.Inspector) *Metrics {
 		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatq_callbacks_total", Help: "Status callback and inbound forwarding attempts, by outcome.",
 		}, []string{"outcome"}),
+		billable: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_billable_messages_total", Help: "Messages a status webhook reported billable, each counted once, by pricing category.",
+		}, []string{"category"}),
 	}
-	reg.MustRegister(m.enqueued, m.submitted, m.dead, m.deliveryFailed, m.retries, m.possibleDupes,
+	reg.MustRegister(m.billable, m.enqueued, m.submitted, m.dead, m.deliveryFailed, m.retries, m.possibleDupes,
 		m.sendSeconds, m.enqueueToSubmit, m.limitWaits, m.limitWaitSecs, m.webhookEvents, m.circuitOpen, m.callbacks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if inspector != nil {
@@ -174,5 +178,19 @@ func (m *Metrics) CircuitOpen(open bool) {
 func (m *Metrics) Callback(outcome string) {
 	if m != nil {
 		m.callbacks.WithLabelValues(outcome).Inc()
+	}
+}
+
+// Billable counts a message reported billable, under its pricing category.
+// Categories other than Meta's known ones count as "other", so that
+// whatever a webhook says cannot blow up the label space.
+func (m *Metrics) Billable(category string) {
+	if m != nil {
+		switch category {
+		case "marketing", "utility", "authentication", "authentication_international", "service", "marketing_lite":
+		default:
+			category = "other"
+		}
+		m.billable.WithLabelValues(category).Inc()
 	}
 }

@@ -132,4 +132,34 @@ func TestNilMetrics(t *testing.T) {
 	m.WebhookEvent("other", "ignored")
 	m.CircuitOpen(true)
 	m.Callback("failed")
+	m.Billable("marketing")
+}
+
+// Billable messages are counted by category, and a category nobody knows
+// counts as "other": a webhook cannot add label values at will.
+func TestBillableByCategory(t *testing.T) {
+	m := metrics.New(nil)
+	for _, c := range []string{"marketing", "marketing", "utility", "authentication", "made_up_category"} {
+		m.Billable(c)
+	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, s := range families["chatq_billable_messages_total"].GetMetric() {
+		got[s.GetLabel()[0].GetValue()] = s.GetCounter().GetValue()
+	}
+	want := map[string]float64{"marketing": 2, "utility": 1, "authentication": 1, "other": 1}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("chatq_billable_messages_total{category=%q} = %v, want %v (all: %v)", k, got[k], v, got)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("series %v, want %v", got, want)
+	}
 }

@@ -27,6 +27,7 @@ const (
 	CodeTemplateNotApproved = "template_not_approved"
 	CodeTemplateParams      = "template_params"
 	CodeCallbackURL         = "callback_url_refused"
+	CodeUSMarketing         = "us_marketing_blocked"
 )
 
 // Error is a message the conversation policy refuses. Field is the JSON
@@ -60,6 +61,10 @@ type Config struct {
 	// WindowTTL is how long a recipient's window state is kept after its
 	// last change; zero means 30 days.
 	WindowTTL time.Duration
+	// AllowUSMarketing lets marketing templates to +1 numbers through
+	// (CHATQ_ALLOW_US_MARKETING); by default they are refused at enqueue,
+	// since WhatsApp refuses them all (131049) since 1 April 2025.
+	AllowUSMarketing bool
 	// Log gets the few warnings of the template cache; nil discards them.
 	Log *zap.Logger
 	// Now is the clock; nil means time.Now.
@@ -127,6 +132,9 @@ type TemplateUse struct {
 	Name     string
 	Language string
 	Params   int
+	// Category is set by the check: the template's category, lowercased
+	// (marketing, utility, authentication), when the cache knows it.
+	Category string
 }
 
 // Check applies the policy to messages about to be enqueued and returns
@@ -158,6 +166,10 @@ func (c *Checker) Check(ctx context.Context, subjects []Subject) ([]error, error
 				if !errors.As(err, &pe) {
 					return nil, err
 				}
+				errs[i] = err
+				continue
+			}
+			if err := c.checkUSMarketing(s.Destination, use); err != nil {
 				errs[i] = err
 			}
 		}
@@ -210,6 +222,24 @@ func (c *Checker) checkCallbacks(ctx context.Context, subjects []Subject, errs [
 		}
 	}
 	return nil
+}
+
+// checkUSMarketing refuses a marketing template to a +1 number: WhatsApp
+// refuses every one (131049) since 1 April 2025, so sending it would only
+// cost a send and a failure. The +1 plan takes in Canada and the Caribbean
+// too, which the rule does not name; CHATQ_ALLOW_US_MARKETING lets them
+// through.
+func (c *Checker) checkUSMarketing(destination string, use *TemplateUse) error {
+	if c.cfg.AllowUSMarketing || use.Category != "marketing" || chatarchitect.CountryCallingCode(destination) != "1" {
+		return nil
+	}
+	field := "destination"
+	if use.Field != "payload.template" {
+		field = use.Field + ".elementName"
+	}
+	return &Error{Code: CodeUSMarketing, Field: field,
+		Reason: fmt.Sprintf("is refused: %s is a marketing template and %s a +1 (US) number, and WhatsApp delivers no marketing templates to US numbers since 1 April 2025 (error 131049); CHATQ_ALLOW_US_MARKETING=true sends them anyway",
+			use.Name, destination)}
 }
 
 func suppressedError(s *Suppression) *Error {

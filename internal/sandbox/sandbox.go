@@ -18,14 +18,29 @@
 //	0007  the first attempt hangs until the client gives up; the next is accepted
 //	0008  24h window closed: free-form messages fail with 131047 until the
 //	      user writes (POST /sandbox/inbound); templates go through
+//	0009  marketing cap: marketing templates fail with 131049, the rest go
+//	      through
+//	0010  marketing hold-out: marketing templates fail with 130472, the rest
+//	      go through
+//	0011  spam rate limit: 429 with code 131048 on the first attempt,
+//	      accepted on the next
+//	0012  country refused: every message fails with 130497
 //	other accepted, enqueued, sent, delivered, read
+//
+// Marketing templates to +1 (US) numbers fail with 131049, as WhatsApp's
+// have since April 2025. Sends of a template paused by PUT
+// /sandbox/templates/{name} fail with 132015, of a disabled one with 132016.
+// Sent and delivered events carry a pricing object by the template's
+// category (free-form messages, and utility templates inside the user's
+// window, are free).
 //
 // "First attempt" is the first valid request the sandbox receives for that
 // destination since it started or was reset.
 //
 // Under /sandbox/ (no auth) it offers introspection and control: the log of
 // accepted messages, counters, simulated inbound messages and opt-in/out,
-// run-time knobs (rate limit, random errors, latency, webhook delay,
+// template status changes (with their template-event webhooks), run-time
+// knobs (rate limit, random errors, latency, webhook delay,
 // duplicated and reordered webhooks, an authentication outage) and a reset.
 package sandbox
 
@@ -258,6 +273,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /sandbox/optout", s.handleOptOut)
 	mux.HandleFunc("POST /sandbox/optin", s.handleOptIn)
 	mux.HandleFunc("POST /sandbox/reset", s.handleReset)
+	mux.HandleFunc("PUT /sandbox/templates/{name}", s.handleTemplateStatus)
 	return mux
 }
 

@@ -958,7 +958,7 @@ func TestMessagesWhileSending(t *testing.T) {
 	for i := range senders {
 		go func() {
 			for j := range each {
-				body := fmt.Sprintf(`{"channel":"whatsapp","destination":"49151%08d","payload":{"type":"text","message":"hi"}}`, i*1000+j+10)
+				body := fmt.Sprintf(`{"channel":"whatsapp","destination":"49151%08d","payload":{"type":"text","message":"hi"}}`, i*1000+j+100)
 				req, err := http.NewRequest(http.MethodPost, e.url+"/whatsappmessage", strings.NewReader(body))
 				if err != nil {
 					done <- err

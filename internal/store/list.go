@@ -282,12 +282,12 @@ func (s *Store) statuses(ctx context.Context, ids []string) ([]Status, error) {
 	return out, nil
 }
 
-// eachOfBatch calls f with the ids of a tenant's batch's records and their
-// statuses, oldest first, a chunk at a time. Records created meanwhile come
-// last, so none is missed. The status is "" for a record that has expired
-// or is not of that batch: an index entry never acts on another campaign's
-// message.
-func (s *Store) eachOfBatch(ctx context.Context, tenant, batch string, f func(ids []string, sts []Status) error) error {
+// eachOfBatch calls f with the ids of a tenant's batch's records, their
+// statuses and the category each was counted billable under ("" if none),
+// oldest first, a chunk at a time. Records created meanwhile come last, so
+// none is missed. The status is "" for a record that has expired or is not
+// of that batch: an index entry never acts on another campaign's message.
+func (s *Store) eachOfBatch(ctx context.Context, tenant, batch string, f func(ids []string, sts []Status, billable []string) error) error {
 	key := batchKey(tenant, batch)
 	for start := int64(0); ; start += batchChunk {
 		ids, err := s.rdb.ZRange(ctx, key, start, start+batchChunk-1).Result()
@@ -300,20 +300,22 @@ func (s *Store) eachOfBatch(ctx context.Context, tenant, batch string, f func(id
 		pipe := s.rdb.Pipeline()
 		cmds := make([]*redis.SliceCmd, len(ids))
 		for i, id := range ids {
-			cmds[i] = pipe.HMGet(ctx, recordKey(id), fStatus, fBatch)
+			cmds[i] = pipe.HMGet(ctx, recordKey(id), fStatus, fBatch, fBillable)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return fmt.Errorf("read batch %s: %w", batch, err)
 		}
 		sts := make([]Status, len(ids))
+		billable := make([]string, len(ids))
 		for i, c := range cmds {
 			v := c.Val()
 			if b, _ := v[1].(string); b == batch {
 				st, _ := v[0].(string)
-				sts[i] = Status(st)
+				bl, _ := v[2].(string)
+				sts[i], billable[i] = Status(st), bl
 			}
 		}
-		if err := f(ids, sts); err != nil {
+		if err := f(ids, sts, billable); err != nil {
 			return err
 		}
 		if len(ids) < batchChunk {
@@ -322,34 +324,52 @@ func (s *Store) eachOfBatch(ctx context.Context, tenant, batch string, f func(id
 	}
 }
 
-// BatchCounts counts the records of a batch of DefaultTenant by status (see
+// Counts is what the records of a campaign add up to.
+type Counts struct {
+	// Status counts the records by status; every status is in it, zero or
+	// not.
+	Status map[Status]int
+	// Total is the number of records, those expired left out.
+	Total int
+	// Billable counts the records a status webhook reported billable, each
+	// once, by the category of its first billable pricing object:
+	// marketing, utility and authentication are always in it, zero or not.
+	Billable map[string]int
+}
+
+// BatchCounts counts the records of a batch of DefaultTenant (see
 // BatchCountsOf).
-func (s *Store) BatchCounts(ctx context.Context, batch string) (counts map[Status]int, total int, err error) {
+func (s *Store) BatchCounts(ctx context.Context, batch string) (Counts, error) {
 	return s.BatchCountsOf(ctx, DefaultTenant, batch)
 }
 
-// BatchCountsOf counts the records of a tenant's batch by status. Every
-// status is in the map, zero or not; total is the number of records, those
-// expired left out. A batch nobody knows has a total of 0.
-func (s *Store) BatchCountsOf(ctx context.Context, tenant, batch string) (counts map[Status]int, total int, err error) {
+// BatchCountsOf counts the records of a tenant's batch by status and the
+// billable ones by category. A batch nobody knows has a total of 0.
+func (s *Store) BatchCountsOf(ctx context.Context, tenant, batch string) (Counts, error) {
 	all := allStatuses()
-	counts = make(map[Status]int, len(all))
-	for _, st := range all {
-		counts[st] = 0
+	c := Counts{
+		Status:   make(map[Status]int, len(all)),
+		Billable: map[string]int{CategoryMarketing: 0, CategoryUtility: 0, CategoryAuthentication: 0},
 	}
-	err = s.eachOfBatch(ctx, tenant, batch, func(_ []string, sts []Status) error {
-		for _, st := range sts {
+	for _, st := range all {
+		c.Status[st] = 0
+	}
+	err := s.eachOfBatch(ctx, tenant, batch, func(_ []string, sts []Status, billable []string) error {
+		for i, st := range sts {
 			if st.Valid() {
-				counts[st]++
-				total++
+				c.Status[st]++
+				c.Total++
+				if billable[i] != "" {
+					c.Billable[billable[i]]++
+				}
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("count batch %s: %w", batch, err)
+		return Counts{}, fmt.Errorf("count batch %s: %w", batch, err)
 	}
-	return counts, total, nil
+	return c, nil
 }
 
 // allStatuses lists every status, for counts that show them all.
@@ -370,7 +390,7 @@ func (s *Store) CancelBatch(ctx context.Context, batch string, at time.Time) (ca
 // ended before (expired records are not counted).
 func (s *Store) CancelBatchOf(ctx context.Context, tenant, batch string, at time.Time) (canceled, tooLate int, err error) {
 	args := s.transitionArgs("cancel", Change{Status: Canceled, At: at, Note: "canceled with its batch by the application"})
-	err = s.eachOfBatch(ctx, tenant, batch, func(ids []string, sts []Status) error {
+	err = s.eachOfBatch(ctx, tenant, batch, func(ids []string, sts []Status, _ []string) error {
 		// Only the waiting are worth a script call.
 		var waiting []string
 		for i, st := range sts {

@@ -57,6 +57,24 @@ type ErrorInfo struct {
 	At      time.Time `json:"at"`
 }
 
+// Pricing is the pricing object of a status webhook: whether WhatsApp bills
+// the message, and as what (see chatarchitect.Pricing).
+type Pricing struct {
+	Billable     bool   `json:"billable"`
+	PricingModel string `json:"pricing_model"`
+	Category     string `json:"category"`
+	Type         string `json:"type"`
+}
+
+// Message categories: a template's category, lowercased, or CategoryService
+// for a free-form message. WhatsApp prices messages by them.
+const (
+	CategoryMarketing      = "marketing"
+	CategoryUtility        = "utility"
+	CategoryAuthentication = "authentication"
+	CategoryService        = "service"
+)
+
 // HistoryEntry is one step of a record's history. Note explains an entry
 // that did not change the status (a late or repeated event) or an
 // operator's action.
@@ -91,6 +109,13 @@ type Record struct {
 	ExpiresAt      *time.Time        `json:"expires_at,omitempty"`
 	CreatedAt      time.Time         `json:"created_at"`
 	UpdatedAt      time.Time         `json:"updated_at"`
+
+	// Category is the template's category (marketing, utility,
+	// authentication) or "service" for a free-form message; nil for a
+	// template whose category chatq did not know at enqueue.
+	Category *string `json:"category"`
+	// Pricing is the last pricing object a status webhook reported.
+	Pricing *Pricing `json:"pricing"`
 
 	// Payload is the ChatArchitect payload as it is sent, already validated.
 	// It is not part of the record's JSON: bodies stay out of answers, logs
@@ -130,6 +155,11 @@ const (
 	fQueue    = "q"
 	fTenant   = "tn"
 	fSender   = "sn"
+	fCategory = "ct"
+	fPricing  = "pr"
+	// fBillable is set, once, to the category of the first pricing object
+	// that says the message is billable: a campaign counts it there.
+	fBillable = "bl"
 )
 
 // fields lays r out as the hash written at creation. The payload is not
@@ -177,6 +207,9 @@ func (r *Record) fields() []any {
 	if r.ExpiresAt != nil {
 		f = append(f, fExpires, r.ExpiresAt.UnixMilli())
 	}
+	if r.Category != nil {
+		f = append(f, fCategory, *r.Category)
+	}
 	return f
 }
 
@@ -222,6 +255,7 @@ func parseRecord(id string, h map[string]string) (*Record, error) {
 	r.ProviderMessageID = optional(h[fPID])
 	r.WhatsAppMessageID = optional(h[fWID])
 	r.BatchID = optional(h[fBatch])
+	r.Category = optional(h[fCategory])
 	r.CreatedAt = millis(h[fCreated])
 	r.UpdatedAt = millis(h[fUpdated])
 	if v := h[fSendAt]; v != "" {
@@ -241,6 +275,12 @@ func parseRecord(id string, h map[string]string) (*Record, error) {
 	if v := h[fHistory]; v != "" {
 		if err := json.Unmarshal([]byte(v), &r.History); err != nil {
 			return nil, fmt.Errorf("record %s: history: %w", id, err)
+		}
+	}
+	if v := h[fPricing]; v != "" {
+		r.Pricing = new(Pricing)
+		if err := json.Unmarshal([]byte(v), r.Pricing); err != nil {
+			return nil, fmt.Errorf("record %s: pricing: %w", id, err)
 		}
 	}
 	if v := h[fMeta]; v != "" {

@@ -584,6 +584,9 @@ type Change struct {
 	ProviderID, WhatsAppID string
 	// Dedupe, if set, makes a second change with the same value a no-op.
 	Dedupe string
+	// Pricing, on an event, becomes the record's pricing; the first
+	// billable one also marks the message billable.
+	Pricing *Pricing
 	// Unsent marks a change of a message that was taken up (Begin) but
 	// never sent: held back by flow control, refused by the conversation
 	// policy or expired before its send slot. It does not count as an
@@ -620,6 +623,13 @@ func (s *Store) transitionArgs(op string, c Change) []any {
 	}
 	if c.WhatsAppID != "" {
 		args = append(args, fWID, c.WhatsAppID)
+	}
+	if c.Pricing != nil {
+		b, _ := json.Marshal(c.Pricing)
+		args = append(args, fPricing, string(b))
+		if c.Pricing.Billable {
+			args = append(args, fBillable, billableCategory(c.Pricing))
+		}
 	}
 	return args
 }
@@ -807,7 +817,9 @@ func (s *Store) Submit(ctx context.Context, id, providerID string, at time.Time)
 		return "", err
 	}
 	if len(parked.Val()) > 0 {
-		if err := s.drain(ctx, id, parked.Val()); err != nil {
+		// A billable pricing among them is counted in the record (campaign
+		// counts), not in the webhook metrics, which the receiver keeps.
+		if _, err := s.drain(ctx, id, parked.Val()); err != nil {
 			return o, err
 		}
 	}

@@ -31,8 +31,8 @@ func TestTenantsHaveTheirOwnBatchesAndKeys(t *testing.T) {
 			t.Errorf("batch spring of %q (-want +got):\n%s", tenant, diff)
 		}
 	}
-	if _, total, err := st.BatchCountsOf(ctx, "acme", "spring"); err != nil || total != 1 {
-		t.Errorf("counts of acme's batch: %d %v, want 1", total, err)
+	if c, err := st.BatchCountsOf(ctx, "acme", "spring"); err != nil || c.Total != 1 {
+		t.Errorf("counts of acme's batch: %d %v, want 1", c.Total, err)
 	}
 	if canceled, _, err := st.CancelBatchOf(ctx, "acme", "spring", time.Now()); err != nil || canceled != 1 {
 		t.Errorf("cancel acme's batch: %d %v, want 1", canceled, err)

@@ -11,12 +11,15 @@
 -- ARGV[6]  last_error JSON ("" to leave it), set when the change applies
 -- ARGV[7]  the record TTL, milliseconds: a record lives at least that long
 --          past its last change
--- ARGV[8..] field/value pairs set when the field is still empty (ids)
+-- ARGV[8..] field/value pairs set when the field is still empty (ids, and
+--           'bl', the category of the first billable pricing), except
+--           'pr', the pricing object, which is set whatever it was
 --
--- Returns {outcome, status_after, notice[, hgetall...]}, where notice is the
--- sequence number of the callback notice the change queued (0 for none: the
--- status did not change, or the record has no callback URL), and outcome one
--- of:
+-- Returns {outcome, status_after, notice[, hgetall...]} (begin) or
+-- {outcome, status_after, notice, billed}, where notice is the sequence
+-- number of the callback notice the change queued (0 for none: the status
+-- did not change, or the record has no callback URL), billed is 1 when this
+-- change marked the message billable ('bl'), and outcome one of:
 --   ok        the status changed
 --   kept      nothing changed but the history, which keeps the event
 --   duplicate the event was applied before: nothing written
@@ -36,8 +39,13 @@ if dedupe ~= '' and redis.call('HSETNX', key, dedupe, 1) == 0 then
   return {'duplicate', cur}
 end
 
+local billed = 0
 for i = 8, #ARGV, 2 do
-  redis.call('HSETNX', key, ARGV[i], ARGV[i + 1])
+  if ARGV[i] == 'pr' then
+    redis.call('HSET', key, 'pr', ARGV[i + 1])
+  elseif redis.call('HSETNX', key, ARGV[i], ARGV[i + 1]) == 1 and ARGV[i] == 'bl' then
+    billed = 1
+  end
 end
 
 -- A change keeps the record's keys for the TTL from now on. GT never
@@ -163,4 +171,4 @@ if op == 'begin' then
   end
   return res
 end
-return {outcome, cur, notice}
+return {outcome, cur, notice, billed}

@@ -152,7 +152,12 @@ func (s *Server) dropInSend(w http.ResponseWriter, r *http.Request, app []sender
 	if res[0].Created {
 		s.cfg.Metrics.Enqueued(res[0].Record.Priority)
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "submitted", "messageId": res[0].Record.ID})
+	// A struct, not a map: the keys in ChatArchitect's order, for clients
+	// that print or compare the answer as text.
+	writeJSON(w, http.StatusOK, struct {
+		Status    string `json:"status"`
+		MessageID string `json:"messageId"`
+	}{"submitted", res[0].Record.ID})
 }
 
 // upstreamOf is a ChatArchitect client with the sender's credentials.

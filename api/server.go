@@ -57,6 +57,10 @@ type Config struct {
 	// Inbound, if set, forwards inbound messages and user events
 	// (CHATQ_INBOUND_URL).
 	Inbound *callback.Forwarder
+	// Relay, if set with Senders, forwards the webhooks of senders whose
+	// application registered a webhook URL (the drop-in POST /webhook), in
+	// ChatArchitect's own format (webhook.go).
+	Relay *callback.Relay
 	// Circuit, if set, tells /readyz's body whether sending is paused by
 	// the circuit breaker and, when it is also a Throttles (worker.Circuit
 	// is), which senders the upstream's Retry-After holds back.

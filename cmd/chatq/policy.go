@@ -79,6 +79,7 @@ func conversation(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metri
 		AllowPrivate: cfg.CallbackAllowPrivate,
 		InboundURL:   cfg.InboundURL,
 		Metrics:      m,
+		WebhookURLs:  senders.WebhookURLs{Redis: rdb},
 	}, log.Named("callback"))
 	if err != nil {
 		return nil, err

@@ -258,8 +258,9 @@ var chatqSubmittedRe = regexp.MustCompile(`'?status'?: 'submitted',\s+'?messageI
 // webhooks reached before, and chatq's forwarding reaches now.
 type appHooks struct {
 	mu     sync.Mutex
-	events map[string][]string // chatq message id -> event types, in arrival order
-	bad    []string
+	events  map[string][]string // chatq message id -> event types, in arrival order
+	inbound [][]byte
+	bad     []string
 }
 
 // ServeHTTP keeps a message-event's type under the id ChatArchitect's
@@ -277,7 +278,12 @@ func (h *appHooks) ServeHTTP(w http.ResponseWriter, r *http.Request, secret stri
 	err := json.Unmarshal(body, &hook)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if verr := callback.Verify(secret, r.Header.Get(callback.SignatureHeader), body, time.Minute, time.Now()); err != nil || verr != nil || hook.Type != "message-event" {
+	verr := callback.Verify(secret, r.Header.Get(callback.SignatureHeader), body, time.Minute, time.Now())
+	if err == nil && verr == nil && hook.Type == "message" {
+		h.inbound = append(h.inbound, body)
+		return
+	}
+	if err != nil || verr != nil || hook.Type != "message-event" {
 		h.bad = append(h.bad, fmt.Sprintf("%v %v %s", err, verr, body))
 		return
 	}
@@ -362,4 +368,21 @@ func TestChatArchitectExamplesAgainstChatq(t *testing.T) {
 			})
 		})
 	}
+
+	// A user writes to the sender: ChatArchitect's webhook at the sender's
+	// own URL reaches the application as it came.
+	const inbound = `{"app":"demo","timestamp":1764064802000,"version":2,"type":"message","payload":{"id":"in-1","source":"96996999699","type":"text","payload":{"text":"where is my order?"},"sender":{"phone":"96996999699","name":"John"}}}`
+	resp, err = http.Post(d.api+body["webhook_path"].(string), "application/json", strings.NewReader(inbound))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("an inbound webhook at the sender's URL: %d", resp.StatusCode)
+	}
+	poll.Until(t, 30*time.Second, "the inbound message at the application", func() (bool, string) {
+		hooks.mu.Lock()
+		defer hooks.mu.Unlock()
+		return len(hooks.inbound) == 1 && string(hooks.inbound[0]) == inbound, fmt.Sprintf("%q %q", hooks.inbound, hooks.bad)
+	})
 }

@@ -34,6 +34,7 @@ func TestDevSendersAndTenants(t *testing.T) {
 		t.Setenv("CHATQ_WEBHOOK_SECRET", "w")
 		t.Setenv("CHATQ_CA_APP_ID", "app")
 		t.Setenv("CHATQ_CA_APP_SECRET", "sec")
+		t.Setenv("CHATQ_CA_SOURCE", "15550001234")
 		for _, k := range []string{"", strings.Repeat("ab", 32)} {
 			t.Setenv("CHATQ_SECRETS_KEY", k)
 			_, err := chatq(t, args...)

@@ -257,7 +257,7 @@ var chatqSubmittedRe = regexp.MustCompile(`'?status'?: 'submitted',\s+'?messageI
 // appHooks is an application's webhook receiver: what ChatArchitect's own
 // webhooks reached before, and chatq's forwarding reaches now.
 type appHooks struct {
-	mu     sync.Mutex
+	mu      sync.Mutex
 	events  map[string][]string // chatq message id -> event types, in arrival order
 	inbound [][]byte
 	bad     []string

@@ -49,8 +49,9 @@ func (s *Server) senderRoutes() {
 	m.Handle("POST /v1/senders/{number}/resume", s.admin(s.resumeSender))
 }
 
-// senderView is a sender as the API shows it: never its app secret.
-type senderView struct {
+// SenderView is a sender as the API shows it, and as chatq senders --json
+// prints it: never its app secret.
+type SenderView struct {
 	Number              string     `json:"number"`
 	AppID               string     `json:"app_id"`
 	Tenant              string     `json:"tenant"`
@@ -70,8 +71,11 @@ type senderView struct {
 	UpdatedAt           *time.Time `json:"updated_at"`
 }
 
-func (s *Server) view(ctx context.Context, x senders.Sender) senderView {
-	v := senderView{
+// ViewSender returns x as the API shows it, before flow control's view of
+// it: envWebhookSecret is CHATQ_WEBHOOK_SECRET, whose URL is the
+// environment's sender's webhook.
+func ViewSender(x senders.Sender, envWebhookSecret string) SenderView {
+	v := SenderView{
 		Number: x.Number, AppID: x.AppID, Tenant: x.Tenant, Portfolio: x.Portfolio,
 		RatePerSecond: x.Limits.RatePerSecond, RateBurst: x.Limits.RateBurst, PairInterval: x.Limits.PairInterval.String(),
 		PairBurst: x.Limits.PairBurst, DailyRecipientLimit: x.Limits.DailyRecipientLimit,
@@ -86,13 +90,18 @@ func (s *Server) view(ctx context.Context, x senders.Sender) senderView {
 	} else {
 		v.CreatedAt, v.UpdatedAt = &x.CreatedAt, &x.UpdatedAt
 	}
-	if x.Env && s.cfg.WebhookSecret != "" {
-		v.WebhookPath = "/webhooks/chatarchitect/" + s.cfg.WebhookSecret
+	if x.Env && envWebhookSecret != "" {
+		v.WebhookPath = "/webhooks/chatarchitect/" + envWebhookSecret
 	}
-	switch {
-	case x.Paused:
+	if x.Paused {
 		v.State = StatePaused
-	case s.cfg.SenderStates != nil:
+	}
+	return v
+}
+
+func (s *Server) view(ctx context.Context, x senders.Sender) SenderView {
+	v := ViewSender(x, s.cfg.WebhookSecret)
+	if !x.Paused && s.cfg.SenderStates != nil {
 		st, err := s.cfg.SenderStates.State(ctx, x.Number)
 		if err != nil {
 			s.log.Warn("reading a sender's state", zap.String("sender", x.Number), zap.Error(err))
@@ -205,7 +214,7 @@ func (s *Server) listSenders(w http.ResponseWriter, r *http.Request) {
 	if t := q.Get("tenant"); t != "" {
 		all = s.cfg.Senders.OfTenant(t)
 	}
-	views := make([]senderView, len(all))
+	views := make([]SenderView, len(all))
 	for i, x := range all {
 		views[i] = s.view(r.Context(), x)
 	}

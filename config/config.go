@@ -520,6 +520,8 @@ func (c *Config) Need(names ...string) error {
 			set = c.CASource != ""
 		case "CHATQ_CALLBACK_SECRET":
 			set = c.CallbackSecret != ""
+		case "CHATQ_SECRETS_KEY":
+			set = strings.TrimSpace(c.SecretsKey) != ""
 		default:
 			return fmt.Errorf("config: Need does not know %s", name)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/chatq/chatq/api"
 	"github.com/chatq/chatq/config"
+	"github.com/chatq/chatq/internal/callback"
 	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/console"
 	"github.com/chatq/chatq/internal/metrics"
@@ -85,7 +86,8 @@ func apiHandler(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics
 		return nil, nil, err
 	}
 	srv, err := api.New(api.Config{APIKeys: cfg.APIKeys, WebhookSecret: cfg.WebhookSecret, Dashboard: dashboard, Metrics: m,
-		Policy: checker, Inbound: inboundForwarder(rdb, cfg), Circuit: newCircuit(rdb, log),
+		Policy: checker, Inbound: inboundForwarder(rdb, cfg), Relay: callback.NewRelay(rdb, asynq.NewClientFromRedisClient(rdb), 0),
+		AllowPrivateWebhooks: cfg.CallbackAllowPrivate, Circuit: newCircuit(rdb, log),
 		Console: consoleHandler, Senders: reg, Keys: tenants.NewKeys(rdb), Upstream: chatarchitect.Config{BaseURL: cfg.CABaseURL, Timeout: cfg.CATimeout}},
 		client, store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: callbackNotifier(rdb, log), Counter: counter}), log.Named("api"))
 	if err != nil {

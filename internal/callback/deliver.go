@@ -47,14 +47,17 @@ type Config struct {
 	SweepGrace time.Duration
 	// Metrics, if set, counts the delivery attempts; nil counts nothing.
 	Metrics *metrics.Metrics
+	// WebhookURLs tells where the applications of senders want their
+	// webhooks forwarded (relay.go); nil forwards none.
+	WebhookURLs WebhookURLs
 }
 
 // maxAnswer bounds what is read of a receiver's answer, which is ignored
 // but for its status: reading a little lets the connection be reused.
 const maxAnswer = 64 << 10
 
-// Deliverer is the asynq handler of TaskStatus and TaskInbound, and the
-// sweeper of notices left without a task.
+// Deliverer is the asynq handler of TaskStatus, TaskInbound and
+// TaskRelay, and the sweeper of notices left without a task.
 type Deliverer struct {
 	cfg      Config
 	store    *store.Store
@@ -120,6 +123,7 @@ func newHTTPClient(timeout time.Duration, guarded bool) *http.Client {
 func (d *Deliverer) Register(mux *asynq.ServeMux) {
 	mux.HandleFunc(TaskStatus, d.deliverStatus)
 	mux.HandleFunc(TaskInbound, d.deliverInbound)
+	mux.HandleFunc(TaskRelay, d.deliverRelay)
 }
 
 // lockKey guards the delivery of one message's notices: one deliverer at

@@ -25,10 +25,6 @@ var ErrBatchRequired = errors.New("a batch id or a destination is required")
 const (
 	// MaxPage is the largest page a listing returns.
 	MaxPage = 1000
-	// scanBudget is how many index entries one page looks at, at most,
-	// when a filter skips most of them: the page then comes back short,
-	// with a cursor to go on from.
-	scanBudget = 5000
 	// batchChunk is how many records a batch-wide operation reads or
 	// changes per round trip.
 	batchChunk = 500
@@ -125,7 +121,7 @@ func (s *Store) entries(ctx context.Context, key string, sp span, pos *position,
 }
 
 // page lists the index key newest first from cursor, keeping what judge
-// takes, until it has limit records or has looked at scanBudget entries.
+// takes, until it has limit records or has looked at Config.ScanBudget entries.
 // It removes the entries judge drops, and those whose record has expired.
 // The cursor it returns goes on from there; "" means the index is done.
 func (s *Store) page(ctx context.Context, key string, sp span, cursor string, limit int, judge func(*Record) verdict) ([]entry, string, error) {
@@ -134,9 +130,9 @@ func (s *Store) page(ctx context.Context, key string, sp span, cursor string, li
 		return nil, "", err
 	}
 	limit = min(max(limit, 1), MaxPage)
-	chunk := min(max(limit, 100), batchChunk)
+	chunk := min(max(limit, 100), batchChunk, s.cfg.ScanBudget)
 	var out []entry
-	for scanned := 0; scanned < scanBudget; {
+	for scanned := 0; scanned < s.cfg.ScanBudget; {
 		zs, more, err := s.entries(ctx, key, sp, pos, chunk)
 		if err != nil {
 			return nil, "", err
@@ -437,7 +433,7 @@ func (s *Store) ListBatches(ctx context.Context, tenant, cursor string, limit in
 	}
 	limit = min(max(limit, 1), MaxPage)
 	var p BatchPage
-	for scanned := 0; scanned < scanBudget; {
+	for scanned := 0; scanned < s.cfg.ScanBudget; {
 		zs, more, err := s.entries(ctx, batchesKey(tenant), allScores(), pos, limit)
 		if err != nil {
 			return BatchPage{}, fmt.Errorf("list batches: %w", err)

@@ -94,6 +94,10 @@ type Config struct {
 	// (records created included), for the per-minute counts of the
 	// console's overview. Nil counts nothing.
 	Counter Counter
+	// ScanBudget is how many index entries one page of a listing looks
+	// at, at most, when a filter skips most of them: the page then comes
+	// back short, with a cursor to go on from. Zero means 5,000.
+	ScanBudget int
 }
 
 // Counter is told of status changes as they happen. It must not block:
@@ -129,6 +133,9 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 	}
 	if cfg.WaitTimeout <= 0 {
 		cfg.WaitTimeout = 100 * time.Millisecond
+	}
+	if cfg.ScanBudget <= 0 {
+		cfg.ScanBudget = 5000
 	}
 	return &Store{rdb: rdb, cfg: cfg, refs: newRefCache(cfg.RefCache), cluster: cluster}
 }

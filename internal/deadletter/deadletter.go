@@ -111,8 +111,8 @@ func (m *Manager) Retry(ctx context.Context, ids []string) (Report, error) {
 	return rep, nil
 }
 
-// RetryMatching retries every dead letter that matches f, as Retry does:
-// after an outage, everything that died during it, in one call.
+// RetryMatching retries every dead letter of f's tenant that matches f, as
+// Retry does: after an outage, everything that died during it, in one call.
 func (m *Manager) RetryMatching(ctx context.Context, f store.DeadFilter) (Report, error) {
 	var rep Report
 	return rep, m.each(ctx, f, func(ids []string) error { return m.retry(ctx, ids, &rep, false) })
@@ -134,7 +134,8 @@ func (m *Manager) Delete(ctx context.Context, ids []string) (Report, error) {
 	return rep, nil
 }
 
-// DeleteMatching deletes every dead letter that matches f, as Delete does.
+// DeleteMatching deletes every dead letter of f's tenant that matches f,
+// as Delete does.
 func (m *Manager) DeleteMatching(ctx context.Context, f store.DeadFilter) (Report, error) {
 	var rep Report
 	return rep, m.each(ctx, f, func(ids []string) error { return m.delete(ctx, ids, &rep, false) })

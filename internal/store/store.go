@@ -94,6 +94,10 @@ type Config struct {
 	// (records created included), for the per-minute counts of the
 	// console's overview. Nil counts nothing.
 	Counter Counter
+	// ScanBudget is how many index entries one page of a listing looks
+	// at, at most, when a filter skips most of them: the page then comes
+	// back short, with a cursor to go on from. Zero means 5,000.
+	ScanBudget int
 }
 
 // Counter is told of status changes as they happen. It must not block:
@@ -130,6 +134,9 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 	if cfg.WaitTimeout <= 0 {
 		cfg.WaitTimeout = 100 * time.Millisecond
 	}
+	if cfg.ScanBudget <= 0 {
+		cfg.ScanBudget = 5000
+	}
 	return &Store{rdb: rdb, cfg: cfg, refs: newRefCache(cfg.RefCache), cluster: cluster}
 }
 
@@ -163,10 +170,16 @@ func batchKey(tenant, batch string) string {
 	return "chatq:batch:" + tenant + ":{" + batch + "}"
 }
 
-// destKey indexes the records of one recipient, for a search by
-// recipient: ids scored by creation time, like a batch's.
-func destKey(destination string) string {
-	return "chatq:to:{" + strings.TrimPrefix(destination, "+") + "}"
+// destKey indexes a tenant's records to one recipient, for a search by
+// recipient: ids scored by creation time, like a batch's. Each tenant has
+// its own, as it has its own batches, so that a tenant's search neither
+// meets nor waits for another's messages.
+func destKey(tenant, destination string) string {
+	d := strings.TrimPrefix(destination, "+")
+	if tenant == "" || tenant == DefaultTenant {
+		return "chatq:to:{" + d + "}"
+	}
+	return "chatq:to:" + tenant + ":{" + d + "}"
 }
 
 // trimEvery is how often, in messages, a recipient's index drops the
@@ -329,7 +342,7 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 				c.life = life
 			}
 		}
-		dk := destKey(r.Destination)
+		dk := destKey(r.Tenant, r.Destination)
 		dests[dk] = append(dests[dk], z)
 		if life.After(destLife[dk]) {
 			destLife[dk] = life
@@ -743,13 +756,17 @@ func (s *Store) Cancel(ctx context.Context, id string, at time.Time) (Status, er
 // Requeue takes a dead message back to queued, for an operator's retry;
 // the history says so.
 func (s *Store) Requeue(ctx context.Context, id string, at time.Time, note string) error {
+	_, tenants, err := s.owners(ctx, []string{id})
+	if err != nil {
+		return fmt.Errorf("requeue %s: %w", id, err)
+	}
 	o, st, _, err := s.outcome(ctx, id, s.transition(ctx, s.rdb, "requeue", id, Change{Status: Queued, At: at, Note: note}), "requeue "+id)
 	if err != nil {
 		return err
 	}
-	// No longer a dead letter, whatever the outcome (dead.go); a failure
-	// leaves the entry for a listing to drop.
-	_ = s.rdb.ZRem(ctx, deadKey, id).Err()
+	// No longer a dead letter of its tenant, whatever the outcome
+	// (dead.go); a failure leaves the entry for a listing to drop.
+	_ = s.rdb.ZRem(ctx, deadKey(tenants[0]), id).Err()
 	switch o {
 	case Missing:
 		return fmt.Errorf("requeue %s: %w", id, ErrNotFound)

@@ -42,7 +42,9 @@ func newBenchSizes() benchSizes {
 			{"enqueue-messages", "messages of each enqueue measurement", func(o *bench.Options) *int { return &o.EnqueueMessages }},
 			{"batch-size", "messages per batch (SendBatch, POST /v1/messages/batch)", func(o *bench.Options) *int { return &o.BatchSize }},
 			{"batch-callers", "batches in flight at once", func(o *bench.Options) *int { return &o.BatchCallers }},
-			{"send-messages", "messages of the send-rate measurement", func(o *bench.Options) *int { return &o.SendMessages }},
+			{"deployed-messages", "messages the deployed worker sends, and the BullMQ sender", func(o *bench.Options) *int { return &o.DeployedMessages }},
+			{"life-messages", "messages of the deployed whole-life phase, webhooks on", func(o *bench.Options) *int { return &o.LifeMessages }},
+			{"send-messages", "messages of the stripped send-rate measurement", func(o *bench.Options) *int { return &o.SendMessages }},
 			{"idle-messages", "transactional messages sent one at a time to an idle worker", func(o *bench.Options) *int { return &o.IdleMessages }},
 			{"backlog", "bulk messages drained while transactional latency is measured", func(o *bench.Options) *int { return &o.Backlog }},
 			{"redis-messages", "messages queued to measure Redis memory", func(o *bench.Options) *int { return &o.RedisMessages }},
@@ -105,9 +107,10 @@ func (p *program) benchCommand() *cobra.Command {
 	opts := bench.DefaultOptions()
 	sizes := newBenchSizes()
 	cmd := command("bench [flags]", "measure chatq against bare asynq on this machine",
-		"Measures chatq on this machine: starts a private redis-server, the ChatArchitect sandbox (no latency,\n"+
-			"no rate limit) and chatq's API and workers in this process, and prints each figure side by side with\n"+
-			"bare asynq on the same Redis. Measurements: "+strings.Join(bench.Measurements, ", ")+".\n"+
+		"Measures chatq on this machine: starts a private redis-server and, from this binary, \"chatq sandbox\"\n"+
+			"(no latency, no rate limit), \"chatq api\" and \"chatq worker\" as processes, as deployed, and prints\n"+
+			"each figure side by side with bare asynq and a minimal BullMQ sender on the same Redis. The other\n"+
+			"measurements run chatq's parts in this process. Measurements: "+strings.Join(bench.Measurements, ", ")+".\n"+
 			"The full run takes about ten minutes on two cores; --quick takes under two.",
 		noArgs, func(cmd *cobra.Command, _ []string) error {
 			if f.quick {
@@ -143,6 +146,12 @@ func (p *program) bench(ctx context.Context, opts bench.Options, f benchFlags) e
 	if err := opts.Validate(); err != nil {
 		return usageError("bench: " + err.Error())
 	}
+	// The deployed measurement starts this very binary as chatq's processes.
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("bench: find the chatq binary: %w", err)
+	}
+	opts.Chatq = self
 	level, err := zapcore.ParseLevel(f.logLevel)
 	if err != nil {
 		return usageError("bench: --log-level: " + err.Error())

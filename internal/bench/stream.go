@@ -23,7 +23,7 @@ import (
 // defaults named on each.
 type StreamOptions struct {
 	// Target is the rate, in messages per second, held for Duration first;
-	// zero means 1000 (WhatsApp's highest tier per number).
+	// zero means 2500.
 	Target float64 `json:"target"`
 	// Duration is how long a rate must hold to count; zero means 60s.
 	Duration time.Duration `json:"duration_ns"`
@@ -51,7 +51,7 @@ type StreamOptions struct {
 }
 
 func (o *StreamOptions) withDefaults() {
-	o.Target = cmpOr(o.Target, 1000)
+	o.Target = cmpOr(o.Target, 2500)
 	o.Duration = cmpOr(o.Duration, 60*time.Second)
 	o.ProbeDuration = cmpOr(o.ProbeDuration, 10*time.Second)
 	o.Step = cmpOr(o.Step, 1.25)

@@ -98,8 +98,8 @@ func (b benchSizes) takeUnset(fs *pflag.FlagSet, o *bench.Options, from bench.Op
 
 // benchFlags are chatq bench's flags other than the sizes.
 type benchFlags struct {
-	only, jsonPath, redisBin, cpuProfile, memProfile, logLevel string
-	quick                                                      bool
+	only, jsonPath, redisBin, chatq, cpuProfile, memProfile, logLevel string
+	quick                                                             bool
 }
 
 func (p *program) benchCommand() *cobra.Command {
@@ -124,6 +124,7 @@ func (p *program) benchCommand() *cobra.Command {
 	fs.BoolVar(&f.quick, "quick", false, "smaller sizes for every size flag not given")
 	fs.StringVar(&f.jsonPath, "json", "", "also write every figure and raw result as JSON to this file")
 	fs.StringVar(&f.redisBin, "redis-server", "redis-server", "the redis-server binary to start")
+	fs.StringVar(&f.chatq, "chatq", "", "the chatq binary started as sandbox, api and worker (default this one)")
 	fs.StringVar(&opts.BullMQDir, "bullmq-dir", opts.BullMQDir, "directory of the BullMQ comparison script, its packages installed by npm ci (make bench does)")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	fs.StringVar(&f.memProfile, "memprofile", "", "write a heap profile at the end of the run to this file")
@@ -146,12 +147,19 @@ func (p *program) bench(ctx context.Context, opts bench.Options, f benchFlags) e
 	if err := opts.Validate(); err != nil {
 		return usageError("bench: " + err.Error())
 	}
-	// The deployed measurement starts this very binary as chatq's processes.
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("bench: find the chatq binary: %w", err)
+	// The deployed measurements start this very binary as chatq's
+	// processes, unless told another.
+	opts.Chatq = f.chatq
+	if opts.Chatq == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("bench: find the chatq binary: %w", err)
+		}
+		opts.Chatq = self
 	}
-	opts.Chatq = self
+	if _, err := os.Stat(opts.Chatq); err != nil {
+		return usageError("bench: --chatq: " + err.Error())
+	}
 	level, err := zapcore.ParseLevel(f.logLevel)
 	if err != nil {
 		return usageError("bench: --log-level: " + err.Error())

@@ -285,6 +285,29 @@ func (d *deployment) sandboxStats(ctx context.Context) (sandboxStats, error) {
 	return st, nil
 }
 
+// waitAccepted polls the sandbox every 2ms until it accepted n messages,
+// or fails after timeout.
+func (d *deployment) waitAccepted(ctx context.Context, what string, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := d.sandboxStats(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if st.Accepted >= int64(n) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %d of %d after %s", what, st.Accepted, n, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
 // workerMetric sums the samples of a counter on the worker's /metrics, all
 // labels together. It reads no Redis.
 func (d *deployment) workerMetric(ctx context.Context, name string) (float64, error) {

@@ -89,7 +89,8 @@ run:
 bench: bench-deps
 	$(GO) run ./cmd/chatq bench $(BENCHFLAGS)
 
-# bench-quick: the same measurements, smaller, in under two minutes
+# bench-quick: the same measurements, smaller (about two minutes on a quiet
+# machine)
 bench-quick: bench-deps
 	$(GO) run ./cmd/chatq bench --quick $(BENCHFLAGS)
 

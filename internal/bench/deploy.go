@@ -425,6 +425,9 @@ type Usage struct {
 	// Commands is the sum of calls in Redis's INFO commandstats, commands
 	// run inside scripts included.
 	Commands int64 `json:"commands"`
+	// ByCommand is the calls of each command, by its name in INFO
+	// commandstats (evalsha, hset, ...).
+	ByCommand map[string]int64 `json:"by_command"`
 	// CPU is each process's user plus system time, by name (worker, api,
 	// sandbox, redis, bullmq).
 	CPU map[string]time.Duration `json:"cpu_ns"`
@@ -466,35 +469,53 @@ func (m *meter) stop(ctx context.Context) (Usage, error) {
 		}
 		u.CPU[name] = t - m.start[name]
 	}
-	n, err := commandCalls(ctx, m.rdb)
+	by, err := commandStats(ctx, m.rdb)
 	if err != nil {
 		return u, err
 	}
 	// The INFO that reads the counts is counted itself.
-	u.Commands = n - 1
+	by["info"]--
+	if by["info"] == 0 {
+		delete(by, "info")
+	}
+	u.ByCommand = by
+	for _, n := range by {
+		u.Commands += n
+	}
 	return u, nil
 }
 
 // commandCalls sums the calls of every command in INFO commandstats.
 func commandCalls(ctx context.Context, rdb *redis.Client) (int64, error) {
+	by, err := commandStats(ctx, rdb)
+	var sum int64
+	for _, n := range by {
+		sum += n
+	}
+	return sum, err
+}
+
+// commandStats returns the calls of each command in INFO commandstats
+// (lines "cmdstat_hset:calls=12,usec=...").
+func commandStats(ctx context.Context, rdb *redis.Client) (map[string]int64, error) {
 	info, err := rdb.Info(ctx, "commandstats").Result()
 	if err != nil {
-		return 0, fmt.Errorf("info commandstats: %w", err)
+		return nil, fmt.Errorf("info commandstats: %w", err)
 	}
-	var sum int64
+	by := map[string]int64{}
 	for _, line := range strings.Split(info, "\n") {
-		_, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
 		if !ok {
 			continue
 		}
 		v, _, _ := strings.Cut(rest, ",")
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("info commandstats: %q: %w", line, err)
+			return nil, fmt.Errorf("info commandstats: %q: %w", line, err)
 		}
-		sum += n
+		by[strings.TrimPrefix(name, "cmdstat_")] += n
 	}
-	return sum, nil
+	return by, nil
 }
 
 // redisPID returns the process id Redis reports.

@@ -12,6 +12,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -88,7 +89,7 @@ type Options struct {
 	WorkerEvery    int `json:"worker_every"`
 }
 
-// DefaultOptions are the sizes of the full run (about ten minutes on two
+// DefaultOptions are the sizes of the full run (about fifteen minutes on two
 // cores).
 func DefaultOptions() Options {
 	o := Options{
@@ -112,7 +113,7 @@ func DefaultOptions() Options {
 	return o
 }
 
-// QuickOptions are the sizes of a short run (under two minutes), for a
+// QuickOptions are the sizes of a short run (about two minutes on a quiet machine), for a
 // first look; its figures are noisier than the full run's.
 func QuickOptions() Options {
 	o := DefaultOptions()
@@ -128,7 +129,7 @@ func QuickOptions() Options {
 	o.WorkerEvery = 20_000
 	o.Stream.Duration = 10 * time.Second
 	o.Stream.ProbeDuration = 5 * time.Second
-	o.Stream.MaxProbes = 2
+	o.Stream.MaxProbes = 1
 	return o
 }
 
@@ -455,7 +456,7 @@ var deployedProcesses = []string{"worker", "api", "redis", "sandbox", "bullmq"}
 // figure per process that ran.
 func usageFigures(name, label string, u Usage, messages int, target *Target) []Figure {
 	figs := []Figure{{Name: name + "_commands", Label: label + ": Redis commands per message", Value: perMessage(u.Commands, messages),
-		Unit: "cmd/msg", Target: target}}
+		Unit: "cmd/msg", Target: target, Note: "per message: " + topCommands(u.ByCommand, messages, 8)}}
 	for _, p := range deployedProcesses {
 		cpu, ok := u.CPU[p]
 		if !ok {
@@ -494,7 +495,7 @@ func runDeployed(ctx context.Context, env *Env, o Options, rep *Report) error {
 		}
 	}
 	sendUsage := usageFigures("deployed_send", "chatq as deployed: send", res.SendUsage, res.Messages, &Target{Max: true, Bound: 24})
-	sendUsage[0].Note = "calls summed over INFO commandstats (commands inside scripts included), reset at each phase's start; the background work of every process running counts too (the worker's start, asynq's polling, the API's counters); CPU is each process's utime+stime from /proc, over the same phase (the worker's from its start)"
+	sendUsage[0].Note += "; calls summed over INFO commandstats (commands inside scripts included), reset at each phase's start; the background work of every process running counts too (the worker's start, asynq's polling, the API's counters); CPU is each process's utime+stime from /proc, over the same phase (the worker's from its start)"
 	rep.Add(sendUsage...)
 	if b := res.BullMQ; b != nil {
 		rep.Add(usageFigures("bullmq_send", "BullMQ minimal sender", b.Usage, res.Messages, nil)...)
@@ -504,4 +505,18 @@ func runDeployed(ctx context.Context, env *Env, o Options, rep *Report) error {
 	rep.Add(rateFigure("deployed_enqueue_rate", fmt.Sprintf("chatq as deployed: POST /v1/messages/batch of %d, %d at a time", o.BatchSize, o.BatchCallers), res.Enqueue, BaselineEnqueue))
 	rep.Add(usageFigures("deployed_enqueue", "chatq as deployed: POST /v1/messages/batch", res.EnqueueUsage, res.Messages, nil)...)
 	return nil
+}
+
+// topCommands lists the n most called commands of by, per message.
+func topCommands(by map[string]int64, messages, n int) string {
+	names := make([]string, 0, len(by))
+	for name := range by {
+		names = append(names, name)
+	}
+	slices.SortFunc(names, func(a, b string) int { return cmp.Or(cmp.Compare(by[b], by[a]), strings.Compare(a, b)) })
+	parts := make([]string, 0, n)
+	for _, name := range names[:min(n, len(names))] {
+		parts = append(parts, fmt.Sprintf("%s %s", name, trimFloat1(perMessage(by[name], messages))))
+	}
+	return strings.Join(parts, ", ")
 }

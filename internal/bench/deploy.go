@@ -108,7 +108,9 @@ func startDeployment(ctx context.Context, env *Env, bin string, concurrency int,
 	return d, nil
 }
 
-// freeAddrs returns n loopback addresses whose ports were free a moment ago.
+// freeAddrs returns n loopback addresses whose ports were free a moment
+// ago. The listeners stay open until all n are picked, so that the n
+// differ.
 func freeAddrs(n int) ([]string, error) {
 	var out []string
 	for range n {

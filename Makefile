@@ -80,13 +80,17 @@ fmtcheck:
 run:
 	$(GO) run ./cmd/chatq dev
 
-# bench: the performance figures of the README: chatq beside bare asynq on
-# a private redis-server (about ten minutes; needs redis-server).
-# BENCHFLAGS adds flags, e.g. BENCHFLAGS="--json bench.json --messages 200000"
+# bench: the performance figures of the README: chatq as deployed (the
+# sandbox, api and worker as processes of the chatq binary) beside bare
+# asynq and a minimal BullMQ sender on a private redis-server, with Redis
+# commands and CPU per message (about fifteen minutes; needs redis-server,
+# and node for BullMQ). BENCHFLAGS adds flags, e.g.
+# BENCHFLAGS="--json bench.json --messages 200000"
 bench: bench-deps
 	$(GO) run ./cmd/chatq bench $(BENCHFLAGS)
 
-# bench-quick: the same measurements, smaller, in under two minutes
+# bench-quick: the same measurements, smaller (about two minutes on a quiet
+# machine)
 bench-quick: bench-deps
 	$(GO) run ./cmd/chatq bench --quick $(BENCHFLAGS)
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -58,6 +59,9 @@ type recovery struct {
 	metrics  *metrics.Metrics
 	log      *zap.Logger
 	now      func() time.Time
+	// failed is when this worker last failed to reach Redis (unix
+	// nanoseconds): the other workers may have failed to beat too.
+	failed atomic.Int64
 }
 
 // workerID names a worker process: its host, its pid and a random part, so
@@ -83,6 +87,9 @@ func (r *recovery) heartbeat(ctx context.Context) {
 	failing := false
 	for {
 		err := r.store.Heartbeat(ctx, r.worker, r.heartbeatTTL())
+		if err != nil {
+			r.failed.Store(r.now().UnixNano())
+		}
 		switch {
 		case err != nil && ctx.Err() == nil && !failing:
 			failing = true
@@ -100,26 +107,24 @@ func (r *recovery) heartbeat(ctx context.Context) {
 }
 
 // lead takes the sweeper's lease whenever it lapses, and sweeps while it
-// holds it, until ctx ends. A worker that has just become the sweeper
-// waits one heartbeat TTL before its first sweep: after a Redis outage,
-// every heartbeat lapsed, and the live workers must beat again before the
-// sweeper judges them.
+// holds it, until ctx ends. The sweeper judges no worker for one heartbeat
+// TTL after it last failed to reach Redis: after an outage every heartbeat
+// lapsed, and the live workers must beat again first.
 func (r *recovery) lead(ctx context.Context) {
 	t := time.NewTicker(r.interval)
 	defer t.Stop()
-	var since time.Time
 	leading, failing := false, false
 	for {
 		ok, err := r.store.Lead(ctx, r.worker, r.leaseTTL())
 		switch {
 		case err != nil:
 			ok = false
+			r.failed.Store(r.now().UnixNano())
 		case ok && !leading:
-			since = r.now()
 			r.log.Info("this worker sweeps the due index now")
 		}
 		leading = ok
-		if leading && r.now().Sub(since) >= r.heartbeatTTL() {
+		if leading && r.now().Sub(time.Unix(0, r.failed.Load())) >= r.heartbeatTTL() {
 			_, err = r.sweep(ctx)
 		}
 		switch {
@@ -277,7 +282,13 @@ func (r *recovery) check(ctx context.Context, rec *store.Record, alive map[strin
 	case asynq.TaskStateCompleted:
 		return r.resend(ctx, rec, "its task completed without an outcome")
 	case asynq.TaskStateActive:
-		// On the wire of a live worker, or about to be handed back.
+		if info.IsOrphaned {
+			// Its lease lapsed (its worker lost Redis for longer, or
+			// died): no handler owns it any more, and asynq's recoverer
+			// would hand it back only within a minute.
+			return r.resend(ctx, rec, "its task's lease lapsed")
+		}
+		// On the wire of a live worker.
 		return r.store.Postpone(ctx, rec.ID, now.Add(lease))
 	}
 	if rec.Status == store.Sending {

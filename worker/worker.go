@@ -47,7 +47,7 @@ type Config struct {
 	Heartbeat time.Duration
 	// SendLease is how soon after a send is taken up the sweeper checks
 	// that its worker lives, and again every SendLease while the send
-	// lasts; zero means 5s.
+	// lasts; zero means 3s.
 	SendLease time.Duration
 	// DueGrace is how long a message whose task is written, or whose retry
 	// is due, waits before the sweeper checks that its task exists; zero

@@ -99,7 +99,7 @@ type Config struct {
 	// 1m.
 	NoticeGrace time.Duration
 	// SendLease is how soon after a take-up (Begin) the sweeper checks
-	// that the send's worker still lives; zero means 5s. A longer send is
+	// that the send's worker still lives; zero means 3s. A longer send is
 	// checked again every SendLease.
 	SendLease time.Duration
 }
@@ -139,7 +139,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 		cfg.NoticeGrace = time.Minute
 	}
 	if cfg.SendLease <= 0 {
-		cfg.SendLease = 5 * time.Second
+		cfg.SendLease = 3 * time.Second
 	}
 	return &Store{rdb: rdb, cfg: cfg, refs: newRefCache(cfg.RefCache), cluster: cluster}
 }

@@ -33,6 +33,9 @@ const (
 	// maxRecheck bounds how long a record whose task waits in asynq is left
 	// alone before the sweeper looks again.
 	maxRecheck = time.Hour
+	// maxActive bounds the active tasks of a queue read at once: more than
+	// every worker's sends in flight together.
+	maxActive = 100000
 )
 
 // recovery is chatq's one recovery path, in every worker: the worker's
@@ -223,6 +226,7 @@ func (r *recovery) settle(ctx context.Context, entries []store.DueEntry) error {
 		first error
 		wg    sync.WaitGroup
 	)
+	active := &activeTasks{inspector: r.inspector}
 	slots := make(chan struct{}, sweepParallel)
 	for i, rec := range recs {
 		if rec == nil || !rec.Status.Pending() {
@@ -232,7 +236,7 @@ func (r *recovery) settle(ctx context.Context, entries []store.DueEntry) error {
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			if err := r.check(ctx, rec, alive); err != nil {
+			if err := r.check(ctx, rec, alive, active); err != nil {
 				mu.Lock()
 				first = cmpErr(first, err)
 				mu.Unlock()
@@ -253,8 +257,40 @@ func cmpErr(first, err error) error {
 	return err
 }
 
+// activeTasks tells, for one sweep, which active tasks of a queue are
+// orphaned: their lease lapsed, so no handler owns them (asynq's
+// GetTaskInfo does not say; its listing of active tasks does).
+type activeTasks struct {
+	inspector *asynq.Inspector
+	mu        sync.Mutex
+	orphans   map[string]map[string]bool // queue -> orphaned task ids
+}
+
+func (a *activeTasks) orphaned(queue, task string) (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ids, ok := a.orphans[queue]
+	if !ok {
+		tasks, err := a.inspector.ListActiveTasks(queue, asynq.PageSize(maxActive))
+		if err != nil {
+			return false, fmt.Errorf("list active tasks of %s: %w", queue, err)
+		}
+		ids = map[string]bool{}
+		for _, t := range tasks {
+			if t.IsOrphaned {
+				ids[t.ID] = true
+			}
+		}
+		if a.orphans == nil {
+			a.orphans = map[string]map[string]bool{}
+		}
+		a.orphans[queue] = ids
+	}
+	return ids[task], nil
+}
+
 // check decides what a pending record due on the index needs.
-func (r *recovery) check(ctx context.Context, rec *store.Record, alive map[string]bool) error {
+func (r *recovery) check(ctx context.Context, rec *store.Record, alive map[string]bool, active *activeTasks) error {
 	now := r.now()
 	lease := r.store.SendLease()
 	if rec.Status == store.Sending && rec.Owner != "" && !alive[rec.Owner] {
@@ -282,7 +318,11 @@ func (r *recovery) check(ctx context.Context, rec *store.Record, alive map[strin
 	case asynq.TaskStateCompleted:
 		return r.resend(ctx, rec, "its task completed without an outcome")
 	case asynq.TaskStateActive:
-		if info.IsOrphaned {
+		orphaned, err := active.orphaned(queue, rec.TaskID)
+		if err != nil {
+			return err
+		}
+		if orphaned {
 			// Its lease lapsed (its worker lost Redis for longer, or
 			// died): no handler owns it any more, and asynq's recoverer
 			// would hand it back only within a minute.

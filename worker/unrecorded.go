@@ -99,10 +99,14 @@ func (u *unrecorded) record(ctx context.Context) int {
 		delete(u.pending, id)
 		u.mu.Unlock()
 		log := u.log.With(zap.String("message_id", id), zap.String("provider_message_id", a.providerID))
-		if o == store.Changed {
+		switch o {
+		case store.Changed:
 			u.metrics.Submitted(a.priority, a.at.Sub(a.enqueuedAt))
 			log.Info("recorded an acceptance late, once Redis answered")
-		} else {
+		case store.Duplicate:
+			// The first write went through; only its answer was lost.
+			log.Info("recorded an acceptance late: it had been recorded already")
+		default:
 			log.Warn("recorded an acceptance late: the message had been sent again meanwhile (counted as a possible duplicate)", zap.String("outcome", string(o)))
 		}
 	}

@@ -314,3 +314,30 @@ func TestRepeatedKeyKeepsAWaitingRecordDue(t *testing.T) {
 		t.Errorf("due = %v, want w-first (still waiting) and not s-first (sent)", due)
 	}
 }
+
+// A submit repeated because its answer was lost changes nothing; another
+// acceptance of the same message is kept in the history.
+func TestRepeatedSubmitChangesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, create := setup(t)
+	create("m")
+	if _, _, err := st.Begin(ctx, "m", t0, store.Owner{Task: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []store.Outcome{store.Changed, store.Duplicate} {
+		if o, err := st.Submit(ctx, "m", "pid-1", t0); err != nil || o != want {
+			t.Errorf("submit %d: %s %v, want %s", i+1, o, err, want)
+		}
+	}
+	if o, err := st.Submit(ctx, "m", "pid-2", t0); err != nil || o != store.Kept {
+		t.Errorf("another acceptance: %s %v, want kept", o, err)
+	}
+	r, err := st.Get(ctx, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"queued", "sending", "submitted", "submitted (accepted again after submitted)"}, statuses(r)); diff != "" {
+		t.Errorf("history (-want +got):\n%s", diff)
+	}
+}

@@ -40,6 +40,14 @@ if dedupe ~= '' and redis.call('HSETNX', key, dedupe, 1) == 0 then
   return {'duplicate', cur}
 end
 
+-- A submit repeated after its answer was lost (Redis went away meanwhile)
+-- finds its own provider id: nothing more happened.
+if op == 'submit' and rank[cur] then
+  for i = 8, #ARGV, 2 do
+    if ARGV[i] == 'pid' and redis.call('HGET', key, 'pid') == ARGV[i + 1] then return {'duplicate', cur} end
+  end
+end
+
 if task ~= '' and op ~= 'begin' and redis.call('HGET', key, 'tid') ~= task then
   return {'refused', cur}
 end

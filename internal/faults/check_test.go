@@ -384,7 +384,7 @@ func (r *report) check(t *testing.T) {
 // printTable writes the suite's summary.
 func printTable(w io.Writer, reports []*report) {
 	fmt.Fprintf(w, "\nchatq fault suite\n\n")
-	fmt.Fprintf(w, "%-22s %6s %5s %19s %10s %9s %6s  %s\n", "case", "sent", "lost", "duplicated (bound)", "mismatched", "backwards", "took", "result")
+	fmt.Fprintf(w, "%-30s %6s %5s %19s %10s %9s %6s  %s\n", "case", "sent", "lost", "duplicated (bound)", "mismatched", "backwards", "took", "result")
 	for _, r := range reports {
 		result := "ok"
 		switch {
@@ -396,7 +396,7 @@ func printTable(w io.Writer, reports []*report) {
 			result = "FAIL"
 		}
 		dup := fmt.Sprintf("%d (<= %d)", r.duplicated, r.bound)
-		fmt.Fprintf(w, "%-22s %6d %5d %19s %10d %9d %5.0fs  %s\n", r.name, r.sent, r.lost, dup, r.mismatched, r.backwards, r.took.Seconds(), result)
+		fmt.Fprintf(w, "%-30s %6d %5d %19s %10d %9d %5.0fs  %s\n", r.name, r.sent, r.lost, dup, r.mismatched, r.backwards, r.took.Seconds(), result)
 	}
 	fmt.Fprintln(w)
 	for _, r := range reports {

@@ -101,21 +101,25 @@ func workerKilled(t *testing.T, r *report) {
 }
 
 // fastRecovery kills a worker with 500 sends on the wire (the sandbox
-// answers after 2s) while a second one runs, and measures the time from
-// the kill to the last of its orphans submitted: the heartbeat's lapse
-// (3s), the sweeper's next read (1s) and a send. It must be 10s at most.
+// answers after 2.5s) while a second, idle one runs, and measures the time
+// from the kill to the last of its orphans submitted: the heartbeat's
+// lapse (3s), the sweeper's next read (1s) and a send. It must be 10s at
+// most.
 func fastRecovery(t *testing.T, r *report) {
 	const concurrency = 500
-	s := newStack(t, stackConfig{env: map[string]string{"CHATQ_SANDBOX_LATENCY": "2s", "CHATQ_CA_TIMEOUT": "10s"}})
-	w2 := s.startWorker("worker-2", concurrency)
+	s := newStack(t, stackConfig{env: map[string]string{"CHATQ_SANDBOX_LATENCY": "2500ms", "CHATQ_CA_TIMEOUT": "10s"}})
 	victim := s.startWorker("worker-1", concurrency)
-	msgs := newMessages("fast-recovery", 1000, "transactional", nil)
-	s.sendBatches(msgs, 500)
-	// Both workers' slots fill: every message is on the wire.
-	s.waitFor("900 sends on the wire", time.Minute, func() (bool, error) {
+	msgs := newMessages("fast-recovery", concurrency, "transactional", nil)
+	s.sendBatches(msgs, concurrency)
+	s.waitFor("every message on worker-1's wire", time.Minute, func() (bool, error) {
 		st, err := s.sandboxStats()
-		return err == nil && st.Requests >= 900, nil
+		return err == nil && st.Requests >= concurrency, nil
 	})
+	w2 := s.startWorker("worker-2", concurrency)
+	st, err := s.sandboxStats()
+	if err != nil {
+		t.Fatal(err)
+	}
 	killedAt := time.Now()
 	s.kill(victim)
 	s.settle(msgs, 2*time.Minute)
@@ -132,8 +136,8 @@ func fastRecovery(t *testing.T, r *report) {
 		t.Errorf("the last orphan was submitted %s after the kill, more than 10s", secs(last))
 	}
 	counted := s.checkCounted(r, w2)
-	r.note("killed worker-1 with %d sends on the wire (sandbox latency 2s); %d of them reached the sandbox before the kill and were sent again (the duplicates; %.0f counted as possible)",
-		len(waits), r.duplicated, counted)
+	r.note("killed worker-1 with %d sends on the wire (sandbox latency 2.5s; %d answered before the kill), worker-2 idle; %d of them reached the sandbox and were sent again (the duplicates; %.0f counted as possible)",
+		len(waits), st.Accepted, r.duplicated, counted)
 	r.note("from the kill to the last orphan submitted: %s (first %s, median %s); bound 10s",
 		secs(last), secs(waits[0]), secs(waits[len(waits)/2]))
 }

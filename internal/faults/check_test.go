@@ -414,7 +414,7 @@ func (s *stack) recovery(r *store.Record) string {
 	due, err := s.rdb.ZScore(s.ctx, "chatq:due", r.ID).Result()
 	entry := "no due entry"
 	if err == nil {
-		entry = "due " + time.UnixMilli(int64(due)).Sub(time.Now()).Round(time.Millisecond).String() + " from now"
+		entry = "due " + time.Until(time.UnixMilli(int64(due))).Round(time.Millisecond).String() + " from now"
 	}
 	state := "no task"
 	if info, err := asynq.NewInspectorFromRedisClient(s.rdb).GetTaskInfo(r.Queue, r.TaskID); err == nil {

@@ -1,7 +1,8 @@
 // Package store keeps chatq's job records in Redis: one hash per message,
 // changed only through a Lua script that enforces the status state machine,
 // plus the indexes that find a record by idempotency key, provider id or
-// WhatsApp id.
+// WhatsApp id, and the due index of the records that need a task (due.go):
+// chatq's one place to recover lost work from.
 //
 // Every atomic operation touches the keys of one hash tag, so the layout
 // works on Redis Cluster: a record lives at chatq:m:{<id>}, its payload at
@@ -70,7 +71,8 @@ type Config struct {
 	// appear; zero means 1h.
 	ParkTTL time.Duration
 	// Notifier, if set, is told of every callback notice a change queues
-	// (see Notices). Nil leaves the notices to whoever sweeps NoticesDue.
+	// (see Notices). Nil leaves the notices to whoever sweeps the due index
+	// (Due).
 	Notifier Notifier
 	// RefCache is how many provider and WhatsApp ids the store remembers
 	// the record of, in each of two generations, so that a message's later

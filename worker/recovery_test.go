@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/callback"
 	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/poll"
@@ -357,4 +359,32 @@ func TestAcceptanceDuringARedisOutageIsRecorded(t *testing.T) {
 	if n := sender.calls.Load(); n != 1 {
 		t.Errorf("sent %d times, want once", n)
 	}
+}
+
+// Status callbacks whose task was never written (the process died between
+// the change and the enqueue) are found on the due index by the worker
+// that sweeps it, and delivered.
+func TestStrandedCallbacksAreDelivered(t *testing.T) {
+	g := newRig(t)
+	ctx := context.Background()
+	var got atomic.Int64
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got.Add(1) }))
+	t.Cleanup(sink.Close)
+	// No notifier: the notice waits without a task.
+	st := store.New(g.store.Redis(), store.Config{NoticeGrace: 300 * time.Millisecond})
+	now := time.Now().UTC()
+	r := &store.Record{ID: "cb", Destination: "96996999699", Type: "text", Priority: "transactional", CallbackURL: sink.URL,
+		Status: store.Canceled, History: []store.HistoryEntry{{Status: store.Canceled, At: now}},
+		CreatedAt: now, UpdatedAt: now, Queue: "transactional"}
+	if _, err := st.Create(ctx, []*store.Record{r}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := callback.New(st, asynq.NewClientFromRedisClient(g.store.Redis()), callback.Config{Secret: "s", AllowPrivate: true}, g.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := fast()
+	cfg.Conversation = &Conversation{Callbacks: d}
+	g.worker(t, g.ca, cfg)
+	poll.Until(t, 20*time.Second, "the callback delivered", func() (bool, string) { return got.Load() == 1, "" })
 }

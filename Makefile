@@ -25,7 +25,7 @@ test: vet staticcheck bench-deps
 # test-faults: the fault suite (internal/faults): real chatq processes on a
 # private redis-server, with a worker, Redis and the API killed mid-run and
 # a hostile upstream; prints per case the messages sent, lost, duplicated
-# and in the wrong status, and fails if a bound is broken (two to four
+# and in the wrong status, and fails if a bound is broken (about three
 # minutes; needs redis-server). CHATQ_FAULTS_LOGS=dir keeps the logs.
 test-faults:
 	CHATQ_TEST_FAULTS=1 $(GO) test -count=1 -v -timeout 15m -run '^TestFaults$$' ./internal/faults/

@@ -377,7 +377,7 @@ func TestCancel(t *testing.T) {
 	res = f.post(t, "/v1/messages", textBody)
 	id = decode[store.Record](t, res).ID
 	ctx := context.Background()
-	if _, _, err := f.store.Begin(ctx, id, time.Now()); err != nil {
+	if _, _, err := f.store.Begin(ctx, id, time.Now(), store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.store.Submit(ctx, id, "pid-"+id, time.Now()); err != nil {
@@ -634,7 +634,7 @@ func TestWebhook(t *testing.T) {
 	// A delivery event updates the message's record.
 	res := f.post(t, "/v1/messages", textBody)
 	id := decode[store.Record](t, res).ID
-	if _, _, err := f.store.Begin(ctx, id, time.Now()); err != nil {
+	if _, _, err := f.store.Begin(ctx, id, time.Now(), store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.store.Submit(ctx, id, "pid-"+id, time.Now()); err != nil {
@@ -672,7 +672,7 @@ func TestWebhook(t *testing.T) {
 	if res := hook(webhookSecret, "", event("pid-"+id, "read")); res.status != http.StatusOK {
 		t.Fatalf("early event: status %d, body %s", res.status, res.body)
 	}
-	if _, _, err := f.store.Begin(ctx, id, time.Now()); err != nil {
+	if _, _, err := f.store.Begin(ctx, id, time.Now(), store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.store.Submit(ctx, id, "pid-"+id, time.Now()); err != nil {

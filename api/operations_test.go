@@ -141,7 +141,7 @@ func TestBatchRoutes(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
 	ids := f.sendBatch(t, "spring", 4)
-	if _, _, err := f.store.Begin(ctx, ids[0], time.Now()); err != nil {
+	if _, _, err := f.store.Begin(ctx, ids[0], time.Now(), store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.store.Submit(ctx, ids[0], "pid-0", time.Now()); err != nil {

@@ -154,7 +154,7 @@ func TestWebhooksTeachThePolicy(t *testing.T) {
 	}
 	// Without a destination: the record tells it.
 	rec := decode[store.Record](t, f.post(t, "/v1/messages", `{"destination":"96996990003","payload":{"type":"text","message":"hi"}}`))
-	if _, _, err := f.store.Begin(ctx, rec.ID, time.Now()); err != nil {
+	if _, _, err := f.store.Begin(ctx, rec.ID, time.Now(), store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.store.Submit(ctx, rec.ID, "pid-"+rec.ID, time.Now()); err != nil {

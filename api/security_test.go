@@ -484,7 +484,7 @@ func TestEveryGuardedRouteRefusesNearMisses(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := res.ID
-	if _, _, err := f.store.Begin(ctx, id, time.Now()); err != nil {
+	if _, _, err := f.store.Begin(ctx, id, time.Now(), store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.store.Submit(ctx, id, "pid-walk", time.Now()); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,14 +91,6 @@ const (
 	// circuitHold is how long a message held by an open circuit waits
 	// before its task is pending again; the queue's pause then keeps it.
 	circuitHold = time.Second
-	// heldKey lists tasks handed back through Redis (see park): the job id,
-	// scored with the unix milliseconds it is due.
-	heldKey = "chatq:flow:held"
-	// heldBatch is how many due tasks one worker re-enqueues per round.
-	heldBatch = 100
-	// heldRecheck is how soon a held message is looked at again when its
-	// task still exists.
-	heldRecheck = 5 * time.Second
 )
 
 // errStopping hands a waiting message back when its worker stops.
@@ -133,16 +124,12 @@ type flowState struct {
 
 // flow is one worker's flow control.
 type flow struct {
-	cfg          FlowConfig
-	limiter      *ratelimit.Limiter
-	circuit      *Circuit
-	rdb          redis.UniversalClient
-	store        *store.Store
-	tasks        *asynq.Client
-	probe        func(ctx context.Context) error
-	requeueEvery time.Duration
-	log          *zap.Logger
-	now          func() time.Time
+	cfg     FlowConfig
+	limiter *ratelimit.Limiter
+	circuit *Circuit
+	probe   func(ctx context.Context) error
+	log     *zap.Logger
+	now     func() time.Time
 
 	// bulk is the turn of the bulk messages that wait for their slot to
 	// enter the horizon: one per process asks Redis, the others queue here.
@@ -170,7 +157,7 @@ func (f *flow) waited(limit string, d time.Duration) {
 	}
 }
 
-func newFlow(rdb redis.UniversalClient, st *store.Store, cfg FlowConfig, sender Sender, requeueEvery time.Duration, log *zap.Logger) *flow {
+func newFlow(rdb redis.UniversalClient, cfg FlowConfig, sender Sender, log *zap.Logger) *flow {
 	probe := cfg.Probe
 	if probe == nil {
 		if t, ok := sender.(interface {
@@ -183,25 +170,21 @@ func newFlow(rdb redis.UniversalClient, st *store.Store, cfg FlowConfig, sender 
 		}
 	}
 	f := &flow{
-		cfg:          cfg,
-		limiter:      ratelimit.New(rdb, cfg.Limits, cfg.Window),
-		circuit:      NewCircuit(rdb, log.Named("circuit")),
-		rdb:          rdb,
-		store:        st,
-		tasks:        asynq.NewClientFromRedisClient(rdb),
-		probe:        probe,
-		requeueEvery: requeueEvery,
-		log:          log,
-		now:          time.Now,
-		bulk:         make(chan struct{}, 1),
+		cfg:     cfg,
+		limiter: ratelimit.New(rdb, cfg.Limits, cfg.Window),
+		circuit: NewCircuit(rdb, log.Named("circuit")),
+		probe:   probe,
+		log:     log,
+		now:     time.Now,
+		bulk:    make(chan struct{}, 1),
 	}
 	f.state.Store(&flowState{circuit: ratelimit.CircuitState{State: ratelimit.CircuitClosed}})
 	f.stopped = make(chan struct{}) // until start
 	return f
 }
 
-// start reads the shared state once, then keeps it fresh, probes an open
-// circuit and re-enqueues held tasks until stop.
+// start reads the shared state once, then keeps it fresh and probes an
+// open circuit until stop.
 func (f *flow) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	f.shutdown = cancel
@@ -224,16 +207,12 @@ func (f *flow) run(ctx context.Context) {
 	defer f.wg.Done()
 	refresh := time.NewTicker(f.cfg.StateRefresh)
 	defer refresh.Stop()
-	requeue := time.NewTicker(f.requeueEvery)
-	defer requeue.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-refresh.C:
 			f.refresh(ctx)
-		case <-requeue.C:
-			f.requeueHeld(ctx)
 		}
 	}
 }
@@ -335,7 +314,7 @@ func (h *Handler) admit(ctx context.Context, log *zap.Logger, rec *store.Record)
 	}
 	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
 		h.flow.settle(ctx, log, rec.ID, errExpired) // not sent: no trial
-		if _, _, err := h.store.Move(ctx, rec.ID, store.Change{Status: store.Expired, Note: "expires_at passed while it waited for its send slot", Unsent: true}); err != nil {
+		if _, _, err := h.store.Move(ctx, rec.ID, store.Change{Status: store.Expired, Note: "expires_at passed while it waited for its send slot", Unsent: true, Task: taskOf(ctx)}); err != nil {
 			return true, fmt.Errorf("expire %s: %w", rec.ID, err)
 		}
 		log.Info("message expired before it was sent")
@@ -348,16 +327,18 @@ func (h *Handler) admit(ctx context.Context, log *zap.Logger, rec *store.Record)
 // note, and hands its task back to run after the hold without using up its
 // retry budget.
 func (h *Handler) hold(ctx context.Context, log *zap.Logger, id string, hd *hold) error {
-	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Note: hd.note, Error: hd.err, At: h.now(), Unsent: hd.unsent}); err != nil {
+	due := h.now().Add(hd.delay)
+	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Note: hd.note, Error: hd.err, At: h.now(), Due: due, Unsent: hd.unsent, Task: taskOf(ctx)}); err != nil {
 		return fmt.Errorf("record hold of %s: %w", id, err)
 	}
 	log.Debug("message held back", zap.String("note", hd.note), zap.Duration("for", hd.delay))
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	if retried >= maxRetry && h.flow != nil {
+	if retried >= maxRetry {
 		// asynq archives a task whose retries are used up on any error,
-		// whatever IsFailure says: this one goes back through Redis.
-		return h.flow.park(ctx, id, h.now().Add(hd.delay))
+		// whatever IsFailure says: this one ends, and the due index gives
+		// the message a new task when it may go.
+		return h.store.Defer(ctx, id, due)
 	}
 	return &retryError{err: fmt.Errorf("hold %s: %s", id, hd.note), delay: wholeSeconds(h.now(), hd.delay), rateLimited: true}
 }
@@ -649,62 +630,6 @@ func (f *flow) update(change func(*flowState)) {
 		change(&next)
 		if f.state.CompareAndSwap(old, &next) {
 			return
-		}
-	}
-}
-
-// park hands a task back through Redis: the handler then ends it as done,
-// and requeueHeld enqueues it again once due. It is how a task whose retry
-// budget is used up waits, since asynq archives such a task on any error,
-// whatever IsFailure says.
-func (f *flow) park(ctx context.Context, id string, due time.Time) error {
-	if err := f.rdb.ZAdd(ctx, heldKey, redis.Z{Score: float64(due.UnixMilli()), Member: id}).Err(); err != nil {
-		return fmt.Errorf("park %s: %w", id, err)
-	}
-	return nil
-}
-
-// requeueHeld enqueues the parked tasks that are due. Every worker runs it;
-// removing an id from the set claims it. The new task has no retries left,
-// as the one it replaces had none.
-func (f *flow) requeueHeld(ctx context.Context) {
-	now := f.now()
-	ids, err := f.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
-		Key: heldKey, ByScore: true, Start: "-inf", Stop: strconv.FormatInt(now.UnixMilli(), 10), Count: heldBatch,
-	}).Result()
-	if err != nil || len(ids) == 0 {
-		return // refresh logs Redis failures, once
-	}
-	recs, err := f.store.GetMany(ctx, ids)
-	if err != nil {
-		return // refresh logs Redis failures, once
-	}
-	for i, id := range ids {
-		if n, err := f.rdb.ZRem(ctx, heldKey, id).Result(); err != nil || n == 0 {
-			continue
-		}
-		r := recs[i]
-		if r == nil || !r.Status.Pending() {
-			continue
-		}
-		queue := r.Queue
-		if queue == "" {
-			queue = enqueue.QueueFor(enqueue.Priority(r.Priority))
-		}
-		_, err := f.tasks.EnqueueContext(ctx, asynq.NewTask(enqueue.TaskSend, []byte(id)), asynq.TaskID(id), asynq.Queue(queue), asynq.MaxRetry(0))
-		switch {
-		case err == nil:
-		case errors.Is(err, asynq.ErrTaskIDConflict):
-			// The task still exists: its handler has not returned yet, or a
-			// lost lease brought it back. Look again until the message is
-			// done.
-			err = f.park(ctx, id, now.Add(heldRecheck))
-		default:
-			f.log.Warn("re-enqueueing a held message failed", zap.String("message_id", id), zap.Error(err))
-			err = f.park(ctx, id, now.Add(f.requeueEvery))
-		}
-		if err != nil {
-			f.log.Error("a held message is left without a task", zap.String("message_id", id), zap.Error(err))
 		}
 	}
 }

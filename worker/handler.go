@@ -49,11 +49,18 @@ type Handler struct {
 	flow   *flow         // limits and circuit breaker, in flow.go; nil sends at once
 	// metrics counts sends, retries and dead letters; nil counts nothing.
 	metrics *metrics.Metrics
+	// worker is the worker process's id, which owns the sends it takes up
+	// (see recovery.go).
+	worker string
+	// unrecorded keeps the acceptances Redis could not take.
+	unrecorded *unrecorded
 }
 
-// NewHandler returns the send handler.
-func NewHandler(st *store.Store, sender Sender, policy Policy, log *zap.Logger) *Handler {
-	return &Handler{store: st, sender: sender, policy: policy, log: log, now: time.Now}
+// NewHandler returns the send handler of worker process worker (the id
+// of its heartbeat: see Worker).
+func NewHandler(st *store.Store, sender Sender, policy Policy, worker string, log *zap.Logger) *Handler {
+	return &Handler{store: st, sender: sender, policy: policy, log: log, now: time.Now, worker: worker,
+		unrecorded: newUnrecorded(st, log)}
 }
 
 // retryError is a failure worth another attempt. Its delay, when set,
@@ -112,7 +119,13 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	// WithLazy: the fields are encoded only when a line is logged, which a
 	// successful send does at debug level alone.
 	log := h.log.WithLazy(zap.String("message_id", id))
-	rec, outcome, err := h.store.Begin(ctx, id, h.now())
+	if h.unrecorded.has(id) {
+		// Accepted upstream already; its record waits for Redis.
+		log.Info("task skipped: the message was accepted, its acceptance is being recorded")
+		return nil
+	}
+	owner := store.Owner{Worker: h.worker, Task: taskOf(ctx)}
+	rec, outcome, err := h.store.Begin(ctx, id, h.now(), owner)
 	if err == nil && outcome == store.Refused && rec.Status == store.Dead {
 		// A dead letter's task runs again only when an operator runs it
 		// from asynq's archive (the dashboard's "run"): that is a retry,
@@ -120,7 +133,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// Refused: an operator's retry (chatq dlq retry) queued it
 		// meanwhile, and this task sends it.
 		if err = h.store.Requeue(ctx, id, h.now(), "run again from the dead-letter queue"); err == nil || errors.Is(err, store.ErrRefused) {
-			rec, outcome, err = h.store.Begin(ctx, id, h.now())
+			rec, outcome, err = h.store.Begin(ctx, id, h.now(), owner)
 		}
 	}
 	if err != nil {
@@ -134,14 +147,15 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Warn("task without a record dropped")
 		return nil
 	case store.Refused:
-		// Already submitted or ended: a redelivered task sends nothing.
+		// Already submitted or ended, or being sent by another task: a
+		// redelivered or replaced task sends nothing.
 		log.Debug("task skipped", zap.String("status", string(rec.Status)))
 		return nil
 	}
 	attempt := rec.Attempts
 	log = log.WithLazy(zap.Int("attempt", attempt))
 	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
-		if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Expired, Note: "expires_at passed before it could be sent", Unsent: true}); err != nil {
+		if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Expired, Note: "expires_at passed before it could be sent", Unsent: true, Task: taskOf(ctx)}); err != nil {
 			return fmt.Errorf("expire %s: %w", id, err)
 		}
 		log.Info("message expired before it was sent")
@@ -155,6 +169,20 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 
+	// From here the send may reach ChatArchitect: a worker lost now leaves
+	// a possible duplicate, which the record must know of.
+	again, err := h.store.OnWire(ctx, id, owner.Task, h.now())
+	if errors.Is(err, store.ErrRefused) {
+		log.Info("not sent: the message was handed to another task meanwhile")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("send %s: %w", id, err)
+	}
+	if again {
+		h.metrics.PossibleDuplicate()
+		log.Warn("sending again a message whose previous attempt's outcome was not recorded (worker lost): it may be sent twice", zap.Bool("possible_duplicate", true))
+	}
 	start := h.now()
 	providerID, sendErr := h.sender.Send(ctx, rec.Destination, rec.Payload)
 	took := h.now().Sub(start)
@@ -162,10 +190,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if sendErr == nil {
 		h.metrics.SendDuration("submitted", took)
 		log.Debug("send attempt", zap.String("outcome", "submitted"), zap.String("provider_message_id", providerID), zap.Duration("took", took))
-		if err := h.submit(ctx, id, providerID); err != nil {
-			return err
-		}
-		h.metrics.Submitted(rec.Priority, h.now().Sub(enqueuedAt(rec)))
+		h.submit(ctx, log, rec, providerID)
 		return nil
 	}
 	info := errorInfo(sendErr, h.now())
@@ -173,6 +198,13 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	log.Debug("send attempt", zap.String("outcome", "failed"), zap.String("class", info.Class), zap.String("code", info.Code), zap.Duration("took", took))
 	h.learn(ctx, log, rec, sendErr)
 	return h.fail(ctx, log, rec, sendErr)
+}
+
+// taskOf is the id of the task the handler runs: its changes to the record
+// are refused once the sweeper handed the message to another task.
+func taskOf(ctx context.Context) string {
+	id, _ := asynq.GetTaskID(ctx)
+	return id
 }
 
 // enqueuedAt is when a message became due: its creation, or its send_at
@@ -185,23 +217,19 @@ func enqueuedAt(rec *store.Record) time.Time {
 }
 
 // submit records the acceptance. Failing to record it would send the
-// message again on the next attempt, so a Redis blip is retried here for as
-// long as the task's context allows.
-func (h *Handler) submit(ctx context.Context, id, providerID string) error {
-	delay := 50 * time.Millisecond
-	for {
-		_, err := h.store.Submit(ctx, id, providerID, h.now())
-		if err == nil {
-			return nil
-		}
-		h.log.Error("recording an accepted message failed, retrying", zap.String("message_id", id), zap.String("provider_message_id", providerID), zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("record submission of %s: %w", id, err)
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 2*time.Second)
+// message again, so an acceptance Redis does not take is kept in memory
+// and recorded in the background once Redis answers, whatever becomes of
+// the task (see unrecorded); the task itself is done.
+func (h *Handler) submit(ctx context.Context, log *zap.Logger, rec *store.Record, providerID string) {
+	at := h.now()
+	_, err := h.store.Submit(ctx, rec.ID, providerID, at)
+	if err == nil {
+		h.metrics.Submitted(rec.Priority, h.now().Sub(enqueuedAt(rec)))
+		return
 	}
+	h.unrecorded.add(rec.ID, acceptance{providerID: providerID, at: at, priority: rec.Priority, enqueuedAt: enqueuedAt(rec)})
+	log.Error("recording an accepted message failed: kept in memory, recorded once Redis answers",
+		zap.String("provider_message_id", providerID), zap.Error(err))
 }
 
 // fail classifies a send failure, records it and tells asynq what to do.
@@ -242,16 +270,21 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 	}
 
 	ambiguous := apiErr != nil && apiErr.Ambiguous
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	if retried >= maxRetry {
-		if err := h.moveDead(ctx, id, store.Change{Error: &info, Note: fmt.Sprintf("gave up after %d attempts", retried+1)}); err != nil {
+	// The retry budget is the record's: the failed attempts of every task
+	// the message had, and those whose outcome was lost with their worker.
+	failures := rec.Failures + 1
+	if failures > h.policy.MaxRetry {
+		if err := h.moveDead(ctx, id, store.Change{Error: &info, Note: fmt.Sprintf("gave up after %d attempts", failures)}); err != nil {
 			return err
 		}
 		log.Error("retries exhausted, dead-lettered", zap.String("reason", info.Message))
-		return fmt.Errorf("send %s: %w", id, sendErr)
+		return fmt.Errorf("send %s: %w: %w", id, sendErr, asynq.SkipRetry)
 	}
-	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Error: &info}); err != nil {
+	delay := h.policy.Backoff(rec.Failures)
+	if apiErr != nil && apiErr.RetryAfter > 0 {
+		delay = apiErr.RetryAfter
+	}
+	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Error: &info, Failed: true, At: h.now(), Due: h.now().Add(delay), Task: taskOf(ctx)}); err != nil {
 		return fmt.Errorf("record retry of %s: %w", id, err)
 	}
 	h.metrics.Retry(info.Class, ambiguous)
@@ -261,17 +294,13 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 	} else {
 		log.Warn("send failed, will retry", zap.String("reason", info.Message))
 	}
-	var delay time.Duration
-	if apiErr != nil {
-		delay = apiErr.RetryAfter
-	}
 	return &retryError{err: fmt.Errorf("send %s: %w", id, sendErr), delay: delay}
 }
 
 // moveDead ends a message as a dead letter with c's error and note; c.Unsent
 // says it was never sent, so that the try does not count as an attempt.
 func (h *Handler) moveDead(ctx context.Context, id string, c store.Change) error {
-	c.Status = store.Dead
+	c.Status, c.Task = store.Dead, taskOf(ctx)
 	o, _, err := h.store.Move(ctx, id, c)
 	if err != nil {
 		return fmt.Errorf("record dead letter %s: %w", id, err)

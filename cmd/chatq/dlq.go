@@ -207,7 +207,7 @@ type archivedTask struct {
 
 func archivedTaskOf(archive *asynq.Inspector, rec *store.Record) *archivedTask {
 	queue := cmpOr(rec.Queue, enqueue.QueueFor(enqueue.Priority(rec.Priority)))
-	info, err := archive.GetTaskInfo(queue, rec.ID)
+	info, err := archive.GetTaskInfo(queue, rec.TaskID)
 	if err != nil {
 		return nil
 	}

@@ -273,7 +273,7 @@ func (m *Manager) unarchive(r *store.Record) error {
 	if queue == "" {
 		queue = enqueue.QueueFor(enqueue.Priority(r.Priority))
 	}
-	info, err := m.archive.GetTaskInfo(queue, r.ID)
+	info, err := m.archive.GetTaskInfo(queue, r.TaskID)
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
 		return nil
@@ -282,7 +282,7 @@ func (m *Manager) unarchive(r *store.Record) error {
 	case info.State != asynq.TaskStateArchived:
 		return nil
 	}
-	err = m.archive.DeleteTask(queue, r.ID)
+	err = m.archive.DeleteTask(queue, r.TaskID)
 	if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
 		return fmt.Errorf("delete the archived task of %s: %w", r.ID, err)
 	}

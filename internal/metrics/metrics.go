@@ -23,7 +23,7 @@ type Metrics struct {
 	dead            *prometheus.CounterVec
 	deliveryFailed  *prometheus.CounterVec
 	retries         *prometheus.CounterVec
-	possibleDupes   prometheus.Counter
+	possibleDupes   *prometheus.CounterVec
 	sendSeconds     *prometheus.HistogramVec
 	enqueueToSubmit *prometheus.HistogramVec
 	limitWaits      *prometheus.CounterVec
@@ -56,9 +56,9 @@ func New(inspector *asynq.Inspector) *Metrics {
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatq_send_retries_total", Help: "Send attempts that will be retried, by error class.",
 		}, []string{"class"}),
-		possibleDupes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "chatq_possible_duplicates_total", Help: "Sends that may have been accepted (a timeout after the request was written, a 2xx answer without a messageId): the retry may duplicate the message.",
-		}),
+		possibleDupes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_possible_duplicates_total", Help: "Sends that may duplicate the message, by cause: timeout (a send timed out after its request was written, or a 2xx answer came without a messageId, and is retried), lost (a send whose earlier attempt's outcome was never recorded: its worker was lost, or Redis was away).",
+		}, []string{"cause"}),
 		sendSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "chatq_send_duration_seconds", Help: "Duration of the upstream send call, by outcome.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
@@ -136,8 +136,17 @@ func (m *Metrics) Retry(class string, ambiguous bool) {
 	if m != nil {
 		m.retries.WithLabelValues(class).Inc()
 		if ambiguous {
-			m.possibleDupes.Inc()
+			m.possibleDupes.WithLabelValues("timeout").Inc()
 		}
+	}
+}
+
+// PossibleDuplicate counts a send of a message whose earlier attempt's
+// outcome was never recorded (its worker was lost, or Redis was away): the
+// earlier attempt may have been accepted, so this one may duplicate it.
+func (m *Metrics) PossibleDuplicate() {
+	if m != nil {
+		m.possibleDupes.WithLabelValues("lost").Inc()
 	}
 }
 

@@ -77,6 +77,7 @@ func (s *Store) die(ctx context.Context, id string, c Change) (Outcome, Status, 
 		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), s.transitionArgs(op, c)...)
 		pipe.ZAddNX(ctx, key, redis.Z{Score: float64(at.UnixMilli()), Member: id})
 		s.trimDead(ctx, pipe, key)
+		pipe.ZRem(ctx, dueKey, id)
 	})
 	o, st, _, err := s.outcome(ctx, id, cmd, "move "+id)
 	if err != nil {
@@ -186,11 +187,10 @@ func (s *Store) ListDead(ctx context.Context, f DeadFilter, cursor string, limit
 // RetryDead takes dead records back to queued, for an operator's retry, and
 // reports each one's outcome: Changed, Refused (not dead: its status is
 // the second result) or Missing. The history notes the retry. Each record
-// retried leaves its tenant's dead letters and joins the unsent index, so that a
-// worker's sweeper enqueues it if the caller does not (see MarkEnqueued):
-// the caller must have removed any task of the record from asynq's
-// archive first, or the sweeper would find the task and take the record off
-// the index with no task to run.
+// retried leaves its tenant's dead letters and joins the due index, so
+// that the sweeper enqueues it if the caller does not: the caller must have
+// removed any task of the record from asynq's archive first, or the sweeper
+// would find the task archived and end the record dead again.
 func (s *Store) RetryDead(ctx context.Context, ids []string, at time.Time, note string) ([]Outcome, []Status, error) {
 	_, tenants, err := s.owners(ctx, ids)
 	if err != nil {
@@ -200,10 +200,9 @@ func (s *Store) RetryDead(ctx context.Context, ids []string, at time.Time, note 
 	cmds := make([]*redis.Cmd, len(ids))
 	err = s.exec(ctx, func(pipe redis.Pipeliner) {
 		for i, id := range ids {
-			// On the unsent index before the change, scored now, so that
-			// the sweeper leaves it for its grace period: a crash in
-			// between leaves the message queued and found, not lost.
-			pipe.ZAdd(ctx, unsentKey, redis.Z{Score: float64(time.Now().UnixMilli()), Member: id})
+			// On the due index before the change, after a grace: a crash
+			// in between leaves the message queued and found, not lost.
+			pipe.ZAdd(ctx, dueKey, redis.Z{Score: float64(time.Now().Add(s.cfg.DueGrace).UnixMilli()), Member: id})
 			cmds[i] = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), args...)
 			// Retried or not dead (anymore): either way no dead letter.
 			pipe.ZRem(ctx, deadKey(tenants[i]), id)

@@ -52,7 +52,7 @@ func TestListMessages(t *testing.T) {
 	ctx := context.Background()
 	st := store.New(redistest.Start(t).Client(t), store.Config{})
 	campaign(t, st, 7)
-	if _, _, err := st.Begin(ctx, "c01", time.Now()); err != nil {
+	if _, _, err := st.Begin(ctx, "c01", time.Now(), store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.Submit(ctx, "c01", "pid-c01", time.Now()); err != nil {
@@ -99,7 +99,7 @@ func TestBatchCountsAndCancel(t *testing.T) {
 	// c00 is being sent, c01 submitted, c02 dead; c03..c05 wait, one of
 	// them for a retry.
 	for _, id := range []string{"c00", "c01"} {
-		if _, _, err := st.Begin(ctx, id, time.Now()); err != nil {
+		if _, _, err := st.Begin(ctx, id, time.Now(), store.Owner{}); err != nil {
 			t.Fatal(err)
 		}
 	}

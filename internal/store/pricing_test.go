@@ -30,7 +30,7 @@ func TestPricingIsKeptAndCountedOnce(t *testing.T) {
 	}
 	createAll(t, st, recs...)
 	for _, r := range recs {
-		if _, _, err := st.Begin(ctx, r.ID, at); err != nil {
+		if _, _, err := st.Begin(ctx, r.ID, at, store.Owner{}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := st.Submit(ctx, r.ID, "pid-"+r.ID, at); err != nil {
@@ -74,7 +74,7 @@ func TestPricingIsKeptAndCountedOnce(t *testing.T) {
 	// is released.
 	late := newRecord("p5", "442070001105", "bulk", "pricing", at)
 	createAll(t, st, late)
-	if _, _, err := st.Begin(ctx, "p5", at); err != nil {
+	if _, _, err := st.Begin(ctx, "p5", at, store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if res, err := st.ApplyEvent(ctx, store.Event{ID: "wamid.p5", GsID: "pid-p5", Status: store.Sent, At: at, Key: "sent:p5", Pricing: utility}); err != nil || res.Correlation != store.Parked {

@@ -128,6 +128,16 @@ type Record struct {
 	Queue string `json:"-"`
 	// Fingerprint identifies the request, for idempotency checks.
 	Fingerprint string `json:"-"`
+	// TaskID is the asynq task that sends the message: the record's id
+	// for the first, a new one for each task the sweeper gives it.
+	TaskID string `json:"-"`
+	// Owner is the worker process that took the message up for its
+	// latest send (Begin), while it is sending.
+	Owner string `json:"-"`
+	// Failures counts the failed attempts, across tasks: the retry budget.
+	Failures int `json:"-"`
+	// OnWire is set while a send may be on the wire (see Store.OnWire).
+	OnWire bool `json:"-"`
 }
 
 // Hash field names. They are short because millions of records may wait.
@@ -160,6 +170,10 @@ const (
 	// fBillable is set, once, to the category of the first pricing object
 	// that says the message is billable: a campaign counts it there.
 	fBillable = "bl"
+	fTask     = "tid"
+	fOwner    = "ow"
+	fFailures = "fa"
+	fWire     = "wr"
 )
 
 // fields lays r out as the hash written at creation. The payload is not
@@ -244,10 +258,17 @@ func parseRecord(id string, h map[string]string) (*Record, error) {
 		IdempotencyKey: h[fIdem],
 		Tenant:         h[fTenant],
 		Sender:         h[fSender],
+		TaskID:         h[fTask],
+		Owner:          h[fOwner],
+		OnWire:         h[fWire] == "1",
 	}
 	if r.Tenant == "" {
 		r.Tenant = DefaultTenant
 	}
+	if r.TaskID == "" {
+		r.TaskID = id
+	}
+	r.Failures, _ = strconv.Atoi(h[fFailures])
 	if v := h[fFallback]; v != "" {
 		r.FallbackTemplate = json.RawMessage(v)
 	}

@@ -47,6 +47,9 @@ type Handler struct {
 	now    func() time.Time
 	conv   *Conversation // conversation policy, in policy.go; nil checks nothing
 	flow   *flow         // limits and circuit breaker, in flow.go; nil sends at once
+	// senders, if set, sends each message from its sender (senders.go);
+	// nil sends every message through sender and flow.
+	senders *senderSet
 	// metrics counts sends, retries and dead letters; nil counts nothing.
 	metrics *metrics.Metrics
 }
@@ -151,14 +154,22 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if stop, err := h.checkPolicy(ctx, log, rec); stop {
 		return err
 	}
-	if stop, err := h.admit(ctx, log, rec); stop { // last: it may sleep for its send slot
+	fl, sender, err := h.route(ctx, log, rec)
+	if fl == nil && sender == nil {
+		return err
+	}
+	stop, claim, err := h.admit(ctx, log, fl, rec)
+	if stop { // last: it may sleep for its send slot
 		return err
 	}
 
 	start := h.now()
-	providerID, sendErr := h.sender.Send(ctx, rec.Destination, rec.Payload)
+	providerID, sendErr := sender.Send(ctx, rec.Destination, rec.Payload)
 	took := h.now().Sub(start)
-	h.flow.settle(ctx, log, id, sendErr) // a half-open circuit's trial
+	fl.settle(ctx, log, id, sendErr) // a half-open circuit's trial
+	if sendErr != nil && !mayHaveSent(sendErr) {
+		fl.uncount(ctx, log, claim) // refused: it reached nobody
+	}
 	if sendErr == nil {
 		h.metrics.SendDuration("submitted", took)
 		log.Debug("send attempt", zap.String("outcome", "submitted"), zap.String("provider_message_id", providerID), zap.Duration("took", took))
@@ -172,7 +183,32 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	h.metrics.SendDuration(info.Class, took)
 	log.Debug("send attempt", zap.String("outcome", "failed"), zap.String("class", info.Class), zap.String("code", info.Code), zap.Duration("took", took))
 	h.learn(ctx, log, rec, sendErr)
-	return h.fail(ctx, log, rec, sendErr)
+	return h.fail(ctx, log, fl, rec, sendErr)
+}
+
+// route returns the flow control and the client of rec's sender. When
+// the message goes no further (its sender is paused or unknown), both are
+// nil and err is for asynq.
+func (h *Handler) route(ctx context.Context, log *zap.Logger, rec *store.Record) (*flow, Sender, error) {
+	if h.senders == nil {
+		return h.flow, h.sender, nil
+	}
+	fl, sender, hd, err := h.senders.route(rec)
+	switch {
+	case hd != nil:
+		hd.unsent = true
+		return nil, nil, h.hold(ctx, log, rec.ID, hd)
+	case err != nil:
+		return nil, nil, h.fail(ctx, log, nil, rec, err)
+	}
+	return fl, sender, nil
+}
+
+// mayHaveSent reports whether a failed send may have been accepted after
+// all.
+func mayHaveSent(err error) bool {
+	var apiErr *chatarchitect.APIError
+	return errors.As(err, &apiErr) && apiErr.Ambiguous
 }
 
 // enqueuedAt is when a message became due: its creation, or its send_at
@@ -205,7 +241,9 @@ func (h *Handler) submit(ctx context.Context, id, providerID string) error {
 }
 
 // fail classifies a send failure, records it and tells asynq what to do.
-func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, sendErr error) error {
+//
+// fl is the flow control of the message's sender, nil when it has none.
+func (h *Handler) fail(ctx context.Context, log *zap.Logger, fl *flow, rec *store.Record, sendErr error) error {
 	id := rec.ID
 	info := errorInfo(sendErr, h.now())
 	var apiErr *chatarchitect.APIError
@@ -226,18 +264,18 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 		if apiErr != nil {
 			retryAfter = apiErr.RetryAfter
 		}
-		if h.flow == nil {
+		if fl == nil {
 			log.Warn("rate limited by ChatArchitect, will retry", zap.String("reason", info.Message), zap.Duration("retry_after", retryAfter))
 		}
 		h.metrics.Retry(info.Class, false)
-		return h.hold(ctx, log, id, h.flow.rateLimited(ctx, log, rec.Destination, info, retryAfter))
+		return h.hold(ctx, log, id, fl.rateLimited(ctx, log, rec.Destination, info, retryAfter))
 	case chatarchitect.ClassAccount:
 		// Every message would fail alike: the circuit breaker pauses
 		// sending rather than burn each message's retries.
-		if h.flow != nil {
+		if fl != nil {
 			log.Warn("refused by ChatArchitect for the account: sending paused, the message waits", zap.String("reason", info.Message))
 			h.metrics.Retry(info.Class, false)
-			return h.hold(ctx, log, id, h.flow.accountRefused(ctx, log, id, info))
+			return h.hold(ctx, log, id, fl.accountRefused(ctx, log, id, info))
 		}
 	}
 

@@ -53,7 +53,13 @@ type Config struct {
 	Conversation *Conversation
 	// Flow is flow control: the limits every worker shares through Redis
 	// and the circuit breaker (flow.go). The zero value limits nothing.
+	// With Senders, its Limits are those of the environment's sender, and
+	// the rest applies to every sender.
 	Flow FlowConfig
+	// Senders, if set, sends each message from its sender, through its
+	// app's credentials and with its own flow control (senders.go); nil
+	// sends every message through the sender New is given.
+	Senders *Senders
 	// Metrics, if set, counts sends, retries, dead letters, limit waits
 	// and the circuit breaker's state; nil counts nothing.
 	Metrics *metrics.Metrics
@@ -148,6 +154,13 @@ func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) 
 	h.conv = cfg.Conversation
 	h.flow = newFlow(rdb, st, cfg.Flow, sender, cfg.DelayedTaskCheckInterval, log.Named("flow"))
 	h.metrics, h.flow.metrics = cfg.Metrics, cfg.Metrics
+	h.flow.sender = cfg.Flow.Limits.Sender
+	if cfg.Senders != nil && cfg.Senders.Registry != nil {
+		h.senders = newSenderSet(cfg.Senders, rdb, st, cfg.Flow, h.flow, sender, log.Named("flow"))
+		// Senders share the queues: an open circuit holds its own
+		// sender's messages back, and pauses no queue.
+		h.flow.circuit.holdOnly = cfg.Senders.Registry.Stored()
+	}
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   cfg.Queues,
@@ -210,6 +223,7 @@ func (w *Worker) Shutdown() {
 		// No new task comes in now: those still waiting for a send slot are
 		// handed back, and the sends on the wire finish.
 		w.handler.flow.stop()
+		w.handler.senders.stop()
 		w.srv.Shutdown()
 		if err := w.sweeper.Close(); err != nil {
 			w.log.Warn("closing the sweeper's client", zap.Error(err))

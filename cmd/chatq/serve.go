@@ -114,14 +114,16 @@ func (p *program) worker(ctx context.Context) error {
 		return err
 	}
 	defer rdb.Close()
-	if err := checkSecretsKey(rdb, cfg); err != nil {
-		return err
-	}
 	log, err := newLogger(cfg)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	reg, err := newRegistry(rdb, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer reg.Stop()
 	// The worker's own metrics. The queue sizes are the API's to report:
 	// every worker reporting them would count them as many times.
 	m := metrics.New(nil)
@@ -139,7 +141,7 @@ func (p *program) worker(ctx context.Context) error {
 	}
 	counter := startCounter(rdb, log)
 	defer stopCounter(counter)
-	w, err := newWorker(rdb, cfg, m, counter, log)
+	w, err := newWorker(rdb, cfg, reg, m, counter, log)
 	if err != nil {
 		return err
 	}

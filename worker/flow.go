@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -169,6 +170,15 @@ type flow struct {
 	global *flow
 }
 
+// circuitGauge sets the metrics of the circuit breaker: the sender's own,
+// and the deployment's when this is its flow.
+func (f *flow) circuitGauge(open bool) {
+	if f.global == nil {
+		f.metrics.CircuitOpen(open)
+	}
+	f.metrics.SenderCircuitOpen(cmp.Or(f.sender, "default"), open)
+}
+
 // waited counts a wait of a send for a limit.
 func (f *flow) waited(limit string, d time.Duration) {
 	if d > 0 {
@@ -269,7 +279,7 @@ func (f *flow) refresh(ctx context.Context) {
 		f.log.Info("reading the flow-control state works again")
 	}
 	f.state.Store(&flowState{circuit: cs, blockedUntil: f.now().Add(ss.Blocked)})
-	f.metrics.CircuitOpen(cs.IsOpen())
+	f.circuitGauge(cs.IsOpen())
 	switch {
 	case cs.Manual:
 	case cs.State == ratelimit.CircuitOpen:
@@ -644,7 +654,7 @@ func (f *flow) accountRefused(ctx context.Context, log *zap.Logger, id string, i
 			s.circuit = ratelimit.CircuitState{State: ratelimit.CircuitOpen, Reason: trip.Reason, Code: trip.Code, MessageID: id}
 		}
 	})
-	f.metrics.CircuitOpen(true)
+	f.circuitGauge(true)
 	note := "sending paused: the circuit breaker is open"
 	if opened {
 		note = "opened the circuit breaker: sending paused for every worker"
@@ -670,7 +680,7 @@ func (f *flow) settle(ctx context.Context, log *zap.Logger, id string, sendErr e
 		}
 		if closed {
 			f.update(func(s *flowState) { s.circuit = ratelimit.CircuitState{State: ratelimit.CircuitClosed} })
-			f.metrics.CircuitOpen(false)
+			f.circuitGauge(false)
 		}
 	case errors.As(sendErr, &apiErr) && apiErr.Class == chatarchitect.ClassAccount:
 	default:

@@ -177,6 +177,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			return err
 		}
 		h.metrics.Submitted(rec.Priority, h.now().Sub(enqueuedAt(rec)))
+		h.metrics.SenderSent(h.senderLabel(rec))
 		return nil
 	}
 	info := errorInfo(sendErr, h.now())
@@ -252,7 +253,7 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, fl *flow, rec *stor
 
 	switch chatarchitect.Class(info.Class) {
 	case chatarchitect.ClassPermanent, chatarchitect.ClassPolicy:
-		if err := h.moveDead(ctx, id, store.Change{Error: &info, Note: "refused by ChatArchitect"}); err != nil {
+		if err := h.moveDead(ctx, rec, store.Change{Error: &info, Note: "refused by ChatArchitect"}); err != nil {
 			return err
 		}
 		log.Warn("message refused, dead-lettered", zap.String("reason", info.Message))
@@ -268,6 +269,7 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, fl *flow, rec *stor
 			log.Warn("rate limited by ChatArchitect, will retry", zap.String("reason", info.Message), zap.Duration("retry_after", retryAfter))
 		}
 		h.metrics.Retry(info.Class, false)
+		h.metrics.SenderRetry(h.senderLabel(rec), info.Class)
 		return h.hold(ctx, log, id, fl.rateLimited(ctx, log, rec.Destination, info, retryAfter))
 	case chatarchitect.ClassAccount:
 		// Every message would fail alike: the circuit breaker pauses
@@ -275,6 +277,7 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, fl *flow, rec *stor
 		if fl != nil {
 			log.Warn("refused by ChatArchitect for the account: sending paused, the message waits", zap.String("reason", info.Message))
 			h.metrics.Retry(info.Class, false)
+			h.metrics.SenderRetry(h.senderLabel(rec), info.Class)
 			return h.hold(ctx, log, id, fl.accountRefused(ctx, log, id, info))
 		}
 	}
@@ -283,7 +286,7 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, fl *flow, rec *stor
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	if retried >= maxRetry {
-		if err := h.moveDead(ctx, id, store.Change{Error: &info, Note: fmt.Sprintf("gave up after %d attempts", retried+1)}); err != nil {
+		if err := h.moveDead(ctx, rec, store.Change{Error: &info, Note: fmt.Sprintf("gave up after %d attempts", retried+1)}); err != nil {
 			return err
 		}
 		log.Error("retries exhausted, dead-lettered", zap.String("reason", info.Message))
@@ -293,6 +296,7 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, fl *flow, rec *stor
 		return fmt.Errorf("record retry of %s: %w", id, err)
 	}
 	h.metrics.Retry(info.Class, ambiguous)
+	h.metrics.SenderRetry(h.senderLabel(rec), info.Class)
 	if ambiguous {
 		// No idempotency key upstream: the retry may send it twice.
 		log.Warn("send may have been accepted, will retry: it may be sent twice", zap.Bool("possible_duplicate", true), zap.String("reason", info.Message))
@@ -308,16 +312,29 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, fl *flow, rec *stor
 
 // moveDead ends a message as a dead letter with c's error and note; c.Unsent
 // says it was never sent, so that the try does not count as an attempt.
-func (h *Handler) moveDead(ctx context.Context, id string, c store.Change) error {
+func (h *Handler) moveDead(ctx context.Context, rec *store.Record, c store.Change) error {
 	c.Status = store.Dead
-	o, _, err := h.store.Move(ctx, id, c)
+	o, _, err := h.store.Move(ctx, rec.ID, c)
 	if err != nil {
-		return fmt.Errorf("record dead letter %s: %w", id, err)
+		return fmt.Errorf("record dead letter %s: %w", rec.ID, err)
 	}
 	if o == store.Changed {
 		h.metrics.Dead(c.Error.Class, c.Error.Code)
+		h.metrics.SenderDead(h.senderLabel(rec), c.Error.Class)
 	}
 	return nil
+}
+
+// senderLabel is the sender of rec as metrics label it: its number, that
+// of the environment's sender for a record that names none.
+func (h *Handler) senderLabel(rec *store.Record) string {
+	switch {
+	case rec.Sender != "":
+		return rec.Sender
+	case h.flow != nil && h.flow.sender != "":
+		return h.flow.sender
+	}
+	return "default"
 }
 
 // errorInfo turns a send error into a record's last_error.

@@ -119,7 +119,7 @@ func (h *Handler) checkPolicy(ctx context.Context, log *zap.Logger, rec *store.R
 		log.Info("window closed: sending the fallback template")
 	case policy.Refuse:
 		info := store.ErrorInfo{Class: string(chatarchitect.ClassPolicy), Code: refusal.Code, Message: refusal.Error(), At: h.now()}
-		if err := h.moveDead(ctx, rec.ID, store.Change{Error: &info, Note: "refused by chatq's conversation policy, not sent", Unsent: true}); err != nil {
+		if err := h.moveDead(ctx, rec, store.Change{Error: &info, Note: "refused by chatq's conversation policy, not sent", Unsent: true}); err != nil {
 			return true, err
 		}
 		log.Info("message refused by the conversation policy, dead-lettered", zap.String("code", refusal.Code))

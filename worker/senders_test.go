@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/sandbox"
@@ -122,7 +124,7 @@ func TestOneSendersRefusedAppHoldsItsMessagesAloneWhileTheOthersSendAtTheirRate(
 	m.add(t, senders.Spec{Number: senderBad, AppID: "app-bad", AppSecret: "wrong", Tenant: "acme", Overrides: senders.Overrides{RatePerSecond: rate(20), RateBurst: one}})
 	m.add(t, senders.Spec{Number: senderAcme, AppID: "app-2", AppSecret: "secret-2", Tenant: "acme", Overrides: senders.Overrides{RatePerSecond: rate(20), RateBurst: one}})
 	m.add(t, senders.Spec{Number: senderOther, AppID: "app-2", AppSecret: "secret-2", Tenant: "beta", Overrides: senders.Overrides{RatePerSecond: rate(10), RateBurst: one}})
-	cfg := worker.Config{Concurrency: 50}
+	cfg := worker.Config{Concurrency: 50, Metrics: metrics.New(nil)}
 	cfg.Flow.ProbeInterval, cfg.Flow.MaxProbeInterval = 100*time.Millisecond, 200*time.Millisecond
 	m.start(t, cfg)
 
@@ -179,8 +181,25 @@ func TestOneSendersRefusedAppHoldsItsMessagesAloneWhileTheOthersSendAtTheirRate(
 	if err != nil || !st.IsOpen() || st.Code != "http_401" {
 		t.Errorf("the refused sender's circuit: %+v, %v; want it open by the 401", st, err)
 	}
+	states := ratelimit.NewStates(m.rdb, business)
+	for number, want := range map[string]string{senderBad: ratelimit.StateCircuitOpen, senderAcme: ratelimit.StateActive, business: ratelimit.StateActive} {
+		if st, err := states.Of(context.Background(), number); err != nil || st.State != want {
+			t.Errorf("the state of %s: %+v, %v; want %s", number, st, err, want)
+		}
+	}
 	if st, err := ratelimit.NewCircuit(m.rdb).State(context.Background()); err != nil || st.IsOpen() {
 		t.Errorf("the deployment's circuit: %+v, %v; want it closed", st, err)
+	}
+	served := httptest.NewRecorder()
+	cfg.Metrics.Handler().ServeHTTP(served, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, line := range []string{
+		`chatq_sender_messages_sent_total{sender="` + senderAcme + `"} 120`,
+		`chatq_sender_messages_sent_total{sender="` + senderOther + `"} 60`,
+		`chatq_sender_circuit_open{sender="` + senderBad + `"} 1`,
+	} {
+		if !strings.Contains(served.Body.String(), line+"\n") {
+			t.Errorf("/metrics has no line %s", line)
+		}
 	}
 	for _, q := range []string{"bulk", "transactional"} {
 		if info, err := asynq.NewInspectorFromRedisClient(m.rdb).GetQueueInfo(q); err == nil && info.Paused {

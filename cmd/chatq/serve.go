@@ -18,6 +18,8 @@ import (
 	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/console"
 	"github.com/chatq/chatq/internal/metrics"
+	"github.com/chatq/chatq/internal/ratelimit"
+	"github.com/chatq/chatq/internal/senders"
 	"github.com/chatq/chatq/internal/stats"
 	"github.com/chatq/chatq/internal/store"
 	"github.com/chatq/chatq/internal/tenants"
@@ -86,7 +88,7 @@ func apiHandler(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics
 	}
 	srv, err := api.New(api.Config{APIKeys: cfg.APIKeys, WebhookSecret: cfg.WebhookSecret, Dashboard: dashboard, Metrics: m,
 		Policy: checker, Inbound: inboundForwarder(rdb, cfg), Circuit: newCircuit(rdb, log),
-		Console: consoleHandler, Senders: reg, Keys: tenants.NewKeys(rdb), Upstream: chatarchitect.Config{BaseURL: cfg.CABaseURL, Timeout: cfg.CATimeout}},
+		Console: consoleHandler, Senders: reg, SenderStates: ratelimit.NewStates(rdb, senders.Normalize(cfg.CASource)), Keys: tenants.NewKeys(rdb), Upstream: chatarchitect.Config{BaseURL: cfg.CABaseURL, Timeout: cfg.CATimeout}},
 		client, store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: callbackNotifier(rdb, log), Counter: counter}), log.Named("api"))
 	if err != nil {
 		reg.Stop()

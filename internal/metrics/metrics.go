@@ -31,6 +31,12 @@ type Metrics struct {
 	webhookEvents   *prometheus.CounterVec
 	circuitOpen     prometheus.Gauge
 	callbacks       *prometheus.CounterVec
+	// The per-sender series: one per configured sender, never per
+	// recipient.
+	senderSent    *prometheus.CounterVec
+	senderRetries *prometheus.CounterVec
+	senderDead    *prometheus.CounterVec
+	senderCircuit *prometheus.GaugeVec
 }
 
 // New returns the metrics registered on a new registry, with Go runtime and
@@ -82,9 +88,22 @@ func New(inspector *asynq.Inspector) *Metrics {
 		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatq_callbacks_total", Help: "Status callback and inbound forwarding attempts, by outcome.",
 		}, []string{"outcome"}),
+		senderSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_sender_messages_sent_total", Help: "Messages accepted by ChatArchitect, by sender (business number).",
+		}, []string{"sender"}),
+		senderRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_sender_retries_total", Help: "Send attempts that will be retried, by sender and error class.",
+		}, []string{"sender", "class"}),
+		senderDead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_sender_messages_dead_total", Help: "Dead letters, by sender and error class.",
+		}, []string{"sender", "class"}),
+		senderCircuit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "chatq_sender_circuit_open", Help: "1 while a sender's messages are held by its circuit breaker (open or half-open) or an operator's pause, else 0, by sender.",
+		}, []string{"sender"}),
 	}
 	reg.MustRegister(m.enqueued, m.submitted, m.dead, m.deliveryFailed, m.retries, m.possibleDupes,
 		m.sendSeconds, m.enqueueToSubmit, m.limitWaits, m.limitWaitSecs, m.webhookEvents, m.circuitOpen, m.callbacks,
+		m.senderSent, m.senderRetries, m.senderDead, m.senderCircuit,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if inspector != nil {
 		reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(inspector))
@@ -174,5 +193,37 @@ func (m *Metrics) CircuitOpen(open bool) {
 func (m *Metrics) Callback(outcome string) {
 	if m != nil {
 		m.callbacks.WithLabelValues(outcome).Inc()
+	}
+}
+
+// SenderSent counts a message of sender accepted upstream.
+func (m *Metrics) SenderSent(sender string) {
+	if m != nil {
+		m.senderSent.WithLabelValues(sender).Inc()
+	}
+}
+
+// SenderRetry counts a send of sender that will be retried.
+func (m *Metrics) SenderRetry(sender, class string) {
+	if m != nil {
+		m.senderRetries.WithLabelValues(sender, class).Inc()
+	}
+}
+
+// SenderDead counts a dead letter of sender.
+func (m *Metrics) SenderDead(sender, class string) {
+	if m != nil {
+		m.senderDead.WithLabelValues(sender, class).Inc()
+	}
+}
+
+// SenderCircuitOpen sets sender's circuit breaker gauge.
+func (m *Metrics) SenderCircuitOpen(sender string, open bool) {
+	if m != nil {
+		v := 0.0
+		if open {
+			v = 1
+		}
+		m.senderCircuit.WithLabelValues(sender).Set(v)
 	}
 }

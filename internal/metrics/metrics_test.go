@@ -107,6 +107,10 @@ func TestGrafanaDashboardMatchesTheMetrics(t *testing.T) {
 	m.WebhookEvent("message-event.read", "matched")
 	m.CircuitOpen(false)
 	m.Callback("delivered")
+	m.SenderSent("15550001234")
+	m.SenderRetry("15550001234", "retryable")
+	m.SenderDead("15550001234", "permanent")
+	m.SenderCircuitOpen("15550001234", false)
 	served := exposed(t, m)
 	for _, name := range dashboardMetrics(t) {
 		if strings.HasPrefix(name, "asynq_") && !srv.Real() {
@@ -132,4 +136,8 @@ func TestNilMetrics(t *testing.T) {
 	m.WebhookEvent("other", "ignored")
 	m.CircuitOpen(true)
 	m.Callback("failed")
+	m.SenderSent("15550001234")
+	m.SenderRetry("15550001234", "retryable")
+	m.SenderDead("15550001234", "permanent")
+	m.SenderCircuitOpen("15550001234", true)
 }

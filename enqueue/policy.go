@@ -66,12 +66,33 @@ func CheckerPolicy(c *policy.Checker) Policy { return checkerPolicy{c} }
 
 type checkerPolicy struct{ c *policy.Checker }
 
+// CheckMessages checks each message against its tenant's suppression
+// list: a batch of one tenant's messages is one check.
 func (p checkerPolicy) CheckMessages(ctx context.Context, msgs []*Message) ([]error, error) {
-	subjects := make([]policy.Subject, len(msgs))
+	byTenant := map[string][]int{}
+	var order []string
 	for i, m := range msgs {
-		subjects[i] = subject(m)
+		if _, ok := byTenant[m.Tenant]; !ok {
+			order = append(order, m.Tenant)
+		}
+		byTenant[m.Tenant] = append(byTenant[m.Tenant], i)
 	}
-	return p.c.Check(ctx, subjects)
+	out := make([]error, len(msgs))
+	for _, tenant := range order {
+		index := byTenant[tenant]
+		subjects := make([]policy.Subject, len(index))
+		for j, i := range index {
+			subjects[j] = subject(msgs[i])
+		}
+		errs, err := p.c.ForTenant(tenant).Check(ctx, subjects)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range index {
+			out[i] = errs[j]
+		}
+	}
+	return out, nil
 }
 
 // subject is what the policy needs to know of m.

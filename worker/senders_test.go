@@ -17,6 +17,7 @@ import (
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/metrics"
+	"github.com/chatq/chatq/internal/policy"
 	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/sandbox"
@@ -279,4 +280,29 @@ func TestAPausedSenderHoldsItsMessagesUntilResumed(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.waitAll(t, held, 10*time.Second, submitted)
+}
+
+func TestEachTenantsSuppressionsApplyToItsSendersAlone(t *testing.T) {
+	t.Parallel()
+	m := setupSenders(t)
+	m.add(t, senders.Spec{Number: senderAcme, AppID: "app-2", AppSecret: "secret-2", Tenant: "acme"})
+	m.add(t, senders.Spec{Number: senderOther, AppID: "app-2", AppSecret: "secret-2", Tenant: "beta"})
+	checker := policy.New(m.rdb, policy.Config{Window: policy.WindowOff})
+	const dest = "447800000019"
+	if err := checker.ForTenant("beta").Suppressions.Add(context.Background(), policy.Suppression{Destination: dest, Reason: "opted out of beta", Source: policy.SourceOperator, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	m.start(t, worker.Config{Concurrency: 5, Conversation: &worker.Conversation{Policy: checker}})
+
+	ids := m.sendAll(t, m.client, []*enqueue.Message{from(senderAcme, "acme", dest), from(senderOther, "beta", dest), from("", "", dest)})
+	recs := m.waitAll(t, ids, 10*time.Second, func(r *store.Record) bool { return r.Status.Final() || r.Status == store.Submitted })
+	if recs[0].Status != store.Submitted || recs[2].Status != store.Submitted {
+		t.Errorf("acme's and default's messages: %s, %s; want both sent: beta's list is not theirs", recs[0].Status, recs[2].Status)
+	}
+	if recs[1].Status != store.Dead || recs[1].LastError == nil || recs[1].LastError.Code != policy.CodeSuppressed {
+		t.Errorf("beta's message: %s %+v; want it dead as suppressed", recs[1].Status, recs[1].LastError)
+	}
+	if got := len(sandboxLog(t, m.sandbox)); got != 2 {
+		t.Errorf("the sandbox accepted %d messages, want 2", got)
+	}
 }

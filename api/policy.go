@@ -16,8 +16,8 @@ import (
 	"github.com/chatq/chatq/internal/callback"
 	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/policy"
-	"github.com/chatq/chatq/internal/tenants"
 	"github.com/chatq/chatq/internal/store"
+	"github.com/chatq/chatq/internal/tenants"
 )
 
 // policyRoutes adds the suppression list and template routes, when the

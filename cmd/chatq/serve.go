@@ -106,12 +106,21 @@ func (p *program) announce(addrs map[string]string) {
 
 func (p *program) workerCommand() *cobra.Command {
 	return command("worker", "send queued messages to ChatArchitect",
-		"Sends queued messages to ChatArchitect. Run any number, on any number of machines.\nServes its metrics at /metrics on CHATQ_METRICS_ADDR (:9091; empty turns it off).\nNeeds CHATQ_REDIS_URL, CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE (the sender\nnumber: the key of the limits every worker shares, and the destination of the circuit\nbreaker's probe).",
+		"Sends queued messages to ChatArchitect. Run any number, on any number of machines.\nServes its metrics at /metrics on CHATQ_METRICS_ADDR (:9091; empty turns it off).\nNeeds CHATQ_REDIS_URL, CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE (the sender\nnumber: the key of the limits every worker shares, and the destination of the circuit\nbreaker's probe);\nwith CHATQ_SECRETS_KEY it sends from every stored sender too, and the CHATQ_CA_ variables\nare needed only for a sender of tenant default.",
 		noArgs, func(cmd *cobra.Command, _ []string) error { return p.worker(cmd.Context()) })
 }
 
 func (p *program) worker(ctx context.Context) error {
-	cfg, rdb, err := connect(ctx, "CHATQ_CA_APP_ID", "CHATQ_CA_APP_SECRET", "CHATQ_CA_SOURCE")
+	cfg, err := loadConfig(config.Default(), "CHATQ_REDIS_URL")
+	if err != nil {
+		return err
+	}
+	if cfg.SecretsKey == "" {
+		if err := cfg.Need("CHATQ_CA_APP_ID", "CHATQ_CA_APP_SECRET", "CHATQ_CA_SOURCE"); err != nil {
+			return fmt.Errorf("%w (without CHATQ_SECRETS_KEY a worker sends from the sender of the CHATQ_CA_ variables alone)", err)
+		}
+	}
+	rdb, err := openRedis(ctx, cfg)
 	if err != nil {
 		return err
 	}

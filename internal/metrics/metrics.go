@@ -98,7 +98,7 @@ func New(inspector *asynq.Inspector) *Metrics {
 			Name: "chatq_sender_messages_dead_total", Help: "Dead letters, by sender and error class.",
 		}, []string{"sender", "class"}),
 		senderCircuit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "chatq_sender_circuit_open", Help: "1 while a sender's messages are held by its circuit breaker (open or half-open) or an operator's pause, else 0, by sender.",
+			Name: "chatq_sender_circuit_open", Help: "1 while a sender's messages are held by its own circuit breaker (open or half-open), else 0, by sender.",
 		}, []string{"sender"}),
 	}
 	reg.MustRegister(m.enqueued, m.submitted, m.dead, m.deliveryFailed, m.retries, m.possibleDupes,

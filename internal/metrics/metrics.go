@@ -73,7 +73,7 @@ func New(inspector *asynq.Inspector) *Metrics {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800},
 		}, []string{"priority"}),
 		limitWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "chatq_rate_limit_waits_total", Help: "Waits of sends for a limit, by limit (rate, pair, recipient, blocked, daily, circuit); a send may wait more than once.",
+			Name: "chatq_rate_limit_waits_total", Help: "Waits of sends for a limit, by limit (rate, pair, recipient, blocked, daily, circuit, paused); a send may wait more than once.",
 		}, []string{"limit"}),
 		limitWaitSecs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "chatq_rate_limit_wait_seconds", Help: "Time sends waited for a limit, by limit.",

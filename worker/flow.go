@@ -656,7 +656,10 @@ func (f *flow) accountRefused(ctx context.Context, log *zap.Logger, id string, i
 	})
 	f.circuitGauge(true)
 	note := "sending paused: the circuit breaker is open"
-	if opened {
+	switch {
+	case opened && f.circuit.holdOnly:
+		note = "opened the circuit breaker: this sender's messages wait, other senders go on"
+	case opened:
 		note = "opened the circuit breaker: sending paused for every worker"
 	}
 	return &hold{delay: circuitHold, note: note, err: &info}

@@ -173,10 +173,17 @@ func TestOneSendersRefusedAppHoldsItsMessagesAloneWhileTheOthersSendAtTheirRate(
 	}
 	// The refused app's messages wait, not dead: its circuit is open, and
 	// no queue is paused for it.
+	tripped := 0
 	for _, r := range m.waitAll(t, bad, 10*time.Second, func(r *store.Record) bool { return r.Status == store.Retrying || r.Status == store.Queued }) {
 		if r.Status.Final() {
 			t.Errorf("%s of the refused sender is %s", r.ID, r.Status)
 		}
+		if hasNote(r, "opened the circuit breaker: this sender's messages wait") {
+			tripped++
+		}
+	}
+	if tripped != 1 {
+		t.Errorf("%d messages of the refused sender say they opened its circuit, want 1", tripped)
 	}
 	st, err := ratelimit.NewSenderCircuit(m.rdb, senderBad).State(context.Background())
 	if err != nil || !st.IsOpen() || st.Code != "http_401" {

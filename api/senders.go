@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/senders"
 )
 
@@ -30,6 +31,43 @@ const (
 // paused: StateCircuitOpen, StateThrottled, or "" when nothing holds it.
 type SenderStates interface {
 	State(ctx context.Context, number string) (string, error)
+}
+
+// SenderStatuses is what /readyz shows of each sender, when the
+// SenderStates hook is one too (ratelimit.States is): its state with the
+// end of a throttle and the reason.
+type SenderStatuses interface {
+	Of(ctx context.Context, number string) (ratelimit.SenderStatus, error)
+}
+
+// senderReady is a sender in /readyz's body.
+type senderReady struct {
+	Number string `json:"number"`
+	Tenant string `json:"tenant"`
+	ratelimit.SenderStatus
+}
+
+// senderReadiness lists every sender's state for /readyz; nil when the
+// server has no registry or no statuses.
+func (s *Server) senderReadiness(ctx context.Context) []senderReady {
+	st, ok := s.cfg.SenderStates.(SenderStatuses)
+	if s.cfg.Senders == nil || !ok {
+		return nil
+	}
+	out := []senderReady{}
+	for _, x := range s.cfg.Senders.All() {
+		r := senderReady{Number: x.Number, Tenant: x.Tenant, SenderStatus: ratelimit.SenderStatus{State: StatePaused}}
+		if !x.Paused {
+			status, err := st.Of(ctx, x.Number)
+			if err != nil {
+				s.log.Warn("reading a sender's state", zap.String("sender", x.Number), zap.Error(err))
+				status = ratelimit.SenderStatus{State: "unknown"}
+			}
+			r.SenderStatus = status
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // maxSenderBody bounds the body of POST and PATCH /v1/senders.

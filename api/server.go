@@ -302,6 +302,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if list := s.senderReadiness(ctx); list != nil {
+		body["senders"] = list
+	}
 	writeJSON(w, http.StatusOK, body)
 }
 

@@ -84,19 +84,35 @@ type categorizer interface {
 	checkCategories(ctx context.Context, msgs []*Message) (errs []error, categories []string, err error)
 }
 
+// checkCategories checks each message against its tenant's suppression
+// list (a batch of one tenant's messages is one check) and tells each
+// template message's category.
 func (p checkerPolicy) checkCategories(ctx context.Context, msgs []*Message) ([]error, []string, error) {
-	subjects := make([]policy.Subject, len(msgs))
+	byTenant := map[string][]int{}
+	var order []string
 	for i, m := range msgs {
-		subjects[i] = subject(m)
+		if _, ok := byTenant[m.Tenant]; !ok {
+			order = append(order, m.Tenant)
+		}
+		byTenant[m.Tenant] = append(byTenant[m.Tenant], i)
 	}
-	errs, err := p.c.Check(ctx, subjects)
-	if err != nil {
-		return nil, nil, err
-	}
+	errs := make([]error, len(msgs))
 	categories := make([]string, len(msgs))
-	for i, s := range subjects {
-		if s.Template != nil {
-			categories[i] = s.Template.Category
+	for _, tenant := range order {
+		index := byTenant[tenant]
+		subjects := make([]policy.Subject, len(index))
+		for j, i := range index {
+			subjects[j] = subject(msgs[i])
+		}
+		es, err := p.c.ForTenant(tenant).Check(ctx, subjects)
+		if err != nil {
+			return nil, nil, err
+		}
+		for j, i := range index {
+			errs[i] = es[j]
+			if subjects[j].Template != nil {
+				categories[i] = subjects[j].Template.Category
+			}
 		}
 	}
 	return errs, categories, nil

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -148,6 +149,21 @@ type flow struct {
 	// metrics counts the waits and the circuit breaker's state; nil counts
 	// nothing.
 	metrics *metrics.Metrics
+	// sender is the business number whose flow this is, as metrics label
+	// it.
+	sender string
+	// global is the deployment's flow, whose circuit an operator's pause
+	// opens for every sender; nil when this is it.
+	global *flow
+}
+
+// circuitGauge sets the metrics of the circuit breaker: the sender's own,
+// and the deployment's when this is its flow.
+func (f *flow) circuitGauge(open bool) {
+	if f.global == nil {
+		f.metrics.CircuitOpen(open)
+	}
+	f.metrics.SenderCircuitOpen(cmp.Or(f.sender, "default"), open)
 }
 
 // waited counts a wait of a send for a limit.
@@ -237,7 +253,7 @@ func (f *flow) refresh(ctx context.Context) {
 		f.log.Info("reading the flow-control state works again")
 	}
 	f.state.Store(&flowState{circuit: cs, blockedUntil: f.now().Add(ss.Blocked)})
-	f.metrics.CircuitOpen(cs.IsOpen())
+	f.circuitGauge(cs.IsOpen())
 	switch {
 	case cs.Manual:
 	case cs.State == ratelimit.CircuitOpen:
@@ -258,7 +274,7 @@ func (f *flow) callTrial(ctx context.Context) {
 	if now-last < int64(f.cfg.ProbeInterval) || !f.trialCall.CompareAndSwap(last, now) {
 		return
 	}
-	if err := f.circuit.unpauseQueues(); err != nil && ctx.Err() == nil {
+	if err := f.circuit.autoUnpause(); err != nil && ctx.Err() == nil {
 		f.log.Warn("unpausing the queues for the half-open circuit's trial failed", zap.Error(err))
 	}
 }
@@ -303,24 +319,39 @@ func (f *flow) maybeProbe(ctx context.Context) {
 // limits every worker shares. It reports stop when the task ends here, with
 // err for asynq: the message was held back (and handed back), or expired
 // while it waited for its slot.
-func (h *Handler) admit(ctx context.Context, log *zap.Logger, rec *store.Record) (stop bool, err error) {
-	hd, err := h.flow.admit(ctx, rec)
+//
+// fl is the flow control of the message's sender. claim is what the send
+// counts against the daily cap, which a refusal gives back.
+func (h *Handler) admit(ctx context.Context, log *zap.Logger, fl *flow, rec *store.Record) (stop bool, claim ratelimit.Claim, err error) {
+	hd, claim, err := fl.admit(ctx, rec)
 	if err != nil {
-		return true, fmt.Errorf("flow control of %s: %w", rec.ID, err)
+		return true, claim, fmt.Errorf("flow control of %s: %w", rec.ID, err)
 	}
 	if hd != nil {
 		hd.unsent = true
-		return true, h.hold(ctx, log, rec.ID, hd)
+		return true, claim, h.hold(ctx, log, rec.ID, hd)
 	}
 	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
-		h.flow.settle(ctx, log, rec.ID, errExpired) // not sent: no trial
+		fl.settle(ctx, log, rec.ID, errExpired) // not sent: no trial
+		fl.uncount(ctx, log, claim)
 		if _, _, err := h.store.Move(ctx, rec.ID, store.Change{Status: store.Expired, Note: "expires_at passed while it waited for its send slot", Unsent: true, Task: taskOf(ctx)}); err != nil {
-			return true, fmt.Errorf("expire %s: %w", rec.ID, err)
+			return true, claim, fmt.Errorf("expire %s: %w", rec.ID, err)
 		}
 		log.Info("message expired before it was sent")
-		return true, nil
+		return true, claim, nil
 	}
-	return false, nil
+	return false, claim, nil
+}
+
+// uncount gives back what a send counted against the daily cap, when it
+// reached nobody.
+func (f *flow) uncount(ctx context.Context, log *zap.Logger, c ratelimit.Claim) {
+	if f == nil || c.Recipient == "" {
+		return
+	}
+	if err := f.limiter.Uncount(context.WithoutCancel(ctx), c); err != nil {
+		log.Warn("giving back a recipient's place in the daily count failed", zap.Error(err))
+	}
 }
 
 // hold records a message that flow control keeps back as retrying, with a
@@ -345,15 +376,21 @@ func (h *Handler) hold(ctx context.Context, log *zap.Logger, id string, hd *hold
 
 // admit holds the message until flow control lets it go. It returns nil
 // to send now, a hold to hand the message back, or an error.
-func (f *flow) admit(ctx context.Context, rec *store.Record) (*hold, error) {
+func (f *flow) admit(ctx context.Context, rec *store.Record) (*hold, ratelimit.Claim, error) {
 	if f == nil {
-		return nil, nil
+		return nil, ratelimit.Claim{}, nil
 	}
-	h, err := f.check(ctx, rec)
+	var claim ratelimit.Claim
+	h, err := f.check(ctx, rec, &claim)
+	if h != nil || err != nil {
+		// Held back after its slot after all: it counts for nobody.
+		f.uncount(ctx, f.log, claim)
+		claim = ratelimit.Claim{}
+	}
 	if errors.Is(err, errStopping) {
-		return &hold{delay: time.Millisecond, note: "handed back: the worker is stopping"}, nil
+		return &hold{delay: time.Millisecond, note: "handed back: the worker is stopping"}, claim, nil
 	}
-	return h, err
+	return h, claim, err
 }
 
 // check is admit's work. Its order matters: the circuit costs nothing to
@@ -362,7 +399,7 @@ func (f *flow) admit(ctx context.Context, rec *store.Record) (*hold, error) {
 // last, and only a new Retry-After or an open circuit undoes it. A message
 // that is the half-open circuit's trial and is held back after all gives
 // its turn to the next one.
-func (f *flow) check(ctx context.Context, rec *store.Record) (h *hold, err error) {
+func (f *flow) check(ctx context.Context, rec *store.Record, claim *ratelimit.Claim) (h *hold, err error) {
 	trial, h, err := f.circuitGate(ctx, rec.ID)
 	if h != nil || err != nil {
 		return h, err
@@ -383,9 +420,12 @@ func (f *flow) check(ctx context.Context, rec *store.Record) (h *hold, err error
 	}
 	transactional := rec.Priority != string(enqueue.Bulk)
 	for try := 0; ; try++ {
-		d, err := f.reserve(ctx, rec.Destination, transactional)
+		d, c, err := f.reserve(ctx, rec.Destination, transactional)
 		if err != nil {
 			return nil, err
+		}
+		if c.Recipient != "" {
+			*claim = c
 		}
 		if !d.Reserved {
 			f.waited(string(d.Reason), d.Wait)
@@ -428,23 +468,23 @@ func (f *flow) takePair(ctx context.Context, recipient string) (*hold, error) {
 // reserve gets the message a send slot from the shared limits, sleeping
 // through short holds. A bulk message whose slot would lie beyond the
 // horizon waits for its turn without one.
-func (f *flow) reserve(ctx context.Context, recipient string, transactional bool) (ratelimit.Decision, error) {
+func (f *flow) reserve(ctx context.Context, recipient string, transactional bool) (ratelimit.Decision, ratelimit.Claim, error) {
 	req := ratelimit.Request{Recipient: recipient, MaxWait: maxReserve, MaxHold: f.cfg.MaxSleep}
 	if !transactional {
 		select {
 		case f.bulk <- struct{}{}:
 		case <-ctx.Done():
-			return ratelimit.Decision{}, ctx.Err()
+			return ratelimit.Decision{}, ratelimit.Claim{}, ctx.Err()
 		case <-f.stopped:
-			return ratelimit.Decision{}, errStopping
+			return ratelimit.Decision{}, ratelimit.Claim{}, errStopping
 		}
 		defer func() { <-f.bulk }()
 		req.MaxWait = f.cfg.Horizon
 	}
 	for {
-		d, err := f.limiter.Reserve(ctx, req)
+		d, c, err := f.limiter.Admit(ctx, req)
 		if err != nil || d.Reserved {
-			return d, err
+			return d, c, err
 		}
 		wait := d.Wait
 		switch {
@@ -452,11 +492,11 @@ func (f *flow) reserve(ctx context.Context, recipient string, transactional bool
 			// Ask again when the slot enters the horizon.
 			wait = max(d.Wait-req.MaxWait, time.Millisecond)
 		case wait > f.cfg.MaxSleep:
-			return d, nil
+			return d, ratelimit.Claim{}, nil
 		}
 		f.waited(string(d.Reason), wait)
 		if err := f.sleep(ctx, wait); err != nil {
-			return ratelimit.Decision{}, err
+			return ratelimit.Decision{}, ratelimit.Claim{}, err
 		}
 	}
 }
@@ -484,6 +524,11 @@ func holdFor(d ratelimit.Decision) *hold {
 // the upstream accepts the account again), or, when another message is the
 // trial, keeps it waiting here for that outcome, up to trialWait.
 func (f *flow) circuitGate(ctx context.Context, id string) (trial bool, h *hold, err error) {
+	if f.global != nil {
+		if gs := f.global.state.Load().circuit; gs.Manual && gs.IsOpen() {
+			return false, f.global.circuitHold(false), nil
+		}
+	}
 	cs := f.state.Load().circuit
 	if !cs.IsOpen() {
 		return false, nil, nil
@@ -504,7 +549,7 @@ func (f *flow) circuitGate(ctx context.Context, id string) (trial bool, h *hold,
 		case ratelimit.TrialGranted:
 			f.update(func(s *flowState) { s.circuit.State = ratelimit.CircuitHalfOpen })
 			// One trial: no other message is taken until its outcome.
-			if err := f.circuit.pauseQueues(); err != nil {
+			if err := f.circuit.autoPause(); err != nil {
 				f.log.Warn("pausing the queues behind the half-open circuit's trial failed", zap.Error(err))
 			}
 			f.log.Info("sending the half-open circuit's trial", zap.String("message_id", id))
@@ -585,9 +630,12 @@ func (f *flow) accountRefused(ctx context.Context, log *zap.Logger, id string, i
 			s.circuit = ratelimit.CircuitState{State: ratelimit.CircuitOpen, Reason: trip.Reason, Code: trip.Code, MessageID: id}
 		}
 	})
-	f.metrics.CircuitOpen(true)
+	f.circuitGauge(true)
 	note := "sending paused: the circuit breaker is open"
-	if opened {
+	switch {
+	case opened && f.circuit.holdOnly:
+		note = "opened the circuit breaker: this sender's messages wait, other senders go on"
+	case opened:
 		note = "opened the circuit breaker: sending paused for every worker"
 	}
 	return &hold{delay: circuitHold, note: note, err: &info}
@@ -611,7 +659,7 @@ func (f *flow) settle(ctx context.Context, log *zap.Logger, id string, sendErr e
 		}
 		if closed {
 			f.update(func(s *flowState) { s.circuit = ratelimit.CircuitState{State: ratelimit.CircuitClosed} })
-			f.metrics.CircuitOpen(false)
+			f.circuitGauge(false)
 		}
 	case errors.As(sendErr, &apiErr) && apiErr.Class == chatarchitect.ClassAccount:
 	default:

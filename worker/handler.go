@@ -47,6 +47,9 @@ type Handler struct {
 	now    func() time.Time
 	conv   *Conversation // conversation policy, in policy.go; nil checks nothing
 	flow   *flow         // limits and circuit breaker, in flow.go; nil sends at once
+	// senders, if set, sends each message from its sender (senders.go);
+	// nil sends every message through sender and flow.
+	senders *senderSet
 	// metrics counts sends, retries and dead letters; nil counts nothing.
 	metrics *metrics.Metrics
 	// worker is the worker process's id, which owns the sends it takes up
@@ -165,7 +168,12 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if stop, err := h.checkPolicy(ctx, log, rec); stop {
 		return err
 	}
-	if stop, err := h.admit(ctx, log, rec); stop { // last: it may sleep for its send slot
+	fl, sender, err := h.route(ctx, log, rec)
+	if fl == nil && sender == nil {
+		return err
+	}
+	stop, claim, err := h.admit(ctx, log, fl, rec)
+	if stop { // last: it may sleep for its send slot
 		return err
 	}
 
@@ -184,20 +192,49 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Warn("sending again a message whose previous attempt's outcome was not recorded (worker lost): it may be sent twice", zap.Bool("possible_duplicate", true))
 	}
 	start := h.now()
-	providerID, sendErr := h.sender.Send(ctx, rec.Destination, rec.Payload)
+	providerID, sendErr := sender.Send(ctx, rec.Destination, rec.Payload)
 	took := h.now().Sub(start)
-	h.flow.settle(ctx, log, id, sendErr) // a half-open circuit's trial
+	fl.settle(ctx, log, id, sendErr) // a half-open circuit's trial
+	if sendErr != nil && !mayHaveSent(sendErr) {
+		fl.uncount(ctx, log, claim) // refused: it reached nobody
+	}
 	if sendErr == nil {
 		h.metrics.SendDuration("submitted", took)
 		log.Debug("send attempt", zap.String("outcome", "submitted"), zap.String("provider_message_id", providerID), zap.Duration("took", took))
 		h.submit(ctx, log, rec, providerID)
+		h.metrics.SenderSent(h.senderLabel(rec))
 		return nil
 	}
 	info := errorInfo(sendErr, h.now())
 	h.metrics.SendDuration(info.Class, took)
 	log.Debug("send attempt", zap.String("outcome", "failed"), zap.String("class", info.Class), zap.String("code", info.Code), zap.Duration("took", took))
 	h.learn(ctx, log, rec, sendErr)
-	return h.fail(ctx, log, rec, sendErr)
+	return h.fail(ctx, log, fl, rec, sendErr)
+}
+
+// route returns the flow control and the client of rec's sender. When
+// the message goes no further (its sender is paused or unknown), both are
+// nil and err is for asynq.
+func (h *Handler) route(ctx context.Context, log *zap.Logger, rec *store.Record) (*flow, Sender, error) {
+	if h.senders == nil {
+		return h.flow, h.sender, nil
+	}
+	fl, sender, hd, err := h.senders.route(rec)
+	switch {
+	case hd != nil:
+		hd.unsent = true
+		return nil, nil, h.hold(ctx, log, rec.ID, hd)
+	case err != nil:
+		return nil, nil, h.fail(ctx, log, nil, rec, err)
+	}
+	return fl, sender, nil
+}
+
+// mayHaveSent reports whether a failed send may have been accepted after
+// all.
+func mayHaveSent(err error) bool {
+	var apiErr *chatarchitect.APIError
+	return errors.As(err, &apiErr) && apiErr.Ambiguous
 }
 
 // taskOf is the id of the task the handler runs: its changes to the record
@@ -233,7 +270,9 @@ func (h *Handler) submit(ctx context.Context, log *zap.Logger, rec *store.Record
 }
 
 // fail classifies a send failure, records it and tells asynq what to do.
-func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, sendErr error) error {
+//
+// fl is the flow control of the message's sender, nil when it has none.
+func (h *Handler) fail(ctx context.Context, log *zap.Logger, fl *flow, rec *store.Record, sendErr error) error {
 	id := rec.ID
 	info := errorInfo(sendErr, h.now())
 	var apiErr *chatarchitect.APIError
@@ -242,7 +281,7 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 
 	switch chatarchitect.Class(info.Class) {
 	case chatarchitect.ClassPermanent, chatarchitect.ClassPolicy:
-		if err := h.moveDead(ctx, id, store.Change{Error: &info, Note: "refused by ChatArchitect"}); err != nil {
+		if err := h.moveDead(ctx, rec, store.Change{Error: &info, Note: "refused by ChatArchitect"}); err != nil {
 			return err
 		}
 		log.Warn("message refused, dead-lettered", zap.String("reason", info.Message))
@@ -254,18 +293,20 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 		if apiErr != nil {
 			retryAfter = apiErr.RetryAfter
 		}
-		if h.flow == nil {
+		if fl == nil {
 			log.Warn("rate limited by ChatArchitect, will retry", zap.String("reason", info.Message), zap.Duration("retry_after", retryAfter))
 		}
 		h.metrics.Retry(info.Class, false)
-		return h.hold(ctx, log, id, h.flow.rateLimited(ctx, log, rec.Destination, info, retryAfter))
+		h.metrics.SenderRetry(h.senderLabel(rec), info.Class)
+		return h.hold(ctx, log, id, fl.rateLimited(ctx, log, rec.Destination, info, retryAfter))
 	case chatarchitect.ClassAccount:
 		// Every message would fail alike: the circuit breaker pauses
 		// sending rather than burn each message's retries.
-		if h.flow != nil {
+		if fl != nil {
 			log.Warn("refused by ChatArchitect for the account: sending paused, the message waits", zap.String("reason", info.Message))
 			h.metrics.Retry(info.Class, false)
-			return h.hold(ctx, log, id, h.flow.accountRefused(ctx, log, id, info))
+			h.metrics.SenderRetry(h.senderLabel(rec), info.Class)
+			return h.hold(ctx, log, id, fl.accountRefused(ctx, log, id, info))
 		}
 	}
 
@@ -274,7 +315,7 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 	// the message had, and those whose outcome was lost with their worker.
 	failures := rec.Failures + 1
 	if failures > h.policy.MaxRetry {
-		if err := h.moveDead(ctx, id, store.Change{Error: &info, Note: fmt.Sprintf("gave up after %d attempts", failures)}); err != nil {
+		if err := h.moveDead(ctx, rec, store.Change{Error: &info, Note: fmt.Sprintf("gave up after %d attempts", failures)}); err != nil {
 			return err
 		}
 		log.Error("retries exhausted, dead-lettered", zap.String("reason", info.Message))
@@ -288,6 +329,7 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 		return fmt.Errorf("record retry of %s: %w", id, err)
 	}
 	h.metrics.Retry(info.Class, ambiguous)
+	h.metrics.SenderRetry(h.senderLabel(rec), info.Class)
 	if ambiguous {
 		// No idempotency key upstream: the retry may send it twice.
 		log.Warn("send may have been accepted, will retry: it may be sent twice", zap.Bool("possible_duplicate", true), zap.String("reason", info.Message))
@@ -299,16 +341,29 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 
 // moveDead ends a message as a dead letter with c's error and note; c.Unsent
 // says it was never sent, so that the try does not count as an attempt.
-func (h *Handler) moveDead(ctx context.Context, id string, c store.Change) error {
+func (h *Handler) moveDead(ctx context.Context, rec *store.Record, c store.Change) error {
 	c.Status, c.Task = store.Dead, taskOf(ctx)
-	o, _, err := h.store.Move(ctx, id, c)
+	o, _, err := h.store.Move(ctx, rec.ID, c)
 	if err != nil {
-		return fmt.Errorf("record dead letter %s: %w", id, err)
+		return fmt.Errorf("record dead letter %s: %w", rec.ID, err)
 	}
 	if o == store.Changed {
 		h.metrics.Dead(c.Error.Class, c.Error.Code)
+		h.metrics.SenderDead(h.senderLabel(rec), c.Error.Class)
 	}
 	return nil
+}
+
+// senderLabel is the sender of rec as metrics label it: its number, that
+// of the environment's sender for a record that names none.
+func (h *Handler) senderLabel(rec *store.Record) string {
+	switch {
+	case rec.Sender != "":
+		return rec.Sender
+	case h.flow != nil && h.flow.sender != "":
+		return h.flow.sender
+	}
+	return "default"
 }
 
 // errorInfo turns a send error into a record's last_error.

@@ -84,7 +84,7 @@ func (h *Handler) checkPolicy(ctx context.Context, log *zap.Logger, rec *store.R
 		return false, nil
 	}
 	freeForm := rec.Type != enqueue.TypeTemplate
-	verdict, refusal, err := h.conv.Policy.Decide(ctx, rec.Destination, freeForm, len(rec.FallbackTemplate) > 0)
+	verdict, refusal, err := h.conv.Policy.ForTenant(rec.Tenant).Decide(ctx, rec.Destination, freeForm, len(rec.FallbackTemplate) > 0)
 	if err != nil {
 		return true, fmt.Errorf("check policy of %s: %w", rec.ID, err)
 	}
@@ -97,7 +97,7 @@ func (h *Handler) checkPolicy(ctx context.Context, log *zap.Logger, rec *store.R
 		log.Info("window closed: sending the fallback template")
 	case policy.Refuse:
 		info := store.ErrorInfo{Class: string(chatarchitect.ClassPolicy), Code: refusal.Code, Message: refusal.Error(), At: h.now()}
-		if err := h.moveDead(ctx, rec.ID, store.Change{Error: &info, Note: "refused by chatq's conversation policy, not sent", Unsent: true}); err != nil {
+		if err := h.moveDead(ctx, rec, store.Change{Error: &info, Note: "refused by chatq's conversation policy, not sent", Unsent: true}); err != nil {
 			return true, err
 		}
 		log.Info("message refused by the conversation policy, dead-lettered", zap.String("code", refusal.Code))
@@ -114,7 +114,7 @@ func (h *Handler) learn(ctx context.Context, log *zap.Logger, rec *store.Record,
 	if h.conv == nil || h.conv.Policy == nil || !errors.As(sendErr, &apiErr) || apiErr.Code == "" {
 		return
 	}
-	learned, err := h.conv.Policy.LearnFailure(ctx, rec.Destination, apiErr.Code, apiErr.Reason, policy.SourceSend, h.now())
+	learned, err := h.conv.Policy.ForTenant(rec.Tenant).LearnFailure(ctx, rec.Destination, apiErr.Code, apiErr.Reason, policy.SourceSend, h.now())
 	switch {
 	case err != nil:
 		log.Warn("recording what a refused send says about its recipient", zap.Error(err))

@@ -66,7 +66,13 @@ type Config struct {
 	Conversation *Conversation
 	// Flow is flow control: the limits every worker shares through Redis
 	// and the circuit breaker (flow.go). The zero value limits nothing.
+	// With Senders, its Limits are those of the environment's sender, and
+	// the rest applies to every sender.
 	Flow FlowConfig
+	// Senders, if set, sends each message from its sender, through its
+	// app's credentials and with its own flow control (senders.go); nil
+	// sends every message through the sender New is given.
+	Senders *Senders
 	// Metrics, if set, counts sends, retries, dead letters, limit waits
 	// and the circuit breaker's state; nil counts nothing.
 	Metrics *metrics.Metrics
@@ -165,6 +171,13 @@ func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) 
 	h.conv = cfg.Conversation
 	h.flow = newFlow(rdb, cfg.Flow, sender, log.Named("flow"))
 	h.metrics, h.flow.metrics, h.unrecorded.metrics = cfg.Metrics, cfg.Metrics, cfg.Metrics
+	h.flow.sender = cfg.Flow.Limits.Sender
+	if cfg.Senders != nil && cfg.Senders.Registry != nil {
+		h.senders = newSenderSet(cfg.Senders, rdb, st, cfg.Flow, h.flow, sender, log.Named("flow"))
+		// Senders share the queues: an open circuit holds its own
+		// sender's messages back, and pauses no queue.
+		h.flow.circuit.holdOnly = cfg.Senders.Registry.Stored()
+	}
 	rec := &recovery{
 		store:     st,
 		client:    enqueue.NewClient(rdb, enqueue.Config{MaxRetry: retryOption(cfg.Retry.MaxRetry), TTL: cfg.RecordTTL}),
@@ -240,6 +253,7 @@ func (w *Worker) Shutdown() {
 		// handed back, and the sends on the wire finish, while the
 		// heartbeat says this worker lives.
 		w.handler.flow.stop()
+		w.handler.senders.stop()
 		w.srv.Shutdown()
 		w.stop()
 		w.wg.Wait()

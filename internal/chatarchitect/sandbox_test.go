@@ -675,3 +675,27 @@ func TestSandboxSendIsByteForByte(t *testing.T) {
 		t.Errorf("sandbox received %s, sent %s", got[0].Payload, payload)
 	}
 }
+
+func TestSendFromNamesTheSourceOfAnAppOfSeveralNumbers(t *testing.T) {
+	e := newSandbox(t, sandbox.Config{})
+	c := e.client(t, time.Second)
+	ctx := context.Background()
+	payload := json.RawMessage(`{"type":"text","message":"hi"}`)
+	if _, err := c.SendFrom(ctx, "+4930000002", "4915100000021", payload); err != nil {
+		t.Fatalf("SendFrom: %v", err)
+	}
+	if _, err := c.Send(ctx, "4915100000022", payload); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	var got []struct {
+		Destination string `json:"destination"`
+		AppID       string `json:"app_id"`
+		Source      string `json:"source"`
+	}
+	if err := json.Unmarshal(e.control(t, http.MethodGet, "/sandbox/messages", ""), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Source != "4930000002" || got[1].Source != "" || got[0].AppID != testAppID {
+		t.Errorf("the sandbox logged %+v; want the source on the first message alone", got)
+	}
+}

@@ -32,6 +32,12 @@ type Metrics struct {
 	circuitOpen     prometheus.Gauge
 	callbacks       *prometheus.CounterVec
 	billable        *prometheus.CounterVec
+	// The per-sender series: one per configured sender, never per
+	// recipient.
+	senderSent    *prometheus.CounterVec
+	senderRetries *prometheus.CounterVec
+	senderDead    *prometheus.CounterVec
+	senderCircuit *prometheus.GaugeVec
 }
 
 // New returns the metrics registered on a new registry, with Go runtime and
@@ -68,7 +74,7 @@ func New(inspector *asynq.Inspector) *Metrics {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800},
 		}, []string{"priority"}),
 		limitWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "chatq_rate_limit_waits_total", Help: "Waits of sends for a limit, by limit (rate, pair, recipient, blocked, daily, circuit); a send may wait more than once.",
+			Name: "chatq_rate_limit_waits_total", Help: "Waits of sends for a limit, by limit (rate, pair, recipient, blocked, daily, circuit, paused); a send may wait more than once.",
 		}, []string{"limit"}),
 		limitWaitSecs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "chatq_rate_limit_wait_seconds", Help: "Time sends waited for a limit, by limit.",
@@ -86,9 +92,22 @@ func New(inspector *asynq.Inspector) *Metrics {
 		billable: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatq_billable_messages_total", Help: "Messages a status webhook reported billable, each counted once, by pricing category.",
 		}, []string{"category"}),
+		senderSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_sender_messages_sent_total", Help: "Messages accepted by ChatArchitect, by sender (business number).",
+		}, []string{"sender"}),
+		senderRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_sender_retries_total", Help: "Send attempts that will be retried, by sender and error class.",
+		}, []string{"sender", "class"}),
+		senderDead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_sender_messages_dead_total", Help: "Dead letters, by sender and error class.",
+		}, []string{"sender", "class"}),
+		senderCircuit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "chatq_sender_circuit_open", Help: "1 while a sender's messages are held by its own circuit breaker (open or half-open), else 0, by sender.",
+		}, []string{"sender"}),
 	}
 	reg.MustRegister(m.billable, m.enqueued, m.submitted, m.dead, m.deliveryFailed, m.retries, m.possibleDupes,
 		m.sendSeconds, m.enqueueToSubmit, m.limitWaits, m.limitWaitSecs, m.webhookEvents, m.circuitOpen, m.callbacks,
+		m.senderSent, m.senderRetries, m.senderDead, m.senderCircuit,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if inspector != nil {
 		reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(inspector))
@@ -201,5 +220,37 @@ func (m *Metrics) Billable(category string) {
 			category = "other"
 		}
 		m.billable.WithLabelValues(category).Inc()
+	}
+}
+
+// SenderSent counts a message of sender accepted upstream.
+func (m *Metrics) SenderSent(sender string) {
+	if m != nil {
+		m.senderSent.WithLabelValues(sender).Inc()
+	}
+}
+
+// SenderRetry counts a send of sender that will be retried.
+func (m *Metrics) SenderRetry(sender, class string) {
+	if m != nil {
+		m.senderRetries.WithLabelValues(sender, class).Inc()
+	}
+}
+
+// SenderDead counts a dead letter of sender.
+func (m *Metrics) SenderDead(sender, class string) {
+	if m != nil {
+		m.senderDead.WithLabelValues(sender, class).Inc()
+	}
+}
+
+// SenderCircuitOpen sets sender's circuit breaker gauge.
+func (m *Metrics) SenderCircuitOpen(sender string, open bool) {
+	if m != nil {
+		v := 0.0
+		if open {
+			v = 1
+		}
+		m.senderCircuit.WithLabelValues(sender).Set(v)
 	}
 }

@@ -108,6 +108,10 @@ func TestGrafanaDashboardMatchesTheMetrics(t *testing.T) {
 	m.WebhookEvent("message-event.read", "matched")
 	m.CircuitOpen(false)
 	m.Callback("delivered")
+	m.SenderSent("15550001234")
+	m.SenderRetry("15550001234", "retryable")
+	m.SenderDead("15550001234", "permanent")
+	m.SenderCircuitOpen("15550001234", false)
 	served := exposed(t, m)
 	for _, name := range dashboardMetrics(t) {
 		if strings.HasPrefix(name, "asynq_") && !srv.Real() {
@@ -134,6 +138,10 @@ func TestNilMetrics(t *testing.T) {
 	m.WebhookEvent("other", "ignored")
 	m.CircuitOpen(true)
 	m.Callback("failed")
+	m.SenderSent("15550001234")
+	m.SenderRetry("15550001234", "retryable")
+	m.SenderDead("15550001234", "permanent")
+	m.SenderCircuitOpen("15550001234", true)
 	m.Billable("marketing")
 }
 

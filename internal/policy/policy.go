@@ -100,10 +100,22 @@ func New(rdb redis.UniversalClient, cfg Config) *Checker {
 	return &Checker{
 		cfg:          cfg,
 		rdb:          rdb,
-		Suppressions: &Suppressions{rdb: rdb, now: cfg.Now},
+		Suppressions: newSuppressions(rdb, cfg.Now, defaultTenant),
 		Windows:      &Windows{rdb: rdb, ttl: cfg.WindowTTL},
 		Templates:    &Templates{rdb: rdb, source: cfg.Source, log: cfg.Log, now: cfg.Now},
 	}
+}
+
+// ForTenant returns the checker of one tenant: the same policy, windows
+// and templates, with the tenant's own suppression list, which applies to
+// every sender of the tenant and to no other tenant.
+func (c *Checker) ForTenant(tenant string) *Checker {
+	if c == nil {
+		return nil
+	}
+	t := *c
+	t.Suppressions = newSuppressions(c.rdb, c.cfg.Now, tenant)
+	return &t
 }
 
 // WindowPolicy returns the window policy in force.
@@ -282,7 +294,7 @@ func (c *Checker) Decide(ctx context.Context, destination string, freeForm, hasF
 	// One round trip for both reads: this runs before every send.
 	checkWindow := freeForm && c.cfg.Window != WindowOff
 	pipe := c.rdb.Pipeline()
-	supp := queueGet(ctx, pipe, destination)
+	supp := c.Suppressions.queueGet(ctx, pipe, destination)
 	var win *redis.SliceCmd
 	if checkWindow {
 		win = queueWindow(ctx, pipe, destination)

@@ -501,3 +501,26 @@ func TestCategoriesAndUSMarketing(t *testing.T) {
 		}
 	}
 }
+
+func TestEachTenantHasItsOwnSuppressionList(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	ctx := context.Background()
+	c := policy.New(rdb, policy.Config{})
+	const dest = "4915100000077"
+	if err := c.ForTenant("acme").Suppressions.Add(ctx, policy.Suppression{Destination: dest, Source: policy.SourceOperator, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	for tenant, want := range map[string]bool{"acme": true, "beta": false, "default": false, "": false} {
+		sup, err := c.ForTenant(tenant).Suppressions.Get(ctx, dest)
+		if err != nil || (sup != nil) != want {
+			t.Errorf("tenant %q: suppressed %v (%v), want %v", tenant, sup != nil, err, want)
+		}
+	}
+	// Tenant default's list keeps its key of before tenants.
+	if err := c.ForTenant("default").Suppressions.Add(ctx, policy.Suppression{Destination: dest, Source: policy.SourceOperator, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rdb.HLen(ctx, "chatq:suppressed").Result(); err != nil || n != 1 {
+		t.Errorf("chatq:suppressed holds %d entries (%v), want tenant default's one", n, err)
+	}
+}

@@ -172,27 +172,32 @@ func (s *Server) pause(ctx context.Context, d time.Duration) bool {
 
 // gate makes an API call wait out the latency knob and checks its Basic
 // auth. It answers and returns the status when the call goes no further,
-// 0 when it may proceed.
-func (s *Server) gate(w http.ResponseWriter, r *http.Request, k *knobs) int {
+// 0 when it may proceed, with the app whose credentials the call carries.
+func (s *Server) gate(w http.ResponseWriter, r *http.Request, k *knobs) (app string, status int) {
 	if !s.pause(r.Context(), k.latency) {
 		writeError(w, http.StatusServiceUnavailable, "Service Unavailable")
-		return http.StatusServiceUnavailable
+		return "", http.StatusServiceUnavailable
 	}
-	if !s.authorized(r, k) {
+	app, ok := s.authorized(r, k)
+	if !ok {
 		writeError(w, http.StatusUnauthorized, "Authentication Failed")
-		return http.StatusUnauthorized
+		return "", http.StatusUnauthorized
 	}
-	return 0
+	return app, 0
 }
 
-func (s *Server) authorized(r *http.Request, k *knobs) bool {
+// authorized returns the app whose credentials r carries. The app id is
+// a user name, not a secret; the secret is compared in constant time.
+func (s *Server) authorized(r *http.Request, k *knobs) (string, bool) {
 	if k.authFailure {
-		return false
+		return "", false
 	}
 	id, secret, ok := r.BasicAuth()
-	idOK := subtle.ConstantTimeCompare([]byte(id), s.appID)
-	secretOK := subtle.ConstantTimeCompare([]byte(secret), s.appSecret)
-	return ok && idOK&secretOK == 1
+	want, known := s.apps[id]
+	if !ok || !known || subtle.ConstantTimeCompare([]byte(secret), want) != 1 {
+		return "", false
+	}
+	return id, true
 }
 
 // registerRequest is the body of POST /webhook.
@@ -206,7 +211,7 @@ type registerRequest struct {
 }
 
 func (s *Server) handleRegisterWebhook(w http.ResponseWriter, r *http.Request) {
-	if s.gate(w, r, s.knobs.Load()) != 0 {
+	if _, status := s.gate(w, r, s.knobs.Load()); status != 0 {
 		return
 	}
 	var req registerRequest
@@ -241,7 +246,7 @@ type hsmRequest struct {
 }
 
 func (s *Server) handleGetTemplates(w http.ResponseWriter, r *http.Request) {
-	if s.gate(w, r, s.knobs.Load()) != 0 {
+	if _, status := s.gate(w, r, s.knobs.Load()); status != 0 {
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
@@ -276,7 +281,7 @@ type submitRequest struct {
 }
 
 func (s *Server) handleSubmitTemplate(w http.ResponseWriter, r *http.Request) {
-	if s.gate(w, r, s.knobs.Load()) != 0 {
+	if _, status := s.gate(w, r, s.knobs.Load()); status != 0 {
 		return
 	}
 	var req submitRequest
@@ -310,14 +315,19 @@ func (s *Server) handleSubmitTemplate(w http.ResponseWriter, r *http.Request) {
 // sendRequest is the body of POST /whatsappmessage. Fields other than these
 // are ignored, as the provider does; the payload is decoded strictly.
 type sendRequest struct {
-	Channel     string          `json:"channel"`
-	Destination string          `json:"destination"`
-	Payload     json.RawMessage `json:"payload"`
+	Channel     string `json:"channel"`
+	Destination string `json:"destination"`
+	// Source is Gupshup's business number of the send, which an app of
+	// several numbers names; the sandbox logs it.
+	Source  string          `json:"source"`
+	Payload json.RawMessage `json:"payload"`
 }
 
 // send is a valid POST /whatsappmessage.
 type send struct {
 	number   string // the destination without "+"
+	app      string // the app whose credentials sent it
+	source   string // the body's "source", without "+"; "" when none
 	payload  []byte // compacted JSON
 	template bool
 	// category is the template's category, lowercased; "" for a free-form
@@ -331,7 +341,8 @@ type send struct {
 func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 	s.stats.requests.Add(1)
 	k := s.knobs.Load()
-	switch s.gate(w, r, k) {
+	app, status := s.gate(w, r, k)
+	switch status {
 	case 0:
 	case http.StatusUnauthorized:
 		s.stats.rejected.Add(1)
@@ -354,6 +365,7 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 		s.countRefusal(s.refuse(w, err))
 		return
 	}
+	msg.app = app
 	m := magicOf(msg.number)
 	if m == magicInvalid {
 		s.stats.rejected.Add(1)
@@ -406,8 +418,8 @@ func (s *Server) parseSend(w http.ResponseWriter, r *http.Request, now time.Time
 	if err := json.Compact(&compact, req.Payload); err != nil {
 		return send{}, fmt.Errorf("compact payload: %w", err)
 	}
-	return send{number: strings.TrimPrefix(req.Destination, "+"), payload: compact.Bytes(), template: isTemplate,
-		category: category, templateStatus: status}, nil
+	return send{number: strings.TrimPrefix(req.Destination, "+"), source: strings.TrimPrefix(req.Source, "+"),
+		payload: compact.Bytes(), template: isTemplate, category: category, templateStatus: status}, nil
 }
 
 func (s *Server) countRefusal(status int) {
@@ -464,7 +476,7 @@ func (s *Server) accept(w http.ResponseWriter, msg send, m magicNumber, k *knobs
 		s.logger.Error("new message id", zap.Error(err))
 		return
 	}
-	if s.log.add(id, now, msg.number, msg.payload) {
+	if s.log.add(id, now, msg.app, msg.source, msg.number, msg.payload) {
 		s.stats.duplicates.Add(1)
 	}
 	s.stats.accepted.Add(1)

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -142,7 +143,7 @@ func (s *Server) handlePutConfig(w http.ResponseWriter, r *http.Request) {
 // building the answer in memory and without holding the log's lock.
 func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 	filter := strings.TrimPrefix(r.URL.Query().Get("destination"), "+")
-	records, chunks := s.log.snapshot()
+	records, chunks, origins := s.log.snapshot()
 	w.Header().Set("Content-Type", "application/json")
 	bw := bufio.NewWriterSize(w, 64<<10)
 	buf := make([]byte, 0, 1024)
@@ -162,6 +163,13 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 		buf = append(buf, rec.id.String()...)
 		buf = append(buf, `","destination":`...)
 		buf = strconv.AppendQuote(buf, string(number))
+		from := origins[rec.sender]
+		buf = append(buf, `,"app_id":`...)
+		buf = appendString(buf, from.app)
+		if from.source != "" {
+			buf = append(buf, `,"source":`...)
+			buf = appendString(buf, from.source)
+		}
 		buf = append(buf, `,"payload":`...)
 		buf = append(buf, payload...)
 		buf = append(buf, `,"received_at":"`...)
@@ -347,4 +355,11 @@ func (s *Server) handleTemplateStatus(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleReset(w http.ResponseWriter, _ *http.Request) {
 	s.reset()
 	writeJSON(w, http.StatusOK, answer{Status: "success"})
+}
+
+// appendString appends s as a JSON string: app ids and sources are what a
+// caller sent, not digits alone.
+func appendString(buf []byte, s string) []byte {
+	b, _ := json.Marshal(s) // a string always encodes
+	return append(buf, b...)
 }

@@ -76,6 +76,11 @@ type Config struct {
 	// AppID and AppSecret are the Basic auth credentials every API call
 	// must carry. Both are required.
 	AppID, AppSecret string
+	// Apps are more apps' credentials, app id to secret, each accepted as
+	// AppID and AppSecret are: one sandbox stands in for several
+	// ChatArchitect apps, and its message log says which app sent each
+	// message. Nil means the one app.
+	Apps map[string]string
 	// Rate limits accepted sends to this many messages per second, with a
 	// token bucket holding one second's worth; an empty bucket answers 429
 	// with Retry-After. Zero turns the limit off.
@@ -119,6 +124,11 @@ func (c *Config) validate() error {
 	}
 	if c.AppSecret == "" {
 		return errors.New("sandbox: AppSecret is required")
+	}
+	for id, secret := range c.Apps {
+		if id == "" || secret == "" {
+			return fmt.Errorf("sandbox: Apps: app %q needs an id and a secret", id)
+		}
 	}
 	checks := []error{
 		checkRate("Rate", c.Rate),
@@ -190,9 +200,10 @@ func newLimiter(r float64) *rate.Limiter {
 // Server is the sandbox: an http.Handler for every route. New starts its
 // webhook goroutines; Close stops them.
 type Server struct {
-	appID, appSecret []byte
-	logger           *zap.Logger
-	mux              *http.ServeMux
+	// apps are the accepted credentials: app id to secret.
+	apps   map[string][]byte
+	logger *zap.Logger
+	mux    *http.ServeMux
 
 	// knobsMu serialises changes of knobs; readers just Load.
 	knobsMu sync.Mutex
@@ -221,8 +232,7 @@ func New(cfg Config, logger *zap.Logger) (*Server, error) {
 	}
 	workers := cmp.Or(cfg.WebhookWorkers, defaultWebhookWorkers)
 	s := &Server{
-		appID:     []byte(cfg.AppID),
-		appSecret: []byte(cfg.AppSecret),
+		apps:      apps(cfg),
 		logger:    logger,
 		log:       newMessageLog(),
 		dests:     newDestinations(),
@@ -256,6 +266,15 @@ func New(cfg Config, logger *zap.Logger) (*Server, error) {
 	})
 	s.mux = s.routes()
 	return s, nil
+}
+
+// apps returns the credentials of cfg's apps, app id to secret.
+func apps(cfg Config) map[string][]byte {
+	out := map[string][]byte{cfg.AppID: []byte(cfg.AppSecret)}
+	for id, secret := range cfg.Apps {
+		out[id] = []byte(secret)
+	}
+	return out
 }
 
 func (s *Server) routes() *http.ServeMux {

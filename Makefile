@@ -25,7 +25,7 @@ test: vet staticcheck bench-deps
 # test-faults: the fault suite (internal/faults): real chatq processes on a
 # private redis-server, with a worker, Redis and the API killed mid-run and
 # a hostile upstream; prints per case the messages sent, lost, duplicated
-# and in the wrong status, and fails if a bound is broken (two to four
+# and in the wrong status, and fails if a bound is broken (about three
 # minutes; needs redis-server). CHATQ_FAULTS_LOGS=dir keeps the logs.
 test-faults:
 	CHATQ_TEST_FAULTS=1 $(GO) test -count=1 -v -timeout 15m -run '^TestFaults$$' ./internal/faults/
@@ -80,13 +80,17 @@ fmtcheck:
 run:
 	$(GO) run ./cmd/chatq dev
 
-# bench: the performance figures of the README: chatq beside bare asynq on
-# a private redis-server (about ten minutes; needs redis-server).
-# BENCHFLAGS adds flags, e.g. BENCHFLAGS="--json bench.json --messages 200000"
+# bench: the performance figures of the README: chatq as deployed (the
+# sandbox, api and worker as processes of the chatq binary) beside bare
+# asynq and a minimal BullMQ sender on a private redis-server, with Redis
+# commands and CPU per message (about fifteen minutes; needs redis-server,
+# and node for BullMQ). BENCHFLAGS adds flags, e.g.
+# BENCHFLAGS="--json bench.json --messages 200000"
 bench: bench-deps
 	$(GO) run ./cmd/chatq bench $(BENCHFLAGS)
 
-# bench-quick: the same measurements, smaller, in under two minutes
+# bench-quick: the same measurements, smaller (about two minutes on a quiet
+# machine)
 bench-quick: bench-deps
 	$(GO) run ./cmd/chatq bench --quick $(BENCHFLAGS)
 

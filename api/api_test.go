@@ -377,7 +377,7 @@ func TestCancel(t *testing.T) {
 	res = f.post(t, "/v1/messages", textBody)
 	id = decode[store.Record](t, res).ID
 	ctx := context.Background()
-	if _, _, err := f.store.Begin(ctx, id, time.Now()); err != nil {
+	if _, _, err := f.store.Begin(ctx, id, time.Now(), store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.store.Submit(ctx, id, "pid-"+id, time.Now()); err != nil {
@@ -623,6 +623,7 @@ func TestWebhook(t *testing.T) {
 		{"text/plain", event("pid-unknown-2", "read")},
 		{"-", `{"type":"user-event","payload":{"phone":"96996999699","type":"opted-out"}}`},
 		{"", `{"type":"billing-event","payload":{"whatever":1}}`},
+		{"", `{"type":"template-event","payload":{"id":"t1","elementName":"welcome_offer","languageCode":"en_US","status":"PAUSED","reason":"Low quality"}}`},
 		{"", `{"app":"demo","timestamp":1764064800000,"version":2,"type":"message-event","payload":{"id":"wamid.x","gsId":"pid-unknown-3","type":"sent","destination":"96996999699","payload":{"ts":1764064800}}}`},
 	} {
 		if res := hook(webhookSecret, tt.contentType, tt.body); res.status != http.StatusOK {
@@ -633,7 +634,7 @@ func TestWebhook(t *testing.T) {
 	// A delivery event updates the message's record.
 	res := f.post(t, "/v1/messages", textBody)
 	id := decode[store.Record](t, res).ID
-	if _, _, err := f.store.Begin(ctx, id, time.Now()); err != nil {
+	if _, _, err := f.store.Begin(ctx, id, time.Now(), store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.store.Submit(ctx, id, "pid-"+id, time.Now()); err != nil {
@@ -645,6 +646,25 @@ func TestWebhook(t *testing.T) {
 	if rec := decode[store.Record](t, f.do(t, request{method: http.MethodGet, path: "/v1/messages/" + id})); rec.Status != store.Delivered {
 		t.Errorf("after a delivered event: status %s, want delivered", rec.Status)
 	}
+	// Its pricing object is kept on the record; a later one replaces it
+	// (even on an event that comes late), a replay changes nothing.
+	for _, p := range []struct{ typ, pricing string }{
+		{"sent", `{"billable":true,"pricing_model":"PMP","category":"marketing","type":"regular"}`},
+		{"read", `{"billable":true,"pricing_model":"PMP","category":"utility","type":"regular"}`},
+		{"read", `{"billable":false,"pricing_model":"PMP","category":"service","type":"free_customer_service"}`},
+	} {
+		body := fmt.Sprintf(`{"type":"message-event","payload":{"id":"wamid.%s","gsId":"pid-%s","type":%q,"payload":{},"pricing":%s}}`, id, id, p.typ, p.pricing)
+		if res := hook(webhookSecret, "", body); res.status != http.StatusOK {
+			t.Fatalf("event with pricing: status %d, body %s", res.status, res.body)
+		}
+	}
+	rec := decode[store.Record](t, f.do(t, request{method: http.MethodGet, path: "/v1/messages/" + id}))
+	if want := (&store.Pricing{Billable: true, PricingModel: "PMP", Category: "utility", Type: "regular"}); rec.Pricing == nil || *rec.Pricing != *want {
+		t.Errorf("pricing %+v, want %+v", rec.Pricing, want)
+	}
+	if rec.Category == nil || *rec.Category != "service" {
+		t.Errorf("category %v, want service", rec.Category)
+	}
 
 	// An event that arrives before the provider id is known waits for it.
 	res = f.post(t, "/v1/messages", textBody)
@@ -652,7 +672,7 @@ func TestWebhook(t *testing.T) {
 	if res := hook(webhookSecret, "", event("pid-"+id, "read")); res.status != http.StatusOK {
 		t.Fatalf("early event: status %d, body %s", res.status, res.body)
 	}
-	if _, _, err := f.store.Begin(ctx, id, time.Now()); err != nil {
+	if _, _, err := f.store.Begin(ctx, id, time.Now(), store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.store.Submit(ctx, id, "pid-"+id, time.Now()); err != nil {

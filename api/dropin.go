@@ -7,11 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strings"
 
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/callback"
 	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/senders"
 )
@@ -165,7 +168,12 @@ func (s *Server) dropInSend(w http.ResponseWriter, r *http.Request, app []sender
 	if res[0].Created {
 		s.cfg.Metrics.Enqueued(res[0].Record.Priority)
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "submitted", "messageId": res[0].Record.ID})
+	// A struct, not a map: the keys in ChatArchitect's order, for clients
+	// that print or compare the answer as text.
+	writeJSON(w, http.StatusOK, struct {
+		Status    string `json:"status"`
+		MessageID string `json:"messageId"`
+	}{"submitted", res[0].Record.ID})
 }
 
 // upstreamOf is a ChatArchitect client with the sender's credentials.
@@ -295,6 +303,11 @@ func (s *Server) dropInWebhook(w http.ResponseWriter, r *http.Request, app []sen
 		s.caFail(w, &enqueue.ValidationError{Field: "webhook", Reason: "must be an http or https URL of at most 2048 characters"})
 		return
 	}
+	if host := u.Hostname(); !s.cfg.AllowPrivateWebhooks && privateHost(host) {
+		s.caFail(w, &enqueue.ValidationError{Field: "webhook", Reason: "is refused: " + host +
+			" is not a public address, and chatq forwards webhooks to public addresses only (CHATQ_CALLBACK_ALLOW_PRIVATE allows private ones)"})
+		return
+	}
 	x, err := pick(app, "destination", req.Destination)
 	if err != nil {
 		s.caFail(w, err)
@@ -308,4 +321,15 @@ func (s *Server) dropInWebhook(w http.ResponseWriter, r *http.Request, app []sen
 	// logged.
 	s.logger(r.Context()).Info("application webhook stored", zap.String("sender", x.Number), zap.String("webhook_host", u.Host))
 	writeJSON(w, http.StatusOK, map[string]string{"status": "success", "message": "Webhook registered"})
+}
+
+// privateHost reports whether host is localhost or a literal address that
+// is not public. A name is not looked up here: each delivery checks the
+// address it connects to.
+func privateHost(host string) bool {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && !callback.IsPublic(ip)
 }

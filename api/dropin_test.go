@@ -170,9 +170,20 @@ func TestDropInWebhook(t *testing.T) {
 		`{"channel":"whatsapp","destination":"` + acmeTwo + `","webhook":"ftp://x"}`,
 		`{"channel":"whatsapp","destination":"` + acmeTwo + `"}`,
 		`{"channel":"whatsapp","destination":"` + boltOne + `","webhook":"https://app.example.com/x"}`,
+		// Forwarding goes to public addresses only, unless allowed.
+		`{"channel":"whatsapp","destination":"` + acmeTwo + `","webhook":"http://127.0.0.1:8081/wa"}`,
+		`{"channel":"whatsapp","destination":"` + acmeTwo + `","webhook":"http://localhost/wa"}`,
+		`{"channel":"whatsapp","destination":"` + acmeTwo + `","webhook":"http://[fd00::1]/wa"}`,
 	} {
 		if code, ans := f.post(t, sbApp, sbSecret, "/webhook", bad); code != http.StatusBadRequest || ans["status"] != "error" {
 			t.Errorf("POST /webhook %s: %d %v, want 400", bad, code, ans)
 		}
+	}
+	_, ans = f.post(t, sbApp, sbSecret, "/webhook", `{"channel":"whatsapp","destination":"`+acmeTwo+`","webhook":"http://10.0.0.7/wa"}`)
+	if msg, _ := ans["message"].(string); !strings.Contains(msg, "webhook is refused: 10.0.0.7 is not a public address") || !strings.Contains(msg, "CHATQ_CALLBACK_ALLOW_PRIVATE") {
+		t.Errorf("a private webhook URL: %v, want a refusal naming CHATQ_CALLBACK_ALLOW_PRIVATE", ans)
+	}
+	if s, _ := f.reg.Lookup(acmeTwo); s.WebhookURL != "https://app.example.com/wa-hook" {
+		t.Errorf("a refused URL replaced the sender's webhook URL: %q", s.WebhookURL)
 	}
 }

@@ -78,11 +78,12 @@ func nextCursor(next string) *string {
 	return &next
 }
 
-// tenantOf is the tenant whose campaigns and dead letters a request reads:
-// the key's own for a tenant key; for an admin key, the tenant query
-// parameter, where want says the route reads all tenants without one
-// (dead letters), or else tenant default (a batch id is a tenant's own).
-// A tenant key naming another tenant is refused.
+// tenantOf is the tenant whose campaigns, recipients' messages and dead
+// letters a request reads: the key's own for a tenant key; for an admin
+// key, the tenant query parameter, or without one tenant default (each
+// tenant has its own indexes), unless all says the route then acts on
+// every tenant (a retry of dead letters by their ids). A tenant key naming
+// another tenant is refused.
 func tenantOf(r *http.Request, q url.Values, all bool) (string, error) {
 	p, t := caller(r), q.Get("tenant")
 	switch {
@@ -104,8 +105,7 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	// A recipient's messages are of every tenant, for an admin key.
-	tenant, err := tenantOf(r, q, q.Get("batch_id") == "")
+	tenant, err := tenantOf(r, q, false)
 	if err != nil {
 		writeError(w, err, s.log)
 		return
@@ -196,16 +196,16 @@ func (s *Server) getBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	batch := r.PathValue("batch_id")
-	counts, total, err := s.store.BatchCountsOf(r.Context(), tenant, batch)
+	c, err := s.store.BatchCountsOf(r.Context(), tenant, batch)
 	if err != nil {
 		writeError(w, err, s.log)
 		return
 	}
-	if total == 0 {
+	if c.Total == 0 {
 		writeError(w, errorf(http.StatusNotFound, "not_found", "no messages with this batch_id"), s.log)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"batch_id": batch, "total": total, "counts": counts})
+	writeJSON(w, http.StatusOK, map[string]any{"batch_id": batch, "total": c.Total, "counts": c.Status, "billable": c.Billable})
 }
 
 // deadFilterParams are the filter parameters of the dead-letter routes.
@@ -231,7 +231,7 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	if f.Tenant, err = tenantOf(r, q, true); err != nil {
+	if f.Tenant, err = tenantOf(r, q, false); err != nil {
 		writeError(w, err, s.log)
 		return
 	}
@@ -299,6 +299,8 @@ func (s *Server) retryDeadLetters(w http.ResponseWriter, r *http.Request) {
 			writeError(w, ferr, s.log)
 			return
 		}
+		// Without a tenant, an admin key's filter retries tenant
+		// default's dead letters: a filter reads one tenant's index.
 		f.Tenant = tenant
 		rep, err = s.dead.RetryMatching(r.Context(), f)
 	case len(req.IDs) == 0:

@@ -141,7 +141,7 @@ func TestBatchRoutes(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
 	ids := f.sendBatch(t, "spring", 4)
-	if _, _, err := f.store.Begin(ctx, ids[0], time.Now()); err != nil {
+	if _, _, err := f.store.Begin(ctx, ids[0], time.Now(), store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.store.Submit(ctx, ids[0], "pid-0", time.Now()); err != nil {
@@ -149,13 +149,15 @@ func TestBatchRoutes(t *testing.T) {
 	}
 
 	type counts struct {
-		BatchID string         `json:"batch_id"`
-		Total   int            `json:"total"`
-		Counts  map[string]int `json:"counts"`
+		BatchID  string         `json:"batch_id"`
+		Total    int            `json:"total"`
+		Counts   map[string]int `json:"counts"`
+		Billable map[string]int `json:"billable"`
 	}
 	res := f.do(t, request{method: http.MethodGet, path: "/v1/batches/spring"})
 	c := decode[counts](t, res)
-	if res.status != http.StatusOK || c.BatchID != "spring" || c.Total != 4 || c.Counts["queued"] != 3 || c.Counts["submitted"] != 1 || len(c.Counts) != 13 {
+	if res.status != http.StatusOK || c.BatchID != "spring" || c.Total != 4 || c.Counts["queued"] != 3 || c.Counts["submitted"] != 1 || len(c.Counts) != 13 ||
+		len(c.Billable) != 3 || c.Billable["marketing"] != 0 {
 		t.Errorf("GET /v1/batches/spring: %d %s", res.status, res.body)
 	}
 	wantError(t, f.do(t, request{method: http.MethodGet, path: "/v1/batches/winter"}), http.StatusNotFound, "not_found", "")

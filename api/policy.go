@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,13 +18,14 @@ import (
 	"github.com/chatq/chatq/internal/jsontime"
 	"github.com/chatq/chatq/internal/policy"
 	"github.com/chatq/chatq/internal/store"
+	"github.com/chatq/chatq/internal/tenants"
 )
 
 // policyRoutes are the suppression list and template routes, served when
 // the server has a policy.
 func (s *Server) policyRoutes() []route {
-	// The suppression list and the template cache are the deployment's
-	// (one for every tenant, so far): admin keys alone read and change them.
+	// The suppression lists (one per tenant: ?tenant=, default without)
+	// and the template cache: admin keys alone read and change them.
 	return []route{
 		{"GET", "/v1/suppressions", guardAdmin, http.HandlerFunc(s.listSuppressions)},
 		{"GET", "/v1/suppressions/{destination}", guardAdmin, http.HandlerFunc(s.getSuppression)},
@@ -34,7 +36,7 @@ func (s *Server) policyRoutes() []route {
 }
 
 func (s *Server) listSuppressions(w http.ResponseWriter, r *http.Request) {
-	q, err := query(r, "cursor", "limit")
+	q, err := query(r, "cursor", "limit", "tenant")
 	if err != nil {
 		writeError(w, err, s.log)
 		return
@@ -52,7 +54,12 @@ func (s *Server) listSuppressions(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	list, next, err := s.cfg.Policy.Suppressions.List(r.Context(), cursor, int64(limit))
+	list, err := s.suppressions(r)
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	page, next, err := list.List(r.Context(), cursor, int64(limit))
 	if err != nil {
 		writeError(w, err, s.log)
 		return
@@ -64,7 +71,7 @@ func (s *Server) listSuppressions(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, struct {
 		Suppressions []policy.Suppression `json:"suppressions"`
 		NextCursor   *string              `json:"next_cursor"`
-	}{nonNil(list), nextCursor(nc)})
+	}{nonNil(page), nextCursor(nc)})
 }
 
 // destination reads and checks the {destination} of a suppression route.
@@ -76,13 +83,32 @@ func destination(r *http.Request) (string, error) {
 	return policy.Normalize(d), nil
 }
 
+// suppressions is the suppression list a route reads or changes: that of
+// ?tenant=, tenant default's without it. Each tenant has one list for all
+// its senders.
+func (s *Server) suppressions(r *http.Request) (*policy.Suppressions, error) {
+	tenant := r.URL.Query().Get("tenant")
+	if tenant == "" {
+		return s.cfg.Policy.Suppressions, nil
+	}
+	if err := tenants.Validate("tenant", tenant); err != nil {
+		return nil, err
+	}
+	return s.cfg.Policy.ForTenant(tenant).Suppressions, nil
+}
+
 func (s *Server) getSuppression(w http.ResponseWriter, r *http.Request) {
 	d, err := destination(r)
 	if err != nil {
 		writeError(w, err, s.log)
 		return
 	}
-	sup, err := s.cfg.Policy.Suppressions.Get(r.Context(), d)
+	list, err := s.suppressions(r)
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	sup, err := list.Get(r.Context(), d)
 	if err == nil && sup == nil {
 		err = policy.ErrNotSuppressed
 	}
@@ -98,6 +124,11 @@ const maxSuppressionBody = 4 << 10
 
 func (s *Server) putSuppression(w http.ResponseWriter, r *http.Request) {
 	d, err := destination(r)
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	list, err := s.suppressions(r)
 	if err != nil {
 		writeError(w, err, s.log)
 		return
@@ -122,12 +153,12 @@ func (s *Server) putSuppression(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	sup := policy.Suppression{Destination: d, Reason: cmpOr(req.Reason, "suppressed by an operator"), Source: policy.SourceOperator, At: s.now()}
-	if err := s.cfg.Policy.Suppressions.Add(r.Context(), sup); err != nil {
+	if err := list.Add(r.Context(), sup); err != nil {
 		writeError(w, err, s.log)
 		return
 	}
 	s.logger(r.Context()).Info("recipient suppressed by an operator", zap.String("destination", d))
-	got, err := s.cfg.Policy.Suppressions.Get(r.Context(), d)
+	got, err := list.Get(r.Context(), d)
 	if err != nil {
 		writeError(w, err, s.log)
 		return
@@ -141,7 +172,12 @@ func (s *Server) deleteSuppression(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	removed, err := s.cfg.Policy.Suppressions.Remove(r.Context(), d)
+	list, err := s.suppressions(r)
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	removed, err := list.Remove(r.Context(), d)
 	if err == nil && !removed {
 		err = policy.ErrNotSuppressed
 	}
@@ -227,20 +263,21 @@ func (s *Server) learnFromEvent(ctx context.Context, ev *chatarchitect.MessageEv
 		!(chatarchitect.IsOptOutCode(ev.Code) || chatarchitect.IsWindowClosedCode(ev.Code)) {
 		return nil
 	}
-	dest := ev.Destination
-	if dest == "" && res != nil && res.RecordID != "" {
+	// The opt-out goes on the list of the message's tenant.
+	dest, tenant := ev.Destination, ""
+	if res != nil && res.RecordID != "" {
 		rec, err := s.store.Get(ctx, res.RecordID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 		if rec != nil {
-			dest = rec.Destination
+			dest, tenant = cmp.Or(dest, rec.Destination), rec.Tenant
 		}
 	}
 	if !ev.Timestamp.IsZero() && ev.Timestamp.Before(at) {
 		at = ev.Timestamp
 	}
-	learned, err := s.cfg.Policy.LearnFailure(ctx, dest, ev.Code, ev.Reason, policy.SourceWebhook, at)
+	learned, err := s.cfg.Policy.ForTenant(tenant).LearnFailure(ctx, dest, ev.Code, ev.Reason, policy.SourceWebhook, at)
 	if err != nil {
 		return err
 	}

@@ -154,7 +154,7 @@ func TestWebhooksTeachThePolicy(t *testing.T) {
 	}
 	// Without a destination: the record tells it.
 	rec := decode[store.Record](t, f.post(t, "/v1/messages", `{"destination":"96996990003","payload":{"type":"text","message":"hi"}}`))
-	if _, _, err := f.store.Begin(ctx, rec.ID, time.Now()); err != nil {
+	if _, _, err := f.store.Begin(ctx, rec.ID, time.Now(), store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.store.Submit(ctx, rec.ID, "pid-"+rec.ID, time.Now()); err != nil {
@@ -249,4 +249,22 @@ func TestUserEventWebhooksApplyByTheirOwnTime(t *testing.T) {
 	if suppressed("96996991002") {
 		t.Fatal("the operator's DELETE did not lift the suppression")
 	}
+}
+
+func TestSuppressionRoutesOfATenant(t *testing.T) {
+	t.Parallel()
+	f, checker := policyFixture(t)
+	const number = "96996990043"
+	if res := f.do(t, request{method: "PUT", path: "/v1/suppressions/" + number + "?tenant=acme"}); res.status != http.StatusOK {
+		t.Fatalf("PUT for acme: %d %s", res.status, res.body)
+	}
+	if sup, err := checker.ForTenant("acme").Suppressions.Get(context.Background(), number); err != nil || sup == nil {
+		t.Errorf("acme's list: %v, %v; want the number on it", sup, err)
+	}
+	// Tenant default's list, and so its messages, know nothing of it.
+	wantError(t, f.do(t, request{method: "GET", path: "/v1/suppressions/" + number}), http.StatusNotFound, "not_found", "")
+	if res := f.post(t, "/v1/messages", `{"destination":"`+number+`","payload":{"type":"text","message":"hi"}}`); res.status != http.StatusAccepted {
+		t.Errorf("a message of tenant default to acme's suppressed number: %d %s", res.status, res.body)
+	}
+	wantError(t, f.do(t, request{method: "GET", path: "/v1/suppressions?tenant=Not%20A%20Tenant"}), http.StatusBadRequest, "invalid_request", "tenant")
 }

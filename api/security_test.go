@@ -206,6 +206,12 @@ func newWalkFixture(t *testing.T) *walkFixture {
 
 func newWalkFixtureWith(t *testing.T, pc policy.Config) *walkFixture {
 	t.Helper()
+	return newWalkFixtureOf(t, pc, store.Config{})
+}
+
+// newWalkFixtureOf is the walk's API with a store tuned by sc.
+func newWalkFixtureOf(t *testing.T, pc policy.Config, sc store.Config) *walkFixture {
+	t.Helper()
 	rs := redistest.Start(t)
 	rdb := rs.Client(t)
 	checker := policy.New(rdb, pc)
@@ -214,7 +220,7 @@ func newWalkFixtureWith(t *testing.T, pc policy.Config) *walkFixture {
 	dashboard := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: asynq.RedisClientOpt{Addr: rs.Addr(), DB: rs.DB()}})
 	t.Cleanup(func() { _ = dashboard.Close() })
 	q := asynq.NewClientFromRedisClient(rdb)
-	st := store.New(rdb, store.Config{})
+	st := store.New(rdb, sc)
 	ch, err := console.Handler()
 	if err != nil {
 		t.Fatal(err)
@@ -505,7 +511,7 @@ func TestEveryGuardedRouteRefusesNearMisses(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := res.ID
-	if _, _, err := f.store.Begin(ctx, id, time.Now()); err != nil {
+	if _, _, err := f.store.Begin(ctx, id, time.Now(), store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.store.Submit(ctx, id, "pid-walk", time.Now()); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/jsontime"
+	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/senders"
 )
 
@@ -31,6 +32,46 @@ const (
 // paused: StateCircuitOpen, StateThrottled, or "" when nothing holds it.
 type SenderStates interface {
 	State(ctx context.Context, number string) (string, error)
+}
+
+// SenderStatuses is what /readyz shows of each sender, when the
+// SenderStates hook is one too (ratelimit.States is): its state with the
+// end of a throttle and the reason.
+type SenderStatuses interface {
+	Of(ctx context.Context, number string) (ratelimit.SenderStatus, error)
+}
+
+// senderReady is a sender in /readyz's body.
+type senderReady struct {
+	Number string         `json:"number"`
+	Tenant string         `json:"tenant"`
+	State  string         `json:"state"`
+	Until  *jsontime.Time `json:"until,omitempty"`
+	Reason string         `json:"reason,omitempty"`
+	Code   string         `json:"code,omitempty"`
+}
+
+// senderReadiness lists every sender's state for /readyz; nil when the
+// server has no registry or no statuses.
+func (s *Server) senderReadiness(ctx context.Context) []senderReady {
+	st, ok := s.cfg.SenderStates.(SenderStatuses)
+	if s.cfg.Senders == nil || !ok {
+		return nil
+	}
+	out := []senderReady{}
+	for _, x := range s.cfg.Senders.All() {
+		status := ratelimit.SenderStatus{State: StatePaused}
+		if !x.Paused {
+			var err error
+			if status, err = st.Of(ctx, x.Number); err != nil {
+				s.logger(ctx).Warn("reading a sender's state", zap.String("sender", x.Number), zap.Error(err))
+				status = ratelimit.SenderStatus{State: "unknown"}
+			}
+		}
+		out = append(out, senderReady{Number: x.Number, Tenant: x.Tenant, State: status.State, Until: jsontime.Ptr(status.Until),
+			Reason: status.Reason, Code: status.Code})
+	}
+	return out
 }
 
 // maxSenderBody bounds the body of POST and PATCH /v1/senders.
@@ -50,8 +91,9 @@ func (s *Server) senderRoutes() []route {
 	}
 }
 
-// senderView is a sender as the API shows it: never its app secret.
-type senderView struct {
+// SenderView is a sender as the API shows it, and as chatq senders --json
+// prints it: never its app secret.
+type SenderView struct {
 	Number              string         `json:"number"`
 	AppID               string         `json:"app_id"`
 	Tenant              string         `json:"tenant"`
@@ -71,8 +113,11 @@ type senderView struct {
 	UpdatedAt           *jsontime.Time `json:"updated_at"`
 }
 
-func (s *Server) view(ctx context.Context, x senders.Sender) senderView {
-	v := senderView{
+// ViewSender returns x as the API shows it, before flow control's view of
+// it: envWebhookSecret is CHATQ_WEBHOOK_SECRET, whose URL is the
+// environment's sender's webhook.
+func ViewSender(x senders.Sender, envWebhookSecret string) SenderView {
+	v := SenderView{
 		Number: x.Number, AppID: x.AppID, Tenant: x.Tenant, Portfolio: x.Portfolio,
 		RatePerSecond: x.Limits.RatePerSecond, RateBurst: x.Limits.RateBurst, PairInterval: x.Limits.PairInterval.String(),
 		PairBurst: x.Limits.PairBurst, DailyRecipientLimit: x.Limits.DailyRecipientLimit,
@@ -87,13 +132,18 @@ func (s *Server) view(ctx context.Context, x senders.Sender) senderView {
 	} else {
 		v.CreatedAt, v.UpdatedAt = jsontime.Ptr(&x.CreatedAt), jsontime.Ptr(&x.UpdatedAt)
 	}
-	if x.Env && s.cfg.WebhookSecret != "" {
-		v.WebhookPath = "/webhooks/chatarchitect/" + s.cfg.WebhookSecret
+	if x.Env && envWebhookSecret != "" {
+		v.WebhookPath = "/webhooks/chatarchitect/" + envWebhookSecret
 	}
-	switch {
-	case x.Paused:
+	if x.Paused {
 		v.State = StatePaused
-	case s.cfg.SenderStates != nil:
+	}
+	return v
+}
+
+func (s *Server) view(ctx context.Context, x senders.Sender) SenderView {
+	v := ViewSender(x, s.cfg.WebhookSecret)
+	if !x.Paused && s.cfg.SenderStates != nil {
 		st, err := s.cfg.SenderStates.State(ctx, x.Number)
 		if err != nil {
 			s.logger(ctx).Warn("reading a sender's state", zap.String("sender", x.Number), zap.Error(err))
@@ -206,7 +256,7 @@ func (s *Server) listSenders(w http.ResponseWriter, r *http.Request) {
 	if t := q.Get("tenant"); t != "" {
 		all = s.cfg.Senders.OfTenant(t)
 	}
-	views := make([]senderView, len(all))
+	views := make([]SenderView, len(all))
 	for i, x := range all {
 		views[i] = s.view(r.Context(), x)
 	}

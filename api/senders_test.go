@@ -23,7 +23,7 @@ func TestSenderRoutes(t *testing.T) {
 	if code != http.StatusCreated {
 		t.Fatalf("POST /v1/senders: %d %s", code, body)
 	}
-	var v senderView
+	var v SenderView
 	if err := json.Unmarshal([]byte(body), &v); err != nil {
 		t.Fatal(err)
 	}

@@ -59,6 +59,15 @@ type Config struct {
 	// Inbound, if set, forwards inbound messages and user events
 	// (CHATQ_INBOUND_URL).
 	Inbound *callback.Forwarder
+	// Relay, if set with Senders, forwards the webhooks of senders whose
+	// application registered a webhook URL (the drop-in POST /webhook), in
+	// ChatArchitect's own format (webhook.go).
+	Relay *callback.Relay
+	// AllowPrivateWebhooks accepts application webhook URLs (the drop-in
+	// POST /webhook) on loopback and private addresses
+	// (CHATQ_CALLBACK_ALLOW_PRIVATE); the relay refuses to deliver there
+	// otherwise, so they are refused when registered.
+	AllowPrivateWebhooks bool
 	// Circuit, if set, tells /readyz's body whether sending is paused by
 	// the circuit breaker and, when it is also a Throttles (worker.Circuit
 	// is), which senders the upstream's Retry-After holds back.
@@ -477,6 +486,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 				body["throttles"] = list
 			}
 		}
+	}
+	if list := s.senderReadiness(ctx); list != nil {
+		body["senders"] = list
 	}
 	writeJSON(w, http.StatusOK, body)
 }

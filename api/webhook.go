@@ -16,18 +16,19 @@ import (
 )
 
 // webhookSecret reports whether secret opens the webhook route: the
-// CHATQ_WEBHOOK_SECRET, or a stored sender's own secret (its webhook_path).
-// Events are correlated by ChatArchitect's message ids, whichever sender's
-// URL they arrive at.
-func (s *Server) webhookSecret(secret string) bool {
-	if subtle.ConstantTimeCompare([]byte(secret), []byte(s.cfg.WebhookSecret)) == 1 {
-		return true
-	}
+// CHATQ_WEBHOOK_SECRET, or a stored sender's own secret (its webhook_path);
+// and the number of the sender whose URL it is ("" when
+// CHATQ_WEBHOOK_SECRET defines no sender). Events are correlated by
+// ChatArchitect's message ids, whichever sender's URL they arrive at.
+func (s *Server) webhookSecret(secret string) (string, bool) {
+	env := subtle.ConstantTimeCompare([]byte(secret), []byte(s.cfg.WebhookSecret)) == 1
 	if s.cfg.Senders == nil {
-		return false
+		return "", env
 	}
-	_, ok := s.cfg.Senders.ByWebhookSecret(secret)
-	return ok
+	// The registry knows the environment's sender by CHATQ_WEBHOOK_SECRET
+	// too, when CHATQ_CA_SOURCE defines one.
+	x, ok := s.cfg.Senders.ByWebhookSecret(secret)
+	return x.Number, ok || env
 }
 
 // webhook receives ChatArchitect's webhooks. Only the secret in the URL
@@ -37,7 +38,8 @@ func (s *Server) webhookSecret(secret string) bool {
 // once the event is stored means a Redis outage makes the provider retry
 // rather than lose the event.
 func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
-	if !s.webhookSecret(r.PathValue("secret")) {
+	from, ok := s.webhookSecret(r.PathValue("secret"))
+	if !ok {
 		writeError(w, errNotFound, s.log)
 		return
 	}
@@ -67,6 +69,9 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 			if res.Outcome == store.Changed && ev.Status == store.Failed {
 				s.cfg.Metrics.DeliveryFailed(ev.Error.Class, ev.Error.Code)
 			}
+			if res.Billable != "" {
+				s.cfg.Metrics.Billable(res.Billable)
+			}
 			s.logger(r.Context()).Debug("webhook event", zap.String("type", hook.Event.Type), zap.String("correlation", correlation),
 				zap.String("message_id", res.RecordID), zap.String("status", string(res.Status)))
 		}
@@ -75,10 +80,54 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
+	if err := s.relay(r.Context(), hook, applied, from); err != nil {
+		writeError(w, err, s.log)
+		return
+	}
 	s.cfg.Metrics.WebhookEvent(label, correlation)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.WriteString(w, webhookOK)
+}
+
+// relay hands the webhook on to the application of its sender, when one
+// registered a webhook URL through the drop-in POST /webhook: a delivery
+// event goes to the application of the message's sender (found when it is
+// forwarded: the event may be parked), an inbound message or user event to
+// the application of the sender whose URL it came to (from).
+func (s *Server) relay(ctx context.Context, hook *chatarchitect.Webhook, applied *store.EventResult, from string) error {
+	if s.cfg.Relay == nil || s.cfg.Senders == nil {
+		return nil
+	}
+	switch {
+	case hook.Event != nil:
+		if !s.appWebhooks() {
+			return nil
+		}
+		record := ""
+		if applied != nil {
+			record = applied.RecordID
+		}
+		return s.cfg.Relay.Event(ctx, record, hook.Event.ID, hook.Event.GsID, from, hook.Raw)
+	case hook.User != nil, hook.Inbound != nil:
+		if x, ok := s.cfg.Senders.Lookup(from); !ok || x.WebhookURL == "" {
+			return nil
+		}
+		return s.cfg.Relay.Inbound(ctx, from, hook.Raw)
+	}
+	return nil
+}
+
+// appWebhooks reports whether any sender's application registered a
+// webhook URL: without one, nothing is relayed and webhooks cost nothing
+// more.
+func (s *Server) appWebhooks() bool {
+	for _, x := range s.cfg.Senders.All() {
+		if x.WebhookURL != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // webhookOK is the answer to every webhook taken, written as it is: the
@@ -119,6 +168,9 @@ func toEvent(h *chatarchitect.Webhook, now time.Time) (store.Event, bool) {
 	if st == store.Enqueued {
 		ev.WhatsAppID = me.WhatsAppID
 	}
+	if p := me.Pricing; p != nil {
+		ev.Pricing = &store.Pricing{Billable: p.Billable, PricingModel: p.PricingModel, Category: p.Category, Type: p.Type}
+	}
 	if st == store.Failed {
 		class, ok := chatarchitect.ClassifyCode(me.Code)
 		if !ok {
@@ -133,7 +185,7 @@ func toEvent(h *chatarchitect.Webhook, now time.Time) (store.Event, bool) {
 // whatever arrives cannot blow up the label space.
 func webhookLabel(h *chatarchitect.Webhook) string {
 	switch h.Type {
-	case chatarchitect.WebhookMessage, chatarchitect.WebhookUserEvent:
+	case chatarchitect.WebhookMessage, chatarchitect.WebhookUserEvent, chatarchitect.WebhookTemplateEvent:
 		return h.Type
 	case chatarchitect.WebhookMessageEvent:
 		if h.Event != nil {

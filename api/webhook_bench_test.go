@@ -130,7 +130,7 @@ func submittedRecords(b *testing.B, client *enqueue.Client, st *store.Store, pre
 				b.Fatal(r.Err)
 			}
 			pid := fmt.Sprintf("%s-%d", prefix, from+j)
-			if _, _, err := st.Begin(ctx, r.Record.ID, time.Now()); err != nil {
+			if _, _, err := st.Begin(ctx, r.Record.ID, time.Now(), store.Owner{}); err != nil {
 				b.Fatal(err)
 			}
 			if _, err := st.Submit(ctx, r.Record.ID, pid, time.Now()); err != nil {

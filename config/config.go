@@ -107,6 +107,13 @@ type Config struct {
 	CallbackAllowPrivate bool   `split_words:"true"`
 	InboundURL           string `split_words:"true"`
 
+	// AuthTTL is how long after its acceptance an authentication template
+	// without expires_at stays worth sending.
+	AuthTTL time.Duration `split_words:"true"`
+	// AllowUSMarketing lets marketing templates to +1 numbers through,
+	// which WhatsApp refuses (131049) since April 2025.
+	AllowUSMarketing bool `split_words:"true"`
+
 	// DashboardReadonly shows the dashboard without its buttons.
 	DashboardReadonly bool `split_words:"true"`
 	// MetricsAddr is where chatq worker serves /metrics and /healthz;
@@ -151,6 +158,7 @@ func Default() Config {
 		PairBurst:      3,
 		WindowPolicy:   "learn",
 		RecordTTL:      720 * time.Hour,
+		AuthTTL:        10 * time.Minute,
 		LogLevel:       "info",
 		LogFormat:      "json",
 		MetricsAddr:    ":9091",
@@ -321,6 +329,8 @@ func (c *Config) Validate() error {
 		return bad("DAILY_RECIPIENT_LIMIT", "must not be negative (0 turns the limit off)")
 	case c.RecordTTL < time.Hour:
 		return bad("RECORD_TTL", "must be at least 1h")
+	case c.AuthTTL <= 0:
+		return bad("AUTH_TTL", "must be positive, such as 10m")
 	}
 	switch c.WindowPolicy {
 	case "learn", "strict", "off":
@@ -510,6 +520,8 @@ func (c *Config) Need(names ...string) error {
 			set = c.CASource != ""
 		case "CHATQ_CALLBACK_SECRET":
 			set = c.CallbackSecret != ""
+		case "CHATQ_SECRETS_KEY":
+			set = strings.TrimSpace(c.SecretsKey) != ""
 		default:
 			return fmt.Errorf("config: Need does not know %s", name)
 		}

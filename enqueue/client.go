@@ -46,6 +46,10 @@ var (
 	ErrNotFound = store.ErrNotFound
 )
 
+// DefaultAuthTTL is Meta's default time to live of an authentication
+// template, and chatq's default expiry of one sent without expires_at.
+const DefaultAuthTTL = 10 * time.Minute
+
 // Config tunes a Client. The zero value is usable.
 type Config struct {
 	// MaxRetry is the number of attempts after the first for retryable
@@ -63,7 +67,13 @@ type Config struct {
 	Now func() time.Time
 	// Policy, if set, checks every valid message against the conversation
 	// rules before it is stored (see NewPolicy); nil checks nothing more.
+	// chatq's own (NewPolicy) also gives each template message's record the
+	// template's category.
 	Policy Policy
+	// AuthTTL is how long after its acceptance an authentication template
+	// sent without ExpiresAt stays worth sending (CHATQ_AUTH_TTL); zero
+	// means 10m. It needs chatq's own Policy, which knows the categories.
+	AuthTTL time.Duration
 	// BulkShards spreads bulk messages over that many asynq queues (see
 	// BulkQueue; CHATQ_BULK_SHARDS); zero or one means the single queue
 	// "bulk". Every producer and worker must use the same value.
@@ -103,6 +113,9 @@ func NewClient(rdb redis.UniversalClient, cfg Config) *Client {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.AuthTTL <= 0 {
+		cfg.AuthTTL = DefaultAuthTTL
 	}
 	queue := asynq.NewClientFromRedisClient(taskRedis(rdb))
 	return &Client{
@@ -254,8 +267,8 @@ func (c *Client) SendBatch(ctx context.Context, msgs []*Message) ([]Result, erro
 	var done []string
 	for j, err := range errs {
 		if err != nil {
-			// The record stays on the unsent index: the sweeper enqueues
-			// it later, so the message is not lost, but the caller learns
+			// The record is on the due index: the sweeper enqueues it
+			// later, so the message is not lost, but the caller learns
 			// that it is not queued yet.
 			results[freshIndex[j]] = Result{Err: fmt.Errorf("enqueue %s: %w", fresh[j].ID, err)}
 			continue
@@ -263,7 +276,8 @@ func (c *Client) SendBatch(ctx context.Context, msgs []*Message) ([]Result, erro
 		done = append(done, fresh[j].ID)
 	}
 	if err := c.store.MarkEnqueued(ctx, done...); err != nil {
-		// Harmless: the sweeper finds the tasks exist and drops the ids.
+		// Harmless: the records and tasks are written, only a replica's
+		// copy may lag.
 		return results, nil
 	}
 	return results, nil
@@ -293,11 +307,15 @@ func (c *Client) enqueueAll(ctx context.Context, recs []*store.Record) []error {
 	return errs
 }
 
-// enqueue creates the asynq task of r. The task id is the record id, so a
-// second enqueue of the same record (by the sweeper) is a no-op while the
-// task exists.
+// enqueue creates the asynq task of r. The first task's id is the record
+// id, so a second enqueue of the same record is a no-op while the task
+// exists; a task the sweeper adds has an id of its own (Record.TaskID).
 func (c *Client) enqueue(ctx context.Context, r *store.Record) error {
-	opts := []asynq.Option{asynq.TaskID(r.ID), asynq.Queue(r.Queue), asynq.MaxRetry(c.cfg.MaxRetry)}
+	queue := r.Queue
+	if queue == "" {
+		queue = QueueFor(Priority(r.Priority))
+	}
+	opts := []asynq.Option{asynq.TaskID(cmp.Or(r.TaskID, r.ID)), asynq.Queue(queue), asynq.MaxRetry(c.cfg.MaxRetry)}
 	if r.SendAt != nil && r.SendAt.After(c.cfg.Now()) {
 		opts = append(opts, asynq.ProcessAt(*r.SendAt))
 	}
@@ -380,6 +398,10 @@ func (c *Client) newRecord(m *Message, now time.Time) (*store.Record, error) {
 	if m.IdempotencyKey != "" {
 		r.Fingerprint = fingerprint(m)
 	}
+	if _, ok := m.Payload.(*Template); !ok {
+		service := store.CategoryService
+		r.Category = &service
+	}
 	r.Status = status
 	r.History = []store.HistoryEntry{{Status: status, At: now}}
 	return r, nil
@@ -400,49 +422,12 @@ func (c *Client) Get(ctx context.Context, id string) (*Record, error) {
 	return c.store.Get(ctx, id)
 }
 
-// Sweep enqueues the tasks of records that were stored more than grace ago
-// but never confirmed enqueued: the producer died between the two writes,
-// which asynq cannot make one atomic step. Records that are no longer
-// pending, and tasks that already exist, are simply taken off the index.
-// It returns how many tasks it enqueued.
-func (c *Client) Sweep(ctx context.Context, grace time.Duration) (int, error) {
-	ids, err := c.store.Unsent(ctx, c.cfg.Now().Add(-grace), 500)
-	if err != nil || len(ids) == 0 {
-		return 0, err
-	}
-	recs, err := c.store.GetMany(ctx, ids)
-	if err != nil {
-		return 0, fmt.Errorf("sweep: %w", err)
-	}
-	var pending []*store.Record
-	var settled []string
-	for i, r := range recs {
-		if r == nil || !r.Status.Pending() {
-			settled = append(settled, ids[i])
-			continue
-		}
-		pending = append(pending, r)
-	}
-	n := 0
-	for i, err := range c.enqueueAll(ctx, pending) {
-		if err != nil {
-			continue
-		}
-		n++
-		settled = append(settled, pending[i].ID)
-	}
-	if err := c.store.MarkEnqueued(ctx, settled...); err != nil {
-		return n, fmt.Errorf("sweep: %w", err)
-	}
-	return n, nil
-}
-
-// Requeue enqueues a new task for records that are pending again after
-// they ended, such as dead letters an operator retries (which must have
-// left asynq's archive first), and takes those enqueued off the unsent
-// index. A task that still exists is left as it is. It returns one error
-// per record; a record whose enqueue failed stays on the unsent index, for
-// a worker's sweeper to enqueue.
+// Requeue enqueues the task (Record.TaskID) of records that need one
+// again: dead letters an operator retries (whose task must have left
+// asynq's archive first), and messages the sweeper hands a new task. A
+// task that still exists is left as it is. It returns one error per
+// record; a record whose enqueue failed stays on the due index, for the
+// sweeper to enqueue.
 func (c *Client) Requeue(ctx context.Context, recs []*Record) []error {
 	errs := c.enqueueAll(ctx, recs)
 	var done []string

@@ -342,10 +342,6 @@ func TestSendBatch(t *testing.T) {
 	if keys := f.rdb.Keys(ctx, "chatq:m:*").Val(); len(keys) != want {
 		t.Errorf("%d records stored, want %d", len(keys), want)
 	}
-	// Every task was confirmed: the sweeper finds nothing to do.
-	if n, err := f.client.Sweep(ctx, 0); n != 0 || err != nil {
-		t.Errorf("Sweep after a batch = %d, %v; want 0", n, err)
-	}
 }
 
 func TestSendBatchRetryIsSafe(t *testing.T) {
@@ -377,61 +373,6 @@ func TestSendBatchRetryIsSafe(t *testing.T) {
 	}
 	if keys := f.rdb.Keys(ctx, "chatq:m:*").Val(); len(keys) != 1000 {
 		t.Errorf("%d records after the retried batch, want 1000", len(keys))
-	}
-	if n, err := f.client.Sweep(ctx, 0); n != 0 || err != nil {
-		t.Errorf("Sweep after a retried batch = %d, %v; want 0", n, err)
-	}
-}
-
-func TestSweep(t *testing.T) {
-	t.Parallel()
-	f := setup(t)
-	ctx := context.Background()
-	st := store.New(f.rdb, store.Config{})
-	created := time.Now().Add(-time.Minute).UTC()
-	// create stores a record the way Send does, as if the producer died
-	// before it enqueued the task.
-	create := func(id string) {
-		t.Helper()
-		r := &store.Record{
-			ID: id, Destination: "96996999699", Type: "text", Priority: "transactional",
-			Status: store.Queued, History: []store.HistoryEntry{{Status: store.Queued, At: created}},
-			CreatedAt: created, UpdatedAt: created, Payload: []byte(`{"type":"text","message":"hi"}`), Queue: "transactional",
-		}
-		res, err := st.Create(ctx, []*store.Record{r})
-		if err != nil || res[0].Err != nil || !res[0].Created {
-			t.Fatalf("create %s: %v %+v", id, err, res)
-		}
-	}
-	create("orphan")
-	create("canceled")
-	if _, err := st.Cancel(ctx, "canceled", time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if n := f.tasks(t, "transactional"); n != 0 {
-		t.Fatalf("%d tasks before the sweep, want 0", n)
-	}
-
-	// Within the grace period the producer may still be enqueueing.
-	if n, err := f.client.Sweep(ctx, time.Hour); n != 0 || err != nil {
-		t.Errorf("Sweep within the grace period = %d, %v; want 0", n, err)
-	}
-	if n, err := f.client.Sweep(ctx, 0); n != 1 || err != nil {
-		t.Fatalf("Sweep = %d, %v; want 1", n, err)
-	}
-	task := f.task(t, "transactional", "orphan")
-	if task.Type != enqueue.TaskSend || string(task.Payload) != "orphan" {
-		t.Errorf("swept task = %q %q, want %q with the record id", task.Type, task.Payload, enqueue.TaskSend)
-	}
-	if _, err := f.inspect.GetTaskInfo("transactional", "canceled"); !errors.Is(err, asynq.ErrTaskNotFound) {
-		t.Errorf("task of a canceled record: %v, want none", err)
-	}
-
-	if n, err := f.client.Sweep(ctx, 0); n != 0 || err != nil {
-		t.Errorf("second Sweep = %d, %v; want 0", n, err)
-	}
-	if n := f.tasks(t, "transactional"); n != 1 {
-		t.Errorf("%d tasks after two sweeps, want 1", n)
 	}
 }
 

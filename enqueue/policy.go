@@ -26,7 +26,8 @@ type Policy interface {
 
 // PolicyError is a message the conversation policy refuses. Code says why
 // ("suppressed", "window_closed", "unknown_template",
-// "template_not_approved", "template_params", "callback_url_refused"),
+// "template_not_approved", "template_params", "callback_url_refused",
+// "us_marketing_blocked"),
 // Field names the refused part of the message, as in ValidationError.
 type PolicyError = policy.Error
 
@@ -42,6 +43,10 @@ type PolicyConfig struct {
 	AllowPrivateCallbacks bool
 	// Resolver resolves callback URL hosts; nil means net.DefaultResolver.
 	Resolver *net.Resolver
+	// AllowUSMarketing lets marketing templates to +1 numbers through
+	// (CHATQ_ALLOW_US_MARKETING); by default they are refused, as WhatsApp
+	// refuses them all since 1 April 2025.
+	AllowUSMarketing bool
 	// Log gets the policy's warnings; nil discards them.
 	Log *zap.Logger
 }
@@ -55,6 +60,7 @@ func NewPolicy(rdb redis.UniversalClient, cfg PolicyConfig) Policy {
 		Window:                policy.WindowPolicy(cfg.Window),
 		AllowPrivateCallbacks: cfg.AllowPrivateCallbacks,
 		Resolver:              cfg.Resolver,
+		AllowUSMarketing:      cfg.AllowUSMarketing,
 		Log:                   cfg.Log,
 	}))
 }
@@ -67,11 +73,49 @@ func CheckerPolicy(c *policy.Checker) Policy { return checkerPolicy{c} }
 type checkerPolicy struct{ c *policy.Checker }
 
 func (p checkerPolicy) CheckMessages(ctx context.Context, msgs []*Message) ([]error, error) {
-	subjects := make([]policy.Subject, len(msgs))
+	errs, _, err := p.checkCategories(ctx, msgs)
+	return errs, err
+}
+
+// categorizer is a Policy that knows the account's templates (chatq's
+// own): its check also tells each template message's category, "" where
+// the template cache does not know it.
+type categorizer interface {
+	checkCategories(ctx context.Context, msgs []*Message) (errs []error, categories []string, err error)
+}
+
+// checkCategories checks each message against its tenant's suppression
+// list (a batch of one tenant's messages is one check) and tells each
+// template message's category.
+func (p checkerPolicy) checkCategories(ctx context.Context, msgs []*Message) ([]error, []string, error) {
+	byTenant := map[string][]int{}
+	var order []string
 	for i, m := range msgs {
-		subjects[i] = subject(m)
+		if _, ok := byTenant[m.Tenant]; !ok {
+			order = append(order, m.Tenant)
+		}
+		byTenant[m.Tenant] = append(byTenant[m.Tenant], i)
 	}
-	return p.c.Check(ctx, subjects)
+	errs := make([]error, len(msgs))
+	categories := make([]string, len(msgs))
+	for _, tenant := range order {
+		index := byTenant[tenant]
+		subjects := make([]policy.Subject, len(index))
+		for j, i := range index {
+			subjects[j] = subject(msgs[i])
+		}
+		es, err := p.c.ForTenant(tenant).Check(ctx, subjects)
+		if err != nil {
+			return nil, nil, err
+		}
+		for j, i := range index {
+			errs[i] = es[j]
+			if subjects[j].Template != nil {
+				categories[i] = subjects[j].Template.Category
+			}
+		}
+	}
+	return errs, categories, nil
 }
 
 // subject is what the policy needs to know of m.
@@ -103,7 +147,14 @@ func (c *Client) checkPolicy(ctx context.Context, msgs []*Message, recs []*store
 	for j, i := range index {
 		checked[j] = msgs[i]
 	}
-	errs, err := c.cfg.Policy.CheckMessages(ctx, checked)
+	var errs []error
+	var categories []string
+	var err error
+	if cp, ok := c.cfg.Policy.(categorizer); ok {
+		errs, categories, err = cp.checkCategories(ctx, checked)
+	} else {
+		errs, err = c.cfg.Policy.CheckMessages(ctx, checked)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("check policy: %w", err)
 	}
@@ -113,8 +164,28 @@ func (c *Client) checkPolicy(ctx context.Context, msgs []*Message, recs []*store
 			results[i].Err = errs[j]
 			continue
 		}
+		if categories != nil && categories[j] != "" {
+			c.categorize(recs[j], categories[j])
+		}
 		keptRecs = append(keptRecs, recs[j])
 		keptIndex = append(keptIndex, i)
 	}
 	return keptRecs, keptIndex, nil
+}
+
+// categorize gives a template message's record its category, and an
+// authentication template without expires_at its default expiry: a
+// one-time code is worthless minutes after it was asked for. A scheduled
+// one expires that long after its send_at.
+func (c *Client) categorize(r *store.Record, category string) {
+	r.Category = &category
+	if category != store.CategoryAuthentication || r.ExpiresAt != nil {
+		return
+	}
+	from := r.CreatedAt
+	if r.SendAt != nil && r.SendAt.After(from) {
+		from = *r.SendAt
+	}
+	t := from.Add(c.cfg.AuthTTL)
+	r.ExpiresAt = &t
 }

@@ -54,7 +54,7 @@ func TestSuccessWithoutMessageIDIsAPossibleDuplicate(t *testing.T) {
 	}
 	res := httptest.NewRecorder()
 	m.Handler().ServeHTTP(res, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	if !strings.Contains(res.Body.String(), "\nchatq_possible_duplicates_total 1\n") {
+	if !strings.Contains(res.Body.String(), "\nchatq_possible_duplicates_total{cause=\"timeout\"} 1\n") {
 		t.Errorf("chatq_possible_duplicates_total is not 1:\n%s", grepLines(res.Body.String(), "chatq_possible_duplicates_total"))
 	}
 }

@@ -25,9 +25,19 @@ import (
 // account-level refusal opens it again with the probe's backoff still
 // growing (getHSM may answer while sends fail for balance or payment). An
 // operator's Resume closes it whatever its state.
+//
+// With several senders, an account-level refusal opens the circuit of its
+// sender alone (newSenderCircuit) and no queue is paused: the workers' check
+// before every send holds that sender's messages back, and every other
+// sender keeps sending. An operator's Pause still stops every sender.
 type Circuit struct {
 	state  *ratelimit.Circuit
 	queues *asynq.Inspector
+	// holdOnly: an automatic opening pauses no queue (several senders
+	// share them); only an operator's Pause does.
+	holdOnly bool
+	// rdb finds the senders' own circuits, which Resume closes too.
+	rdb redis.UniversalClient
 	// throttles are the senders a Retry-After holds back, which Resume
 	// lifts too.
 	throttles *ratelimit.Throttles
@@ -37,7 +47,14 @@ type Circuit struct {
 // NewCircuit returns the circuit breaker on rdb.
 func NewCircuit(rdb redis.UniversalClient, log *zap.Logger) *Circuit {
 	return &Circuit{state: ratelimit.NewCircuit(rdb), queues: asynq.NewInspectorFromRedisClient(rdb),
-		throttles: ratelimit.NewThrottles(rdb), log: log}
+		throttles: ratelimit.NewThrottles(rdb), rdb: rdb, log: log}
+}
+
+// newSenderCircuit returns the circuit breaker of one stored sender, which
+// holds that sender's messages back and pauses no queue.
+func newSenderCircuit(rdb redis.UniversalClient, number string, log *zap.Logger) *Circuit {
+	return &Circuit{state: ratelimit.NewSenderCircuit(rdb, number), queues: asynq.NewInspectorFromRedisClient(rdb),
+		holdOnly: true, throttles: ratelimit.NewThrottles(rdb), rdb: rdb, log: log.With(zap.String("sender", number))}
 }
 
 // sendQueues are the queues the circuit breaker pauses: those of the
@@ -99,6 +116,15 @@ func (c *Circuit) Resume(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	numbers, err := ratelimit.SenderCircuits(ctx, c.rdb)
+	if err != nil {
+		return closed, err
+	}
+	for _, n := range numbers {
+		if _, err := ratelimit.NewSenderCircuit(c.rdb, n).Close(ctx, false); err != nil {
+			return closed, fmt.Errorf("close the circuit of sender %s: %w", n, err)
+		}
+	}
 	held, err := c.throttles.Clear(ctx)
 	if err != nil {
 		return closed, err
@@ -116,10 +142,13 @@ func (c *Circuit) trip(ctx context.Context, t ratelimit.Trip) (bool, error) {
 	}
 	// Paused even when the circuit was open already: a refusal means that
 	// something still sends, so the pause may have been lost.
-	if err := c.pauseQueues(); err != nil {
+	if err := c.autoPause(); err != nil {
 		return opened, err
 	}
-	if opened {
+	if opened && c.holdOnly {
+		c.log.Error("circuit breaker opened: this sender's messages wait until ChatArchitect accepts its app again; other senders go on",
+			zap.String("reason", t.Reason), zap.String("code", t.Code), zap.String("message_id", t.MessageID))
+	} else if opened {
 		c.log.Error("circuit breaker opened: sending paused for every worker until ChatArchitect accepts the account again",
 			zap.String("reason", t.Reason), zap.String("code", t.Code), zap.String("message_id", t.MessageID))
 	}
@@ -138,7 +167,7 @@ func (c *Circuit) halfOpenAfterProbe(ctx context.Context) (bool, error) {
 	if err != nil || !half {
 		return false, err
 	}
-	if err := c.unpauseQueues(); err != nil {
+	if err := c.autoUnpause(); err != nil {
 		return true, err
 	}
 	c.log.Info("circuit breaker half-open: ChatArchitect answers the probe; one message goes as a trial before sending resumes")
@@ -152,7 +181,7 @@ func (c *Circuit) trialAccepted(ctx context.Context) (bool, error) {
 	if err != nil || !closed {
 		return false, err
 	}
-	if err := c.unpauseQueues(); err != nil {
+	if err := c.autoUnpause(); err != nil {
 		return true, err
 	}
 	c.log.Info("circuit breaker closed: ChatArchitect accepted the trial send, sending resumes")
@@ -165,6 +194,23 @@ func (c *Circuit) releaseTrial(ctx context.Context, id string) error {
 	released, err := c.state.ReleaseTrial(ctx, id)
 	if err != nil || !released {
 		return err
+	}
+	return c.autoUnpause()
+}
+
+// autoPause pauses the queues for an automatic opening or a trial,
+// unless the circuit holds its sender's messages back alone; autoUnpause
+// unpauses them.
+func (c *Circuit) autoPause() error {
+	if c.holdOnly {
+		return nil
+	}
+	return c.pauseQueues()
+}
+
+func (c *Circuit) autoUnpause() error {
+	if c.holdOnly {
+		return nil
 	}
 	return c.unpauseQueues()
 }

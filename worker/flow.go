@@ -1,10 +1,10 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,14 +92,6 @@ const (
 	// circuitHold is how long a message held by an open circuit waits
 	// before its task is pending again; the queue's pause then keeps it.
 	circuitHold = time.Second
-	// heldKey lists tasks handed back through Redis (see park): the job id,
-	// scored with the unix milliseconds it is due.
-	heldKey = "chatq:flow:held"
-	// heldBatch is how many due tasks one worker re-enqueues per round.
-	heldBatch = 100
-	// heldRecheck is how soon a held message is looked at again when its
-	// task still exists.
-	heldRecheck = 5 * time.Second
 )
 
 // errStopping hands a waiting message back when its worker stops.
@@ -133,16 +125,12 @@ type flowState struct {
 
 // flow is one worker's flow control.
 type flow struct {
-	cfg          FlowConfig
-	limiter      *ratelimit.Limiter
-	circuit      *Circuit
-	rdb          redis.UniversalClient
-	store        *store.Store
-	tasks        *asynq.Client
-	probe        func(ctx context.Context) error
-	requeueEvery time.Duration
-	log          *zap.Logger
-	now          func() time.Time
+	cfg     FlowConfig
+	limiter *ratelimit.Limiter
+	circuit *Circuit
+	probe   func(ctx context.Context) error
+	log     *zap.Logger
+	now     func() time.Time
 
 	// bulk is the turn of the bulk messages that wait for their slot to
 	// enter the horizon: one per process asks Redis, the others queue here.
@@ -161,6 +149,21 @@ type flow struct {
 	// metrics counts the waits and the circuit breaker's state; nil counts
 	// nothing.
 	metrics *metrics.Metrics
+	// sender is the business number whose flow this is, as metrics label
+	// it.
+	sender string
+	// global is the deployment's flow, whose circuit an operator's pause
+	// opens for every sender; nil when this is it.
+	global *flow
+}
+
+// circuitGauge sets the metrics of the circuit breaker: the sender's own,
+// and the deployment's when this is its flow.
+func (f *flow) circuitGauge(open bool) {
+	if f.global == nil {
+		f.metrics.CircuitOpen(open)
+	}
+	f.metrics.SenderCircuitOpen(cmp.Or(f.sender, "default"), open)
 }
 
 // waited counts a wait of a send for a limit.
@@ -170,7 +173,7 @@ func (f *flow) waited(limit string, d time.Duration) {
 	}
 }
 
-func newFlow(rdb redis.UniversalClient, st *store.Store, cfg FlowConfig, sender Sender, requeueEvery time.Duration, log *zap.Logger) *flow {
+func newFlow(rdb redis.UniversalClient, cfg FlowConfig, sender Sender, log *zap.Logger) *flow {
 	probe := cfg.Probe
 	if probe == nil {
 		if t, ok := sender.(interface {
@@ -183,25 +186,21 @@ func newFlow(rdb redis.UniversalClient, st *store.Store, cfg FlowConfig, sender 
 		}
 	}
 	f := &flow{
-		cfg:          cfg,
-		limiter:      ratelimit.New(rdb, cfg.Limits, cfg.Window),
-		circuit:      NewCircuit(rdb, log.Named("circuit")),
-		rdb:          rdb,
-		store:        st,
-		tasks:        asynq.NewClientFromRedisClient(rdb),
-		probe:        probe,
-		requeueEvery: requeueEvery,
-		log:          log,
-		now:          time.Now,
-		bulk:         make(chan struct{}, 1),
+		cfg:     cfg,
+		limiter: ratelimit.New(rdb, cfg.Limits, cfg.Window),
+		circuit: NewCircuit(rdb, log.Named("circuit")),
+		probe:   probe,
+		log:     log,
+		now:     time.Now,
+		bulk:    make(chan struct{}, 1),
 	}
 	f.state.Store(&flowState{circuit: ratelimit.CircuitState{State: ratelimit.CircuitClosed}})
 	f.stopped = make(chan struct{}) // until start
 	return f
 }
 
-// start reads the shared state once, then keeps it fresh, probes an open
-// circuit and re-enqueues held tasks until stop.
+// start reads the shared state once, then keeps it fresh and probes an
+// open circuit until stop.
 func (f *flow) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	f.shutdown = cancel
@@ -224,16 +223,12 @@ func (f *flow) run(ctx context.Context) {
 	defer f.wg.Done()
 	refresh := time.NewTicker(f.cfg.StateRefresh)
 	defer refresh.Stop()
-	requeue := time.NewTicker(f.requeueEvery)
-	defer requeue.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-refresh.C:
 			f.refresh(ctx)
-		case <-requeue.C:
-			f.requeueHeld(ctx)
 		}
 	}
 }
@@ -258,7 +253,7 @@ func (f *flow) refresh(ctx context.Context) {
 		f.log.Info("reading the flow-control state works again")
 	}
 	f.state.Store(&flowState{circuit: cs, blockedUntil: f.now().Add(ss.Blocked)})
-	f.metrics.CircuitOpen(cs.IsOpen())
+	f.circuitGauge(cs.IsOpen())
 	switch {
 	case cs.Manual:
 	case cs.State == ratelimit.CircuitOpen:
@@ -279,7 +274,7 @@ func (f *flow) callTrial(ctx context.Context) {
 	if now-last < int64(f.cfg.ProbeInterval) || !f.trialCall.CompareAndSwap(last, now) {
 		return
 	}
-	if err := f.circuit.unpauseQueues(); err != nil && ctx.Err() == nil {
+	if err := f.circuit.autoUnpause(); err != nil && ctx.Err() == nil {
 		f.log.Warn("unpausing the queues for the half-open circuit's trial failed", zap.Error(err))
 	}
 }
@@ -324,55 +319,78 @@ func (f *flow) maybeProbe(ctx context.Context) {
 // limits every worker shares. It reports stop when the task ends here, with
 // err for asynq: the message was held back (and handed back), or expired
 // while it waited for its slot.
-func (h *Handler) admit(ctx context.Context, log *zap.Logger, rec *store.Record) (stop bool, err error) {
-	hd, err := h.flow.admit(ctx, rec)
+//
+// fl is the flow control of the message's sender. claim is what the send
+// counts against the daily cap, which a refusal gives back.
+func (h *Handler) admit(ctx context.Context, log *zap.Logger, fl *flow, rec *store.Record) (stop bool, claim ratelimit.Claim, err error) {
+	hd, claim, err := fl.admit(ctx, rec)
 	if err != nil {
-		return true, fmt.Errorf("flow control of %s: %w", rec.ID, err)
+		return true, claim, fmt.Errorf("flow control of %s: %w", rec.ID, err)
 	}
 	if hd != nil {
 		hd.unsent = true
-		return true, h.hold(ctx, log, rec.ID, hd)
+		return true, claim, h.hold(ctx, log, rec.ID, hd)
 	}
 	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
-		h.flow.settle(ctx, log, rec.ID, errExpired) // not sent: no trial
-		if _, _, err := h.store.Move(ctx, rec.ID, store.Change{Status: store.Expired, Note: "expires_at passed while it waited for its send slot", Unsent: true}); err != nil {
-			return true, fmt.Errorf("expire %s: %w", rec.ID, err)
+		fl.settle(ctx, log, rec.ID, errExpired) // not sent: no trial
+		fl.uncount(ctx, log, claim)
+		if _, _, err := h.store.Move(ctx, rec.ID, store.Change{Status: store.Expired, Note: "expires_at passed while it waited for its send slot", Unsent: true, Task: taskOf(ctx)}); err != nil {
+			return true, claim, fmt.Errorf("expire %s: %w", rec.ID, err)
 		}
 		log.Info("message expired before it was sent")
-		return true, nil
+		return true, claim, nil
 	}
-	return false, nil
+	return false, claim, nil
+}
+
+// uncount gives back what a send counted against the daily cap, when it
+// reached nobody.
+func (f *flow) uncount(ctx context.Context, log *zap.Logger, c ratelimit.Claim) {
+	if f == nil || c.Recipient == "" {
+		return
+	}
+	if err := f.limiter.Uncount(context.WithoutCancel(ctx), c); err != nil {
+		log.Warn("giving back a recipient's place in the daily count failed", zap.Error(err))
+	}
 }
 
 // hold records a message that flow control keeps back as retrying, with a
 // note, and hands its task back to run after the hold without using up its
 // retry budget.
 func (h *Handler) hold(ctx context.Context, log *zap.Logger, id string, hd *hold) error {
-	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Note: hd.note, Error: hd.err, At: h.now(), Unsent: hd.unsent}); err != nil {
+	due := h.now().Add(hd.delay)
+	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Note: hd.note, Error: hd.err, At: h.now(), Due: due, Unsent: hd.unsent, Task: taskOf(ctx)}); err != nil {
 		return fmt.Errorf("record hold of %s: %w", id, err)
 	}
 	log.Debug("message held back", zap.String("note", hd.note), zap.Duration("for", hd.delay))
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	if retried >= maxRetry && h.flow != nil {
+	if retried >= maxRetry {
 		// asynq archives a task whose retries are used up on any error,
-		// whatever IsFailure says: this one goes back through Redis.
-		return h.flow.park(ctx, id, h.now().Add(hd.delay))
+		// whatever IsFailure says: this one ends, and the due index gives
+		// the message a new task when it may go.
+		return h.store.Defer(ctx, id, due)
 	}
 	return &retryError{err: fmt.Errorf("hold %s: %s", id, hd.note), delay: wholeSeconds(h.now(), hd.delay), rateLimited: true}
 }
 
 // admit holds the message until flow control lets it go. It returns nil
 // to send now, a hold to hand the message back, or an error.
-func (f *flow) admit(ctx context.Context, rec *store.Record) (*hold, error) {
+func (f *flow) admit(ctx context.Context, rec *store.Record) (*hold, ratelimit.Claim, error) {
 	if f == nil {
-		return nil, nil
+		return nil, ratelimit.Claim{}, nil
 	}
-	h, err := f.check(ctx, rec)
+	var claim ratelimit.Claim
+	h, err := f.check(ctx, rec, &claim)
+	if h != nil || err != nil {
+		// Held back after its slot after all: it counts for nobody.
+		f.uncount(ctx, f.log, claim)
+		claim = ratelimit.Claim{}
+	}
 	if errors.Is(err, errStopping) {
-		return &hold{delay: time.Millisecond, note: "handed back: the worker is stopping"}, nil
+		return &hold{delay: time.Millisecond, note: "handed back: the worker is stopping"}, claim, nil
 	}
-	return h, err
+	return h, claim, err
 }
 
 // check is admit's work. Its order matters: the circuit costs nothing to
@@ -381,7 +399,7 @@ func (f *flow) admit(ctx context.Context, rec *store.Record) (*hold, error) {
 // last, and only a new Retry-After or an open circuit undoes it. A message
 // that is the half-open circuit's trial and is held back after all gives
 // its turn to the next one.
-func (f *flow) check(ctx context.Context, rec *store.Record) (h *hold, err error) {
+func (f *flow) check(ctx context.Context, rec *store.Record, claim *ratelimit.Claim) (h *hold, err error) {
 	trial, h, err := f.circuitGate(ctx, rec.ID)
 	if h != nil || err != nil {
 		return h, err
@@ -402,9 +420,12 @@ func (f *flow) check(ctx context.Context, rec *store.Record) (h *hold, err error
 	}
 	transactional := rec.Priority != string(enqueue.Bulk)
 	for try := 0; ; try++ {
-		d, err := f.reserve(ctx, rec.Destination, transactional)
+		d, c, err := f.reserve(ctx, rec.Destination, transactional)
 		if err != nil {
 			return nil, err
+		}
+		if c.Recipient != "" {
+			*claim = c
 		}
 		if !d.Reserved {
 			f.waited(string(d.Reason), d.Wait)
@@ -447,23 +468,23 @@ func (f *flow) takePair(ctx context.Context, recipient string) (*hold, error) {
 // reserve gets the message a send slot from the shared limits, sleeping
 // through short holds. A bulk message whose slot would lie beyond the
 // horizon waits for its turn without one.
-func (f *flow) reserve(ctx context.Context, recipient string, transactional bool) (ratelimit.Decision, error) {
+func (f *flow) reserve(ctx context.Context, recipient string, transactional bool) (ratelimit.Decision, ratelimit.Claim, error) {
 	req := ratelimit.Request{Recipient: recipient, MaxWait: maxReserve, MaxHold: f.cfg.MaxSleep}
 	if !transactional {
 		select {
 		case f.bulk <- struct{}{}:
 		case <-ctx.Done():
-			return ratelimit.Decision{}, ctx.Err()
+			return ratelimit.Decision{}, ratelimit.Claim{}, ctx.Err()
 		case <-f.stopped:
-			return ratelimit.Decision{}, errStopping
+			return ratelimit.Decision{}, ratelimit.Claim{}, errStopping
 		}
 		defer func() { <-f.bulk }()
 		req.MaxWait = f.cfg.Horizon
 	}
 	for {
-		d, err := f.limiter.Reserve(ctx, req)
+		d, c, err := f.limiter.Admit(ctx, req)
 		if err != nil || d.Reserved {
-			return d, err
+			return d, c, err
 		}
 		wait := d.Wait
 		switch {
@@ -471,11 +492,11 @@ func (f *flow) reserve(ctx context.Context, recipient string, transactional bool
 			// Ask again when the slot enters the horizon.
 			wait = max(d.Wait-req.MaxWait, time.Millisecond)
 		case wait > f.cfg.MaxSleep:
-			return d, nil
+			return d, ratelimit.Claim{}, nil
 		}
 		f.waited(string(d.Reason), wait)
 		if err := f.sleep(ctx, wait); err != nil {
-			return ratelimit.Decision{}, err
+			return ratelimit.Decision{}, ratelimit.Claim{}, err
 		}
 	}
 }
@@ -503,6 +524,11 @@ func holdFor(d ratelimit.Decision) *hold {
 // the upstream accepts the account again), or, when another message is the
 // trial, keeps it waiting here for that outcome, up to trialWait.
 func (f *flow) circuitGate(ctx context.Context, id string) (trial bool, h *hold, err error) {
+	if f.global != nil {
+		if gs := f.global.state.Load().circuit; gs.Manual && gs.IsOpen() {
+			return false, f.global.circuitHold(false), nil
+		}
+	}
 	cs := f.state.Load().circuit
 	if !cs.IsOpen() {
 		return false, nil, nil
@@ -523,7 +549,7 @@ func (f *flow) circuitGate(ctx context.Context, id string) (trial bool, h *hold,
 		case ratelimit.TrialGranted:
 			f.update(func(s *flowState) { s.circuit.State = ratelimit.CircuitHalfOpen })
 			// One trial: no other message is taken until its outcome.
-			if err := f.circuit.pauseQueues(); err != nil {
+			if err := f.circuit.autoPause(); err != nil {
 				f.log.Warn("pausing the queues behind the half-open circuit's trial failed", zap.Error(err))
 			}
 			f.log.Info("sending the half-open circuit's trial", zap.String("message_id", id))
@@ -604,9 +630,12 @@ func (f *flow) accountRefused(ctx context.Context, log *zap.Logger, id string, i
 			s.circuit = ratelimit.CircuitState{State: ratelimit.CircuitOpen, Reason: trip.Reason, Code: trip.Code, MessageID: id}
 		}
 	})
-	f.metrics.CircuitOpen(true)
+	f.circuitGauge(true)
 	note := "sending paused: the circuit breaker is open"
-	if opened {
+	switch {
+	case opened && f.circuit.holdOnly:
+		note = "opened the circuit breaker: this sender's messages wait, other senders go on"
+	case opened:
 		note = "opened the circuit breaker: sending paused for every worker"
 	}
 	return &hold{delay: circuitHold, note: note, err: &info}
@@ -630,7 +659,7 @@ func (f *flow) settle(ctx context.Context, log *zap.Logger, id string, sendErr e
 		}
 		if closed {
 			f.update(func(s *flowState) { s.circuit = ratelimit.CircuitState{State: ratelimit.CircuitClosed} })
-			f.metrics.CircuitOpen(false)
+			f.circuitGauge(false)
 		}
 	case errors.As(sendErr, &apiErr) && apiErr.Class == chatarchitect.ClassAccount:
 	default:
@@ -649,62 +678,6 @@ func (f *flow) update(change func(*flowState)) {
 		change(&next)
 		if f.state.CompareAndSwap(old, &next) {
 			return
-		}
-	}
-}
-
-// park hands a task back through Redis: the handler then ends it as done,
-// and requeueHeld enqueues it again once due. It is how a task whose retry
-// budget is used up waits, since asynq archives such a task on any error,
-// whatever IsFailure says.
-func (f *flow) park(ctx context.Context, id string, due time.Time) error {
-	if err := f.rdb.ZAdd(ctx, heldKey, redis.Z{Score: float64(due.UnixMilli()), Member: id}).Err(); err != nil {
-		return fmt.Errorf("park %s: %w", id, err)
-	}
-	return nil
-}
-
-// requeueHeld enqueues the parked tasks that are due. Every worker runs it;
-// removing an id from the set claims it. The new task has no retries left,
-// as the one it replaces had none.
-func (f *flow) requeueHeld(ctx context.Context) {
-	now := f.now()
-	ids, err := f.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
-		Key: heldKey, ByScore: true, Start: "-inf", Stop: strconv.FormatInt(now.UnixMilli(), 10), Count: heldBatch,
-	}).Result()
-	if err != nil || len(ids) == 0 {
-		return // refresh logs Redis failures, once
-	}
-	recs, err := f.store.GetMany(ctx, ids)
-	if err != nil {
-		return // refresh logs Redis failures, once
-	}
-	for i, id := range ids {
-		if n, err := f.rdb.ZRem(ctx, heldKey, id).Result(); err != nil || n == 0 {
-			continue
-		}
-		r := recs[i]
-		if r == nil || !r.Status.Pending() {
-			continue
-		}
-		queue := r.Queue
-		if queue == "" {
-			queue = enqueue.QueueFor(enqueue.Priority(r.Priority))
-		}
-		_, err := f.tasks.EnqueueContext(ctx, asynq.NewTask(enqueue.TaskSend, []byte(id)), asynq.TaskID(id), asynq.Queue(queue), asynq.MaxRetry(0))
-		switch {
-		case err == nil:
-		case errors.Is(err, asynq.ErrTaskIDConflict):
-			// The task still exists: its handler has not returned yet, or a
-			// lost lease brought it back. Look again until the message is
-			// done.
-			err = f.park(ctx, id, now.Add(heldRecheck))
-		default:
-			f.log.Warn("re-enqueueing a held message failed", zap.String("message_id", id), zap.Error(err))
-			err = f.park(ctx, id, now.Add(f.requeueEvery))
-		}
-		if err != nil {
-			f.log.Error("a held message is left without a task", zap.String("message_id", id), zap.Error(err))
 		}
 	}
 }

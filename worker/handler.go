@@ -47,13 +47,23 @@ type Handler struct {
 	now    func() time.Time
 	conv   *Conversation // conversation policy, in policy.go; nil checks nothing
 	flow   *flow         // limits and circuit breaker, in flow.go; nil sends at once
+	// senders, if set, sends each message from its sender (senders.go);
+	// nil sends every message through sender and flow.
+	senders *senderSet
 	// metrics counts sends, retries and dead letters; nil counts nothing.
 	metrics *metrics.Metrics
+	// worker is the worker process's id, which owns the sends it takes up
+	// (see recovery.go).
+	worker string
+	// unrecorded keeps the acceptances Redis could not take.
+	unrecorded *unrecorded
 }
 
-// NewHandler returns the send handler.
-func NewHandler(st *store.Store, sender Sender, policy Policy, log *zap.Logger) *Handler {
-	return &Handler{store: st, sender: sender, policy: policy, log: log, now: time.Now}
+// NewHandler returns the send handler of worker process worker (the id
+// of its heartbeat: see Worker).
+func NewHandler(st *store.Store, sender Sender, policy Policy, worker string, log *zap.Logger) *Handler {
+	return &Handler{store: st, sender: sender, policy: policy, log: log, now: time.Now, worker: worker,
+		unrecorded: newUnrecorded(st, log)}
 }
 
 // retryError is a failure worth another attempt. Its delay, when set,
@@ -112,7 +122,13 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	// WithLazy: the fields are encoded only when a line is logged, which a
 	// successful send does at debug level alone.
 	log := h.log.WithLazy(zap.String("message_id", id))
-	rec, outcome, err := h.store.Begin(ctx, id, h.now())
+	if h.unrecorded.has(id) {
+		// Accepted upstream already; its record waits for Redis.
+		log.Info("task skipped: the message was accepted, its acceptance is being recorded")
+		return nil
+	}
+	owner := store.Owner{Worker: h.worker, Task: taskOf(ctx)}
+	rec, outcome, err := h.store.Begin(ctx, id, h.now(), owner)
 	if err == nil && outcome == store.Refused && rec.Status == store.Dead {
 		// A dead letter's task runs again only when an operator runs it
 		// from asynq's archive (the dashboard's "run"): that is a retry,
@@ -120,7 +136,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// Refused: an operator's retry (chatq dlq retry) queued it
 		// meanwhile, and this task sends it.
 		if err = h.store.Requeue(ctx, id, h.now(), "run again from the dead-letter queue"); err == nil || errors.Is(err, store.ErrRefused) {
-			rec, outcome, err = h.store.Begin(ctx, id, h.now())
+			rec, outcome, err = h.store.Begin(ctx, id, h.now(), owner)
 		}
 	}
 	if err != nil {
@@ -134,14 +150,15 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Warn("task without a record dropped")
 		return nil
 	case store.Refused:
-		// Already submitted or ended: a redelivered task sends nothing.
+		// Already submitted or ended, or being sent by another task: a
+		// redelivered or replaced task sends nothing.
 		log.Debug("task skipped", zap.String("status", string(rec.Status)))
 		return nil
 	}
 	attempt := rec.Attempts
 	log = log.WithLazy(zap.Int("attempt", attempt))
 	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
-		if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Expired, Note: "expires_at passed before it could be sent", Unsent: true}); err != nil {
+		if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Expired, Note: "expires_at passed before it could be sent", Unsent: true, Task: taskOf(ctx)}); err != nil {
 			return fmt.Errorf("expire %s: %w", id, err)
 		}
 		log.Info("message expired before it was sent")
@@ -151,28 +168,80 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if stop, err := h.checkPolicy(ctx, log, rec); stop {
 		return err
 	}
-	if stop, err := h.admit(ctx, log, rec); stop { // last: it may sleep for its send slot
+	fl, sender, err := h.route(ctx, log, rec)
+	if fl == nil && sender == nil {
+		return err
+	}
+	stop, claim, err := h.admit(ctx, log, fl, rec)
+	if stop { // last: it may sleep for its send slot
 		return err
 	}
 
+	// From here the send may reach ChatArchitect: a worker lost now leaves
+	// a possible duplicate, which the record must know of.
+	again, err := h.store.OnWire(ctx, id, owner.Task, h.now())
+	if errors.Is(err, store.ErrRefused) {
+		log.Info("not sent: the message was handed to another task meanwhile")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("send %s: %w", id, err)
+	}
+	if again {
+		h.metrics.PossibleDuplicate()
+		log.Warn("sending again a message whose previous attempt's outcome was not recorded (worker lost): it may be sent twice", zap.Bool("possible_duplicate", true))
+	}
 	start := h.now()
-	providerID, sendErr := h.sender.Send(ctx, rec.Destination, rec.Payload)
+	providerID, sendErr := sender.Send(ctx, rec.Destination, rec.Payload)
 	took := h.now().Sub(start)
-	h.flow.settle(ctx, log, id, sendErr) // a half-open circuit's trial
+	fl.settle(ctx, log, id, sendErr) // a half-open circuit's trial
+	if sendErr != nil && !mayHaveSent(sendErr) {
+		fl.uncount(ctx, log, claim) // refused: it reached nobody
+	}
 	if sendErr == nil {
 		h.metrics.SendDuration("submitted", took)
 		log.Debug("send attempt", zap.String("outcome", "submitted"), zap.String("provider_message_id", providerID), zap.Duration("took", took))
-		if err := h.submit(ctx, id, providerID); err != nil {
-			return err
-		}
-		h.metrics.Submitted(rec.Priority, h.now().Sub(enqueuedAt(rec)))
+		h.submit(ctx, log, rec, providerID)
+		h.metrics.SenderSent(h.senderLabel(rec))
 		return nil
 	}
 	info := errorInfo(sendErr, h.now())
 	h.metrics.SendDuration(info.Class, took)
 	log.Debug("send attempt", zap.String("outcome", "failed"), zap.String("class", info.Class), zap.String("code", info.Code), zap.Duration("took", took))
 	h.learn(ctx, log, rec, sendErr)
-	return h.fail(ctx, log, rec, sendErr)
+	return h.fail(ctx, log, fl, rec, sendErr)
+}
+
+// route returns the flow control and the client of rec's sender. When
+// the message goes no further (its sender is paused or unknown), both are
+// nil and err is for asynq.
+func (h *Handler) route(ctx context.Context, log *zap.Logger, rec *store.Record) (*flow, Sender, error) {
+	if h.senders == nil {
+		return h.flow, h.sender, nil
+	}
+	fl, sender, hd, err := h.senders.route(rec)
+	switch {
+	case hd != nil:
+		hd.unsent = true
+		return nil, nil, h.hold(ctx, log, rec.ID, hd)
+	case err != nil:
+		return nil, nil, h.fail(ctx, log, nil, rec, err)
+	}
+	return fl, sender, nil
+}
+
+// mayHaveSent reports whether a failed send may have been accepted after
+// all.
+func mayHaveSent(err error) bool {
+	var apiErr *chatarchitect.APIError
+	return errors.As(err, &apiErr) && apiErr.Ambiguous
+}
+
+// taskOf is the id of the task the handler runs: its changes to the record
+// are refused once the sweeper handed the message to another task.
+func taskOf(ctx context.Context) string {
+	id, _ := asynq.GetTaskID(ctx)
+	return id
 }
 
 // enqueuedAt is when a message became due: its creation, or its send_at
@@ -185,27 +254,25 @@ func enqueuedAt(rec *store.Record) time.Time {
 }
 
 // submit records the acceptance. Failing to record it would send the
-// message again on the next attempt, so a Redis blip is retried here for as
-// long as the task's context allows.
-func (h *Handler) submit(ctx context.Context, id, providerID string) error {
-	delay := 50 * time.Millisecond
-	for {
-		_, err := h.store.Submit(ctx, id, providerID, h.now())
-		if err == nil {
-			return nil
-		}
-		h.log.Error("recording an accepted message failed, retrying", zap.String("message_id", id), zap.String("provider_message_id", providerID), zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("record submission of %s: %w", id, err)
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 2*time.Second)
+// message again, so an acceptance Redis does not take is kept in memory
+// and recorded in the background once Redis answers, whatever becomes of
+// the task (see unrecorded); the task itself is done.
+func (h *Handler) submit(ctx context.Context, log *zap.Logger, rec *store.Record, providerID string) {
+	at := h.now()
+	_, err := h.store.Submit(ctx, rec.ID, providerID, at)
+	if err == nil {
+		h.metrics.Submitted(rec.Priority, h.now().Sub(enqueuedAt(rec)))
+		return
 	}
+	h.unrecorded.add(rec.ID, acceptance{providerID: providerID, at: at, priority: rec.Priority, enqueuedAt: enqueuedAt(rec)})
+	log.Error("recording an accepted message failed: kept in memory, recorded once Redis answers",
+		zap.String("provider_message_id", providerID), zap.Error(err))
 }
 
 // fail classifies a send failure, records it and tells asynq what to do.
-func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, sendErr error) error {
+//
+// fl is the flow control of the message's sender, nil when it has none.
+func (h *Handler) fail(ctx context.Context, log *zap.Logger, fl *flow, rec *store.Record, sendErr error) error {
 	id := rec.ID
 	info := errorInfo(sendErr, h.now())
 	var apiErr *chatarchitect.APIError
@@ -214,7 +281,7 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 
 	switch chatarchitect.Class(info.Class) {
 	case chatarchitect.ClassPermanent, chatarchitect.ClassPolicy:
-		if err := h.moveDead(ctx, id, store.Change{Error: &info, Note: "refused by ChatArchitect"}); err != nil {
+		if err := h.moveDead(ctx, rec, store.Change{Error: &info, Note: "refused by ChatArchitect"}); err != nil {
 			return err
 		}
 		log.Warn("message refused, dead-lettered", zap.String("reason", info.Message))
@@ -226,60 +293,77 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, rec *store.Record, 
 		if apiErr != nil {
 			retryAfter = apiErr.RetryAfter
 		}
-		if h.flow == nil {
+		if fl == nil {
 			log.Warn("rate limited by ChatArchitect, will retry", zap.String("reason", info.Message), zap.Duration("retry_after", retryAfter))
 		}
 		h.metrics.Retry(info.Class, false)
-		return h.hold(ctx, log, id, h.flow.rateLimited(ctx, log, rec.Destination, info, retryAfter))
+		h.metrics.SenderRetry(h.senderLabel(rec), info.Class)
+		return h.hold(ctx, log, id, fl.rateLimited(ctx, log, rec.Destination, info, retryAfter))
 	case chatarchitect.ClassAccount:
 		// Every message would fail alike: the circuit breaker pauses
 		// sending rather than burn each message's retries.
-		if h.flow != nil {
+		if fl != nil {
 			log.Warn("refused by ChatArchitect for the account: sending paused, the message waits", zap.String("reason", info.Message))
 			h.metrics.Retry(info.Class, false)
-			return h.hold(ctx, log, id, h.flow.accountRefused(ctx, log, id, info))
+			h.metrics.SenderRetry(h.senderLabel(rec), info.Class)
+			return h.hold(ctx, log, id, fl.accountRefused(ctx, log, id, info))
 		}
 	}
 
 	ambiguous := apiErr != nil && apiErr.Ambiguous
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	if retried >= maxRetry {
-		if err := h.moveDead(ctx, id, store.Change{Error: &info, Note: fmt.Sprintf("gave up after %d attempts", retried+1)}); err != nil {
+	// The retry budget is the record's: the failed attempts of every task
+	// the message had, and those whose outcome was lost with their worker.
+	failures := rec.Failures + 1
+	if failures > h.policy.MaxRetry {
+		if err := h.moveDead(ctx, rec, store.Change{Error: &info, Note: fmt.Sprintf("gave up after %d attempts", failures)}); err != nil {
 			return err
 		}
 		log.Error("retries exhausted, dead-lettered", zap.String("reason", info.Message))
-		return fmt.Errorf("send %s: %w", id, sendErr)
+		return fmt.Errorf("send %s: %w: %w", id, sendErr, asynq.SkipRetry)
 	}
-	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Error: &info}); err != nil {
+	delay := h.policy.Backoff(rec.Failures)
+	if apiErr != nil && apiErr.RetryAfter > 0 {
+		delay = apiErr.RetryAfter
+	}
+	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Error: &info, Failed: true, At: h.now(), Due: h.now().Add(delay), Task: taskOf(ctx)}); err != nil {
 		return fmt.Errorf("record retry of %s: %w", id, err)
 	}
 	h.metrics.Retry(info.Class, ambiguous)
+	h.metrics.SenderRetry(h.senderLabel(rec), info.Class)
 	if ambiguous {
 		// No idempotency key upstream: the retry may send it twice.
 		log.Warn("send may have been accepted, will retry: it may be sent twice", zap.Bool("possible_duplicate", true), zap.String("reason", info.Message))
 	} else {
 		log.Warn("send failed, will retry", zap.String("reason", info.Message))
 	}
-	var delay time.Duration
-	if apiErr != nil {
-		delay = apiErr.RetryAfter
-	}
 	return &retryError{err: fmt.Errorf("send %s: %w", id, sendErr), delay: delay}
 }
 
 // moveDead ends a message as a dead letter with c's error and note; c.Unsent
 // says it was never sent, so that the try does not count as an attempt.
-func (h *Handler) moveDead(ctx context.Context, id string, c store.Change) error {
-	c.Status = store.Dead
-	o, _, err := h.store.Move(ctx, id, c)
+func (h *Handler) moveDead(ctx context.Context, rec *store.Record, c store.Change) error {
+	c.Status, c.Task = store.Dead, taskOf(ctx)
+	o, _, err := h.store.Move(ctx, rec.ID, c)
 	if err != nil {
-		return fmt.Errorf("record dead letter %s: %w", id, err)
+		return fmt.Errorf("record dead letter %s: %w", rec.ID, err)
 	}
 	if o == store.Changed {
 		h.metrics.Dead(c.Error.Class, c.Error.Code)
+		h.metrics.SenderDead(h.senderLabel(rec), c.Error.Class)
 	}
 	return nil
+}
+
+// senderLabel is the sender of rec as metrics label it: its number, that
+// of the environment's sender for a record that names none.
+func (h *Handler) senderLabel(rec *store.Record) string {
+	switch {
+	case rec.Sender != "":
+		return rec.Sender
+	case h.flow != nil && h.flow.sender != "":
+		return h.flow.sender
+	}
+	return "default"
 }
 
 // errorInfo turns a send error into a record's last_error.

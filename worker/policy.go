@@ -29,23 +29,21 @@ type Conversation struct {
 	// Nil sends everything.
 	Policy *policy.Checker
 	// Callbacks, if set, delivers status callbacks and forwards inbound
-	// events from the callbacks queue.
+	// events from the callbacks queue, and hands a new task to the notices
+	// the due index finds waiting, when this worker sweeps it.
 	Callbacks *callback.Deliverer
 	// CallbackWeight is the callbacks queue's weight when Config.Queues
 	// does not name it; zero means callback.DefaultWeight.
 	CallbackWeight int
-	// SweepInterval is how often the worker looks for status callbacks
-	// left without a task (see callback.Deliverer.Sweep); zero means 15s.
-	SweepInterval time.Duration
 	// TemplateRefresh is how often the worker refreshes the template cache
 	// from ChatArchitect, when Policy has credentials to; zero means
 	// policy.DefaultRefreshInterval.
 	TemplateRefresh time.Duration
 }
 
-// start runs the conversation's background work, the template refresh and
-// the callback sweeper, until the returned func is called.
-func (c *Conversation) start(log *zap.Logger) (stop func()) {
+// start runs the conversation's background work, the template refresh,
+// until the returned func is called.
+func (c *Conversation) start() (stop func()) {
 	if c == nil {
 		return func() {}
 	}
@@ -53,26 +51,6 @@ func (c *Conversation) start(log *zap.Logger) (stop func()) {
 	var wg sync.WaitGroup
 	if c.Policy != nil {
 		wg.Go(func() { c.Policy.Templates.Run(ctx, c.TemplateRefresh) })
-	}
-	if c.Callbacks != nil {
-		wg.Go(func() {
-			t := time.NewTicker(cmp.Or(c.SweepInterval, 15*time.Second))
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-				n, err := c.Callbacks.Sweep(ctx)
-				switch {
-				case err != nil && ctx.Err() == nil:
-					log.Warn("sweeping status callbacks", zap.Error(err))
-				case n > 0:
-					log.Info("status callbacks handed a new task", zap.Int("messages", n))
-				}
-			}
-		})
 	}
 	return func() { cancel(); wg.Wait() }
 }
@@ -106,7 +84,7 @@ func (h *Handler) checkPolicy(ctx context.Context, log *zap.Logger, rec *store.R
 		return false, nil
 	}
 	freeForm := rec.Type != enqueue.TypeTemplate
-	verdict, refusal, err := h.conv.Policy.Decide(ctx, rec.Destination, freeForm, len(rec.FallbackTemplate) > 0)
+	verdict, refusal, err := h.conv.Policy.ForTenant(rec.Tenant).Decide(ctx, rec.Destination, freeForm, len(rec.FallbackTemplate) > 0)
 	if err != nil {
 		return true, fmt.Errorf("check policy of %s: %w", rec.ID, err)
 	}
@@ -119,7 +97,7 @@ func (h *Handler) checkPolicy(ctx context.Context, log *zap.Logger, rec *store.R
 		log.Info("window closed: sending the fallback template")
 	case policy.Refuse:
 		info := store.ErrorInfo{Class: string(chatarchitect.ClassPolicy), Code: refusal.Code, Message: refusal.Error(), At: h.now()}
-		if err := h.moveDead(ctx, rec.ID, store.Change{Error: &info, Note: "refused by chatq's conversation policy, not sent", Unsent: true}); err != nil {
+		if err := h.moveDead(ctx, rec, store.Change{Error: &info, Note: "refused by chatq's conversation policy, not sent", Unsent: true}); err != nil {
 			return true, err
 		}
 		log.Info("message refused by the conversation policy, dead-lettered", zap.String("code", refusal.Code))
@@ -136,7 +114,7 @@ func (h *Handler) learn(ctx context.Context, log *zap.Logger, rec *store.Record,
 	if h.conv == nil || h.conv.Policy == nil || !errors.As(sendErr, &apiErr) || apiErr.Code == "" {
 		return
 	}
-	learned, err := h.conv.Policy.LearnFailure(ctx, rec.Destination, apiErr.Code, apiErr.Reason, policy.SourceSend, h.now())
+	learned, err := h.conv.Policy.ForTenant(rec.Tenant).LearnFailure(ctx, rec.Destination, apiErr.Code, apiErr.Reason, policy.SourceSend, h.now())
 	switch {
 	case err != nil:
 		log.Warn("recording what a refused send says about its recipient", zap.Error(err))

@@ -38,9 +38,22 @@ type Config struct {
 	// RecordTTL is how long a job record is kept after its last change;
 	// zero means 720h. It must be the producers' TTL.
 	RecordTTL time.Duration
-	// SweepInterval is how often the worker enqueues records whose task
-	// was never written; zero means 30s.
+	// SweepInterval is how often the worker that holds the sweeper's lease
+	// reads the due index (see recovery.go), and how often the others
+	// check whether the lease lapsed; zero means 1s.
 	SweepInterval time.Duration
+	// Heartbeat is how often the worker writes its heartbeat; zero means
+	// 1s. A worker whose heartbeat is three beats old is taken for lost,
+	// and its sends are handed to another.
+	Heartbeat time.Duration
+	// SendLease is how soon after a send is taken up the sweeper checks
+	// that its worker lives, and again every SendLease while the send
+	// lasts; zero means 3s.
+	SendLease time.Duration
+	// DueGrace is how long a message whose task is written, or whose retry
+	// is due, waits before the sweeper checks that its task exists; zero
+	// means 30s.
+	DueGrace time.Duration
 	// TaskCheckInterval is how long an idle worker waits before it looks
 	// for new work again; zero means 10ms. asynq's own default (1s) would
 	// add up to a second to a one-time code sent to an idle worker.
@@ -53,7 +66,13 @@ type Config struct {
 	Conversation *Conversation
 	// Flow is flow control: the limits every worker shares through Redis
 	// and the circuit breaker (flow.go). The zero value limits nothing.
+	// With Senders, its Limits are those of the environment's sender, and
+	// the rest applies to every sender.
 	Flow FlowConfig
+	// Senders, if set, sends each message from its sender, through its
+	// app's credentials and with its own flow control (senders.go); nil
+	// sends every message through the sender New is given.
+	Senders *Senders
 	// Metrics, if set, counts sends, retries, dead letters, limit waits
 	// and the circuit breaker's state; nil counts nothing.
 	Metrics *metrics.Metrics
@@ -84,7 +103,10 @@ func (c *Config) withDefaults() {
 		c.Retry.MaxDelay = 15 * time.Minute
 	}
 	if c.SweepInterval <= 0 {
-		c.SweepInterval = 30 * time.Second
+		c.SweepInterval = time.Second
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = time.Second
 	}
 	if c.TaskCheckInterval <= 0 {
 		c.TaskCheckInterval = 10 * time.Millisecond
@@ -120,19 +142,18 @@ func shardQueues(q map[string]int, shards int) map[string]int {
 	return out
 }
 
-// Worker is one worker process's asynq server plus the sweeper that
-// enqueues records left without a task.
+// Worker is one worker process's asynq server plus its part of chatq's
+// recovery: its heartbeat, and the sweep of the due index while it holds
+// the sweeper's lease.
 type Worker struct {
-	cfg     Config
-	srv     *asynq.Server
-	handler *Handler
-	sweeper *enqueue.Client
-	// inspector reads asynq's archive for settleArchived.
-	inspector *asynq.Inspector
-	log       *zap.Logger
-	stop      context.CancelFunc
-	done      chan struct{}
-	once      sync.Once
+	cfg      Config
+	srv      *asynq.Server
+	handler  *Handler
+	recovery *recovery
+	log      *zap.Logger
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+	once     sync.Once
 	// stopConv stops the conversation's background work (policy.go).
 	stopConv func()
 }
@@ -143,11 +164,34 @@ func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) 
 	cfg.withDefaults()
 	// Status changes of records with a callback URL enqueue their callback.
 	notifier := callback.NewNotifier(asynq.NewClientFromRedisClient(rdb), log.Named("callback"))
-	st := store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: notifier, Counter: cfg.Counter})
-	h := NewHandler(st, sender, cfg.Retry, log.Named("send"))
+	st := store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: notifier, Counter: cfg.Counter, SendLease: cfg.SendLease, DueGrace: cfg.DueGrace})
+	id := workerID()
+	log = log.With(zap.String("worker", id))
+	h := NewHandler(st, sender, cfg.Retry, id, log.Named("send"))
 	h.conv = cfg.Conversation
-	h.flow = newFlow(rdb, st, cfg.Flow, sender, cfg.DelayedTaskCheckInterval, log.Named("flow"))
-	h.metrics, h.flow.metrics = cfg.Metrics, cfg.Metrics
+	h.flow = newFlow(rdb, cfg.Flow, sender, log.Named("flow"))
+	h.metrics, h.flow.metrics, h.unrecorded.metrics = cfg.Metrics, cfg.Metrics, cfg.Metrics
+	h.flow.sender = cfg.Flow.Limits.Sender
+	if cfg.Senders != nil && cfg.Senders.Registry != nil {
+		h.senders = newSenderSet(cfg.Senders, rdb, st, cfg.Flow, h.flow, sender, log.Named("flow"))
+		// Senders share the queues: an open circuit holds its own
+		// sender's messages back, and pauses no queue.
+		h.flow.circuit.holdOnly = cfg.Senders.Registry.Stored()
+	}
+	rec := &recovery{
+		store:     st,
+		client:    enqueue.NewClient(rdb, enqueue.Config{MaxRetry: retryOption(cfg.Retry.MaxRetry), TTL: cfg.RecordTTL}),
+		inspector: asynq.NewInspectorFromRedisClient(rdb),
+		worker:    id,
+		interval:  cfg.SweepInterval,
+		beat:      cfg.Heartbeat,
+		metrics:   cfg.Metrics,
+		log:       log.Named("recovery"),
+		now:       time.Now,
+	}
+	if cfg.Conversation != nil {
+		rec.callbacks = cfg.Conversation.Callbacks
+	}
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   cfg.Queues,
@@ -159,14 +203,7 @@ func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) 
 		Logger:                   log.Named("asynq").Sugar(),
 		LogLevel:                 asynq.WarnLevel,
 	})
-	return &Worker{
-		cfg:       cfg,
-		srv:       srv,
-		handler:   h,
-		sweeper:   enqueue.NewClient(rdb, enqueue.Config{MaxRetry: retryOption(cfg.Retry.MaxRetry), TTL: cfg.RecordTTL}),
-		inspector: asynq.NewInspectorFromRedisClient(rdb),
-		log:       log,
-	}
+	return &Worker{cfg: cfg, srv: srv, handler: h, recovery: rec, log: log}
 }
 
 // retryOption maps "no retries" onto enqueue.Config's convention.
@@ -189,11 +226,16 @@ func (w *Worker) Start() error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.stop = cancel
-	w.done = make(chan struct{})
-	go w.sweep(ctx)
-	w.stopConv = w.cfg.Conversation.start(w.log)
+	w.wg.Go(func() { w.recovery.heartbeat(ctx) })
+	w.wg.Go(func() { w.recovery.lead(ctx) })
+	w.wg.Go(func() { w.handler.unrecorded.run(ctx) })
+	w.stopConv = w.cfg.Conversation.start()
 	return nil
 }
+
+// ID is the worker process's id: its heartbeat's, and that of the owner
+// of the sends it takes up, in its log lines as "worker".
+func (w *Worker) ID() string { return w.recovery.worker }
 
 // Shutdown stops taking tasks, lets the sends on the wire finish and
 // record their outcome (up to ShutdownTimeout), and returns.
@@ -201,45 +243,23 @@ func (w *Worker) Start() error {
 // nothing.
 func (w *Worker) Shutdown() {
 	w.once.Do(func() {
-		if w.stop != nil {
-			w.stop()
-			<-w.done
-			w.stopConv()
+		if w.stop == nil {
+			w.srv.Shutdown()
+			return
 		}
+		w.stopConv()
 		w.srv.Stop()
 		// No new task comes in now: those still waiting for a send slot are
-		// handed back, and the sends on the wire finish.
+		// handed back, and the sends on the wire finish, while the
+		// heartbeat says this worker lives.
 		w.handler.flow.stop()
+		w.handler.senders.stop()
 		w.srv.Shutdown()
-		if err := w.sweeper.Close(); err != nil {
-			w.log.Warn("closing the sweeper's client", zap.Error(err))
-		}
+		w.stop()
+		w.wg.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), w.cfg.ShutdownTimeout)
+		defer cancel()
+		w.handler.unrecorded.flush(ctx)
+		w.recovery.stop(ctx)
 	})
-}
-
-func (w *Worker) sweep(ctx context.Context) {
-	defer close(w.done)
-	t := time.NewTicker(w.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		n, err := w.sweeper.Sweep(ctx, w.cfg.SweepInterval)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			w.log.Warn("sweeping records without a task", zap.Error(err))
-		case n > 0:
-			w.log.Info("enqueued records left without a task", zap.Int("count", n))
-		}
-		n, err = settleArchived(ctx, w.inspector, w.handler.store, time.Now())
-		switch {
-		case err != nil && ctx.Err() == nil:
-			w.log.Warn("settling archived tasks", zap.Error(err))
-		case n > 0:
-			w.log.Warn("dead-lettered messages whose task asynq archived unrecorded", zap.Int("count", n))
-		}
-	}
 }

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -15,6 +18,7 @@ import (
 	"github.com/chatq/chatq/api"
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/redistest"
 	"github.com/chatq/chatq/internal/sandbox"
@@ -189,21 +193,46 @@ func TestHardStopMidRunLosesNothing(t *testing.T) {
 	}
 	// The first worker is stopped with sends on the wire and no time to
 	// finish them: asynq hands their tasks back unacknowledged.
-	first := b.worker(t, b.ca, worker.Config{Concurrency: concurrency, ShutdownTimeout: time.Millisecond})
+	m := metrics.New(asynq.NewInspectorFromRedisClient(b.rdb))
+	first := b.worker(t, b.ca, worker.Config{Concurrency: concurrency, ShutdownTimeout: time.Millisecond, Metrics: m})
 	poll.Until(t, 30*time.Second, "the first worker gets going", func() (bool, string) { return b.sandbox.Stats().Accepted >= n/3, "" })
 	first.Shutdown()
 	acceptedAtStop := b.sandbox.Stats().Accepted
 
-	b.worker(t, b.ca, worker.Config{Concurrency: concurrency})
+	b.worker(t, b.ca, worker.Config{Concurrency: concurrency, Metrics: m})
 	b.waitAll(t, ids, 60*time.Second, func(r *store.Record) bool { return r.Status == store.Submitted })
 
 	st := b.sandbox.Stats()
-	t.Logf("hard stop after %d of %d accepted: %d sent twice (bound: %d in flight); %d accepted in all",
-		acceptedAtStop, n, st.Duplicates, concurrency, st.Accepted)
+	counted := possibleDuplicates(t, m)
+	t.Logf("hard stop after %d of %d accepted: %d sent twice (bound: %d in flight, %v counted as possible); %d accepted in all",
+		acceptedAtStop, n, st.Duplicates, concurrency, counted, st.Accepted)
+	// Every duplicate is one chatq owns up to.
+	if float64(st.Duplicates) > counted {
+		t.Errorf("%d duplicates, but only %v counted as possible (chatq_possible_duplicates_total)", st.Duplicates, counted)
+	}
 	if st.Duplicates > concurrency {
 		t.Errorf("%d duplicates, more than the %d sends that can be in flight", st.Duplicates, concurrency)
 	}
 	if st.Accepted-st.Duplicates != n {
 		t.Errorf("%d distinct messages reached the sandbox, want %d", st.Accepted-st.Duplicates, n)
 	}
+}
+
+// possibleDuplicates sums chatq_possible_duplicates_total as m serves it.
+func possibleDuplicates(tb testing.TB, m *metrics.Metrics) float64 {
+	tb.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	sum := 0.0
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if !strings.HasPrefix(line, "chatq_possible_duplicates_total") {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		sum += v
+	}
+	return sum
 }

@@ -42,7 +42,9 @@ func newBenchSizes() benchSizes {
 			{"enqueue-messages", "messages of each enqueue measurement", func(o *bench.Options) *int { return &o.EnqueueMessages }},
 			{"batch-size", "messages per batch (SendBatch, POST /v1/messages/batch)", func(o *bench.Options) *int { return &o.BatchSize }},
 			{"batch-callers", "batches in flight at once", func(o *bench.Options) *int { return &o.BatchCallers }},
-			{"send-messages", "messages of the send-rate measurement", func(o *bench.Options) *int { return &o.SendMessages }},
+			{"deployed-messages", "messages the deployed worker sends, and the BullMQ sender", func(o *bench.Options) *int { return &o.DeployedMessages }},
+			{"life-messages", "messages of the deployed whole-life phase, webhooks on", func(o *bench.Options) *int { return &o.LifeMessages }},
+			{"send-messages", "messages of the stripped send-rate measurement", func(o *bench.Options) *int { return &o.SendMessages }},
 			{"idle-messages", "transactional messages sent one at a time to an idle worker", func(o *bench.Options) *int { return &o.IdleMessages }},
 			{"backlog", "bulk messages drained while transactional latency is measured", func(o *bench.Options) *int { return &o.Backlog }},
 			{"redis-messages", "messages queued to measure Redis memory", func(o *bench.Options) *int { return &o.RedisMessages }},
@@ -96,8 +98,8 @@ func (b benchSizes) takeUnset(fs *pflag.FlagSet, o *bench.Options, from bench.Op
 
 // benchFlags are chatq bench's flags other than the sizes.
 type benchFlags struct {
-	only, jsonPath, redisBin, cpuProfile, memProfile, logLevel string
-	quick                                                      bool
+	only, jsonPath, redisBin, chatq, cpuProfile, memProfile, logLevel string
+	quick                                                             bool
 }
 
 func (p *program) benchCommand() *cobra.Command {
@@ -105,10 +107,11 @@ func (p *program) benchCommand() *cobra.Command {
 	opts := bench.DefaultOptions()
 	sizes := newBenchSizes()
 	cmd := command("bench [flags]", "measure chatq against bare asynq on this machine",
-		"Measures chatq on this machine: starts a private redis-server, the ChatArchitect sandbox (no latency,\n"+
-			"no rate limit) and chatq's API and workers in this process, and prints each figure side by side with\n"+
-			"bare asynq on the same Redis. Measurements: "+strings.Join(bench.Measurements, ", ")+".\n"+
-			"The full run takes about ten minutes on two cores; --quick takes under two.",
+		"Measures chatq on this machine: starts a private redis-server and, from this binary, \"chatq sandbox\"\n"+
+			"(no latency, no rate limit), \"chatq api\" and \"chatq worker\" as processes, as deployed, and prints\n"+
+			"each figure side by side with bare asynq and a minimal BullMQ sender on the same Redis. The other\n"+
+			"measurements run chatq's parts in this process. Measurements: "+strings.Join(bench.Measurements, ", ")+".\n"+
+			"The full run takes about fifteen minutes on two cores; --quick takes a few.",
 		noArgs, func(cmd *cobra.Command, _ []string) error {
 			if f.quick {
 				sizes.takeUnset(cmd.Flags(), &opts, bench.QuickOptions())
@@ -121,6 +124,7 @@ func (p *program) benchCommand() *cobra.Command {
 	fs.BoolVar(&f.quick, "quick", false, "smaller sizes for every size flag not given")
 	fs.StringVar(&f.jsonPath, "json", "", "also write every figure and raw result as JSON to this file")
 	fs.StringVar(&f.redisBin, "redis-server", "redis-server", "the redis-server binary to start")
+	fs.StringVar(&f.chatq, "chatq", "", "the chatq binary started as sandbox, api and worker (default this one)")
 	fs.StringVar(&opts.BullMQDir, "bullmq-dir", opts.BullMQDir, "directory of the BullMQ comparison script, its packages installed by npm ci (make bench does)")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	fs.StringVar(&f.memProfile, "memprofile", "", "write a heap profile at the end of the run to this file")
@@ -142,6 +146,19 @@ func (p *program) bench(ctx context.Context, opts bench.Options, f benchFlags) e
 	}
 	if err := opts.Validate(); err != nil {
 		return usageError("bench: " + err.Error())
+	}
+	// The deployed measurements start this very binary as chatq's
+	// processes, unless told another.
+	opts.Chatq = f.chatq
+	if opts.Chatq == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("bench: find the chatq binary: %w", err)
+		}
+		opts.Chatq = self
+	}
+	if _, err := os.Stat(opts.Chatq); err != nil {
+		return usageError("bench: --chatq: " + err.Error())
 	}
 	level, err := zapcore.ParseLevel(f.logLevel)
 	if err != nil {

@@ -100,18 +100,19 @@ func (p *program) campaignWatch(ctx context.Context, batch string, f campaignWat
 	var last funnel
 	var changed time.Time
 	for {
-		counts, total, err := st.BatchCounts(ctx, batch)
+		c, err := st.BatchCounts(ctx, batch)
 		if err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("campaign watch: %w", ctx.Err())
 			}
 			return err
 		}
-		if total == 0 {
+		if c.Total == 0 {
 			return fmt.Errorf("campaign watch: no messages with batch id %q", batch)
 		}
+		total := c.Total
 		now := time.Now()
-		fun := funnelOf(counts)
+		fun := funnelOf(c.Status)
 		if changed.IsZero() || fun != last {
 			last, changed = fun, now
 			view.show(fun, total, now.Sub(start))

@@ -126,7 +126,12 @@ func (p *program) dev(ctx context.Context) error {
 	apiURL := httpURL(ln.Addr())
 	urls["api"] = apiURL
 
-	w, err := newWorker(rdb, cfg, m, counter, log)
+	reg, err := newRegistry(rdb, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer reg.Stop()
+	w, err := newWorker(rdb, cfg, reg, m, counter, log)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/deadletter"
 	"github.com/chatq/chatq/internal/store"
+	"github.com/chatq/chatq/internal/tenants"
 )
 
 func (p *program) dlqCommand() *cobra.Command {
@@ -25,6 +26,7 @@ func (p *program) dlqCommand() *cobra.Command {
 			"exhausted), from chatq's own records, however old (asynq's archive keeps at most 10,000\n"+
 			"tasks per queue for 90 days).\n"+
 			"Filters: --queue, --class, --code, --batch, --older-than, --newer-than (how long ago it died).\n"+
+			"Each tenant has its own dead letters: --tenant names whose (default: tenant default).\n"+
 			"After an outage, for example: chatq dlq retry --class retryable --newer-than 2h\n"+
 			"Needs CHATQ_REDIS_URL.",
 		p.dlqListCommand(), p.dlqShowCommand(), p.dlqRetryCommand(), p.dlqDeleteCommand())
@@ -33,16 +35,21 @@ func (p *program) dlqCommand() *cobra.Command {
 // dlqFilter holds the filter flags of a dlq subcommand.
 type dlqFilter struct {
 	params deadletter.Params
+	// tenant owns the dead letters the filter selects.
+	tenant string
+	// tenantGiven is set when --tenant was given, not defaulted.
+	tenantGiven bool
 }
 
 func (d *dlqFilter) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
 	fs.StringVar(&d.params.Queue, "queue", "", "only this queue: transactional, bulk (every bulk shard) or bulk-N")
-	fs.StringVar(&d.params.Class, "class", "", "only this error class: retryable, permanent, rate_limited, policy, account")
+	fs.StringVar(&d.params.Class, "class", "", "only this error class: retryable, permanent, rate_limited, policy, account, marketing_capped, template_paused")
 	fs.StringVar(&d.params.Code, "code", "", "only this error code (131026, http_400, suppressed...)")
 	fs.StringVar(&d.params.BatchID, "batch", "", "only this campaign (batch_id)")
 	fs.StringVar(&d.params.OlderThan, "older-than", "", "only those that died longer ago than this (10m, 2h)")
 	fs.StringVar(&d.params.NewerThan, "newer-than", "", "only those that died within this (10m, 2h)")
+	fs.StringVar(&d.tenant, "tenant", store.DefaultTenant, "the tenant whose dead letters these are")
 	_ = cmd.RegisterFlagCompletionFunc("queue", choices("transactional", "bulk"))
 	_ = cmd.RegisterFlagCompletionFunc("class", choices("retryable", "permanent", "rate_limited", "policy", "account"))
 }
@@ -50,6 +57,10 @@ func (d *dlqFilter) register(cmd *cobra.Command) {
 // filter checks the flags; a bad one is a usage error naming the flag.
 func (d *dlqFilter) filter(now time.Time) (store.DeadFilter, error) {
 	f, err := d.params.Filter(now)
+	if err == nil {
+		f.Tenant = d.tenant
+		err = tenants.Validate("tenant", d.tenant)
+	}
 	var ve *enqueue.ValidationError
 	if errors.As(err, &ve) {
 		flagName := strings.ReplaceAll(ve.Field, "_", "-")
@@ -196,7 +207,7 @@ type archivedTask struct {
 
 func archivedTaskOf(archive *asynq.Inspector, rec *store.Record) *archivedTask {
 	queue := cmpOr(rec.Queue, enqueue.QueueFor(enqueue.Priority(rec.Priority)))
-	info, err := archive.GetTaskInfo(queue, rec.ID)
+	info, err := archive.GetTaskInfo(queue, rec.TaskID)
 	if err != nil {
 		return nil
 	}
@@ -228,10 +239,11 @@ func (p *program) dlqActCommand(verb, short, long string,
 	var df dlqFilter
 	var all bool
 	cmd := command(verb+" ID... | --all | filters", short, long, cobra.ArbitraryArgs, func(cmd *cobra.Command, ids []string) error {
+		df.tenantGiven = cmd.Flags().Changed("tenant")
 		return p.dlqAct(cmd.Context(), verb, ids, df, all, byIDs, byFilter)
 	})
 	df.register(cmd)
-	cmd.Flags().BoolVar(&all, "all", false, "every dead letter")
+	cmd.Flags().BoolVar(&all, "all", false, "every dead letter (of the tenant)")
 	return cmd
 }
 
@@ -244,6 +256,9 @@ func (p *program) dlqAct(ctx context.Context, verb string, ids []string, df dlqF
 	switch {
 	case len(ids) > 0 && (filtered || all):
 		return usageError(fmt.Sprintf("dlq %s: give ids, or --all or filters, not both", verb))
+	case len(ids) > 0 && df.tenantGiven:
+		// An id names its message, whatever its tenant.
+		return usageError(fmt.Sprintf("dlq %s: --tenant selects with --all or filters; ids need none", verb))
 	case len(ids) == 0 && !filtered && !all:
 		return usageError(fmt.Sprintf("dlq %s: give ids, filters, or --all for every dead letter", verb))
 	case all && filtered:

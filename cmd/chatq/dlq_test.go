@@ -12,6 +12,7 @@ import (
 
 	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/redistest"
+	"github.com/chatq/chatq/internal/store"
 )
 
 // sandboxConfig changes the sandbox's knobs at run time.
@@ -157,6 +158,10 @@ func TestDLQCommandLine(t *testing.T) {
 		{[]string{"dlq", "show"}, "the message id is required"},
 		{[]string{"dlq", "show", "01NOSUCH"}, `no message with id "01NOSUCH"`},
 		{[]string{"dlq", "purge"}, `unknown subcommand "purge"`},
+		{[]string{"dlq", "list", "--tenant", "Acme!"}, "--tenant must be"},
+		{[]string{"dlq", "retry", "--all", "--tenant", ""}, "--tenant is required"},
+		{[]string{"dlq", "retry", "--tenant", "acme"}, "give ids, filters, or --all"},
+		{[]string{"dlq", "delete", "--tenant", "acme", "01J"}, "ids need none"},
 	} {
 		out, err := chatq(t, tt.args...)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -170,5 +175,51 @@ func TestDLQCommandLine(t *testing.T) {
 	out, err = chatq(t, "dlq", "delete", "--all")
 	if err != nil || !strings.Contains(out, "deleted 0 dead letters") {
 		t.Errorf("delete --all of nothing: %v\n%s", err, out)
+	}
+}
+
+// Each tenant has its own dead letters: chatq dlq reads tenant default's
+// unless --tenant names another, and acts on that tenant's alone.
+func TestDLQTenant(t *testing.T) {
+	srv := redistest.Start(t)
+	t.Setenv("CHATQ_REDIS_URL", srv.URL())
+	ctx := context.Background()
+	st := store.New(srv.Client(t), store.Config{})
+	now := time.Now().UTC()
+	ids := map[string]string{} // tenant -> its dead letter
+	for i, tenant := range []string{store.DefaultTenant, "acme"} {
+		r := &store.Record{ID: fmt.Sprintf("01DEADLETTER%d", i), Destination: "442070000", Type: "text", Priority: "transactional",
+			Status: store.Queued, History: []store.HistoryEntry{{Status: store.Queued, At: now}}, Tenant: tenant,
+			CreatedAt: now, UpdatedAt: now, Payload: []byte(`{"type":"text","message":"hi"}`), Queue: "transactional"}
+		if _, err := st.Create(ctx, []*store.Record{r}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := st.Move(ctx, r.ID, store.Change{Status: store.Dead, Error: &store.ErrorInfo{Class: "permanent", Code: "1001", Message: "refused", At: now}}); err != nil {
+			t.Fatal(err)
+		}
+		ids[tenant] = r.ID
+	}
+	for _, c := range []struct {
+		args         []string
+		shows, hides string
+	}{
+		{[]string{"dlq", "list"}, ids[store.DefaultTenant], ids["acme"]},
+		{[]string{"dlq", "list", "--tenant", "default"}, ids[store.DefaultTenant], ids["acme"]},
+		{[]string{"dlq", "list", "--tenant", "acme", "--json"}, ids["acme"], ids[store.DefaultTenant]},
+	} {
+		out, err := chatq(t, c.args...)
+		if err != nil || !strings.Contains(out, c.shows) || strings.Contains(out, c.hides) {
+			t.Errorf("%v: %v\n%s\nwant %s, not %s", c.args, err, out, c.shows, c.hides)
+		}
+	}
+	out, err := chatq(t, "dlq", "delete", "--all", "--tenant", "acme")
+	if err != nil || !strings.Contains(out, "deleted 1 dead letter") {
+		t.Fatalf("dlq delete --all --tenant acme: %v\n%s", err, out)
+	}
+	if out, err := chatq(t, "dlq", "list", "--tenant", "acme"); err != nil || strings.Contains(out, ids["acme"]) {
+		t.Errorf("acme's dead letters after the deletion: %v\n%s", err, out)
+	}
+	if out, err := chatq(t, "dlq", "list"); err != nil || !strings.Contains(out, ids[store.DefaultTenant]) {
+		t.Errorf("tenant default's dead letters after acme's deletion: %v\n%s", err, out)
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/chatq/chatq/internal/callback"
+	"github.com/chatq/chatq/internal/poll"
+	"github.com/chatq/chatq/internal/redistest"
 )
 
 // ChatArchitect's API overview ends with a Python and a Node.js example of
@@ -242,4 +248,141 @@ func TestReadmeShowsTheExamples(t *testing.T) {
 			t.Errorf("README.md does not show the %s as the tests run it:\n%s", name, want)
 		}
 	}
+}
+
+// chatqSubmittedRe finds chatq's message id (a ULID) in a "submitted"
+// answer as the examples print it.
+var chatqSubmittedRe = regexp.MustCompile(`'?status'?: 'submitted',\s+'?messageId'?: '([0-9A-Z]{26})'`)
+
+// appHooks is an application's webhook receiver: what ChatArchitect's own
+// webhooks reached before, and chatq's forwarding reaches now.
+type appHooks struct {
+	mu      sync.Mutex
+	events  map[string][]string // chatq message id -> event types, in arrival order
+	inbound [][]byte
+	bad     []string
+}
+
+// ServeHTTP keeps a message-event's type under the id ChatArchitect's
+// messageId stood in: id for enqueued and failed, gsId for the others.
+func (h *appHooks) ServeHTTP(w http.ResponseWriter, r *http.Request, secret string) {
+	body, _ := io.ReadAll(r.Body)
+	var hook struct {
+		Type    string `json:"type"`
+		Payload struct {
+			ID   string `json:"id"`
+			GsID string `json:"gsId"`
+			Type string `json:"type"`
+		} `json:"payload"`
+	}
+	err := json.Unmarshal(body, &hook)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	verr := callback.Verify(secret, r.Header.Get(callback.SignatureHeader), body, time.Minute, time.Now())
+	if err == nil && verr == nil && hook.Type == "message" {
+		h.inbound = append(h.inbound, body)
+		return
+	}
+	if err != nil || verr != nil || hook.Type != "message-event" {
+		h.bad = append(h.bad, fmt.Sprintf("%v %v %s", err, verr, body))
+		return
+	}
+	id := hook.Payload.GsID
+	if hook.Payload.Type == "enqueued" || hook.Payload.Type == "failed" {
+		id = hook.Payload.ID
+	}
+	h.events[id] = append(h.events[id], hook.Payload.Type)
+}
+
+func (h *appHooks) of(id string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return strings.Join(h.events[id], ",") + " " + strings.Join(h.bad, " | ")
+}
+
+// The same examples, pointed at chatq api instead of ChatArchitect: a
+// sender added through the API has the examples' app credentials, its
+// application registered its webhook with the drop-in POST /webhook, and
+// the application's receiver gets the message's delivery events in
+// ChatArchitect's format, with the id the example printed.
+func TestChatArchitectExamplesAgainstChatq(t *testing.T) {
+	const callbackSecret = "cb_examples"
+	hooks := &appHooks{events: map[string][]string{}}
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hooks.ServeHTTP(w, r, callbackSecret) }))
+	t.Cleanup(receiver.Close)
+	d := startDev(t, map[string]string{"CHATQ_REDIS_URL": redistest.Start(t).URL(), "CHATQ_CALLBACK_SECRET": callbackSecret})
+
+	const number = "4915100000701"
+	code, body := d.do(t, http.MethodPost, "/v1/senders",
+		fmt.Sprintf(`{"number":%q,"app_id":%q,"app_secret":%q,"tenant":"shop"}`, number, exampleAppID, exampleAppSecret))
+	if code != http.StatusCreated {
+		t.Fatalf("POST /v1/senders: %d %v", code, body)
+	}
+	req, _ := http.NewRequest(http.MethodPost, d.api+"/webhook",
+		strings.NewReader(fmt.Sprintf(`{"channel":"whatsapp","destination":%q,"webhook":%q,"webhook_separate":"false"}`, number, receiver.URL+"/whatsapp")))
+	req.SetBasicAuth(exampleAppID, exampleAppSecret)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(answer), `"success"`) {
+		t.Fatalf("drop-in POST /webhook: %d %s", resp.StatusCode, answer)
+	}
+
+	for _, tt := range []struct {
+		name, file, source, runtime, check string
+		checkArgs                          []string
+	}{
+		{"python", "example.py", pythonExample, "python3", "python3 with the requests module", []string{"-c", "import requests"}},
+		{"node", "example.mjs", nodeExample, "node", "Node.js 18 or later (global fetch)", []string{"-e", "if (typeof fetch !== 'function') process.exit(1)"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			requireRuntime(t, tt.check, tt.runtime, tt.checkArgs...)
+			script := filepath.Join(t.TempDir(), tt.file)
+			if err := os.WriteFile(script, []byte(strings.Replace(tt.source, exampleURL, d.api, 1)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, tt.runtime, script)
+			cmd.Env = append(os.Environ(), "NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s %s: %v\n%s", tt.runtime, tt.file, err, out)
+			}
+			m := chatqSubmittedRe.FindSubmatch(out)
+			if m == nil {
+				t.Fatalf("the %s example printed %q, want a 'status': 'submitted' answer with chatq's messageId", tt.name, out)
+			}
+			id := string(m[1])
+			code, rec := d.do(t, http.MethodGet, "/v1/messages/"+id, "")
+			if code != http.StatusOK || rec["sender"] != number || rec["tenant"] != "shop" {
+				t.Fatalf("GET /v1/messages/%s: %d %v, want a message of sender %s", id, code, rec, number)
+			}
+			poll.Until(t, 30*time.Second, "the application's webhooks of "+id, func() (bool, string) {
+				got := hooks.of(id)
+				return strings.HasPrefix(got, "enqueued,sent,delivered,read "), got
+			})
+		})
+	}
+
+	// A user writes to the sender: ChatArchitect's webhook at the sender's
+	// own URL reaches the application as it came.
+	const inbound = `{"app":"demo","timestamp":1764064802000,"version":2,"type":"message","payload":{"id":"in-1","source":"96996999699","type":"text","payload":{"text":"where is my order?"},"sender":{"phone":"96996999699","name":"John"}}}`
+	resp, err = http.Post(d.api+body["webhook_path"].(string), "application/json", strings.NewReader(inbound))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("an inbound webhook at the sender's URL: %d", resp.StatusCode)
+	}
+	poll.Until(t, 30*time.Second, "the inbound message at the application", func() (bool, string) {
+		hooks.mu.Lock()
+		defer hooks.mu.Unlock()
+		return len(hooks.inbound) == 1 && string(hooks.inbound[0]) == inbound, fmt.Sprintf("%q %q", hooks.inbound, hooks.bad)
+	})
 }

@@ -136,6 +136,9 @@ func (p *program) root() *cobra.Command {
 		p.templatesCommand(),
 		p.webhookCommand(),
 		p.campaignCommand(),
+		// Senders and tenants (senders.go, keys.go).
+		p.sendersCommand(),
+		p.keysCommand(),
 	)
 	root.InitDefaultCompletionCmd()
 	for _, c := range root.Commands() {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -18,6 +19,7 @@ import (
 	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/policy"
+	"github.com/chatq/chatq/internal/senders"
 	"github.com/chatq/chatq/internal/store"
 	"github.com/chatq/chatq/worker"
 )
@@ -29,6 +31,7 @@ func newChecker(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) *
 	pc := policy.Config{
 		Window:                policy.WindowPolicy(cfg.WindowPolicy),
 		AllowPrivateCallbacks: cfg.CallbackAllowPrivate,
+		AllowUSMarketing:      cfg.AllowUSMarketing,
 		Log:                   log,
 	}
 	if cfg.CAAppID != "" && cfg.CAAppSecret != "" && cfg.CASource != "" {
@@ -77,6 +80,7 @@ func conversation(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metri
 		AllowPrivate: cfg.CallbackAllowPrivate,
 		InboundURL:   cfg.InboundURL,
 		Metrics:      m,
+		WebhookURLs:  senders.WebhookURLs{Redis: rdb},
 	}, log.Named("callback"))
 	if err != nil {
 		return nil, err
@@ -293,16 +297,32 @@ func (p *program) templatesSync(ctx context.Context) error {
 func (p *program) webhookCommand() *cobra.Command {
 	return group("webhook <command>", "register chatq's webhook with ChatArchitect",
 		"Registers chatq's webhook with ChatArchitect: CHATQ_PUBLIC_URL + /webhooks/chatarchitect/ + CHATQ_WEBHOOK_SECRET\n"+
-			"receives every message, delivery and user event of the business number.\n"+
-			"Needs CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET, CHATQ_CA_SOURCE, CHATQ_PUBLIC_URL and CHATQ_WEBHOOK_SECRET.",
+			"receives every message, delivery and user event of the business number; with --sender, that\n"+
+			"sender's own webhook URL, registered with its app's credentials.\n"+
+			"Needs CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET, CHATQ_CA_SOURCE, CHATQ_PUBLIC_URL and CHATQ_WEBHOOK_SECRET;\n"+
+			"with --sender, CHATQ_REDIS_URL, CHATQ_PUBLIC_URL and CHATQ_SECRETS_KEY.",
 		p.webhookRegisterCommand())
 }
 
 func (p *program) webhookRegisterCommand() *cobra.Command {
-	return command("register", "register chatq's webhook URL with ChatArchitect",
+	var sender string
+	cmd := command("register [--sender N]", "register chatq's webhook URL with ChatArchitect",
 		"Registers CHATQ_PUBLIC_URL + /webhooks/chatarchitect/ + CHATQ_WEBHOOK_SECRET with ChatArchitect.\n"+
-			"Needs CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET, CHATQ_CA_SOURCE, CHATQ_PUBLIC_URL and CHATQ_WEBHOOK_SECRET.",
-		noArgs, func(cmd *cobra.Command, _ []string) error { return p.webhookRegister(cmd.Context()) })
+			"With --sender, registers CHATQ_PUBLIC_URL + that sender's webhook_path, with its app's credentials\n"+
+			"and number.\n"+
+			"Needs CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET, CHATQ_CA_SOURCE, CHATQ_PUBLIC_URL and CHATQ_WEBHOOK_SECRET;\n"+
+			"with --sender, CHATQ_REDIS_URL, CHATQ_PUBLIC_URL and CHATQ_SECRETS_KEY.",
+		noArgs, func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("sender") {
+				if err := enqueue.ValidateDestination("sender", senders.Normalize(sender)); err != nil {
+					return usageError(prefixed(cmd, "--"+err.Error()))
+				}
+				return p.webhookRegisterSender(cmd.Context(), senders.Normalize(sender))
+			}
+			return p.webhookRegister(cmd.Context())
+		})
+	cmd.Flags().StringVar(&sender, "sender", "", "the sender whose own webhook URL to register (default: the CHATQ_CA_ variables' number)")
+	return cmd
 }
 
 func (p *program) webhookRegister(ctx context.Context) error {
@@ -315,6 +335,43 @@ func (p *program) webhookRegister(ctx context.Context) error {
 		return err
 	}
 	fmt.Fprintf(p.stdout, "webhook registered for %s: %s%s\n", cfg.CASource, base, mask(cfg.WebhookSecret))
+	return nil
+}
+
+// webhookRegisterSender registers the webhook URL of the sender of number
+// with ChatArchitect, as that sender's app.
+func (p *program) webhookRegisterSender(ctx context.Context, number string) error {
+	cfg, rdb, err := connect(ctx, "CHATQ_PUBLIC_URL")
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if number != senders.Normalize(cfg.CASource) {
+		// A stored sender's credentials are sealed under the key.
+		if err := cfg.Need("CHATQ_SECRETS_KEY"); err != nil {
+			return err
+		}
+	}
+	reg, err := newRegistry(rdb, cfg, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	defer reg.Stop()
+	x, ok := reg.Lookup(number)
+	if !ok {
+		return fmt.Errorf("sender %s: %w", number, senders.ErrNotFound)
+	}
+	if x.WebhookSecret == "" {
+		// The environment's sender without CHATQ_WEBHOOK_SECRET.
+		return errors.New("CHATQ_WEBHOOK_SECRET is not set")
+	}
+	client := chatarchitect.New(chatarchitect.Config{BaseURL: cfg.CABaseURL, AppID: x.AppID, AppSecret: x.AppSecret,
+		Source: x.Number, Timeout: cfg.CATimeout}, nil)
+	base := strings.TrimRight(cfg.PublicURL, "/") + "/webhooks/chatarchitect/"
+	if err := client.RegisterWebhook(ctx, base+x.WebhookSecret); err != nil {
+		return fmt.Errorf("register the webhook of sender %s: %w", x.Number, err)
+	}
+	fmt.Fprintf(p.stdout, "webhook registered for %s: %s%s\n", x.Number, base, mask(x.WebhookSecret))
 	return nil
 }
 

@@ -15,9 +15,12 @@ import (
 
 	"github.com/chatq/chatq/api"
 	"github.com/chatq/chatq/config"
+	"github.com/chatq/chatq/internal/callback"
 	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/console"
 	"github.com/chatq/chatq/internal/metrics"
+	"github.com/chatq/chatq/internal/ratelimit"
+	"github.com/chatq/chatq/internal/senders"
 	"github.com/chatq/chatq/internal/stats"
 	"github.com/chatq/chatq/internal/store"
 	"github.com/chatq/chatq/internal/tenants"
@@ -85,8 +88,9 @@ func apiHandler(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics
 		return nil, nil, err
 	}
 	srv, err := api.New(api.Config{APIKeys: cfg.APIKeys, WebhookSecret: cfg.WebhookSecret, Dashboard: dashboard, Metrics: m,
-		Policy: checker, Inbound: inboundForwarder(rdb, cfg), Circuit: newCircuit(rdb, log),
-		Console: consoleHandler, Senders: reg, Keys: tenants.NewKeys(rdb), Upstream: chatarchitect.Config{BaseURL: cfg.CABaseURL, Timeout: cfg.CATimeout}},
+		Policy: checker, Inbound: inboundForwarder(rdb, cfg), Relay: callback.NewRelay(rdb, asynq.NewClientFromRedisClient(rdb), 0),
+		AllowPrivateWebhooks: cfg.CallbackAllowPrivate, Circuit: newCircuit(rdb, log),
+		Console: consoleHandler, Senders: reg, SenderStates: ratelimit.NewStates(rdb, senders.Normalize(cfg.CASource)), Keys: tenants.NewKeys(rdb), Upstream: chatarchitect.Config{BaseURL: cfg.CABaseURL, Timeout: cfg.CATimeout}},
 		client, store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: callbackNotifier(rdb, log), Counter: counter}), log.Named("api"))
 	if err != nil {
 		reg.Stop()
@@ -104,24 +108,35 @@ func (p *program) announce(addrs map[string]string) {
 
 func (p *program) workerCommand() *cobra.Command {
 	return command("worker", "send queued messages to ChatArchitect",
-		"Sends queued messages to ChatArchitect. Run any number, on any number of machines.\nServes its metrics at /metrics on CHATQ_METRICS_ADDR (:9091; empty turns it off).\nNeeds CHATQ_REDIS_URL, CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE (the sender\nnumber: the key of the limits every worker shares, and the destination of the circuit\nbreaker's probe).",
+		"Sends queued messages to ChatArchitect. Run any number, on any number of machines.\nServes its metrics at /metrics on CHATQ_METRICS_ADDR (:9091; empty turns it off).\nNeeds CHATQ_REDIS_URL, CHATQ_CA_APP_ID, CHATQ_CA_APP_SECRET and CHATQ_CA_SOURCE (the sender\nnumber: the key of the limits every worker shares, and the destination of the circuit\nbreaker's probe);\nwith CHATQ_SECRETS_KEY it sends from every stored sender too, and the CHATQ_CA_ variables\nare needed only for a sender of tenant default.",
 		noArgs, func(cmd *cobra.Command, _ []string) error { return p.worker(cmd.Context()) })
 }
 
 func (p *program) worker(ctx context.Context) error {
-	cfg, rdb, err := connect(ctx, "CHATQ_CA_APP_ID", "CHATQ_CA_APP_SECRET", "CHATQ_CA_SOURCE")
+	cfg, err := loadConfig(config.Default(), "CHATQ_REDIS_URL")
+	if err != nil {
+		return err
+	}
+	if cfg.SecretsKey == "" {
+		if err := cfg.Need("CHATQ_CA_APP_ID", "CHATQ_CA_APP_SECRET", "CHATQ_CA_SOURCE"); err != nil {
+			return fmt.Errorf("%w (without CHATQ_SECRETS_KEY a worker sends from the sender of the CHATQ_CA_ variables alone)", err)
+		}
+	}
+	rdb, err := openRedis(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	if err := checkSecretsKey(rdb, cfg); err != nil {
-		return err
-	}
 	log, err := newLogger(cfg)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	reg, err := newRegistry(rdb, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer reg.Stop()
 	// The worker's own metrics. The queue sizes are the API's to report:
 	// every worker reporting them would count them as many times.
 	m := metrics.New(nil)
@@ -139,7 +154,7 @@ func (p *program) worker(ctx context.Context) error {
 	}
 	counter := startCounter(rdb, log)
 	defer stopCounter(counter)
-	w, err := newWorker(rdb, cfg, m, counter, log)
+	w, err := newWorker(rdb, cfg, reg, m, counter, log)
 	if err != nil {
 		return err
 	}

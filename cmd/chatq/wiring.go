@@ -277,17 +277,6 @@ func newRegistry(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) 
 	return reg, nil
 }
 
-// checkSecretsKey refuses to run a process without CHATQ_SECRETS_KEY (or
-// with another key) when Redis holds senders sealed under one.
-func checkSecretsKey(rdb redis.UniversalClient, cfg config.Config) error {
-	reg, err := newRegistry(rdb, cfg, zap.NewNop())
-	if err != nil {
-		return err
-	}
-	reg.Stop()
-	return nil
-}
-
 func caClient(cfg config.Config) *chatarchitect.Client {
 	return chatarchitect.New(chatarchitect.Config{
 		BaseURL: cfg.CABaseURL, AppID: cfg.CAAppID, AppSecret: cfg.CAAppSecret,
@@ -307,13 +296,14 @@ func enqueueClientWith(rdb redis.UniversalClient, cfg config.Config, checker *po
 	if maxRetry == 0 {
 		maxRetry = -1
 	}
-	return enqueue.NewClient(rdb, enqueue.Config{MaxRetry: maxRetry, TTL: cfg.RecordTTL, Policy: enqueue.CheckerPolicy(checker),
+	return enqueue.NewClient(rdb, enqueue.Config{MaxRetry: maxRetry, TTL: cfg.RecordTTL, Policy: enqueue.CheckerPolicy(checker), AuthTTL: cfg.AuthTTL,
 		BulkShards: cfg.BulkShards, WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout, Counter: counter})
 }
 
 // newWorker returns a worker of cfg that counts into m and counter (nil
-// counts nothing).
-func newWorker(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics, counter *stats.Counter, log *zap.Logger) (*worker.Worker, error) {
+// counts nothing). With CHATQ_SECRETS_KEY it sends from every sender of
+// reg; without, from the environment's sender alone, as before senders.
+func newWorker(rdb redis.UniversalClient, cfg config.Config, reg *senders.Registry, m *metrics.Metrics, counter *stats.Counter, log *zap.Logger) (*worker.Worker, error) {
 	weights, err := cfg.Weights()
 	if err != nil {
 		return nil, fmt.Errorf("CHATQ_QUEUE_WEIGHTS: %w", err)
@@ -339,7 +329,17 @@ func newWorker(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics,
 		DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
 		Metrics:                  m,
 		Counter:                  counter,
+		Senders:                  workerSenders(cfg, reg),
 	}, caClient(cfg), log.Named("worker")), nil
+}
+
+// workerSenders is the registry a worker sends from, nil when the
+// deployment stores no senders (no CHATQ_SECRETS_KEY).
+func workerSenders(cfg config.Config, reg *senders.Registry) *worker.Senders {
+	if reg == nil || !reg.Stored() {
+		return nil
+	}
+	return &worker.Senders{Registry: reg, Upstream: chatarchitect.Config{BaseURL: cfg.CABaseURL, Timeout: cfg.CATimeout}}
 }
 
 // serve runs an HTTP server on ln until ctx ends, then shuts it down.

@@ -61,10 +61,12 @@ func AsynqEnqueue(ctx context.Context, env *Env, n, goroutines int, autopipeline
 // AsynqProcess measures bare asynq's processing rate: n queued tasks taken
 // by a server of concurrency goroutines whose handler does nothing. It is
 // the ceiling of chatq's send rate, whose handler records each send twice
-// and calls the upstream once.
-func AsynqProcess(ctx context.Context, env *Env, n, concurrency int) (Rate, error) {
+// and calls the upstream once. It also returns the Redis commands the
+// server ran (INFO commandstats, reset at its start, read once the last
+// task is done).
+func AsynqProcess(ctx context.Context, env *Env, n, concurrency int) (Rate, int64, error) {
 	if err := env.flush(ctx); err != nil {
-		return Rate{}, err
+		return Rate{}, 0, err
 	}
 	s := newStack(env)
 	defer s.close()
@@ -74,7 +76,7 @@ func AsynqProcess(ctx context.Context, env *Env, n, concurrency int) (Rate, erro
 		_, err := client.EnqueueContext(ctx, asynq.NewTask(noopTask, noopPayload()))
 		return err
 	}); err != nil {
-		return Rate{}, fmt.Errorf("asynq process: enqueue: %w", err)
+		return Rate{}, 0, fmt.Errorf("asynq process: enqueue: %w", err)
 	}
 
 	var done atomic.Int64
@@ -86,19 +88,27 @@ func AsynqProcess(ctx context.Context, env *Env, n, concurrency int) (Rate, erro
 		Logger:            env.logger().Named("asynq").Sugar(),
 		LogLevel:          asynq.WarnLevel,
 	})
+	stats := s.redis(1)
+	if err := stats.ConfigResetStat(ctx).Err(); err != nil {
+		return Rate{}, 0, fmt.Errorf("asynq process: %w", err)
+	}
 	start := time.Now()
 	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error {
 		done.Add(1)
 		last.Store(time.Now().UnixNano())
 		return nil
 	})); err != nil {
-		return Rate{}, fmt.Errorf("asynq process: %w", err)
+		return Rate{}, 0, fmt.Errorf("asynq process: %w", err)
 	}
 	defer srv.Shutdown()
 	if err := waitCount(ctx, "asynq process", &done, int64(n), time.Duration(n)*time.Millisecond+time.Minute); err != nil {
-		return Rate{}, err
+		return Rate{}, 0, err
+	}
+	calls, err := commandCalls(ctx, stats)
+	if err != nil {
+		return Rate{}, 0, fmt.Errorf("asynq process: %w", err)
 	}
 	r := Rate{Count: n, Elapsed: time.Unix(0, last.Load()).Sub(start)}
-	env.logf("asynq process: %d no-op tasks, concurrency %d, in %s: %.0f/s", n, concurrency, r.Elapsed.Round(time.Millisecond), r.PerSecond())
-	return r, nil
+	env.logf("asynq process: %d no-op tasks, concurrency %d, in %s: %.0f/s; %.1f Redis commands per task", n, concurrency, r.Elapsed.Round(time.Millisecond), r.PerSecond(), perMessage(calls-1, n))
+	return r, calls - 1, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,30 @@ import (
 
 	"github.com/chatq/chatq/internal/bench"
 )
+
+// chatqBin is the chatq binary TestMain builds, which the deployed
+// measurements start as processes.
+var chatqBin string
+
+func TestMain(m *testing.M) { os.Exit(runTests(m)) }
+
+func runTests(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "chatq-bench-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	chatqBin = filepath.Join(dir, "chatq")
+	// go test puts its own toolchain first on PATH.
+	build := exec.Command("go", "build", "-o", chatqBin, "github.com/chatq/chatq/cmd/chatq")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: build chatq:", err)
+		return 1
+	}
+	return m.Run()
+}
 
 // startEnv starts a private redis-server for the test, or skips the test
 // where none is installed (and fails it with CI=true).
@@ -50,18 +75,21 @@ func (w testWriter) Write(p []byte) (int, error) {
 // tiny runs every measurement at a size that proves it works in seconds.
 func tiny() bench.Options {
 	return bench.Options{
-		Goroutines:      4,
-		Concurrency:     8,
-		AsynqTasks:      300,
-		EnqueueMessages: 300,
-		BatchSize:       100,
-		BatchCallers:    2,
-		SendMessages:    300,
-		IdleMessages:    5,
-		Backlog:         300,
-		RedisMessages:   200,
-		WorkerMessages:  400,
-		WorkerEvery:     200,
+		Chatq:            chatqBin,
+		DeployedMessages: 300,
+		LifeMessages:     100,
+		Goroutines:       4,
+		Concurrency:      8,
+		AsynqTasks:       300,
+		EnqueueMessages:  300,
+		BatchSize:        100,
+		BatchCallers:     2,
+		SendMessages:     300,
+		IdleMessages:     5,
+		Backlog:          300,
+		RedisMessages:    200,
+		WorkerMessages:   400,
+		WorkerEvery:      200,
 		Stream: bench.StreamOptions{
 			Target:        40,
 			Duration:      time.Second,
@@ -114,10 +142,18 @@ func TestRunMeasuresEverything(t *testing.T) {
 
 	rates := []string{
 		bench.BaselineEnqueue, "asynq_enqueue_autopipelined", bench.BaselineProcess, "enqueue_send", "enqueue_batch",
-		"enqueue_http", "enqueue_http_batch", "send_rate",
+		"enqueue_http", "enqueue_http_batch", "send_rate_stripped", "deployed_send_rate", "deployed_enqueue_rate",
 	}
 	if bullmq {
-		rates = append(rates, "bullmq_add_bulk", "bullmq_process")
+		rates = append(rates, "bullmq_add_bulk", "bullmq_process", "bullmq_send_rate")
+		if f := rep.Figure("deployed_send_vs_bullmq"); f == nil || f.Value <= 0 || f.Met == nil {
+			t.Errorf("figure deployed_send_vs_bullmq: %+v, want a judged ratio", f)
+		}
+		for _, name := range []string{"bullmq_send_commands", "bullmq_send_cpu_bullmq"} {
+			if f := rep.Figure(name); f == nil || f.Value <= 0 {
+				t.Errorf("figure %s: %+v, want a positive value", name, f)
+			}
+		}
 		if f := rep.Figure("enqueue_batch_vs_bullmq"); f == nil || f.Value <= 0 || f.Met == nil {
 			t.Errorf("figure enqueue_batch_vs_bullmq: %+v, want a judged ratio", f)
 		}
@@ -131,6 +167,22 @@ func TestRunMeasuresEverything(t *testing.T) {
 		if f.Baseline != "" && f.Ratio <= 0 {
 			t.Errorf("figure %s has no ratio to %s", name, f.Baseline)
 		}
+	}
+	// Each phase of the deployment counts Redis's commands and the CPU of
+	// the processes that ran it, and judges the bounds users are promised.
+	for _, name := range []string{"asynq_process_commands", "deployed_send_commands", "deployed_send_cpu_worker", "deployed_send_cpu_redis",
+		"deployed_life_commands", "deployed_life_cpu_worker", "deployed_life_cpu_api", "deployed_life_cpu_sandbox", "deployed_enqueue_commands"} {
+		if f := rep.Figure(name); f == nil || f.Value <= 0 {
+			t.Errorf("figure %s: %+v, want a positive value", name, f)
+		}
+	}
+	for _, name := range []string{"deployed_send_rate", "deployed_send_commands", "deployed_life_commands"} {
+		if f := rep.Figure(name); f == nil || f.Met == nil {
+			t.Errorf("figure %s: %+v, want its target judged", name, f)
+		}
+	}
+	if d := rep.Results.Deployed; d == nil || d.LimitWaits != 0 {
+		t.Errorf("deployed result %+v: want no send held back by a limit", d)
 	}
 	for _, name := range []string{"stream_rate", "stream_lag_p99", "latency_idle_p50", "latency_idle_p99",
 		"latency_backlog_p50", "latency_backlog_p99", "redis_bytes_per_message", "worker_heap_first", "worker_heap_last"} {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/chatq/chatq/enqueue"
-	"github.com/chatq/chatq/internal/sandbox"
 	"github.com/chatq/chatq/internal/store"
 )
 
@@ -29,15 +28,17 @@ type LatencyResult struct {
 // before was submitted and a random pause of up to 20ms) and while a
 // worker of concurrency sends drains backlog bulk messages (one
 // transactional message every 10ms while the bulk queue lasts).
-func Latency(ctx context.Context, env *Env, idle, backlog, concurrency int) (LatencyResult, error) {
+// The sandbox and the worker are chatq processes started from the binary
+// chatq; the messages are sent with chatq's Go library from this process.
+func Latency(ctx context.Context, env *Env, chatq string, idle, backlog, concurrency int) (LatencyResult, error) {
 	var res LatencyResult
 	var err error
-	if res.Idle, err = idleLatency(ctx, env, idle, concurrency); err != nil {
+	if res.Idle, err = idleLatency(ctx, env, chatq, idle, concurrency); err != nil {
 		return res, err
 	}
 	env.logf("latency, idle: %d transactional messages: p50 %.1fms, p99 %.1fms", res.Idle.Count, ms(res.Idle.P50), ms(res.Idle.P99))
 	res.BacklogSize = backlog
-	if res.Backlog, res.BulkRate, err = backlogLatency(ctx, env, backlog, concurrency); err != nil {
+	if res.Backlog, res.BulkRate, err = backlogLatency(ctx, env, chatq, backlog, concurrency); err != nil {
 		return res, err
 	}
 	env.logf("latency, draining %d bulk messages (%.0f/s): %d transactional messages: p50 %.1fms, p99 %.1fms",
@@ -45,18 +46,20 @@ func Latency(ctx context.Context, env *Env, idle, backlog, concurrency int) (Lat
 	return res, nil
 }
 
-func idleLatency(ctx context.Context, env *Env, n, concurrency int) (Latencies, error) {
+func idleLatency(ctx context.Context, env *Env, chatq string, n, concurrency int) (Latencies, error) {
 	if err := env.flush(ctx); err != nil {
 		return Latencies{}, err
 	}
+	d, err := startDeployment(ctx, env, chatq, concurrency, 0)
+	if err != nil {
+		return Latencies{}, fmt.Errorf("idle latency: %w", err)
+	}
+	defer d.close()
 	s := newStack(env)
 	defer s.close()
-	if err := s.startSandbox(sandbox.Config{}); err != nil {
-		return Latencies{}, err
-	}
 	client := s.enqueueClient(8, enqueue.Config{})
-	if _, err := s.startWorker(workerConfig(concurrency)); err != nil {
-		return Latencies{}, err
+	if err := d.startWorker(ctx); err != nil {
+		return Latencies{}, fmt.Errorf("idle latency: %w", err)
 	}
 	starts := map[string]time.Time{}
 	ids := make([]string, 0, n)
@@ -68,7 +71,7 @@ func idleLatency(ctx context.Context, env *Env, n, concurrency int) (Latencies, 
 		}
 		starts[rec.ID] = t0
 		ids = append(ids, rec.ID)
-		if err := waitCount(ctx, "idle latency: send", &s.sent.n, int64(i+1), 10*time.Second); err != nil {
+		if err := d.waitAccepted(ctx, "idle latency: send", i+1, 10*time.Second); err != nil {
 			return Latencies{}, err
 		}
 		// A random pause, so that messages arrive at every point of the
@@ -78,22 +81,24 @@ func idleLatency(ctx context.Context, env *Env, n, concurrency int) (Latencies, 
 	return submitLatencies(ctx, store.New(s.redis(4), store.Config{}), ids, starts)
 }
 
-func backlogLatency(ctx context.Context, env *Env, backlog, concurrency int) (Latencies, Rate, error) {
+func backlogLatency(ctx context.Context, env *Env, chatq string, backlog, concurrency int) (Latencies, Rate, error) {
 	if err := env.flush(ctx); err != nil {
 		return Latencies{}, Rate{}, err
 	}
+	d, err := startDeployment(ctx, env, chatq, concurrency, 0)
+	if err != nil {
+		return Latencies{}, Rate{}, fmt.Errorf("backlog latency: %w", err)
+	}
+	defer d.close()
 	s := newStack(env)
 	defer s.close()
-	if err := s.startSandbox(sandbox.Config{}); err != nil {
-		return Latencies{}, Rate{}, err
-	}
 	client := s.enqueueClient(72, enqueue.Config{})
 	if _, err := enqueueAll(ctx, client, 0, backlog, enqueue.Bulk); err != nil {
 		return Latencies{}, Rate{}, fmt.Errorf("backlog latency: %w", err)
 	}
 	start := time.Now()
-	if _, err := s.startWorker(workerConfig(concurrency)); err != nil {
-		return Latencies{}, Rate{}, err
+	if err := d.startWorker(ctx); err != nil {
+		return Latencies{}, Rate{}, fmt.Errorf("backlog latency: %w", err)
 	}
 	starts := map[string]time.Time{}
 	var ids []string
@@ -101,7 +106,14 @@ func backlogLatency(ctx context.Context, env *Env, backlog, concurrency int) (La
 	defer tick.Stop()
 	// Transactional messages go on while at least a twentieth of the bulk
 	// is left, so that every one of them meets a busy worker.
-	for int(s.sent.n.Load())-len(ids) < backlog-backlog/20 {
+	for {
+		st, err := d.sandboxStats(ctx)
+		if err != nil {
+			return Latencies{}, Rate{}, fmt.Errorf("backlog latency: %w", err)
+		}
+		if int(st.Accepted)-len(ids) >= backlog-backlog/20 {
+			break
+		}
 		select {
 		case <-ctx.Done():
 			return Latencies{}, Rate{}, ctx.Err()
@@ -116,7 +128,7 @@ func backlogLatency(ctx context.Context, env *Env, backlog, concurrency int) (La
 		ids = append(ids, rec.ID)
 	}
 	total := int64(backlog + len(ids))
-	if err := waitCount(ctx, "backlog latency: sends", &s.sent.n, total, time.Minute); err != nil {
+	if err := d.waitAccepted(ctx, "backlog latency: sends", int(total), time.Minute); err != nil {
 		return Latencies{}, Rate{}, err
 	}
 	bulk := Rate{Count: backlog, Elapsed: time.Since(start)}

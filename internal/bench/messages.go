@@ -70,3 +70,19 @@ func batchBody(from, n int, prio enqueue.Priority) ([]byte, error) {
 	b.WriteString(`]}`)
 	return b.Bytes(), nil
 }
+
+// batchOf returns the JSON body of POST /v1/messages/batch for messages
+// from, from+1, ... from+n-1, their destinations starting with prefix.
+func batchOf(prefix string, from, n int, prio enqueue.Priority) ([]byte, error) {
+	msgs := make([]*enqueue.Message, n)
+	for i := range msgs {
+		msgs[i] = textMessage(prefix, from+i, prio)
+	}
+	b, err := json.Marshal(struct {
+		Messages []*enqueue.Message `json:"messages"`
+	}{msgs})
+	if err != nil {
+		return nil, fmt.Errorf("encode batch: %w", err)
+	}
+	return b, nil
+}

@@ -60,7 +60,8 @@ type Figure struct {
 	// Label says what was measured, for the table.
 	Label string  `json:"label"`
 	Value float64 `json:"value"`
-	// Unit is "msg/s", "ms", "B/msg", "MiB", "%" or "x" (a ratio).
+	// Unit is "msg/s", "ms", "B/msg", "MiB", "%", "x" (a ratio), "cmd/msg"
+	// (Redis commands per message) or "µs/msg" (CPU time per message).
 	Unit string `json:"unit"`
 	// Baseline names the baseline figure the value is divided by for Ratio;
 	// empty for figures that are not rates.
@@ -114,18 +115,21 @@ type Results struct {
 	AsynqEnqueue *Rate `json:"asynq_enqueue,omitempty"`
 	// AsynqEnqueueAutopipelined is bare asynq through go-redis's
 	// autopipeliner, as chatq's enqueue client runs it.
-	AsynqEnqueueAutopipelined *Rate          `json:"asynq_enqueue_autopipelined,omitempty"`
-	BullMQ                    *BullMQResult  `json:"bullmq,omitempty"`
-	AsynqProcess              *Rate          `json:"asynq_process,omitempty"`
-	EnqueueSend               *Rate          `json:"enqueue_send,omitempty"`
-	EnqueueBatch              *Rate          `json:"enqueue_batch,omitempty"`
-	EnqueueHTTP               *Rate          `json:"enqueue_http,omitempty"`
-	EnqueueHTTPBatch          *Rate          `json:"enqueue_http_batch,omitempty"`
-	SendRate                  *Rate          `json:"send_rate,omitempty"`
-	Stream                    *StreamResult  `json:"stream,omitempty"`
-	Latency                   *LatencyResult `json:"latency,omitempty"`
-	RedisMemory               *RedisMemory   `json:"redis_memory,omitempty"`
-	WorkerMemory              *WorkerMemory  `json:"worker_memory,omitempty"`
+	AsynqEnqueueAutopipelined *Rate         `json:"asynq_enqueue_autopipelined,omitempty"`
+	BullMQ                    *BullMQResult `json:"bullmq,omitempty"`
+	AsynqProcess              *Rate         `json:"asynq_process,omitempty"`
+	EnqueueSend               *Rate         `json:"enqueue_send,omitempty"`
+	EnqueueBatch              *Rate         `json:"enqueue_batch,omitempty"`
+	EnqueueHTTP               *Rate         `json:"enqueue_http,omitempty"`
+	EnqueueHTTPBatch          *Rate         `json:"enqueue_http_batch,omitempty"`
+	// AsynqProcessCommands is the Redis commands of the no-op processing.
+	AsynqProcessCommands int64           `json:"asynq_process_commands,omitempty"`
+	Deployed             *DeployedResult `json:"deployed,omitempty"`
+	SendRate             *Rate           `json:"send_rate,omitempty"`
+	Stream               *StreamResult   `json:"stream,omitempty"`
+	Latency              *LatencyResult  `json:"latency,omitempty"`
+	RedisMemory          *RedisMemory    `json:"redis_memory,omitempty"`
+	WorkerMemory         *WorkerMemory   `json:"worker_memory,omitempty"`
 }
 
 func newMachine() Machine {
@@ -242,7 +246,7 @@ func (r *Report) WriteJSON(path string) error {
 // and a sensible number of decimals for small ones.
 func formatValue(v float64, unit string) string {
 	switch {
-	case unit == "ms" && v < 100, unit == "MiB", unit == "%":
+	case unit == "ms" && v < 100, unit == "MiB", unit == "%", unit == "cmd/msg":
 		return trimFloat1(v)
 	case math.Abs(v) >= 1000:
 		return thousands(int64(math.Round(v)))

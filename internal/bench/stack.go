@@ -167,11 +167,6 @@ func (s *stack) startAPI(client *enqueue.Client, wrap func(http.Handler) http.Ha
 	return url, nil
 }
 
-// registerWebhook points the sandbox's webhooks at the API.
-func (s *stack) registerWebhook(ctx context.Context, apiURL string) error {
-	return s.upstream().RegisterWebhook(ctx, apiURL+"/webhooks/chatarchitect/"+webhookSecret)
-}
-
 // startWorker starts a worker sending to the sandbox through s.sent.
 func (s *stack) startWorker(cfg worker.Config) (*worker.Worker, error) {
 	rdb := s.redis(cfg.Concurrency + 32)
@@ -185,10 +180,11 @@ func (s *stack) startWorker(cfg worker.Config) (*worker.Worker, error) {
 	return w, nil
 }
 
-// workerConfig is the worker as chatq runs it by default (transactional=6,
-// bulk=1, default retries), with concurrency sends in flight. chatq's flow
-// control is left off: the sandbox has no limit either, and the benchmark
-// measures chatq's own cost.
+// workerConfig is the stripped worker of the in-process measurements (the
+// stripped send rate, the worker's heap): queues transactional=6, bulk=1,
+// default retries, concurrency sends in flight, and no flow control, no
+// conversation policy and no metrics. It is not what "chatq worker" runs;
+// the deployed measurements start that.
 func workerConfig(concurrency int) worker.Config {
 	return worker.Config{Concurrency: concurrency}
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -15,7 +17,6 @@ import (
 
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/chatarchitect"
-	"github.com/chatq/chatq/internal/sandbox"
 	"github.com/chatq/chatq/internal/store"
 )
 
@@ -23,7 +24,7 @@ import (
 // defaults named on each.
 type StreamOptions struct {
 	// Target is the rate, in messages per second, held for Duration first;
-	// zero means 1000 (WhatsApp's highest tier per number).
+	// zero means 2500.
 	Target float64 `json:"target"`
 	// Duration is how long a rate must hold to count; zero means 60s.
 	Duration time.Duration `json:"duration_ns"`
@@ -40,6 +41,8 @@ type StreamOptions struct {
 	// WebhookDelay is the sandbox's delay between a message's webhooks;
 	// zero means 50ms.
 	WebhookDelay time.Duration `json:"webhook_delay_ns"`
+	// Chatq is the chatq binary started as the sandbox, API and worker.
+	Chatq string `json:"-"`
 	// Concurrency is the worker's; zero means 50.
 	Concurrency int `json:"concurrency"`
 	// Priority is the messages' priority; empty means bulk, as a campaign
@@ -51,7 +54,7 @@ type StreamOptions struct {
 }
 
 func (o *StreamOptions) withDefaults() {
-	o.Target = cmpOr(o.Target, 1000)
+	o.Target = cmpOr(o.Target, 2500)
 	o.Duration = cmpOr(o.Duration, 60*time.Second)
 	o.ProbeDuration = cmpOr(o.ProbeDuration, 10*time.Second)
 	o.Step = cmpOr(o.Step, 1.25)
@@ -184,30 +187,48 @@ func Stream(ctx context.Context, env *Env, opts StreamOptions) (StreamResult, er
 	return res, nil
 }
 
-// streamStep runs the stream at rate for d, then waits for what is in
+// streamStep runs the stream at rate for window, then waits for what is in
 // flight to finish.
-func streamStep(ctx context.Context, env *Env, opts StreamOptions, rate float64, d time.Duration) (StreamStep, error) {
-	step := StreamStep{Rate: rate, Duration: d}
+func streamStep(ctx context.Context, env *Env, opts StreamOptions, rate float64, window time.Duration) (StreamStep, error) {
+	step := StreamStep{Rate: rate, Duration: window}
 	if err := env.flush(ctx); err != nil {
 		return step, err
 	}
+	d, err := startDeployment(ctx, env, opts.Chatq, opts.Concurrency, opts.WebhookDelay)
+	if err != nil {
+		return step, fmt.Errorf("stream: %w", err)
+	}
+	defer d.close()
+	// The sandbox posts the webhooks to a relay in this process, which
+	// notes when the watched ones arrive and passes every one on to the
+	// API's receiver.
+	tr := newTracker()
 	s := newStack(env)
 	defer s.close()
-	if err := s.startSandbox(sandbox.Config{WebhookDelay: opts.WebhookDelay, WebhookWorkers: 64}); err != nil {
-		return step, err
-	}
-	tr := newTracker()
-	apiURL, err := s.startAPI(s.enqueueClient(64, enqueue.Config{}), tr.middleware)
+	target, err := url.Parse(d.apiURL)
 	if err != nil {
-		return step, err
+		return step, fmt.Errorf("stream: %w", err)
 	}
-	if err := s.registerWebhook(ctx, apiURL); err != nil {
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.Transport = &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute}
+	relayURL, err := s.serve(tr.middleware(proxy))
+	if err != nil {
+		return step, fmt.Errorf("stream: relay: %w", err)
+	}
+	if err := d.registerWebhook(ctx, relayURL); err != nil {
 		return step, fmt.Errorf("stream: %w", err)
 	}
 	client := s.enqueueClient(72, enqueue.Config{})
 	st := store.New(s.redis(8), store.Config{})
-	if _, err := s.startWorker(workerConfig(opts.Concurrency)); err != nil {
-		return step, err
+	if err := d.startWorker(ctx); err != nil {
+		return step, fmt.Errorf("stream: %w", err)
+	}
+	accepted := func() int {
+		stats, err := d.sandboxStats(ctx)
+		if err != nil {
+			return 0
+		}
+		return int(stats.Accepted)
 	}
 
 	pollCtx, stopPoll := context.WithCancel(ctx)
@@ -230,11 +251,11 @@ func streamStep(ctx context.Context, env *Env, opts StreamOptions, rate float64,
 	// script cache, the first garbage collections) does not count.
 	every := max(1, int(rate/20))
 	var producedBefore, sentBefore int
-	ids, err := produce(ctx, client, tr, rate, opts.Warmup, d, every, opts.Priority, func(produced int) {
-		producedBefore, sentBefore = produced, int(s.sent.n.Load())
+	ids, err := produce(ctx, client, tr, rate, opts.Warmup, window, every, opts.Priority, func(produced int) {
+		producedBefore, sentBefore = produced, accepted()
 		tr.open(time.Now())
 	})
-	sent := int(s.sent.n.Load())
+	sent := accepted()
 	step.Messages, step.Total = len(ids)-producedBefore, len(ids)
 	step.Sent, step.Backlog = sent-sentBefore, len(ids)-sent
 	if err != nil {
@@ -244,10 +265,11 @@ func streamStep(ctx context.Context, env *Env, opts StreamOptions, rate float64,
 	// Everything in flight gets time to finish: the backlog, then each
 	// message's webhooks. The records are read once all is quiet, so that
 	// reading them does not slow the last webhooks down.
-	achieved := max(float64(step.Sent)/d.Seconds(), 1)
+	achieved := max(float64(step.Sent)/window.Seconds(), 1)
 	drain := time.Duration(float64(step.Backlog)/achieved*float64(time.Second)) + 8*opts.WebhookDelay + 30*time.Second
 	if err := waitUntil(ctx, drain, func() bool {
-		return int(s.sent.n.Load()) >= len(ids) && s.sandbox.Stats().WebhooksPending == 0 && tr.settled()
+		stats, err := d.sandboxStats(ctx)
+		return err == nil && int(stats.Accepted) >= len(ids) && stats.WebhooksPending == 0 && tr.settled()
 	}); err != nil {
 		return step, err
 	}
@@ -267,12 +289,15 @@ func streamStep(ctx context.Context, env *Env, opts StreamOptions, rate float64,
 			step.Incomplete++
 		}
 	}
-	stats := s.sandbox.Stats()
+	stats, err := d.sandboxStats(ctx)
+	if err != nil {
+		return step, fmt.Errorf("stream: %w", err)
+	}
 	step.Webhooks, step.WebhooksFailed = stats.WebhooksSent, stats.WebhooksFailed+stats.WebhooksDropped
 	step.Lag = summarize(tr.lags)
 
 	var why []string
-	if want := int(rate * d.Seconds()); step.Messages < want*99/100 {
+	if want := int(rate * window.Seconds()); step.Messages < want*99/100 {
 		why = append(why, fmt.Sprintf("the producer enqueued %d of %d", step.Messages, want))
 	}
 	if step.Backlog > int(rate) {

@@ -42,19 +42,19 @@ type Config struct {
 	// dropped, with an error in the log, so that the next can go. Zero
 	// means 24h.
 	GiveUpAfter time.Duration
-	// SweepGrace is how long notices may wait, undelivered, before Sweep
-	// hands them a new task; zero means 1m.
-	SweepGrace time.Duration
 	// Metrics, if set, counts the delivery attempts; nil counts nothing.
 	Metrics *metrics.Metrics
+	// WebhookURLs tells where the applications of senders want their
+	// webhooks forwarded (relay.go); nil forwards none.
+	WebhookURLs WebhookURLs
 }
 
 // maxAnswer bounds what is read of a receiver's answer, which is ignored
 // but for its status: reading a little lets the connection be reused.
 const maxAnswer = 64 << 10
 
-// Deliverer is the asynq handler of TaskStatus and TaskInbound, and the
-// sweeper of notices left without a task.
+// Deliverer is the asynq handler of TaskStatus, TaskInbound and
+// TaskRelay, and the sweeper of notices left without a task.
 type Deliverer struct {
 	cfg      Config
 	store    *store.Store
@@ -77,9 +77,6 @@ func New(st *store.Store, q *asynq.Client, cfg Config, log *zap.Logger) (*Delive
 	}
 	if cfg.GiveUpAfter <= 0 {
 		cfg.GiveUpAfter = 24 * time.Hour
-	}
-	if cfg.SweepGrace <= 0 {
-		cfg.SweepGrace = time.Minute
 	}
 	return &Deliverer{
 		cfg:      cfg,
@@ -120,6 +117,7 @@ func newHTTPClient(timeout time.Duration, guarded bool) *http.Client {
 func (d *Deliverer) Register(mux *asynq.ServeMux) {
 	mux.HandleFunc(TaskStatus, d.deliverStatus)
 	mux.HandleFunc(TaskInbound, d.deliverInbound)
+	mux.HandleFunc(TaskRelay, d.deliverRelay)
 }
 
 // lockKey guards the delivery of one message's notices: one deliverer at
@@ -149,13 +147,14 @@ func (d *Deliverer) deliverStatus(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	// The sweeper must not add attempts between the retries of a failing
-	// receiver: it waits for the next retry's time, and a grace after it.
+	// receiver: it waits for the next retry's time, and the store's
+	// NoticeGrace after it.
 	next := MaxDelay // a sweep tries once; the next sweep tries again
 	var re *retryError
 	if !p.Sweep && errors.As(err, &re) {
 		next = re.delay
 	}
-	if derr := d.store.DeferNotices(context.WithoutCancel(ctx), p.ID, d.now().Add(next)); derr != nil {
+	if derr := d.store.DeferNotices(context.WithoutCancel(ctx), d.now().Add(next), p.ID); derr != nil {
 		d.log.Warn("deferring status callbacks", zap.String("message_id", p.ID), zap.Error(derr))
 	}
 	if p.Sweep {
@@ -315,15 +314,13 @@ func retryAfterHeader(v string) time.Duration {
 	return 0
 }
 
-// Sweep hands a new task to every message whose notices have waited
-// longer than SweepGrace: its notifier failed or died before enqueueing,
-// or its receiver keeps failing. It returns how many tasks it enqueued.
-func (d *Deliverer) Sweep(ctx context.Context) (int, error) {
-	ids, err := d.store.NoticesDue(ctx, d.now().Add(-d.cfg.SweepGrace), 500)
-	if err != nil {
-		return 0, err
-	}
+// Sweep hands a new task to the messages ids whose notices the due index
+// found waiting (store.Store.Due): their notifier failed or died before
+// enqueueing, or their receiver keeps failing. Each is left alone for the
+// store's NoticeGrace after. It returns how many tasks it enqueued.
+func (d *Deliverer) Sweep(ctx context.Context, ids []string) (int, error) {
 	n := 0
+	var handed []string
 	for _, id := range ids {
 		b, _ := json.Marshal(statusTask{ID: id, Sweep: true})
 		// Retention 0 and a task that never fails: its id is free again
@@ -333,10 +330,15 @@ func (d *Deliverer) Sweep(ctx context.Context) (int, error) {
 		switch {
 		case errors.Is(err, asynq.ErrTaskIDConflict):
 		case err != nil:
+			_ = d.store.DeferNotices(ctx, d.now(), handed...)
 			return n, fmt.Errorf("sweep callbacks: %w", err)
 		default:
 			n++
 		}
+		handed = append(handed, id)
+	}
+	if err := d.store.DeferNotices(ctx, d.now(), handed...); err != nil {
+		return n, fmt.Errorf("sweep callbacks: %w", err)
 	}
 	return n, nil
 }

@@ -77,7 +77,7 @@ type bundle struct {
 func setup(tb testing.TB, cfg Config) *bundle {
 	tb.Helper()
 	rdb := redistest.Start(tb).Client(tb)
-	st := store.New(rdb, store.Config{})
+	st := store.New(rdb, store.Config{NoticeGrace: time.Second})
 	q := asynq.NewClientFromRedisClient(rdb)
 	cfg.Secret = secret
 	d, err := New(st, q, cfg, zaptest.NewLogger(tb))
@@ -85,6 +85,30 @@ func setup(tb testing.TB, cfg Config) *bundle {
 		tb.Fatal(err)
 	}
 	return &bundle{st: st, q: q, d: d}
+}
+
+// sweep hands a task to the notices the due index has due at at, as the
+// worker that sweeps it does, and returns how many it enqueued.
+func (b *bundle) sweep(tb testing.TB, at time.Time) int {
+	tb.Helper()
+	ctx := context.Background()
+	entries, err := b.st.Due(ctx, at, 100)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var ids []string
+	for _, e := range entries {
+		if e.Notices {
+			ids = append(ids, e.ID)
+		}
+	}
+	b.d.now = func() time.Time { return at }
+	defer func() { b.d.now = time.Now }()
+	n, err := b.d.Sweep(ctx, ids)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
 }
 
 // message creates a record with a callback URL and moves it through
@@ -102,7 +126,7 @@ func (b *bundle) message(tb testing.TB, id, url string, steps ...store.Status) {
 		var err error
 		switch s {
 		case store.Sending:
-			_, _, err = b.st.Begin(ctx, id, now)
+			_, _, err = b.st.Begin(ctx, id, now, store.Owner{})
 		case store.Submitted:
 			_, err = b.st.Submit(ctx, id, "pid-"+id, now)
 		default:
@@ -121,7 +145,7 @@ func task(id string, seq int64) *asynq.Task {
 
 func TestStatusNoticesAreDeliveredInOrderAndRetried(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{AllowPrivate: true, SweepGrace: time.Second})
+	b := setup(t, Config{AllowPrivate: true})
 	ctx := context.Background()
 	s := newSink(t, http.StatusServiceUnavailable, http.StatusOK, http.StatusInternalServerError)
 	b.message(t, "m1", s.srv.URL, store.Sending, store.Submitted, store.Delivered)
@@ -140,12 +164,10 @@ func TestStatusNoticesAreDeliveredInOrderAndRetried(t *testing.T) {
 		at   time.Duration
 		want int
 	}{{2 * time.Second, 0}, {5 * time.Second, 1}} {
-		b.d.now = func() time.Time { return start.Add(tt.at) }
-		if n, err := b.d.Sweep(ctx); err != nil || n != tt.want {
-			t.Errorf("sweep %s after the failure: %d %v, want %d", tt.at, n, err, tt.want)
+		if n := b.sweep(t, start.Add(tt.at)); n != tt.want {
+			t.Errorf("sweep %s after the failure: %d, want %d", tt.at, n, tt.want)
 		}
 	}
-	b.d.now = time.Now
 	// Second try: one notice goes, the next is refused.
 	if err := b.d.deliverStatus(ctx, task("m1", 4)); err == nil {
 		t.Fatal("second delivery succeeded despite a 500")
@@ -216,19 +238,19 @@ func TestOldNoticesAreGivenUp(t *testing.T) {
 
 func TestSweepHandsStrandedNoticesATask(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{AllowPrivate: true, SweepGrace: time.Second})
+	b := setup(t, Config{AllowPrivate: true})
 	s := newSink(t)
 	// The store has no notifier: as if the process died before enqueueing.
 	b.message(t, "m4", s.srv.URL, store.Sending)
-	b.d.now = func() time.Time { return time.Now().Add(2 * time.Second) }
-	n, err := b.d.Sweep(context.Background())
-	if err != nil || n != 1 {
-		t.Fatalf("sweep: %d %v", n, err)
+	if n := b.sweep(t, time.Now().Add(500*time.Millisecond)); n != 0 {
+		t.Fatalf("sweep before the grace: %d tasks", n)
+	}
+	if n := b.sweep(t, time.Now().Add(2*time.Second)); n != 1 {
+		t.Fatalf("sweep: %d tasks, want 1", n)
 	}
 	// The next sweep finds the task still waiting: no second one.
-	b.d.now = func() time.Time { return time.Now().Add(time.Minute) }
-	if n, err := b.d.Sweep(context.Background()); err != nil || n != 0 {
-		t.Errorf("second sweep: %d %v", n, err)
+	if n := b.sweep(t, time.Now().Add(time.Minute)); n != 0 {
+		t.Errorf("second sweep: %d tasks, want 0", n)
 	}
 	info, err := asynq.NewInspectorFromRedisClient(b.st.Redis()).GetTaskInfo(Queue, "cb:m4:sweep")
 	if err != nil {

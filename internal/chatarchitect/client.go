@@ -174,6 +174,16 @@ func New(cfg Config, hc *http.Client) *Client {
 	return c
 }
 
+// NewHTTPClient returns the http.Client New builds when given none, for a
+// caller that shares one among the clients of several apps: their sends go
+// to one host and reuse its connections.
+func NewHTTPClient(timeout time.Duration) *http.Client {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	return newHTTPClient(timeout)
+}
+
 // newHTTPClient builds the default http.Client. A worker runs 50 or more
 // sends at once against one host; the default transport keeps only 2 idle
 // connections per host, so most sends would open a new TLS connection.
@@ -205,10 +215,23 @@ const (
 	envelopePayload = `,"payload":`
 )
 
+// envelopeSource names the business number in the send body. The
+// overview's body names none (the app's credentials say who sends); when
+// one app has several numbers, chatq adds Gupshup's "source" field, which
+// ChatArchitect's API is assumed to pass on, since it fronts Gupshup.
+const envelopeSource = `,"source":`
+
 // Send posts one message to /whatsappmessage and returns the upstream's
 // messageId. payload is the ChatArchitect payload object, forwarded byte for
 // byte. Every failure is an *APIError whose Class says what to do next.
 func (c *Client) Send(ctx context.Context, destination string, payload json.RawMessage) (messageID string, err error) {
+	return c.SendFrom(ctx, "", destination, payload)
+}
+
+// SendFrom is Send from one business number of an app that has several:
+// the body carries "source": source. An empty source sends exactly Send's
+// body, the overview's.
+func (c *Client) SendFrom(ctx context.Context, source, destination string, payload json.RawMessage) (messageID string, err error) {
 	if destination == "" {
 		return "", &APIError{Class: ClassPermanent, Reason: "empty destination"}
 	}
@@ -219,9 +242,13 @@ func (c *Client) Send(ctx context.Context, destination string, payload json.RawM
 	}
 	// One exact-size allocation, not a pooled buffer: a transport may still
 	// read a request body after Do returns (see http.RoundTripper).
-	body := make([]byte, 0, len(envelopeHead)+len(destination)+2+len(envelopePayload)+len(payload)+1)
+	body := make([]byte, 0, len(envelopeHead)+len(destination)+2+len(envelopeSource)+len(source)+2+len(envelopePayload)+len(payload)+1)
 	body = append(body, envelopeHead...)
 	body = appendJSONString(body, destination)
+	if source != "" {
+		body = append(body, envelopeSource...)
+		body = appendJSONString(body, strings.TrimPrefix(source, "+"))
+	}
 	body = append(body, envelopePayload...)
 	body = append(body, payload...)
 	body = append(body, '}')

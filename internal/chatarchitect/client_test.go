@@ -262,7 +262,7 @@ func TestSendClassifiesAnswers(t *testing.T) {
 		},
 		{
 			name: "error object with title only", status: 400, body: `{"error":{"code":"131056","title":"Pair rate limit hit"}}`,
-			want: APIError{StatusCode: 400, Code: "131056", Reason: "Pair rate limit hit", Class: ClassRateLimited},
+			want: APIError{StatusCode: 400, Code: "131056", Reason: "Pair rate limit hit", Class: ClassRateLimited, Marker: MarkerPairRate},
 		},
 		{
 			name: "message as an object", status: 400, body: `{"status":"error","message":{"code":1003,"message":"Insufficient balance"}}`,
@@ -301,14 +301,22 @@ func TestSendClassifiesAnswers(t *testing.T) {
 // a string, at the top level and in a nested error object, under various
 // statuses: a known code decides whatever the status.
 func TestSendClassifiesCodes(t *testing.T) {
-	codes := map[string]Class{
-		"130429": ClassRateLimited, "4001": ClassRateLimited, "131056": ClassRateLimited,
-		"131000": ClassRetryable, "131016": ClassRetryable, "131057": ClassRetryable, "2": ClassRetryable,
-		"368": ClassAccount, "131031": ClassAccount, "131042": ClassAccount, "1003": ClassAccount,
-		"131026": ClassPermanent, "1002": ClassPermanent, "131051": ClassPermanent, "131052": ClassPermanent,
-		"131053": ClassPermanent, "132000": ClassPermanent, "132012": ClassPermanent,
-		"131047": ClassPolicy, "1004": ClassPolicy, "1005": ClassPolicy, "1006": ClassPolicy,
-		"1007": ClassPolicy, "1008": ClassPolicy, "131050": ClassPolicy, "1012": ClassPolicy,
+	codes := map[string]CodeInfo{
+		"130429": {ClassRateLimited, MarkerNone}, "4001": {ClassRateLimited, MarkerNone},
+		"131056": {ClassRateLimited, MarkerPairRate}, "131048": {ClassRateLimited, MarkerSenderSpam},
+		"80007":  {ClassRateLimited, MarkerAccountWide},
+		"131000": {ClassRetryable, MarkerNone}, "131016": {ClassRetryable, MarkerNone},
+		"131057": {ClassRetryable, MarkerNotAFailure}, "2": {ClassRetryable, MarkerNone},
+		"368": {ClassAccount, MarkerNone}, "131031": {ClassAccount, MarkerNone}, "131042": {ClassAccount, MarkerNone},
+		"1003":   {ClassAccount, MarkerNone},
+		"131026": {ClassPermanent, MarkerNone}, "1002": {ClassPermanent, MarkerNone}, "131051": {ClassPermanent, MarkerNone},
+		"131052": {ClassPermanent, MarkerNone}, "131053": {ClassPermanent, MarkerNone}, "132000": {ClassPermanent, MarkerNone},
+		"132012": {ClassPermanent, MarkerNone}, "130472": {ClassPermanent, MarkerHoldOut},
+		"130497": {ClassPermanent, MarkerCountryRefused}, "132016": {ClassPermanent, MarkerTemplateDisabled},
+		"131047": {ClassPolicy, MarkerNone}, "1004": {ClassPolicy, MarkerNone}, "1005": {ClassPolicy, MarkerNone},
+		"1006": {ClassPolicy, MarkerNone}, "1007": {ClassPolicy, MarkerNone}, "1008": {ClassPolicy, MarkerNone},
+		"131050": {ClassPolicy, MarkerNone}, "1012": {ClassPolicy, MarkerNone},
+		"131049": {ClassMarketingCapped, MarkerNone}, "132015": {ClassTemplatePaused, MarkerNone},
 	}
 	shapes := []struct {
 		name   string
@@ -342,12 +350,12 @@ func TestSendClassifiesCodes(t *testing.T) {
 		_, _ = io.WriteString(w, body)
 	})
 	c := newClient(t, srv.URL, time.Second)
-	for code, class := range codes {
+	for code, info := range codes {
 		for _, shape := range shapes {
 			current.Store(fmt.Sprint(shape.status) + " " + shape.body(code))
 			_, err := c.Send(context.Background(), testDest, json.RawMessage(`{"type":"text","message":"hi"}`))
 			got := asAPIError(t, err)
-			want := &APIError{StatusCode: shape.status, Code: code, Reason: "m", Class: class}
+			want := &APIError{StatusCode: shape.status, Code: code, Reason: "m", Class: info.Class, Marker: info.Marker}
 			if diff := cmp.Diff(want, got, ignoreErr); diff != "" {
 				t.Errorf("code %s, %s: APIError mismatch (-want +got):\n%s", code, shape.name, diff)
 			}

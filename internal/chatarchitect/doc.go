@@ -17,7 +17,9 @@
 //   - The getHSM answer lists "templates"; the submit_template answer
 //     carries the new "template" (assumed after Gupshup; Template, answer).
 //   - What each HTTP status and error code means for chatq: classifyStatus
-//     and ClassifyCode in errors.go.
+//     in errors.go, and codeTable in codes.go (each code's class and marker).
 //   - Webhooks: Gupshup's v2 envelope and the overview's short form, event
-//     ids and timestamps: ParseWebhook in webhook.go.
+//     ids and timestamps: ParseWebhook in webhook.go; where a status event's
+//     pricing object sits and what it holds: Pricing; the shape of template
+//     status webhooks: TemplateEvent.
 package chatarchitect

@@ -31,6 +31,14 @@ const (
 	// (credentials, balance, a blocked business number): sending pauses
 	// instead of burning every message's retries.
 	ClassAccount Class = "account"
+	// ClassMarketingCapped is WhatsApp's per-user marketing cap (131049):
+	// not the sender's error and not final; that recipient's marketing
+	// messages are to wait a day or more, while its utility and
+	// authentication messages go on.
+	ClassMarketingCapped Class = "marketing_capped"
+	// ClassTemplatePaused is a template paused for low quality (132015):
+	// every message of that template is to wait until it is active again.
+	ClassTemplatePaused Class = "template_paused"
 )
 
 // APIError is every failure of a ChatArchitect request: a refusal by the
@@ -49,6 +57,8 @@ type APIError struct {
 	RetryAfter time.Duration
 	// Class says what to do about it.
 	Class Class
+	// Marker tells what the code asks for beyond its class, if anything.
+	Marker Marker
 	// Ambiguous is set when the request had been written in full before the
 	// failure (a timeout or reset while waiting for the answer, or a 2xx
 	// answer without a messageId): the upstream may have accepted the
@@ -106,38 +116,11 @@ func IsAmbiguous(err error) bool {
 // ClassifyCode returns the class of a WhatsApp or Gupshup error code, as it
 // comes in an error answer or in a `failed` webhook. ok is false for a code
 // the table does not know; the caller then falls back on the HTTP status (for
-// an answer) or on its own default (for a webhook).
+// an answer) or on its own default (for a webhook). LookupCode tells the
+// code's marker too.
 func ClassifyCode(code string) (class Class, ok bool) {
-	code = strings.TrimSpace(code)
-	switch code {
-	case "130429", "4001", "131056":
-		// 130429: the business number's throughput; 4001: Gupshup's rate
-		// limit; 131056: too many messages to the same user (pair rate).
-		return ClassRateLimited, true
-	case "131000", "131016", "131057", "2":
-		// Something went wrong / service unavailable / account in
-		// maintenance / API service temporarily down.
-		return ClassRetryable, true
-	case "368", "131031", "131042", "1003":
-		// Blocked for policy violations / account locked / payment problem /
-		// insufficient balance: every message would fail the same way.
-		return ClassAccount, true
-	case "131026", "1002", "131051", "131052", "131053":
-		// Undeliverable / not a WhatsApp number / unsupported message type /
-		// media download or upload failed.
-		return ClassPermanent, true
-	case "131047", "1004", "1005", "1006", "1007", "1008":
-		// Outside the 24-hour customer service window: only a template may
-		// be sent.
-		return ClassPolicy, true
-	case "131050", "1012":
-		// The user opted out of marketing messages.
-		return ClassPolicy, true
-	}
-	if isTemplateCode(code) {
-		return ClassPermanent, true
-	}
-	return "", false
+	info, ok := LookupCode(code)
+	return info.Class, ok
 }
 
 // isTemplateCode reports whether code is one of WhatsApp's 132xxx template
@@ -187,9 +170,9 @@ func classifyStatus(status int) Class {
 // reason come from the body when it could be parsed; a known code wins over
 // the HTTP status.
 func classify(status int, code, reason string, retryAfter time.Duration) *APIError {
-	class, ok := ClassifyCode(code)
+	info, ok := LookupCode(code)
 	if !ok {
-		class = classifyStatus(status)
+		info.Class = classifyStatus(status)
 	}
 	if reason == "" {
 		reason = http.StatusText(status)
@@ -199,7 +182,8 @@ func classify(status int, code, reason string, retryAfter time.Duration) *APIErr
 		Code:       code,
 		Reason:     reason,
 		RetryAfter: retryAfter,
-		Class:      class,
+		Class:      info.Class,
+		Marker:     info.Marker,
 	}
 }
 

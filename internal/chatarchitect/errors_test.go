@@ -9,55 +9,116 @@ import (
 	"time"
 )
 
-func TestClassifyCode(t *testing.T) {
+func TestLookupCode(t *testing.T) {
 	tests := []struct {
-		code  string
-		class Class
-		ok    bool
+		code string
+		want CodeInfo
+		ok   bool
 	}{
-		{"130429", ClassRateLimited, true},
-		{"4001", ClassRateLimited, true},
-		{"131056", ClassRateLimited, true},
-		{"131000", ClassRetryable, true},
-		{"131016", ClassRetryable, true},
-		{"131057", ClassRetryable, true},
-		{"2", ClassRetryable, true},
-		{"368", ClassAccount, true},
-		{"131031", ClassAccount, true},
-		{"131042", ClassAccount, true},
-		{"1003", ClassAccount, true},
-		{"131026", ClassPermanent, true},
-		{"1002", ClassPermanent, true},
-		{"131051", ClassPermanent, true},
-		{"131052", ClassPermanent, true},
-		{"131053", ClassPermanent, true},
-		{"132000", ClassPermanent, true},
-		{"132001", ClassPermanent, true},
-		{"132015", ClassPermanent, true},
-		{"132999", ClassPermanent, true},
-		{"131047", ClassPolicy, true},
-		{"1004", ClassPolicy, true},
-		{"1005", ClassPolicy, true},
-		{"1006", ClassPolicy, true},
-		{"1007", ClassPolicy, true},
-		{"1008", ClassPolicy, true},
-		{"131050", ClassPolicy, true},
-		{"1012", ClassPolicy, true},
-		{" 131026 ", ClassPermanent, true},
-		{"", "", false},
-		{"0", "", false},
-		{"1009", "", false},
-		{"132", "", false},
-		{"13200", "", false},
-		{"1320000", "", false},
-		{"13200x", "", false},
-		{"x32000", "", false},
-		{"131026a", "", false},
+		{"130429", CodeInfo{ClassRateLimited, MarkerNone}, true},
+		{"4001", CodeInfo{ClassRateLimited, MarkerNone}, true},
+		{"131056", CodeInfo{ClassRateLimited, MarkerPairRate}, true},
+		{"131048", CodeInfo{ClassRateLimited, MarkerSenderSpam}, true},
+		{"80007", CodeInfo{ClassRateLimited, MarkerAccountWide}, true},
+		{"131000", CodeInfo{ClassRetryable, MarkerNone}, true},
+		{"131016", CodeInfo{ClassRetryable, MarkerNone}, true},
+		{"131057", CodeInfo{ClassRetryable, MarkerNotAFailure}, true},
+		{"2", CodeInfo{ClassRetryable, MarkerNone}, true},
+		{"368", CodeInfo{ClassAccount, MarkerNone}, true},
+		{"131031", CodeInfo{ClassAccount, MarkerNone}, true},
+		{"131042", CodeInfo{ClassAccount, MarkerNone}, true},
+		{"1003", CodeInfo{ClassAccount, MarkerNone}, true},
+		{"131026", CodeInfo{ClassPermanent, MarkerNone}, true},
+		{"1002", CodeInfo{ClassPermanent, MarkerNone}, true},
+		{"131051", CodeInfo{ClassPermanent, MarkerNone}, true},
+		{"131052", CodeInfo{ClassPermanent, MarkerNone}, true},
+		{"131053", CodeInfo{ClassPermanent, MarkerNone}, true},
+		{"130472", CodeInfo{ClassPermanent, MarkerHoldOut}, true},
+		{"130497", CodeInfo{ClassPermanent, MarkerCountryRefused}, true},
+		{"132000", CodeInfo{ClassPermanent, MarkerNone}, true},
+		{"132001", CodeInfo{ClassPermanent, MarkerNone}, true},
+		{"132015", CodeInfo{ClassTemplatePaused, MarkerNone}, true},
+		{"132016", CodeInfo{ClassPermanent, MarkerTemplateDisabled}, true},
+		{"132999", CodeInfo{ClassPermanent, MarkerNone}, true},
+		{"131049", CodeInfo{ClassMarketingCapped, MarkerNone}, true},
+		{"131047", CodeInfo{ClassPolicy, MarkerNone}, true},
+		{"1004", CodeInfo{ClassPolicy, MarkerNone}, true},
+		{"1005", CodeInfo{ClassPolicy, MarkerNone}, true},
+		{"1006", CodeInfo{ClassPolicy, MarkerNone}, true},
+		{"1007", CodeInfo{ClassPolicy, MarkerNone}, true},
+		{"1008", CodeInfo{ClassPolicy, MarkerNone}, true},
+		{"131050", CodeInfo{ClassPolicy, MarkerNone}, true},
+		{"1012", CodeInfo{ClassPolicy, MarkerNone}, true},
+		{" 131026 ", CodeInfo{ClassPermanent, MarkerNone}, true},
+		{" 132015", CodeInfo{ClassTemplatePaused, MarkerNone}, true},
+		{"", CodeInfo{}, false},
+		{"0", CodeInfo{}, false},
+		{"1009", CodeInfo{}, false},
+		{"132", CodeInfo{}, false},
+		{"13200", CodeInfo{}, false},
+		{"1320000", CodeInfo{}, false},
+		{"13200x", CodeInfo{}, false},
+		{"x32000", CodeInfo{}, false},
+		{"131026a", CodeInfo{}, false},
+		{"80008", CodeInfo{}, false},
 	}
 	for _, tt := range tests {
+		got, ok := LookupCode(tt.code)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("LookupCode(%q) = %+v, %v; want %+v, %v", tt.code, got, ok, tt.want, tt.ok)
+		}
 		class, ok := ClassifyCode(tt.code)
-		if class != tt.class || ok != tt.ok {
-			t.Errorf("ClassifyCode(%q) = %q, %v; want %q, %v", tt.code, class, ok, tt.class, tt.ok)
+		if class != tt.want.Class || ok != tt.ok {
+			t.Errorf("ClassifyCode(%q) = %q, %v; want %q, %v", tt.code, class, ok, tt.want.Class, tt.ok)
+		}
+	}
+}
+
+func TestClassifyCarriesMarker(t *testing.T) {
+	tests := []struct {
+		status int
+		code   string
+		class  Class
+		marker Marker
+	}{
+		{400, "131048", ClassRateLimited, MarkerSenderSpam},
+		{400, "130497", ClassPermanent, MarkerCountryRefused},
+		{400, "132016", ClassPermanent, MarkerTemplateDisabled},
+		{400, "132015", ClassTemplatePaused, MarkerNone},
+		{400, "131049", ClassMarketingCapped, MarkerNone},
+		{429, "80007", ClassRateLimited, MarkerAccountWide},
+		{503, "131057", ClassRetryable, MarkerNotAFailure},
+		{400, "", ClassPermanent, MarkerNone},
+		{400, "999999", ClassPermanent, MarkerNone},
+	}
+	for _, tt := range tests {
+		e := classify(tt.status, tt.code, "", 0)
+		if e.Class != tt.class || e.Marker != tt.marker {
+			t.Errorf("classify(%d, %q) = %q %q; want %q %q", tt.status, tt.code, e.Class, e.Marker, tt.class, tt.marker)
+		}
+	}
+}
+
+func TestCountryCallingCode(t *testing.T) {
+	tests := []struct{ number, want string }{
+		{"+14155550123", "1"},
+		{"14155550123", "1"},
+		{"79161234567", "7"},
+		{"447700900123", "44"},
+		{"+4915112345678", "49"},
+		{"919876543210", "91"},
+		{"971501234567", "971"},
+		{"2348012345678", "234"},
+		{"35312345678", "353"},
+		{"5511912345678", "55"},
+		{"", ""},
+		{"+", ""},
+		{"123", ""},
+		{"44abc", ""},
+	}
+	for _, tt := range tests {
+		if got := CountryCallingCode(tt.number); got != tt.want {
+			t.Errorf("CountryCallingCode(%q) = %q, want %q", tt.number, got, tt.want)
 		}
 	}
 }

@@ -264,6 +264,12 @@ func TestSandboxMagicDestinations(t *testing.T) {
 		{suffix: "0006"},
 		{suffix: "0007", timeout: shortTimeout, retried: true, first: &chatarchitect.APIError{Reason: "no answer to the request: timeout", Class: chatarchitect.ClassRetryable, Ambiguous: true}},
 		{suffix: "0008"},
+		{suffix: "0009"},
+		{suffix: "0010"},
+		{suffix: "0011", retried: true, first: &chatarchitect.APIError{StatusCode: 429, Code: "131048",
+			Reason: "Spam rate limit hit: message failed to send because there are restrictions on how many messages can be sent from this phone number",
+			Class:  chatarchitect.ClassRateLimited, Marker: chatarchitect.MarkerSenderSpam}},
+		{suffix: "0012"},
 	}
 	env := newSandbox(t, sandbox.Config{})
 	for _, tt := range tests {
@@ -667,5 +673,29 @@ func TestSandboxSendIsByteForByte(t *testing.T) {
 	}
 	if !bytes.Equal(compact.Bytes(), got[0].Payload) {
 		t.Errorf("sandbox received %s, sent %s", got[0].Payload, payload)
+	}
+}
+
+func TestSendFromNamesTheSourceOfAnAppOfSeveralNumbers(t *testing.T) {
+	e := newSandbox(t, sandbox.Config{})
+	c := e.client(t, time.Second)
+	ctx := context.Background()
+	payload := json.RawMessage(`{"type":"text","message":"hi"}`)
+	if _, err := c.SendFrom(ctx, "+4930000002", "4915100000021", payload); err != nil {
+		t.Fatalf("SendFrom: %v", err)
+	}
+	if _, err := c.Send(ctx, "4915100000022", payload); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	var got []struct {
+		Destination string `json:"destination"`
+		AppID       string `json:"app_id"`
+		Source      string `json:"source"`
+	}
+	if err := json.Unmarshal(e.control(t, http.MethodGet, "/sandbox/messages", ""), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Source != "4930000002" || got[1].Source != "" || got[0].AppID != testAppID {
+		t.Errorf("the sandbox logged %+v; want the source on the first message alone", got)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -12,6 +13,10 @@ const (
 	WebhookMessageEvent = "message-event"
 	WebhookUserEvent    = "user-event"
 	WebhookMessage      = "message"
+	// WebhookTemplateEvent reports a change of a template's status
+	// (approved, paused, disabled, rejected). Its shape is an assumption
+	// after Gupshup's; see TemplateEvent.
+	WebhookTemplateEvent = "template-event"
 )
 
 // Message event types, in the order they normally arrive. They also arrive
@@ -29,9 +34,9 @@ const (
 // not JSON, or names no usable type. The receiver answers 400 to it.
 var ErrInvalidWebhook = errors.New("invalid webhook")
 
-// Webhook is one parsed webhook. Exactly one of Event, User and Inbound is
-// set for the types chatq acts on, provided the payload carries what is
-// needed to use it; for every other webhook all three are nil.
+// Webhook is one parsed webhook. Exactly one of Event, User, Inbound and
+// Template is set for the types chatq acts on, provided the payload carries
+// what is needed to use it; for every other webhook all four are nil.
 type Webhook struct {
 	// Type is the webhook's type: WebhookMessageEvent, WebhookUserEvent,
 	// WebhookMessage or anything else the upstream sends.
@@ -44,6 +49,8 @@ type Webhook struct {
 	User *UserEvent
 	// Inbound is set for a message with a sender.
 	Inbound *InboundMessage
+	// Template is set for a template-event naming its template.
+	Template *TemplateEvent
 	// Raw is the body given to ParseWebhook, not a copy: the body must stay
 	// unchanged for as long as Raw is used.
 	Raw json.RawMessage
@@ -73,6 +80,45 @@ type MessageEvent struct {
 	// Timestamp is when the event happened, from the event's own ts, else
 	// from the webhook's timestamp; zero if neither came.
 	Timestamp time.Time
+	// Pricing is what the event says the message costs, nil when it says
+	// nothing (status events of sent and delivered messages carry it).
+	Pricing *Pricing
+}
+
+// Pricing is the pricing object of a status event: whether WhatsApp bills
+// the message, and as what. Meta bills per delivered template since
+// 1 July 2025 (marketing and authentication always, utility outside the
+// 24h window; service messages are free).
+//
+// Where it comes: Gupshup's v2 events carry it beside the event's details
+// ({"payload":{"id",...,"payload":{...},"pricing":{...}}}); chatq also
+// takes it beside the envelope's payload. The field names are Meta's
+// ("billable", "pricing_model", "category", "type"), with Gupshup's older
+// "policy" read as pricing_model. Both are assumptions, to be checked
+// against what ChatArchitect forwards.
+type Pricing struct {
+	Billable bool `json:"billable"`
+	// PricingModel is "PMP" (per message) or "CBP" (per conversation).
+	PricingModel string `json:"pricing_model"`
+	// Category is lowercase: marketing, utility, authentication, service,
+	// or another Meta category.
+	Category string `json:"category"`
+	// Type is "regular", "free_customer_service" or "free_entry_point".
+	Type string `json:"type"`
+}
+
+// TemplateEvent is a change of one template's status. Its shape is chatq's
+// assumption after Gupshup's: {"type":"template-event","payload":{"id",
+// "elementName","languageCode","status","reason"}}.
+type TemplateEvent struct {
+	// ID is the template's id, as getHSM lists it.
+	ID           string
+	ElementName  string
+	LanguageCode string
+	// Status is upper case: APPROVED, PAUSED, DISABLED, REJECTED...
+	Status string
+	// Reason is the upstream's explanation, if any.
+	Reason string
 }
 
 // UserEvent is a change of the user's consent.
@@ -100,20 +146,27 @@ type InboundMessage struct {
 // Identifiers are flexStrings because numbers and phone numbers come as JSON
 // numbers from some senders.
 type wireWebhook struct {
-	Type      string      `json:"type"`
-	Timestamp flexInt     `json:"timestamp"`
-	Payload   wirePayload `json:"payload"`
+	Type      string       `json:"type"`
+	Timestamp flexInt      `json:"timestamp"`
+	Payload   wirePayload  `json:"payload"`
+	Pricing   *wirePricing `json:"pricing"`
 }
 
 type wirePayload struct {
-	ID          flexString `json:"id"`
-	GsID        flexString `json:"gsId"`
-	Type        string     `json:"type"`
-	Destination flexString `json:"destination"`
-	Phone       flexString `json:"phone"`
-	Source      flexString `json:"source"`
-	Payload     wireInner  `json:"payload"`
-	Sender      struct {
+	ID          flexString   `json:"id"`
+	GsID        flexString   `json:"gsId"`
+	Type        string       `json:"type"`
+	Destination flexString   `json:"destination"`
+	Phone       flexString   `json:"phone"`
+	Source      flexString   `json:"source"`
+	Payload     wireInner    `json:"payload"`
+	Pricing     *wirePricing `json:"pricing"`
+	// Template events.
+	ElementName  string `json:"elementName"`
+	LanguageCode string `json:"languageCode"`
+	Status       string `json:"status"`
+	Reason       string `json:"reason"`
+	Sender       struct {
 		Phone flexString `json:"phone"`
 		Name  string     `json:"name"`
 	} `json:"sender"`
@@ -129,6 +182,47 @@ type wireInner struct {
 	Text       string     `json:"text"`
 	Title      string     `json:"title"`
 	Caption    string     `json:"caption"`
+}
+
+// wirePricing is a pricing object as it comes.
+type wirePricing struct {
+	Billable     json.RawMessage `json:"billable"`
+	PricingModel string          `json:"pricing_model"`
+	Policy       string          `json:"policy"`
+	Category     string          `json:"category"`
+	Type         string          `json:"type"`
+}
+
+// pricing returns the object as chatq keeps it, nil when it says nothing.
+// Values that are not short words are dropped: the category becomes a
+// metrics label.
+func (w *wirePricing) pricing() *Pricing {
+	if w == nil {
+		return nil
+	}
+	p := &Pricing{
+		PricingModel: word(cmpOr(w.PricingModel, w.Policy)),
+		Category:     strings.ToLower(word(w.Category)),
+		Type:         strings.ToLower(word(w.Type)),
+	}
+	switch string(w.Billable) {
+	case "true", `"true"`:
+		p.Billable = true
+	case "false", `"false"`:
+	default:
+		if p.PricingModel == "" && p.Category == "" && p.Type == "" {
+			return nil
+		}
+	}
+	return p
+}
+
+// word returns s if it is a valid type name (see validType), else "".
+func word(s string) string {
+	if validType(s) {
+		return s
+	}
+	return ""
 }
 
 // maxTypeLen bounds a webhook type: it becomes a metrics label.
@@ -170,6 +264,10 @@ func ParseWebhook(body []byte) (*Webhook, error) {
 		if ev.Timestamp.IsZero() {
 			ev.Timestamp = hook.Timestamp
 		}
+		ev.Pricing = p.Pricing.pricing()
+		if ev.Pricing == nil {
+			ev.Pricing = w.Pricing.pricing()
+		}
 		hook.Event = ev
 	case WebhookUserEvent:
 		if p.Phone == "" {
@@ -188,6 +286,17 @@ func ParseWebhook(body []byte) (*Webhook, error) {
 			Type:       p.Type,
 			Text:       cmpOr(in.Text, cmpOr(in.Title, in.Caption)),
 			SenderName: p.Sender.Name,
+		}
+	case WebhookTemplateEvent:
+		if p.ElementName == "" && p.ID == "" {
+			break
+		}
+		hook.Template = &TemplateEvent{
+			ID:           string(p.ID),
+			ElementName:  p.ElementName,
+			LanguageCode: p.LanguageCode,
+			Status:       strings.ToUpper(word(p.Status)),
+			Reason:       p.Reason,
 		}
 	}
 	return hook, nil

@@ -39,6 +39,14 @@ var (
 	hookInbound = `{"app":"chatq","timestamp":1764064807000,"version":2,"type":"message",
 		"payload":{"id":"ABEGkYaYVSEEAhAL3SLAWwHKeKrt6s3FKB0c","source":"15550002222","type":"text",
 		"payload":{"text":"Hi there"},"sender":{"phone":"15550002222","name":"John","country_code":"1","dial_code":"5550002222"}}}`
+	hookDeliveredPricing = `{"app":"chatq","timestamp":1764064802000,"version":2,"type":"message-event",
+		"payload":{"id":"` + wamid + `","gsId":"` + providerID + `","type":"delivered","destination":"15550002222",
+		"payload":{"ts":1764064801},"pricing":{"billable":true,"pricing_model":"PMP","category":"MARKETING","type":"regular"}}}`
+	hookSentPricingOutside = `{"app":"chatq","timestamp":1764064801000,"version":2,"type":"message-event",
+		"payload":{"id":"` + wamid + `","gsId":"` + providerID + `","type":"sent","destination":"15550002222","payload":{"ts":1764064800}},
+		"pricing":{"billable":false,"pricing_model":"PMP","category":"service","type":"free_customer_service"}}`
+	hookTemplatePaused = `{"app":"chatq","timestamp":1764064809000,"version":2,"type":"template-event",
+		"payload":{"id":"b7a5f6e0-3d2c-4d7e-9a1b-2c3d4e5f6a7b","elementName":"welcome_offer","languageCode":"en_US","status":"paused","reason":"Low quality"}}`
 )
 
 func TestParseWebhook(t *testing.T) {
@@ -146,6 +154,42 @@ func TestParseWebhook(t *testing.T) {
 				ID: "p", Type: EventFailed, Code: "131026", Timestamp: sec(1764064809),
 			}},
 		},
+		{
+			name: "delivered with pricing beside its details", body: hookDeliveredPricing,
+			want: &Webhook{Type: WebhookMessageEvent, Timestamp: ms(1764064802000), Event: &MessageEvent{
+				ID: wamid, GsID: providerID, Type: EventDelivered, Destination: "15550002222", WhatsAppID: wamid, Timestamp: sec(1764064801),
+				Pricing: &Pricing{Billable: true, PricingModel: "PMP", Category: "marketing", Type: "regular"},
+			}},
+		},
+		{
+			name: "sent with pricing beside the envelope's payload", body: hookSentPricingOutside,
+			want: &Webhook{Type: WebhookMessageEvent, Timestamp: ms(1764064801000), Event: &MessageEvent{
+				ID: wamid, GsID: providerID, Type: EventSent, Destination: "15550002222", WhatsAppID: wamid, Timestamp: sec(1764064800),
+				Pricing: &Pricing{PricingModel: "PMP", Category: "service", Type: "free_customer_service"},
+			}},
+		},
+		{
+			name: "pricing with Gupshup's older policy field",
+			body: `{"type":"message-event","payload":{"id":"p","type":"sent","pricing":{"policy":"CBP","category":"utility"}}}`,
+			want: &Webhook{Type: WebhookMessageEvent, Event: &MessageEvent{
+				ID: "p", Type: EventSent, Pricing: &Pricing{PricingModel: "CBP", Category: "utility"},
+			}},
+		},
+		{
+			name: "pricing that says nothing, or of the wrong types",
+			body: `{"type":"message-event","payload":{"id":"p","type":"sent","pricing":{"billable":"yes","category":"not a word!"}}}`,
+			want: &Webhook{Type: WebhookMessageEvent, Event: &MessageEvent{ID: "p", Type: EventSent}},
+		},
+		{
+			name: "template paused", body: hookTemplatePaused,
+			want: &Webhook{Type: WebhookTemplateEvent, Timestamp: ms(1764064809000), Template: &TemplateEvent{
+				ID: "b7a5f6e0-3d2c-4d7e-9a1b-2c3d4e5f6a7b", ElementName: "welcome_offer", LanguageCode: "en_US", Status: "PAUSED", Reason: "Low quality",
+			}},
+		},
+		{
+			name: "template event naming no template", body: `{"type":"template-event","payload":{"status":"APPROVED"}}`,
+			want: &Webhook{Type: WebhookTemplateEvent},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -217,7 +261,7 @@ func TestParseWebhookRejects(t *testing.T) {
 func FuzzParseWebhook(f *testing.F) {
 	for _, seed := range []string{
 		hookEnqueued, hookSent, hookDeliveredNoGsID, hookRead, hookFailedNumber, hookFailedString,
-		hookShort, hookOptOut, hookInbound,
+		hookShort, hookOptOut, hookInbound, hookDeliveredPricing, hookSentPricingOutside, hookTemplatePaused,
 		`{"type":"message-event","payload":{"id":1e400,"type":"failed","payload":{"code":-0.0e-5,"ts":99999999999999999999}}}`,
 		`{"type":"message","timestamp":"-1","payload":{"sender":{"phone":"\u0000"},"payload":{"text":"\ud800"}}}`,
 		`{"type":"x"}`, `{}`, `[]`, `""`,
@@ -254,8 +298,17 @@ func FuzzParseWebhook(f *testing.F) {
 				t.Fatalf("inbound %+v on a %q webhook", w.Inbound, w.Type)
 			}
 		}
+		if w.Template != nil {
+			set++
+			if w.Type != WebhookTemplateEvent || (w.Template.ElementName == "" && w.Template.ID == "") {
+				t.Fatalf("template event %+v on a %q webhook", w.Template, w.Type)
+			}
+		}
+		if w.Event != nil && w.Event.Pricing != nil && (!validType(w.Event.Pricing.Category) && w.Event.Pricing.Category != "") {
+			t.Fatalf("pricing category %q is not a word", w.Event.Pricing.Category)
+		}
 		if set > 1 {
-			t.Fatalf("%d of Event, User, Inbound set", set)
+			t.Fatalf("%d of Event, User, Inbound, Template set", set)
 		}
 	})
 }

@@ -111,8 +111,8 @@ func (m *Manager) Retry(ctx context.Context, ids []string) (Report, error) {
 	return rep, nil
 }
 
-// RetryMatching retries every dead letter that matches f, as Retry does:
-// after an outage, everything that died during it, in one call.
+// RetryMatching retries every dead letter of f's tenant that matches f, as
+// Retry does: after an outage, everything that died during it, in one call.
 func (m *Manager) RetryMatching(ctx context.Context, f store.DeadFilter) (Report, error) {
 	var rep Report
 	return rep, m.each(ctx, f, func(ids []string) error { return m.retry(ctx, ids, &rep, false) })
@@ -134,7 +134,8 @@ func (m *Manager) Delete(ctx context.Context, ids []string) (Report, error) {
 	return rep, nil
 }
 
-// DeleteMatching deletes every dead letter that matches f, as Delete does.
+// DeleteMatching deletes every dead letter of f's tenant that matches f,
+// as Delete does.
 func (m *Manager) DeleteMatching(ctx context.Context, f store.DeadFilter) (Report, error) {
 	var rep Report
 	return rep, m.each(ctx, f, func(ids []string) error { return m.delete(ctx, ids, &rep, false) })
@@ -272,7 +273,7 @@ func (m *Manager) unarchive(r *store.Record) error {
 	if queue == "" {
 		queue = enqueue.QueueFor(enqueue.Priority(r.Priority))
 	}
-	info, err := m.archive.GetTaskInfo(queue, r.ID)
+	info, err := m.archive.GetTaskInfo(queue, r.TaskID)
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
 		return nil
@@ -281,7 +282,7 @@ func (m *Manager) unarchive(r *store.Record) error {
 	case info.State != asynq.TaskStateArchived:
 		return nil
 	}
-	err = m.archive.DeleteTask(queue, r.ID)
+	err = m.archive.DeleteTask(queue, r.TaskID)
 	if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
 		return fmt.Errorf("delete the archived task of %s: %w", r.ID, err)
 	}
@@ -317,9 +318,9 @@ func (p Params) Filter(now time.Time) (store.DeadFilter, error) {
 	}
 	switch chatarchitect.Class(p.Class) {
 	case "", chatarchitect.ClassRetryable, chatarchitect.ClassPermanent, chatarchitect.ClassRateLimited,
-		chatarchitect.ClassPolicy, chatarchitect.ClassAccount:
+		chatarchitect.ClassPolicy, chatarchitect.ClassAccount, chatarchitect.ClassMarketingCapped, chatarchitect.ClassTemplatePaused:
 	default:
-		return f, &enqueue.ValidationError{Field: "class", Reason: "must be retryable, permanent, rate_limited, policy or account"}
+		return f, &enqueue.ValidationError{Field: "class", Reason: "must be retryable, permanent, rate_limited, policy, account, marketing_capped or template_paused"}
 	}
 	for _, a := range []struct {
 		field, value string

@@ -46,7 +46,7 @@ func (f *fixture) deadLetter(tb testing.TB, m *enqueue.Message, class, code stri
 	if err := f.archive.ArchiveTask(rec.Queue, rec.ID); err != nil {
 		tb.Fatalf("archive %s: %v", rec.ID, err)
 	}
-	if _, _, err := f.store.Begin(ctx, rec.ID, time.Now()); err != nil {
+	if _, _, err := f.store.Begin(ctx, rec.ID, time.Now(), store.Owner{}); err != nil {
 		tb.Fatal(err)
 	}
 	if _, _, err := f.store.Move(ctx, rec.ID, store.Change{Status: store.Dead, Note: "gave up",
@@ -117,10 +117,6 @@ func TestRetryByIDs(t *testing.T) {
 	}
 	if p, err := f.dead.List(ctx, store.DeadFilter{}, "", 10); err != nil || len(p.DeadLetters) != 0 {
 		t.Errorf("dead letters after the retry: %v %+v", err, p.DeadLetters)
-	}
-	// Its task exists: the sweeper has nothing to do.
-	if unsent, err := f.store.Unsent(ctx, time.Now().Add(time.Hour), 10); err != nil || len(unsent) != 0 {
-		t.Errorf("unsent after the retry: %v %v", unsent, err)
 	}
 
 	// A second retry finds it alive.
@@ -256,5 +252,57 @@ func TestParams(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A filter reads one tenant's dead letters: retrying or deleting
+// everything of tenant default, or of acme, leaves the other's alone.
+func TestMatchingActsOnOneTenant(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setup(t)
+	of := func(tenant string) *enqueue.Message {
+		m := text("4420700001", "", "")
+		m.Tenant = tenant
+		return m
+	}
+	mine := f.deadLetter(t, of(""), "permanent", "http_400")
+	theirs := f.deadLetter(t, of("acme"), "permanent", "http_400")
+	listed := func(tenant string) []string {
+		t.Helper()
+		p, err := f.dead.List(ctx, store.DeadFilter{Tenant: tenant}, "", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, d := range p.DeadLetters {
+			ids = append(ids, d.ID)
+		}
+		return ids
+	}
+	if diff := cmp.Diff([][]string{{mine}, {theirs}}, [][]string{listed(""), listed("acme")}); diff != "" {
+		t.Errorf("dead letters of default and acme (-want +got):\n%s", diff)
+	}
+
+	rep, err := f.dead.RetryMatching(ctx, store.DeadFilter{})
+	if err != nil || rep.Done != 1 {
+		t.Fatalf("retry tenant default's: %+v %v, want 1", rep, err)
+	}
+	rep, err = f.dead.DeleteMatching(ctx, store.DeadFilter{Tenant: "default"})
+	if err != nil || rep.Done != 0 {
+		t.Fatalf("delete tenant default's after the retry: %+v %v, want none", rep, err)
+	}
+	if rec, err := f.store.Get(ctx, theirs); err != nil || rec.Status != store.Dead {
+		t.Fatalf("acme's dead letter after tenant default's retry: %v %v, want dead", rec, err)
+	}
+	if diff := cmp.Diff([]string{theirs}, listed("acme")); diff != "" {
+		t.Errorf("acme's dead letters after tenant default's retry (-want +got):\n%s", diff)
+	}
+	rep, err = f.dead.DeleteMatching(ctx, store.DeadFilter{Tenant: "acme"})
+	if err != nil || rep.Done != 1 || len(listed("acme")) != 0 {
+		t.Errorf("delete acme's: %+v %v, then %v listed; want 1 deleted, none listed", rep, err, listed("acme"))
+	}
+	if state := f.taskState(t, "transactional", theirs); state != "none" {
+		t.Errorf("acme's archived task after the deletion: %s, want none", state)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/chatq/chatq/internal/store"
 )
 
@@ -256,7 +258,7 @@ func (s *stack) evaluate(msgs []*message) outcome {
 			continue
 		case !r.Status.Final():
 			o.lost++
-			o.problem("%s (%s): still %s", m.key, m.id, r.Status)
+			o.problem("%s (%s): still %s: %s; %s", m.key, m.id, r.Status, historyString(r.History), s.recovery(r))
 		case m.accepted && len(ids) == 0:
 			o.lost++
 			o.problem("%s (%s): %s, but the sandbox never accepted it", m.key, m.id, r.Status)
@@ -382,7 +384,7 @@ func (r *report) check(t *testing.T) {
 // printTable writes the suite's summary.
 func printTable(w io.Writer, reports []*report) {
 	fmt.Fprintf(w, "\nchatq fault suite\n\n")
-	fmt.Fprintf(w, "%-22s %6s %5s %19s %10s %9s %6s  %s\n", "case", "sent", "lost", "duplicated (bound)", "mismatched", "backwards", "took", "result")
+	fmt.Fprintf(w, "%-30s %6s %5s %19s %10s %9s %6s  %s\n", "case", "sent", "lost", "duplicated (bound)", "mismatched", "backwards", "took", "result")
 	for _, r := range reports {
 		result := "ok"
 		switch {
@@ -394,7 +396,7 @@ func printTable(w io.Writer, reports []*report) {
 			result = "FAIL"
 		}
 		dup := fmt.Sprintf("%d (<= %d)", r.duplicated, r.bound)
-		fmt.Fprintf(w, "%-22s %6d %5d %19s %10d %9d %5.0fs  %s\n", r.name, r.sent, r.lost, dup, r.mismatched, r.backwards, r.took.Seconds(), result)
+		fmt.Fprintf(w, "%-30s %6d %5d %19s %10d %9d %5.0fs  %s\n", r.name, r.sent, r.lost, dup, r.mismatched, r.backwards, r.took.Seconds(), result)
 	}
 	fmt.Fprintln(w)
 	for _, r := range reports {
@@ -404,4 +406,20 @@ func printTable(w io.Writer, reports []*report) {
 		}
 	}
 	fmt.Fprintln(w)
+}
+
+// recovery describes what chatq's recovery knows of a pending record: its
+// task and owner, its due entry and its task's state in asynq.
+func (s *stack) recovery(r *store.Record) string {
+	due, err := s.rdb.ZScore(s.ctx, "chatq:due", r.ID).Result()
+	entry := "no due entry"
+	if err == nil {
+		entry = "due " + time.Until(time.UnixMilli(int64(due))).Round(time.Millisecond).String() + " from now"
+	}
+	state := "no task"
+	if info, err := asynq.NewInspectorFromRedisClient(s.rdb).GetTaskInfo(r.Queue, r.TaskID); err == nil {
+		state = fmt.Sprintf("task %s, orphaned %v", info.State, info.IsOrphaned)
+	}
+	alive, _ := s.store.Alive(s.ctx, []string{r.Owner})
+	return fmt.Sprintf("task %s, owner %q (alive %v), on the wire %v, %s, %s", r.TaskID, r.Owner, alive[r.Owner], r.OnWire, entry, state)
 }

@@ -34,7 +34,9 @@ func TestFaults(t *testing.T) {
 		run  func(t *testing.T, r *report)
 	}{
 		{"worker SIGKILL", workerKilled},
+		{"worker SIGKILL, fast recovery", fastRecovery},
 		{"redis SIGKILL", redisKilled},
+		{"redis down 45s", redisDown},
 		{"upstream chaos", upstreamChaos},
 		{"api SIGKILL mid-batch", apiKilledMidBatch},
 	}
@@ -54,16 +56,16 @@ func TestFaults(t *testing.T) {
 }
 
 // workerKilled kills one of two workers with SIGKILL while 3,000 messages
-// flow, and starts another. The sends it had in flight stay in asynq's
-// active set until their lease (30s) has expired and a recoverer (every
-// minute) finds them; a send the sandbox accepted just before the kill,
-// whose acceptance was never recorded, goes out again: a duplicate, at
-// most one per send in flight.
+// flow, and starts another. The sends it had in flight are taken for lost
+// once its heartbeat lapses (3s), and handed to a new task by the worker
+// that sweeps the due index; a send the sandbox accepted just before the
+// kill, whose acceptance was never recorded, goes out again: a duplicate,
+// at most one per send in flight, and each counted by chatq as possible.
 func workerKilled(t *testing.T, r *report) {
 	const concurrency = 20
 	s := newStack(t, stackConfig{env: map[string]string{"CHATQ_SANDBOX_LATENCY": "50ms"}})
 	victim := s.startWorker("worker-1", concurrency)
-	s.startWorker("worker-2", concurrency)
+	w2 := s.startWorker("worker-2", concurrency)
 	msgs := newMessages("worker-kill", 3000, "bulk", nil)
 	s.sendBatches(msgs, 500)
 
@@ -75,9 +77,7 @@ func workerKilled(t *testing.T, r *report) {
 	})
 	killedAt := time.Now()
 	s.kill(victim)
-	// Started at once, its recoverer's second round comes a minute after
-	// the kill, when the orphans' leases are surely 30s past.
-	s.startWorker("worker-3", concurrency)
+	w3 := s.startWorker("worker-3", concurrency)
 	s.settle(msgs, 3*time.Minute)
 	s.checkAlive()
 
@@ -91,32 +91,90 @@ func workerKilled(t *testing.T, r *report) {
 	if r.duplicated > len(waits) {
 		t.Errorf("%d duplicates, more than the %d sends in flight at the kill", r.duplicated, len(waits))
 	}
-	r.note("killed worker-1 with %d of %d messages accepted upstream; %d of its sends were in flight, and %d of those had been accepted before the kill (sent again: the duplicates)",
-		atKill, len(msgs), len(waits), r.duplicated)
+	counted := s.checkCounted(r, w2, w3)
+	r.note("killed worker-1 with %d of %d messages accepted upstream; %d of its sends were in flight, and %d of those had been accepted before the kill (sent again: the duplicates; %.0f counted as possible)",
+		atKill, len(msgs), len(waits), r.duplicated, counted)
 	if len(waits) > 0 {
-		r.note("those %d waited %s to %s (median %s) for asynq's lease recovery (30s lease, recoverer every minute) before their next attempt",
+		r.note("those %d were submitted %s to %s after the kill (median %s), through the due index once worker-1's heartbeat lapsed",
 			len(waits), secs(waits[0]), secs(waits[len(waits)-1]), secs(waits[len(waits)/2]))
 	}
 }
 
-// orphanWaits finds the sends the kill interrupted (a record whose last
-// history entry before the kill is "sending" and whose next comes more than
-// five seconds after it; sends that merely finished after the kill took
-// milliseconds) and returns how long each waited, shortest first.
+// fastRecovery kills a worker with 500 sends on the wire (the sandbox
+// answers after 2.5s) while a second, idle one runs, and measures the time
+// from the kill to the last of its orphans submitted: the heartbeat's
+// lapse (3s), the sweeper's next read (1s) and a send. It must be 10s at
+// most.
+func fastRecovery(t *testing.T, r *report) {
+	const concurrency = 500
+	s := newStack(t, stackConfig{env: map[string]string{"CHATQ_SANDBOX_LATENCY": "2500ms", "CHATQ_CA_TIMEOUT": "10s"}})
+	victim := s.startWorker("worker-1", concurrency)
+	msgs := newMessages("fast-recovery", concurrency, "transactional", nil)
+	s.sendBatches(msgs, concurrency)
+	s.waitFor("every message on worker-1's wire", time.Minute, func() (bool, error) {
+		st, err := s.sandboxStats()
+		return err == nil && st.Requests >= concurrency, nil
+	})
+	w2 := s.startWorker("worker-2", concurrency)
+	st, err := s.sandboxStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	killedAt := time.Now()
+	s.kill(victim)
+	s.settle(msgs, 2*time.Minute)
+	s.checkAlive()
+
+	r.outcome = s.evaluate(msgs)
+	r.bound, r.boundWhy = concurrency, fmt.Sprintf("the killed worker's sends in flight (CHATQ_CONCURRENCY=%d)", concurrency)
+	waits := orphanWaits(r.records, killedAt)
+	if len(waits) == 0 {
+		t.Fatal("no orphans: the kill came too late")
+	}
+	last := waits[len(waits)-1]
+	if last > 10*time.Second {
+		t.Errorf("the last orphan was submitted %s after the kill, more than 10s", secs(last))
+	}
+	counted := s.checkCounted(r, w2)
+	r.note("killed worker-1 with %d sends on the wire (sandbox latency 2.5s; %d answered before the kill), worker-2 idle; %d of them reached the sandbox and were sent again (the duplicates; %.0f counted as possible)",
+		len(waits), st.Accepted, r.duplicated, counted)
+	r.note("from the kill to the last orphan submitted: %s (first %s, median %s); bound 10s",
+		secs(last), secs(waits[0]), secs(waits[len(waits)/2]))
+}
+
+// checkCounted fails the case when the sandbox saw more duplicates than
+// the live workers counted as possible, and returns their count.
+func (s *stack) checkCounted(r *report, workers ...*proc) float64 {
+	s.t.Helper()
+	counted, err := s.possibleDuplicates(workers...)
+	if err != nil {
+		s.t.Fatalf("read chatq_possible_duplicates_total: %v", err)
+	}
+	if float64(r.duplicated) > counted {
+		s.t.Errorf("%d duplicates, but only %.0f counted by chatq as possible", r.duplicated, counted)
+	}
+	return counted
+}
+
+// orphanWaits finds the sends the kill interrupted (a record taken up
+// before the kill and taken up again after it, before it was submitted)
+// and returns how long after the kill each was submitted, shortest first.
 func orphanWaits(recs []*store.Record, killedAt time.Time) []time.Duration {
 	var waits []time.Duration
 	for _, r := range recs {
 		if r == nil {
 			continue
 		}
-		for i, e := range r.History {
-			if e.At.After(killedAt) || e.Status != store.Sending || e.Note != "" {
-				continue
-			}
-			if i+1 < len(r.History) && r.History[i+1].At.After(killedAt) {
-				if w := r.History[i+1].At.Sub(killedAt); w > 5*time.Second {
-					waits = append(waits, w)
-				}
+		before, again := false, false
+		for _, e := range r.History {
+			switch {
+			case !e.At.After(killedAt):
+				before = e.Status == store.Sending
+			case before && e.Status == store.Sending:
+				again = true
+			case again && e.Status == store.Submitted:
+				waits = append(waits, e.At.Sub(killedAt))
+				before = false
 			}
 		}
 	}
@@ -255,6 +313,43 @@ func redisKilled(t *testing.T, r *report) {
 		r.note("%d messages whose task asynq could not hand back during the outage were submitted only %s to %s after the restart, once asynq's recoverer found them",
 			len(late), secs(late[0].Sub(restartedAt)), secs(late[len(late)-1].Sub(restartedAt)))
 	}
+}
+
+// redisDown stops Redis for 45s, longer than asynq's 30s lease, with
+// sends on the wire (the sandbox answers after 1s): asynq cancels the
+// handlers and hands their tasks back, and the acceptances Redis missed
+// wait in the workers' memory until it is back. Nothing may be lost, and
+// every duplicate must be one chatq counted as possible.
+func redisDown(t *testing.T, r *report) {
+	const concurrency = 50
+	s := newStack(t, stackConfig{aof: true, env: map[string]string{"CHATQ_SANDBOX_LATENCY": "1s", "CHATQ_CA_TIMEOUT": "5s"}})
+	w1 := s.startWorker("worker-1", concurrency)
+	w2 := s.startWorker("worker-2", concurrency)
+	msgs := newMessages("redis-down", 1000, "transactional", nil)
+	s.sendBatches(msgs, 500)
+	var atStop int64
+	s.waitFor("200 messages accepted", time.Minute, func() (bool, error) {
+		st, err := s.sandboxStats()
+		atStop = st.Accepted
+		return err == nil && st.Accepted >= 200, nil
+	})
+	stoppedAt := time.Now()
+	s.redis.Stop(t)
+	<-time.After(45 * time.Second)
+	s.redis.Restart(t)
+	restartedAt := time.Now()
+	s.settle(msgs, 3*time.Minute)
+	s.checkAlive()
+
+	r.outcome = s.evaluate(msgs)
+	r.bound, r.boundWhy = 2*concurrency, fmt.Sprintf("the workers' sends in flight at the stop (2 x %d)", concurrency)
+	counted := s.checkCounted(r, w1, w2)
+	late := s.countInLogs("recorded an acceptance late")
+	resumed := firstAfter(r.records, store.Submitted, restartedAt)
+	r.note("Redis down for %s (SIGKILL, restart with its append-only file) with %d of %d messages accepted and up to %d sends on the wire",
+		secs(restartedAt.Sub(stoppedAt)), atStop, len(msgs), 2*concurrency)
+	r.note("after the restart: %d acceptances kept in the workers' memory recorded, workers submitting again in %s; %d duplicates, %.0f counted as possible",
+		late, secs(resumed.Sub(restartedAt)), r.duplicated, counted)
 }
 
 // lateAfter returns the times of the submitted entries after t, earliest
@@ -415,13 +510,9 @@ func upstreamChaos(t *testing.T, r *report) {
 
 	r.outcome = s.evaluate(msgs)
 	possible := s.countInLogs(`"possible_duplicate":true`)
-	counted := 0.0
-	for _, w := range []*proc{w1, w2} {
-		v, err := s.metric(w, "chatq_possible_duplicates_total")
-		if err != nil {
-			t.Error(err)
-		}
-		counted += v
+	counted, err := s.possibleDuplicates(w1, w2)
+	if err != nil {
+		t.Error(err)
 	}
 	if int(counted) != possible {
 		t.Errorf("chatq_possible_duplicates_total is %v, but the logs have %d possible_duplicate lines", counted, possible)

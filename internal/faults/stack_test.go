@@ -390,27 +390,39 @@ func (s *stack) countInLogs(substr string) int {
 	return n
 }
 
-// metric reads a counter or gauge without labels from a worker's /metrics.
-func (s *stack) metric(p *proc, name string) (float64, error) {
-	req, err := http.NewRequestWithContext(s.ctx, http.MethodGet, p.metricsURL, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := s.http.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+// possibleDuplicates sums chatq_possible_duplicates_total, whatever its
+// labels, over the workers of ps that still run.
+func (s *stack) possibleDuplicates(ps ...*proc) (float64, error) {
+	sum := 0.0
+	for _, p := range ps {
+		if p.exited() {
+			continue
+		}
+		req, err := http.NewRequestWithContext(s.ctx, http.MethodGet, p.metricsURL, nil)
+		if err != nil {
+			return 0, err
+		}
+		resp, err := s.http.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return 0, err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.HasPrefix(line, "chatq_possible_duplicates_total") {
+				continue
+			}
+			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %q: %w", p.metricsURL, line, err)
+			}
+			sum += v
 		}
 	}
-	return 0, fmt.Errorf("%s: no metric %s", p.metricsURL, name)
+	return sum, nil
 }
 
 // waitFor polls cond until it holds, fails the test when it returns an

@@ -23,7 +23,7 @@ type Metrics struct {
 	dead            *prometheus.CounterVec
 	deliveryFailed  *prometheus.CounterVec
 	retries         *prometheus.CounterVec
-	possibleDupes   prometheus.Counter
+	possibleDupes   *prometheus.CounterVec
 	sendSeconds     *prometheus.HistogramVec
 	enqueueToSubmit *prometheus.HistogramVec
 	limitWaits      *prometheus.CounterVec
@@ -31,6 +31,13 @@ type Metrics struct {
 	webhookEvents   *prometheus.CounterVec
 	circuitOpen     prometheus.Gauge
 	callbacks       *prometheus.CounterVec
+	billable        *prometheus.CounterVec
+	// The per-sender series: one per configured sender, never per
+	// recipient.
+	senderSent    *prometheus.CounterVec
+	senderRetries *prometheus.CounterVec
+	senderDead    *prometheus.CounterVec
+	senderCircuit *prometheus.GaugeVec
 }
 
 // New returns the metrics registered on a new registry, with Go runtime and
@@ -55,9 +62,9 @@ func New(inspector *asynq.Inspector) *Metrics {
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatq_send_retries_total", Help: "Send attempts that will be retried, by error class.",
 		}, []string{"class"}),
-		possibleDupes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "chatq_possible_duplicates_total", Help: "Sends that may have been accepted (a timeout after the request was written, a 2xx answer without a messageId): the retry may duplicate the message.",
-		}),
+		possibleDupes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_possible_duplicates_total", Help: "Sends that may duplicate the message, by cause: timeout (a send timed out after its request was written, or a 2xx answer came without a messageId, and is retried), lost (a send whose earlier attempt's outcome was never recorded: its worker was lost, or Redis was away).",
+		}, []string{"cause"}),
 		sendSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "chatq_send_duration_seconds", Help: "Duration of the upstream send call, by outcome.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
@@ -67,7 +74,7 @@ func New(inspector *asynq.Inspector) *Metrics {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800},
 		}, []string{"priority"}),
 		limitWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "chatq_rate_limit_waits_total", Help: "Waits of sends for a limit, by limit (rate, pair, recipient, blocked, daily, circuit); a send may wait more than once.",
+			Name: "chatq_rate_limit_waits_total", Help: "Waits of sends for a limit, by limit (rate, pair, recipient, blocked, daily, circuit, paused); a send may wait more than once.",
 		}, []string{"limit"}),
 		limitWaitSecs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "chatq_rate_limit_wait_seconds", Help: "Time sends waited for a limit, by limit.",
@@ -82,9 +89,25 @@ func New(inspector *asynq.Inspector) *Metrics {
 		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatq_callbacks_total", Help: "Status callback and inbound forwarding attempts, by outcome.",
 		}, []string{"outcome"}),
+		billable: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_billable_messages_total", Help: "Messages a status webhook reported billable, each counted once, by pricing category.",
+		}, []string{"category"}),
+		senderSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_sender_messages_sent_total", Help: "Messages accepted by ChatArchitect, by sender (business number).",
+		}, []string{"sender"}),
+		senderRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_sender_retries_total", Help: "Send attempts that will be retried, by sender and error class.",
+		}, []string{"sender", "class"}),
+		senderDead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatq_sender_messages_dead_total", Help: "Dead letters, by sender and error class.",
+		}, []string{"sender", "class"}),
+		senderCircuit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "chatq_sender_circuit_open", Help: "1 while a sender's messages are held by its own circuit breaker (open or half-open), else 0, by sender.",
+		}, []string{"sender"}),
 	}
-	reg.MustRegister(m.enqueued, m.submitted, m.dead, m.deliveryFailed, m.retries, m.possibleDupes,
+	reg.MustRegister(m.billable, m.enqueued, m.submitted, m.dead, m.deliveryFailed, m.retries, m.possibleDupes,
 		m.sendSeconds, m.enqueueToSubmit, m.limitWaits, m.limitWaitSecs, m.webhookEvents, m.circuitOpen, m.callbacks,
+		m.senderSent, m.senderRetries, m.senderDead, m.senderCircuit,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if inspector != nil {
 		reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(inspector))
@@ -132,8 +155,17 @@ func (m *Metrics) Retry(class string, ambiguous bool) {
 	if m != nil {
 		m.retries.WithLabelValues(class).Inc()
 		if ambiguous {
-			m.possibleDupes.Inc()
+			m.possibleDupes.WithLabelValues("timeout").Inc()
 		}
+	}
+}
+
+// PossibleDuplicate counts a send of a message whose earlier attempt's
+// outcome was never recorded (its worker was lost, or Redis was away): the
+// earlier attempt may have been accepted, so this one may duplicate it.
+func (m *Metrics) PossibleDuplicate() {
+	if m != nil {
+		m.possibleDupes.WithLabelValues("lost").Inc()
 	}
 }
 
@@ -174,5 +206,51 @@ func (m *Metrics) CircuitOpen(open bool) {
 func (m *Metrics) Callback(outcome string) {
 	if m != nil {
 		m.callbacks.WithLabelValues(outcome).Inc()
+	}
+}
+
+// Billable counts a message reported billable, under its pricing category.
+// Categories other than Meta's known ones count as "other", so that
+// whatever a webhook says cannot blow up the label space.
+func (m *Metrics) Billable(category string) {
+	if m != nil {
+		switch category {
+		case "marketing", "utility", "authentication", "authentication_international", "service", "marketing_lite":
+		default:
+			category = "other"
+		}
+		m.billable.WithLabelValues(category).Inc()
+	}
+}
+
+// SenderSent counts a message of sender accepted upstream.
+func (m *Metrics) SenderSent(sender string) {
+	if m != nil {
+		m.senderSent.WithLabelValues(sender).Inc()
+	}
+}
+
+// SenderRetry counts a send of sender that will be retried.
+func (m *Metrics) SenderRetry(sender, class string) {
+	if m != nil {
+		m.senderRetries.WithLabelValues(sender, class).Inc()
+	}
+}
+
+// SenderDead counts a dead letter of sender.
+func (m *Metrics) SenderDead(sender, class string) {
+	if m != nil {
+		m.senderDead.WithLabelValues(sender, class).Inc()
+	}
+}
+
+// SenderCircuitOpen sets sender's circuit breaker gauge.
+func (m *Metrics) SenderCircuitOpen(sender string, open bool) {
+	if m != nil {
+		v := 0.0
+		if open {
+			v = 1
+		}
+		m.senderCircuit.WithLabelValues(sender).Set(v)
 	}
 }

@@ -102,11 +102,16 @@ func TestGrafanaDashboardMatchesTheMetrics(t *testing.T) {
 	m.Dead("permanent", "http_400")
 	m.DeliveryFailed("permanent", "131026")
 	m.Retry("retryable", true)
+	m.PossibleDuplicate()
 	m.SendDuration("submitted", time.Millisecond)
 	m.LimitWait("rate", time.Millisecond)
 	m.WebhookEvent("message-event.read", "matched")
 	m.CircuitOpen(false)
 	m.Callback("delivered")
+	m.SenderSent("15550001234")
+	m.SenderRetry("15550001234", "retryable")
+	m.SenderDead("15550001234", "permanent")
+	m.SenderCircuitOpen("15550001234", false)
 	served := exposed(t, m)
 	for _, name := range dashboardMetrics(t) {
 		if strings.HasPrefix(name, "asynq_") && !srv.Real() {
@@ -127,9 +132,44 @@ func TestNilMetrics(t *testing.T) {
 	m.Dead("permanent", "http_400")
 	m.DeliveryFailed("permanent", "131026")
 	m.Retry("retryable", true)
+	m.PossibleDuplicate()
 	m.SendDuration("submitted", time.Millisecond)
 	m.LimitWait("pair", time.Second)
 	m.WebhookEvent("other", "ignored")
 	m.CircuitOpen(true)
 	m.Callback("failed")
+	m.SenderSent("15550001234")
+	m.SenderRetry("15550001234", "retryable")
+	m.SenderDead("15550001234", "permanent")
+	m.SenderCircuitOpen("15550001234", true)
+	m.Billable("marketing")
+}
+
+// Billable messages are counted by category, and a category nobody knows
+// counts as "other": a webhook cannot add label values at will.
+func TestBillableByCategory(t *testing.T) {
+	m := metrics.New(nil)
+	for _, c := range []string{"marketing", "marketing", "utility", "authentication", "made_up_category"} {
+		m.Billable(c)
+	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, s := range families["chatq_billable_messages_total"].GetMetric() {
+		got[s.GetLabel()[0].GetValue()] = s.GetCounter().GetValue()
+	}
+	want := map[string]float64{"marketing": 2, "utility": 1, "authentication": 1, "other": 1}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("chatq_billable_messages_total{category=%q} = %v, want %v (all: %v)", k, got[k], v, got)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("series %v, want %v", got, want)
+	}
 }

@@ -27,6 +27,7 @@ const (
 	CodeTemplateNotApproved = "template_not_approved"
 	CodeTemplateParams      = "template_params"
 	CodeCallbackURL         = "callback_url_refused"
+	CodeUSMarketing         = "us_marketing_blocked"
 )
 
 // Error is a message the conversation policy refuses. Field is the JSON
@@ -60,6 +61,10 @@ type Config struct {
 	// WindowTTL is how long a recipient's window state is kept after its
 	// last change; zero means 30 days.
 	WindowTTL time.Duration
+	// AllowUSMarketing lets marketing templates to +1 numbers through
+	// (CHATQ_ALLOW_US_MARKETING); by default they are refused at enqueue,
+	// since WhatsApp refuses them all (131049) since 1 April 2025.
+	AllowUSMarketing bool
 	// Log gets the few warnings of the template cache; nil discards them.
 	Log *zap.Logger
 	// Now is the clock; nil means time.Now.
@@ -95,10 +100,22 @@ func New(rdb redis.UniversalClient, cfg Config) *Checker {
 	return &Checker{
 		cfg:          cfg,
 		rdb:          rdb,
-		Suppressions: &Suppressions{rdb: rdb, now: cfg.Now},
+		Suppressions: newSuppressions(rdb, cfg.Now, defaultTenant),
 		Windows:      &Windows{rdb: rdb, ttl: cfg.WindowTTL},
 		Templates:    &Templates{rdb: rdb, source: cfg.Source, log: cfg.Log, now: cfg.Now},
 	}
+}
+
+// ForTenant returns the checker of one tenant: the same policy, windows
+// and templates, with the tenant's own suppression list, which applies to
+// every sender of the tenant and to no other tenant.
+func (c *Checker) ForTenant(tenant string) *Checker {
+	if c == nil {
+		return nil
+	}
+	t := *c
+	t.Suppressions = newSuppressions(c.rdb, c.cfg.Now, tenant)
+	return &t
 }
 
 // WindowPolicy returns the window policy in force.
@@ -127,6 +144,9 @@ type TemplateUse struct {
 	Name     string
 	Language string
 	Params   int
+	// Category is set by the check: the template's category, lowercased
+	// (marketing, utility, authentication), when the cache knows it.
+	Category string
 }
 
 // Check applies the policy to messages about to be enqueued and returns
@@ -158,6 +178,10 @@ func (c *Checker) Check(ctx context.Context, subjects []Subject) ([]error, error
 				if !errors.As(err, &pe) {
 					return nil, err
 				}
+				errs[i] = err
+				continue
+			}
+			if err := c.checkUSMarketing(s.Destination, use); err != nil {
 				errs[i] = err
 			}
 		}
@@ -212,6 +236,24 @@ func (c *Checker) checkCallbacks(ctx context.Context, subjects []Subject, errs [
 	return nil
 }
 
+// checkUSMarketing refuses a marketing template to a +1 number: WhatsApp
+// refuses every one (131049) since 1 April 2025, so sending it would only
+// cost a send and a failure. The +1 plan takes in Canada and the Caribbean
+// too, which the rule does not name; CHATQ_ALLOW_US_MARKETING lets them
+// through.
+func (c *Checker) checkUSMarketing(destination string, use *TemplateUse) error {
+	if c.cfg.AllowUSMarketing || use.Category != "marketing" || chatarchitect.CountryCallingCode(destination) != "1" {
+		return nil
+	}
+	field := "destination"
+	if use.Field != "payload.template" {
+		field = use.Field + ".elementName"
+	}
+	return &Error{Code: CodeUSMarketing, Field: field,
+		Reason: fmt.Sprintf("is refused: %s is a marketing template and %s a +1 (US) number, and WhatsApp delivers no marketing templates to US numbers since 1 April 2025 (error 131049); CHATQ_ALLOW_US_MARKETING=true sends them anyway",
+			use.Name, destination)}
+}
+
 func suppressedError(s *Suppression) *Error {
 	return &Error{Code: CodeSuppressed, Field: "destination",
 		Reason: fmt.Sprintf("is suppressed since %s (%s): chatq does not message it", s.At.Format(time.RFC3339), s.Reason)}
@@ -252,7 +294,7 @@ func (c *Checker) Decide(ctx context.Context, destination string, freeForm, hasF
 	// One round trip for both reads: this runs before every send.
 	checkWindow := freeForm && c.cfg.Window != WindowOff
 	pipe := c.rdb.Pipeline()
-	supp := queueGet(ctx, pipe, destination)
+	supp := c.Suppressions.queueGet(ctx, pipe, destination)
 	var win *redis.SliceCmd
 	if checkWindow {
 		win = queueWindow(ctx, pipe, destination)

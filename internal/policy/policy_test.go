@@ -441,3 +441,86 @@ func TestUserEventsApplyByTheirOwnTime(t *testing.T) {
 		t.Fatal("an opt-out after the operator's remove did not suppress")
 	}
 }
+
+// A template that passes the check tells its category; a marketing
+// template to a +1 number is refused unless CHATQ_ALLOW_US_MARKETING, and
+// every other category, or country, goes through.
+func TestCategoriesAndUSMarketing(t *testing.T) {
+	t.Parallel()
+	src := &fakeSource{}
+	marketing := tpl("welcome_offer", "en_US", "APPROVED", "Welcome {{1}}!")
+	marketing.Category = "MARKETING"
+	auth := tpl("otp_code", "en", "APPROVED", "Your code is {{1}}.")
+	auth.Category = "AUTHENTICATION"
+	src.set(nil, marketing, auth, tpl("order_update", "en_US", "APPROVED", "Order {{1}}"))
+	rdb := redistest.Start(t).Client(t)
+	ctx := context.Background()
+	subject := func(dest, name, lang string, fallback bool) policy.Subject {
+		u := use("payload.template", name, lang, 1)
+		if fallback {
+			return policy.Subject{Destination: dest, FreeForm: true, Fallback: use("fallback_template", name, lang, 1)}
+		}
+		return policy.Subject{Destination: dest, Template: u}
+	}
+	subjects := []policy.Subject{
+		subject("+14155550123", "welcome_offer", "en_US", false),
+		subject("447700900123", "welcome_offer", "en_US", false),
+		subject("14155550123", "otp_code", "en", false),
+		subject("14155550123", "order_update", "en_US", false),
+		subject("14155550123", "welcome_offer", "en_US", true),
+	}
+	for _, allow := range []bool{false, true} {
+		c := policy.New(rdb, policy.Config{Source: src, AllowUSMarketing: allow, Window: policy.WindowOff})
+		for i := range subjects {
+			for _, u := range []*policy.TemplateUse{subjects[i].Template, subjects[i].Fallback} {
+				if u != nil {
+					u.Category = ""
+				}
+			}
+		}
+		errs, err := c.Check(ctx, subjects)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range errs {
+			got = append(got, errCode(e))
+		}
+		us := "us_marketing_blocked: destination is refused: welcome_offer is a marketing template and +14155550123 a +1 (US) number, and WhatsApp delivers no marketing templates to US numbers since 1 April 2025 (error 131049); CHATQ_ALLOW_US_MARKETING=true sends them anyway"
+		usFallback := "us_marketing_blocked: fallback_template.elementName is refused: welcome_offer is a marketing template and 14155550123 a +1 (US) number, and WhatsApp delivers no marketing templates to US numbers since 1 April 2025 (error 131049); CHATQ_ALLOW_US_MARKETING=true sends them anyway"
+		want := []string{us, "", "", "", usFallback}
+		if allow {
+			want = []string{"", "", "", "", ""}
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("allow %v: errors (-want +got):\n%s", allow, diff)
+		}
+		cats := []string{subjects[1].Template.Category, subjects[2].Template.Category, subjects[3].Template.Category}
+		if diff := cmp.Diff([]string{"marketing", "authentication", "utility"}, cats); diff != "" {
+			t.Errorf("categories (-want +got):\n%s", diff)
+		}
+	}
+}
+
+func TestEachTenantHasItsOwnSuppressionList(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	ctx := context.Background()
+	c := policy.New(rdb, policy.Config{})
+	const dest = "4915100000077"
+	if err := c.ForTenant("acme").Suppressions.Add(ctx, policy.Suppression{Destination: dest, Source: policy.SourceOperator, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	for tenant, want := range map[string]bool{"acme": true, "beta": false, "default": false, "": false} {
+		sup, err := c.ForTenant(tenant).Suppressions.Get(ctx, dest)
+		if err != nil || (sup != nil) != want {
+			t.Errorf("tenant %q: suppressed %v (%v), want %v", tenant, sup != nil, err, want)
+		}
+	}
+	// Tenant default's list keeps its key of before tenants.
+	if err := c.ForTenant("default").Suppressions.Add(ctx, policy.Suppression{Destination: dest, Source: policy.SourceOperator, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rdb.HLen(ctx, "chatq:suppressed").Result(); err != nil || n != 1 {
+		t.Errorf("chatq:suppressed holds %d entries (%v), want tenant default's one", n, err)
+	}
+}

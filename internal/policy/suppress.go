@@ -23,6 +23,11 @@ import (
 const (
 	suppressedKey = "chatq:suppressed"
 	consentKey    = "{chatq:suppressed}:consent"
+	// defaultTenant is the tenant of the messages sent without a tenant
+	// key (tenants.Default: tenants imports enqueue, which imports this
+	// package), whose
+	// list the keys above hold.
+	defaultTenant = "default"
 )
 
 // consentScript applies an opt-out or an opt-in of a user to the list, by
@@ -104,6 +109,19 @@ func (s Suppression) MarshalJSON() ([]byte, error) {
 type Suppressions struct {
 	rdb redis.UniversalClient
 	now func() time.Time
+	// list and consent are the keys of the tenant's list (see
+	// suppressedKey).
+	list, consentTimes string
+}
+
+// newSuppressions returns the suppression list of tenant: tenant default
+// (or "") keeps the list's key of before tenants; another tenant's keys
+// carry its name as their hash tag.
+func newSuppressions(rdb redis.UniversalClient, now func() time.Time, tenant string) *Suppressions {
+	if tenant == "" || tenant == defaultTenant {
+		return &Suppressions{rdb: rdb, now: now, list: suppressedKey, consentTimes: consentKey}
+	}
+	return &Suppressions{rdb: rdb, now: now, list: suppressedKey + ":{" + tenant + "}", consentTimes: suppressedKey + ":{" + tenant + "}:consent"}
 }
 
 // Normalize is the form destinations take on the list: without a leading
@@ -120,7 +138,7 @@ func (l *Suppressions) Add(ctx context.Context, s Suppression) error {
 	if err != nil {
 		return err
 	}
-	if err := l.rdb.HSet(ctx, suppressedKey, s.Destination, b).Err(); err != nil {
+	if err := l.rdb.HSet(ctx, l.list, s.Destination, b).Err(); err != nil {
 		return fmt.Errorf("suppress %s: %w", s.Destination, err)
 	}
 	return nil
@@ -145,7 +163,7 @@ func (l *Suppressions) OptIn(ctx context.Context, destination string, at time.Ti
 }
 
 func (l *Suppressions) consent(ctx context.Context, dest, kind string, at time.Time, entry []byte) (Consent, error) {
-	res, err := consentScript.Run(ctx, l.rdb, []string{suppressedKey, consentKey}, dest, kind, at.UnixMilli(), entry).Text()
+	res, err := consentScript.Run(ctx, l.rdb, []string{l.list, l.consentTimes}, dest, kind, at.UnixMilli(), entry).Text()
 	if err != nil {
 		return "", fmt.Errorf("apply opt-%s of %s: %w", kind, dest, err)
 	}
@@ -170,7 +188,7 @@ func (l *Suppressions) entry(s Suppression) (Suppression, []byte, error) {
 // whoever put it there, and reports whether it was there. An opt-out sent
 // before it and delivered after does not bring it back.
 func (l *Suppressions) Remove(ctx context.Context, destination string) (bool, error) {
-	n, err := removeScript.Run(ctx, l.rdb, []string{suppressedKey, consentKey}, Normalize(destination), l.now().UnixMilli()).Int()
+	n, err := removeScript.Run(ctx, l.rdb, []string{l.list, l.consentTimes}, Normalize(destination), l.now().UnixMilli()).Int()
 	if err != nil {
 		return false, fmt.Errorf("unsuppress %s: %w", destination, err)
 	}
@@ -197,7 +215,7 @@ func (l *Suppressions) GetMany(ctx context.Context, destinations []string) ([]*S
 	for i, d := range destinations {
 		fields[i] = Normalize(d)
 	}
-	vals, err := l.rdb.HMGet(ctx, suppressedKey, fields...).Result()
+	vals, err := l.rdb.HMGet(ctx, l.list, fields...).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read suppressions: %w", err)
 	}
@@ -211,8 +229,8 @@ func (l *Suppressions) GetMany(ctx context.Context, destinations []string) ([]*S
 
 // queueGet queues the read of destination's entry on pipe; parse the
 // answer with parseSuppression.
-func queueGet(ctx context.Context, pipe redis.Pipeliner, destination string) *redis.SliceCmd {
-	return pipe.HMGet(ctx, suppressedKey, Normalize(destination))
+func (l *Suppressions) queueGet(ctx context.Context, pipe redis.Pipeliner, destination string) *redis.SliceCmd {
+	return pipe.HMGet(ctx, l.list, Normalize(destination))
 }
 
 // parseSuppression reads the entry of field (a normalized destination)
@@ -233,7 +251,7 @@ func parseSuppression(field string, v any) (*Suppression, error) {
 // cursor (0 for the first page), and the cursor of the next page (0 after
 // the last). Entries come in no particular order.
 func (l *Suppressions) List(ctx context.Context, cursor uint64, count int64) ([]Suppression, uint64, error) {
-	kv, next, err := l.rdb.HScan(ctx, suppressedKey, cursor, "", count).Result()
+	kv, next, err := l.rdb.HScan(ctx, l.list, cursor, "", count).Result()
 	if err != nil {
 		return nil, 0, fmt.Errorf("list suppressions: %w", err)
 	}

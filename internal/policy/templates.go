@@ -168,7 +168,7 @@ func (ts *Templates) mayFetch() bool {
 
 // Check validates a template send against the catalog: the template must
 // exist in that language, be APPROVED, and get exactly its number of
-// parameters. A template missing from the catalog refreshes it first (at
+// parameters. A template that passes gets its category in use.Category. A template missing from the catalog refreshes it first (at
 // most every 30s), in case it was approved since.
 //
 // Where no catalog exists at all and none can be fetched (no credentials
@@ -213,6 +213,7 @@ func (ts *Templates) Check(ctx context.Context, use *TemplateUse) error {
 		return &Error{Code: CodeTemplateParams, Field: use.Field + ".params",
 			Reason: fmt.Sprintf("must hold %d %s, not %d", t.Params, plural(t.Params, "parameter", "parameters"), use.Params)}
 	}
+	use.Category = strings.ToLower(t.Category)
 	return nil
 }
 

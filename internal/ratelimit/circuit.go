@@ -195,14 +195,40 @@ type Trip struct {
 // worker's part.
 type Circuit struct {
 	rdb redis.UniversalClient
+	key string
+	// number is the stored sender whose circuit it is, "" for the
+	// deployment's own.
+	number string
 }
 
-// NewCircuit returns the circuit breaker's state on rdb.
-func NewCircuit(rdb redis.UniversalClient) *Circuit { return &Circuit{rdb: rdb} }
+// senderCircuitsKey lists the stored senders whose circuit ever opened,
+// so that chatq resume, which knows no sender, closes them all.
+const senderCircuitsKey = "chatq:circuit:senders"
+
+// SenderCircuits returns the stored senders whose circuit ever opened.
+func SenderCircuits(ctx context.Context, rdb redis.UniversalClient) ([]string, error) {
+	numbers, err := rdb.SMembers(ctx, senderCircuitsKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list the senders' circuits: %w", err)
+	}
+	return numbers, nil
+}
+
+// NewCircuit returns the circuit breaker's state on rdb: the
+// deployment's own, which an operator's pause opens for every sender and
+// which is the circuit of the sender of the CHATQ_CA_ variables.
+func NewCircuit(rdb redis.UniversalClient) *Circuit { return &Circuit{rdb: rdb, key: circuitKey} }
+
+// NewSenderCircuit returns the circuit breaker of one stored sender: an
+// account-level refusal of its app opens it for its messages alone. Its
+// key's hash tag is the number, as every key of the sender's.
+func NewSenderCircuit(rdb redis.UniversalClient, number string) *Circuit {
+	return &Circuit{rdb: rdb, key: circuitKey + ":{" + number + "}", number: number}
+}
 
 // State returns the current state.
 func (c *Circuit) State(ctx context.Context) (CircuitState, error) {
-	h, err := c.rdb.HGetAll(ctx, circuitKey).Result()
+	h, err := c.rdb.HGetAll(ctx, c.key).Result()
 	if err != nil {
 		return CircuitState{}, fmt.Errorf("circuit state: %w", err)
 	}
@@ -235,7 +261,12 @@ func (c *Circuit) Open(ctx context.Context, t Trip) (bool, error) {
 	if t.Manual {
 		manual = "1"
 	}
-	n, err := openScript.Run(ctx, c.rdb, []string{circuitKey}, t.Reason, t.Code, t.MessageID, manual,
+	if c.number != "" {
+		if err := c.rdb.SAdd(ctx, senderCircuitsKey, c.number).Err(); err != nil {
+			return false, fmt.Errorf("open the circuit: list the sender: %w", err)
+		}
+	}
+	n, err := openScript.Run(ctx, c.rdb, []string{c.key}, t.Reason, t.Code, t.MessageID, manual,
 		t.FirstProbe.Milliseconds(), max(t.MaxProbe, t.FirstProbe).Milliseconds()).Int()
 	if err != nil {
 		return false, fmt.Errorf("open circuit: %w", err)
@@ -255,7 +286,7 @@ func (c *Circuit) Close(ctx context.Context, auto bool) (bool, error) {
 	if auto {
 		mode = "auto"
 	}
-	n, err := closeScript.Run(ctx, c.rdb, []string{circuitKey}, mode).Int()
+	n, err := closeScript.Run(ctx, c.rdb, []string{c.key}, mode).Int()
 	if err != nil {
 		return false, fmt.Errorf("close circuit: %w", err)
 	}
@@ -269,7 +300,7 @@ func (c *Circuit) Close(ctx context.Context, auto bool) (bool, error) {
 // keeping its count of failures, and reports whether it did. An operator's
 // pause stays, and answers ErrManual.
 func (c *Circuit) HalfOpen(ctx context.Context) (bool, error) {
-	n, err := halfOpenScript.Run(ctx, c.rdb, []string{circuitKey}).Int()
+	n, err := halfOpenScript.Run(ctx, c.rdb, []string{c.key}).Int()
 	if err != nil {
 		return false, fmt.Errorf("half-open circuit: %w", err)
 	}
@@ -284,7 +315,7 @@ func (c *Circuit) HalfOpen(ctx context.Context) (bool, error) {
 // is the half-open circuit's trial: wait for its outcome) or TrialGranted
 // (this message is the trial, for up to lease).
 func (c *Circuit) ClaimTrial(ctx context.Context, id string, lease time.Duration) (string, error) {
-	ans, err := claimTrialScript.Run(ctx, c.rdb, []string{circuitKey}, id, lease.Milliseconds()).Text()
+	ans, err := claimTrialScript.Run(ctx, c.rdb, []string{c.key}, id, lease.Milliseconds()).Text()
 	if err != nil {
 		return "", fmt.Errorf("claim trial send: %w", err)
 	}
@@ -294,7 +325,7 @@ func (c *Circuit) ClaimTrial(ctx context.Context, id string, lease time.Duration
 // TrialAccepted closes a half-open circuit: a send was accepted. It
 // reports whether it did.
 func (c *Circuit) TrialAccepted(ctx context.Context) (bool, error) {
-	n, err := closeScript.Run(ctx, c.rdb, []string{circuitKey}, "trial").Int()
+	n, err := closeScript.Run(ctx, c.rdb, []string{c.key}, "trial").Int()
 	if err != nil {
 		return false, fmt.Errorf("close circuit after a trial: %w", err)
 	}
@@ -305,7 +336,7 @@ func (c *Circuit) TrialAccepted(ctx context.Context) (bool, error) {
 // account, so that another message may be the trial, and reports whether
 // id was the trial.
 func (c *Circuit) ReleaseTrial(ctx context.Context, id string) (bool, error) {
-	n, err := releaseTrialScript.Run(ctx, c.rdb, []string{circuitKey}, id).Int()
+	n, err := releaseTrialScript.Run(ctx, c.rdb, []string{c.key}, id).Int()
 	if err != nil {
 		return false, fmt.Errorf("release trial send: %w", err)
 	}
@@ -316,7 +347,7 @@ func (c *Circuit) ReleaseTrial(ctx context.Context, id string) (bool, error) {
 // circuit is open, not by an operator, its next probe is due, and no other
 // worker has claimed it within lease.
 func (c *Circuit) ClaimProbe(ctx context.Context, lease time.Duration) (bool, error) {
-	n, err := claimProbeScript.Run(ctx, c.rdb, []string{circuitKey}, lease.Milliseconds()).Int()
+	n, err := claimProbeScript.Run(ctx, c.rdb, []string{c.key}, lease.Milliseconds()).Int()
 	if err != nil {
 		return false, fmt.Errorf("claim probe: %w", err)
 	}
@@ -326,7 +357,7 @@ func (c *Circuit) ClaimProbe(ctx context.Context, lease time.Duration) (bool, er
 // ProbeFailed schedules the next probe, first doubled for each failure and
 // at most maxDelay, and returns how long until it.
 func (c *Circuit) ProbeFailed(ctx context.Context, first, maxDelay time.Duration) (time.Duration, error) {
-	ms, err := probeFailedScript.Run(ctx, c.rdb, []string{circuitKey}, first.Milliseconds(), maxDelay.Milliseconds()).Int64()
+	ms, err := probeFailedScript.Run(ctx, c.rdb, []string{c.key}, first.Milliseconds(), maxDelay.Milliseconds()).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("schedule probe: %w", err)
 	}

@@ -11,6 +11,7 @@ package ratelimit
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -66,6 +67,8 @@ var (
 	backoffSource string
 	//go:embed unthrottle.lua
 	unthrottleSource string
+	//go:embed daily.lua
+	dailySource string
 
 	// The sender's limit is not a redis_rate limit: redis_rate answers
 	// "allowed now or not", while chatq needs reservations (take the next
@@ -79,6 +82,7 @@ var (
 	stateScript      = redis.NewScript(commonSource + stateSource)
 	backoffScript    = redis.NewScript(commonSource + backoffSource)
 	unthrottleScript = redis.NewScript(commonSource + unthrottleSource)
+	dailyScript      = redis.NewScript(commonSource + dailySource)
 )
 
 // Config sets the limits of one sender. The zero value limits nothing.
@@ -86,6 +90,10 @@ type Config struct {
 	// Sender is the business number the limits belong to
 	// (CHATQ_CA_SOURCE); empty means "default".
 	Sender string
+	// Portfolio names the daily count the sender shares with the other
+	// senders of its portfolio; empty means the sender's own number, whose
+	// count is checked in the same atomic step as its rate.
+	Portfolio string
 	// Rate is the sender's messages per second across every worker; zero
 	// means no limit.
 	Rate float64
@@ -100,7 +108,8 @@ type Config struct {
 	// before PairInterval applies; zero means 1.
 	PairBurst int
 	// DailyRecipients caps the unique recipients of business-initiated
-	// messages in a moving 24 hours; zero turns the cap off.
+	// messages in a moving 24 hours, those of the whole portfolio; zero
+	// turns the cap off.
 	DailyRecipients int
 	// ThrottleRecovery is how long a rate halved by upstream throttling
 	// takes to climb back to full; zero means 1m.
@@ -194,6 +203,16 @@ type Limiter struct {
 	window Window
 	// prefix starts every key of the sender: chatq:rl:{<sender>}:
 	prefix string
+	// daily is the portfolio's daily count, chatq:rl:{<portfolio>}:daily.
+	daily string
+}
+
+// Claim is what a reservation counted against the daily cap: a send that
+// the upstream then refuses reached nobody and gives it back (Uncount).
+type Claim struct {
+	// Recipient is the recipient counted, "" when the reservation added
+	// nobody (no cap, a recipient counted before, or inside the window).
+	Recipient string
 }
 
 // New returns the limiter of cfg.Sender. window may be nil: then every
@@ -214,12 +233,16 @@ func New(rdb redis.UniversalClient, cfg Config, window Window) *Limiter {
 	if cfg.MaxRetryAfter <= 0 {
 		cfg.MaxRetryAfter = DefaultMaxRetryAfter
 	}
+	if cfg.Portfolio == "" {
+		cfg.Portfolio = cfg.Sender
+	}
 	return &Limiter{
 		rdb:    rdb,
 		cfg:    cfg,
 		pair:   redis_rate.NewLimiter(rdb),
 		window: window,
 		prefix: keyPrefix(cfg.Sender),
+		daily:  keyPrefix(cfg.Portfolio) + "daily",
 	}
 }
 
@@ -254,35 +277,102 @@ func (l *Limiter) TakePair(ctx context.Context, recipient string) (time.Duration
 // in one atomic step. It takes the slot only when all of them let the send
 // go within the request's bounds.
 func (l *Limiter) Reserve(ctx context.Context, req Request) (Decision, error) {
+	d, _, err := l.Admit(ctx, req)
+	return d, err
+}
+
+// Admit is Reserve that also returns what the reservation counted against
+// the daily cap. A sender whose portfolio is its own number checks the cap
+// in the same atomic step as its rate; one that shares a portfolio counts
+// the recipient in the portfolio's hash slot first and gives it back when
+// the rest of the limits hold the send back.
+func (l *Limiter) Admit(ctx context.Context, req Request) (Decision, Claim, error) {
 	member := ""
 	if l.cfg.DailyRecipients > 0 {
 		member = req.Recipient
 		if l.window != nil {
 			in, err := l.window.InWindow(ctx, req.Recipient)
 			if err != nil {
-				return Decision{}, fmt.Errorf("reserve: window of the recipient: %w", err)
+				return Decision{}, Claim{}, fmt.Errorf("reserve: window of the recipient: %w", err)
 			}
 			if in {
 				member = ""
 			}
 		}
 	}
+	limit, claimed := l.cfg.DailyRecipients, false
+	if member != "" && l.cfg.Portfolio != l.cfg.Sender {
+		d, added, err := l.countDaily(ctx, member)
+		if err != nil || !d.Reserved {
+			return d, Claim{}, err
+		}
+		limit, claimed, member = 0, added, ""
+	}
 	res, err := reserveScript.Run(ctx, l.rdb,
-		[]string{l.prefix + "sender", l.prefix + "daily", l.prefix + "backoff:" + req.Recipient},
+		[]string{l.prefix + "sender", l.daily, l.prefix + "backoff:" + req.Recipient},
 		l.now(), micros(l.interval()), l.cfg.Burst, micros(l.cfg.ThrottleRecovery),
 		micros(req.MaxWait), micros(req.MaxHold),
-		l.cfg.DailyRecipients, member, micros(dailyWindow), micros(stateKeep),
+		limit, member, micros(dailyWindow), micros(stateKeep),
 	).Slice()
-	if err != nil {
-		return Decision{}, fmt.Errorf("reserve: %w", err)
+	if err == nil && len(res) != 3 && len(res) != 4 { // 3: nothing reserved
+		err = fmt.Errorf("unexpected answer %v", res)
 	}
-	if len(res) != 3 {
-		return Decision{}, fmt.Errorf("reserve: unexpected answer %v", res)
+	if err != nil {
+		if claimed {
+			err = errors.Join(err, l.Uncount(context.WithoutCancel(ctx), Claim{Recipient: req.Recipient}))
+		}
+		return Decision{}, Claim{}, fmt.Errorf("reserve: %w", err)
 	}
 	reserved, _ := res[0].(int64)
 	wait, _ := res[1].(int64)
 	reason, _ := res[2].(string)
-	return Decision{Reserved: reserved == 1, Wait: time.Duration(max(wait, 0)) * time.Microsecond, Reason: Reason(reason)}, nil
+	var added int64
+	if len(res) == 4 {
+		added, _ = res[3].(int64)
+	}
+	d := Decision{Reserved: reserved == 1, Wait: time.Duration(max(wait, 0)) * time.Microsecond, Reason: Reason(reason)}
+	var c Claim
+	if d.Reserved && (added == 1 || claimed) {
+		c.Recipient = req.Recipient
+	}
+	if !d.Reserved && claimed {
+		if err := l.Uncount(ctx, Claim{Recipient: req.Recipient}); err != nil {
+			return Decision{}, Claim{}, fmt.Errorf("reserve: %w", err)
+		}
+	}
+	return d, c, nil
+}
+
+// countDaily counts recipient against the portfolio's daily cap, unless
+// the cap is reached; added reports whether it was not counted before.
+func (l *Limiter) countDaily(ctx context.Context, recipient string) (d Decision, added bool, err error) {
+	res, err := dailyScript.Run(ctx, l.rdb, []string{l.daily},
+		l.now(), l.cfg.DailyRecipients, recipient, micros(dailyWindow)).Slice()
+	if err == nil && len(res) != 3 {
+		err = fmt.Errorf("unexpected answer %v", res)
+	}
+	if err != nil {
+		return Decision{}, false, fmt.Errorf("daily count of %s: %w", l.cfg.Portfolio, err)
+	}
+	ok, _ := res[0].(int64)
+	wait, _ := res[1].(int64)
+	n, _ := res[2].(int64)
+	if ok != 1 {
+		return Decision{Wait: time.Duration(max(wait, 0)) * time.Microsecond, Reason: ReasonDaily}, false, nil
+	}
+	return Decision{Reserved: true}, n == 1, nil
+}
+
+// Uncount gives back what a reservation counted against the daily cap,
+// after the upstream refused the send: it reached nobody.
+func (l *Limiter) Uncount(ctx context.Context, c Claim) error {
+	if c.Recipient == "" {
+		return nil
+	}
+	if err := l.rdb.ZRem(ctx, l.daily, c.Recipient).Err(); err != nil {
+		return fmt.Errorf("uncount %s: %w", c.Recipient, err)
+	}
+	return nil
 }
 
 // Throttle lowers the sender's rate after the upstream refused a send as

@@ -267,3 +267,44 @@ func TestRecipientBackOffGrowsFourfold(t *testing.T) {
 		{advance: 63500 * time.Millisecond, recipient: "4477001", want: reserved(500 * time.Millisecond)},
 	})
 }
+
+func TestSendersOfAPortfolioShareItsDailyCount(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	c := newClock()
+	one := ratelimit.New(rdb, ratelimit.Config{Sender: "15550000001", Portfolio: "acme", DailyRecipients: 3, Rate: 1, Now: c.Now}, nil)
+	two := ratelimit.New(rdb, ratelimit.Config{Sender: "15550000002", Portfolio: "acme", DailyRecipients: 3, Rate: 1, Now: c.Now}, nil)
+	ctx := context.Background()
+	admit := func(l *ratelimit.Limiter, recipient string, maxWait time.Duration) (ratelimit.Decision, ratelimit.Claim) {
+		t.Helper()
+		d, claim, err := l.Admit(ctx, ratelimit.Request{Recipient: recipient, MaxWait: maxWait, MaxHold: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d, claim
+	}
+	if d, claim := admit(one, "a", time.Minute); !d.Reserved || claim.Recipient != "a" {
+		t.Fatalf("a from one: %+v %+v", d, claim)
+	}
+	if d, claim := admit(two, "b", time.Minute); !d.Reserved || claim.Recipient != "b" {
+		t.Fatalf("b from two: %+v %+v", d, claim)
+	}
+	// Counted already, by the other sender: it goes, and adds nobody.
+	if d, claim := admit(two, "a", time.Minute); !d.Reserved || claim.Recipient != "" {
+		t.Fatalf("a from two: %+v %+v", d, claim)
+	}
+	// Held back by its sender's rate: it gives its place in the count back.
+	if d, _ := admit(one, "c", 0); d.Reserved || d.Reason != ratelimit.ReasonRate {
+		t.Fatalf("c from one, right after a: %+v", d)
+	}
+	_, claim := admit(two, "c", time.Minute)
+	if d, _ := admit(one, "d", time.Minute); d.Reserved || d.Reason != ratelimit.ReasonDaily {
+		t.Fatalf("d, the fourth of the portfolio: %+v", d)
+	}
+	// A refused send reached nobody: its recipient does not count.
+	if err := two.Uncount(ctx, claim); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := admit(one, "d", time.Minute); !d.Reserved {
+		t.Fatalf("d after c was given back: %+v", d)
+	}
+}

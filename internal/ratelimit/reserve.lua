@@ -25,8 +25,9 @@
 -- ARGV[9]  the daily window (24h)
 -- ARGV[10] how long the sender's state outlives its last use
 --
--- Returns {reserved (0 or 1), wait, reason}: the wait until the reserved
--- slot, or until the limit named by reason may let the send go.
+-- Returns {reserved (0 or 1), wait, reason, counted}: the wait until the
+-- reserved slot, or until the limit named by reason may let the send go;
+-- counted is 1 when the reservation added the recipient to the daily count.
 local now = clock(ARGV[1])
 local interval, burst, recovery = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local maxWait, maxHold = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -44,10 +45,13 @@ if blocked - now > maxHold then return {0, blocked - now, 'blocked'} end
 if blocked > earliest then earliest = blocked end
 
 local counted = limit > 0 and member ~= ''
+local added = 0
 if counted then
   -- A recipient drops out once its last send is a whole window old.
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', num(now - window))
-  if not redis.call('ZSCORE', KEYS[2], member) and redis.call('ZCARD', KEYS[2]) >= limit then
+  local known = redis.call('ZSCORE', KEYS[2], member)
+  if not known then added = 1 end
+  if not known and redis.call('ZCARD', KEYS[2]) >= limit then
     local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
     return {0, tonumber(oldest[2]) + window - now, 'daily'}
   end
@@ -70,4 +74,4 @@ if counted then
   redis.call('ZADD', KEYS[2], num(slot), member)
   redis.call('PEXPIRE', KEYS[2], num((slot - now + window) / 1000 + 1))
 end
-return {1, slot - now, ''}
+return {1, slot - now, '', added}

@@ -47,6 +47,8 @@ type answer struct {
 	ID        string         `json:"id,omitempty"`
 	Templates []templateView `json:"templates,omitempty"`
 	Template  *templateView  `json:"template,omitempty"`
+	// Code is WhatsApp's error code of a refusal that has one.
+	Code int `json:"code,omitempty"`
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -170,27 +172,32 @@ func (s *Server) pause(ctx context.Context, d time.Duration) bool {
 
 // gate makes an API call wait out the latency knob and checks its Basic
 // auth. It answers and returns the status when the call goes no further,
-// 0 when it may proceed.
-func (s *Server) gate(w http.ResponseWriter, r *http.Request, k *knobs) int {
+// 0 when it may proceed, with the app whose credentials the call carries.
+func (s *Server) gate(w http.ResponseWriter, r *http.Request, k *knobs) (app string, status int) {
 	if !s.pause(r.Context(), k.latency) {
 		writeError(w, http.StatusServiceUnavailable, "Service Unavailable")
-		return http.StatusServiceUnavailable
+		return "", http.StatusServiceUnavailable
 	}
-	if !s.authorized(r, k) {
+	app, ok := s.authorized(r, k)
+	if !ok {
 		writeError(w, http.StatusUnauthorized, "Authentication Failed")
-		return http.StatusUnauthorized
+		return "", http.StatusUnauthorized
 	}
-	return 0
+	return app, 0
 }
 
-func (s *Server) authorized(r *http.Request, k *knobs) bool {
+// authorized returns the app whose credentials r carries. The app id is
+// a user name, not a secret; the secret is compared in constant time.
+func (s *Server) authorized(r *http.Request, k *knobs) (string, bool) {
 	if k.authFailure {
-		return false
+		return "", false
 	}
 	id, secret, ok := r.BasicAuth()
-	idOK := subtle.ConstantTimeCompare([]byte(id), s.appID)
-	secretOK := subtle.ConstantTimeCompare([]byte(secret), s.appSecret)
-	return ok && idOK&secretOK == 1
+	want, known := s.apps[id]
+	if !ok || !known || subtle.ConstantTimeCompare([]byte(secret), want) != 1 {
+		return "", false
+	}
+	return id, true
 }
 
 // registerRequest is the body of POST /webhook.
@@ -204,7 +211,7 @@ type registerRequest struct {
 }
 
 func (s *Server) handleRegisterWebhook(w http.ResponseWriter, r *http.Request) {
-	if s.gate(w, r, s.knobs.Load()) != 0 {
+	if _, status := s.gate(w, r, s.knobs.Load()); status != 0 {
 		return
 	}
 	var req registerRequest
@@ -239,7 +246,7 @@ type hsmRequest struct {
 }
 
 func (s *Server) handleGetTemplates(w http.ResponseWriter, r *http.Request) {
-	if s.gate(w, r, s.knobs.Load()) != 0 {
+	if _, status := s.gate(w, r, s.knobs.Load()); status != 0 {
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
@@ -274,7 +281,7 @@ type submitRequest struct {
 }
 
 func (s *Server) handleSubmitTemplate(w http.ResponseWriter, r *http.Request) {
-	if s.gate(w, r, s.knobs.Load()) != 0 {
+	if _, status := s.gate(w, r, s.knobs.Load()); status != 0 {
 		return
 	}
 	var req submitRequest
@@ -308,22 +315,34 @@ func (s *Server) handleSubmitTemplate(w http.ResponseWriter, r *http.Request) {
 // sendRequest is the body of POST /whatsappmessage. Fields other than these
 // are ignored, as the provider does; the payload is decoded strictly.
 type sendRequest struct {
-	Channel     string          `json:"channel"`
-	Destination string          `json:"destination"`
-	Payload     json.RawMessage `json:"payload"`
+	Channel     string `json:"channel"`
+	Destination string `json:"destination"`
+	// Source is Gupshup's business number of the send, which an app of
+	// several numbers names; the sandbox logs it.
+	Source  string          `json:"source"`
+	Payload json.RawMessage `json:"payload"`
 }
 
 // send is a valid POST /whatsappmessage.
 type send struct {
 	number   string // the destination without "+"
+	app      string // the app whose credentials sent it
+	source   string // the body's "source", without "+"; "" when none
 	payload  []byte // compacted JSON
 	template bool
+	// category is the template's category, lowercased; "" for a free-form
+	// message.
+	category string
+	// templateStatus is the template's status: APPROVED, PAUSED or
+	// DISABLED.
+	templateStatus string
 }
 
 func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 	s.stats.requests.Add(1)
 	k := s.knobs.Load()
-	switch s.gate(w, r, k) {
+	app, status := s.gate(w, r, k)
+	switch status {
 	case 0:
 	case http.StatusUnauthorized:
 		s.stats.rejected.Add(1)
@@ -346,6 +365,7 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 		s.countRefusal(s.refuse(w, err))
 		return
 	}
+	msg.app = app
 	m := magicOf(msg.number)
 	if m == magicInvalid {
 		s.stats.rejected.Add(1)
@@ -360,6 +380,8 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 			s.throttle(w, 1)
 		case magicHang:
 			s.hang(w, r)
+		case magicSpamLimit:
+			s.spamLimited(w)
 		}
 		return
 	}
@@ -384,9 +406,10 @@ func (s *Server) parseSend(w http.ResponseWriter, r *http.Request, now time.Time
 	if err := enqueue.ValidatePayload(p); err != nil {
 		return send{}, err
 	}
+	var category, status string
 	t, isTemplate := p.(*enqueue.Template)
 	if isTemplate {
-		if err := s.templates.checkSend(&t.Template, now); err != nil {
+		if category, status, err = s.templates.checkSend(&t.Template, now); err != nil {
 			return send{}, err
 		}
 	}
@@ -395,7 +418,8 @@ func (s *Server) parseSend(w http.ResponseWriter, r *http.Request, now time.Time
 	if err := json.Compact(&compact, req.Payload); err != nil {
 		return send{}, fmt.Errorf("compact payload: %w", err)
 	}
-	return send{number: strings.TrimPrefix(req.Destination, "+"), payload: compact.Bytes(), template: isTemplate}, nil
+	return send{number: strings.TrimPrefix(req.Destination, "+"), source: strings.TrimPrefix(req.Source, "+"),
+		payload: compact.Bytes(), template: isTemplate, category: category, templateStatus: status}, nil
 }
 
 func (s *Server) countRefusal(status int) {
@@ -427,6 +451,13 @@ func retryAfter(k *knobs) int {
 	return max(1, int(math.Ceil(missing/k.rate)))
 }
 
+// spamLimited refuses a send as WhatsApp's spam rate limit does (131048):
+// the sender's quality is too low for its pace.
+func (s *Server) spamLimited(w http.ResponseWriter) {
+	s.stats.throttled.Add(1)
+	writeJSON(w, http.StatusTooManyRequests, answer{Status: "error", Message: reasonSpamLimit, Code: codeSpamLimit})
+}
+
 // hang holds the request until the client gives up, like a provider that
 // accepted the connection and never answered. It is not logged as accepted.
 func (s *Server) hang(w http.ResponseWriter, r *http.Request) {
@@ -445,13 +476,13 @@ func (s *Server) accept(w http.ResponseWriter, msg send, m magicNumber, k *knobs
 		s.logger.Error("new message id", zap.Error(err))
 		return
 	}
-	if s.log.add(id, now, msg.number, msg.payload) {
+	if s.log.add(id, now, msg.app, msg.source, msg.number, msg.payload) {
 		s.stats.duplicates.Add(1)
 	}
 	s.stats.accepted.Add(1)
 	messageID := id.String()
-	fate := s.fate(msg.number, m, msg.template, now)
-	s.emit(messageEvents(fate, messageID, newWamid(), msg.number, now, k.webhookDelay), k, k.webhookDelay)
+	fate, pricing := s.fate(msg, m, now)
+	s.emit(messageEvents(fate, pricing, messageID, newWamid(), msg.number, now, k.webhookDelay), k, k.webhookDelay)
 	writeJSON(w, http.StatusOK, answer{Status: "submitted", MessageID: messageID})
 }
 
@@ -484,15 +515,19 @@ func newWamid() string {
 type magicNumber int
 
 const (
-	magicNone          magicNumber = iota
-	magicUndeliverable             // 0001
-	magicInvalid                   // 0002
-	magicServerError               // 0003
-	magicThrottle                  // 0004
-	magicUnread                    // 0005
-	magicOptedOut                  // 0006
-	magicHang                      // 0007
-	magicWindowClosed              // 0008
+	magicNone           magicNumber = iota
+	magicUndeliverable              // 0001
+	magicInvalid                    // 0002
+	magicServerError                // 0003
+	magicThrottle                   // 0004
+	magicUnread                     // 0005
+	magicOptedOut                   // 0006
+	magicHang                       // 0007
+	magicWindowClosed               // 0008
+	magicMarketingCap               // 0009
+	magicHoldOut                    // 0010
+	magicSpamLimit                  // 0011
+	magicCountryRefused             // 0012
 )
 
 func magicOf(number string) magicNumber {
@@ -516,61 +551,128 @@ func magicOf(number string) magicNumber {
 		return magicHang
 	case "0008":
 		return magicWindowClosed
+	case "0009":
+		return magicMarketingCap
+	case "0010":
+		return magicHoldOut
+	case "0011":
+		return magicSpamLimit
+	case "0012":
+		return magicCountryRefused
 	}
 	return magicNone
 }
 
 // counted reports whether the outcome depends on the attempt's rank.
 func (m magicNumber) counted() bool {
-	return m == magicServerError || m == magicThrottle || m == magicHang
+	return m == magicServerError || m == magicThrottle || m == magicHang || m == magicSpamLimit
 }
 
 // fate is what happens to an accepted message.
 type fate int
 
 const (
-	fateRead          fate = iota // enqueued, sent, delivered, read
-	fateDelivered                 // enqueued, sent, delivered
-	fateUndeliverable             // enqueued, failed 131026
-	fateOptedOut                  // failed 1012, user-event opted-out
-	fateWindowClosed              // enqueued, failed 131047
+	fateRead             fate = iota // enqueued, sent, delivered, read
+	fateDelivered                    // enqueued, sent, delivered
+	fateUndeliverable                // enqueued, failed 131026
+	fateOptedOut                     // failed 1012, user-event opted-out
+	fateWindowClosed                 // enqueued, failed 131047
+	fateMarketingCapped              // enqueued, failed 131049
+	fateHoldOut                      // enqueued, failed 130472
+	fateCountryRefused               // enqueued, failed 130497
+	fateTemplatePaused               // enqueued, failed 132015
+	fateTemplateDisabled             // enqueued, failed 132016
 )
 
-func (s *Server) fate(number string, m magicNumber, template bool, now time.Time) fate {
-	st := s.dests.get(number)
-	if st.opt == optOut || (st.opt == optDefault && m == magicOptedOut) {
-		return fateOptedOut
+// fate decides what happens to an accepted message, and the pricing object
+// its sent and delivered events carry (nil when it fails).
+func (s *Server) fate(msg send, m magicNumber, now time.Time) (fate, *pricing) {
+	st := s.dests.get(msg.number)
+	marketing := msg.category == "marketing"
+	switch {
+	case st.opt == optOut || (st.opt == optDefault && m == magicOptedOut):
+		return fateOptedOut, nil
+	case msg.templateStatus == statusPaused:
+		return fateTemplatePaused, nil
+	case msg.templateStatus == statusDisabled:
+		return fateTemplateDisabled, nil
+	case m == magicCountryRefused:
+		return fateCountryRefused, nil
+	case marketing && (m == magicMarketingCap || strings.HasPrefix(msg.number, "1")):
+		// Meta's per-user marketing cap, and since April 2025 every
+		// marketing template to a US number.
+		return fateMarketingCapped, nil
+	case marketing && m == magicHoldOut:
+		return fateHoldOut, nil
 	}
+	windowOpen := st.windowOpen(now)
 	switch m {
 	case magicUndeliverable:
-		return fateUndeliverable
+		return fateUndeliverable, nil
 	case magicUnread:
-		return fateDelivered
+		return fateDelivered, priceOf(msg, windowOpen)
 	case magicWindowClosed:
-		if !template && !st.windowOpen(now) {
-			return fateWindowClosed
+		if !msg.template && !windowOpen {
+			return fateWindowClosed, nil
 		}
 	}
-	return fateRead
+	return fateRead, priceOf(msg, windowOpen)
 }
 
-// Failure codes and reasons of failed events (WhatsApp's and Gupshup's).
+// pricing is the pricing object of sent and delivered events.
+type pricing struct {
+	Billable     bool   `json:"billable"`
+	PricingModel string `json:"pricing_model"`
+	Category     string `json:"category"`
+	Type         string `json:"type"`
+}
+
+// priceOf prices a delivered message as Meta does since 1 July 2025, per
+// message: marketing and authentication templates are billed, utility
+// templates too unless the user's 24h window is open, and free-form
+// messages (only possible inside the window) are free.
+func priceOf(msg send, windowOpen bool) *pricing {
+	switch {
+	case !msg.template:
+		return &pricing{PricingModel: "PMP", Category: "service", Type: "free_customer_service"}
+	case msg.category == "utility" && windowOpen:
+		return &pricing{PricingModel: "PMP", Category: "utility", Type: "free_customer_service"}
+	}
+	return &pricing{Billable: true, PricingModel: "PMP", Category: msg.category, Type: "regular"}
+}
+
+// Failure codes and reasons of failed events and refusals (WhatsApp's and
+// Gupshup's).
 const (
-	codeUndeliverable   = 131026
-	reasonUndeliverable = "Message undeliverable"
-	codeOptedOut        = 1012
-	reasonOptedOut      = "User has opted out"
-	codeWindowClosed    = 131047
-	reasonWindowClosed  = "Re-engagement message: more than 24 hours have passed since the customer last replied to this number"
+	codeUndeliverable      = 131026
+	reasonUndeliverable    = "Message undeliverable"
+	codeOptedOut           = 1012
+	reasonOptedOut         = "User has opted out"
+	codeWindowClosed       = 131047
+	reasonWindowClosed     = "Re-engagement message: more than 24 hours have passed since the customer last replied to this number"
+	codeMarketingCapped    = 131049
+	reasonMarketingCapped  = "This message was not delivered to maintain healthy ecosystem engagement"
+	codeHoldOut            = 130472
+	reasonHoldOut          = "User's number is part of an experiment"
+	codeSpamLimit          = 131048
+	reasonSpamLimit        = "Spam rate limit hit: message failed to send because there are restrictions on how many messages can be sent from this phone number"
+	codeCountryRefused     = 130497
+	reasonCountryRefused   = "Business account is restricted from messaging users in this country"
+	codeTemplatePaused     = 132015
+	reasonTemplatePaused   = "Template is paused due to low quality"
+	codeTemplateDisabled   = 132016
+	reasonTemplateDisabled = "Template has been paused too many times due to low quality and is now permanently disabled"
 )
 
-// messageEvent is the payload of a message-event webhook.
+// messageEvent is the payload of a message-event webhook. A pricing object
+// sits beside the event's details, as in Gupshup's v2 events.
 type messageEvent struct {
-	ID          string `json:"id"`
-	GsID        string `json:"gsId,omitempty"`
-	Type        string `json:"type"`
-	Destination string `json:"destination"`
-	Payload     any    `json:"payload"`
+	ID          string   `json:"id"`
+	GsID        string   `json:"gsId,omitempty"`
+	Type        string   `json:"type"`
+	Destination string   `json:"destination"`
+	Payload     any      `json:"payload"`
+	Pricing     *pricing `json:"pricing,omitempty"`
 }
 
 type enqueuedDetail struct {
@@ -593,8 +695,8 @@ type userEvent struct {
 }
 
 // messageEvents returns the webhooks of an accepted message in the order
-// they happen, the i-th at now + (i+1)*delay.
-func messageEvents(f fate, messageID, wamid, number string, now time.Time, delay time.Duration) []*event {
+// they happen, the i-th at now + (i+1)*delay; sent and delivered carry p.
+func messageEvents(f fate, p *pricing, messageID, wamid, number string, now time.Time, delay time.Duration) []*event {
 	var events []*event
 	add := func(kind string, payload func(at time.Time) any) {
 		at := now.Add(time.Duration(len(events)+1) * delay)
@@ -605,7 +707,11 @@ func messageEvents(f fate, messageID, wamid, number string, now time.Time, delay
 	}
 	status := func(typ string) func(time.Time) any {
 		return func(at time.Time) any {
-			return &messageEvent{ID: wamid, GsID: messageID, Type: typ, Destination: number, Payload: statusDetail{TS: at.Unix()}}
+			ev := &messageEvent{ID: wamid, GsID: messageID, Type: typ, Destination: number, Payload: statusDetail{TS: at.Unix()}}
+			if typ == "sent" || typ == "delivered" {
+				ev.Pricing = p
+			}
+			return ev
 		}
 	}
 	failed := func(code int, reason string) func(time.Time) any {
@@ -627,6 +733,21 @@ func messageEvents(f fate, messageID, wamid, number string, now time.Time, delay
 	case fateWindowClosed:
 		add(kindMessageEvent, enqueued)
 		add(kindMessageEvent, failed(codeWindowClosed, reasonWindowClosed))
+	case fateMarketingCapped:
+		add(kindMessageEvent, enqueued)
+		add(kindMessageEvent, failed(codeMarketingCapped, reasonMarketingCapped))
+	case fateHoldOut:
+		add(kindMessageEvent, enqueued)
+		add(kindMessageEvent, failed(codeHoldOut, reasonHoldOut))
+	case fateCountryRefused:
+		add(kindMessageEvent, enqueued)
+		add(kindMessageEvent, failed(codeCountryRefused, reasonCountryRefused))
+	case fateTemplatePaused:
+		add(kindMessageEvent, enqueued)
+		add(kindMessageEvent, failed(codeTemplatePaused, reasonTemplatePaused))
+	case fateTemplateDisabled:
+		add(kindMessageEvent, enqueued)
+		add(kindMessageEvent, failed(codeTemplateDisabled, reasonTemplateDisabled))
 	case fateOptedOut:
 		add(kindMessageEvent, failed(codeOptedOut, reasonOptedOut))
 		add(kindUserEvent, func(time.Time) any { return &userEvent{Phone: number, Type: "opted-out"} })

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -142,7 +143,7 @@ func (s *Server) handlePutConfig(w http.ResponseWriter, r *http.Request) {
 // building the answer in memory and without holding the log's lock.
 func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 	filter := strings.TrimPrefix(r.URL.Query().Get("destination"), "+")
-	records, chunks := s.log.snapshot()
+	records, chunks, origins := s.log.snapshot()
 	w.Header().Set("Content-Type", "application/json")
 	bw := bufio.NewWriterSize(w, 64<<10)
 	buf := make([]byte, 0, 1024)
@@ -162,6 +163,13 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 		buf = append(buf, rec.id.String()...)
 		buf = append(buf, `","destination":`...)
 		buf = strconv.AppendQuote(buf, string(number))
+		from := origins[rec.sender]
+		buf = append(buf, `,"app_id":`...)
+		buf = appendString(buf, from.app)
+		if from.source != "" {
+			buf = append(buf, `,"source":`...)
+			buf = appendString(buf, from.source)
+		}
 		buf = append(buf, `,"payload":`...)
 		buf = append(buf, payload...)
 		buf = append(buf, `,"received_at":"`...)
@@ -272,7 +280,86 @@ func (s *Server) handleOpt(w http.ResponseWriter, r *http.Request, opt int8, eve
 	writeJSON(w, http.StatusOK, answer{Status: "success"})
 }
 
+// templateStatusRequest is the body of PUT /sandbox/templates/{name}.
+type templateStatusRequest struct {
+	Status string `json:"status"`
+	// Reason is the template-event's reason; empty gives a default one.
+	Reason string `json:"reason"`
+}
+
+// defaultStatusReason is the reason of a status set without one, after
+// Meta's wording.
+func defaultStatusReason(status string) string {
+	switch status {
+	case statusPaused:
+		return "The template was paused because of low quality: customers blocked or reported it"
+	case statusDisabled:
+		return "The template was disabled because of low quality after repeated pauses"
+	case statusRejected:
+		return "The template was rejected in review"
+	}
+	return ""
+}
+
+// templateEvent is the payload of a template-event webhook.
+type templateEvent struct {
+	ID           string `json:"id"`
+	ElementName  string `json:"elementName"`
+	LanguageCode string `json:"languageCode"`
+	Status       string `json:"status"`
+	Reason       string `json:"reason,omitempty"`
+}
+
+// handleTemplateStatus sets the status of a template (every language of
+// that name), as Meta's quality rating or review would, and sends a
+// template-event webhook for each.
+func (s *Server) handleTemplateStatus(w http.ResponseWriter, r *http.Request) {
+	var req templateStatusRequest
+	if err := readJSON(w, r, &req, true); err != nil {
+		s.refuse(w, err)
+		return
+	}
+	if err := oneOf("status", req.Status, settableStatuses()); err != nil {
+		s.refuse(w, err)
+		return
+	}
+	if n := utf8.RuneCountInString(req.Reason); n > maxTemplateContent {
+		s.refuse(w, &enqueue.ValidationError{Field: "reason", Reason: fmt.Sprintf("must be at most %d characters, not %d", maxTemplateContent, n)})
+		return
+	}
+	status := strings.ToUpper(req.Status)
+	reason := req.Reason
+	if reason == "" {
+		reason = defaultStatusReason(status)
+	}
+	name := r.PathValue("name")
+	now := time.Now()
+	changed := s.templates.setStatus(name, status, reason, now)
+	if len(changed) == 0 {
+		s.refuse(w, &apiError{code: http.StatusNotFound, message: "Template not found: " + name})
+		return
+	}
+	views := make([]templateView, len(changed))
+	events := make([]*event, len(changed))
+	for i, t := range changed {
+		views[i] = t.view(now)
+		events[i] = &event{kind: kindTemplateEvent, at: now, payload: &templateEvent{
+			ID: t.id, ElementName: t.elementName, LanguageCode: t.languageCode, Status: status, Reason: reason,
+		}}
+	}
+	s.emit(events, s.knobs.Load(), 0)
+	s.logger.Info("template status set", zap.String("template", name), zap.String("status", status))
+	writeJSON(w, http.StatusOK, answer{Status: "success", Templates: views})
+}
+
 func (s *Server) handleReset(w http.ResponseWriter, _ *http.Request) {
 	s.reset()
 	writeJSON(w, http.StatusOK, answer{Status: "success"})
+}
+
+// appendString appends s as a JSON string: app ids and sources are what a
+// caller sent, not digits alone.
+func appendString(buf []byte, s string) []byte {
+	b, _ := json.Marshal(s) // a string always encodes
+	return append(buf, b...)
 }

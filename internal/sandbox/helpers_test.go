@@ -222,6 +222,15 @@ type event struct {
 	Destination string          `json:"destination"`
 	Phone       string          `json:"phone"`
 	Payload     json.RawMessage `json:"payload"`
+	Pricing     *pricing        `json:"pricing"`
+}
+
+// pricing is the pricing object of sent and delivered events.
+type pricing struct {
+	Billable     bool   `json:"billable"`
+	PricingModel string `json:"pricing_model"`
+	Category     string `json:"category"`
+	Type         string `json:"type"`
 }
 
 func (h hook) event(tb testing.TB) event {

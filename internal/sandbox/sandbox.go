@@ -18,14 +18,29 @@
 //	0007  the first attempt hangs until the client gives up; the next is accepted
 //	0008  24h window closed: free-form messages fail with 131047 until the
 //	      user writes (POST /sandbox/inbound); templates go through
+//	0009  marketing cap: marketing templates fail with 131049, the rest go
+//	      through
+//	0010  marketing hold-out: marketing templates fail with 130472, the rest
+//	      go through
+//	0011  spam rate limit: 429 with code 131048 on the first attempt,
+//	      accepted on the next
+//	0012  country refused: every message fails with 130497
 //	other accepted, enqueued, sent, delivered, read
+//
+// Marketing templates to +1 (US) numbers fail with 131049, as WhatsApp's
+// have since April 2025. Sends of a template paused by PUT
+// /sandbox/templates/{name} fail with 132015, of a disabled one with 132016.
+// Sent and delivered events carry a pricing object by the template's
+// category (free-form messages, and utility templates inside the user's
+// window, are free).
 //
 // "First attempt" is the first valid request the sandbox receives for that
 // destination since it started or was reset.
 //
 // Under /sandbox/ (no auth) it offers introspection and control: the log of
 // accepted messages, counters, simulated inbound messages and opt-in/out,
-// run-time knobs (rate limit, random errors, latency, webhook delay,
+// template status changes (with their template-event webhooks), run-time
+// knobs (rate limit, random errors, latency, webhook delay,
 // duplicated and reordered webhooks, an authentication outage) and a reset.
 package sandbox
 
@@ -61,6 +76,11 @@ type Config struct {
 	// AppID and AppSecret are the Basic auth credentials every API call
 	// must carry. Both are required.
 	AppID, AppSecret string
+	// Apps are more apps' credentials, app id to secret, each accepted as
+	// AppID and AppSecret are: one sandbox stands in for several
+	// ChatArchitect apps, and its message log says which app sent each
+	// message. Nil means the one app.
+	Apps map[string]string
 	// Rate limits accepted sends to this many messages per second, with a
 	// token bucket holding one second's worth; an empty bucket answers 429
 	// with Retry-After. Zero turns the limit off.
@@ -104,6 +124,11 @@ func (c *Config) validate() error {
 	}
 	if c.AppSecret == "" {
 		return errors.New("sandbox: AppSecret is required")
+	}
+	for id, secret := range c.Apps {
+		if id == "" || secret == "" {
+			return fmt.Errorf("sandbox: Apps: app %q needs an id and a secret", id)
+		}
 	}
 	checks := []error{
 		checkRate("Rate", c.Rate),
@@ -175,9 +200,10 @@ func newLimiter(r float64) *rate.Limiter {
 // Server is the sandbox: an http.Handler for every route. New starts its
 // webhook goroutines; Close stops them.
 type Server struct {
-	appID, appSecret []byte
-	logger           *zap.Logger
-	mux              *http.ServeMux
+	// apps are the accepted credentials: app id to secret.
+	apps   map[string][]byte
+	logger *zap.Logger
+	mux    *http.ServeMux
 
 	// knobsMu serialises changes of knobs; readers just Load.
 	knobsMu sync.Mutex
@@ -206,8 +232,7 @@ func New(cfg Config, logger *zap.Logger) (*Server, error) {
 	}
 	workers := cmp.Or(cfg.WebhookWorkers, defaultWebhookWorkers)
 	s := &Server{
-		appID:     []byte(cfg.AppID),
-		appSecret: []byte(cfg.AppSecret),
+		apps:      apps(cfg),
 		logger:    logger,
 		log:       newMessageLog(),
 		dests:     newDestinations(),
@@ -243,6 +268,15 @@ func New(cfg Config, logger *zap.Logger) (*Server, error) {
 	return s, nil
 }
 
+// apps returns the credentials of cfg's apps, app id to secret.
+func apps(cfg Config) map[string][]byte {
+	out := map[string][]byte{cfg.AppID: []byte(cfg.AppSecret)}
+	for id, secret := range cfg.Apps {
+		out[id] = []byte(secret)
+	}
+	return out
+}
+
 func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /webhook", s.handleRegisterWebhook)
@@ -258,6 +292,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /sandbox/optout", s.handleOptOut)
 	mux.HandleFunc("POST /sandbox/optin", s.handleOptIn)
 	mux.HandleFunc("POST /sandbox/reset", s.handleReset)
+	mux.HandleFunc("PUT /sandbox/templates/{name}", s.handleTemplateStatus)
 	return mux
 }
 

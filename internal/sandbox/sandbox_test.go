@@ -958,7 +958,7 @@ func TestMessagesWhileSending(t *testing.T) {
 	for i := range senders {
 		go func() {
 			for j := range each {
-				body := fmt.Sprintf(`{"channel":"whatsapp","destination":"49151%08d","payload":{"type":"text","message":"hi"}}`, i*1000+j+10)
+				body := fmt.Sprintf(`{"channel":"whatsapp","destination":"49151%08d","payload":{"type":"text","message":"hi"}}`, i*1000+j+100)
 				req, err := http.NewRequest(http.MethodPost, e.url+"/whatsappmessage", strings.NewReader(body))
 				if err != nil {
 					done <- err
@@ -995,5 +995,39 @@ func TestMessagesWhileSending(t *testing.T) {
 	_, body := e.call(t, http.MethodGet, "/sandbox/messages", nil)
 	if n := len(decode[[]json.RawMessage](t, body)); n != senders*each {
 		t.Errorf("got %d messages, want %d", n, senders*each)
+	}
+}
+
+func TestSeveralAppsAndTheirSources(t *testing.T) {
+	e := setup(t, sandbox.Config{Apps: map[string]string{"second-app": "second-secret"}})
+	send := func(id, secret, body string) int {
+		status, _, out := e.do(t, http.MethodPost, "/whatsappmessage", body, func(r *http.Request) { r.SetBasicAuth(id, secret) })
+		if status != http.StatusOK && status != http.StatusUnauthorized {
+			t.Fatalf("send as %s: %d %s", id, status, out)
+		}
+		return status
+	}
+	msg := `{"type":"text","message":"hi"}`
+	if got := send(testAppID, testAppSecret, `{"channel":"whatsapp","destination":"4915100000021","payload":`+msg+`}`); got != http.StatusOK {
+		t.Errorf("the first app: %d", got)
+	}
+	if got := send("second-app", "second-secret", `{"channel":"whatsapp","destination":"4915100000022","source":"+4930000002","payload":`+msg+`}`); got != http.StatusOK {
+		t.Errorf("the second app: %d", got)
+	}
+	if got := send("second-app", testAppSecret, `{"channel":"whatsapp","destination":"4915100000023","payload":`+msg+`}`); got != http.StatusUnauthorized {
+		t.Errorf("the second app with the first one's secret: %d, want 401", got)
+	}
+	type item struct {
+		Destination string `json:"destination"`
+		AppID       string `json:"app_id"`
+		Source      string `json:"source"`
+	}
+	_, body := e.call(t, http.MethodGet, "/sandbox/messages", nil)
+	want := []item{{"4915100000021", testAppID, ""}, {"4915100000022", "second-app", "4930000002"}}
+	if diff := cmp.Diff(want, decode[[]item](t, body)); diff != "" {
+		t.Errorf("messages (-want +got):\n%s", diff)
+	}
+	if _, err := sandbox.New(sandbox.Config{AppID: "a", AppSecret: "b", Apps: map[string]string{"c": ""}}, nil); err == nil || !strings.Contains(err.Error(), `app "c"`) {
+		t.Errorf("an app without a secret: %v", err)
 	}
 }

@@ -114,7 +114,15 @@ type messageLog struct {
 	chunks [][]byte
 	used   int
 	seen   map[uint64]struct{}
+	// senders are the (app, source) pairs that sent, each once, which a
+	// record points at: a few per sandbox, however many messages.
+	senders []origin
+	sender  map[origin]uint32
 }
+
+// origin is who sent a message: the app of its credentials and the
+// source its body named ("" when none).
+type origin struct{ app, source string }
 
 // record is one accepted message; its destination and payload are
 // chunks[chunk][off : off+size], the first destLen bytes the destination.
@@ -125,16 +133,17 @@ type record struct {
 	off     uint32
 	size    uint32
 	destLen uint8
+	sender  uint32 // index into messageLog.senders
 }
 
 func newMessageLog() *messageLog {
-	return &messageLog{seed: maphash.MakeSeed(), seen: make(map[uint64]struct{})}
+	return &messageLog{seed: maphash.MakeSeed(), seen: make(map[uint64]struct{}), sender: map[origin]uint32{}}
 }
 
 // add logs an accepted message and reports whether the same destination and
 // payload were logged before. number must be at most 255 bytes (it is a
 // validated phone number).
-func (l *messageLog) add(id uuid.UUID, at time.Time, number string, payload []byte) (duplicate bool) {
+func (l *messageLog) add(id uuid.UUID, at time.Time, app, source, number string, payload []byte) (duplicate bool) {
 	var h maphash.Hash
 	h.SetSeed(l.seed)
 	h.WriteString(number)
@@ -148,6 +157,13 @@ func (l *messageLog) add(id uuid.UUID, at time.Time, number string, payload []by
 	_, duplicate = l.seen[fp]
 	if !duplicate {
 		l.seen[fp] = struct{}{}
+	}
+	from := origin{app, source}
+	who, ok := l.sender[from]
+	if !ok {
+		who = uint32(len(l.senders))
+		l.senders = append(l.senders, from)
+		l.sender[from] = who
 	}
 	last := len(l.chunks) - 1
 	if last < 0 || len(l.chunks[last])-l.used < size {
@@ -166,15 +182,16 @@ func (l *messageLog) add(id uuid.UUID, at time.Time, number string, payload []by
 		off:     uint32(off),
 		size:    uint32(size),
 		destLen: uint8(len(number)),
+		sender:  who,
 	})
 	return duplicate
 }
 
 // snapshot returns the log as it is now; see messageLog.
-func (l *messageLog) snapshot() ([]record, [][]byte) {
+func (l *messageLog) snapshot() ([]record, [][]byte, []origin) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.records[:len(l.records):len(l.records)], l.chunks[:len(l.chunks):len(l.chunks)]
+	return l.records[:len(l.records):len(l.records)], l.chunks[:len(l.chunks):len(l.chunks)], l.senders[:len(l.senders):len(l.senders)]
 }
 
 // reset empties the log. Snapshots taken before keep the old arenas alive
@@ -186,6 +203,8 @@ func (l *messageLog) reset() {
 	l.chunks = nil
 	l.used = 0
 	l.seen = make(map[uint64]struct{})
+	l.senders = nil
+	l.sender = map[origin]uint32{}
 }
 
 // entry returns the destination and payload of r.

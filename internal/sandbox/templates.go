@@ -19,7 +19,14 @@ const (
 	statusPending  = "PENDING"
 	statusApproved = "APPROVED"
 	statusRejected = "REJECTED"
+	statusPaused   = "PAUSED"
+	statusDisabled = "DISABLED"
 )
+
+// settableStatuses are the statuses PUT /sandbox/templates/{name} sets.
+func settableStatuses() []string {
+	return []string{statusApproved, statusPaused, statusDisabled, statusRejected}
+}
 
 // rejectWord in a submitted template's content makes its review fail.
 const rejectWord = "REJECT"
@@ -48,6 +55,7 @@ type template struct {
 	createdAt    time.Time // submission
 	reviewedAt   time.Time // when the review ends
 	verdict      string    // the status after review
+	reason       string    // why it has its verdict, when it was set by hand
 }
 
 func (t *template) status(now time.Time) string {
@@ -86,7 +94,10 @@ func (t *template) view(now time.Time) templateView {
 	if v.Status != statusPending {
 		v.ModifiedOn = t.reviewedAt.UnixMilli()
 	}
-	if v.Status == statusRejected {
+	switch {
+	case t.reason != "" && v.Status != statusPending:
+		v.Reason = t.reason
+	case v.Status == statusRejected:
 		v.Reason = "The template was rejected in review (its content contains " + rejectWord + ")."
 	}
 	return v
@@ -244,19 +255,48 @@ func (ts *templateStore) all() []*template {
 }
 
 // checkSend returns why a template message cannot be sent, or nil: the
-// template must exist, be approved and get exactly its number of params.
-func (ts *templateStore) checkSend(spec *enqueue.TemplateSpec, now time.Time) error {
+// template must exist, be approved, paused or disabled (the last two are
+// accepted, then fail as WhatsApp's do), and get exactly its number of
+// params. It returns the template's category, lowercased, and status.
+func (ts *templateStore) checkSend(spec *enqueue.TemplateSpec, now time.Time) (category, status string, err error) {
 	ts.mu.RLock()
 	t := ts.byKey[templateKey(spec.ElementName, spec.LanguageCode)]
 	ts.mu.RUnlock()
 	if t == nil {
-		return badRequest(fmt.Sprintf("Template not found: %s (%s)", spec.ElementName, spec.LanguageCode))
+		return "", "", badRequest(fmt.Sprintf("Template not found: %s (%s)", spec.ElementName, spec.LanguageCode))
 	}
-	if status := t.status(now); status != statusApproved {
-		return badRequest(fmt.Sprintf("Template %s (%s) is %s, not %s", t.elementName, t.languageCode, status, statusApproved))
+	status = t.status(now)
+	switch status {
+	case statusApproved, statusPaused, statusDisabled:
+	default:
+		return "", "", badRequest(fmt.Sprintf("Template %s (%s) is %s, not %s", t.elementName, t.languageCode, status, statusApproved))
 	}
 	if len(spec.Params) != t.params {
-		return badRequest(fmt.Sprintf("Template params mismatch: %s (%s) takes %d params, got %d", t.elementName, t.languageCode, t.params, len(spec.Params)))
+		return "", "", badRequest(fmt.Sprintf("Template params mismatch: %s (%s) takes %d params, got %d", t.elementName, t.languageCode, t.params, len(spec.Params)))
 	}
-	return nil
+	return strings.ToLower(t.category), status, nil
+}
+
+// setStatus gives every language of the template called name the status,
+// as Meta's quality rating or review would, and returns the templates as
+// they are now; none when no template has that name.
+func (ts *templateStore) setStatus(name, status, reason string, now time.Time) []*template {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	var changed []*template
+	for i, t := range ts.list {
+		if t.elementName != name {
+			continue
+		}
+		// A template is never modified once stored: a copy replaces it.
+		c := *t
+		c.verdict, c.reason = status, reason
+		if c.reviewedAt.After(now) {
+			c.reviewedAt = now
+		}
+		ts.list[i] = &c
+		ts.byKey[templateKey(c.elementName, c.languageCode)] = &c
+		changed = append(changed, &c)
+	}
+	return changed
 }

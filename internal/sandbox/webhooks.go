@@ -34,6 +34,9 @@ const (
 	kindMessageEvent = "message-event"
 	kindMessage      = "message"
 	kindUserEvent    = "user-event"
+	// kindTemplateEvent reports a template's new status; its shape is
+	// chatq's assumption after Gupshup's (see chatarchitect.TemplateEvent).
+	kindTemplateEvent = "template-event"
 )
 
 // event is one webhook. Its body is encoded when it is sent, from values

@@ -79,7 +79,7 @@ func checkParkedEvents(t *testing.T, rdb *redis.ClusterClient) {
 	if _, err := st.Create(ctx, []*store.Record{rec}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := st.Begin(ctx, rec.ID, at); err != nil {
+	if _, _, err := st.Begin(ctx, rec.ID, at, store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, ev := range []store.Event{

@@ -116,7 +116,7 @@ func TestCounterHearsEveryStatusChange(t *testing.T) {
 	st := store.New(redistest.Start(t).Client(t), store.Config{Counter: c})
 	at := time.Now()
 	createAll(t, st, newRecord("m1", "442070001", "bulk", "", at), newRecord("m2", "442070002", "bulk", "", at), newRecord("m3", "442070003", "bulk", "", at))
-	if _, _, err := st.Begin(ctx, "m1", at); err != nil {
+	if _, _, err := st.Begin(ctx, "m1", at, store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.Submit(ctx, "m1", "pid-m1", at); err != nil {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,19 +13,49 @@ import (
 	"github.com/chatq/chatq/internal/jsontime"
 )
 
-// deadKey indexes the dead letters: the ids of dead records, scored by the
-// unix milliseconds they died. asynq's archive holds their tasks too, but
-// keeps at most 10,000 per queue for 90 days; this index lasts as long as
-// the records. It is written by a command of its own after the record's
-// script, not inside it, so that the layout works on Redis Cluster; an
-// entry whose record is no longer dead is dropped when a listing meets it.
-// Each new entry takes out those that died longer than the record TTL ago,
-// whose records are gone (a record lives TTL past its last change), so the
-// index holds about as many entries as there are dead records, listed or
-// not.
-const deadKey = "chatq:dead"
+// deadKey indexes a tenant's dead letters: the ids of its dead records,
+// scored by the unix milliseconds they died. asynq's archive holds their
+// tasks too, but keeps at most 10,000 per queue for 90 days; this index
+// lasts as long as the records. It is written by a command of its own after
+// the record's script, not inside it, so that the layout works on Redis
+// Cluster; an entry whose record is no longer dead is dropped when a
+// listing meets it. Each new entry takes out those that died longer than
+// the record TTL ago, whose records are gone (a record lives TTL past its
+// last change), so the index holds about as many entries as there are dead
+// records, listed or not. Each tenant has its own, as it has its own
+// batches: DefaultTenant keeps the key of before tenants, which may still
+// hold other tenants' entries (a listing moves them to their own).
+func deadKey(tenant string) string {
+	if tenant == "" || tenant == DefaultTenant {
+		return "chatq:dead"
+	}
+	return "chatq:dead:" + tenant
+}
 
-// die moves a record to dead and adds it to the dead letters.
+// owners returns the status and the tenant of each record, in one round
+// trip: "" and DefaultTenant for the missing. A record's tenant never
+// changes, so it says which tenant's dead letters the record is among.
+func (s *Store) owners(ctx context.Context, ids []string) ([]Status, []string, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HMGet(ctx, recordKey(id), fStatus, fTenant)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, nil, fmt.Errorf("read statuses: %w", err)
+	}
+	sts := make([]Status, len(ids))
+	tenants := make([]string, len(ids))
+	for i, c := range cmds {
+		v := c.Val()
+		st, _ := v[0].(string)
+		tenant, _ := v[1].(string)
+		sts[i], tenants[i] = Status(st), cmp.Or(tenant, DefaultTenant)
+	}
+	return sts, tenants, nil
+}
+
+// die moves a record to dead and adds it to its tenant's dead letters.
 func (s *Store) die(ctx context.Context, id string, c Change) (Outcome, Status, error) {
 	at := c.At
 	if at.IsZero() {
@@ -35,6 +66,11 @@ func (s *Store) die(ctx context.Context, id string, c Change) (Outcome, Status, 
 	if c.Unsent {
 		op = "withdraw"
 	}
+	_, tenants, err := s.owners(ctx, []string{id})
+	if err != nil {
+		return "", "", fmt.Errorf("move %s: %w", id, err)
+	}
+	key := deadKey(tenants[0])
 	var cmd *redis.Cmd
 	// The index write rides in the same round trip. Its failure alone is
 	// not reported: the record is dead, and a caller told otherwise would
@@ -42,29 +78,32 @@ func (s *Store) die(ctx context.Context, id string, c Change) (Outcome, Status, 
 	// revives.
 	_ = s.exec(ctx, func(pipe redis.Pipeliner) {
 		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), s.transitionArgs(op, c)...)
-		pipe.ZAddNX(ctx, deadKey, redis.Z{Score: float64(at.UnixMilli()), Member: id})
-		s.trimDead(ctx, pipe)
+		pipe.ZAddNX(ctx, key, redis.Z{Score: float64(at.UnixMilli()), Member: id})
+		s.trimDead(ctx, pipe, key)
+		pipe.ZRem(ctx, dueKey, id)
 	})
 	o, st, _, err := s.outcome(ctx, id, cmd, "move "+id)
 	if err != nil {
 		return "", "", err
 	}
 	if o != Changed && st != Dead {
-		_ = s.rdb.ZRem(ctx, deadKey, id).Err()
+		_ = s.rdb.ZRem(ctx, key, id).Err()
 	}
 	return o, st, nil
 }
 
-// trimDead adds to pipe the removal of the dead letters that died longer
-// than the record TTL ago: their records, which live TTL past their last
-// change, are gone.
-func (s *Store) trimDead(ctx context.Context, pipe redis.Pipeliner) {
-	pipe.ZRemRangeByScore(ctx, deadKey, "-inf", "("+scoreArg(time.Now().Add(-s.cfg.TTL).UnixMilli()))
+// trimDead adds to pipe the removal of the dead letters of the index key
+// that died longer than the record TTL ago: their records, which live TTL
+// past their last change, are gone.
+func (s *Store) trimDead(ctx context.Context, pipe redis.Pipeliner, key string) {
+	pipe.ZRemRangeByScore(ctx, key, "-inf", "("+scoreArg(time.Now().Add(-s.cfg.TTL).UnixMilli()))
 }
 
-// DeadFilter selects dead letters. The zero value selects them all.
+// DeadFilter selects dead letters. The zero value selects all those of
+// DefaultTenant.
 type DeadFilter struct {
-	// Tenant, if set, keeps the dead letters of that tenant's messages.
+	// Tenant owns the dead letters listed: each tenant's are apart. Empty
+	// means DefaultTenant.
 	Tenant string
 	// Queue is the asynq queue of the message, or its priority: "bulk"
 	// also selects the messages of every bulk shard (bulk-0 ...).
@@ -79,9 +118,6 @@ type DeadFilter struct {
 }
 
 func (f DeadFilter) match(r *Record) bool {
-	if f.Tenant != "" && r.Tenant != f.Tenant {
-		return false
-	}
 	if f.Queue != "" && r.Queue != f.Queue && r.Priority != f.Queue {
 		return false
 	}
@@ -132,14 +168,16 @@ type DeadPage struct {
 // first, limit at most (up to MaxPage) from cursor ("" for the first
 // page). A page may hold fewer than limit, even none, while Next is set: a
 // narrow filter stops after a bounded amount of work. Entries whose record
-// expired or is no longer dead are dropped from the index on the way.
+// expired or is no longer dead are dropped from the index on the way, and
+// those of another tenant's record move to that tenant's dead letters.
 func (s *Store) ListDead(ctx context.Context, f DeadFilter, cursor string, limit int) (DeadPage, error) {
+	key := deadKey(f.Tenant)
 	if cursor == "" {
 		pipe := s.rdb.Pipeline()
-		s.trimDead(ctx, pipe)
+		s.trimDead(ctx, pipe, key)
 		_, _ = pipe.Exec(ctx)
 	}
-	found, next, err := s.page(ctx, deadKey, f.span(), cursor, limit, func(r *Record) verdict {
+	found, next, err := s.page(ctx, key, f.span(), cursor, limit, func(r *Record) verdict {
 		switch {
 		case r.Status != Dead:
 			return drop
@@ -147,7 +185,7 @@ func (s *Store) ListDead(ctx context.Context, f DeadFilter, cursor string, limit
 			return take
 		}
 		return skip
-	})
+	}, func(r *Record) (string, time.Time) { return deadKey(r.Tenant), time.Time{} })
 	if err != nil {
 		return DeadPage{}, fmt.Errorf("list dead letters: %w", err)
 	}
@@ -161,23 +199,25 @@ func (s *Store) ListDead(ctx context.Context, f DeadFilter, cursor string, limit
 // RetryDead takes dead records back to queued, for an operator's retry, and
 // reports each one's outcome: Changed, Refused (not dead: its status is
 // the second result) or Missing. The history notes the retry. Each record
-// retried leaves the dead letters and joins the unsent index, so that a
-// worker's sweeper enqueues it if the caller does not (see MarkEnqueued):
-// the caller must have removed any task of the record from asynq's
-// archive first, or the sweeper would find the task and take the record off
-// the index with no task to run.
+// retried leaves its tenant's dead letters and joins the due index, so
+// that the sweeper enqueues it if the caller does not: the caller must have
+// removed any task of the record from asynq's archive first, or the sweeper
+// would find the task archived and end the record dead again.
 func (s *Store) RetryDead(ctx context.Context, ids []string, at time.Time, note string) ([]Outcome, []Status, error) {
+	_, tenants, err := s.owners(ctx, ids)
+	if err != nil {
+		return nil, nil, fmt.Errorf("retry dead letters: %w", err)
+	}
 	args := s.transitionArgs("requeue", Change{Status: Queued, At: at, Note: note})
 	cmds := make([]*redis.Cmd, len(ids))
-	err := s.exec(ctx, func(pipe redis.Pipeliner) {
+	err = s.exec(ctx, func(pipe redis.Pipeliner) {
 		for i, id := range ids {
-			// On the unsent index before the change, scored now, so that
-			// the sweeper leaves it for its grace period: a crash in
-			// between leaves the message queued and found, not lost.
-			pipe.ZAdd(ctx, unsentKey, redis.Z{Score: float64(time.Now().UnixMilli()), Member: id})
+			// On the due index before the change, after a grace: a crash
+			// in between leaves the message queued and found, not lost.
+			pipe.ZAdd(ctx, dueKey, redis.Z{Score: float64(time.Now().Add(s.cfg.DueGrace).UnixMilli()), Member: id})
 			cmds[i] = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), args...)
 			// Retried or not dead (anymore): either way no dead letter.
-			pipe.ZRem(ctx, deadKey, id)
+			pipe.ZRem(ctx, deadKey(tenants[i]), id)
 		}
 	})
 	if err != nil {
@@ -201,7 +241,7 @@ func (s *Store) RetryDead(ctx context.Context, ids []string, at time.Time, note 
 // off), Refused (not dead: its status is the second result, nothing
 // noted) or Missing.
 func (s *Store) DropDead(ctx context.Context, ids []string, at time.Time, note string) ([]Outcome, []Status, error) {
-	sts, err := s.statuses(ctx, ids)
+	sts, tenants, err := s.owners(ctx, ids)
 	if err != nil {
 		return nil, nil, fmt.Errorf("drop dead letters: %w", err)
 	}
@@ -213,7 +253,7 @@ func (s *Store) DropDead(ctx context.Context, ids []string, at time.Time, note s
 			if sts[i] == Dead {
 				cmds[i] = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), args...)
 			}
-			pipe.ZRem(ctx, deadKey, id)
+			pipe.ZRem(ctx, deadKey(tenants[i]), id)
 		}
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,6 +26,8 @@ type Event struct {
 	At time.Time `json:"at"`
 	// Error describes a failed event.
 	Error *ErrorInfo `json:"error,omitempty"`
+	// Pricing is the event's pricing object, if it carried one.
+	Pricing *Pricing `json:"pricing,omitempty"`
 	// Key identifies the event among redeliveries (id, type, timestamp);
 	// an event whose Key was applied before changes nothing.
 	Key string `json:"key"`
@@ -53,6 +56,11 @@ type EventResult struct {
 	// Outcome and Status are the transition's outcome and the status after.
 	Outcome Outcome
 	Status  Status
+	// Billable is the pricing category under which this event (or a parked
+	// one it released) made the message billable, "" unless it carried the
+	// first billable pricing object of the message: each message counts
+	// once.
+	Billable string
 }
 
 // ApplyEvent correlates a delivery event with its record (by provider id,
@@ -131,32 +139,38 @@ func (s *Store) park(ctx context.Context, ev Event) (EventResult, error) {
 	if id == "" {
 		return EventResult{Correlation: Parked}, nil
 	}
-	if err := s.drain(ctx, id, []string{string(b)}); err != nil {
+	billable, err := s.drain(ctx, id, []string{string(b)})
+	if err != nil {
 		return EventResult{}, err
 	}
-	return EventResult{Correlation: Matched, RecordID: id}, nil
+	return EventResult{Correlation: Matched, RecordID: id, Billable: billable}, nil
 }
 
 // drain applies parked events to record id and removes each once applied.
 // Two drains of the same events are harmless: the events' keys dedupe them.
-func (s *Store) drain(ctx context.Context, id string, parked []string) error {
+// It returns the category under which one of them made the message
+// billable, if one did.
+func (s *Store) drain(ctx context.Context, id string, parked []string) (string, error) {
+	billable := ""
 	for _, raw := range parked {
 		var ev Event
 		if err := json.Unmarshal([]byte(raw), &ev); err != nil {
-			return fmt.Errorf("drain events of %s: %w", id, err)
+			return billable, fmt.Errorf("drain events of %s: %w", id, err)
 		}
-		if _, err := s.applyTo(ctx, id, ev); err != nil {
-			return err
+		res, err := s.applyTo(ctx, id, ev)
+		if err != nil {
+			return billable, err
 		}
+		billable = cmp.Or(billable, res.Billable)
 		if err := s.rdb.LRem(ctx, parkKey(parkRef(ev)), 1, raw).Err(); err != nil {
-			return fmt.Errorf("drain events of %s: %w", id, err)
+			return billable, fmt.Errorf("drain events of %s: %w", id, err)
 		}
 	}
-	return nil
+	return billable, nil
 }
 
 func (s *Store) applyTo(ctx context.Context, id string, ev Event) (EventResult, error) {
-	c := Change{Status: ev.Status, At: ev.At, Error: ev.Error, Dedupe: ev.Key, WhatsAppID: ev.WhatsAppID}
+	c := Change{Status: ev.Status, At: ev.At, Error: ev.Error, Dedupe: ev.Key, WhatsAppID: ev.WhatsAppID, Pricing: ev.Pricing}
 	var cmd *redis.Cmd
 	var parked *redis.StringSliceCmd
 	err := s.exec(ctx, func(pipe redis.Pipeliner) {
@@ -173,11 +187,16 @@ func (s *Store) applyTo(ctx context.Context, id string, ev Event) (EventResult, 
 	if err != nil {
 		return EventResult{}, fmt.Errorf("apply %s event to %s: %w", ev.Status, id, err)
 	}
-	o, st, _, err := s.outcome(ctx, id, cmd, "apply event to "+id)
+	o, st, rest, err := s.outcome(ctx, id, cmd, "apply event to "+id)
 	if err != nil {
 		return EventResult{}, err
 	}
 	res := EventResult{Correlation: Matched, RecordID: id, Outcome: o, Status: st}
+	if len(rest) > 0 {
+		if billed, _ := rest[0].(int64); billed == 1 && ev.Pricing != nil {
+			res.Billable = billableCategory(ev.Pricing)
+		}
+	}
 	switch o {
 	case Missing:
 		res.Correlation = Unknown
@@ -188,9 +207,19 @@ func (s *Store) applyTo(ctx context.Context, id string, ev Event) (EventResult, 
 		s.refs.put(ev.WhatsAppID, id)
 	}
 	if parked != nil && len(parked.Val()) > 0 {
-		if err := s.drain(ctx, id, parked.Val()); err != nil {
+		billable, err := s.drain(ctx, id, parked.Val())
+		res.Billable = cmp.Or(res.Billable, billable)
+		if err != nil {
 			return res, err
 		}
 	}
 	return res, nil
+}
+
+// billableCategory is the category a billable pricing object counts under.
+func billableCategory(p *Pricing) string {
+	if p.Category == "" {
+		return "unknown"
+	}
+	return p.Category
 }

@@ -37,7 +37,7 @@ func FuzzDeliveryStateMachine(f *testing.F) {
 		if _, err := st.Create(ctx, []*store.Record{r}); err != nil {
 			t.Fatal(err)
 		}
-		st.Begin(ctx, id, t0)
+		st.Begin(ctx, id, t0, store.Owner{})
 		if _, err := st.Submit(ctx, id, "p"+id, t0); err != nil {
 			t.Fatal(err)
 		}

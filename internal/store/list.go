@@ -28,10 +28,6 @@ var ErrBatchRequired = errors.New("a batch id or a destination is required")
 const (
 	// MaxPage is the largest page a listing returns.
 	MaxPage = 1000
-	// scanBudget is how many index entries one page looks at, at most,
-	// when a filter skips most of them: the page then comes back short,
-	// with a cursor to go on from.
-	scanBudget = 5000
 	// batchChunk is how many records a batch-wide operation reads or
 	// changes per round trip.
 	batchChunk = 500
@@ -128,19 +124,29 @@ func (s *Store) entries(ctx context.Context, key string, sp span, pos *position,
 }
 
 // page lists the index key newest first from cursor, keeping what judge
-// takes, until it has limit records or has looked at scanBudget entries.
-// It removes the entries judge drops, and those whose record has expired.
-// The cursor it returns goes on from there; "" means the index is done.
-func (s *Store) page(ctx context.Context, key string, sp span, cursor string, limit int, judge func(*Record) verdict) ([]entry, string, error) {
+// takes, until it has limit records or has looked at Config.ScanBudget
+// entries. It removes the entries judge drops, and those whose record has
+// expired; an entry whose record belongs in another index (home, if not
+// nil, names it for the records judge does not drop) moves there. The
+// cursor it returns goes on from there; "" means the index is done.
+//
+// The cursor is the position of the last entry the page left in the
+// index, never of one it removed or moved: those may be another tenant's
+// (an index of before tenants holds every tenant's entries), and a cursor
+// would hand out their ids and times. A page that removed all it looked at
+// goes on from where it started, which skips them now that they are gone.
+func (s *Store) page(ctx context.Context, key string, sp span, cursor string, limit int, judge func(*Record) verdict, home homeFunc) ([]entry, string, error) {
 	pos, err := parseCursor(cursor)
 	if err != nil {
 		return nil, "", err
 	}
 	limit = min(max(limit, 1), MaxPage)
-	chunk := min(max(limit, 100), batchChunk)
+	chunk := min(max(limit, 100), batchChunk, s.cfg.ScanBudget)
 	var out []entry
-	for scanned := 0; scanned < scanBudget; {
-		zs, more, err := s.entries(ctx, key, sp, pos, chunk)
+	// at is where the scan is; last the position of the last entry kept.
+	at, last := pos, pos
+	for scanned := 0; scanned < s.cfg.ScanBudget; {
+		zs, more, err := s.entries(ctx, key, sp, at, chunk)
 		if err != nil {
 			return nil, "", err
 		}
@@ -155,19 +161,33 @@ func (s *Store) page(ctx context.Context, key string, sp span, cursor string, li
 		if err != nil {
 			return nil, "", err
 		}
-		var stale []any
+		var gone []any
+		moves := map[string][]redis.Z{}
+		lives := map[string]time.Time{}
 		full := false
 		for i, r := range recs {
-			pos = &position{score: int64(zs[i].Score), id: ids[i]}
+			at = &position{score: int64(zs[i].Score), id: ids[i]}
 			v := drop
 			if r != nil {
 				v = judge(r)
 			}
+			if v != drop && home != nil {
+				if h, until := home(r); h != key {
+					moves[h] = append(moves[h], zs[i])
+					if until.After(lives[h]) {
+						lives[h] = until
+					}
+					v = drop
+				}
+			}
 			switch v {
 			case take:
-				out = append(out, entry{rec: r, score: pos.score})
+				out = append(out, entry{rec: r, score: at.score})
+				last = at
+			case skip:
+				last = at
 			case drop:
-				stale = append(stale, ids[i])
+				gone = append(gone, ids[i])
 			}
 			if len(out) == limit {
 				more = more || i < len(recs)-1
@@ -175,9 +195,8 @@ func (s *Store) page(ctx context.Context, key string, sp span, cursor string, li
 				break
 			}
 		}
-		if len(stale) > 0 {
-			// A failure leaves the entries for the next listing to drop.
-			_ = s.rdb.ZRem(ctx, key, stale...).Err()
+		if err := s.rehome(ctx, key, gone, moves, lives); err != nil {
+			return nil, "", err
 		}
 		if !more {
 			return out, "", nil
@@ -187,14 +206,51 @@ func (s *Store) page(ctx context.Context, key string, sp span, cursor string, li
 		}
 		scanned += len(zs)
 	}
-	return out, pos.cursor(), nil
+	if last == nil {
+		return out, topPosition().cursor(), nil
+	}
+	return out, last.cursor(), nil
+}
+
+// homeFunc names the index a record's entry belongs in, and until when
+// that index must live at least for it (zero for an index that does not
+// expire).
+type homeFunc func(*Record) (key string, until time.Time)
+
+// topPosition is the position before every entry: the cursor of a first
+// page that removed all it looked at.
+func topPosition() position { return position{score: math.MaxInt64, id: "-"} }
+
+// rehome removes the entries gone from the index key, after adding those
+// of moves to the indexes they belong to (those named in lives to live
+// until at least then). A page's cursor skips them only once they are
+// gone, so a failure is the listing's.
+func (s *Store) rehome(ctx context.Context, key string, gone []any, moves map[string][]redis.Z, lives map[string]time.Time) error {
+	if len(gone) == 0 {
+		return nil
+	}
+	err := s.exec(ctx, func(pipe redis.Pipeliner) {
+		for h, zs := range moves {
+			// NX: an entry there already is the more recent one.
+			pipe.ZAddNX(ctx, h, zs...)
+			if until, ok := lives[h]; ok {
+				extendAt(ctx, pipe, h, until)
+			}
+		}
+		pipe.ZRem(ctx, key, gone...)
+	})
+	if err != nil {
+		return fmt.Errorf("tidy index %s: %w", key, err)
+	}
+	return nil
 }
 
 // MessageFilter selects the records of a listing.
 type MessageFilter struct {
 	// Tenant owns the records listed: a batch id is a tenant's own, so two
-	// tenants' campaigns of one name are two. Empty means DefaultTenant for
-	// a campaign, and every tenant for a recipient's listing.
+	// tenants' campaigns of one name are two, and a tenant's listing of a
+	// recipient reads that tenant's index of the recipient alone. Empty
+	// means DefaultTenant.
 	Tenant string
 	// BatchID is the campaign whose records are listed. It or Destination
 	// is required.
@@ -232,31 +288,41 @@ type MessagePage struct {
 // ListMessages lists the records of a batch, or of a recipient, that match
 // f, newest first, limit at most (up to MaxPage) from cursor ("" for the
 // first page). A page may hold fewer than limit records, even none, while
-// Next is set: a narrow filter stops after a bounded amount of work.
+// Next is set: a narrow filter stops after a bounded amount of work. A
+// recipient's listing moves the entries of another tenant's records that
+// it meets to that tenant's index of the recipient.
 func (s *Store) ListMessages(ctx context.Context, f MessageFilter, cursor string, limit int) (MessagePage, error) {
-	key, what := "", "batch "+f.BatchID
+	var key, what string
+	var judge func(*Record) verdict
+	var home homeFunc
 	switch {
 	case f.BatchID != "":
+		key, what = batchKey(f.Tenant, f.BatchID), "batch "+f.BatchID
+		judge = func(r *Record) verdict {
+			if r.BatchID == nil || *r.BatchID != f.BatchID {
+				// An entry that names another campaign's record is stale.
+				return drop
+			}
+			if f.match(r) {
+				return take
+			}
+			return skip
+		}
 	case f.Destination != "":
-		key, what = destKey(f.Destination), "recipient "+f.Destination
+		key, what = destKey(f.Tenant, f.Destination), "recipient "+f.Destination
+		judge = func(r *Record) verdict {
+			if f.match(r) {
+				return take
+			}
+			return skip
+		}
+		// The index of DefaultTenant's recipient is that of before
+		// tenants, which may hold any tenant's entries.
+		home = func(r *Record) (string, time.Time) { return destKey(r.Tenant, r.Destination), s.life(r) }
 	default:
 		return MessagePage{}, ErrBatchRequired
 	}
-	if f.BatchID != "" {
-		key = batchKey(f.Tenant, f.BatchID)
-	}
-	found, next, err := s.page(ctx, key, allScores(), cursor, limit, func(r *Record) verdict {
-		switch {
-		case f.BatchID != "" && (r.BatchID == nil || *r.BatchID != f.BatchID):
-			// An entry that names another campaign's record is stale.
-			return drop
-		case f.BatchID == "" && f.Tenant != "" && r.Tenant != f.Tenant:
-			return skip
-		case f.match(r):
-			return take
-		}
-		return skip
-	})
+	found, next, err := s.page(ctx, key, allScores(), cursor, limit, judge, home)
 	if err != nil {
 		return MessagePage{}, fmt.Errorf("list messages of %s: %w", what, err)
 	}
@@ -267,30 +333,12 @@ func (s *Store) ListMessages(ctx context.Context, f MessageFilter, cursor string
 	return p, nil
 }
 
-// statuses returns the status of each record, "" for the missing, in one
-// round trip.
-func (s *Store) statuses(ctx context.Context, ids []string) ([]Status, error) {
-	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.StringCmd, len(ids))
-	for i, id := range ids {
-		cmds[i] = pipe.HGet(ctx, recordKey(id), fStatus)
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("read statuses: %w", err)
-	}
-	out := make([]Status, len(ids))
-	for i, c := range cmds {
-		out[i] = Status(c.Val())
-	}
-	return out, nil
-}
-
-// eachOfBatch calls f with the ids of a tenant's batch's records and their
-// statuses, oldest first, a chunk at a time. Records created meanwhile come
-// last, so none is missed. The status is "" for a record that has expired
-// or is not of that batch: an index entry never acts on another campaign's
-// message.
-func (s *Store) eachOfBatch(ctx context.Context, tenant, batch string, f func(ids []string, sts []Status) error) error {
+// eachOfBatch calls f with the ids of a tenant's batch's records, their
+// statuses and the category each was counted billable under ("" if none),
+// oldest first, a chunk at a time. Records created meanwhile come last, so
+// none is missed. The status is "" for a record that has expired or is not
+// of that batch: an index entry never acts on another campaign's message.
+func (s *Store) eachOfBatch(ctx context.Context, tenant, batch string, f func(ids []string, sts []Status, billable []string) error) error {
 	key := batchKey(tenant, batch)
 	for start := int64(0); ; start += batchChunk {
 		ids, err := s.rdb.ZRange(ctx, key, start, start+batchChunk-1).Result()
@@ -303,20 +351,22 @@ func (s *Store) eachOfBatch(ctx context.Context, tenant, batch string, f func(id
 		pipe := s.rdb.Pipeline()
 		cmds := make([]*redis.SliceCmd, len(ids))
 		for i, id := range ids {
-			cmds[i] = pipe.HMGet(ctx, recordKey(id), fStatus, fBatch)
+			cmds[i] = pipe.HMGet(ctx, recordKey(id), fStatus, fBatch, fBillable)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return fmt.Errorf("read batch %s: %w", batch, err)
 		}
 		sts := make([]Status, len(ids))
+		billable := make([]string, len(ids))
 		for i, c := range cmds {
 			v := c.Val()
 			if b, _ := v[1].(string); b == batch {
 				st, _ := v[0].(string)
-				sts[i] = Status(st)
+				bl, _ := v[2].(string)
+				sts[i], billable[i] = Status(st), bl
 			}
 		}
-		if err := f(ids, sts); err != nil {
+		if err := f(ids, sts, billable); err != nil {
 			return err
 		}
 		if len(ids) < batchChunk {
@@ -325,34 +375,52 @@ func (s *Store) eachOfBatch(ctx context.Context, tenant, batch string, f func(id
 	}
 }
 
-// BatchCounts counts the records of a batch of DefaultTenant by status (see
+// Counts is what the records of a campaign add up to.
+type Counts struct {
+	// Status counts the records by status; every status is in it, zero or
+	// not.
+	Status map[Status]int
+	// Total is the number of records, those expired left out.
+	Total int
+	// Billable counts the records a status webhook reported billable, each
+	// once, by the category of its first billable pricing object:
+	// marketing, utility and authentication are always in it, zero or not.
+	Billable map[string]int
+}
+
+// BatchCounts counts the records of a batch of DefaultTenant (see
 // BatchCountsOf).
-func (s *Store) BatchCounts(ctx context.Context, batch string) (counts map[Status]int, total int, err error) {
+func (s *Store) BatchCounts(ctx context.Context, batch string) (Counts, error) {
 	return s.BatchCountsOf(ctx, DefaultTenant, batch)
 }
 
-// BatchCountsOf counts the records of a tenant's batch by status. Every
-// status is in the map, zero or not; total is the number of records, those
-// expired left out. A batch nobody knows has a total of 0.
-func (s *Store) BatchCountsOf(ctx context.Context, tenant, batch string) (counts map[Status]int, total int, err error) {
+// BatchCountsOf counts the records of a tenant's batch by status and the
+// billable ones by category. A batch nobody knows has a total of 0.
+func (s *Store) BatchCountsOf(ctx context.Context, tenant, batch string) (Counts, error) {
 	all := allStatuses()
-	counts = make(map[Status]int, len(all))
-	for _, st := range all {
-		counts[st] = 0
+	c := Counts{
+		Status:   make(map[Status]int, len(all)),
+		Billable: map[string]int{CategoryMarketing: 0, CategoryUtility: 0, CategoryAuthentication: 0},
 	}
-	err = s.eachOfBatch(ctx, tenant, batch, func(_ []string, sts []Status) error {
-		for _, st := range sts {
+	for _, st := range all {
+		c.Status[st] = 0
+	}
+	err := s.eachOfBatch(ctx, tenant, batch, func(_ []string, sts []Status, billable []string) error {
+		for i, st := range sts {
 			if st.Valid() {
-				counts[st]++
-				total++
+				c.Status[st]++
+				c.Total++
+				if billable[i] != "" {
+					c.Billable[billable[i]]++
+				}
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("count batch %s: %w", batch, err)
+		return Counts{}, fmt.Errorf("count batch %s: %w", batch, err)
 	}
-	return counts, total, nil
+	return c, nil
 }
 
 // allStatuses lists every status, for counts that show them all.
@@ -373,7 +441,7 @@ func (s *Store) CancelBatch(ctx context.Context, batch string, at time.Time) (ca
 // ended before (expired records are not counted).
 func (s *Store) CancelBatchOf(ctx context.Context, tenant, batch string, at time.Time) (canceled, tooLate int, err error) {
 	args := s.transitionArgs("cancel", Change{Status: Canceled, At: at, Note: "canceled with its batch by the application"})
-	err = s.eachOfBatch(ctx, tenant, batch, func(ids []string, sts []Status) error {
+	err = s.eachOfBatch(ctx, tenant, batch, func(ids []string, sts []Status, _ []string) error {
 		// Only the waiting are worth a script call.
 		var waiting []string
 		for i, st := range sts {
@@ -449,7 +517,7 @@ func (s *Store) ListBatches(ctx context.Context, tenant, cursor string, limit in
 	}
 	limit = min(max(limit, 1), MaxPage)
 	var p BatchPage
-	for scanned := 0; scanned < scanBudget; {
+	for scanned := 0; scanned < s.cfg.ScanBudget; {
 		zs, more, err := s.entries(ctx, batchesKey(tenant), allScores(), pos, limit)
 		if err != nil {
 			return BatchPage{}, fmt.Errorf("list batches: %w", err)

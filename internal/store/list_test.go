@@ -52,7 +52,7 @@ func TestListMessages(t *testing.T) {
 	ctx := context.Background()
 	st := store.New(redistest.Start(t).Client(t), store.Config{})
 	campaign(t, st, 7)
-	if _, _, err := st.Begin(ctx, "c01", time.Now()); err != nil {
+	if _, _, err := st.Begin(ctx, "c01", time.Now(), store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.Submit(ctx, "c01", "pid-c01", time.Now()); err != nil {
@@ -99,7 +99,7 @@ func TestBatchCountsAndCancel(t *testing.T) {
 	// c00 is being sent, c01 submitted, c02 dead; c03..c05 wait, one of
 	// them for a retry.
 	for _, id := range []string{"c00", "c01"} {
-		if _, _, err := st.Begin(ctx, id, time.Now()); err != nil {
+		if _, _, err := st.Begin(ctx, id, time.Now(), store.Owner{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -111,10 +111,11 @@ func TestBatchCountsAndCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	counts, total, err := st.BatchCounts(ctx, "spring")
+	c, err := st.BatchCounts(ctx, "spring")
 	if err != nil {
 		t.Fatal(err)
 	}
+	counts, total := c.Status, c.Total
 	want := map[store.Status]int{
 		store.Scheduled: 0, store.Queued: 2, store.Sending: 1, store.Retrying: 1, store.Submitted: 1, store.Dead: 1,
 		store.Expired: 0, store.Canceled: 0, store.Enqueued: 0, store.Sent: 0, store.Delivered: 0, store.Read: 0, store.Failed: 0,
@@ -153,10 +154,10 @@ func TestBatchCountsAndCancel(t *testing.T) {
 	if err := rdb.Del(ctx, "chatq:m:{c03}").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, total, err = st.BatchCounts(ctx, "spring"); err != nil || total != 5 {
-		t.Errorf("total %d %v after a record expired, want 5", total, err)
+	if c, err = st.BatchCounts(ctx, "spring"); err != nil || c.Total != 5 {
+		t.Errorf("total %d %v after a record expired, want 5", c.Total, err)
 	}
-	if _, total, err = st.BatchCounts(ctx, "winter"); err != nil || total != 0 {
-		t.Errorf("unknown batch: total %d %v", total, err)
+	if c, err = st.BatchCounts(ctx, "winter"); err != nil || c.Total != 0 {
+		t.Errorf("unknown batch: total %d %v", c.Total, err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -16,8 +15,7 @@ type Notifier interface {
 	// Notify is called once the change is stored, with the record's id and
 	// the notice's sequence number. It must not block for long. A failure
 	// is the notifier's own to handle: the notice stays queued, and the
-	// record stays on the due index (NoticesDue) until its notices are
-	// delivered.
+	// record stays on the due index (Due) until its notices are delivered.
 	Notify(ctx context.Context, id string, seq int64)
 }
 
@@ -35,31 +33,27 @@ type Notice struct {
 	raw string
 }
 
-// noticeDueKey indexes the records that have pending notices, scored by
-// when the oldest of them was last handed to a notifier or a sweeper.
-const noticeDueKey = "chatq:cbdue"
-
 // ackScript removes a record's first notice if it is still the given one:
 // a slow deliverer whose lock expired must not remove another's notice.
 var ackScript = redis.NewScript(`
 if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then return redis.call('LPOP', KEYS[1]) and 1 end
 return 0`)
 
-// noticed puts records that just got a notice on the due index and tells
-// the notifier.
+// noticed puts records that just got a notice on the due index, due
+// NoticeGrace later, and tells the notifier.
 func (s *Store) noticed(ctx context.Context, seq int64, ids ...string) {
 	if len(ids) == 0 {
 		return
 	}
-	now := float64(time.Now().UnixMilli())
+	due := float64(time.Now().Add(s.cfg.NoticeGrace).UnixMilli())
 	zs := make([]redis.Z, len(ids))
 	for i, id := range ids {
-		zs[i] = redis.Z{Score: now, Member: id}
+		zs[i] = redis.Z{Score: due, Member: noticePrefix + id}
 	}
 	// An index write that fails leaves the notice to the notifier alone:
 	// the status change itself is stored, and must not be reported as
 	// failed.
-	_ = s.rdb.ZAddNX(ctx, noticeDueKey, zs...).Err()
+	_ = s.rdb.ZAddNX(ctx, dueKey, zs...).Err()
 	if s.cfg.Notifier == nil {
 		return
 	}
@@ -100,7 +94,7 @@ func (s *Store) AckNotice(ctx context.Context, id string, n *Notice) (bool, erro
 // NoticesDrained takes record id off the due index, unless a notice came in
 // meanwhile.
 func (s *Store) NoticesDrained(ctx context.Context, id string) error {
-	if err := s.rdb.ZRem(ctx, noticeDueKey, id).Err(); err != nil {
+	if err := s.rdb.ZRem(ctx, dueKey, noticePrefix+id).Err(); err != nil {
 		return fmt.Errorf("index notices of %s: %w", id, err)
 	}
 	// A notice queued between the last read and the removal above has put
@@ -111,44 +105,28 @@ func (s *Store) NoticesDrained(ctx context.Context, id string) error {
 		return fmt.Errorf("index notices of %s: %w", id, err)
 	}
 	if n > 0 {
-		return s.rdb.ZAdd(ctx, noticeDueKey, redis.Z{Score: float64(time.Now().UnixMilli()), Member: id}).Err()
+		return s.rdb.ZAdd(ctx, dueKey, redis.Z{Score: float64(time.Now().Add(s.cfg.NoticeGrace).UnixMilli()), Member: noticePrefix + id}).Err()
 	}
 	return nil
 }
 
-// DeferNotices tells the due index that record id's notices are next tried
-// at until (a delivery failed and is retried then), so that NoticesDue
-// leaves them alone until then.
-func (s *Store) DeferNotices(ctx context.Context, id string, until time.Time) error {
-	if err := s.rdb.ZAddXX(ctx, noticeDueKey, redis.Z{Score: float64(until.UnixMilli()), Member: id}).Err(); err != nil {
-		return fmt.Errorf("defer notices of %s: %w", id, err)
-	}
-	return nil
-}
-
-// NoticesDue returns up to limit ids of records whose pending notices were
-// last handed out before the cutoff: their notifier failed, or their
-// deliveries keep failing. Each returned record's time is set to now, so
-// that the next call skips it for a while.
-func (s *Store) NoticesDue(ctx context.Context, before time.Time, limit int64) ([]string, error) {
-	ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
-		Key: noticeDueKey, ByScore: true, Start: "-inf", Stop: strconv.FormatInt(before.UnixMilli(), 10), Count: limit,
-	}).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list due notices: %w", err)
-	}
+// DeferNotices tells the due index that the notices of records ids are
+// next tried at until (a delivery failed and is retried then, or a sweep
+// handed them a task), so that the sweeper leaves them alone until
+// NoticeGrace after.
+func (s *Store) DeferNotices(ctx context.Context, until time.Time, ids ...string) error {
 	if len(ids) == 0 {
-		return nil, nil
+		return nil
 	}
-	now := float64(time.Now().UnixMilli())
+	due := float64(until.Add(s.cfg.NoticeGrace).UnixMilli())
 	zs := make([]redis.Z, len(ids))
 	for i, id := range ids {
-		zs[i] = redis.Z{Score: now, Member: id}
+		zs[i] = redis.Z{Score: due, Member: noticePrefix + id}
 	}
-	if err := s.rdb.ZAddXX(ctx, noticeDueKey, zs...).Err(); err != nil {
-		return nil, fmt.Errorf("list due notices: %w", err)
+	if err := s.rdb.ZAddXX(ctx, dueKey, zs...).Err(); err != nil {
+		return fmt.Errorf("defer notices of %v: %w", ids, err)
 	}
-	return ids, nil
+	return nil
 }
 
 // parseNotice decodes a notice as transition.lua writes it:

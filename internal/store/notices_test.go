@@ -82,7 +82,7 @@ func testNoticesInOrder(t *testing.T, srv *redistest.Server) {
 	create("plain", "")
 
 	for _, id := range []string{"cb1", "plain"} {
-		if _, _, err := st.Begin(ctx, id, t0.Add(time.Second)); err != nil {
+		if _, _, err := st.Begin(ctx, id, t0.Add(time.Second), store.Owner{}); err != nil {
 			t.Fatal(err)
 		}
 		if err := st.Note(ctx, id, t0.Add(1500*time.Millisecond), "an annotation changes no status"); err != nil {
@@ -134,7 +134,7 @@ func testNoticesInOrder(t *testing.T, srv *redistest.Server) {
 func TestNoticesDueUntilDrained(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st := store.New(redistest.Start(t).Client(t), store.Config{})
+	st := store.New(redistest.Start(t).Client(t), store.Config{NoticeGrace: time.Minute})
 	r := &store.Record{
 		ID: "due1", Destination: "96996999699", Type: "text", Priority: "bulk", CallbackURL: "https://x.example/cb",
 		Status: store.Queued, History: []store.HistoryEntry{{Status: store.Queued, At: t0}}, CreatedAt: t0, UpdatedAt: t0, Queue: "bulk",
@@ -142,19 +142,25 @@ func TestNoticesDueUntilDrained(t *testing.T) {
 	if _, err := st.Create(ctx, []*store.Record{r}); err != nil {
 		t.Fatal(err)
 	}
-	due, err := st.NoticesDue(ctx, time.Now().Add(time.Second), 10)
-	if err != nil || len(due) != 1 || due[0] != "due1" {
-		t.Fatalf("due: %v %v", due, err)
+	// Left to the notifier for the grace, then due.
+	if due := dueNotices(t, st, time.Now()); len(due) != 0 {
+		t.Errorf("due before the grace: %v", due)
 	}
-	// Handed out: not due again at once.
-	if again, _ := st.NoticesDue(ctx, time.Now().Add(-time.Second), 10); len(again) != 0 {
-		t.Errorf("due again at once: %v", again)
+	if due := dueNotices(t, st, time.Now().Add(2*time.Minute)); len(due) != 1 || due[0] != "due1" {
+		t.Fatalf("due after the grace: %v", due)
+	}
+	// Handed out (a sweep gave it a task): not due again for a grace.
+	if err := st.DeferNotices(ctx, time.Now(), "due1"); err != nil {
+		t.Fatal(err)
+	}
+	if due := dueNotices(t, st, time.Now().Add(30*time.Second)); len(due) != 0 {
+		t.Errorf("due again at once: %v", due)
 	}
 	n, err := st.NextNotice(ctx, "due1")
 	if err != nil || n == nil {
 		t.Fatalf("next: %v %v", n, err)
 	}
-	if _, _, err := st.Begin(ctx, "due1", t0); err != nil {
+	if _, _, err := st.Begin(ctx, "due1", t0, store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	// Acknowledging a notice that is no longer first does nothing.
@@ -168,14 +174,31 @@ func TestNoticesDueUntilDrained(t *testing.T) {
 	if err := st.NoticesDrained(ctx, "due1"); err != nil {
 		t.Fatal(err)
 	}
-	if due, _ := st.NoticesDue(ctx, time.Now().Add(time.Second), 10); len(due) != 1 {
+	if due := dueNotices(t, st, time.Now().Add(2*time.Minute)); len(due) != 1 {
 		t.Errorf("a record with a pending notice left the index: %v", due)
 	}
 	drainNotices(t, st, "due1")
 	if err := st.NoticesDrained(ctx, "due1"); err != nil {
 		t.Fatal(err)
 	}
-	if due, _ := st.NoticesDue(ctx, time.Now().Add(time.Second), 10); len(due) != 0 {
+	if due := dueNotices(t, st, time.Now().Add(2*time.Minute)); len(due) != 0 {
 		t.Errorf("a drained record stays due: %v", due)
 	}
+}
+
+// dueNotices returns the ids of the notice entries the due index has due
+// at at.
+func dueNotices(tb testing.TB, st *store.Store, at time.Time) []string {
+	tb.Helper()
+	entries, err := st.Due(context.Background(), at, 1000)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var ids []string
+	for _, e := range entries {
+		if e.Notices {
+			ids = append(ids, e.ID)
+		}
+	}
+	return ids
 }

@@ -68,6 +68,24 @@ func (e ErrorInfo) MarshalJSON() ([]byte, error) {
 	}{plain(e), jsontime.Time(e.At)})
 }
 
+// Pricing is the pricing object of a status webhook: whether WhatsApp bills
+// the message, and as what (see chatarchitect.Pricing).
+type Pricing struct {
+	Billable     bool   `json:"billable"`
+	PricingModel string `json:"pricing_model"`
+	Category     string `json:"category"`
+	Type         string `json:"type"`
+}
+
+// Message categories: a template's category, lowercased, or CategoryService
+// for a free-form message. WhatsApp prices messages by them.
+const (
+	CategoryMarketing      = "marketing"
+	CategoryUtility        = "utility"
+	CategoryAuthentication = "authentication"
+	CategoryService        = "service"
+)
+
 // HistoryEntry is one step of a record's history. Note explains an entry
 // that did not change the status (a late or repeated event) or an
 // operator's action.
@@ -108,6 +126,13 @@ type Record struct {
 	CreatedAt      time.Time         `json:"created_at"`
 	UpdatedAt      time.Time         `json:"updated_at"`
 
+	// Category is the template's category (marketing, utility,
+	// authentication) or "service" for a free-form message; nil for a
+	// template whose category chatq did not know at enqueue.
+	Category *string `json:"category"`
+	// Pricing is the last pricing object a status webhook reported.
+	Pricing *Pricing `json:"pricing"`
+
 	// Payload is the ChatArchitect payload as it is sent, already validated.
 	// It is not part of the record's JSON: bodies stay out of answers, logs
 	// and the dashboard.
@@ -119,6 +144,16 @@ type Record struct {
 	Queue string `json:"-"`
 	// Fingerprint identifies the request, for idempotency checks.
 	Fingerprint string `json:"-"`
+	// TaskID is the asynq task that sends the message: the record's id
+	// for the first, a new one for each task the sweeper gives it.
+	TaskID string `json:"-"`
+	// Owner is the worker process that took the message up for its
+	// latest send (Begin), while it is sending.
+	Owner string `json:"-"`
+	// Failures counts the failed attempts, across tasks: the retry budget.
+	Failures int `json:"-"`
+	// OnWire is set while a send may be on the wire (see Store.OnWire).
+	OnWire bool `json:"-"`
 }
 
 // MarshalJSON writes the record with every timestamp in one form
@@ -167,6 +202,15 @@ const (
 	fQueue    = "q"
 	fTenant   = "tn"
 	fSender   = "sn"
+	fCategory = "ct"
+	fPricing  = "pr"
+	// fBillable is set, once, to the category of the first pricing object
+	// that says the message is billable: a campaign counts it there.
+	fBillable = "bl"
+	fTask     = "tid"
+	fOwner    = "ow"
+	fFailures = "fa"
+	fWire     = "wr"
 )
 
 // fields lays r out as the hash written at creation. The payload is not
@@ -214,6 +258,9 @@ func (r *Record) fields() []any {
 	if r.ExpiresAt != nil {
 		f = append(f, fExpires, r.ExpiresAt.UnixMilli())
 	}
+	if r.Category != nil {
+		f = append(f, fCategory, *r.Category)
+	}
 	return f
 }
 
@@ -248,10 +295,17 @@ func parseRecord(id string, h map[string]string) (*Record, error) {
 		IdempotencyKey: h[fIdem],
 		Tenant:         h[fTenant],
 		Sender:         h[fSender],
+		TaskID:         h[fTask],
+		Owner:          h[fOwner],
+		OnWire:         h[fWire] == "1",
 	}
 	if r.Tenant == "" {
 		r.Tenant = DefaultTenant
 	}
+	if r.TaskID == "" {
+		r.TaskID = id
+	}
+	r.Failures, _ = strconv.Atoi(h[fFailures])
 	if v := h[fFallback]; v != "" {
 		r.FallbackTemplate = json.RawMessage(v)
 	}
@@ -259,6 +313,7 @@ func parseRecord(id string, h map[string]string) (*Record, error) {
 	r.ProviderMessageID = optional(h[fPID])
 	r.WhatsAppMessageID = optional(h[fWID])
 	r.BatchID = optional(h[fBatch])
+	r.Category = optional(h[fCategory])
 	r.CreatedAt = millis(h[fCreated])
 	r.UpdatedAt = millis(h[fUpdated])
 	if v := h[fSendAt]; v != "" {
@@ -278,6 +333,12 @@ func parseRecord(id string, h map[string]string) (*Record, error) {
 	if v := h[fHistory]; v != "" {
 		if err := json.Unmarshal([]byte(v), &r.History); err != nil {
 			return nil, fmt.Errorf("record %s: history: %w", id, err)
+		}
+	}
+	if v := h[fPricing]; v != "" {
+		r.Pricing = new(Pricing)
+		if err := json.Unmarshal([]byte(v), r.Pricing); err != nil {
+			return nil, fmt.Errorf("record %s: pricing: %w", id, err)
 		}
 	}
 	if v := h[fMeta]; v != "" {

@@ -1,7 +1,8 @@
 // Package store keeps chatq's job records in Redis: one hash per message,
 // changed only through a Lua script that enforces the status state machine,
 // plus the indexes that find a record by idempotency key, provider id or
-// WhatsApp id.
+// WhatsApp id, and the due index of the records that need a task (due.go):
+// chatq's one place to recover lost work from.
 //
 // Every atomic operation touches the keys of one hash tag, so the layout
 // works on Redis Cluster: a record lives at chatq:m:{<id>}, its payload at
@@ -74,7 +75,8 @@ type Config struct {
 	// appear; zero means 1h.
 	ParkTTL time.Duration
 	// Notifier, if set, is told of every callback notice a change queues
-	// (see Notices). Nil leaves the notices to whoever sweeps NoticesDue.
+	// (see Notices). Nil leaves the notices to whoever sweeps the due index
+	// (Due).
 	Notifier Notifier
 	// RefCache is how many provider and WhatsApp ids the store remembers
 	// the record of, in each of two generations, so that a message's later
@@ -96,6 +98,24 @@ type Config struct {
 	// (records created included), for the per-minute counts of the
 	// console's overview. Nil counts nothing.
 	Counter Counter
+	// ScanBudget is how many index entries one page of a listing looks
+	// at, at most, when a filter skips most of them: the page then comes
+	// back short, with a cursor to go on from. Zero means 5,000.
+	ScanBudget int
+	// DueGrace is how long a new record (from its send_at, if later), a
+	// retry (from its time) or a new task waits before the sweeper checks
+	// that its task exists; zero means 30s. The due index (due.go) finds
+	// the records a producer stored but died before their task was
+	// written.
+	DueGrace time.Duration
+	// NoticeGrace is how long a record's pending callback notices wait,
+	// undelivered, before the sweeper hands them a new task; zero means
+	// 1m.
+	NoticeGrace time.Duration
+	// SendLease is how soon after a take-up (Begin) the sweeper checks
+	// that the send's worker still lives; zero means 3s. A longer send is
+	// checked again every SendLease.
+	SendLease time.Duration
 }
 
 // Counter is told of status changes as they happen. It must not block:
@@ -132,6 +152,18 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 	if cfg.WaitTimeout <= 0 {
 		cfg.WaitTimeout = 100 * time.Millisecond
 	}
+	if cfg.ScanBudget <= 0 {
+		cfg.ScanBudget = 5000
+	}
+	if cfg.DueGrace <= 0 {
+		cfg.DueGrace = 30 * time.Second
+	}
+	if cfg.NoticeGrace <= 0 {
+		cfg.NoticeGrace = time.Minute
+	}
+	if cfg.SendLease <= 0 {
+		cfg.SendLease = 3 * time.Second
+	}
 	return &Store{rdb: rdb, cfg: cfg, refs: newRefCache(cfg.RefCache), cluster: cluster}
 }
 
@@ -165,10 +197,16 @@ func batchKey(tenant, batch string) string {
 	return "chatq:batch:" + tenant + ":{" + batch + "}"
 }
 
-// destKey indexes the records of one recipient, for a search by
-// recipient: ids scored by creation time, like a batch's.
-func destKey(destination string) string {
-	return "chatq:to:{" + strings.TrimPrefix(destination, "+") + "}"
+// destKey indexes a tenant's records to one recipient, for a search by
+// recipient: ids scored by creation time, like a batch's. Each tenant has
+// its own, as it has its own batches, so that a tenant's search neither
+// meets nor waits for another's messages.
+func destKey(tenant, destination string) string {
+	d := strings.TrimPrefix(destination, "+")
+	if tenant == "" || tenant == DefaultTenant {
+		return "chatq:to:{" + d + "}"
+	}
+	return "chatq:to:" + tenant + ":{" + d + "}"
 }
 
 // trimEvery is how often, in messages, a recipient's index drops the
@@ -204,10 +242,6 @@ func noticeKey(id string) string { return "chatq:cbq:{" + id + "}" }
 // message about 500 bytes more. It shares the record's hash tag.
 func payloadKey(id string) string { return "chatq:pl:{" + id + "}" }
 
-// unsentKey indexes records whose asynq task may not exist yet; see
-// MarkEnqueued and Unsent.
-const unsentKey = "chatq:unsent"
-
 // CreateResult is the outcome of creating one record.
 type CreateResult struct {
 	// Record is the record as stored: the new one, or for a repeated
@@ -224,7 +258,7 @@ type CreateResult struct {
 // caller; a record without an idempotency key must have an id never used
 // before) and returns one result per record, in order. Writes are pipelined:
 // the whole batch costs two round trips, three when idempotency keys repeat.
-// A new record is added to the unsent index until MarkEnqueued.
+// A new record enters the due index, due DueGrace after it is to be sent.
 func (s *Store) Create(ctx context.Context, recs []*Record) ([]CreateResult, error) {
 	results := make([]CreateResult, len(recs))
 	// repeated marks the records whose idempotency key was claimed before:
@@ -299,7 +333,7 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 	// whose idempotency key was claimed before is usually the earlier
 	// record, perhaps of another campaign, and joins its batch only once
 	// it turns out to be created.
-	var unsent []redis.Z
+	var due []redis.Z
 	// Campaigns by batch key; a campaign's index lives as long as its
 	// longest-lived record.
 	type campaign struct {
@@ -316,8 +350,12 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 		if results[i].Err != nil {
 			continue
 		}
+		at := r.CreatedAt
+		if r.SendAt != nil && r.SendAt.After(at) {
+			at = *r.SendAt
+		}
+		due = append(due, redis.Z{Score: float64(at.Add(s.cfg.DueGrace).UnixMilli()), Member: r.ID})
 		z := redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID}
-		unsent = append(unsent, z)
 		life := s.life(r)
 		if r.BatchID != nil && !repeated[i] {
 			bk := batchKey(r.Tenant, *r.BatchID)
@@ -331,15 +369,17 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 				c.life = life
 			}
 		}
-		dk := destKey(r.Destination)
+		dk := destKey(r.Tenant, r.Destination)
 		dests[dk] = append(dests[dk], z)
 		if life.After(destLife[dk]) {
 			destLife[dk] = life
 		}
 	}
 	err := s.exec(ctx, func(pipe redis.Pipeliner) {
-		if len(unsent) > 0 {
-			pipe.ZAdd(ctx, unsentKey, unsent...)
+		if len(due) > 0 {
+			// NX: a repeated idempotency key must not push back the entry
+			// of a record being sent.
+			pipe.ZAddNX(ctx, dueKey, due...)
 		}
 		trimmed := map[string]bool{}
 		for bk, c := range batches {
@@ -392,6 +432,9 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 	var late []*Record
 	created := map[Status]int{}
 	for i, r := range recs {
+		if r.TaskID == "" {
+			r.TaskID = r.ID // the first task's
+		}
 		if plain[i] {
 			results[i] = CreateResult{Record: r, Created: true}
 			created[r.Status]++
@@ -454,13 +497,14 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 			results[i] = CreateResult{Record: prev}
 		}
 	}
-	// Those answered from an earlier record are not unsent, unless that
-	// record still waits to be sent: its task may never have been written
-	// (the producer died in between), and then the sweeper must find it.
+	// Those answered from an earlier record that has ended need no entry;
+	// one that still waits to be sent keeps it: its task may never have
+	// been written (the producer died in between), and then the sweeper
+	// must find it.
 	pipe := s.rdb.Pipeline()
 	for _, i := range existing {
 		if prev := results[i].Record; prev != nil && !prev.Status.Pending() {
-			pipe.ZRem(ctx, unsentKey, recs[i].ID)
+			pipe.ZRem(ctx, dueKey, recs[i].ID)
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -469,20 +513,22 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 	return nil
 }
 
-// MarkEnqueued takes records whose asynq tasks now exist off the unsent
-// index.
+// MarkEnqueued records that the first tasks of records ids are written.
+// It matters only with WaitReplicas, and does nothing without: it waits
+// until the replicas have the tasks too. The records' entries on the due
+// index stay: the sweeper checks then that the tasks still exist.
 func (s *Store) MarkEnqueued(ctx context.Context, ids ...string) error {
-	if len(ids) == 0 {
+	if len(ids) == 0 || s.cfg.WaitReplicas <= 0 {
 		return nil
 	}
-	members := make([]any, len(ids))
-	for i, id := range ids {
-		members[i] = id
-	}
 	pipe := s.rdb.Pipeline()
-	pipe.ZRem(ctx, unsentKey, members...)
 	// The tasks were written before, on other connections; a replica that
-	// has this write has them too, as replicas apply writes in order.
+	// has this write has them too, as replicas apply writes in order. WAIT
+	// needs a write of its own connection: the task id, unless a send took
+	// the record up meanwhile.
+	for _, id := range ids {
+		pipe.HSetNX(ctx, recordKey(id), fTask, id)
+	}
 	s.waitReplicas(ctx, pipe)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("mark enqueued: %w", err)
@@ -500,19 +546,6 @@ func (s *Store) waitReplicas(ctx context.Context, pipe redis.Pipeliner) {
 		// WAIT with 0 ms would block for good.
 		pipe.Do(ctx, "WAIT", s.cfg.WaitReplicas, max(1, s.cfg.WaitTimeout.Milliseconds()))
 	}
-}
-
-// Unsent returns up to limit ids of records created before the cutoff whose
-// tasks were never confirmed enqueued: a producer died between writing the
-// record and enqueueing its task.
-func (s *Store) Unsent(ctx context.Context, before time.Time, limit int64) ([]string, error) {
-	ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
-		Key: unsentKey, ByScore: true, Start: "-inf", Stop: strconv.FormatInt(before.UnixMilli(), 10), Count: limit,
-	}).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list unsent: %w", err)
-	}
-	return ids, nil
 }
 
 // Get returns the record with that id, or ErrNotFound.
@@ -586,11 +619,26 @@ type Change struct {
 	ProviderID, WhatsAppID string
 	// Dedupe, if set, makes a second change with the same value a no-op.
 	Dedupe string
+	// Pricing, on an event, becomes the record's pricing; the first
+	// billable one also marks the message billable.
+	Pricing *Pricing
 	// Unsent marks a change of a message that was taken up (Begin) but
 	// never sent: held back by flow control, refused by the conversation
 	// policy or expired before its send slot. It does not count as an
 	// attempt.
 	Unsent bool
+	// Failed marks a move to retrying after a failed attempt: it counts
+	// towards the retry budget (Record.Failures).
+	Failed bool
+	// Due is when the next attempt of a message moved back to chatq's own
+	// phase is expected (a retry's time); the due index has it looked at
+	// a grace after. Zero means At.
+	Due time.Time
+	// Task, if set, is the task that makes the change: it is refused if
+	// the message has been handed to another task meanwhile (its send was
+	// taken for lost), so that a late handler does not undo the new
+	// task's work.
+	Task string
 }
 
 func (s *Store) transition(ctx context.Context, rdb redis.Scripter, op, id string, c Change) *redis.Cmd {
@@ -616,12 +664,19 @@ func (s *Store) transitionArgs(op string, c Change) []any {
 	if c.Dedupe != "" {
 		dedupe = "x:" + c.Dedupe
 	}
-	args := []any{op, string(c.Status), at.UnixMilli(), entry, dedupe, errJSON, s.cfg.TTL.Milliseconds()}
+	args := []any{op, string(c.Status), at.UnixMilli(), entry, dedupe, errJSON, s.cfg.TTL.Milliseconds(), c.Task}
 	if c.ProviderID != "" {
 		args = append(args, fPID, c.ProviderID)
 	}
 	if c.WhatsAppID != "" {
 		args = append(args, fWID, c.WhatsAppID)
+	}
+	if c.Pricing != nil {
+		b, _ := json.Marshal(c.Pricing)
+		args = append(args, fPricing, string(b))
+		if c.Pricing.Billable {
+			args = append(args, fBillable, billableCategory(c.Pricing))
+		}
 	}
 	return args
 }
@@ -669,12 +724,27 @@ func (s *Store) outcome(ctx context.Context, id string, cmd *redis.Cmd, what str
 	return Outcome(o), Status(st), rest, nil
 }
 
-// Begin marks a message as being sent (one more attempt) and returns its
-// record. A record that is no longer pending (already submitted, dead,
-// canceled) comes back with Outcome Refused and nothing written: a
-// redelivered task must not send again.
-func (s *Store) Begin(ctx context.Context, id string, at time.Time) (*Record, Outcome, error) {
-	cmd := s.transition(ctx, s.rdb, "begin", id, Change{Status: Sending, At: at})
+// Begin marks a message as taken up for a send by its owner (one more
+// attempt) and returns its record; the due index has the sweeper check
+// after SendLease that the owner still lives. A record that is no longer
+// pending (already submitted, dead, canceled), or being sent by another
+// task, comes back with Outcome Refused and nothing written: a redelivered
+// task must not send again. The owning task may take its message up again
+// (asynq handed it back after its worker was lost): the previous attempt
+// counts as failed, and the next send is a possible duplicate if it was on
+// the wire (OnWire).
+func (s *Store) Begin(ctx context.Context, id string, at time.Time, by Owner) (*Record, Outcome, error) {
+	args := s.transitionArgs("begin", Change{Status: Sending, At: at, Task: by.Task})
+	args = append(args, "!"+fTask, by.Task, "!"+fOwner, by.Worker)
+	var cmd *redis.Cmd
+	err := s.exec(ctx, func(pipe redis.Pipeliner) {
+		// Before the change: a take-up without its entry must not be.
+		pipe.ZAdd(ctx, dueKey, redis.Z{Score: float64(time.Now().Add(s.cfg.SendLease).UnixMilli()), Member: id})
+		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), args...)
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("begin %s: %w", id, err)
+	}
 	o, st, rest, err := s.outcome(ctx, id, cmd, "begin "+id)
 	if err != nil {
 		return nil, "", err
@@ -706,22 +776,55 @@ func (s *Store) Move(ctx context.Context, id string, c Change) (Outcome, Status,
 			op = "withdraw"
 		}
 	case Queued, Retrying, Scheduled, Sending:
-		if c.Unsent {
+		switch {
+		case c.Unsent:
 			op = "hold"
+		case c.Failed:
+			op = "retry"
 		}
 	default:
 		return "", "", fmt.Errorf("move %s to %s: not an own-phase status", id, c.Status)
 	}
-	o, st, _, err := s.outcome(ctx, id, s.transition(ctx, s.rdb, op, id, c), "move "+id)
+	var cmd *redis.Cmd
+	err := s.exec(ctx, func(pipe redis.Pipeliner) {
+		if c.Status == Expired {
+			pipe.ZRem(ctx, dueKey, id)
+		} else {
+			due := c.Due
+			if due.IsZero() {
+				due = c.At
+			}
+			if due.IsZero() {
+				due = time.Now()
+			}
+			pipe.ZAdd(ctx, dueKey, redis.Z{Score: float64(due.Add(s.cfg.DueGrace).UnixMilli()), Member: id})
+		}
+		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), s.transitionArgs(op, c)...)
+	})
+	if err != nil {
+		return "", "", fmt.Errorf("move %s: %w", id, err)
+	}
+	o, st, _, err := s.outcome(ctx, id, cmd, "move "+id)
 	return o, st, err
 }
 
 // Cancel cancels a message that is still waiting. A message being sent or
 // already ended gives ErrRefused with its status.
 func (s *Store) Cancel(ctx context.Context, id string, at time.Time) (Status, error) {
-	o, st, _, err := s.outcome(ctx, id, s.transition(ctx, s.rdb, "cancel", id, Change{Status: Canceled, At: at, Note: "canceled by the application"}), "cancel "+id)
+	var cmd *redis.Cmd
+	err := s.exec(ctx, func(pipe redis.Pipeliner) {
+		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), s.transitionArgs("cancel", Change{Status: Canceled, At: at, Note: "canceled by the application"})...)
+	})
+	if err != nil {
+		return "", fmt.Errorf("cancel %s: %w", id, err)
+	}
+	o, st, _, err := s.outcome(ctx, id, cmd, "cancel "+id)
 	if err != nil {
 		return "", err
+	}
+	if o == Changed {
+		// A failure leaves a stale entry, which the sweeper drops.
+		_ = s.rdb.ZRem(ctx, dueKey, id).Err()
 	}
 	switch o {
 	case Missing:
@@ -735,13 +838,27 @@ func (s *Store) Cancel(ctx context.Context, id string, at time.Time) (Status, er
 // Requeue takes a dead message back to queued, for an operator's retry;
 // the history says so.
 func (s *Store) Requeue(ctx context.Context, id string, at time.Time, note string) error {
-	o, st, _, err := s.outcome(ctx, id, s.transition(ctx, s.rdb, "requeue", id, Change{Status: Queued, At: at, Note: note}), "requeue "+id)
+	_, tenants, err := s.owners(ctx, []string{id})
+	if err != nil {
+		return fmt.Errorf("requeue %s: %w", id, err)
+	}
+	var cmd *redis.Cmd
+	err = s.exec(ctx, func(pipe redis.Pipeliner) {
+		// On the due index before the change: the caller writes the task,
+		// and should it fail to, the sweeper does.
+		pipe.ZAdd(ctx, dueKey, redis.Z{Score: float64(time.Now().Add(s.cfg.DueGrace).UnixMilli()), Member: id})
+		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), s.transitionArgs("requeue", Change{Status: Queued, At: at, Note: note})...)
+	})
+	if err != nil {
+		return fmt.Errorf("requeue %s: %w", id, err)
+	}
+	o, st, _, err := s.outcome(ctx, id, cmd, "requeue "+id)
 	if err != nil {
 		return err
 	}
-	// No longer a dead letter, whatever the outcome (dead.go); a failure
-	// leaves the entry for a listing to drop.
-	_ = s.rdb.ZRem(ctx, deadKey, id).Err()
+	// No longer a dead letter of its tenant, whatever the outcome
+	// (dead.go); a failure leaves the entry for a listing to drop.
+	_ = s.rdb.ZRem(ctx, deadKey(tenants[0]), id).Err()
 	switch o {
 	case Missing:
 		return fmt.Errorf("requeue %s: %w", id, ErrNotFound)
@@ -773,6 +890,7 @@ func (s *Store) Submit(ctx context.Context, id, providerID string, at time.Time)
 	var parked *redis.StringSliceCmd
 	submit := func(pipe redis.Pipeliner) {
 		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), s.transitionArgs("submit", Change{Status: Submitted, At: at, ProviderID: providerID})...)
+		pipe.ZRem(ctx, dueKey, id)
 	}
 	// Write the mapping before reading the parking lot: a webhook parks
 	// first and reads the mapping after, so one of the two sees the other.
@@ -809,7 +927,9 @@ func (s *Store) Submit(ctx context.Context, id, providerID string, at time.Time)
 		return "", err
 	}
 	if len(parked.Val()) > 0 {
-		if err := s.drain(ctx, id, parked.Val()); err != nil {
+		// A billable pricing among them is counted in the record (campaign
+		// counts), not in the webhook metrics, which the receiver keeps.
+		if _, err := s.drain(ctx, id, parked.Val()); err != nil {
 			return o, err
 		}
 	}

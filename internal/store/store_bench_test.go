@@ -63,7 +63,7 @@ func BenchmarkStatusUpdate(b *testing.B) {
 		ids := benchRecords(b, st, fmt.Sprint("r", run), b.N)
 		for _, id := range ids {
 			if begin {
-				if _, o, err := st.Begin(ctx, id, time.Now()); err != nil || o != store.Changed {
+				if _, o, err := st.Begin(ctx, id, time.Now(), store.Owner{}); err != nil || o != store.Changed {
 					b.Fatalf("begin %s: %v %s", id, err, o)
 				}
 			}
@@ -81,7 +81,7 @@ func BenchmarkStatusUpdate(b *testing.B) {
 		b.ReportAllocs()
 		b.ResetTimer()
 		parallel(b, func(i int) {
-			if _, o, err := st.Begin(ctx, ids[i], time.Now()); err != nil || o != store.Changed {
+			if _, o, err := st.Begin(ctx, ids[i], time.Now(), store.Owner{}); err != nil || o != store.Changed {
 				b.Errorf("begin: %v %s", err, o)
 			}
 		})

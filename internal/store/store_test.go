@@ -69,7 +69,7 @@ func TestDeliveryEventsMoveOnlyForward(t *testing.T) {
 	for i, tt := range tests {
 		id := fmt.Sprintf("fwd%d", i)
 		create(id)
-		if _, _, err := st.Begin(ctx, id, t0); err != nil {
+		if _, _, err := st.Begin(ctx, id, t0, store.Owner{}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := st.Submit(ctx, id, "pid-"+id, t0); err != nil {
@@ -99,7 +99,7 @@ func TestReadImpliesDeliveredAndDuplicatesChangeNothing(t *testing.T) {
 	ctx := context.Background()
 	st, create := setup(t)
 	create("a")
-	st.Begin(ctx, "a", t0)
+	st.Begin(ctx, "a", t0, store.Owner{})
 	st.Submit(ctx, "a", "pid-a", t0)
 	read := store.Event{ID: "wamid.1", GsID: "pid-a", Status: store.Read, At: t0.Add(3 * time.Second), Key: "read:3000"}
 	for range 3 {
@@ -126,7 +126,7 @@ func TestEarlyEventsAreParkedUntilTheIDIsStored(t *testing.T) {
 	ctx := context.Background()
 	st, create := setup(t)
 	create("b")
-	st.Begin(ctx, "b", t0)
+	st.Begin(ctx, "b", t0, store.Owner{})
 	// The webhooks overtake the worker: enqueued names the provider id and
 	// reveals the WhatsApp id; sent names only the WhatsApp id.
 	res, err := st.ApplyEvent(ctx, store.Event{ID: "wamid.b", Status: store.Sent, At: t0.Add(2 * time.Second), Key: "sent:2"})
@@ -154,11 +154,11 @@ func TestOwnPhaseEndsAreFinal(t *testing.T) {
 	if _, err := st.Cancel(ctx, "c", t0); err != nil {
 		t.Fatal(err)
 	}
-	if _, o, _ := st.Begin(ctx, "c", t0); o != store.Refused {
+	if _, o, _ := st.Begin(ctx, "c", t0, store.Owner{}); o != store.Refused {
 		t.Errorf("begin after cancel: %s", o)
 	}
 	create("d")
-	st.Begin(ctx, "d", t0)
+	st.Begin(ctx, "d", t0, store.Owner{})
 	if _, err := st.Cancel(ctx, "d", t0); !errors.Is(err, store.ErrRefused) {
 		t.Errorf("cancel while sending: %v", err)
 	}
@@ -212,16 +212,16 @@ func TestAHoldBeforeTheSendIsNoAttempt(t *testing.T) {
 	st, create := setup(t)
 	create("h")
 	for range 3 {
-		if _, o, err := st.Begin(ctx, "h", t0); err != nil || o != store.Changed {
+		if _, o, err := st.Begin(ctx, "h", t0, store.Owner{}); err != nil || o != store.Changed {
 			t.Fatalf("begin: %v %v", o, err)
 		}
 		if o, _, err := st.Move(ctx, "h", store.Change{Status: store.Retrying, Note: "held back", Unsent: true}); err != nil || o != store.Changed {
 			t.Fatalf("hold: %v %v", o, err)
 		}
 	}
-	st.Begin(ctx, "h", t0)
+	st.Begin(ctx, "h", t0, store.Owner{})
 	st.Move(ctx, "h", store.Change{Status: store.Retrying, Error: &store.ErrorInfo{Class: "retryable", Code: "http_500"}})
-	st.Begin(ctx, "h", t0)
+	st.Begin(ctx, "h", t0, store.Owner{})
 	r, _ := st.Get(ctx, "h")
 	if r.Attempts != 2 {
 		t.Errorf("attempts %d after three holds and two sends, want 2", r.Attempts)
@@ -245,7 +245,7 @@ func TestAnEndBeforeTheSendIsNoAttempt(t *testing.T) {
 		{"gave-up", store.Change{Status: store.Dead, Error: &store.ErrorInfo{Class: "retryable", Code: "http_500"}}, 1},
 	} {
 		create(tt.id)
-		if _, o, err := st.Begin(ctx, tt.id, t0); err != nil || o != store.Changed {
+		if _, o, err := st.Begin(ctx, tt.id, t0, store.Owner{}); err != nil || o != store.Changed {
 			t.Fatalf("%s: begin: %v %v", tt.id, o, err)
 		}
 		if o, _, err := st.Move(ctx, tt.id, tt.change); err != nil || o != store.Changed {

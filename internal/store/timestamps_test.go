@@ -64,13 +64,13 @@ func TestRecordTimestampsAreUTCMilliseconds(t *testing.T) {
 	st, create := setup(t)
 	create("ts1")
 	plus2 := time.FixedZone("+02", 2*3600)
-	if _, _, err := st.Begin(ctx, "ts1", t0.Add(1500*time.Microsecond)); err != nil {
+	if _, _, err := st.Begin(ctx, "ts1", t0.Add(1500*time.Microsecond), store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := st.Move(ctx, "ts1", store.Change{Status: store.Retrying, At: t0.Add(2*time.Second + 123456789).In(plus2), Note: "throttled"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := st.Begin(ctx, "ts1", t0.Add(3*time.Second)); err != nil {
+	if _, _, err := st.Begin(ctx, "ts1", t0.Add(3*time.Second), store.Owner{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.Submit(ctx, "ts1", "pid-ts1", t0.Add(4*time.Second+1)); err != nil {

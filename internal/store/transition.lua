@@ -3,7 +3,8 @@
 -- KEYS[1]  the record hash
 -- KEYS[2]  the record's list of pending callback notices (same hash tag)
 -- KEYS[3]  the record's payload (same hash tag), which begin returns
--- ARGV[1]  op: begin | own | hold | final | withdraw | submit | event | cancel | requeue | note
+-- ARGV[1]  op: begin | own | retry | hold | final | withdraw | submit | event | cancel | requeue |
+--          note | wire
 -- ARGV[2]  the new status
 -- ARGV[3]  now, unix milliseconds
 -- ARGV[4]  the history entry, JSON without its closing brace
@@ -11,19 +12,27 @@
 -- ARGV[6]  last_error JSON ("" to leave it), set when the change applies
 -- ARGV[7]  the record TTL, milliseconds: a record lives at least that long
 --          past its last change
--- ARGV[8..] field/value pairs set when the field is still empty (ids)
+-- ARGV[8]  the task that makes the change ("" for none): begin's takes the
+--          message up; any other op is refused when the message has a
+--          task of its own that is another (the sweeper gave it a new one)
+-- ARGV[9..] field/value pairs set when the field is still empty (ids, and
+--           'bl', the category of the first billable pricing), except
+--           'pr', the pricing object, which is set whatever it was, and a
+--           field written "!name", set whatever it held when the status
+--           changes (begin's owner)
 --
--- Returns {outcome, status_after, notice[, hgetall...]}, where notice is the
--- sequence number of the callback notice the change queued (0 for none: the
--- status did not change, or the record has no callback URL), and outcome one
--- of:
+-- Returns {outcome, status_after, notice[, hgetall...]} (begin) or
+-- {outcome, status_after, notice, billed}, where notice is the sequence
+-- number of the callback notice the change queued (0 for none: the status
+-- did not change, or the record has no callback URL), billed is 1 when this
+-- change marked the message billable ('bl'), and outcome one of:
 --   ok        the status changed
 --   kept      nothing changed but the history, which keeps the event
 --   duplicate the event was applied before: nothing written
 --   refused   the op is not allowed from the current status: nothing written
 --   missing   no such record
 local key = KEYS[1]
-local op, new, now, entry, dedupe, err, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local op, new, now, entry, dedupe, err, ttl, task = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 
 local cur = redis.call('HGET', key, 's')
 if not cur then return {'missing', ''} end
@@ -36,8 +45,29 @@ if dedupe ~= '' and redis.call('HSETNX', key, dedupe, 1) == 0 then
   return {'duplicate', cur}
 end
 
-for i = 8, #ARGV, 2 do
-  redis.call('HSETNX', key, ARGV[i], ARGV[i + 1])
+-- A submit repeated after its answer was lost (Redis went away meanwhile)
+-- finds its own provider id: nothing more happened.
+if op == 'submit' and rank[cur] then
+  for i = 9, #ARGV, 2 do
+    if ARGV[i] == 'pid' and redis.call('HGET', key, 'pid') == ARGV[i + 1] then return {'duplicate', cur} end
+  end
+end
+
+if task ~= '' and op ~= 'begin' and redis.call('HGET', key, 'tid') ~= task then
+  return {'refused', cur}
+end
+
+local owned = {}
+local billed = 0
+for i = 9, #ARGV, 2 do
+  if string.sub(ARGV[i], 1, 1) == '!' then
+    owned[#owned + 1] = string.sub(ARGV[i], 2)
+    owned[#owned + 1] = ARGV[i + 1]
+  elseif ARGV[i] == 'pr' then
+    redis.call('HSET', key, 'pr', ARGV[i + 1])
+  elseif redis.call('HSETNX', key, ARGV[i], ARGV[i + 1]) == 1 and ARGV[i] == 'bl' then
+    billed = 1
+  end
 end
 
 -- A change keeps the record's keys for the TTL from now on. GT never
@@ -68,7 +98,13 @@ local function change()
   end
   redis.call('HSET', key, 's', new, 'u', now)
   if err ~= '' then redis.call('HSET', key, 'e', err) end
+  -- Whatever changes the status ends the send on the wire, if any.
+  redis.call('HDEL', key, 'wr')
+  if #owned > 0 then redis.call('HSET', key, unpack(owned)) end
   if op == 'begin' then redis.call('HINCRBY', key, 'a', 1) end
+  -- A failed attempt counts towards the retry budget, whichever task made
+  -- it: a new task for the message does not start the count again.
+  if op == 'retry' then redis.call('HINCRBY', key, 'fa', 1) end
   -- A hold hands back a message taken up but never sent, and a withdraw
   -- ends one (refused by the policy, expired before its slot): no attempt.
   if op == 'hold' or op == 'withdraw' then redis.call('HINCRBY', key, 'a', -1) end
@@ -84,7 +120,29 @@ local function keep(note)
 end
 
 local outcome
-if op == 'begin' or op == 'own' or op == 'hold' or op == 'final' or op == 'withdraw' or op == 'submit' then
+if op == 'begin' and cur == 'sending' then
+  -- Taken up already. Only the task that owns the message may take it up
+  -- again: asynq handed that task back (its worker died, or lost Redis for
+  -- longer than its lease), or the sweeper gave the message a new task
+  -- after its owner was lost. The previous attempt's outcome is unknown: it
+  -- counts as failed, and if it was on the wire, the message may have gone
+  -- out already, which the next send must own up to (ambiguous).
+  if task == '' or redis.call('HGET', key, 'tid') ~= task then return {'refused', cur} end
+  if redis.call('HGET', key, 'wr') == '1' then redis.call('HSET', key, 'am', 1) end
+  redis.call('HINCRBY', key, 'fa', 1)
+  outcome = change()
+elseif op == 'wire' then
+  -- The send is about to go out: a worker lost from now on may have sent
+  -- it. An ambiguous message's history says it is sent again.
+  if cur ~= 'sending' then return {'refused', cur} end
+  redis.call('HSET', key, 'wr', 1)
+  if redis.call('HDEL', key, 'am') == 1 then
+    append(string.gsub(entry, '"status":"[a-z]*"', '"status":"sending"', 1) .. '}')
+    redis.call('HSET', key, 'u', now)
+    return {'kept', cur, 0}
+  end
+  return {'ok', cur, 0}
+elseif op == 'begin' or op == 'own' or op == 'retry' or op == 'hold' or op == 'final' or op == 'withdraw' or op == 'submit' then
   if phase1[cur] then
     outcome = change()
   elseif op == 'submit' and rank[cur] then
@@ -163,4 +221,4 @@ if op == 'begin' then
   end
   return res
 end
-return {outcome, cur, notice}
+return {outcome, cur, notice, billed}

@@ -38,7 +38,7 @@ func TestScheduledRecordOutlivesTheTTL(t *testing.T) {
 			t.Errorf("%s is gone (%v) before the message's send_at", key, err)
 		}
 	}
-	rec, o, err := st.Begin(ctx, "later", sendAt)
+	rec, o, err := st.Begin(ctx, "later", sendAt, store.Owner{})
 	if err != nil || o != store.Changed || string(rec.Payload) != string(later.Payload) {
 		t.Fatalf("begin at send_at: %s %v, payload %q", o, err, rec.Payload)
 	}

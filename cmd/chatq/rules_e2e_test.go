@@ -1,0 +1,157 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/chatq/chatq/internal/poll"
+)
+
+// WhatsApp's 2025-2026 rules end to end, through chatq dev and its
+// sandbox: a campaign of marketing and utility templates counts its
+// billable messages by category exactly as the sandbox's pricing objects
+// said; an authentication template gets its default expiry; a marketing
+// template to a +1 number is refused at once.
+func TestRulesOf2025EndToEnd(t *testing.T) {
+	d := startPolicyDev(t, map[string]string{"CHATQ_RATE_PER_SECOND": "1000", "CHATQ_PAIR_INTERVAL": "0"})
+
+	// A refused +1 marketing template, and an authentication template
+	// without expires_at.
+	code, body := d.send(t, `{"destination":"+14155550123","payload":{"type":"template","template":{"elementName":"welcome_offer","languageCode":"en_US","params":["John","X1"]}}}`)
+	wantRefused(t, code, body, "us_marketing_blocked", "destination", "CHATQ_ALLOW_US_MARKETING")
+	code, otp := d.send(t, `{"destination":"447700900123","payload":{"type":"template","template":{"elementName":"otp_code","languageCode":"en","params":["123456"]}}}`)
+	if code != http.StatusAccepted {
+		t.Fatalf("otp: %d %v", code, otp)
+	}
+	created, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(otp["created_at"]))
+	expires, err := time.Parse(time.RFC3339Nano, fmt.Sprint(otp["expires_at"]))
+	if err != nil || expires.Sub(created) != 10*time.Minute || otp["category"] != "authentication" {
+		t.Errorf("authentication template: category %v, created %v, expires %v (%v); want authentication, expiring 10m after", otp["category"], otp["created_at"], otp["expires_at"], err)
+	}
+	code, text := d.send(t, textTo("447700900124", "hi"))
+	if code != http.StatusAccepted || text["category"] != "service" || text["expires_at"] != nil {
+		t.Errorf("free-form: %d category %v expires %v; want service, no expiry", code, text["category"], text["expires_at"])
+	}
+
+	// The campaign: 200 messages, marketing and utility; a few marketing
+	// ones to users at their marketing cap (0009), which fail unbilled.
+	const batch = "rules-2025"
+	var items []string
+	wantBillable := map[string]int{"marketing": 0, "utility": 0, "authentication": 0}
+	for i := range 200 {
+		dest := fmt.Sprintf("4477%07d", 1000+i)
+		payload := `{"type":"template","template":{"elementName":"order_update","languageCode":"en_US","params":["1234","shipped"]}}`
+		category := "utility"
+		if i%2 == 0 {
+			payload = `{"type":"template","template":{"elementName":"welcome_offer","languageCode":"en_US","params":["John","X1"]}}`
+			category = "marketing"
+		}
+		if i%20 == 0 {
+			dest = fmt.Sprintf("4478%03d0009", i)
+		}
+		if !(category == "marketing" && strings.HasSuffix(dest, "0009")) {
+			wantBillable[category]++
+		}
+		items = append(items, fmt.Sprintf(`{"destination":%q,"payload":%s,"batch_id":%q,"priority":"bulk"}`, dest, payload, batch))
+	}
+	code, res := d.do(t, "POST", "/v1/messages/batch", `{"messages":[`+strings.Join(items, ",")+`]}`)
+	if code != http.StatusOK {
+		t.Fatalf("batch: %d %v", code, res)
+	}
+	for _, r := range res["results"].([]any) {
+		if e := r.(map[string]any)["error"]; e != nil {
+			t.Fatalf("batch item refused: %v", e)
+		}
+	}
+
+	// Every message ends read (billed as it was delivered) or failed (the
+	// capped ones).
+	var counts struct {
+		Total    int            `json:"total"`
+		Counts   map[string]int `json:"counts"`
+		Billable map[string]int `json:"billable"`
+	}
+	poll.Until(t, 60*time.Second, "the campaign read or failed", func() (bool, string) {
+		_, v := d.do(t, "GET", "/v1/batches/"+batch, "")
+		b, _ := json.Marshal(v)
+		counts.Counts, counts.Billable = nil, nil
+		if err := json.Unmarshal(b, &counts); err != nil {
+			t.Fatal(err)
+		}
+		return counts.Counts["read"]+counts.Counts["failed"] == 200, string(b)
+	})
+	if counts.Counts["failed"] != 10 {
+		t.Errorf("%d failed, want the 10 capped", counts.Counts["failed"])
+	}
+
+	// What the records say: each billable pricing object the sandbox sent,
+	// by category, and each record's category.
+	code, list := d.do(t, "GET", "/v1/messages?batch_id="+batch+"&limit=1000", "")
+	if code != http.StatusOK {
+		t.Fatalf("list: %d %v", code, list)
+	}
+	fromRecords := map[string]int{"marketing": 0, "utility": 0, "authentication": 0}
+	for _, m := range list["messages"].([]any) {
+		rec := m.(map[string]any)
+		p, _ := rec["pricing"].(map[string]any)
+		if rec["status"] == "failed" {
+			if p != nil || rec["category"] != "marketing" {
+				t.Errorf("capped message %v: category %v, pricing %v; want marketing, no pricing", rec["id"], rec["category"], p)
+			}
+			continue
+		}
+		if p == nil || p["category"] != rec["category"] || p["billable"] != true || p["type"] != "regular" || p["pricing_model"] != "PMP" {
+			t.Errorf("message %v (%v): pricing %v", rec["id"], rec["category"], p)
+			continue
+		}
+		fromRecords[p["category"].(string)]++
+	}
+	if diff := cmp.Diff(wantBillable, fromRecords); diff != "" {
+		t.Errorf("billable pricing objects on the records (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(wantBillable, counts.Billable); diff != "" {
+		t.Errorf("the campaign's billable counts (-want +got):\n%s", diff)
+	}
+
+	// The metrics count the campaign's billable messages (and the one-time
+	// code's, once it is delivered).
+	d.waitStatus(t, fmt.Sprint(otp["id"]), "read")
+	want := map[string]float64{"marketing": float64(wantBillable["marketing"]), "utility": float64(wantBillable["utility"]), "authentication": 1}
+	poll.Until(t, 10*time.Second, "billable metrics", func() (bool, string) {
+		got := billableMetrics(t, d.api)
+		return cmp.Equal(want, got), fmt.Sprintf("%v, want %v", got, want)
+	})
+}
+
+// billableMetrics reads chatq_billable_messages_total by category.
+func billableMetrics(t *testing.T, api string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(api + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, m := range families["chatq_billable_messages_total"].GetMetric() {
+		got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+	}
+	return got
+}

@@ -1,0 +1,339 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatq/chatq/internal/store"
+)
+
+// DeployedResult is chatq measured as users run it: the sandbox, the API
+// and the worker each a chatq process, on the private Redis.
+type DeployedResult struct {
+	// Messages is the size of the enqueue and send phases, LifeMessages of
+	// the whole-life phase.
+	Messages     int `json:"messages"`
+	LifeMessages int `json:"life_messages"`
+	// Enqueue is the messages' POST /v1/messages/batch, with no worker
+	// running.
+	Enqueue      Rate  `json:"enqueue"`
+	EnqueueUsage Usage `json:"enqueue_usage"`
+	// Send is the worker's rate over the queued messages, from the first
+	// "submitted" time in their histories to the last (webhooks off).
+	Send      Rate  `json:"send"`
+	SendUsage Usage `json:"send_usage"`
+	// LimitWaits is the worker's chatq_rate_limit_waits_total after the
+	// send: zero when no limit held a send back.
+	LimitWaits float64 `json:"limit_waits"`
+	// LifeUsage is the whole life of LifeMessages messages with webhooks
+	// on: posted to the API, sent by the worker, and each of their four
+	// webhooks received and correlated.
+	LifeUsage Usage `json:"life_usage"`
+	// BullMQ is the minimal BullMQ sender on the same Redis and sandbox,
+	// nil when BullMQ is not installed.
+	BullMQ *BullMQSend `json:"bullmq,omitempty"`
+}
+
+// BullMQSend is the minimal BullMQ sender's run (bullmq/send.mjs).
+type BullMQSend struct {
+	Version string `json:"version"`
+	Send    Rate   `json:"send"`
+	// Usage counts the send phase alone; its CPU has "bullmq" (the Node.js
+	// process's own count), "redis" and "sandbox".
+	Usage Usage `json:"usage"`
+}
+
+// DeployedOptions shape the Deployed measurement.
+type DeployedOptions struct {
+	// Chatq is the chatq binary to start.
+	Chatq string
+	// Messages are enqueued then sent; LifeMessages live a whole life with
+	// their webhooks.
+	Messages, LifeMessages int
+	// BatchSize and BatchCallers shape the POSTs to /v1/messages/batch.
+	BatchSize, BatchCallers int
+	// Concurrency is the worker's, and the BullMQ sender's.
+	Concurrency int
+	// WebhookDelay is the sandbox's delay between a message's webhooks.
+	WebhookDelay time.Duration
+	// BullMQDir holds send.mjs and its packages; when BullMQ is missing
+	// there, the peer is left out and BullMQ is nil.
+	BullMQDir string
+}
+
+// Deployed measures chatq as deployed: "chatq sandbox" and "chatq api"
+// start, Messages are posted to the API in batches, then (if installed) the
+// minimal BullMQ sender sends as many through the same sandbox, then
+// "chatq worker" starts (its default configuration, with a sender rate far
+// above the load) and sends the queued messages. Last, with the sandbox's
+// webhooks pointed at the API, LifeMessages are posted and followed until
+// their four webhooks are in. Each phase counts Redis's commands and each
+// process's CPU time.
+func Deployed(ctx context.Context, env *Env, o DeployedOptions) (DeployedResult, error) {
+	res := DeployedResult{Messages: o.Messages, LifeMessages: o.LifeMessages}
+	if err := env.flush(ctx); err != nil {
+		return res, err
+	}
+	d, err := startDeployment(ctx, env, o.Chatq, o.Concurrency, o.WebhookDelay)
+	if err != nil {
+		return res, err
+	}
+	defer d.close()
+	rdb := env.Redis.Client(4)
+	defer rdb.Close()
+	rpid, err := redisPID(ctx, rdb)
+	if err != nil {
+		return res, err
+	}
+	pids := func() map[string]int {
+		p := d.pids()
+		p["redis"] = rpid
+		return p
+	}
+
+	m, err := startMeter(ctx, rdb, pids)
+	if err != nil {
+		return res, err
+	}
+	start := time.Now()
+	ids, err := d.postBatches(ctx, 0, o.Messages, o.BatchSize, o.BatchCallers, plainPrefix, "")
+	if err != nil {
+		return res, fmt.Errorf("deployed: enqueue: %w", err)
+	}
+	res.Enqueue = Rate{Count: o.Messages, Elapsed: time.Since(start)}
+	if res.EnqueueUsage, err = m.stop(ctx); err != nil {
+		return res, err
+	}
+	env.logf("deployed: %d messages posted to the API in %s: %.0f/s", o.Messages, res.Enqueue.Elapsed.Round(time.Millisecond), res.Enqueue.PerSecond())
+
+	if err := BullMQInstalled(o.BullMQDir); err == nil {
+		b, err := bullmqSend(ctx, env, d, rdb, rpid, o)
+		if err != nil {
+			return res, err
+		}
+		res.BullMQ = &b
+	} else {
+		env.logf("deployed: the BullMQ sender is left out: %v", err)
+	}
+
+	if m, err = startMeter(ctx, rdb, pids); err != nil {
+		return res, err
+	}
+	if err := d.startWorker(ctx); err != nil {
+		return res, fmt.Errorf("deployed: %w", err)
+	}
+	// The worker's own count of submitted messages, read from its /metrics,
+	// touches no Redis.
+	if err := waitUntilErr(ctx, time.Duration(o.Messages)*5*time.Millisecond+time.Minute, func() (bool, error) {
+		n, err := d.workerMetric(ctx, "chatq_messages_sent_total")
+		return n >= float64(o.Messages), err
+	}); err != nil {
+		return res, fmt.Errorf("deployed: send: %w", err)
+	}
+	if res.SendUsage, err = m.stop(ctx); err != nil {
+		return res, err
+	}
+	if res.LimitWaits, err = d.workerMetric(ctx, "chatq_rate_limit_waits_total"); err != nil {
+		return res, err
+	}
+	first, last, err := submittedSpan(ctx, store.New(rdb, store.Config{}), ids)
+	if err != nil {
+		return res, fmt.Errorf("deployed: send: %w", err)
+	}
+	res.Send = Rate{Count: o.Messages - 1, Elapsed: last.Sub(first)}
+	env.logf("deployed: the worker sent %d messages in %s: %.0f/s; %.1f Redis commands per message", o.Messages,
+		res.Send.Elapsed.Round(time.Millisecond), res.Send.PerSecond(), perMessage(res.SendUsage.Commands, o.Messages))
+
+	if err := lifePhase(ctx, d, rdb, pids, o, &res); err != nil {
+		return res, fmt.Errorf("deployed: whole life: %w", err)
+	}
+	return res, nil
+}
+
+// lifePhase posts LifeMessages with the webhooks on and waits until every
+// one of their webhooks was answered, then checks that each record ended
+// "read".
+func lifePhase(ctx context.Context, d *deployment, rdb *redis.Client, pids func() map[string]int, o DeployedOptions, res *DeployedResult) error {
+	if err := d.registerWebhook(ctx, d.apiURL); err != nil {
+		return err
+	}
+	before, err := d.sandboxStats(ctx)
+	if err != nil {
+		return err
+	}
+	m, err := startMeter(ctx, rdb, pids)
+	if err != nil {
+		return err
+	}
+	ids, err := d.postBatches(ctx, o.Messages, o.LifeMessages, o.BatchSize, o.BatchCallers, plainPrefix, "")
+	if err != nil {
+		return err
+	}
+	want := before.WebhooksSent + 4*int64(o.LifeMessages)
+	if err := waitUntilErr(ctx, time.Duration(o.LifeMessages)*10*time.Millisecond+time.Minute, func() (bool, error) {
+		st, err := d.sandboxStats(ctx)
+		if st.WebhooksFailed+st.WebhooksDropped > before.WebhooksFailed+before.WebhooksDropped {
+			return false, fmt.Errorf("the sandbox lost webhooks: %+v", st)
+		}
+		return st.WebhooksSent >= want && st.WebhooksPending == 0, err
+	}); err != nil {
+		return err
+	}
+	if res.LifeUsage, err = m.stop(ctx); err != nil {
+		return err
+	}
+	recs, err := waitRecords(ctx, store.New(rdb, store.Config{}), ids, 30*time.Second, complete)
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if !correlated(r) {
+			return fmt.Errorf("record %s: not every webhook applied once: %+v", r.ID, r.History)
+		}
+	}
+	d.env.logf("deployed: %d messages through their whole life, four webhooks each: %.1f Redis commands per message",
+		o.LifeMessages, perMessage(res.LifeUsage.Commands, o.LifeMessages))
+	return nil
+}
+
+// bullmqSend runs the minimal BullMQ sender: its jobs added, then sent
+// through the deployment's sandbox with Redis's commands counted.
+func bullmqSend(ctx context.Context, env *Env, d *deployment, rdb *redis.Client, rpid int, o DeployedOptions) (BullMQSend, error) {
+	host, port, err := net.SplitHostPort(env.Redis.Addr())
+	if err != nil {
+		return BullMQSend{}, fmt.Errorf("bullmq sender: redis address: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute+time.Duration(o.Messages)*5*time.Millisecond)
+	defer cancel()
+	script := filepath.Join(o.BullMQDir, "send.mjs")
+	common := []string{script, "--host", host, "--port", port, "--jobs", strconv.Itoa(o.Messages)}
+	run := func(args ...string) ([]byte, error) {
+		cmd := exec.CommandContext(ctx, "node", append(common, args...)...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("bullmq sender: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
+		}
+		return stdout.Bytes(), nil
+	}
+	if _, err := run("--phase", "add"); err != nil {
+		return BullMQSend{}, err
+	}
+	sandboxOnly := func() map[string]int { return map[string]int{"sandbox": d.pids()["sandbox"], "redis": rpid} }
+	m, err := startMeter(ctx, rdb, sandboxOnly)
+	if err != nil {
+		return BullMQSend{}, err
+	}
+	out, err := run("--phase", "send", "--concurrency", strconv.Itoa(o.Concurrency),
+		"--upstream", d.sandboxURL, "--app-id", appID, "--app-secret", appSecret)
+	if err != nil {
+		return BullMQSend{}, err
+	}
+	u, err := m.stop(ctx)
+	if err != nil {
+		return BullMQSend{}, err
+	}
+	var got struct {
+		Jobs        int     `json:"jobs"`
+		Failed      int     `json:"failed"`
+		Stored      int     `json:"stored"`
+		SendSeconds float64 `json:"send_seconds"`
+		CPUMs       float64 `json:"cpu_ms"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		return BullMQSend{}, fmt.Errorf("bullmq sender: read its answer %q: %w", bytes.TrimSpace(out), err)
+	}
+	if got.Jobs != o.Messages || got.Failed != 0 || got.Stored != o.Messages || got.SendSeconds <= 0 {
+		return BullMQSend{}, fmt.Errorf("bullmq sender: answer %s does not cover %d jobs sent and stored", bytes.TrimSpace(out), o.Messages)
+	}
+	u.CPU["bullmq"] = time.Duration(got.CPUMs * float64(time.Millisecond))
+	version, err := bullmqVersion(o.BullMQDir)
+	if err != nil {
+		return BullMQSend{}, err
+	}
+	b := BullMQSend{Version: version, Send: Rate{Count: o.Messages, Elapsed: seconds64(got.SendSeconds)}, Usage: u}
+	env.logf("deployed: BullMQ %s sender: %d jobs sent in %s: %.0f/s; %.1f Redis commands per job", version, o.Messages,
+		b.Send.Elapsed.Round(time.Millisecond), b.Send.PerSecond(), perMessage(u.Commands, o.Messages))
+	return b, nil
+}
+
+// submittedSpan waits until every record of ids is "submitted" and returns
+// the first and last times one became so.
+func submittedSpan(ctx context.Context, st *store.Store, ids []string) (first, last time.Time, err error) {
+	recs, err := waitRecords(ctx, st, ids, time.Minute, func(r *store.Record) bool {
+		_, ok := historyAt(r, store.Submitted)
+		return ok
+	})
+	if err != nil {
+		return first, last, fmt.Errorf("wait for submitted: %w", err)
+	}
+	for _, r := range recs {
+		at, _ := historyAt(r, store.Submitted)
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	if !last.After(first) {
+		return first, last, errors.New("every message submitted at the same instant")
+	}
+	return first, last, nil
+}
+
+// waitUntilErr polls cond every 20ms until it holds, it fails, or timeout
+// passes.
+func waitUntilErr(ctx context.Context, timeout time.Duration, cond func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := cond()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not done after %s", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func perMessage(n int64, messages int) float64 {
+	if messages == 0 {
+		return 0
+	}
+	return float64(n) / float64(messages)
+}
+
+// bullmqVersion returns the version of BullMQ installed in dir.
+func bullmqVersion(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "node_modules", "bullmq", "package.json"))
+	if err != nil {
+		return "", fmt.Errorf("bullmq version: %w", err)
+	}
+	var p struct {
+		Version string `json:"version"`
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return "", fmt.Errorf("bullmq version: %w", err)
+	}
+	return p.Version, nil
+}

@@ -209,8 +209,8 @@ type Server struct {
 	apps map[string][]byte
 	// authorize is Config.Authorize.
 	authorize func(appID, secret string) bool
-	logger *zap.Logger
-	mux    *http.ServeMux
+	logger    *zap.Logger
+	mux       *http.ServeMux
 
 	// knobsMu serialises changes of knobs; readers just Load.
 	knobsMu sync.Mutex

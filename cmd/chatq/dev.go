@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/chatq/chatq/config"
 	"github.com/chatq/chatq/internal/metrics"
+	"github.com/chatq/chatq/internal/senders"
 )
 
 // devSource is the business number chatq dev uses when CHATQ_CA_SOURCE is
@@ -46,6 +49,8 @@ func (p *program) dev(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	// devSenders is the registry the embedded sandbox asks, once it runs.
+	var devSenders atomic.Pointer[senders.Registry]
 
 	generatedKey := ""
 	if len(cfg.APIKeys) == 0 {
@@ -85,7 +90,20 @@ func (p *program) dev(ctx context.Context) error {
 	if _, set := os.LookupEnv(config.Prefix + "_CA_BASE_URL"); !set {
 		embedded = true
 		fillSandboxCredentials(&cfg)
-		sb, err := newSandbox(cfg, log)
+		// The embedded sandbox accepts the credentials of the senders added
+		// to this chatq dev, so that they send through it too.
+		sb, err := newSandbox(cfg, func(appID, secret string) bool {
+			r := devSenders.Load()
+			if r == nil {
+				return false
+			}
+			for _, s := range r.OfApp(appID) {
+				if subtle.ConstantTimeCompare([]byte(secret), []byte(s.AppSecret)) == 1 {
+					return true
+				}
+			}
+			return false
+		}, log)
 		if err != nil {
 			return err
 		}
@@ -130,6 +148,7 @@ func (p *program) dev(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	devSenders.Store(reg)
 	defer reg.Stop()
 	w, err := newWorker(rdb, cfg, reg, m, counter, log)
 	if err != nil {

@@ -31,7 +31,7 @@ func (p *program) sandbox(ctx context.Context) error {
 	}
 	defer func() { _ = log.Sync() }()
 	generated := fillSandboxCredentials(&cfg)
-	sb, err := newSandbox(cfg, log)
+	sb, err := newSandbox(cfg, nil, log)
 	if err != nil {
 		return err
 	}
@@ -64,10 +64,12 @@ func fillSandboxCredentials(cfg *config.Config) bool {
 	return false
 }
 
-func newSandbox(cfg config.Config, log *zap.Logger) (*sandbox.Server, error) {
+// newSandbox returns the sandbox of cfg; authorize, if set, accepts the
+// credentials of apps beyond CHATQ_CA_APP_ID's (chatq dev's senders).
+func newSandbox(cfg config.Config, authorize func(appID, secret string) bool, log *zap.Logger) (*sandbox.Server, error) {
 	s := cfg.Sandbox
 	return sandbox.New(sandbox.Config{
-		AppID: cfg.CAAppID, AppSecret: cfg.CAAppSecret,
+		AppID: cfg.CAAppID, AppSecret: cfg.CAAppSecret, Authorize: authorize,
 		Rate: s.Rate, ErrorRatio: s.ErrorRatio, Latency: s.Latency, WebhookDelay: s.WebhookDelay,
 		DuplicateRatio: s.DuplicateRatio, ReorderRatio: s.ReorderRatio,
 	}, log.Named("sandbox"))

@@ -81,6 +81,11 @@ type Config struct {
 	// ChatArchitect apps, and its message log says which app sent each
 	// message. Nil means the one app.
 	Apps map[string]string
+	// Authorize, if set, is asked about the credentials of an app the
+	// sandbox does not know, and accepts them when it says yes: chatq dev
+	// accepts those of the senders added to it, so that they send through
+	// its sandbox. It must compare secrets in constant time.
+	Authorize func(appID, secret string) bool
 	// Rate limits accepted sends to this many messages per second, with a
 	// token bucket holding one second's worth; an empty bucket answers 429
 	// with Retry-After. Zero turns the limit off.
@@ -201,9 +206,11 @@ func newLimiter(r float64) *rate.Limiter {
 // webhook goroutines; Close stops them.
 type Server struct {
 	// apps are the accepted credentials: app id to secret.
-	apps   map[string][]byte
-	logger *zap.Logger
-	mux    *http.ServeMux
+	apps map[string][]byte
+	// authorize is Config.Authorize.
+	authorize func(appID, secret string) bool
+	logger    *zap.Logger
+	mux       *http.ServeMux
 
 	// knobsMu serialises changes of knobs; readers just Load.
 	knobsMu sync.Mutex
@@ -233,6 +240,7 @@ func New(cfg Config, logger *zap.Logger) (*Server, error) {
 	workers := cmp.Or(cfg.WebhookWorkers, defaultWebhookWorkers)
 	s := &Server{
 		apps:      apps(cfg),
+		authorize: cfg.Authorize,
 		logger:    logger,
 		log:       newMessageLog(),
 		dests:     newDestinations(),

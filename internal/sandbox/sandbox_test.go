@@ -1031,3 +1031,24 @@ func TestSeveralAppsAndTheirSources(t *testing.T) {
 		t.Errorf("an app without a secret: %v", err)
 	}
 }
+
+// An app the sandbox does not know is accepted when Authorize says yes, as
+// chatq dev's sandbox accepts the apps of the senders added to it.
+func TestAuthorizeAcceptsMoreApps(t *testing.T) {
+	e := setup(t, sandbox.Config{Authorize: func(id, secret string) bool { return id == "added-app" && secret == "added-secret" }})
+	for _, tt := range []struct {
+		id, secret string
+		want       int
+	}{
+		{"added-app", "added-secret", http.StatusOK},
+		{"added-app", "wrong", http.StatusUnauthorized},
+		{"other-app", "added-secret", http.StatusUnauthorized},
+		{testAppID, testAppSecret, http.StatusOK},
+	} {
+		status, _, body := e.do(t, http.MethodPost, "/whatsappmessage", `{"channel":"whatsapp","destination":"4915100000031","payload":{"type":"text","message":"hi"}}`,
+			func(r *http.Request) { r.SetBasicAuth(tt.id, tt.secret) })
+		if status != tt.want {
+			t.Errorf("%s:%s: %d %s, want %d", tt.id, tt.secret, status, body, tt.want)
+		}
+	}
+}

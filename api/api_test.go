@@ -370,7 +370,7 @@ func TestCancel(t *testing.T) {
 		t.Errorf("GET after DELETE: status %s, want canceled", got.Status)
 	}
 
-	wantError(t, f.do(t, request{method: http.MethodDelete, path: "/v1/messages/" + id}), http.StatusConflict, "conflict", "")
+	wantError(t, f.do(t, request{method: http.MethodDelete, path: "/v1/messages/" + id}), http.StatusConflict, "status_conflict", "")
 	wantError(t, f.do(t, request{method: http.MethodDelete, path: "/v1/messages/01JUNKNOWN"}), http.StatusNotFound, "not_found", "")
 
 	// Too late once the upstream has accepted the message.
@@ -383,7 +383,7 @@ func TestCancel(t *testing.T) {
 	if _, err := f.store.Submit(ctx, id, "pid-"+id, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	wantError(t, f.do(t, request{method: http.MethodDelete, path: "/v1/messages/" + id}), http.StatusConflict, "conflict", "")
+	wantError(t, f.do(t, request{method: http.MethodDelete, path: "/v1/messages/" + id}), http.StatusConflict, "status_conflict", "")
 }
 
 func TestMalformedRequests(t *testing.T) {

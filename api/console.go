@@ -26,23 +26,21 @@ const (
 	maxStatsMinutes = 110
 )
 
-func (s *Server) consoleRoutes() {
-	m := s.mux
+// consoleRoutes are the routes the console reads (any key, each seeing its
+// tenant's), and the console itself when configured.
+func (s *Server) consoleRoutes() []route {
 	inspector := asynq.NewInspectorFromRedisClient(s.rdb)
-	m.Handle("GET /v1/stats", s.auth(func(w http.ResponseWriter, r *http.Request) { s.stats(w, r, inspector) }))
-	m.Handle("GET /v1/batches", s.auth(s.listBatches))
-	m.Handle("POST /v1/messages/validate", s.auth(s.validateMessages))
-	for _, p := range []string{"/v1/stats", "/v1/batches"} {
-		m.Handle(p, s.auth(func(w http.ResponseWriter, r *http.Request) {
-			writeError(w, errorf(http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path), s.log)
-		}))
+	t := []route{
+		{"GET", "/v1/stats", guardBearer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.stats(w, r, inspector) })},
+		{"GET", "/v1/batches", guardBearer, http.HandlerFunc(s.listBatches)},
+		{"POST", "/v1/messages/validate", guardBearer, http.HandlerFunc(s.validateMessages)},
 	}
 	if s.cfg.Console != nil {
 		// The console's files are open: it signs in with an API key, which
-		// its calls to /v1/ carry.
-		m.Handle("/console/", s.cfg.Console)
-		m.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
+		// its calls to /v1/ carry. The mux redirects /console here.
+		t = append(t, route{"", "/console/", guardNone, s.cfg.Console})
 	}
+	return t
 }
 
 // queueSize is one asynq queue's tasks by state.
@@ -214,7 +212,7 @@ func (s *Server) validateMessages(w http.ResponseWriter, r *http.Request) {
 			err = s.route(r.Context(), caller(r), m)
 		}
 		if err != nil {
-			items[i].Error = toError(err, s.log)
+			items[i].Error = toError(err, requestLog(w, s.log))
 			continue
 		}
 		msgs = append(msgs, m)
@@ -228,7 +226,7 @@ func (s *Server) validateMessages(w http.ResponseWriter, r *http.Request) {
 	for j, e := range errs {
 		it := &items[index[j]]
 		if e != nil {
-			it.Error = toError(e, s.log)
+			it.Error = toError(e, requestLog(w, s.log))
 			continue
 		}
 		it.Valid = true

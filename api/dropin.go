@@ -2,6 +2,7 @@ package api
 
 import (
 	"cmp"
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -27,15 +28,15 @@ import (
 // /webhook; /whatsappmessage takes MaxMessageBody.
 const maxDropInBody = 64 << 10
 
-func (s *Server) dropInRoutes() {
-	if s.cfg.Senders == nil {
-		return
+// dropInRoutes are the drop-in routes, each behind the Basic credentials of
+// a sender's app (guardApp).
+func (s *Server) dropInRoutes() []route {
+	return []route{
+		{"POST", "/whatsappmessage", guardApp, withApp(s.dropInSend)},
+		{"POST", "/getHSM", guardApp, withApp(s.dropInTemplates)},
+		{"POST", "/submit_template", guardApp, withApp(s.dropInSubmit)},
+		{"POST", "/webhook", guardApp, withApp(s.dropInWebhook)},
 	}
-	m := s.mux
-	m.Handle("POST /whatsappmessage", s.app(s.dropInSend))
-	m.Handle("POST /getHSM", s.app(s.dropInTemplates))
-	m.Handle("POST /submit_template", s.app(s.dropInSubmit))
-	m.Handle("POST /webhook", s.app(s.dropInWebhook))
 }
 
 // caError answers as ChatArchitect does when it refuses a request.
@@ -45,7 +46,7 @@ func caError(w http.ResponseWriter, status int, message string) {
 
 // caFail answers err, as toError maps it, in ChatArchitect's shape.
 func (s *Server) caFail(w http.ResponseWriter, err error) {
-	e := toError(err, s.log)
+	e := toError(err, requestLog(w, s.log))
 	caError(w, e.Status, e.Message)
 }
 
@@ -53,10 +54,22 @@ func (s *Server) caFail(w http.ResponseWriter, err error) {
 // whose credentials the request carried.
 type appHandler func(w http.ResponseWriter, r *http.Request, app []senders.Sender)
 
+// appKey is the context key of the senders of the app whose credentials
+// the request carried.
+type appKey struct{}
+
+// withApp hands an appHandler the senders app put in the request's context.
+func withApp(h appHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		app, _ := r.Context().Value(appKey{}).([]senders.Sender)
+		h(w, r, app)
+	})
+}
+
 // app lets a request through with the Basic credentials of a sender's
 // ChatArchitect app, the secret compared in constant time with each of the
-// app's senders'.
-func (s *Server) app(next appHandler) http.Handler {
+// app's senders'; the request's context holds those senders (withApp).
+func (s *Server) app(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, secret, ok := r.BasicAuth()
 		var app []senders.Sender
@@ -72,7 +85,7 @@ func (s *Server) app(next appHandler) http.Handler {
 			caError(w, http.StatusUnauthorized, "Authentication Failed: Basic auth with a sender's app_id and app_secret is required")
 			return
 		}
-		next(w, r, app)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), appKey{}, app)))
 	})
 }
 
@@ -180,7 +193,7 @@ func (s *Server) upstreamFail(w http.ResponseWriter, x senders.Sender, err error
 		caError(w, http.StatusBadRequest, ae.Reason)
 		return
 	}
-	s.log.Warn("drop-in pass-through to ChatArchitect failed", zap.String("sender", x.Number), zap.Error(err))
+	requestLog(w, s.log).Warn("drop-in pass-through to ChatArchitect failed", zap.String("sender", x.Number), zap.Error(err))
 	caError(w, http.StatusBadGateway, "ChatArchitect did not answer this request for chatq; try again")
 }
 
@@ -259,7 +272,7 @@ func (s *Server) dropInSubmit(w http.ResponseWriter, r *http.Request, app []send
 		s.upstreamFail(w, x, err)
 		return
 	}
-	s.log.Info("template submitted through the drop-in route", zap.String("sender", x.Number), zap.String("template", t.ElementName))
+	s.logger(r.Context()).Info("template submitted through the drop-in route", zap.String("sender", x.Number), zap.String("template", t.ElementName))
 	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "template": t})
 }
 
@@ -306,7 +319,7 @@ func (s *Server) dropInWebhook(w http.ResponseWriter, r *http.Request, app []sen
 	}
 	// The URL may carry the application's own secret: the host alone is
 	// logged.
-	s.log.Info("application webhook stored", zap.String("sender", x.Number), zap.String("webhook_host", u.Host))
+	s.logger(r.Context()).Info("application webhook stored", zap.String("sender", x.Number), zap.String("webhook_host", u.Host))
 	writeJSON(w, http.StatusOK, map[string]string{"status": "success", "message": "Webhook registered"})
 }
 

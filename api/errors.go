@@ -29,6 +29,35 @@ func errorf(status int, code, message string) *Error {
 	return &Error{Status: status, Code: code, Message: message}
 }
 
+// errorCodes is every error code the API answers, with its HTTP status:
+// one code means one thing. README.md's HTTP API section and openapi.yaml
+// list the same; the OpenAPI test holds every error answer to this table.
+var errorCodes = map[string]int{
+	"invalid_request":              http.StatusBadRequest,       // bad input; field names it
+	"unauthorized":                 http.StatusUnauthorized,     // no key, or a wrong one
+	"forbidden":                    http.StatusForbidden,        // an admin route asked with a tenant key
+	"not_found":                    http.StatusNotFound,         // no such route, message, batch or suppression
+	"method_not_allowed":           http.StatusMethodNotAllowed, // the path takes other methods (Allow names them)
+	"idempotency_conflict":         http.StatusConflict,         // the idempotency key was used for another body
+	"status_conflict":              http.StatusConflict,         // the message's status no longer allows it (too late to cancel)
+	"sender_exists":                http.StatusConflict,         // a sender with this number exists already
+	"sender_from_environment":      http.StatusConflict,         // the sender is defined by CHATQ_CA_*; change it there
+	"secrets_key_missing":          http.StatusConflict,         // senders cannot be stored without CHATQ_SECRETS_KEY
+	"body_too_large":               http.StatusRequestEntityTooLarge,
+	"unsupported_media_type":       http.StatusUnsupportedMediaType, // the body is not JSON
+	policy.CodeSuppressed:          http.StatusUnprocessableEntity,
+	policy.CodeWindowClosed:        http.StatusUnprocessableEntity,
+	policy.CodeUnknownTemplate:     http.StatusUnprocessableEntity,
+	policy.CodeTemplateNotApproved: http.StatusUnprocessableEntity,
+	policy.CodeTemplateParams:      http.StatusUnprocessableEntity,
+	policy.CodeCallbackURL:         http.StatusUnprocessableEntity,
+	policy.CodeUSMarketing:         http.StatusUnprocessableEntity,
+	"unknown_sender":               http.StatusUnprocessableEntity, // the message names a sender the key's tenant does not have
+	"internal":                     http.StatusInternalServerError, // a defect; logged, never bad input
+	"upstream_error":               http.StatusBadGateway,          // ChatArchitect failed a call passed through to it
+	"unavailable":                  http.StatusServiceUnavailable,  // Redis unreachable; try again
+}
+
 // Errors the handlers return as they are.
 var (
 	errUnauthorized = errorf(http.StatusUnauthorized, "unauthorized", "a valid API key is required: Authorization: Bearer <key>")
@@ -64,13 +93,15 @@ func toError(err error, log *zap.Logger) *Error {
 	case errors.Is(err, senders.ErrNotFound):
 		return errorf(http.StatusNotFound, "not_found", "no sender with this number")
 	case errors.Is(err, senders.ErrExists):
-		return &Error{Status: http.StatusConflict, Code: "conflict", Message: "a sender with this number exists already", Field: "number"}
-	case errors.Is(err, senders.ErrNoSecretsKey), errors.Is(err, senders.ErrFromEnvironment):
-		return errorf(http.StatusConflict, "conflict", errorText(err))
+		return &Error{Status: http.StatusConflict, Code: "sender_exists", Message: "a sender with this number exists already", Field: "number"}
+	case errors.Is(err, senders.ErrNoSecretsKey):
+		return errorf(http.StatusConflict, "secrets_key_missing", errorText(err))
+	case errors.Is(err, senders.ErrFromEnvironment):
+		return errorf(http.StatusConflict, "sender_from_environment", errorText(err))
 	case errors.Is(err, tenants.ErrNotFound):
 		return errorf(http.StatusNotFound, "not_found", "no key with this id")
 	case errors.Is(err, store.ErrRefused):
-		return errorf(http.StatusConflict, "conflict", err.Error())
+		return errorf(http.StatusConflict, "status_conflict", err.Error())
 	case isUnavailable(err):
 		log.Warn("redis unavailable", zap.Error(err))
 		return errorf(http.StatusServiceUnavailable, "unavailable", "chatq cannot reach its store right now; try again")
@@ -91,8 +122,19 @@ func errorText(err error) string {
 	}
 }
 
+// requestLog is the logger of the request w answers, which the server's
+// ServeHTTP passed in w; else log.
+func requestLog(w http.ResponseWriter, log *zap.Logger) *zap.Logger {
+	if tw, ok := w.(*tracedWriter); ok {
+		return tw.log
+	}
+	return log
+}
+
+// writeError answers err as JSON. It logs with the request's logger when
+// the server's ServeHTTP passed one in w.
 func writeError(w http.ResponseWriter, err error, log *zap.Logger) {
-	e := toError(err, log)
+	e := toError(err, requestLog(w, log))
 	// The dashboard sets its own Basic challenge, which a browser needs
 	// to ask for the password.
 	if e.Status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {

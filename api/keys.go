@@ -4,19 +4,21 @@ import (
 	"net/http"
 
 	"go.uber.org/zap"
+
+	"github.com/chatq/chatq/internal/jsontime"
 )
 
 // maxKeyBody bounds POST /v1/keys's body.
 const maxKeyBody = 4 << 10
 
-func (s *Server) keyRoutes() {
-	if s.cfg.Keys == nil {
-		return
+// keyRoutes are the tenant key routes: keys are the deployment's, so admin
+// keys alone manage them.
+func (s *Server) keyRoutes() []route {
+	return []route{
+		{"POST", "/v1/keys", guardAdmin, http.HandlerFunc(s.createKey)},
+		{"GET", "/v1/keys", guardAdmin, http.HandlerFunc(s.listKeys)},
+		{"DELETE", "/v1/keys/{id}", guardAdmin, http.HandlerFunc(s.revokeKey)},
 	}
-	m := s.mux
-	m.Handle("POST /v1/keys", s.admin(s.createKey))
-	m.Handle("GET /v1/keys", s.admin(s.listKeys))
-	m.Handle("DELETE /v1/keys/{id}", s.admin(s.revokeKey))
 }
 
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
@@ -38,9 +40,9 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	s.log.Info("tenant key created", zap.String("key_id", k.ID), zap.String("tenant", k.Tenant))
+	s.logger(r.Context()).Info("tenant key created", zap.String("key_id", k.ID), zap.String("tenant", k.Tenant))
 	// The only answer that holds the key: it is stored as a hash.
-	writeJSON(w, http.StatusCreated, map[string]any{"id": k.ID, "key": secret, "tenant": k.Tenant, "name": k.Name, "created_at": k.CreatedAt})
+	writeJSON(w, http.StatusCreated, map[string]any{"id": k.ID, "key": secret, "tenant": k.Tenant, "name": k.Name, "created_at": jsontime.Time(k.CreatedAt)})
 }
 
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
@@ -62,6 +64,6 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	s.log.Info("tenant key revoked", zap.String("key_id", k.ID), zap.String("tenant", k.Tenant))
+	s.logger(r.Context()).Info("tenant key revoked", zap.String("key_id", k.ID), zap.String("tenant", k.Tenant))
 	w.WriteHeader(http.StatusNoContent)
 }

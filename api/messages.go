@@ -105,7 +105,7 @@ func (s *Server) sendBatch(w http.ResponseWriter, r *http.Request) {
 			err = s.route(r.Context(), caller(r), m)
 		}
 		if err != nil {
-			items[i].Error = toError(err, s.log)
+			items[i].Error = toError(err, s.logger(r.Context()))
 			continue
 		}
 		msgs = append(msgs, m)
@@ -119,7 +119,7 @@ func (s *Server) sendBatch(w http.ResponseWriter, r *http.Request) {
 	for j, rr := range res {
 		it := &items[index[j]]
 		if rr.Err != nil {
-			it.Error = toError(rr.Err, s.log)
+			it.Error = toError(rr.Err, s.logger(r.Context()))
 			continue
 		}
 		created := rr.Created

@@ -180,7 +180,7 @@ func (s *Server) cancelBatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, "not_found", "no messages with this batch_id"), s.log)
 		return
 	}
-	s.log.Info("batch canceled by the application", zap.String("tenant", tenant), zap.String("batch_id", batch), zap.Int("canceled", canceled), zap.Int("too_late", tooLate))
+	s.logger(r.Context()).Info("batch canceled by the application", zap.String("tenant", tenant), zap.String("batch_id", batch), zap.Int("canceled", canceled), zap.Int("too_late", tooLate))
 	writeJSON(w, http.StatusOK, map[string]any{"batch_id": batch, "canceled": canceled, "too_late": tooLate})
 }
 
@@ -319,7 +319,7 @@ func (s *Server) retryDeadLetters(w http.ResponseWriter, r *http.Request) {
 		rep, err = s.retryOwn(r.Context(), tenant, req.IDs)
 	}
 	if rep.Done > 0 {
-		s.log.Info("dead letters retried by an operator", zap.Int("retried", rep.Done), zap.Int("not_dead", rep.NotDead), zap.Int("not_found", rep.NotFound))
+		s.logger(r.Context()).Info("dead letters retried by an operator", zap.Int("retried", rep.Done), zap.Int("not_dead", rep.NotDead), zap.Int("not_found", rep.NotFound))
 	}
 	if err != nil {
 		writeError(w, err, s.log)

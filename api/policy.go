@@ -15,65 +15,63 @@ import (
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/callback"
 	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/jsontime"
 	"github.com/chatq/chatq/internal/policy"
 	"github.com/chatq/chatq/internal/store"
 	"github.com/chatq/chatq/internal/tenants"
 )
 
-// policyRoutes adds the suppression list and template routes, when the
-// server has a policy.
-func (s *Server) policyRoutes() {
-	if s.cfg.Policy == nil {
-		return
-	}
+// policyRoutes are the suppression list and template routes, served when
+// the server has a policy.
+func (s *Server) policyRoutes() []route {
 	// The suppression lists (one per tenant: ?tenant=, default without)
 	// and the template cache: admin keys alone read and change them.
-	m := s.mux
-	m.Handle("GET /v1/suppressions", s.admin(s.listSuppressions))
-	m.Handle("GET /v1/suppressions/{destination}", s.admin(s.getSuppression))
-	m.Handle("PUT /v1/suppressions/{destination}", s.admin(s.putSuppression))
-	m.Handle("DELETE /v1/suppressions/{destination}", s.admin(s.deleteSuppression))
-	m.Handle("GET /v1/templates", s.admin(s.listTemplates))
+	return []route{
+		{"GET", "/v1/suppressions", guardAdmin, http.HandlerFunc(s.listSuppressions)},
+		{"GET", "/v1/suppressions/{destination}", guardAdmin, http.HandlerFunc(s.getSuppression)},
+		{"PUT", "/v1/suppressions/{destination}", guardAdmin, http.HandlerFunc(s.putSuppression)},
+		{"DELETE", "/v1/suppressions/{destination}", guardAdmin, http.HandlerFunc(s.deleteSuppression)},
+		{"GET", "/v1/templates", guardAdmin, http.HandlerFunc(s.listTemplates)},
+	}
 }
 
-// maxSuppressionPage bounds one page of GET /v1/suppressions.
-const maxSuppressionPage = 1000
-
 func (s *Server) listSuppressions(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	var cursor uint64
-	if v := q.Get("cursor"); v != "" {
-		c, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			writeError(w, &enqueue.ValidationError{Field: "cursor", Reason: "must be a cursor from an earlier page"}, s.log)
-			return
-		}
-		cursor = c
+	q, err := query(r, "cursor", "limit", "tenant")
+	if err != nil {
+		writeError(w, err, s.log)
+		return
 	}
-	limit := int64(100)
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 1 || n > maxSuppressionPage {
-			writeError(w, &enqueue.ValidationError{Field: "limit", Reason: "must be a number from 1 to 1000"}, s.log)
+	c, limit, err := pageParams(q)
+	if err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	// The cursor is the suppression hash's scan cursor.
+	var cursor uint64
+	if c != "" {
+		if cursor, err = strconv.ParseUint(c, 10, 64); err != nil {
+			writeError(w, listError(store.ErrInvalidCursor), s.log)
 			return
 		}
-		limit = n
 	}
 	list, err := s.suppressions(r)
 	if err != nil {
 		writeError(w, err, s.log)
 		return
 	}
-	page, next, err := list.List(r.Context(), cursor, limit)
+	page, next, err := list.List(r.Context(), cursor, int64(limit))
 	if err != nil {
 		writeError(w, err, s.log)
 		return
 	}
-	answer := map[string]any{"suppressions": page, "next_cursor": nil}
+	var nc string
 	if next != 0 {
-		answer["next_cursor"] = strconv.FormatUint(next, 10)
+		nc = strconv.FormatUint(next, 10)
 	}
-	writeJSON(w, http.StatusOK, answer)
+	writeJSON(w, http.StatusOK, struct {
+		Suppressions []policy.Suppression `json:"suppressions"`
+		NextCursor   *string              `json:"next_cursor"`
+	}{nonNil(page), nextCursor(nc)})
 }
 
 // destination reads and checks the {destination} of a suppression route.
@@ -159,7 +157,7 @@ func (s *Server) putSuppression(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	s.log.Info("recipient suppressed by an operator", zap.String("destination", d))
+	s.logger(r.Context()).Info("recipient suppressed by an operator", zap.String("destination", d))
 	got, err := list.Get(r.Context(), d)
 	if err != nil {
 		writeError(w, err, s.log)
@@ -187,7 +185,7 @@ func (s *Server) deleteSuppression(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	s.log.Info("recipient unsuppressed by an operator", zap.String("destination", d))
+	s.logger(r.Context()).Info("recipient unsuppressed by an operator", zap.String("destination", d))
 	writeJSON(w, http.StatusOK, map[string]any{"destination": d, "suppressed": false})
 }
 
@@ -200,8 +198,8 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("refresh") == "true" {
 		c, err = tpl.Sync(r.Context())
 		if err != nil {
-			s.log.Warn("refreshing templates", zap.Error(err))
-			writeError(w, errorf(http.StatusBadGateway, "upstream_unavailable", "the templates could not be fetched from ChatArchitect"), s.log)
+			s.logger(r.Context()).Warn("refreshing templates", zap.Error(err))
+			writeError(w, errorf(http.StatusBadGateway, "upstream_error", "the templates could not be fetched from ChatArchitect"), s.log)
 			return
 		}
 	} else if c, err = tpl.Catalog(r.Context()); err != nil {
@@ -213,7 +211,7 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 	}
 	out := map[string]any{"templates": c.Templates, "fetched_at": nil}
 	if !c.FetchedAt.IsZero() {
-		out["fetched_at"] = c.FetchedAt
+		out["fetched_at"] = jsontime.Time(c.FetchedAt)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -243,7 +241,7 @@ func (s *Server) conversation(ctx context.Context, hook *chatarchitect.Webhook, 
 			if err != nil {
 				return err
 			}
-			s.log.Info("user event", zap.String("type", hook.User.Type), zap.String("destination", hook.User.Phone),
+			s.logger(ctx).Info("user event", zap.String("type", hook.User.Type), zap.String("destination", hook.User.Phone),
 				zap.Time("at", at), zap.String("outcome", string(applied)))
 		}
 		return s.forward(ctx, &callback.Inbound{Type: callback.InboundUserEvent, Phone: hook.User.Phone, At: at, Event: hook.User.Type, Webhook: hook.Raw})
@@ -284,7 +282,7 @@ func (s *Server) learnFromEvent(ctx context.Context, ev *chatarchitect.MessageEv
 		return err
 	}
 	if learned != policy.LearnedNothing {
-		s.log.Info("learned from a failed delivery", zap.String("learned", string(learned)), zap.String("code", ev.Code), zap.String("destination", dest))
+		s.logger(ctx).Info("learned from a failed delivery", zap.String("learned", string(learned)), zap.String("code", ev.Code), zap.String("destination", dest))
 	}
 	return nil
 }

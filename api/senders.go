@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/jsontime"
 	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/senders"
 )
@@ -42,9 +43,12 @@ type SenderStatuses interface {
 
 // senderReady is a sender in /readyz's body.
 type senderReady struct {
-	Number string `json:"number"`
-	Tenant string `json:"tenant"`
-	ratelimit.SenderStatus
+	Number string         `json:"number"`
+	Tenant string         `json:"tenant"`
+	State  string         `json:"state"`
+	Until  *jsontime.Time `json:"until,omitempty"`
+	Reason string         `json:"reason,omitempty"`
+	Code   string         `json:"code,omitempty"`
 }
 
 // senderReadiness lists every sender's state for /readyz; nil when the
@@ -56,16 +60,16 @@ func (s *Server) senderReadiness(ctx context.Context) []senderReady {
 	}
 	out := []senderReady{}
 	for _, x := range s.cfg.Senders.All() {
-		r := senderReady{Number: x.Number, Tenant: x.Tenant, SenderStatus: ratelimit.SenderStatus{State: StatePaused}}
+		status := ratelimit.SenderStatus{State: StatePaused}
 		if !x.Paused {
-			status, err := st.Of(ctx, x.Number)
-			if err != nil {
-				s.log.Warn("reading a sender's state", zap.String("sender", x.Number), zap.Error(err))
+			var err error
+			if status, err = st.Of(ctx, x.Number); err != nil {
+				s.logger(ctx).Warn("reading a sender's state", zap.String("sender", x.Number), zap.Error(err))
 				status = ratelimit.SenderStatus{State: "unknown"}
 			}
-			r.SenderStatus = status
 		}
-		out = append(out, r)
+		out = append(out, senderReady{Number: x.Number, Tenant: x.Tenant, State: status.State, Until: jsontime.Ptr(status.Until),
+			Reason: status.Reason, Code: status.Code})
 	}
 	return out
 }
@@ -73,40 +77,40 @@ func (s *Server) senderReadiness(ctx context.Context) []senderReady {
 // maxSenderBody bounds the body of POST and PATCH /v1/senders.
 const maxSenderBody = 16 << 10
 
-func (s *Server) senderRoutes() {
-	if s.cfg.Senders == nil {
-		return
+// senderRoutes are the sender registry's routes: senders are the
+// deployment's, so admin keys alone manage them.
+func (s *Server) senderRoutes() []route {
+	return []route{
+		{"POST", "/v1/senders", guardAdmin, http.HandlerFunc(s.addSender)},
+		{"GET", "/v1/senders", guardAdmin, http.HandlerFunc(s.listSenders)},
+		{"GET", "/v1/senders/{number}", guardAdmin, http.HandlerFunc(s.getSender)},
+		{"PATCH", "/v1/senders/{number}", guardAdmin, http.HandlerFunc(s.updateSender)},
+		{"DELETE", "/v1/senders/{number}", guardAdmin, http.HandlerFunc(s.removeSender)},
+		{"POST", "/v1/senders/{number}/pause", guardAdmin, http.HandlerFunc(s.pauseSender)},
+		{"POST", "/v1/senders/{number}/resume", guardAdmin, http.HandlerFunc(s.resumeSender)},
 	}
-	m := s.mux
-	m.Handle("POST /v1/senders", s.admin(s.addSender))
-	m.Handle("GET /v1/senders", s.admin(s.listSenders))
-	m.Handle("GET /v1/senders/{number}", s.admin(s.getSender))
-	m.Handle("PATCH /v1/senders/{number}", s.admin(s.updateSender))
-	m.Handle("DELETE /v1/senders/{number}", s.admin(s.removeSender))
-	m.Handle("POST /v1/senders/{number}/pause", s.admin(s.pauseSender))
-	m.Handle("POST /v1/senders/{number}/resume", s.admin(s.resumeSender))
 }
 
 // SenderView is a sender as the API shows it, and as chatq senders --json
 // prints it: never its app secret.
 type SenderView struct {
-	Number              string     `json:"number"`
-	AppID               string     `json:"app_id"`
-	Tenant              string     `json:"tenant"`
-	Portfolio           string     `json:"portfolio"`
-	RatePerSecond       float64    `json:"rate_per_second"`
-	RateBurst           int        `json:"rate_burst"`
-	PairInterval        string     `json:"pair_interval"`
-	PairBurst           int        `json:"pair_burst"`
-	DailyRecipientLimit int        `json:"daily_recipient_limit"`
-	Default             bool       `json:"default"`
-	Paused              bool       `json:"paused"`
-	State               string     `json:"state"`
-	WebhookPath         string     `json:"webhook_path"`
-	WebhookURL          *string    `json:"webhook_url"`
-	Source              string     `json:"source"`
-	CreatedAt           *time.Time `json:"created_at"`
-	UpdatedAt           *time.Time `json:"updated_at"`
+	Number              string         `json:"number"`
+	AppID               string         `json:"app_id"`
+	Tenant              string         `json:"tenant"`
+	Portfolio           string         `json:"portfolio"`
+	RatePerSecond       float64        `json:"rate_per_second"`
+	RateBurst           int            `json:"rate_burst"`
+	PairInterval        string         `json:"pair_interval"`
+	PairBurst           int            `json:"pair_burst"`
+	DailyRecipientLimit int            `json:"daily_recipient_limit"`
+	Default             bool           `json:"default"`
+	Paused              bool           `json:"paused"`
+	State               string         `json:"state"`
+	WebhookPath         string         `json:"webhook_path"`
+	WebhookURL          *string        `json:"webhook_url"`
+	Source              string         `json:"source"`
+	CreatedAt           *jsontime.Time `json:"created_at"`
+	UpdatedAt           *jsontime.Time `json:"updated_at"`
 }
 
 // ViewSender returns x as the API shows it, before flow control's view of
@@ -126,7 +130,7 @@ func ViewSender(x senders.Sender, envWebhookSecret string) SenderView {
 		// The environment's sender: the webhook URL of CHATQ_WEBHOOK_SECRET.
 		v.Source = "environment"
 	} else {
-		v.CreatedAt, v.UpdatedAt = &x.CreatedAt, &x.UpdatedAt
+		v.CreatedAt, v.UpdatedAt = jsontime.Ptr(&x.CreatedAt), jsontime.Ptr(&x.UpdatedAt)
 	}
 	if x.Env && envWebhookSecret != "" {
 		v.WebhookPath = "/webhooks/chatarchitect/" + envWebhookSecret
@@ -142,7 +146,7 @@ func (s *Server) view(ctx context.Context, x senders.Sender) SenderView {
 	if !x.Paused && s.cfg.SenderStates != nil {
 		st, err := s.cfg.SenderStates.State(ctx, x.Number)
 		if err != nil {
-			s.log.Warn("reading a sender's state", zap.String("sender", x.Number), zap.Error(err))
+			s.logger(ctx).Warn("reading a sender's state", zap.String("sender", x.Number), zap.Error(err))
 		} else if st != "" {
 			v.State = st
 		}
@@ -238,7 +242,7 @@ func (s *Server) addSender(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	s.log.Info("sender added", zap.String("sender", x.Number), zap.String("tenant", x.Tenant))
+	s.logger(r.Context()).Info("sender added", zap.String("sender", x.Number), zap.String("tenant", x.Tenant))
 	writeJSON(w, http.StatusCreated, s.view(r.Context(), x))
 }
 
@@ -298,7 +302,7 @@ func (s *Server) updateSender(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	s.log.Info("sender changed", zap.String("sender", x.Number), zap.String("tenant", x.Tenant))
+	s.logger(r.Context()).Info("sender changed", zap.String("sender", x.Number), zap.String("tenant", x.Tenant))
 	writeJSON(w, http.StatusOK, s.view(r.Context(), x))
 }
 
@@ -383,7 +387,7 @@ func (s *Server) removeSender(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	s.log.Info("sender removed", zap.String("sender", number))
+	s.logger(r.Context()).Info("sender removed", zap.String("sender", number))
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -396,6 +400,6 @@ func (s *Server) setPaused(w http.ResponseWriter, r *http.Request, paused bool) 
 		writeError(w, err, s.log)
 		return
 	}
-	s.log.Info("sender paused or resumed", zap.String("sender", x.Number), zap.Bool("paused", paused))
+	s.logger(r.Context()).Info("sender paused or resumed", zap.String("sender", x.Number), zap.Bool("paused", paused))
 	writeJSON(w, http.StatusOK, s.view(r.Context(), x))
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -113,6 +115,8 @@ type Server struct {
 	now    func() time.Time
 	// upstream calls ChatArchitect for the drop-in routes (dropin.go).
 	upstream *http.Client
+	// openapiDoc is GET /openapi.json's body, converted once.
+	openapiDoc []byte
 }
 
 // New returns the API server.
@@ -130,50 +134,231 @@ func New(cfg Config, client *enqueue.Client, st *store.Store, log *zap.Logger) (
 	}
 	timeout := cmp.Or(cfg.Upstream.Timeout, chatarchitect.DefaultTimeout)
 	s.upstream = &http.Client{Timeout: timeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	doc, err := openapiJSON()
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	s.openapiDoc = doc
 	s.routes()
 	return s, nil
 }
 
-func (s *Server) routes() {
-	m := s.mux
-	m.HandleFunc("GET /healthz", s.healthz)
-	m.HandleFunc("GET /readyz", s.readyz)
-	if s.cfg.Metrics != nil {
-		m.Handle("GET /metrics", s.metrics())
-	}
-	m.HandleFunc("POST /webhooks/chatarchitect/{secret}", s.webhook)
+// guardKind is who may call a route.
+type guardKind int
 
-	m.Handle("POST /v1/messages", s.auth(s.sendMessage))
-	m.Handle("GET /v1/messages/{id}", s.auth(s.getMessage))
-	m.Handle("DELETE /v1/messages/{id}", s.auth(s.cancelMessage))
-	m.Handle("POST /v1/messages/batch", s.auth(s.sendBatch))
-	s.policyRoutes()
-	// Operations (operations.go): campaigns and dead letters.
-	m.Handle("GET /v1/messages", s.auth(s.listMessages))
-	m.Handle("DELETE /v1/messages", s.auth(s.cancelBatch))
-	m.Handle("GET /v1/batches/{batch_id}", s.auth(s.getBatch))
-	m.Handle("GET /v1/dead-letters", s.auth(s.listDeadLetters))
-	m.Handle("POST /v1/dead-letters/retry", s.auth(s.retryDeadLetters))
-	s.consoleRoutes() // console.go
-	s.senderRoutes()
-	s.keyRoutes()
-	s.dropInRoutes()
-	if s.cfg.Dashboard != nil {
-		m.Handle("/monitoring/", s.basicAuth(s.cfg.Dashboard))
-		m.Handle("/monitoring", http.RedirectHandler("/monitoring/", http.StatusMovedPermanently))
-	}
-	// JSON answers for wrong methods and unknown routes; behind the key,
-	// so that probing without one learns nothing.
-	for _, p := range []string{"/v1/messages", "/v1/messages/{id}", "/v1/batches/{batch_id}", "/v1/dead-letters", "/v1/dead-letters/retry"} {
-		m.Handle(p, s.auth(func(w http.ResponseWriter, r *http.Request) {
-			writeError(w, errorf(http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path), s.log)
-		}))
-	}
-	m.Handle("/", s.auth(func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound, s.log) }))
+const (
+	// guardNone: anyone (the webhook route checks its own secret).
+	guardNone guardKind = iota
+	// guardBearer: Authorization: Bearer <API key>, an admin's or a
+	// tenant's.
+	guardBearer
+	// guardAdmin: Authorization: Bearer <admin key>; a tenant key is
+	// answered 403.
+	guardAdmin
+	// guardBasic: HTTP Basic auth with an admin key as the password
+	// (browsers).
+	guardBasic
+	// guardApp: HTTP Basic auth with a sender's ChatArchitect app_id and
+	// app_secret (the drop-in routes), refused in ChatArchitect's shape.
+	guardApp
+)
+
+// route is one route of the API. The mux and the test that holds the
+// OpenAPI document to the server both read routeTable, so a route cannot be
+// served without being documented.
+type route struct {
+	// method is the HTTP method; empty for a mount that takes every
+	// method (the dashboard).
+	method  string
+	pattern string
+	guard   guardKind
+	handler http.Handler
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// routeTable is every route the server answers, its optional parts
+// included when configured.
+func (s *Server) routeTable() []route {
+	t := []route{
+		{"GET", "/healthz", guardNone, http.HandlerFunc(s.healthz)},
+		{"GET", "/readyz", guardNone, http.HandlerFunc(s.readyz)},
+		{"GET", "/openapi.json", guardNone, http.HandlerFunc(s.openapi)},
+		{"POST", "/webhooks/chatarchitect/{secret}", guardNone, http.HandlerFunc(s.webhook)},
+
+		{"POST", "/v1/messages", guardBearer, http.HandlerFunc(s.sendMessage)},
+		{"GET", "/v1/messages/{id}", guardBearer, http.HandlerFunc(s.getMessage)},
+		{"DELETE", "/v1/messages/{id}", guardBearer, http.HandlerFunc(s.cancelMessage)},
+		{"POST", "/v1/messages/batch", guardBearer, http.HandlerFunc(s.sendBatch)},
+		// Operations (operations.go): campaigns and dead letters.
+		{"GET", "/v1/messages", guardBearer, http.HandlerFunc(s.listMessages)},
+		{"DELETE", "/v1/messages", guardBearer, http.HandlerFunc(s.cancelBatch)},
+		{"GET", "/v1/batches/{batch_id}", guardBearer, http.HandlerFunc(s.getBatch)},
+		{"GET", "/v1/dead-letters", guardBearer, http.HandlerFunc(s.listDeadLetters)},
+		{"POST", "/v1/dead-letters/retry", guardBearer, http.HandlerFunc(s.retryDeadLetters)},
+	}
+	t = append(t, s.consoleRoutes()...) // console.go
+	if s.cfg.Metrics != nil {
+		t = append(t, route{"GET", "/metrics", guardNone, s.metrics()})
+	}
+	if s.cfg.Policy != nil {
+		t = append(t, s.policyRoutes()...)
+	}
+	if s.cfg.Senders != nil {
+		t = append(t, s.senderRoutes()...) // senders.go
+		t = append(t, s.dropInRoutes()...) // dropin.go
+	}
+	if s.cfg.Keys != nil {
+		t = append(t, s.keyRoutes()...) // keys.go
+	}
+	if s.cfg.Dashboard != nil {
+		// The mux redirects /monitoring here.
+		t = append(t, route{"", "/monitoring/", guardBasic, s.cfg.Dashboard})
+	}
+	return t
+}
+
+// registration is one pattern of the mux and its handler.
+type registration struct {
+	pattern string
+	handler http.Handler
+}
+
+// registrations lays out the mux: each route of the table behind its
+// guard, and what no route takes.
+func (s *Server) registrations() []registration {
+	table := s.routeTable()
+	regs := make([]registration, 0, len(table)+1)
+	guards := make(map[string]guardKind, len(table))
+	for _, rt := range table {
+		pattern := rt.pattern
+		if rt.method != "" {
+			pattern = rt.method + " " + rt.pattern
+		}
+		guards[pattern] = rt.guard
+		regs = append(regs, registration{pattern, s.guard(rt.guard, rt.handler)})
+	}
+	return append(regs, registration{"/", s.notRouted(guards)})
+}
+
+// notRouted answers what no route takes, in JSON: 405, with Allow, when
+// other methods of the path are routes; else 404. Both are behind the key
+// unless every route of the path is open, so that probing without one
+// learns nothing.
+func (s *Server) notRouted(guards map[string]guardKind) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		guard := guardNone
+		probe := r.Clone(r.Context())
+		// HEAD goes with GET.
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			probe.Method = m
+			_, pattern := s.mux.Handler(probe)
+			if g, ok := guards[pattern]; ok && strings.HasPrefix(pattern, m+" ") {
+				allow = append(allow, m)
+				guard = max(guard, g)
+			}
+		}
+		if len(allow) == 0 {
+			guard = guardBearer
+		}
+		s.guard(guard, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if len(allow) == 0 {
+				writeError(w, errNotFound, s.log)
+				return
+			}
+			methods := strings.Join(allow, ", ")
+			w.Header().Set("Allow", methods)
+			if guard == guardApp {
+				// The drop-in routes answer as ChatArchitect does.
+				caError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+" (allowed: "+methods+")")
+				return
+			}
+			writeError(w, errorf(http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path+" (allowed: "+methods+")"), s.log)
+		})).ServeHTTP(w, r)
+	})
+}
+
+// routes registers the layout on the mux; nothing else registers routes.
+func (s *Server) routes() {
+	for _, r := range s.registrations() {
+		s.mux.Handle(r.pattern, r.handler)
+	}
+}
+
+// guard puts a handler behind its access check.
+func (s *Server) guard(g guardKind, h http.Handler) http.Handler {
+	switch g {
+	case guardBearer:
+		return s.auth(h.ServeHTTP)
+	case guardAdmin:
+		return s.admin(h.ServeHTTP)
+	case guardBasic:
+		return s.basicAuth(h)
+	case guardApp:
+		return s.app(h)
+	}
+	return h
+}
+
+// ServeHTTP implements http.Handler: every answer carries an X-Request-Id,
+// and every log line the request causes names it.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get(requestIDHeader)
+	if !validRequestID(id) {
+		id = uuid.NewString()
+	}
+	w.Header().Set(requestIDHeader, id)
+	log := s.log.With(zap.String("request_id", id))
+	s.mux.ServeHTTP(&tracedWriter{ResponseWriter: w, log: log}, r.WithContext(context.WithValue(r.Context(), loggerKey{}, log)))
+}
+
+// requestIDHeader names the request id, given by the client or made up.
+const requestIDHeader = "X-Request-Id"
+
+// maxRequestID bounds a client's request id: it goes into every log line.
+const maxRequestID = 128
+
+// validRequestID reports whether a client's request id may be kept: 1 to
+// 128 printable ASCII characters, so that it cannot forge log lines.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > maxRequestID {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x20 || id[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// loggerKey is the context key of the request's logger.
+type loggerKey struct{}
+
+// logger is the logger of the request whose context ctx is: the server's,
+// with the request id.
+func (s *Server) logger(ctx context.Context) *zap.Logger {
+	if l, ok := ctx.Value(loggerKey{}).(*zap.Logger); ok {
+		return l
+	}
+	return s.log
+}
+
+// tracedWriter carries the request's logger to writeError, which handlers
+// call with the server's.
+type tracedWriter struct {
+	http.ResponseWriter
+	log *zap.Logger
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *tracedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush passes flushes on, for the dashboard's and the metrics' handlers.
+func (w *tracedWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
 
 // principal is who a request's key speaks for: an admin (one of
 // CHATQ_API_KEYS), who sees everything, or one tenant.
@@ -286,7 +471,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		// they wait.
 		st, err := s.cfg.Circuit.State(ctx)
 		if err != nil {
-			s.log.Warn("reading the circuit breaker's state", zap.Error(err))
+			s.logger(r.Context()).Warn("reading the circuit breaker's state", zap.Error(err))
 			body["circuit"] = map[string]string{"state": "unknown"}
 		} else {
 			body["circuit"] = st
@@ -296,7 +481,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 			list, err := t.Throttles(ctx)
 			switch {
 			case err != nil:
-				s.log.Warn("reading the senders' throttles", zap.Error(err))
+				s.logger(r.Context()).Warn("reading the senders' throttles", zap.Error(err))
 			case len(list) > 0:
 				body["throttles"] = list
 			}

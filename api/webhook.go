@@ -72,7 +72,7 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 			if res.Billable != "" {
 				s.cfg.Metrics.Billable(res.Billable)
 			}
-			s.log.Debug("webhook event", zap.String("type", hook.Event.Type), zap.String("correlation", correlation),
+			s.logger(r.Context()).Debug("webhook event", zap.String("type", hook.Event.Type), zap.String("correlation", correlation),
 				zap.String("message_id", res.RecordID), zap.String("status", string(res.Status)))
 		}
 	}

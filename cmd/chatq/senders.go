@@ -19,6 +19,7 @@ import (
 	"github.com/chatq/chatq/api"
 	"github.com/chatq/chatq/config"
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/jsontime"
 	"github.com/chatq/chatq/internal/senders"
 )
 
@@ -267,11 +268,11 @@ func derefOr(s *string, or string) string {
 	return *s
 }
 
-func timeOr(t *time.Time) string {
+func timeOr(t *jsontime.Time) string {
 	if t == nil {
 		return "-"
 	}
-	return t.Format(time.RFC3339)
+	return time.Time(*t).Format(time.RFC3339)
 }
 
 // oneSender wants a subcommand's one argument, a sender's number.

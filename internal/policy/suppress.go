@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatq/chatq/internal/jsontime"
 )
 
 // suppressedKey is the suppression list: one hash, destination -> JSON.
@@ -92,6 +94,15 @@ type Suppression struct {
 	// Source is one of the Source constants.
 	Source string    `json:"source"`
 	At     time.Time `json:"at"`
+}
+
+// MarshalJSON writes at as every timestamp of chatq's JSON.
+func (s Suppression) MarshalJSON() ([]byte, error) {
+	type plain Suppression
+	return json.Marshal(struct {
+		plain
+		At jsontime.Time `json:"at"`
+	}{plain(s), jsontime.Time(s.At)})
 }
 
 // Suppressions is the suppression list in Redis.

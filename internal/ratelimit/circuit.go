@@ -3,12 +3,15 @@ package ratelimit
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatq/chatq/internal/jsontime"
 )
 
 // circuitKey holds the circuit breaker's state while it is open or
@@ -153,6 +156,16 @@ type CircuitState struct {
 	// is on its way; TrialUntil is when its claim lapses.
 	Trial      string     `json:"trial_message_id,omitempty"`
 	TrialUntil *time.Time `json:"-"`
+}
+
+// MarshalJSON writes the times as every timestamp of chatq's JSON.
+func (s CircuitState) MarshalJSON() ([]byte, error) {
+	type plain CircuitState
+	return json.Marshal(struct {
+		plain
+		Since     *jsontime.Time `json:"since,omitempty"`
+		NextProbe *jsontime.Time `json:"next_probe,omitempty"`
+	}{plain(s), jsontime.Ptr(s.Since), jsontime.Ptr(s.NextProbe)})
 }
 
 // IsOpen reports whether sending is paused: the circuit is open, or

@@ -2,10 +2,13 @@ package ratelimit
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatq/chatq/internal/jsontime"
 )
 
 // ThrottleState is a sender that the upstream's Retry-After holds back, as
@@ -22,6 +25,15 @@ type ThrottleState struct {
 	// RateFactor is the share of its rate the sender may use once the
 	// Retry-After has passed; it climbs back to 1.
 	RateFactor float64 `json:"rate_factor"`
+}
+
+// MarshalJSON writes Until as every timestamp of chatq's JSON.
+func (t ThrottleState) MarshalJSON() ([]byte, error) {
+	type plain ThrottleState
+	return json.Marshal(struct {
+		plain
+		Until jsontime.Time `json:"until"`
+	}{plain(t), jsontime.Time(t.Until)})
 }
 
 // Throttles are the throttles of every sender, for the processes that

@@ -6,6 +6,7 @@ package stats
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/chatq/chatq/internal/jsontime"
 	"github.com/chatq/chatq/internal/store"
 )
 
@@ -133,6 +135,15 @@ func (c *Counter) Stop(ctx context.Context) {
 type Minute struct {
 	At     time.Time              `json:"at"`
 	Counts map[store.Status]int64 `json:"counts"`
+}
+
+// MarshalJSON writes At as every timestamp of chatq's JSON.
+func (m Minute) MarshalJSON() ([]byte, error) {
+	type plain Minute
+	return json.Marshal(struct {
+		plain
+		At jsontime.Time `json:"at"`
+	}{plain(m), jsontime.Time(m.At)})
 }
 
 // Read returns the counts of the last n minutes up to now, oldest first,

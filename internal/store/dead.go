@@ -3,11 +3,14 @@ package store
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatq/chatq/internal/jsontime"
 )
 
 // deadKey indexes a tenant's dead letters: the ids of its dead records,
@@ -143,6 +146,15 @@ func (f DeadFilter) span() span {
 type DeadLetter struct {
 	*Record
 	DiedAt time.Time `json:"died_at"`
+}
+
+// MarshalJSON writes the record's fields and died_at, every time in the
+// one form of chatq's JSON.
+func (d DeadLetter) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		recordJSON
+		DiedAt jsontime.Time `json:"died_at"`
+	}{d.jsonView(), jsontime.Time(d.DiedAt)})
 }
 
 // DeadPage is one page of dead letters.

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatq/chatq/internal/jsontime"
 )
 
 // ErrInvalidCursor means a listing's cursor is not one an earlier page
@@ -486,6 +489,15 @@ type Batch struct {
 	ID string `json:"batch_id"`
 	// LastCreatedAt is when its latest message was accepted.
 	LastCreatedAt time.Time `json:"last_created_at"`
+}
+
+// MarshalJSON writes LastCreatedAt as every timestamp of chatq's JSON.
+func (b Batch) MarshalJSON() ([]byte, error) {
+	type plain Batch
+	return json.Marshal(struct {
+		plain
+		LastCreatedAt jsontime.Time `json:"last_created_at"`
+	}{plain(b), jsontime.Time(b.LastCreatedAt)})
 }
 
 // BatchPage is one page of the campaign listing.

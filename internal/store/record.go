@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/chatq/chatq/internal/jsontime"
 )
 
 // Status is where a message stands. See CONTRACT.md: chatq's own phase
@@ -57,6 +59,15 @@ type ErrorInfo struct {
 	At      time.Time `json:"at"`
 }
 
+// MarshalJSON writes the time as every timestamp of chatq's JSON.
+func (e ErrorInfo) MarshalJSON() ([]byte, error) {
+	type plain ErrorInfo
+	return json.Marshal(struct {
+		plain
+		At jsontime.Time `json:"at"`
+	}{plain(e), jsontime.Time(e.At)})
+}
+
 // Pricing is the pricing object of a status webhook: whether WhatsApp bills
 // the message, and as what (see chatarchitect.Pricing).
 type Pricing struct {
@@ -82,6 +93,11 @@ type HistoryEntry struct {
 	Status Status    `json:"status"`
 	At     time.Time `json:"at"`
 	Note   string    `json:"note,omitempty"`
+}
+
+// MarshalJSON writes the time as every timestamp of chatq's JSON.
+func (e HistoryEntry) MarshalJSON() ([]byte, error) {
+	return []byte(historyPrefix(e.Status, e.At, e.Note) + "}"), nil
 }
 
 // Record is a message's job record: what was asked, and what became of it.
@@ -138,6 +154,27 @@ type Record struct {
 	Failures int `json:"-"`
 	// OnWire is set while a send may be on the wire (see Store.OnWire).
 	OnWire bool `json:"-"`
+}
+
+// MarshalJSON writes the record with every timestamp in one form
+// (jsontime), whatever the zone and precision it was given or stored in.
+func (r Record) MarshalJSON() ([]byte, error) { return json.Marshal(r.jsonView()) }
+
+func (r *Record) jsonView() recordJSON {
+	return recordJSON{plainRecord(*r), jsontime.Time(r.CreatedAt), jsontime.Time(r.UpdatedAt), jsontime.Ptr(r.SendAt), jsontime.Ptr(r.ExpiresAt)}
+}
+
+// plainRecord is a Record without its MarshalJSON.
+type plainRecord Record
+
+// recordJSON is a record's JSON: its own fields, and the times in the one
+// form in place of those of the same names (a shallower field wins).
+type recordJSON struct {
+	plainRecord
+	CreatedAt jsontime.Time  `json:"created_at"`
+	UpdatedAt jsontime.Time  `json:"updated_at"`
+	SendAt    *jsontime.Time `json:"send_at,omitempty"`
+	ExpiresAt *jsontime.Time `json:"expires_at,omitempty"`
 }
 
 // Hash field names. They are short because millions of records may wait.

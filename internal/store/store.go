@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatq/chatq/internal/jsontime"
 )
 
 // Errors the store returns; callers test them with errors.Is.
@@ -686,7 +688,7 @@ func historyPrefix(st Status, at time.Time, note string) string {
 	b.WriteString(`{"status":"`)
 	b.WriteString(string(st))
 	b.WriteString(`","at":"`)
-	b.WriteString(at.UTC().Format(time.RFC3339Nano))
+	b.WriteString(jsontime.Format(at))
 	b.WriteByte('"')
 	if note != "" {
 		n, _ := json.Marshal(note)

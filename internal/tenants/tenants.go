@@ -10,6 +10,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/jsontime"
 )
 
 // Default is the tenant of the sender the CHATQ_CA_ variables define, and
@@ -62,6 +64,15 @@ type Key struct {
 	Tenant    string    `json:"tenant"`
 	Name      string    `json:"name"`
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// MarshalJSON writes CreatedAt as every timestamp of chatq's JSON.
+func (k Key) MarshalJSON() ([]byte, error) {
+	type plain Key
+	return json.Marshal(struct {
+		plain
+		CreatedAt jsontime.Time `json:"created_at"`
+	}{plain(k), jsontime.Time(k.CreatedAt)})
 }
 
 // Keys stores tenant keys in Redis: chatq:tkey:{<id>} is a key's hash (its

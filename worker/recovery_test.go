@@ -429,3 +429,43 @@ func TestActiveTaskWithoutHandlerIsHandedOn(t *testing.T) {
 		t.Errorf("the sandbox accepted %d sends, want 1", st.Accepted)
 	}
 }
+
+// Right after Redis was away, no asynq server has renewed its leases yet:
+// the sweeper then hands on a task only once its lease lapsed, and judges
+// unrenewed leases again once the servers had time to beat.
+func TestUnrenewedLeaseRightAfterAnOutageIsNotJudged(t *testing.T) {
+	g := newRig(t)
+	ctx := context.Background()
+	id := g.send(t, "4420799000035")
+	q := "asynq:{" + enqueue.QueueFor(enqueue.Transactional) + "}:"
+	// Taken 15s ago, never renewed since.
+	n, err := takeWithoutHandler.Run(ctx, g.store.Redis(), []string{q + "pending", q + "active", q + "lease", q + "t:" + id},
+		id, time.Now().Add(15*time.Second).Unix()).Int()
+	if err != nil || n != 1 {
+		t.Fatalf("take the task without a handler: %v, %d", err, n)
+	}
+	w := New(g.store.Redis(), fast(), g.ca, g.log.Named("worker")) // not started: the test sweeps
+	taskOf := func() string {
+		t.Helper()
+		if err := g.store.Postpone(ctx, id, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.recovery.sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r, err := g.store.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.TaskID
+	}
+
+	w.recovery.failed.Store(time.Now().UnixNano())
+	if task := taskOf(); task != id {
+		t.Errorf("right after an outage, the message was handed task %q, want it kept on %s", task, id)
+	}
+	w.recovery.failed.Store(time.Now().Add(-unrenewed).UnixNano())
+	if task := taskOf(); task != id+"-1" {
+		t.Errorf("the message has task %q, want a new one, %s-1", task, id)
+	}
+}

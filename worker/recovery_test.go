@@ -392,8 +392,10 @@ func TestStrandedCallbacksAreDelivered(t *testing.T) {
 
 // takeWithoutHandler does to message id's task what asynq's dequeue does
 // (pending to active, with a 30s lease) when no handler gets the task: a
-// worker whose dequeue's answer was lost, or whose asynq server stopped
-// tracking the handler. No asynq heartbeat renews the lease.
+// dequeue whose answer timed out (Redis or the worker stalled longer than
+// the client's read timeout; the script ran, asynq logs a dequeue error
+// and forgets the task), or a server that lost track of the handler. No
+// asynq heartbeat renews the lease.
 var takeWithoutHandler = redis.NewScript(`
 if redis.call('LREM', KEYS[1], 0, ARGV[1]) == 0 then return 0 end
 redis.call('LPUSH', KEYS[2], ARGV[1])

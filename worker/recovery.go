@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/enqueue"
@@ -33,9 +35,6 @@ const (
 	// maxRecheck bounds how long a record whose task waits in asynq is left
 	// alone before the sweeper looks again.
 	maxRecheck = time.Hour
-	// maxActive bounds the active tasks of a queue read at once: more than
-	// every worker's sends in flight together.
-	maxActive = 100000
 )
 
 // recovery is chatq's one recovery path, in every worker: the worker's
@@ -226,7 +225,11 @@ func (r *recovery) settle(ctx context.Context, entries []store.DueEntry) error {
 		first error
 		wg    sync.WaitGroup
 	)
-	active := &activeTasks{inspector: r.inspector}
+	now := r.now()
+	active := &activeTasks{rdb: r.store.Redis(), cutoff: now}
+	if now.Sub(time.Unix(0, r.failed.Load())) >= unrenewed {
+		active.cutoff = now.Add(asynqLease - unrenewed)
+	}
 	slots := make(chan struct{}, sweepParallel)
 	for i, rec := range recs {
 		if rec == nil || !rec.Status.Pending() {
@@ -257,29 +260,47 @@ func cmpErr(first, err error) error {
 	return err
 }
 
+// asynq v0.26 gives a task it hands a handler a lease of asynqLease,
+// which the handler's server renews every asynqBeat while the handler
+// runs (its heartbeater, the same for every server). A lease not renewed
+// for unrenewed is held by no handler: its dequeue's answer never reached
+// the worker, or the server lost track of the handler. asynq itself acts
+// only once the lease lapses, and its recoverer runs once a minute.
+const (
+	asynqLease = 30 * time.Second
+	asynqBeat  = 5 * time.Second
+	unrenewed  = 2*asynqBeat + time.Second
+)
+
 // activeTasks tells, for one sweep, which active tasks of a queue are
-// orphaned: their lease lapsed, so no handler owns them (asynq's
-// GetTaskInfo does not say; its listing of active tasks does).
+// orphaned: no asynq server renews their lease. asynq's Inspector says
+// only whether a lease lapsed, and asynq renews none after that: the
+// leases are read from asynq's own sorted set of them.
 type activeTasks struct {
-	inspector *asynq.Inspector
-	mu        sync.Mutex
-	orphans   map[string]map[string]bool // queue -> orphaned task ids
+	rdb redis.UniversalClient
+	// cutoff is the lease deadline below which a task is orphaned: now
+	// plus what is left of a lease not renewed for unrenewed, or now
+	// alone (a lapsed lease) while the servers may not have renewed
+	// theirs since Redis was away.
+	cutoff  time.Time
+	mu      sync.Mutex
+	orphans map[string]map[string]bool // queue -> orphaned task ids
 }
 
-func (a *activeTasks) orphaned(queue, task string) (bool, error) {
+func (a *activeTasks) orphaned(ctx context.Context, queue, task string) (bool, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	ids, ok := a.orphans[queue]
 	if !ok {
-		tasks, err := a.inspector.ListActiveTasks(queue, asynq.PageSize(maxActive))
+		// asynq scores a lease with its deadline in unix seconds.
+		stale, err := a.rdb.ZRangeByScore(ctx, "asynq:{"+queue+"}:lease", &redis.ZRangeBy{
+			Min: "-inf", Max: "(" + strconv.FormatInt(a.cutoff.Unix(), 10)}).Result()
 		if err != nil {
-			return false, fmt.Errorf("list active tasks of %s: %w", queue, err)
+			return false, fmt.Errorf("read the leases of %s: %w", queue, err)
 		}
-		ids = map[string]bool{}
-		for _, t := range tasks {
-			if t.IsOrphaned {
-				ids[t.ID] = true
-			}
+		ids = make(map[string]bool, len(stale))
+		for _, id := range stale {
+			ids[id] = true
 		}
 		if a.orphans == nil {
 			a.orphans = map[string]map[string]bool{}
@@ -318,15 +339,17 @@ func (r *recovery) check(ctx context.Context, rec *store.Record, alive map[strin
 	case asynq.TaskStateCompleted:
 		return r.resend(ctx, rec, "its task completed without an outcome")
 	case asynq.TaskStateActive:
-		orphaned, err := active.orphaned(queue, rec.TaskID)
+		orphaned, err := active.orphaned(ctx, queue, rec.TaskID)
 		if err != nil {
 			return err
 		}
 		if orphaned {
-			// Its lease lapsed (its worker lost Redis for longer, or
-			// died): no handler owns it any more, and asynq's recoverer
-			// would hand it back only within a minute.
-			return r.resend(ctx, rec, "its task's lease lapsed")
+			// No asynq server renews its lease (its worker lost Redis for
+			// longer, or died, or never got the task, or lost track of
+			// its handler): no handler owns it any more, and asynq's
+			// recoverer would hand it back only once the lease lapsed,
+			// within a minute after.
+			return r.resend(ctx, rec, "no worker renews its task's lease")
 		}
 		// On the wire of a live worker.
 		return r.store.Postpone(ctx, rec.ID, now.Add(lease))
@@ -355,7 +378,9 @@ func (r *recovery) resend(ctx context.Context, rec *store.Record, why string) er
 		// task missing and tries again.
 		return fmt.Errorf("enqueue a new task of %s: %w", rec.ID, err)
 	}
-	if err := r.store.Postpone(ctx, rec.ID, r.now().Add(r.store.Grace())); err != nil {
+	// Looked at again as soon as a send's take-up would be: a new task
+	// that no handler gets is handed on in seconds, not after a grace.
+	if err := r.store.Postpone(ctx, rec.ID, r.now().Add(r.store.SendLease())); err != nil {
 		return err
 	}
 	log := r.log.With(zap.String("message_id", rec.ID), zap.String("task_id", task), zap.String("old_task_id", old), zap.String("status", string(rec.Status)))

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -387,4 +388,86 @@ func TestStrandedCallbacksAreDelivered(t *testing.T) {
 	cfg.Conversation = &Conversation{Callbacks: d}
 	g.worker(t, g.ca, cfg)
 	poll.Until(t, 20*time.Second, "the callback delivered", func() (bool, string) { return got.Load() == 1, "" })
+}
+
+// takeWithoutHandler does to message id's task what asynq's dequeue does
+// (pending to active, with a 30s lease) when no handler gets the task: a
+// dequeue whose answer timed out (Redis or the worker stalled longer than
+// the client's read timeout; the script ran, asynq logs a dequeue error
+// and forgets the task), or a server that lost track of the handler. No
+// asynq heartbeat renews the lease.
+var takeWithoutHandler = redis.NewScript(`
+if redis.call('LREM', KEYS[1], 0, ARGV[1]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[4], 'state', 'active')
+redis.call('HDEL', KEYS[4], 'pending_since')
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+return 1`)
+
+// A message whose task asynq holds active with no handler of a live
+// worker on it is handed a new task once no asynq heartbeat has renewed
+// the task's lease for two of asynq's beats, not only when the lease
+// lapses 30s after it was taken.
+func TestActiveTaskWithoutHandlerIsHandedOn(t *testing.T) {
+	g := newRig(t)
+	ctx := context.Background()
+	id := g.send(t, "4420799000027")
+	q := "asynq:{" + enqueue.QueueFor(enqueue.Transactional) + "}:"
+	n, err := takeWithoutHandler.Run(ctx, g.store.Redis(), []string{q + "pending", q + "active", q + "lease", q + "t:" + id},
+		id, time.Now().Add(30*time.Second).Unix()).Int()
+	if err != nil || n != 1 {
+		t.Fatalf("take the task without a handler: %v, %d", err, n)
+	}
+	// The sweeper looks at the message now, not 30s after its creation.
+	if err := g.store.Postpone(ctx, id, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	g.worker(t, g.ca, fast())
+	r := g.waitStatus(t, id, store.Submitted, 20*time.Second)
+	if r.TaskID != id+"-1" {
+		t.Errorf("sent by task %q, want a new one, %s-1", r.TaskID, id)
+	}
+	if st := g.sandbox.Stats(); st.Accepted != 1 {
+		t.Errorf("the sandbox accepted %d sends, want 1", st.Accepted)
+	}
+}
+
+// Right after Redis was away, no asynq server has renewed its leases yet:
+// the sweeper then hands on a task only once its lease lapsed, and judges
+// unrenewed leases again once the servers had time to beat.
+func TestUnrenewedLeaseRightAfterAnOutageIsNotJudged(t *testing.T) {
+	g := newRig(t)
+	ctx := context.Background()
+	id := g.send(t, "4420799000035")
+	q := "asynq:{" + enqueue.QueueFor(enqueue.Transactional) + "}:"
+	// Taken 15s ago, never renewed since.
+	n, err := takeWithoutHandler.Run(ctx, g.store.Redis(), []string{q + "pending", q + "active", q + "lease", q + "t:" + id},
+		id, time.Now().Add(15*time.Second).Unix()).Int()
+	if err != nil || n != 1 {
+		t.Fatalf("take the task without a handler: %v, %d", err, n)
+	}
+	w := New(g.store.Redis(), fast(), g.ca, g.log.Named("worker")) // not started: the test sweeps
+	taskOf := func() string {
+		t.Helper()
+		if err := g.store.Postpone(ctx, id, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.recovery.sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r, err := g.store.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.TaskID
+	}
+
+	w.recovery.failed.Store(time.Now().UnixNano())
+	if task := taskOf(); task != id {
+		t.Errorf("right after an outage, the message was handed task %q, want it kept on %s", task, id)
+	}
+	w.recovery.failed.Store(time.Now().Add(-unrenewed).UnixNano())
+	if task := taskOf(); task != id+"-1" {
+		t.Errorf("the message has task %q, want a new one, %s-1", task, id)
+	}
 }

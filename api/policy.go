@@ -223,8 +223,10 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 // opt-out code suppresses the recipient, a closed-window code marks the
 // window closed, an inbound message opens it, opted-out and opted-in
 // events put the user on the suppression list and take them off. res is
-// the delivery event's correlation, if the webhook was one.
-func (s *Server) conversation(ctx context.Context, hook *chatarchitect.Webhook, res *store.EventResult) error {
+// the delivery event's correlation, if the webhook was one; from is the
+// sender whose webhook URL it came to ("" for CHATQ_WEBHOOK_SECRET's
+// without a sender of the environment).
+func (s *Server) conversation(ctx context.Context, hook *chatarchitect.Webhook, res *store.EventResult, from string) error {
 	if s.cfg.Policy == nil && s.cfg.Inbound == nil {
 		return nil
 	}
@@ -236,7 +238,7 @@ func (s *Server) conversation(ctx context.Context, hook *chatarchitect.Webhook, 
 	}
 	switch {
 	case hook.Event != nil:
-		return s.learnFromEvent(ctx, hook.Event, res, at)
+		return s.learnFromEvent(ctx, hook.Event, res, at, from)
 	case hook.User != nil:
 		if s.cfg.Policy != nil {
 			applied, err := s.cfg.Policy.UserEvent(ctx, hook.User.Phone, hook.User.Type, at)
@@ -250,7 +252,9 @@ func (s *Server) conversation(ctx context.Context, hook *chatarchitect.Webhook, 
 	case hook.Inbound != nil:
 		in := hook.Inbound
 		if s.cfg.Policy != nil {
-			if err := s.cfg.Policy.Windows.Opened(ctx, in.Source, at); err != nil {
+			// The user wrote to the sender whose URL it came to: that
+			// sender's window opens, no other's.
+			if err := s.cfg.Policy.ForSender(from).Windows.Opened(ctx, in.Source, at); err != nil {
 				return err
 			}
 		}
@@ -260,26 +264,28 @@ func (s *Server) conversation(ctx context.Context, hook *chatarchitect.Webhook, 
 	return nil
 }
 
-func (s *Server) learnFromEvent(ctx context.Context, ev *chatarchitect.MessageEvent, res *store.EventResult, at time.Time) error {
+func (s *Server) learnFromEvent(ctx context.Context, ev *chatarchitect.MessageEvent, res *store.EventResult, at time.Time, from string) error {
 	if s.cfg.Policy == nil || ev.Type != chatarchitect.EventFailed ||
 		!(chatarchitect.IsOptOutCode(ev.Code) || chatarchitect.IsWindowClosedCode(ev.Code)) {
 		return nil
 	}
-	// The opt-out goes on the list of the message's tenant.
-	dest, tenant := ev.Destination, ""
+	// The opt-out goes on the list of the message's tenant, the closed
+	// window is its sender's (the sender whose URL the event came to, when
+	// no record is known).
+	dest, tenant, sender := ev.Destination, "", from
 	if res != nil && res.RecordID != "" {
 		rec, err := s.store.Get(ctx, res.RecordID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 		if rec != nil {
-			dest, tenant = cmp.Or(dest, rec.Destination), rec.Tenant
+			dest, tenant, sender = cmp.Or(dest, rec.Destination), rec.Tenant, cmp.Or(rec.Sender, from)
 		}
 	}
 	if !ev.Timestamp.IsZero() && ev.Timestamp.Before(at) {
 		at = ev.Timestamp
 	}
-	learned, err := s.cfg.Policy.ForTenant(tenant).LearnFailure(ctx, dest, ev.Code, ev.Reason, policy.SourceWebhook, at)
+	learned, err := s.cfg.Policy.ForTenant(tenant).ForSender(sender).LearnFailure(ctx, dest, ev.Code, ev.Reason, policy.SourceWebhook, at)
 	if err != nil {
 		return err
 	}

@@ -191,10 +191,22 @@ func (s *Server) deleteSuppression(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"destination": d, "suppressed": false})
 }
 
-// listTemplates answers the template cache; ?refresh=true fetches it from
+// listTemplates answers a sender's template cache (?sender=, the
+// environment's sender without it); ?refresh=true fetches it from
 // ChatArchitect first, where this process has credentials.
 func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 	tpl := s.cfg.Policy.Templates
+	if sender := r.URL.Query().Get("sender"); sender != "" {
+		known := false
+		if s.cfg.Senders != nil {
+			_, known = s.cfg.Senders.Lookup(sender)
+		}
+		if !known {
+			writeError(w, &enqueue.ValidationError{Field: "sender", Reason: "names no sender"}, s.log)
+			return
+		}
+		tpl = s.cfg.Policy.ForSender(sender).Templates
+	}
 	var c *policy.Catalog
 	var err error
 	if r.URL.Query().Get("refresh") == "true" {

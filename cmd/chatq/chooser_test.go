@@ -77,6 +77,16 @@ func TestDevSenderChosenByWindowThenLastThenDefault(t *testing.T) {
 		t.Errorf("a template to the user after B's window closed: %d %v, want it from B", code, body)
 	}
 
+	// B's template cache, which checked the template, was fetched with
+	// B's app's credentials and is B's own.
+	code, body = d.do(t, http.MethodGet, "/v1/templates?sender="+senderB, "")
+	if list, _ := body["templates"].([]any); code != http.StatusOK || len(list) == 0 || body["fetched_at"] == nil {
+		t.Errorf("GET /v1/templates?sender=B: %d %v, want B's fetched cache", code, body)
+	}
+	if code, body = d.do(t, http.MethodGet, "/v1/templates?sender=4915100000799", ""); code != http.StatusBadRequest {
+		t.Errorf("GET /v1/templates for an unknown sender: %d %v, want 400 naming sender", code, body)
+	}
+
 	// A recipient nobody wrote to or heard from gets the default sender.
 	code, body = acme.do(t, http.MethodPost, "/v1/messages", `{"destination":"`+newcomer+`","payload":`+payloads["template"]+`}`)
 	if code != http.StatusAccepted || body["sender"] != senderA {

@@ -1,8 +1,9 @@
 // Package policy is chatq's conversation policy: what WhatsApp lets a
-// business send, known before the send. It keeps the suppression list
-// (users who opted out), each user's 24h customer service window, and a
-// cache of the account's templates, all in Redis; and it checks messages
-// against them at enqueue and again in the worker.
+// business send, known before the send. It keeps each tenant's
+// suppression list (users who opted out), each sender's 24h customer
+// service windows with its users, and a cache of each sender's templates,
+// all in Redis; and it checks messages against them at enqueue and again
+// in the worker.
 package policy
 
 import (

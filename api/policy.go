@@ -266,7 +266,7 @@ func (s *Server) conversation(ctx context.Context, hook *chatarchitect.Webhook, 
 		if s.cfg.Policy != nil {
 			// The user wrote to the sender whose URL it came to: that
 			// sender's window opens, no other's.
-			if err := s.cfg.Policy.ForSender(from).Windows.Opened(ctx, in.Source, at); err != nil {
+			if err := s.cfg.Policy.WindowsOf(from).Opened(ctx, in.Source, at); err != nil {
 				return err
 			}
 		}

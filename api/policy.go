@@ -189,10 +189,22 @@ func (s *Server) deleteSuppression(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"destination": d, "suppressed": false})
 }
 
-// listTemplates answers the template cache; ?refresh=true fetches it from
+// listTemplates answers a sender's template cache (?sender=, the
+// environment's sender without it); ?refresh=true fetches it from
 // ChatArchitect first, where this process has credentials.
 func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 	tpl := s.cfg.Policy.Templates
+	if sender := r.URL.Query().Get("sender"); sender != "" {
+		known := false
+		if s.cfg.Senders != nil {
+			_, known = s.cfg.Senders.Lookup(sender)
+		}
+		if !known {
+			writeError(w, &enqueue.ValidationError{Field: "sender", Reason: "names no sender"}, s.log)
+			return
+		}
+		tpl = s.cfg.Policy.ForSender(sender).Templates
+	}
 	var c *policy.Catalog
 	var err error
 	if r.URL.Query().Get("refresh") == "true" {
@@ -221,8 +233,10 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 // opt-out code suppresses the recipient, a closed-window code marks the
 // window closed, an inbound message opens it, opted-out and opted-in
 // events put the user on the suppression list and take them off. res is
-// the delivery event's correlation, if the webhook was one.
-func (s *Server) conversation(ctx context.Context, hook *chatarchitect.Webhook, res *store.EventResult) error {
+// the delivery event's correlation, if the webhook was one; from is the
+// sender whose webhook URL it came to ("" for CHATQ_WEBHOOK_SECRET's
+// without a sender of the environment).
+func (s *Server) conversation(ctx context.Context, hook *chatarchitect.Webhook, res *store.EventResult, from string) error {
 	if s.cfg.Policy == nil && s.cfg.Inbound == nil {
 		return nil
 	}
@@ -234,7 +248,7 @@ func (s *Server) conversation(ctx context.Context, hook *chatarchitect.Webhook, 
 	}
 	switch {
 	case hook.Event != nil:
-		return s.learnFromEvent(ctx, hook.Event, res, at)
+		return s.learnFromEvent(ctx, hook.Event, res, at, from)
 	case hook.User != nil:
 		if s.cfg.Policy != nil {
 			applied, err := s.cfg.Policy.UserEvent(ctx, hook.User.Phone, hook.User.Type, at)
@@ -248,7 +262,9 @@ func (s *Server) conversation(ctx context.Context, hook *chatarchitect.Webhook, 
 	case hook.Inbound != nil:
 		in := hook.Inbound
 		if s.cfg.Policy != nil {
-			if err := s.cfg.Policy.Windows.Opened(ctx, in.Source, at); err != nil {
+			// The user wrote to the sender whose URL it came to: that
+			// sender's window opens, no other's.
+			if err := s.cfg.Policy.WindowsOf(from).Opened(ctx, in.Source, at); err != nil {
 				return err
 			}
 		}
@@ -258,26 +274,28 @@ func (s *Server) conversation(ctx context.Context, hook *chatarchitect.Webhook, 
 	return nil
 }
 
-func (s *Server) learnFromEvent(ctx context.Context, ev *chatarchitect.MessageEvent, res *store.EventResult, at time.Time) error {
+func (s *Server) learnFromEvent(ctx context.Context, ev *chatarchitect.MessageEvent, res *store.EventResult, at time.Time, from string) error {
 	if s.cfg.Policy == nil || ev.Type != chatarchitect.EventFailed ||
 		!(chatarchitect.IsOptOutCode(ev.Code) || chatarchitect.IsWindowClosedCode(ev.Code)) {
 		return nil
 	}
-	// The opt-out goes on the list of the message's tenant.
-	dest, tenant := ev.Destination, ""
+	// The opt-out goes on the list of the message's tenant, the closed
+	// window is its sender's (the sender whose URL the event came to, when
+	// no record is known).
+	dest, tenant, sender := ev.Destination, "", from
 	if res != nil && res.RecordID != "" {
 		rec, err := s.store.Get(ctx, res.RecordID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 		if rec != nil {
-			dest, tenant = cmp.Or(dest, rec.Destination), rec.Tenant
+			dest, tenant, sender = cmp.Or(dest, rec.Destination), rec.Tenant, cmp.Or(rec.Sender, from)
 		}
 	}
 	if !ev.Timestamp.IsZero() && ev.Timestamp.Before(at) {
 		at = ev.Timestamp
 	}
-	learned, err := s.cfg.Policy.ForTenant(tenant).LearnFailure(ctx, dest, ev.Code, ev.Reason, policy.SourceWebhook, at)
+	learned, err := s.cfg.Policy.ForTenant(tenant).ForSender(sender).LearnFailure(ctx, dest, ev.Code, ev.Reason, policy.SourceWebhook, at)
 	if err != nil {
 		return err
 	}

@@ -79,7 +79,9 @@ type Config struct {
 	// own webhook URL (senders.go, dropin.go).
 	Senders *senders.Registry
 	// Chooser picks the sender of a message that names none; nil means
-	// the tenant's default sender (senders.DefaultChooser).
+	// senders.WindowChooser with Policy (the sender whose window with the
+	// recipient is open, else the last one, else the default), and
+	// without Policy the tenant's default sender.
 	Chooser senders.Chooser
 	// SenderStates, if set, reports a sender's live state beyond active
 	// and paused (circuit_open, throttled), as flow control knows it.
@@ -129,7 +131,11 @@ func New(cfg Config, client *enqueue.Client, st *store.Store, log *zap.Logger) (
 	}
 	s := &Server{cfg: cfg, client: client, store: st, rdb: st.Redis(), log: log, mux: http.NewServeMux(), now: time.Now}
 	s.dead = deadletter.New(st, client, asynq.NewInspectorFromRedisClient(s.rdb))
-	if cfg.Senders != nil && cfg.Chooser == nil {
+	switch {
+	case cfg.Senders == nil || cfg.Chooser != nil:
+	case cfg.Policy != nil:
+		s.cfg.Chooser = senders.WindowChooser{Registry: cfg.Senders, Policy: cfg.Policy, Redis: s.rdb}
+	default:
 		s.cfg.Chooser = senders.DefaultChooser{Registry: cfg.Senders}
 	}
 	timeout := cmp.Or(cfg.Upstream.Timeout, chatarchitect.DefaultTimeout)

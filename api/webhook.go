@@ -76,7 +76,7 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 				zap.String("message_id", res.RecordID), zap.String("status", string(res.Status)))
 		}
 	}
-	if err := s.conversation(r.Context(), hook, applied); err != nil {
+	if err := s.conversation(r.Context(), hook, applied, from); err != nil {
 		writeError(w, err, s.log)
 		return
 	}

@@ -1,6 +1,7 @@
 package enqueue
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -47,6 +48,10 @@ type PolicyConfig struct {
 	// (CHATQ_ALLOW_US_MARKETING); by default they are refused, as WhatsApp
 	// refuses them all since 1 April 2025.
 	AllowUSMarketing bool
+	// Sender is the business number of chatq's CHATQ_CA_SOURCE: a message
+	// naming it, or none, is checked against that sender's windows and
+	// template cache, any other sender against its own.
+	Sender string
 	// Log gets the policy's warnings; nil discards them.
 	Log *zap.Logger
 }
@@ -61,6 +66,7 @@ func NewPolicy(rdb redis.UniversalClient, cfg PolicyConfig) Policy {
 		AllowPrivateCallbacks: cfg.AllowPrivateCallbacks,
 		Resolver:              cfg.Resolver,
 		AllowUSMarketing:      cfg.AllowUSMarketing,
+		EnvSender:             cfg.Sender,
 		Log:                   cfg.Log,
 	}))
 }
@@ -85,26 +91,29 @@ type categorizer interface {
 }
 
 // checkCategories checks each message against its tenant's suppression
-// list (a batch of one tenant's messages is one check) and tells each
-// template message's category.
+// list and its sender's windows and template cache (a batch of one
+// tenant's messages from one sender is one check) and tells each template
+// message's category.
 func (p checkerPolicy) checkCategories(ctx context.Context, msgs []*Message) ([]error, []string, error) {
-	byTenant := map[string][]int{}
-	var order []string
+	type whose struct{ tenant, sender string }
+	byWhose := map[whose][]int{}
+	var order []whose
 	for i, m := range msgs {
-		if _, ok := byTenant[m.Tenant]; !ok {
-			order = append(order, m.Tenant)
+		k := whose{m.Tenant, cmp.Or(m.Sender, m.ChosenSender)}
+		if _, ok := byWhose[k]; !ok {
+			order = append(order, k)
 		}
-		byTenant[m.Tenant] = append(byTenant[m.Tenant], i)
+		byWhose[k] = append(byWhose[k], i)
 	}
 	errs := make([]error, len(msgs))
 	categories := make([]string, len(msgs))
-	for _, tenant := range order {
-		index := byTenant[tenant]
+	for _, k := range order {
+		index := byWhose[k]
 		subjects := make([]policy.Subject, len(index))
 		for j, i := range index {
 			subjects[j] = subject(msgs[i])
 		}
-		es, err := p.c.ForTenant(tenant).Check(ctx, subjects)
+		es, err := p.c.ForTenant(k.tenant).ForSender(k.sender).Check(ctx, subjects)
 		if err != nil {
 			return nil, nil, err
 		}

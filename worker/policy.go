@@ -35,8 +35,8 @@ type Conversation struct {
 	// CallbackWeight is the callbacks queue's weight when Config.Queues
 	// does not name it; zero means callback.DefaultWeight.
 	CallbackWeight int
-	// TemplateRefresh is how often the worker refreshes the template cache
-	// from ChatArchitect, when Policy has credentials to; zero means
+	// TemplateRefresh is how often the worker refreshes the template caches
+	// from ChatArchitect, those Policy has credentials for; zero means
 	// policy.DefaultRefreshInterval.
 	TemplateRefresh time.Duration
 }
@@ -50,7 +50,7 @@ func (c *Conversation) start() (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	if c.Policy != nil {
-		wg.Go(func() { c.Policy.Templates.Run(ctx, c.TemplateRefresh) })
+		wg.Go(func() { c.Policy.RefreshTemplates(ctx, c.TemplateRefresh) })
 	}
 	return func() { cancel(); wg.Wait() }
 }
@@ -84,7 +84,8 @@ func (h *Handler) checkPolicy(ctx context.Context, log *zap.Logger, rec *store.R
 		return false, nil
 	}
 	freeForm := rec.Type != enqueue.TypeTemplate
-	verdict, refusal, err := h.conv.Policy.ForTenant(rec.Tenant).Decide(ctx, rec.Destination, freeForm, len(rec.FallbackTemplate) > 0)
+	// The tenant's suppressions, the sender's window.
+	verdict, refusal, err := h.conv.Policy.ForTenant(rec.Tenant).ForSender(rec.Sender).Decide(ctx, rec.Destination, freeForm, len(rec.FallbackTemplate) > 0)
 	if err != nil {
 		return true, fmt.Errorf("check policy of %s: %w", rec.ID, err)
 	}
@@ -114,7 +115,7 @@ func (h *Handler) learn(ctx context.Context, log *zap.Logger, rec *store.Record,
 	if h.conv == nil || h.conv.Policy == nil || !errors.As(sendErr, &apiErr) || apiErr.Code == "" {
 		return
 	}
-	learned, err := h.conv.Policy.ForTenant(rec.Tenant).LearnFailure(ctx, rec.Destination, apiErr.Code, apiErr.Reason, policy.SourceSend, h.now())
+	learned, err := h.conv.Policy.ForTenant(rec.Tenant).ForSender(rec.Sender).LearnFailure(ctx, rec.Destination, apiErr.Code, apiErr.Reason, policy.SourceSend, h.now())
 	switch {
 	case err != nil:
 		log.Warn("recording what a refused send says about its recipient", zap.Error(err))

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/internal/chatarchitect"
+	"github.com/chatq/chatq/internal/policy"
 	"github.com/chatq/chatq/internal/senders"
 	"github.com/chatq/chatq/internal/store"
 )
@@ -147,6 +148,10 @@ func (ss *senderSet) flowOf(s senders.Sender) (*flow, Sender) {
 	cfg.Limits.PairInterval = s.Limits.PairInterval
 	cfg.Limits.PairBurst = s.Limits.PairBurst
 	cfg.Limits.DailyRecipients = made.daily
+	if c, ok := cfg.Window.(*policy.Checker); ok {
+		// A recipient inside this sender's window is exempt from the cap.
+		cfg.Window = c.ForSender(s.Number)
+	}
 	log := ss.log.With(zap.String("sender", s.Number))
 	f := newFlow(ss.rdb, cfg, send, log)
 	f.circuit = newSenderCircuit(ss.rdb, s.Number, log.Named("circuit"))

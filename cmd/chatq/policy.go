@@ -28,26 +28,56 @@ import (
 // credentials and the business number, its template cache refreshes
 // itself from getHSM; without them it reads the cache the workers keep.
 func newChecker(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) *policy.Checker {
+	return policy.New(rdb, checkerConfig(cfg, log))
+}
+
+func checkerConfig(cfg config.Config, log *zap.Logger) policy.Config {
 	pc := policy.Config{
 		Window:                policy.WindowPolicy(cfg.WindowPolicy),
 		AllowPrivateCallbacks: cfg.CallbackAllowPrivate,
 		AllowUSMarketing:      cfg.AllowUSMarketing,
+		EnvSender:             cfg.CASource,
 		Log:                   log,
 	}
 	if cfg.CAAppID != "" && cfg.CAAppSecret != "" && cfg.CASource != "" {
 		pc.Source = caClient(cfg)
 	}
+	return pc
+}
+
+// sendersChecker returns the conversation policy of cfg whose template
+// caches of the stored senders refresh themselves too, with their apps'
+// credentials from reg.
+func sendersChecker(rdb redis.UniversalClient, cfg config.Config, reg *senders.Registry, log *zap.Logger) *policy.Checker {
+	pc := checkerConfig(cfg, log)
+	pc.SenderSource = func(number string) policy.Source {
+		x, ok := reg.Lookup(number)
+		if !ok || x.Env || x.AppID == "" {
+			return nil
+		}
+		return chatarchitect.New(chatarchitect.Config{BaseURL: cfg.CABaseURL, AppID: x.AppID, AppSecret: x.AppSecret,
+			Source: x.Number, Timeout: cfg.CATimeout}, nil)
+	}
+	pc.Senders = func() []string {
+		var out []string
+		for _, x := range reg.All() {
+			if !x.Env {
+				out = append(out, x.Number)
+			}
+		}
+		return out
+	}
 	return policy.New(rdb, pc)
 }
 
-// runTemplateRefresh refreshes checker's template cache in the background,
-// when it can; the returned func stops it.
+// runTemplateRefresh refreshes checker's template caches in the
+// background, those it can; the returned func stops it.
 func runTemplateRefresh(checker *policy.Checker) func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		checker.Templates.Run(ctx, policy.DefaultRefreshInterval)
+		checker.RefreshTemplates(ctx, policy.DefaultRefreshInterval)
 	}()
 	return func() { cancel(); <-done }
 }

@@ -74,18 +74,18 @@ func apiHandler(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics
 		return nil, nil, err
 	}
 	dashboard := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: connOpt, ReadOnly: cfg.DashboardReadonly})
-	checker := newChecker(rdb, cfg, log.Named("policy"))
+	reg, err := newRegistry(rdb, cfg, log)
+	if err != nil {
+		_ = dashboard.Close()
+		return nil, nil, err
+	}
+	checker := sendersChecker(rdb, cfg, reg, log.Named("policy"))
 	client := enqueueClientWith(rdb, cfg, checker, counter)
 	stopRefresh := runTemplateRefresh(checker)
 	release := func() {
 		stopRefresh()
 		_ = client.Close()
 		_ = dashboard.Close()
-	}
-	reg, err := newRegistry(rdb, cfg, log)
-	if err != nil {
-		release()
-		return nil, nil, err
 	}
 	srv, err := api.New(api.Config{APIKeys: cfg.APIKeys, WebhookSecret: cfg.WebhookSecret, Dashboard: dashboard, Metrics: m,
 		Policy: checker, Inbound: inboundForwarder(rdb, cfg), Relay: callback.NewRelay(rdb, asynq.NewClientFromRedisClient(rdb), 0),

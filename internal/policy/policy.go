@@ -1,8 +1,9 @@
 // Package policy is chatq's conversation policy: what WhatsApp lets a
-// business send, known before the send. It keeps the suppression list
-// (users who opted out), each user's 24h customer service window, and a
-// cache of the account's templates, all in Redis; and it checks messages
-// against them at enqueue and again in the worker.
+// business send, known before the send. It keeps each tenant's
+// suppression list (users who opted out), each sender's 24h customer
+// service windows with its users, and a cache of each sender's templates,
+// all in Redis; and it checks messages against them at enqueue and again
+// in the worker.
 package policy
 
 import (
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -55,9 +57,24 @@ type Config struct {
 	AllowPrivateCallbacks bool
 	// Resolver resolves callback URL hosts; nil means net.DefaultResolver.
 	Resolver *net.Resolver
-	// Source refreshes the template cache; nil leaves the cache to the
-	// processes that have ChatArchitect credentials.
+	// Source refreshes the template cache of the environment's sender; nil
+	// leaves the cache to the processes that have ChatArchitect
+	// credentials.
 	Source Source
+	// EnvSender is the environment's sender's number (CHATQ_CA_SOURCE):
+	// its windows and template cache keep the keys of a single-sender
+	// deployment, so that the state of before stays in force. A sender of
+	// "" is it too.
+	EnvSender string
+	// SenderSource returns the Source of a stored sender's templates
+	// (getHSM with its app's credentials and its number), nil when this
+	// process cannot fetch them; nil leaves the stored senders' caches to
+	// the processes that can.
+	SenderSource func(sender string) Source
+	// Senders lists the stored senders whose template caches
+	// RefreshTemplates refreshes; nil refreshes the environment's sender's
+	// alone.
+	Senders func() []string
 	// WindowTTL is how long a recipient's window state is kept after its
 	// last change; zero means 30 days.
 	WindowTTL time.Duration
@@ -72,15 +89,28 @@ type Config struct {
 }
 
 // Checker applies the conversation policy. It is safe for concurrent use.
+// New's Checker is that of tenant default and the environment's sender;
+// ForTenant and ForSender return those of others.
 type Checker struct {
 	cfg Config
 	rdb redis.UniversalClient
-	// Suppressions is the suppression list.
+	// caches holds every sender's template cache, shared by the Checkers
+	// ForTenant and ForSender derive, so that each keeps its copy in
+	// memory.
+	caches *templateCaches
+	// Suppressions is the tenant's suppression list.
 	Suppressions *Suppressions
-	// Windows is the recipients' window state.
+	// Windows is the sender's window state with its recipients.
 	Windows *Windows
-	// Templates is the template cache.
+	// Templates is the sender's template cache.
 	Templates *Templates
+}
+
+// templateCaches is the template cache of each sender, made on first use.
+type templateCaches struct {
+	mu  sync.Mutex
+	env *Templates
+	by  map[string]*Templates
 }
 
 // New returns a Checker keeping its state in rdb.
@@ -97,17 +127,134 @@ func New(rdb redis.UniversalClient, cfg Config) *Checker {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.EnvSender = Normalize(cfg.EnvSender)
+	env := &Templates{rdb: rdb, key: templatesKey(""), source: cfg.Source, log: cfg.Log, now: cfg.Now}
 	return &Checker{
 		cfg:          cfg,
 		rdb:          rdb,
+		caches:       &templateCaches{env: env, by: map[string]*Templates{}},
 		Suppressions: newSuppressions(rdb, cfg.Now, defaultTenant),
 		Windows:      &Windows{rdb: rdb, ttl: cfg.WindowTTL},
-		Templates:    &Templates{rdb: rdb, source: cfg.Source, log: cfg.Log, now: cfg.Now},
+		Templates:    env,
 	}
 }
 
-// ForTenant returns the checker of one tenant: the same policy, windows
-// and templates, with the tenant's own suppression list, which applies to
+// ForSender returns the checker of one sender: the same policy and
+// suppression list, with the sender's own windows and template cache. ""
+// and the environment's sender's number are the environment's sender.
+func (c *Checker) ForSender(sender string) *Checker {
+	if c == nil {
+		return nil
+	}
+	t := *c
+	t.Windows = c.WindowsOf(sender)
+	t.Templates = c.templatesOf(c.senderOf(sender))
+	return &t
+}
+
+// WindowsOf returns the windows of one sender with its recipients, as
+// ForSender(sender).Windows, without the rest of its checker.
+func (c *Checker) WindowsOf(sender string) *Windows {
+	return &Windows{rdb: c.rdb, ttl: c.cfg.WindowTTL, sender: c.senderOf(sender)}
+}
+
+// senderOf is the number whose state is sender's, "" for the
+// environment's sender.
+func (c *Checker) senderOf(sender string) string {
+	n := Normalize(sender)
+	if n == c.cfg.EnvSender {
+		return ""
+	}
+	return n
+}
+
+// templatesOf returns the template cache of sender (senderOf).
+func (c *Checker) templatesOf(sender string) *Templates {
+	cs := c.caches
+	if sender == "" {
+		return cs.env
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if t, ok := cs.by[sender]; ok {
+		return t
+	}
+	var src Source
+	if c.cfg.SenderSource != nil {
+		src = senderSource{get: c.cfg.SenderSource, sender: sender}
+	}
+	t := &Templates{rdb: c.rdb, key: templatesKey(sender), source: src, log: c.cfg.Log.With(zap.String("sender", sender)), now: c.cfg.Now}
+	cs.by[sender] = t
+	return t
+}
+
+// senderSource asks Config.SenderSource for the sender's Source at each
+// fetch, so that changed credentials are used from the next one on.
+type senderSource struct {
+	get    func(string) Source
+	sender string
+}
+
+func (s senderSource) Templates(ctx context.Context) ([]chatarchitect.Template, error) {
+	src := s.get(s.sender)
+	if src == nil {
+		return nil, fmt.Errorf("list templates of %s: no ChatArchitect credentials for this sender here", s.sender)
+	}
+	return src.Templates(ctx)
+}
+
+// RefreshTemplates refreshes the template caches every interval (zero
+// means DefaultRefreshInterval), and once at once, until ctx ends: the
+// environment's sender's from Config.Source, and each of Config.Senders'
+// from Config.SenderSource. It returns at once when it can fetch none.
+func (c *Checker) RefreshTemplates(ctx context.Context, interval time.Duration) {
+	if c.cfg.Source == nil && (c.cfg.Senders == nil || c.cfg.SenderSource == nil) {
+		return
+	}
+	if interval <= 0 {
+		interval = DefaultRefreshInterval
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		c.refreshAll(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// refreshAll syncs every cache it can, one after the other: getHSM is
+// cheap, and ChatArchitect's limits are per app.
+func (c *Checker) refreshAll(ctx context.Context) {
+	caches := []*Templates{}
+	if c.cfg.Source != nil {
+		caches = append(caches, c.caches.env)
+	}
+	if c.cfg.Senders != nil && c.cfg.SenderSource != nil {
+		for _, n := range c.cfg.Senders() {
+			if s := c.senderOf(n); s != "" {
+				caches = append(caches, c.templatesOf(s))
+			}
+		}
+	}
+	for _, ts := range caches {
+		cat, err := ts.Sync(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			ts.log.Warn("refreshing the template cache", zap.Error(err))
+			continue
+		}
+		ts.log.Debug("template cache refreshed", zap.Int("templates", len(cat.Templates)))
+	}
+}
+
+// ForTenant returns the checker of one tenant: the same policy, sender,
+// windows and templates, with the tenant's own suppression list, which applies to
 // every sender of the tenant and to no other tenant.
 func (c *Checker) ForTenant(tenant string) *Checker {
 	if c == nil {
@@ -297,7 +444,7 @@ func (c *Checker) Decide(ctx context.Context, destination string, freeForm, hasF
 	supp := c.Suppressions.queueGet(ctx, pipe, destination)
 	var win *redis.SliceCmd
 	if checkWindow {
-		win = queueWindow(ctx, pipe, destination)
+		win = c.Windows.queue(ctx, pipe, destination)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return Refuse, nil, fmt.Errorf("read policy state of %s: %w", destination, err)

@@ -46,8 +46,16 @@ type Catalog struct {
 	Templates []Template `json:"templates"`
 }
 
-// templatesKey holds the catalog, shared by every chatq process.
-const templatesKey = "chatq:templates"
+// templatesKey holds a sender's catalog, shared by every chatq process:
+// templates belong to the sender's app and number (getHSM lists those of
+// one number). The environment's sender ("") keeps the key of a
+// single-sender deployment.
+func templatesKey(sender string) string {
+	if sender == "" {
+		return "chatq:templates"
+	}
+	return "chatq:templates:{" + sender + "}"
+}
 
 // Defaults of the template cache.
 const (
@@ -61,10 +69,11 @@ const (
 	missInterval = 30 * time.Second
 )
 
-// Templates is the template cache: the catalog in Redis, refreshed from
-// the Source, with a copy in memory.
+// Templates is one sender's template cache: the catalog in Redis,
+// refreshed from the Source, with a copy in memory.
 type Templates struct {
 	rdb    redis.UniversalClient
+	key    string
 	source Source // nil: read the catalog others keep
 	log    *zap.Logger
 	now    func() time.Time
@@ -108,7 +117,7 @@ func (ts *Templates) Sync(ctx context.Context) (*Catalog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sync templates: %w", err)
 	}
-	if err := ts.rdb.Set(ctx, templatesKey, b, 0).Err(); err != nil {
+	if err := ts.rdb.Set(ctx, ts.key, b, 0).Err(); err != nil {
 		return nil, fmt.Errorf("sync templates: %w", err)
 	}
 	ts.keep(c)
@@ -124,7 +133,7 @@ func (ts *Templates) Catalog(ctx context.Context) (*Catalog, error) {
 		return c, nil
 	}
 	ts.mu.Unlock()
-	b, err := ts.rdb.Get(ctx, templatesKey).Bytes()
+	b, err := ts.rdb.Get(ctx, ts.key).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
@@ -238,35 +247,6 @@ func (ts *Templates) languages(name string) []string {
 		}
 	}
 	return out
-}
-
-// Run refreshes the catalog every interval (zero means
-// DefaultRefreshInterval), and once at once, until ctx ends. Without a
-// Source it returns at once.
-func (ts *Templates) Run(ctx context.Context, interval time.Duration) {
-	if ts.source == nil {
-		return
-	}
-	if interval <= 0 {
-		interval = DefaultRefreshInterval
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		if c, err := ts.Sync(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			ts.log.Warn("refreshing the template cache", zap.Error(err))
-		} else {
-			ts.log.Debug("template cache refreshed", zap.Int("templates", len(c.Templates)))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 var placeholderRe = regexp.MustCompile(`\{\{\s*([0-9]+)\s*\}\}`)

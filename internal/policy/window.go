@@ -64,15 +64,26 @@ func (p WindowPolicy) Allows(w Window, now time.Time) bool {
 	}
 }
 
-// Windows keeps each recipient's window state in Redis, one small hash
-// per recipient at chatq:win:{number} (ms of the last inbound message and
-// of the last closed-window failure).
+// Windows keeps one sender's windows with its recipients in Redis, one
+// small hash per recipient (ms of the last inbound message and of the last
+// closed-window failure): a user who writes to one business number opens
+// that number's window only. The environment's sender keeps the keys of a
+// single-sender deployment, chatq:win:{recipient}; another sender's carry
+// its number as hash tag, chatq:win:{sender}:recipient.
 type Windows struct {
 	rdb redis.UniversalClient
 	ttl time.Duration
+	// sender is the number whose windows these are, "" for the
+	// environment's sender.
+	sender string
 }
 
-func windowKey(destination string) string { return "chatq:win:{" + Normalize(destination) + "}" }
+func (ws *Windows) key(destination string) string {
+	if ws.sender == "" {
+		return "chatq:win:{" + Normalize(destination) + "}"
+	}
+	return "chatq:win:{" + ws.sender + "}:" + Normalize(destination)
+}
 
 // markScript sets a time field if it moves it forward: webhooks arrive out
 // of order, and an old one must not undo a newer one.
@@ -95,7 +106,7 @@ func (ws *Windows) Closed(ctx context.Context, destination string, at time.Time)
 }
 
 func (ws *Windows) mark(ctx context.Context, destination, field string, at time.Time) error {
-	if err := markScript.Run(ctx, ws.rdb, []string{windowKey(destination)}, field, at.UnixMilli(), ws.ttl.Milliseconds()).Err(); err != nil {
+	if err := markScript.Run(ctx, ws.rdb, []string{ws.key(destination)}, field, at.UnixMilli(), ws.ttl.Milliseconds()).Err(); err != nil {
 		return fmt.Errorf("record window of %s: %w", destination, err)
 	}
 	return nil
@@ -119,7 +130,7 @@ func (ws *Windows) GetMany(ctx context.Context, destinations []string) ([]Window
 	pipe := ws.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(destinations))
 	for i, d := range destinations {
-		cmds[i] = queueWindow(ctx, pipe, d)
+		cmds[i] = ws.queue(ctx, pipe, d)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read windows: %w", err)
@@ -130,10 +141,18 @@ func (ws *Windows) GetMany(ctx context.Context, destinations []string) ([]Window
 	return out, nil
 }
 
-// queueWindow queues the read of destination's window on pipe; parse the
+// queue queues the read of destination's window on pipe; parse the
 // answer with parseWindow once the pipeline ran.
-func queueWindow(ctx context.Context, pipe redis.Pipeliner, destination string) *redis.SliceCmd {
-	return pipe.HMGet(ctx, windowKey(destination), "in", "cl")
+func (ws *Windows) queue(ctx context.Context, pipe redis.Pipeliner, destination string) *redis.SliceCmd {
+	return pipe.HMGet(ctx, ws.key(destination), "in", "cl")
+}
+
+// Queue queues the read of destination's window on pipe, so that a caller
+// reads several senders' windows, and state of its own, in one round trip;
+// the returned func gives the window once the pipeline ran.
+func (ws *Windows) Queue(ctx context.Context, pipe redis.Pipeliner, destination string) func() Window {
+	c := ws.queue(ctx, pipe, destination)
+	return func() Window { return parseWindow(c) }
 }
 
 func parseWindow(c *redis.SliceCmd) Window {

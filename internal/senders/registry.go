@@ -303,24 +303,3 @@ func cmpOr(a, b string) string {
 	}
 	return b
 }
-
-// Chooser picks the sender of a message that names none. The contract's
-// full rule (the sender whose 24h window with the recipient is open, else
-// the one that last wrote to them, else the default) needs the worker's
-// per-sender window state; a Chooser that knows it replaces DefaultChooser
-// without a change to its callers.
-type Chooser interface {
-	Choose(ctx context.Context, tenant, destination string) (Sender, error)
-}
-
-// DefaultChooser chooses the tenant's default sender (Registry.Default).
-type DefaultChooser struct{ Registry *Registry }
-
-// Choose returns the tenant's default sender, or ErrNoSender.
-func (c DefaultChooser) Choose(_ context.Context, tenant, _ string) (Sender, error) {
-	s, ok := c.Registry.Default(tenant)
-	if !ok {
-		return Sender{}, fmt.Errorf("choose a sender of %s: %w", tenant, ErrNoSender)
-	}
-	return s, nil
-}

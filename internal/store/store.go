@@ -209,6 +209,17 @@ func destKey(tenant, destination string) string {
 	return "chatq:to:" + tenant + ":{" + d + "}"
 }
 
+// LastSenderKey holds the sender of the last message a tenant submitted to
+// destination, for as long as that message's record lives: the sender
+// chatq chooses for the next message that names none, when no sender's
+// 24h window with the recipient is open.
+func LastSenderKey(tenant, destination string) string {
+	if tenant == "" {
+		tenant = DefaultTenant
+	}
+	return "chatq:lastsn:" + tenant + ":{" + strings.TrimPrefix(destination, "+") + "}"
+}
+
 // trimEvery is how often, in messages, a recipient's index drops the
 // entries of expired records: each message keeps the index alive a TTL
 // longer, so a recipient written to more often than that would keep every
@@ -403,6 +414,9 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 		for i, r := range recs {
 			if results[i].Err != nil {
 				continue
+			}
+			if r.Sender != "" && !repeated[i] {
+				pipe.SetArgs(ctx, LastSenderKey(r.Tenant, r.Destination), r.Sender, redis.SetArgs{ExpireAt: s.life(r)})
 			}
 			if r.IdempotencyKey == "" && r.CallbackURL == "" {
 				// Without an idempotency key the id is new (enqueue makes

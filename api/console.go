@@ -1,11 +1,7 @@
 package api
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 
@@ -176,36 +172,15 @@ func (s *Server) validateMessages(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	body, err := readBody(w, r, MaxBatchBody)
+	raws, err := readBatch(w, r)
 	if err != nil {
 		writeError(w, err, s.log)
 		return
 	}
-	var req struct {
-		Messages []json.RawMessage `json:"messages"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, &enqueue.ValidationError{Field: "body", Reason: "must be {\"messages\":[...]}: " + err.Error()}, s.log)
-		return
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		writeError(w, &enqueue.ValidationError{Field: "body", Reason: "must be {\"messages\":[...]} alone: unexpected data after it"}, s.log)
-		return
-	}
-	switch n := len(req.Messages); {
-	case n == 0:
-		writeError(w, &enqueue.ValidationError{Field: "messages", Reason: "must hold at least one message"}, s.log)
-		return
-	case n > MaxBatchSize:
-		writeError(w, &enqueue.ValidationError{Field: "messages", Reason: "must hold at most 1000 messages"}, s.log)
-		return
-	}
-	items := make([]validateItem, len(req.Messages))
-	msgs := make([]*enqueue.Message, 0, len(req.Messages))
-	index := make([]int, 0, len(req.Messages))
-	for i, raw := range req.Messages {
+	items := make([]validateItem, len(raws))
+	msgs := make([]*enqueue.Message, 0, len(raws))
+	index := make([]int, 0, len(raws))
+	for i, raw := range raws {
 		items[i].Index = i
 		m, err := enqueue.DecodeMessage(raw)
 		if err == nil {

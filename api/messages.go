@@ -69,36 +69,15 @@ type batchItem struct {
 }
 
 func (s *Server) sendBatch(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(w, r, MaxBatchBody)
+	raws, err := readBatch(w, r)
 	if err != nil {
 		writeError(w, err, s.log)
 		return
 	}
-	var req struct {
-		Messages []json.RawMessage `json:"messages"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, &enqueue.ValidationError{Field: "body", Reason: "must be {\"messages\":[...]}: " + err.Error()}, s.log)
-		return
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		writeError(w, &enqueue.ValidationError{Field: "body", Reason: "must be {\"messages\":[...]} alone: unexpected data after it"}, s.log)
-		return
-	}
-	switch n := len(req.Messages); {
-	case n == 0:
-		writeError(w, &enqueue.ValidationError{Field: "messages", Reason: "must hold at least one message"}, s.log)
-		return
-	case n > MaxBatchSize:
-		writeError(w, &enqueue.ValidationError{Field: "messages", Reason: "must hold at most 1000 messages"}, s.log)
-		return
-	}
-	items := make([]batchItem, len(req.Messages))
-	msgs := make([]*enqueue.Message, 0, len(req.Messages))
-	index := make([]int, 0, len(req.Messages))
-	for i, raw := range req.Messages {
+	items := make([]batchItem, len(raws))
+	msgs := make([]*enqueue.Message, 0, len(raws))
+	index := make([]int, 0, len(raws))
+	for i, raw := range raws {
 		items[i].Index = i
 		m, err := enqueue.DecodeMessage(raw)
 		if err == nil {
@@ -216,4 +195,31 @@ func (s *Server) cancelMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, rec)
+}
+
+// readBatch reads the body of the batch and validation routes,
+// {"messages":[...]} with 1 to MaxBatchSize messages.
+func readBatch(w http.ResponseWriter, r *http.Request) ([]json.RawMessage, error) {
+	body, err := readBody(w, r, MaxBatchBody)
+	if err != nil {
+		return nil, err
+	}
+	var req struct {
+		Messages []json.RawMessage `json:"messages"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return nil, &enqueue.ValidationError{Field: "body", Reason: "must be {\"messages\":[...]}: " + err.Error()}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, &enqueue.ValidationError{Field: "body", Reason: "must be {\"messages\":[...]} alone: unexpected data after it"}
+	}
+	switch n := len(req.Messages); {
+	case n == 0:
+		return nil, &enqueue.ValidationError{Field: "messages", Reason: "must hold at least one message"}
+	case n > MaxBatchSize:
+		return nil, &enqueue.ValidationError{Field: "messages", Reason: "must hold at most 1000 messages"}
+	}
+	return req.Messages, nil
 }

@@ -55,6 +55,13 @@ export function duration(from, to) {
   return `${Math.floor(m / 60)}h ${m % 60}m`;
 }
 
+// gap says how long after the entry before an entry came: "+1.2s", or
+// "−600ms" when a webhook's own time (the provider's clock, often in whole
+// seconds) is earlier than chatq's previous entry.
+export function gap(from, to) {
+  return new Date(to) < new Date(from) ? `−${duration(to, from)}` : `+${duration(from, to)}`;
+}
+
 export function ErrorBox({ error }) {
   if (!error) return null;
   return (

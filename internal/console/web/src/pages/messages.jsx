@@ -1,7 +1,7 @@
 import { useState } from 'preact/hooks';
 import { del, get, post, qs } from '../api.js';
 import { href, navigate } from '../router.js';
-import { Card, Empty, ErrorBox, STATUS_COLORS, Status, Time, ago, duration, usePoll } from '../ui.jsx';
+import { Card, Empty, ErrorBox, STATUS_COLORS, Status, Time, ago, duration, gap, usePoll } from '../ui.jsx';
 
 const STATUSES = ['scheduled', 'queued', 'sending', 'retrying', 'submitted', 'enqueued', 'sent', 'delivered', 'read', 'failed', 'dead', 'expired', 'canceled'];
 // Statuses after which nothing more happens on its own.
@@ -131,7 +131,7 @@ function Timeline({ record }) {
           <span class="dot" style={{ borderColor: STATUS_COLORS[e.status] || '#999' }} />
           <div class="when">
             <Time at={e.at} />
-            {i > 0 ? <span class="gap">+{duration(h[i - 1].at, e.at)}</span> : null}
+            {i > 0 ? <span class="gap">{gap(h[i - 1].at, e.at)}</span> : null}
           </div>
           <div class="what">
             <Status status={e.status} />

@@ -1,13 +1,20 @@
 package worker_test
 
 import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/chatq/chatq/api"
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/policy"
+	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/sandbox"
 	"github.com/chatq/chatq/internal/store"
@@ -107,4 +114,47 @@ func TestAccountCallLimitBacksOffTheWholeSender(t *testing.T) {
 	if at := acceptedAt(t, b.sandbox, "447700000029"); len(at) != 1 || at[0].Sub(refused) < 2500*time.Millisecond {
 		t.Errorf("another message of the sender was accepted at %v, the refusal at %v: the sender did not back off for 3s", at, refused)
 	}
+}
+
+// A country the business may not message (130497) ends the message, as
+// before, and from then on enqueue refuses the sender's messages to that
+// country; other countries go on.
+func TestRefusedCountryIsRefusedAtEnqueueFromThenOn(t *testing.T) {
+	t.Parallel()
+	b := setup(t, sandbox.Config{}, false)
+	ctx := context.Background()
+	checker := policy.New(b.rdb, policy.Config{})
+	a, err := api.New(api.Config{APIKeys: []string{"k"}, WebhookSecret: "hook", Policy: checker}, b.client, b.store, b.log.Named("api"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiSrv := httptest.NewServer(a)
+	t.Cleanup(apiSrv.Close)
+	if err := b.ca.RegisterWebhook(ctx, apiSrv.URL+"/webhooks/chatarchitect/hook"); err != nil {
+		t.Fatal(err)
+	}
+	client := enqueue.NewClient(b.rdb, enqueue.Config{MaxRetry: 3, Policy: enqueue.CheckerPolicy(checker)})
+	t.Cleanup(func() { client.Close() })
+	b.worker(t, b.ca, worker.Config{Concurrency: 2, Conversation: &worker.Conversation{Policy: checker}})
+
+	ids := b.sendAll(t, client, []*enqueue.Message{text("4915100000012", "to a country refused to the business")})
+	r := b.waitAll(t, ids, 20*time.Second, func(r *store.Record) bool { return r.Status.Final() })[0]
+	if r.Status != store.Failed || r.LastError == nil || r.LastError.Code != "130497" {
+		t.Fatalf("the refused message: %s %+v", r.Status, r.LastError)
+	}
+	var refused error
+	poll.Until(t, 10*time.Second, "enqueue refuses the country", func() (bool, string) {
+		res, err := client.SendBatch(ctx, []*enqueue.Message{text("4915100000099", "another to the same country")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused = res[0].Err
+		return refused != nil, "accepted"
+	})
+	var pe *enqueue.PolicyError
+	if !errors.As(refused, &pe) || pe.Code != policy.CodeCountryRefused || pe.Field != "destination" || !strings.Contains(pe.Reason, "+49 ") {
+		t.Errorf("refusal %v, want country_refused naming +49", refused)
+	}
+	ids = b.sendAll(t, client, []*enqueue.Message{text("447700000099", "to another country")})
+	b.waitAll(t, ids, 20*time.Second, func(r *store.Record) bool { return r.Status != store.Queued && r.Status != store.Sending })
 }

@@ -45,7 +45,7 @@ func TestNumberInMaintenanceIsRetriedWithoutUsingTheRetryBudget(t *testing.T) {
 	t.Parallel()
 	b := setup(t, sandbox.Config{}, false)
 	b.worker(t, b.ca, worker.Config{Concurrency: 2, Retry: worker.Policy{MaxRetry: 0, BaseDelay: 100 * time.Millisecond, MaxDelay: time.Second}})
-	ids := b.sendAll(t, b.client, []*enqueue.Message{text("447700000013", "in maintenance once")})
+	ids := b.sendAll(t, b.client, []*enqueue.Message{text("447700000015", "in maintenance once")})
 	r := b.waitAll(t, ids, 20*time.Second, func(r *store.Record) bool { return r.Status == store.Submitted || r.Status == store.Dead })[0]
 	if r.Status != store.Submitted {
 		t.Fatalf("status %s, want submitted: %+v", r.Status, r.History)
@@ -94,7 +94,7 @@ func TestAccountCallLimitBacksOffTheWholeSender(t *testing.T) {
 	b := setup(t, sandbox.Config{}, false)
 	b.worker(t, b.ca, worker.Config{Concurrency: 2, Retry: worker.Policy{MaxRetry: 0, BaseDelay: 100 * time.Millisecond, MaxDelay: time.Second},
 		Flow: limits(ratelimit.Config{Rate: 10, MaxRetryAfter: 3 * time.Second})})
-	ids := b.sendAll(t, b.client, []*enqueue.Message{text("447700000014", "refused by the account limit once")})
+	ids := b.sendAll(t, b.client, []*enqueue.Message{text("447700000016", "refused by the account limit once")})
 	b.waitAll(t, ids, 10*time.Second, func(r *store.Record) bool { return r.Status == store.Retrying })
 	ids = append(ids, b.sendAll(t, b.client, []*enqueue.Message{text("447700000029", "to someone else")})...)
 	recs := b.waitAll(t, ids, 20*time.Second, func(r *store.Record) bool { return r.Status == store.Submitted || r.Status == store.Dead })

@@ -540,8 +540,8 @@ const (
 	magicHoldOut                    // 0010
 	magicSpamLimit                  // 0011
 	magicCountryRefused             // 0012
-	magicMaintenance                // 0013
-	magicAccountLimit               // 0014
+	magicMaintenance                // 0015
+	magicAccountLimit               // 0016
 )
 
 func magicOf(number string) magicNumber {
@@ -573,9 +573,9 @@ func magicOf(number string) magicNumber {
 		return magicSpamLimit
 	case "0012":
 		return magicCountryRefused
-	case "0013":
+	case "0015":
 		return magicMaintenance
-	case "0014":
+	case "0016":
 		return magicAccountLimit
 	}
 	return magicNone

@@ -25,9 +25,9 @@
 //	0011  spam rate limit: 429 with code 131048 on the first attempt,
 //	      accepted on the next
 //	0012  country refused: every message fails with 130497
-//	0013  number in maintenance: 503 with code 131057 on the first attempt,
+//	0015  number in maintenance: 503 with code 131057 on the first attempt,
 //	      accepted on the next
-//	0014  account API call limit: 429 with code 80007 on the first attempt,
+//	0016  account API call limit: 429 with code 80007 on the first attempt,
 //	      accepted on the next
 //	other accepted, enqueued, sent, delivered, read
 //

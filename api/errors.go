@@ -52,6 +52,7 @@ var errorCodes = map[string]int{
 	policy.CodeTemplateParams:      http.StatusUnprocessableEntity,
 	policy.CodeCallbackURL:         http.StatusUnprocessableEntity,
 	policy.CodeUSMarketing:         http.StatusUnprocessableEntity,
+	policy.CodeCountryRefused:      http.StatusUnprocessableEntity,
 	"unknown_sender":               http.StatusUnprocessableEntity, // the message names a sender the key's tenant does not have
 	"internal":                     http.StatusInternalServerError, // a defect; logged, never bad input
 	"upstream_error":               http.StatusBadGateway,          // ChatArchitect failed a call passed through to it

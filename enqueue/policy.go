@@ -28,7 +28,7 @@ type Policy interface {
 // PolicyError is a message the conversation policy refuses. Code says why
 // ("suppressed", "window_closed", "unknown_template",
 // "template_not_approved", "template_params", "callback_url_refused",
-// "us_marketing_blocked"),
+// "us_marketing_blocked", "country_refused"),
 // Field names the refused part of the message, as in ValidationError.
 type PolicyError = policy.Error
 

@@ -588,8 +588,10 @@ func (f *flow) circuitHold(trial bool) *hold {
 
 // rateLimited answers the upstream's refusal of a send as too many. A
 // pair-rate refusal (131056) backs that recipient off; any other lowers the
-// whole sender's rate and honours the Retry-After for every worker.
-func (f *flow) rateLimited(ctx context.Context, log *zap.Logger, recipient string, info store.ErrorInfo, retryAfter time.Duration) *hold {
+// whole sender's rate and honours the Retry-After for every worker. marker
+// is the code's (chatarchitect.Marker): a spam rate limit (131048) is also
+// an alert, the sender's quality being too low for its pace.
+func (f *flow) rateLimited(ctx context.Context, log *zap.Logger, recipient string, info store.ErrorInfo, marker chatarchitect.Marker, retryAfter time.Duration) *hold {
 	if f != nil {
 		retryAfter = min(retryAfter, f.limiter.Config().MaxRetryAfter)
 	}
@@ -613,8 +615,17 @@ func (f *flow) rateLimited(ctx context.Context, log *zap.Logger, recipient strin
 		return h
 	}
 	f.update(func(s *flowState) { s.blockedUntil = f.now().Add(st.Blocked) })
-	log.Warn("ChatArchitect throttled the sender: rate lowered", zap.Float64("rate_factor", st.Factor), zap.Duration("retry_after", retryAfter))
-	h.note = fmt.Sprintf("throttled by ChatArchitect: the sender's rate is lowered to %.0f%% for a while", st.Factor*100)
+	switch marker {
+	case chatarchitect.MarkerSenderSpam:
+		log.Error("quality too low: rate halved", zap.Float64("rate_factor", st.Factor), zap.String("reason", info.Message))
+		h.note = fmt.Sprintf("spam rate limit (131048), the sender's quality is too low: its rate halved to %.0f%% for a while", st.Factor*100)
+	case chatarchitect.MarkerAccountWide:
+		log.Warn("the account's API call limit: the sender backs off", zap.Float64("rate_factor", st.Factor), zap.Duration("retry_after", retryAfter))
+		h.note = "the account's API call limit (80007): the sender backs off " + roundWait(retryAfter)
+	default:
+		log.Warn("ChatArchitect throttled the sender: rate lowered", zap.Float64("rate_factor", st.Factor), zap.Duration("retry_after", retryAfter))
+		h.note = fmt.Sprintf("throttled by ChatArchitect: the sender's rate is lowered to %.0f%% for a while", st.Factor*100)
+	}
 	return h
 }
 

@@ -66,6 +66,16 @@ func NewHandler(st *store.Store, sender Sender, policy Policy, worker string, lo
 		unrecorded: newUnrecorded(st, log)}
 }
 
+// maintenanceWait is how long a message waits after its business number
+// was found in maintenance (131057), which lasts up to a minute: a few
+// tries within it rather than one after it.
+const maintenanceWait = 5 * time.Second
+
+// accountLimitWait is how long a sender holds back after the account's API
+// call limit (80007), which says no Retry-After of its own; the sender's
+// MaxRetryAfter caps it.
+const accountLimitWait = time.Minute
+
 // retryError is a failure worth another attempt. Its delay, when set,
 // replaces the backoff (a Retry-After); rate limits do not use up the retry
 // budget.
@@ -279,6 +289,16 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, fl *flow, rec *stor
 	errors.As(sendErr, &apiErr)
 	log = log.With(zap.String("class", info.Class), zap.String("code", info.Code))
 
+	if apiErr != nil && apiErr.Marker == chatarchitect.MarkerNotAFailure {
+		// The number is busy for a minute at most: nothing is wrong with
+		// the message, so the retry budget stays whole.
+		log.Info("business number in maintenance, will retry", zap.String("reason", info.Message), zap.Duration("in", maintenanceWait))
+		h.metrics.Retry(info.Class, false)
+		h.metrics.SenderRetry(h.senderLabel(rec), info.Class)
+		note := "the business number is in maintenance (131057): retried in " + roundWait(maintenanceWait) + ", not counted as a failure"
+		return h.hold(ctx, log, id, &hold{delay: maintenanceWait, note: note, err: &info})
+	}
+
 	switch chatarchitect.Class(info.Class) {
 	case chatarchitect.ClassPermanent, chatarchitect.ClassPolicy:
 		if err := h.moveDead(ctx, rec, store.Change{Error: &info, Note: "refused by ChatArchitect"}); err != nil {
@@ -290,15 +310,20 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, fl *flow, rec *stor
 		// Retried without using up the retry budget, once the sender (or
 		// that recipient) has slowed down. Flow control logs it.
 		var retryAfter time.Duration
+		var marker chatarchitect.Marker
 		if apiErr != nil {
-			retryAfter = apiErr.RetryAfter
+			retryAfter, marker = apiErr.RetryAfter, apiErr.Marker
+		}
+		if marker == chatarchitect.MarkerAccountWide {
+			// The account's API call limit comes without a Retry-After.
+			retryAfter = max(retryAfter, accountLimitWait)
 		}
 		if fl == nil {
 			log.Warn("rate limited by ChatArchitect, will retry", zap.String("reason", info.Message), zap.Duration("retry_after", retryAfter))
 		}
 		h.metrics.Retry(info.Class, false)
 		h.metrics.SenderRetry(h.senderLabel(rec), info.Class)
-		return h.hold(ctx, log, id, fl.rateLimited(ctx, log, rec.Destination, info, retryAfter))
+		return h.hold(ctx, log, id, fl.rateLimited(ctx, log, rec.Destination, info, marker, retryAfter))
 	case chatarchitect.ClassAccount:
 		// Every message would fail alike: the circuit breaker pauses
 		// sending rather than burn each message's retries.

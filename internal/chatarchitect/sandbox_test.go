@@ -270,6 +270,11 @@ func TestSandboxMagicDestinations(t *testing.T) {
 			Reason: "Spam rate limit hit: message failed to send because there are restrictions on how many messages can be sent from this phone number",
 			Class:  chatarchitect.ClassRateLimited, Marker: chatarchitect.MarkerSenderSpam}},
 		{suffix: "0012"},
+		{suffix: "0015", retried: true, first: &chatarchitect.APIError{StatusCode: 503, Code: "131057", Reason: "Business Account is in maintenance mode",
+			Class: chatarchitect.ClassRetryable, Marker: chatarchitect.MarkerNotAFailure}},
+		{suffix: "0016", retried: true, first: &chatarchitect.APIError{StatusCode: 429, Code: "80007",
+			Reason: "Rate limit issues: the WhatsApp Business Account has reached its rate limit",
+			Class:  chatarchitect.ClassRateLimited, Marker: chatarchitect.MarkerAccountWide}},
 	}
 	env := newSandbox(t, sandbox.Config{})
 	for _, tt := range tests {

@@ -30,6 +30,7 @@ const (
 	CodeTemplateParams      = "template_params"
 	CodeCallbackURL         = "callback_url_refused"
 	CodeUSMarketing         = "us_marketing_blocked"
+	CodeCountryRefused      = "country_refused"
 )
 
 // Error is a message the conversation policy refuses. Field is the JSON
@@ -104,6 +105,8 @@ type Checker struct {
 	Windows *Windows
 	// Templates is the sender's template cache.
 	Templates *Templates
+	// Countries is the country codes the sender may not message.
+	Countries *Countries
 }
 
 // templateCaches is the template cache of each sender, made on first use.
@@ -136,6 +139,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Checker {
 		Suppressions: newSuppressions(rdb, cfg.Now, defaultTenant),
 		Windows:      &Windows{rdb: rdb, ttl: cfg.WindowTTL},
 		Templates:    env,
+		Countries:    &Countries{rdb: rdb},
 	}
 }
 
@@ -149,6 +153,7 @@ func (c *Checker) ForSender(sender string) *Checker {
 	t := *c
 	t.Windows = c.WindowsOf(sender)
 	t.Templates = c.templatesOf(c.senderOf(sender))
+	t.Countries = &Countries{rdb: c.rdb, sender: c.senderOf(sender)}
 	return &t
 }
 
@@ -310,10 +315,18 @@ func (c *Checker) Check(ctx context.Context, subjects []Subject) ([]error, error
 	if err != nil {
 		return nil, err
 	}
+	refused, err := c.Countries.Refused(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var windowed []int
 	for i, s := range subjects {
 		if sup[i] != nil {
 			errs[i] = suppressedError(sup[i])
+			continue
+		}
+		if cc := chatarchitect.CountryCallingCode(s.Destination); refused[cc] {
+			errs[i] = countryRefusedError(cc)
 			continue
 		}
 		for _, use := range []*TemplateUse{s.Template, s.Fallback} {
@@ -489,11 +502,15 @@ const (
 	LearnedNothing      Learned = ""
 	LearnedOptOut       Learned = "suppressed"
 	LearnedWindowClosed Learned = "window_closed"
+	// LearnedCountryRefused: the sender may not message the recipient's
+	// country (Countries).
+	LearnedCountryRefused Learned = "country_refused"
 )
 
 // LearnFailure records what a failed send or failed delivery event says
 // about its recipient: an opt-out code suppresses them, a closed-window
-// code marks their window closed. source is SourceWebhook or SourceSend.
+// code marks their window closed, a country refusal (130497) refuses their
+// country to the sender. source is SourceWebhook or SourceSend.
 func (c *Checker) LearnFailure(ctx context.Context, destination, code, reason, source string, at time.Time) (Learned, error) {
 	if destination == "" {
 		return LearnedNothing, nil
@@ -509,6 +526,8 @@ func (c *Checker) LearnFailure(ctx context.Context, destination, code, reason, s
 		return LearnedOptOut, err
 	case chatarchitect.IsWindowClosedCode(code):
 		return LearnedWindowClosed, c.Windows.Closed(ctx, destination, at)
+	case IsCountryRefusedCode(code):
+		return LearnedCountryRefused, c.Countries.Refuse(ctx, chatarchitect.CountryCallingCode(destination))
 	}
 	return LearnedNothing, nil
 }
@@ -526,4 +545,11 @@ func (c *Checker) UserEvent(ctx context.Context, phone, eventType string, at tim
 		return c.Suppressions.OptIn(ctx, phone, at)
 	}
 	return "", nil
+}
+
+// IsCountryRefusedCode reports whether a failure code says that the
+// business may not message users in the recipient's country (130497).
+func IsCountryRefusedCode(code string) bool {
+	info, _ := chatarchitect.LookupCode(code)
+	return info.Marker == chatarchitect.MarkerCountryRefused
 }

@@ -388,6 +388,12 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 			s.hang(w, r)
 		case magicSpamLimit:
 			s.spamLimited(w)
+		case magicMaintenance:
+			s.stats.throttled.Add(1)
+			writeJSON(w, http.StatusServiceUnavailable, answer{Status: "error", Message: reasonMaintenance, Code: codeMaintenance})
+		case magicAccountLimit:
+			s.stats.throttled.Add(1)
+			writeJSON(w, http.StatusTooManyRequests, answer{Status: "error", Message: reasonAccountLimit, Code: codeAccountLimit})
 		}
 		return
 	}
@@ -534,6 +540,8 @@ const (
 	magicHoldOut                    // 0010
 	magicSpamLimit                  // 0011
 	magicCountryRefused             // 0012
+	magicMaintenance                // 0015
+	magicAccountLimit               // 0016
 )
 
 func magicOf(number string) magicNumber {
@@ -565,13 +573,21 @@ func magicOf(number string) magicNumber {
 		return magicSpamLimit
 	case "0012":
 		return magicCountryRefused
+	case "0015":
+		return magicMaintenance
+	case "0016":
+		return magicAccountLimit
 	}
 	return magicNone
 }
 
 // counted reports whether the outcome depends on the attempt's rank.
 func (m magicNumber) counted() bool {
-	return m == magicServerError || m == magicThrottle || m == magicHang || m == magicSpamLimit
+	switch m {
+	case magicServerError, magicThrottle, magicHang, magicSpamLimit, magicMaintenance, magicAccountLimit:
+		return true
+	}
+	return false
 }
 
 // fate is what happens to an accepted message.
@@ -663,6 +679,10 @@ const (
 	codeSpamLimit          = 131048
 	reasonSpamLimit        = "Spam rate limit hit: message failed to send because there are restrictions on how many messages can be sent from this phone number"
 	codeCountryRefused     = 130497
+	codeMaintenance        = 131057
+	reasonMaintenance      = "Business Account is in maintenance mode"
+	codeAccountLimit       = 80007
+	reasonAccountLimit     = "Rate limit issues: the WhatsApp Business Account has reached its rate limit"
 	reasonCountryRefused   = "Business account is restricted from messaging users in this country"
 	codeTemplatePaused     = 132015
 	reasonTemplatePaused   = "Template is paused due to low quality"

@@ -25,6 +25,10 @@
 //	0011  spam rate limit: 429 with code 131048 on the first attempt,
 //	      accepted on the next
 //	0012  country refused: every message fails with 130497
+//	0015  number in maintenance: 503 with code 131057 on the first attempt,
+//	      accepted on the next
+//	0016  account API call limit: 429 with code 80007 on the first attempt,
+//	      accepted on the next
 //	other accepted, enqueued, sent, delivered, read
 //
 // Marketing templates to +1 (US) numbers fail with 131049, as WhatsApp's

@@ -204,33 +204,41 @@ type accountRequest struct {
 	Destination string `json:"destination"`
 }
 
-func (a accountRequest) check() error {
-	if a.Channel != "" && a.Channel != enqueue.ChannelWhatsApp {
-		return &enqueue.ValidationError{Field: "channel", Reason: "must be \"whatsapp\""}
+func (a *accountRequest) account() *accountRequest { return a }
+
+// readAccount reads the body of an account route (/getHSM,
+// /submit_template, /webhook) into req, a struct that embeds
+// accountRequest, checks its channel and returns the app's sender its
+// destination names. On failure it has answered, and ok is false.
+func (s *Server) readAccount(w http.ResponseWriter, r *http.Request, app []senders.Sender, req interface{ account() *accountRequest }) (x senders.Sender, ok bool) {
+	body, ok := s.readDropIn(w, r, maxDropInBody)
+	if !ok {
+		return x, false
 	}
-	return nil
+	if err := decodeObject(body, req); err != nil {
+		s.caFail(w, err)
+		return x, false
+	}
+	a := req.account()
+	if a.Channel != "" && a.Channel != enqueue.ChannelWhatsApp {
+		s.caFail(w, &enqueue.ValidationError{Field: "channel", Reason: "must be \"whatsapp\""})
+		return x, false
+	}
+	x, err := pick(app, "destination", a.Destination)
+	if err != nil {
+		s.caFail(w, err)
+		return x, false
+	}
+	return x, true
 }
 
 func (s *Server) dropInTemplates(w http.ResponseWriter, r *http.Request, app []senders.Sender) {
-	body, ok := s.readDropIn(w, r, maxDropInBody)
-	if !ok {
-		return
-	}
 	var req struct {
 		accountRequest
 		GetHSM any `json:"getHSM"`
 	}
-	if err := decodeObject(body, &req); err != nil {
-		s.caFail(w, err)
-		return
-	}
-	if err := req.check(); err != nil {
-		s.caFail(w, err)
-		return
-	}
-	x, err := pick(app, "destination", req.Destination)
-	if err != nil {
-		s.caFail(w, err)
+	x, ok := s.readAccount(w, r, app, &req)
+	if !ok {
 		return
 	}
 	list, err := s.upstreamOf(x).Templates(r.Context())
@@ -242,29 +250,16 @@ func (s *Server) dropInTemplates(w http.ResponseWriter, r *http.Request, app []s
 }
 
 func (s *Server) dropInSubmit(w http.ResponseWriter, r *http.Request, app []senders.Sender) {
-	body, ok := s.readDropIn(w, r, maxDropInBody)
-	if !ok {
-		return
-	}
 	var req struct {
 		accountRequest
 		Submit *chatarchitect.TemplateSubmission `json:"submit_template"`
 	}
-	if err := decodeObject(body, &req); err != nil {
-		s.caFail(w, err)
-		return
-	}
-	if err := req.check(); err != nil {
-		s.caFail(w, err)
+	x, ok := s.readAccount(w, r, app, &req)
+	if !ok {
 		return
 	}
 	if req.Submit == nil {
 		s.caFail(w, &enqueue.ValidationError{Field: "submit_template", Reason: "is required"})
-		return
-	}
-	x, err := pick(app, "destination", req.Destination)
-	if err != nil {
-		s.caFail(w, err)
 		return
 	}
 	t, err := s.upstreamOf(x).SubmitTemplate(r.Context(), *req.Submit)
@@ -277,21 +272,13 @@ func (s *Server) dropInSubmit(w http.ResponseWriter, r *http.Request, app []send
 }
 
 func (s *Server) dropInWebhook(w http.ResponseWriter, r *http.Request, app []senders.Sender) {
-	body, ok := s.readDropIn(w, r, maxDropInBody)
-	if !ok {
-		return
-	}
 	var req struct {
 		accountRequest
 		Webhook  string `json:"webhook"`
 		Separate any    `json:"webhook_separate"`
 	}
-	if err := decodeObject(body, &req); err != nil {
-		s.caFail(w, err)
-		return
-	}
-	if err := req.check(); err != nil {
-		s.caFail(w, err)
+	x, ok := s.readAccount(w, r, app, &req)
+	if !ok {
 		return
 	}
 	u, err := url.Parse(req.Webhook)
@@ -306,11 +293,6 @@ func (s *Server) dropInWebhook(w http.ResponseWriter, r *http.Request, app []sen
 	if host := u.Hostname(); !s.cfg.AllowPrivateWebhooks && privateHost(host) {
 		s.caFail(w, &enqueue.ValidationError{Field: "webhook", Reason: "is refused: " + host +
 			" is not a public address, and chatq forwards webhooks to public addresses only (CHATQ_CALLBACK_ALLOW_PRIVATE allows private ones)"})
-		return
-	}
-	x, err := pick(app, "destination", req.Destination)
-	if err != nil {
-		s.caFail(w, err)
 		return
 	}
 	if err := s.cfg.Senders.SetWebhookURL(r.Context(), x.Number, u.String()); err != nil {

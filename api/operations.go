@@ -100,7 +100,7 @@ func tenantOf(r *http.Request, q url.Values, all bool) (string, error) {
 }
 
 func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) {
-	q, err := query(r, "batch_id", "status", "destination", "cursor", "limit", "tenant")
+	q, err := query(r, "batch_id", "status", "destination", "waiting", "cursor", "limit", "tenant")
 	if err != nil {
 		writeError(w, err, s.log)
 		return
@@ -110,9 +110,13 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	f := store.MessageFilter{Tenant: tenant, BatchID: q.Get("batch_id"), Destination: q.Get("destination")}
-	if f.BatchID == "" && f.Destination == "" {
-		writeError(w, &enqueue.ValidationError{Field: "batch_id", Reason: "is required, or destination: messages are listed by campaign or by recipient"}, s.log)
+	f := store.MessageFilter{Tenant: tenant, BatchID: q.Get("batch_id"), Destination: q.Get("destination"), Waiting: store.WaitReason(q.Get("waiting"))}
+	if f.Waiting != "" && !f.Waiting.Valid() {
+		writeError(w, &enqueue.ValidationError{Field: "waiting", Reason: "must be one of " + waitReasonList() + "; not " + strconv.Quote(string(f.Waiting))}, s.log)
+		return
+	}
+	if f.BatchID == "" && f.Destination == "" && f.Waiting == "" {
+		writeError(w, &enqueue.ValidationError{Field: "batch_id", Reason: "is required, or destination, or waiting: messages are listed by campaign, by recipient or by what they wait for"}, s.log)
 		return
 	}
 	if f.Destination != "" {
@@ -145,6 +149,15 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) {
 		Messages   []*store.Record `json:"messages"`
 		NextCursor *string         `json:"next_cursor"`
 	}{nonNil(p.Records), nextCursor(p.Next)})
+}
+
+// waitReasonList names the reasons a message may wait for, for an error.
+func waitReasonList() string {
+	names := make([]string, 0, len(store.WaitReasons()))
+	for _, r := range store.WaitReasons() {
+		names = append(names, string(r))
+	}
+	return strings.Join(names, ", ")
 }
 
 // nonNil makes an empty list [] in JSON, not null.

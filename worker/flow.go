@@ -101,17 +101,25 @@ var errStopping = errors.New("worker stopping")
 // for its slot: it was not sent.
 var errExpired = errors.New("expired before its send")
 
-// hold is a message that flow control keeps back: it is recorded as
-// retrying, with a note, and its task is handed back to run after delay.
+// hold is a message that flow control keeps back. Before its send, it
+// waits (Handler.wait): its status unchanged, the record says why and
+// until when, and the due index gives it a new task after delay. After a
+// failed send, it is recorded as retrying, with a note, and its task is
+// handed back to run after delay (Handler.hold).
 type hold struct {
 	delay time.Duration
 	note  string
+	// reason is what the message waits for.
+	reason store.WaitReason
+	// open: the wait's end is unknown (a pause, an open circuit); delay is
+	// then when the message looks again.
+	open bool
+	// pairSlot, if set, is the slot the message holds on its recipient's
+	// schedule, which it keeps through the wait.
+	pairSlot time.Time
 	// err, if set, becomes the record's last_error: the upstream's answer
 	// that caused the hold.
 	err *store.ErrorInfo
-	// unsent: the message was held back before its send, so this take-up
-	// is no attempt.
-	unsent bool
 }
 
 // flowState is what a worker caches of the shared state, to check it
@@ -324,17 +332,21 @@ func (f *flow) maybeProbe(ctx context.Context) {
 // counts against the daily cap, which a refusal gives back.
 func (h *Handler) admit(ctx context.Context, log *zap.Logger, fl *flow, rec *store.Record) (stop bool, claim ratelimit.Claim, err error) {
 	hd, claim, err := fl.admit(ctx, rec)
+	if errors.Is(err, errStopping) {
+		// Handed back as it was: asynq runs the task again, on this worker
+		// once it restarts or on another, with nothing recorded.
+		return true, claim, &retryError{err: fmt.Errorf("flow control of %s: %w", rec.ID, err), delay: time.Second, rateLimited: true}
+	}
 	if err != nil {
 		return true, claim, fmt.Errorf("flow control of %s: %w", rec.ID, err)
 	}
 	if hd != nil {
-		hd.unsent = true
-		return true, claim, h.hold(ctx, log, rec.ID, hd)
+		return true, claim, h.wait(ctx, log, rec, hd)
 	}
 	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
 		fl.settle(ctx, log, rec.ID, errExpired) // not sent: no trial
 		fl.uncount(ctx, log, claim)
-		if _, _, err := h.store.Move(ctx, rec.ID, store.Change{Status: store.Expired, Note: "expires_at passed while it waited for its send slot", Unsent: true, Task: taskOf(ctx)}); err != nil {
+		if _, _, err := h.store.Move(ctx, rec.ID, store.Change{Status: store.Expired, Note: "expires_at passed while it waited for its send slot", Task: taskOf(ctx)}); err != nil {
 			return true, claim, fmt.Errorf("expire %s: %w", rec.ID, err)
 		}
 		log.Info("message expired before it was sent")
@@ -354,12 +366,37 @@ func (f *flow) uncount(ctx context.Context, log *zap.Logger, c ratelimit.Claim) 
 	}
 }
 
-// hold records a message that flow control keeps back as retrying, with a
-// note, and hands its task back to run after the hold without using up its
-// retry budget.
+// wait records that a message flow control keeps back before its send
+// waits, its status unchanged (no history entry, no callback), and ends
+// its task: the due index gives it a new one when the wait ends.
+func (h *Handler) wait(ctx context.Context, log *zap.Logger, rec *store.Record, hd *hold) error {
+	now := h.now()
+	due := now.Add(hd.delay)
+	w := store.Waiting{Reason: hd.reason, Since: now}
+	if rec.Waiting != nil && rec.Waiting.Reason == hd.reason {
+		w.Since = rec.Waiting.Since // the same wait goes on
+	}
+	if !hd.open {
+		w.Until = &due
+	}
+	err := h.store.Wait(ctx, rec, taskOf(ctx), w, due, hd.pairSlot)
+	if errors.Is(err, store.ErrRefused) {
+		log.Debug("not held: the message moved on meanwhile", zap.Error(err))
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("record wait of %s: %w", rec.ID, err)
+	}
+	log.Debug("message waits", zap.String("reason", string(hd.reason)), zap.Duration("for", hd.delay))
+	return nil
+}
+
+// hold records a message that flow control keeps back after a failed send
+// as retrying, with a note, and hands its task back to run after the hold
+// without using up its retry budget.
 func (h *Handler) hold(ctx context.Context, log *zap.Logger, id string, hd *hold) error {
 	due := h.now().Add(hd.delay)
-	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Note: hd.note, Error: hd.err, At: h.now(), Due: due, Unsent: hd.unsent, Task: taskOf(ctx)}); err != nil {
+	if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Retrying, Note: hd.note, Error: hd.err, At: h.now(), Due: due, Task: taskOf(ctx)}); err != nil {
 		return fmt.Errorf("record hold of %s: %w", id, err)
 	}
 	log.Debug("message held back", zap.String("note", hd.note), zap.Duration("for", hd.delay))
@@ -387,9 +424,6 @@ func (f *flow) admit(ctx context.Context, rec *store.Record) (*hold, ratelimit.C
 		f.uncount(ctx, f.log, claim)
 		claim = ratelimit.Claim{}
 	}
-	if errors.Is(err, errStopping) {
-		return &hold{delay: time.Millisecond, note: "handed back: the worker is stopping"}, claim, nil
-	}
 	return h, claim, err
 }
 
@@ -415,7 +449,7 @@ func (f *flow) check(ctx context.Context, rec *store.Record, claim *ratelimit.Cl
 			}
 		}()
 	}
-	if h, err := f.takePair(ctx, rec.Destination); h != nil || err != nil {
+	if h, err := f.takePair(ctx, rec); h != nil || err != nil {
 		return h, err
 	}
 	transactional := rec.Priority != string(enqueue.Bulk)
@@ -447,22 +481,28 @@ func (f *flow) check(ctx context.Context, rec *store.Record, claim *ratelimit.Cl
 	}
 }
 
-// takePair takes the message's place in its recipient's pair limit,
-// sleeping through a short wait.
-func (f *flow) takePair(ctx context.Context, recipient string) (*hold, error) {
-	for {
-		wait, err := f.limiter.TakePair(ctx, recipient)
-		if err != nil || wait == 0 {
-			return nil, err
-		}
-		f.waited("pair", wait)
-		if wait > f.cfg.MaxSleep {
-			return &hold{delay: wait, note: "waiting " + roundWait(wait) + " for the per-recipient limit"}, nil
-		}
-		if err := f.sleep(ctx, wait); err != nil {
+// takePair gives the message its slot on its recipient's schedule (the
+// pair limit): the one it reserved before it waited, or a new one. It
+// sleeps through a short wait; a longer one is a hold that keeps the slot.
+func (f *flow) takePair(ctx context.Context, rec *store.Record) (*hold, error) {
+	var wait time.Duration
+	if rec.PairSlot != nil {
+		wait = rec.PairSlot.Sub(f.now())
+	} else {
+		var err error
+		if wait, err = f.limiter.ReservePair(ctx, rec.Destination); err != nil {
 			return nil, err
 		}
 	}
+	if wait <= 0 {
+		return nil, nil
+	}
+	f.waited("pair", wait)
+	if wait > f.cfg.MaxSleep {
+		return &hold{delay: wait, reason: store.WaitPairRate, pairSlot: f.now().Add(wait),
+			note: "waiting " + roundWait(wait) + " for the per-recipient limit"}, nil
+	}
+	return nil, f.sleep(ctx, wait)
 }
 
 // reserve gets the message a send slot from the shared limits, sleeping
@@ -504,18 +544,18 @@ func (f *flow) reserve(ctx context.Context, recipient string, transactional bool
 // holdFor explains a Decision that reserved nothing.
 func holdFor(d ratelimit.Decision) *hold {
 	w := roundWait(d.Wait)
-	var note string
+	h := &hold{delay: d.Wait}
 	switch d.Reason {
 	case ratelimit.ReasonBlocked:
-		note = "waiting " + w + ": ChatArchitect asked to slow down (Retry-After)"
+		h.reason, h.note = store.WaitThrottled, "waiting "+w+": ChatArchitect asked to slow down (Retry-After)"
 	case ratelimit.ReasonRecipient:
-		note = "waiting " + w + ": ChatArchitect refused a message to this recipient as too frequent (131056)"
+		h.reason, h.note = store.WaitPairRate, "waiting "+w+": ChatArchitect refused a message to this recipient as too frequent (131056)"
 	case ratelimit.ReasonDaily:
-		note = "waiting " + w + " for the daily limit on unique recipients"
+		h.reason, h.note = store.WaitDailyLimit, "waiting "+w+" for the daily limit on unique recipients"
 	default:
-		note = "waiting " + w + " for the sender's rate limit"
+		h.reason, h.note = store.WaitSenderRate, "waiting "+w+" for the sender's rate limit"
 	}
-	return &hold{delay: d.Wait, note: note}
+	return h
 }
 
 // circuitGate is the circuit breaker's part of admit. A closed circuit
@@ -583,7 +623,7 @@ func (f *flow) circuitHold(trial bool) *hold {
 	if cs.Reason != "" {
 		note += " (" + cs.Reason + ")"
 	}
-	return &hold{delay: circuitHold, note: note}
+	return &hold{delay: circuitHold, note: note, reason: store.WaitCircuitOpen, open: true}
 }
 
 // rateLimited answers the upstream's refusal of a send as too many. A

@@ -17,6 +17,7 @@ import (
 
 	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/metrics"
+	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/store"
 )
 
@@ -126,9 +127,14 @@ func (p Policy) Backoff(n int) time.Duration {
 	return d
 }
 
-// ProcessTask sends the message whose job id is the task's payload.
+// ProcessTask sends the message whose job id is the task's payload. What
+// may keep the message back (its expiry, the conversation policy, its
+// sender's pause, flow control) is decided before the send is taken up: a
+// message held back waits with its status unchanged, and only a real send
+// attempt moves it to sending.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	id := string(t.Payload())
+	h.metrics.HandlerRun()
 	// WithLazy: the fields are encoded only when a line is logged, which a
 	// successful send does at debug level alone.
 	log := h.log.WithLazy(zap.String("message_id", id))
@@ -137,55 +143,77 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Info("task skipped: the message was accepted, its acceptance is being recorded")
 		return nil
 	}
-	owner := store.Owner{Worker: h.worker, Task: taskOf(ctx)}
-	rec, outcome, err := h.store.Begin(ctx, id, h.now(), owner)
-	if err == nil && outcome == store.Refused && rec.Status == store.Dead {
+	rec, err := h.store.Peek(ctx, id)
+	if err == nil && rec != nil && rec.Status == store.Dead {
 		// A dead letter's task runs again only when an operator runs it
 		// from asynq's archive (the dashboard's "run"): that is a retry,
 		// with the record's history saying so.
 		// Refused: an operator's retry (chatq dlq retry) queued it
 		// meanwhile, and this task sends it.
 		if err = h.store.Requeue(ctx, id, h.now(), "run again from the dead-letter queue"); err == nil || errors.Is(err, store.ErrRefused) {
-			rec, outcome, err = h.store.Begin(ctx, id, h.now(), owner)
+			rec, err = h.store.Peek(ctx, id)
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("begin %s: %w", id, err)
+		return fmt.Errorf("read %s: %w", id, err)
 	}
-	switch outcome {
-	case store.Missing:
+	switch {
+	case rec == nil:
 		// The record expired or was never written (a producer that died
 		// between the record and the task writes the record first, so
 		// this is a record past its TTL): nothing to send.
 		log.Warn("task without a record dropped")
 		return nil
-	case store.Refused:
-		// Already submitted or ended, or being sent by another task: a
-		// redelivered or replaced task sends nothing.
+	case !rec.Status.Pending():
+		// Already submitted or ended: a redelivered or replaced task sends
+		// nothing.
 		log.Debug("task skipped", zap.String("status", string(rec.Status)))
 		return nil
 	}
-	attempt := rec.Attempts
-	log = log.WithLazy(zap.Int("attempt", attempt))
 	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
-		if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Expired, Note: "expires_at passed before it could be sent", Unsent: true, Task: taskOf(ctx)}); err != nil {
+		if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Expired, Note: "expires_at passed before it could be sent", Task: taskOf(ctx)}); err != nil {
 			return fmt.Errorf("expire %s: %w", id, err)
 		}
 		log.Info("message expired before it was sent")
 		return nil
 	}
-
-	if stop, err := h.checkPolicy(ctx, log, rec); stop {
+	fallback, stop, err := h.checkPolicy(ctx, log, rec)
+	if stop {
 		return err
 	}
 	fl, sender, err := h.route(ctx, log, rec)
 	if fl == nil && sender == nil {
 		return err
 	}
-	stop, claim, err := h.admit(ctx, log, fl, rec)
-	if stop { // last: it may sleep for its send slot
-		return err
+	var claim ratelimit.Claim
+	if rec.Status != store.Sending {
+		// A message taken up already (its task handed back after its
+		// worker was lost) was admitted then.
+		if stop, claim, err = h.admit(ctx, log, fl, rec); stop { // it may sleep for its send slot
+			return err
+		}
 	}
+	owner := store.Owner{Worker: h.worker, Task: taskOf(ctx)}
+	rec, outcome, err := h.store.Begin(ctx, id, h.now(), owner)
+	if err != nil || outcome != store.Changed {
+		// Not sent: the slot it took counts for nobody, and a half-open
+		// circuit's trial goes to the next message.
+		fl.settle(context.WithoutCancel(ctx), log, id, errExpired)
+		fl.uncount(ctx, log, claim)
+	}
+	if err != nil {
+		return fmt.Errorf("begin %s: %w", id, err)
+	}
+	if outcome != store.Changed {
+		// Canceled or ended meanwhile, or being sent by another task.
+		log.Debug("task skipped", zap.String("status", string(rec.Status)))
+		return nil
+	}
+	if fallback {
+		rec.Payload = rec.FallbackTemplate
+	}
+	attempt := rec.Attempts
+	log = log.WithLazy(zap.Int("attempt", attempt))
 
 	// From here the send may reach ChatArchitect: a worker lost now leaves
 	// a possible duplicate, which the record must know of.
@@ -231,9 +259,12 @@ func (h *Handler) route(ctx context.Context, log *zap.Logger, rec *store.Record)
 	}
 	fl, sender, hd, err := h.senders.route(rec)
 	switch {
+	case hd != nil && rec.Status == store.Sending:
+		// Taken up before its sender was paused: handed back, to wait
+		// once asynq runs it again.
+		return nil, nil, &retryError{err: fmt.Errorf("send %s: %s", rec.ID, hd.note), delay: hd.delay, rateLimited: true}
 	case hd != nil:
-		hd.unsent = true
-		return nil, nil, h.hold(ctx, log, rec.ID, hd)
+		return nil, nil, h.wait(ctx, log, rec, hd)
 	case err != nil:
 		return nil, nil, h.fail(ctx, log, nil, rec, err)
 	}
@@ -364,8 +395,7 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, fl *flow, rec *stor
 	return &retryError{err: fmt.Errorf("send %s: %w", id, sendErr), delay: delay}
 }
 
-// moveDead ends a message as a dead letter with c's error and note; c.Unsent
-// says it was never sent, so that the try does not count as an attempt.
+// moveDead ends a message as a dead letter with c's error and note.
 func (h *Handler) moveDead(ctx context.Context, rec *store.Record, c store.Change) error {
 	c.Status, c.Task = store.Dead, taskOf(ctx)
 	o, _, err := h.store.Move(ctx, rec.ID, c)

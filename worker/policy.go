@@ -77,34 +77,35 @@ func (c *Conversation) register(mux *asynq.ServeMux) {
 }
 
 // checkPolicy applies the conversation policy to rec right before it is
-// sent. It may replace rec.Payload with the fallback template. stop is true
-// when the message must not be sent; err then tells asynq what to do.
-func (h *Handler) checkPolicy(ctx context.Context, log *zap.Logger, rec *store.Record) (stop bool, err error) {
+// sent. fallback is true when the fallback template goes instead of the
+// message. stop is true when the message must not be sent; err then tells
+// asynq what to do.
+func (h *Handler) checkPolicy(ctx context.Context, log *zap.Logger, rec *store.Record) (fallback, stop bool, err error) {
 	if h.conv == nil || h.conv.Policy == nil {
-		return false, nil
+		return false, false, nil
 	}
 	freeForm := rec.Type != enqueue.TypeTemplate
 	// The tenant's suppressions, the sender's window.
 	verdict, refusal, err := h.conv.Policy.ForTenant(rec.Tenant).ForSender(rec.Sender).Decide(ctx, rec.Destination, freeForm, len(rec.FallbackTemplate) > 0)
 	if err != nil {
-		return true, fmt.Errorf("check policy of %s: %w", rec.ID, err)
+		return false, true, fmt.Errorf("check policy of %s: %w", rec.ID, err)
 	}
 	switch verdict {
 	case policy.SendFallback:
-		rec.Payload = rec.FallbackTemplate
+		fallback = true
 		if err := h.store.Note(ctx, rec.ID, h.now(), "the 24h window is closed: sending the fallback template instead"); err != nil {
 			log.Warn("noting the fallback template in the history", zap.Error(err))
 		}
 		log.Info("window closed: sending the fallback template")
 	case policy.Refuse:
 		info := store.ErrorInfo{Class: string(chatarchitect.ClassPolicy), Code: refusal.Code, Message: refusal.Error(), At: h.now()}
-		if err := h.moveDead(ctx, rec, store.Change{Error: &info, Note: "refused by chatq's conversation policy, not sent", Unsent: true}); err != nil {
-			return true, err
+		if err := h.moveDead(ctx, rec, store.Change{Error: &info, Note: "refused by chatq's conversation policy, not sent"}); err != nil {
+			return false, true, err
 		}
 		log.Info("message refused by the conversation policy, dead-lettered", zap.String("code", refusal.Code))
-		return true, fmt.Errorf("send %s: %w: %w", rec.ID, refusal, asynq.SkipRetry)
+		return false, true, fmt.Errorf("send %s: %w: %w", rec.ID, refusal, asynq.SkipRetry)
 	}
-	return false, nil
+	return fallback, false, nil
 }
 
 // learn records what a refused send says about its recipient (an opt-out,

@@ -324,6 +324,10 @@ func (r *recovery) check(ctx context.Context, rec *store.Record, alive map[strin
 	info, err := r.inspector.GetTaskInfo(queue, rec.TaskID)
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		if rec.Waiting != nil {
+			// Its task ended with the wait (Handler.wait), which is over.
+			return r.resend(ctx, rec, "")
+		}
 		if rec.Status == store.Sending && now.Sub(rec.UpdatedAt) < 2*lease {
 			// Its live worker finished the task but has not recorded the
 			// outcome yet (it retries that on its own): look again soon.
@@ -342,6 +346,10 @@ func (r *recovery) check(ctx context.Context, rec *store.Record, alive map[strin
 		orphaned, err := active.orphaned(ctx, queue, rec.TaskID)
 		if err != nil {
 			return err
+		}
+		if rec.Waiting != nil && !orphaned {
+			// The handler that recorded the wait is ending its task.
+			return r.store.Postpone(ctx, rec.ID, now)
 		}
 		if orphaned {
 			// No asynq server renews its lease (its worker lost Redis for
@@ -365,7 +373,8 @@ func (r *recovery) check(ctx context.Context, rec *store.Record, alive map[strin
 	return r.store.Postpone(ctx, rec.ID, now.Add(wait))
 }
 
-// resend hands rec a new task.
+// resend hands rec a new task; why says what became of its last one, ""
+// when its wait ended, which is no news.
 func (r *recovery) resend(ctx context.Context, rec *store.Record, why string) error {
 	old, owner := rec.TaskID, rec.Owner
 	task, err := r.store.Reassign(ctx, rec)
@@ -384,9 +393,12 @@ func (r *recovery) resend(ctx context.Context, rec *store.Record, why string) er
 		return err
 	}
 	log := r.log.With(zap.String("message_id", rec.ID), zap.String("task_id", task), zap.String("old_task_id", old), zap.String("status", string(rec.Status)))
-	if rec.Status == store.Sending {
+	switch {
+	case why == "":
+		log.Debug("message handed a new task: its wait ended", zap.String("reason", string(rec.Waiting.Reason)))
+	case rec.Status == store.Sending:
 		log.Warn("message handed a new task: "+why, zap.String("lost_worker", owner), zap.Bool("was_on_the_wire", rec.OnWire))
-	} else {
+	default:
 		log.Info("message handed a new task: " + why)
 	}
 	return nil

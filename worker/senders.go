@@ -110,7 +110,7 @@ func (ss *senderSet) route(rec *store.Record) (*flow, Sender, *hold, error) {
 	}
 	if s.Paused {
 		ss.main.waited("paused", circuitHold)
-		return nil, nil, &hold{delay: circuitHold, note: "sending paused: sender " + s.Number + " is paused"}, nil
+		return nil, nil, &hold{delay: circuitHold, note: "sending paused: sender " + s.Number + " is paused", reason: store.WaitPaused, open: true}, nil
 	}
 	if s.Env {
 		return ss.main, ss.mainSender, nil, nil

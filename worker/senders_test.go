@@ -242,7 +242,7 @@ func TestSendersOfAPortfolioShareItsLowestDailyLimit(t *testing.T) {
 			switch {
 			case r.Status == store.Submitted:
 				sent++
-			case hasNote(r, "daily limit"):
+			case waitingFor(r, store.WaitDailyLimit):
 				waiting++
 			}
 		}
@@ -282,7 +282,7 @@ func TestAPausedSenderHoldsItsMessagesUntilResumed(t *testing.T) {
 	held := m.sendAll(t, m.client, []*enqueue.Message{from(senderAcme, "acme", "447700000019")})
 	sent := m.sendAll(t, m.client, []*enqueue.Message{from(senderOther, "beta", "447700000029")})
 	m.waitAll(t, sent, 10*time.Second, submitted)
-	m.waitAll(t, held, 5*time.Second, func(r *store.Record) bool { return hasNote(r, "is paused") })
+	m.waitAll(t, held, 5*time.Second, func(r *store.Record) bool { return waitingFor(r, store.WaitPaused) && r.Waiting.Until == nil })
 	if _, err := m.reg.SetPaused(context.Background(), senderAcme, false); err != nil {
 		t.Fatal(err)
 	}

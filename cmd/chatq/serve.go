@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -60,6 +61,33 @@ func (p *program) api(ctx context.Context) error {
 	return serve(ctx, ln, h, log.Named("http"))
 }
 
+// waitCounts reads the messages waiting, by sender and reason, for the
+// chatq_messages_waiting gauge: those of every sender, and those of
+// records that name none ("default").
+func waitCounts(st *store.Store, reg *senders.Registry) metrics.WaitCounts {
+	return func(ctx context.Context) (map[string]map[string]int64, error) {
+		numbers := []string{""}
+		for _, s := range reg.All() {
+			if s.Number != "" {
+				numbers = append(numbers, s.Number)
+			}
+		}
+		counts, err := st.WaitingCounts(ctx, numbers)
+		if err != nil {
+			return nil, err
+		}
+		out := make(map[string]map[string]int64, len(counts))
+		for number, byReason := range counts {
+			m := make(map[string]int64, len(byReason))
+			for r, n := range byReason {
+				m[string(r)] = n
+			}
+			out[cmp.Or(number, "default")] = m
+		}
+		return out, nil
+	}
+}
+
 // apiHandler builds the API's handler, with the asynq dashboard at
 // /monitoring/ and the console at /console/; the returned func releases
 // it. The status changes its webhooks and messages make are counted into
@@ -87,11 +115,13 @@ func apiHandler(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics
 		_ = client.Close()
 		_ = dashboard.Close()
 	}
+	st := store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: callbackNotifier(rdb, log), Counter: counter})
+	m.WatchWaiting(waitCounts(st, reg))
 	srv, err := api.New(api.Config{APIKeys: cfg.APIKeys, WebhookSecret: cfg.WebhookSecret, Dashboard: dashboard, Metrics: m,
 		Policy: checker, Inbound: inboundForwarder(rdb, cfg), Relay: callback.NewRelay(rdb, asynq.NewClientFromRedisClient(rdb), 0),
 		AllowPrivateWebhooks: cfg.CallbackAllowPrivate, Circuit: newCircuit(rdb, log),
 		Console: consoleHandler, Senders: reg, SenderStates: ratelimit.NewStates(rdb, senders.Normalize(cfg.CASource)), Keys: tenants.NewKeys(rdb), Upstream: chatarchitect.Config{BaseURL: cfg.CABaseURL, Timeout: cfg.CATimeout}},
-		client, store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: callbackNotifier(rdb, log), Counter: counter}), log.Named("api"))
+		client, st, log.Named("api"))
 	if err != nil {
 		reg.Stop()
 		release()

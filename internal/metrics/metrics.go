@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -38,6 +39,7 @@ type Metrics struct {
 	senderRetries *prometheus.CounterVec
 	senderDead    *prometheus.CounterVec
 	senderCircuit *prometheus.GaugeVec
+	handlerRuns   prometheus.Counter
 }
 
 // New returns the metrics registered on a new registry, with Go runtime and
@@ -104,8 +106,11 @@ func New(inspector *asynq.Inspector) *Metrics {
 		senderCircuit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "chatq_sender_circuit_open", Help: "1 while a sender's messages are held by its own circuit breaker (open or half-open), else 0, by sender.",
 		}, []string{"sender"}),
+		handlerRuns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatq_send_handler_runs_total", Help: "Runs of the send handler: one per send attempt, plus one per wait that a message could not spend in its worker.",
+		}),
 	}
-	reg.MustRegister(m.billable, m.enqueued, m.submitted, m.dead, m.deliveryFailed, m.retries, m.possibleDupes,
+	reg.MustRegister(m.handlerRuns, m.billable, m.enqueued, m.submitted, m.dead, m.deliveryFailed, m.retries, m.possibleDupes,
 		m.sendSeconds, m.enqueueToSubmit, m.limitWaits, m.limitWaitSecs, m.webhookEvents, m.circuitOpen, m.callbacks,
 		m.senderSent, m.senderRetries, m.senderDead, m.senderCircuit,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -113,6 +118,49 @@ func New(inspector *asynq.Inspector) *Metrics {
 		reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(inspector))
 	}
 	return m
+}
+
+// WaitCounts reads how many messages wait, by sender and reason.
+type WaitCounts func(ctx context.Context) (map[string]map[string]int64, error)
+
+// WatchWaiting registers the gauge of waiting messages, by reason and
+// sender, read from Redis at each scrape: the process that reports it
+// (the API) must be the only one, or the messages count as many times.
+func (m *Metrics) WatchWaiting(read WaitCounts) {
+	if m != nil {
+		m.reg.MustRegister(&waitingCollector{read: read})
+	}
+}
+
+var waitingDesc = prometheus.NewDesc("chatq_messages_waiting",
+	"Messages waiting, their status unchanged, by reason (sender_rate, pair_rate, daily_limit, circuit_open, throttled, paused, conversation_order, marketing_capped, template_paused) and sender.",
+	[]string{"reason", "sender"}, nil)
+
+// waitingCollector reads the waiting messages at each scrape.
+type waitingCollector struct{ read WaitCounts }
+
+func (c *waitingCollector) Describe(ch chan<- *prometheus.Desc) { ch <- waitingDesc }
+
+func (c *waitingCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	counts, err := c.read(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(waitingDesc, err)
+		return
+	}
+	for sender, byReason := range counts {
+		for reason, n := range byReason {
+			ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(n), reason, sender)
+		}
+	}
+}
+
+// HandlerRun counts a run of the send handler.
+func (m *Metrics) HandlerRun() {
+	if m != nil {
+		m.handlerRuns.Inc()
+	}
 }
 
 // Handler serves the metrics in Prometheus's text format.

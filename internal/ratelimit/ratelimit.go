@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -69,9 +68,11 @@ var (
 	unthrottleSource string
 	//go:embed daily.lua
 	dailySource string
+	//go:embed pair.lua
+	pairSource string
 
-	// The sender's limit is not a redis_rate limit: redis_rate answers
-	// "allowed now or not", while chatq needs reservations (take the next
+	// The sender's limit and the pair limit are not plain rate limits that
+	// answer "allowed now or not": chatq needs reservations (take the next
 	// free slot, possibly a little in the future, and sleep until it) so that
 	// the achieved rate is the configured rate and messages leave in queue
 	// order. Doing it in one script also lets the daily cap, the back-off and
@@ -83,6 +84,7 @@ var (
 	backoffScript    = redis.NewScript(commonSource + backoffSource)
 	unthrottleScript = redis.NewScript(commonSource + unthrottleSource)
 	dailyScript      = redis.NewScript(commonSource + dailySource)
+	pairScript       = redis.NewScript(commonSource + pairSource)
 )
 
 // Config sets the limits of one sender. The zero value limits nothing.
@@ -117,8 +119,8 @@ type Config struct {
 	// MaxRetryAfter caps the upstream's Retry-After; zero means
 	// DefaultMaxRetryAfter.
 	MaxRetryAfter time.Duration
-	// Now, if set, replaces Redis's clock in every limit but the pair
-	// limit (tests). Left nil, all workers share the clock of Redis.
+	// Now, if set, replaces Redis's clock in every limit (tests). Left
+	// nil, all workers share the clock of Redis.
 	Now func() time.Time
 }
 
@@ -199,7 +201,6 @@ type Cause struct {
 type Limiter struct {
 	rdb    redis.UniversalClient
 	cfg    Config
-	pair   *redis_rate.Limiter
 	window Window
 	// prefix starts every key of the sender: chatq:rl:{<sender>}:
 	prefix string
@@ -239,7 +240,6 @@ func New(rdb redis.UniversalClient, cfg Config, window Window) *Limiter {
 	return &Limiter{
 		rdb:    rdb,
 		cfg:    cfg,
-		pair:   redis_rate.NewLimiter(rdb),
 		window: window,
 		prefix: keyPrefix(cfg.Sender),
 		daily:  keyPrefix(cfg.Portfolio) + "daily",
@@ -252,24 +252,25 @@ func keyPrefix(sender string) string { return "chatq:rl:{" + sender + "}:" }
 // Config returns the limiter's configuration, defaults filled in.
 func (l *Limiter) Config() Config { return l.cfg }
 
-// TakePair takes one send to recipient from the pair limit (a GCRA limit
-// of redis_rate: PairBurst back to back, then one per PairInterval). When
-// the limit holds the send back it takes nothing and returns how long until
-// it may go; 0 means go.
-func (l *Limiter) TakePair(ctx context.Context, recipient string) (time.Duration, error) {
+// ReservePair reserves one send to recipient its slot on the recipient's
+// schedule (the pair limit: PairBurst back to back, then one per
+// PairInterval) and returns the wait until it; 0 means go now. The slot is
+// taken however far it lies: the caller waits for it, in its worker or on
+// the due index, and no later message to the recipient takes it.
+func (l *Limiter) ReservePair(ctx context.Context, recipient string) (time.Duration, error) {
 	if l.cfg.PairInterval <= 0 {
 		return 0, nil
 	}
-	res, err := l.pair.Allow(ctx, l.prefix+"pair:"+recipient, redis_rate.Limit{
-		Rate: 1, Period: l.cfg.PairInterval, Burst: l.cfg.PairBurst,
-	})
+	wait, err := pairScript.Run(ctx, l.rdb, []string{l.prefix + "pslot:" + recipient},
+		l.now(), micros(l.cfg.PairInterval), l.cfg.PairBurst).Text()
 	if err != nil {
 		return 0, fmt.Errorf("pair limit: %w", err)
 	}
-	if res.Allowed > 0 {
-		return 0, nil
+	us, err := strconv.ParseInt(wait, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("pair limit: unexpected answer %q", wait)
 	}
-	return max(res.RetryAfter, time.Microsecond), nil
+	return time.Duration(max(us, 0)) * time.Microsecond, nil
 }
 
 // Reserve asks every other limit for a send slot: the recipient's

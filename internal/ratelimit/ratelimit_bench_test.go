@@ -47,8 +47,8 @@ func BenchmarkLimiter(b *testing.B) {
 			_, err := l.Reserve(ctx, req(i))
 			return err
 		}},
-		{"take_pair", ratelimit.Config{Sender: "15550001237", PairInterval: 6 * time.Second, PairBurst: 3}, func(l *ratelimit.Limiter, i int) error {
-			_, err := l.TakePair(ctx, req(i).Recipient)
+		{"reserve_pair", ratelimit.Config{Sender: "15550001237", PairInterval: 6 * time.Second, PairBurst: 3}, func(l *ratelimit.Limiter, i int) error {
+			_, err := l.ReservePair(ctx, req(i).Recipient)
 			return err
 		}},
 	}

@@ -9,7 +9,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/ratelimit"
 	"github.com/chatq/chatq/internal/redistest"
 )
@@ -142,49 +141,43 @@ func TestDailyLimitAdmitsExactlyItsNumberOfRecipients(t *testing.T) {
 	})
 }
 
-func TestPairLimitLetsItsBurstGoThenSpacesSends(t *testing.T) {
+func TestPairLimitReservesEachSendItsOwnSlot(t *testing.T) {
 	const interval = 300 * time.Millisecond
 	l := ratelimit.New(redistest.Start(t).Client(t), ratelimit.Config{Sender: "15550001234", PairInterval: interval, PairBurst: 3}, nil)
 	ctx := context.Background()
 	take := func(recipient string) time.Duration {
 		t.Helper()
-		wait, err := l.TakePair(ctx, recipient)
+		wait, err := l.ReservePair(ctx, recipient)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return wait
 	}
-	start := time.Now()
 	for i := range 3 {
 		if wait := take("4477001"); wait != 0 {
 			t.Fatalf("send %d of the burst of 3 held back %s", i+1, wait)
 		}
 	}
-	wait := take("4477001")
-	if wait <= 0 || wait > interval {
-		t.Fatalf("the 4th send waits %s, want a wait in (0, %s]", wait, interval)
+	// Every later send is told its own slot, one interval after the one
+	// before: K sends cost K reservations, none is told to come back and
+	// ask again.
+	const margin = 50 * time.Millisecond
+	for k := 1; k <= 5; k++ {
+		want := time.Duration(k) * interval
+		if wait := take("4477001"); wait < want-margin || wait > want {
+			t.Fatalf("send %d waits %s, want about %s", 3+k, wait, want)
+		}
 	}
 	if w := take("4477002"); w != 0 {
 		t.Errorf("another recipient is held back %s", w)
-	}
-	// The 4th goes once the interval has passed since the burst, not before.
-	poll.Until(t, 5*time.Second, "the 4th send goes", func() (bool, string) {
-		w := take("4477001")
-		return w == 0, "waits " + w.String()
-	})
-	if took := time.Since(start); took < interval-20*time.Millisecond {
-		t.Errorf("the 4th send went after %s, want about %s", took, interval)
-	}
-	if w := take("4477001"); w == 0 {
-		t.Error("the 5th send went right after the 4th")
 	}
 }
 
 func TestPairLimitOff(t *testing.T) {
 	l := ratelimit.New(redistest.Start(t).Client(t), ratelimit.Config{}, nil)
 	for range 50 {
-		if wait, err := l.TakePair(context.Background(), "4477001"); err != nil || wait != 0 {
-			t.Fatalf("TakePair = %s, %v with the pair limit off", wait, err)
+		if wait, err := l.ReservePair(context.Background(), "4477001"); err != nil || wait != 0 {
+			t.Fatalf("ReservePair = %s, %v with the pair limit off", wait, err)
 		}
 	}
 }

@@ -63,9 +63,6 @@ func (s *Store) die(ctx context.Context, id string, c Change) (Outcome, Status, 
 		c.At = at
 	}
 	op := "final"
-	if c.Unsent {
-		op = "withdraw"
-	}
 	_, tenants, err := s.owners(ctx, []string{id})
 	if err != nil {
 		return "", "", fmt.Errorf("move %s: %w", id, err)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -261,6 +262,10 @@ type MessageFilter struct {
 	Destination string
 	// Statuses, if set, keeps the records in one of them.
 	Statuses []Status
+	// Waiting, if set, lists the tenant's messages waiting for that reason,
+	// by the start of their wait, newest first; BatchID and Destination
+	// then narrow it.
+	Waiting WaitReason
 }
 
 func (f MessageFilter) match(r *Record) bool {
@@ -296,6 +301,18 @@ func (s *Store) ListMessages(ctx context.Context, f MessageFilter, cursor string
 	var judge func(*Record) verdict
 	var home homeFunc
 	switch {
+	case f.Waiting != "":
+		key, what = waitKey(f.Tenant, f.Waiting), "waiting for "+string(f.Waiting)
+		judge = func(r *Record) verdict {
+			if r.Waiting == nil || r.Waiting.Reason != f.Waiting || r.Tenant != cmp.Or(f.Tenant, DefaultTenant) {
+				// The wait ended (or changed reason): a stale entry.
+				return drop
+			}
+			if f.match(r) && (f.BatchID == "" || (r.BatchID != nil && *r.BatchID == f.BatchID)) {
+				return take
+			}
+			return skip
+		}
 	case f.BatchID != "":
 		key, what = batchKey(f.Tenant, f.BatchID), "batch "+f.BatchID
 		judge = func(r *Record) verdict {

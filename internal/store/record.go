@@ -132,6 +132,9 @@ type Record struct {
 	Category *string `json:"category"`
 	// Pricing is the last pricing object a status webhook reported.
 	Pricing *Pricing `json:"pricing"`
+	// Waiting is the message's current wait, nil when it is not waiting
+	// (see Store.Wait).
+	Waiting *Waiting `json:"waiting"`
 
 	// Payload is the ChatArchitect payload as it is sent, already validated.
 	// It is not part of the record's JSON: bodies stay out of answers, logs
@@ -154,6 +157,10 @@ type Record struct {
 	Failures int `json:"-"`
 	// OnWire is set while a send may be on the wire (see Store.OnWire).
 	OnWire bool `json:"-"`
+	// PairSlot is the send slot the message holds on its recipient's
+	// schedule (the pair limit), reserved before it waited; nil when it
+	// holds none.
+	PairSlot *time.Time `json:"-"`
 }
 
 // MarshalJSON writes the record with every timestamp in one form
@@ -211,6 +218,8 @@ const (
 	fOwner    = "ow"
 	fFailures = "fa"
 	fWire     = "wr"
+	fWaiting  = "wt"
+	fPairSlot = "ps"
 )
 
 // fields lays r out as the hash written at creation. The payload is not
@@ -340,6 +349,25 @@ func parseRecord(id string, h map[string]string) (*Record, error) {
 		if err := json.Unmarshal([]byte(v), r.Pricing); err != nil {
 			return nil, fmt.Errorf("record %s: pricing: %w", id, err)
 		}
+	}
+	if v := h[fWaiting]; v != "" {
+		var w struct {
+			Reason WaitReason     `json:"reason"`
+			Since  jsontime.Time  `json:"since"`
+			Until  *jsontime.Time `json:"until"`
+		}
+		if err := json.Unmarshal([]byte(v), &w); err != nil {
+			return nil, fmt.Errorf("record %s: waiting: %w", id, err)
+		}
+		r.Waiting = &Waiting{Reason: w.Reason, Since: time.Time(w.Since).UTC()}
+		if w.Until != nil {
+			u := time.Time(*w.Until).UTC()
+			r.Waiting.Until = &u
+		}
+	}
+	if v := h[fPairSlot]; v != "" {
+		t := millis(v)
+		r.PairSlot = &t
 	}
 	if v := h[fMeta]; v != "" {
 		if err := json.Unmarshal([]byte(v), &r.Metadata); err != nil {

@@ -636,11 +636,6 @@ type Change struct {
 	// Pricing, on an event, becomes the record's pricing; the first
 	// billable one also marks the message billable.
 	Pricing *Pricing
-	// Unsent marks a change of a message that was taken up (Begin) but
-	// never sent: held back by flow control, refused by the conversation
-	// policy or expired before its send slot. It does not count as an
-	// attempt.
-	Unsent bool
 	// Failed marks a move to retrying after a failed attempt: it counts
 	// towards the retry budget (Record.Failures).
 	Failed bool
@@ -714,7 +709,7 @@ func historyPrefix(st Status, at time.Time, note string) string {
 
 // outcome reads transition.lua's answer for record id, tells the notifier
 // of the callback notice it queued, if any, and returns the outcome, the
-// status after and the rest of the answer (Begin's record).
+// status after and the rest of the answer (Begin's record, or billed).
 func (s *Store) outcome(ctx context.Context, id string, cmd *redis.Cmd, what string) (Outcome, Status, []any, error) {
 	res, err := cmd.Slice()
 	if err != nil {
@@ -734,6 +729,17 @@ func (s *Store) outcome(ctx context.Context, id string, cmd *redis.Cmd, what str
 			s.noticed(ctx, n, id)
 		}
 		rest = res[3:]
+	}
+	// The wait the change ended, with the record's tenant and sender:
+	// begin answers them before its record, the other ops after billed.
+	if len(rest) >= 3 {
+		if _, begin := rest[0].(string); begin {
+			s.unindexWait(ctx, id, rest[0], rest[1], rest[2])
+			rest = rest[3:]
+		} else if len(rest) >= 4 {
+			s.unindexWait(ctx, id, rest[1], rest[2], rest[3])
+			rest = rest[:1]
+		}
 	}
 	return Outcome(o), Status(st), rest, nil
 }
@@ -786,14 +792,8 @@ func (s *Store) Move(ctx context.Context, id string, c Change) (Outcome, Status,
 		return s.die(ctx, id, c) // dead.go: also a dead letter
 	case Expired:
 		op = "final"
-		if c.Unsent {
-			op = "withdraw"
-		}
 	case Queued, Retrying, Scheduled, Sending:
-		switch {
-		case c.Unsent:
-			op = "hold"
-		case c.Failed:
+		if c.Failed {
 			op = "retry"
 		}
 	default:

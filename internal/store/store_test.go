@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -206,31 +207,52 @@ func TestIdempotencyKeys(t *testing.T) {
 	}
 }
 
-func TestAHoldBeforeTheSendIsNoAttempt(t *testing.T) {
+// A wait is no attempt, no history entry and no callback notice: only a
+// real send moves the message to sending.
+func TestAWaitIsNoAttemptNorStatusChange(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	st, create := setup(t)
 	create("h")
-	for range 3 {
-		if _, o, err := st.Begin(ctx, "h", t0, store.Owner{}); err != nil || o != store.Changed {
-			t.Fatalf("begin: %v %v", o, err)
+	r, err := st.Peek(ctx, "h")
+	if err != nil || r == nil {
+		t.Fatalf("peek: %v %v", r, err)
+	}
+	for i := range 50 {
+		until := t0.Add(time.Duration(i+1) * time.Second)
+		w := store.Waiting{Reason: store.WaitPairRate, Since: t0, Until: &until}
+		if err := st.Wait(ctx, r, "h", w, until, until); err != nil {
+			t.Fatalf("wait %d: %v", i, err)
 		}
-		if o, _, err := st.Move(ctx, "h", store.Change{Status: store.Retrying, Note: "held back", Unsent: true}); err != nil || o != store.Changed {
-			t.Fatalf("hold: %v %v", o, err)
-		}
+	}
+	got, err := st.Get(ctx, "h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != store.Queued || got.Attempts != 0 || len(got.History) != 1 {
+		t.Fatalf("after 50 waits: %s, %d attempts, history %v; want queued, 0, [queued]", got.Status, got.Attempts, got.History)
+	}
+	if got.Waiting == nil || got.Waiting.Reason != store.WaitPairRate || got.Waiting.Until == nil || !got.Waiting.Until.Equal(t0.Add(50*time.Second)) {
+		t.Fatalf("waiting = %+v, want pair_rate until the last wait's end", got.Waiting)
 	}
 	st.Begin(ctx, "h", t0, store.Owner{})
 	st.Move(ctx, "h", store.Change{Status: store.Retrying, Error: &store.ErrorInfo{Class: "retryable", Code: "http_500"}})
 	st.Begin(ctx, "h", t0, store.Owner{})
-	r, _ := st.Get(ctx, "h")
-	if r.Attempts != 2 {
-		t.Errorf("attempts %d after three holds and two sends, want 2", r.Attempts)
+	got, _ = st.Get(ctx, "h")
+	if got.Attempts != 2 || got.Waiting != nil || got.PairSlot != nil {
+		t.Errorf("attempts %d, waiting %+v, pair slot %v after two sends; want 2, none, none", got.Attempts, got.Waiting, got.PairSlot)
+	}
+	var statuses []store.Status
+	for _, e := range got.History {
+		statuses = append(statuses, e.Status)
+	}
+	if want := []store.Status{store.Queued, store.Sending, store.Retrying, store.Sending}; !slices.Equal(statuses, want) {
+		t.Errorf("history %v, want %v", statuses, want)
 	}
 }
 
-// A message taken up and ended without a send (refused by the policy,
-// expired before its slot) made no attempt; one that ends after a send
-// did.
+// A message ended without a send (refused by the policy, expired before
+// its slot) made no attempt; one that ends after a send did.
 func TestAnEndBeforeTheSendIsNoAttempt(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -238,15 +260,18 @@ func TestAnEndBeforeTheSendIsNoAttempt(t *testing.T) {
 	for _, tt := range []struct {
 		id     string
 		change store.Change
+		begun  bool
 		want   int
 	}{
-		{"refused", store.Change{Status: store.Dead, Error: &store.ErrorInfo{Class: "policy", Code: "suppressed"}, Unsent: true}, 0},
-		{"expired", store.Change{Status: store.Expired, Unsent: true}, 0},
-		{"gave-up", store.Change{Status: store.Dead, Error: &store.ErrorInfo{Class: "retryable", Code: "http_500"}}, 1},
+		{"refused", store.Change{Status: store.Dead, Error: &store.ErrorInfo{Class: "policy", Code: "suppressed"}}, false, 0},
+		{"expired", store.Change{Status: store.Expired}, false, 0},
+		{"gave-up", store.Change{Status: store.Dead, Error: &store.ErrorInfo{Class: "retryable", Code: "http_500"}}, true, 1},
 	} {
 		create(tt.id)
-		if _, o, err := st.Begin(ctx, tt.id, t0, store.Owner{}); err != nil || o != store.Changed {
-			t.Fatalf("%s: begin: %v %v", tt.id, o, err)
+		if tt.begun {
+			if _, o, err := st.Begin(ctx, tt.id, t0, store.Owner{}); err != nil || o != store.Changed {
+				t.Fatalf("%s: begin: %v %v", tt.id, o, err)
+			}
 		}
 		if o, _, err := st.Move(ctx, tt.id, tt.change); err != nil || o != store.Changed {
 			t.Fatalf("%s: move to %s: %v %v", tt.id, tt.change.Status, o, err)

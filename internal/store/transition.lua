@@ -3,11 +3,12 @@
 -- KEYS[1]  the record hash
 -- KEYS[2]  the record's list of pending callback notices (same hash tag)
 -- KEYS[3]  the record's payload (same hash tag), which begin returns
--- ARGV[1]  op: begin | own | retry | hold | final | withdraw | submit | event | cancel | requeue |
---          note | wire
+-- ARGV[1]  op: begin | own | retry | final | submit | event | cancel | requeue |
+--          note | wire | wait
 -- ARGV[2]  the new status
 -- ARGV[3]  now, unix milliseconds
--- ARGV[4]  the history entry, JSON without its closing brace
+-- ARGV[4]  the history entry, JSON without its closing brace; for wait, the
+--          wait's JSON (the record's 'waiting')
 -- ARGV[5]  dedupe field ("" for none): an event seen before changes nothing
 -- ARGV[6]  last_error JSON ("" to leave it), set when the change applies
 -- ARGV[7]  the record TTL, milliseconds: a record lives at least that long
@@ -19,13 +20,17 @@
 --           'bl', the category of the first billable pricing), except
 --           'pr', the pricing object, which is set whatever it was, and a
 --           field written "!name", set whatever it held when the status
---           changes (begin's owner)
+--           changes (begin's owner), and one written "=name", set whatever
+--           it held (wait's pair slot)
 --
--- Returns {outcome, status_after, notice[, hgetall...]} (begin) or
--- {outcome, status_after, notice, billed}, where notice is the sequence
--- number of the callback notice the change queued (0 for none: the status
--- did not change, or the record has no callback URL), billed is 1 when this
--- change marked the message billable ('bl'), and outcome one of:
+-- Returns {outcome, status_after, notice, waited, tenant, sender[, hgetall...]}
+-- (begin) or {outcome, status_after, notice, billed, waited, tenant, sender},
+-- where notice is the sequence number of the callback notice the change
+-- queued (0 for none: the status did not change, or the record has no
+-- callback URL), billed is 1 when this change marked the message billable
+-- ('bl'), waited the wait the change ended ('' for none: the store drops it
+-- from the wait indexes, which are keyed by tenant and sender), and outcome
+-- one of:
 --   ok        the status changed
 --   kept      nothing changed but the history, which keeps the event
 --   duplicate the event was applied before: nothing written
@@ -53,7 +58,8 @@ if op == 'submit' and rank[cur] then
   end
 end
 
-if task ~= '' and op ~= 'begin' and redis.call('HGET', key, 'tid') ~= task then
+-- A record's first task has the record's id (KEYS[1] is chatq:m:{id}).
+if task ~= '' and op ~= 'begin' and op ~= 'wait' and (redis.call('HGET', key, 'tid') or string.sub(key, 10, -2)) ~= task then
   return {'refused', cur}
 end
 
@@ -63,6 +69,8 @@ for i = 9, #ARGV, 2 do
   if string.sub(ARGV[i], 1, 1) == '!' then
     owned[#owned + 1] = string.sub(ARGV[i], 2)
     owned[#owned + 1] = ARGV[i + 1]
+  elseif string.sub(ARGV[i], 1, 1) == '=' then
+    redis.call('HSET', key, string.sub(ARGV[i], 2), ARGV[i + 1])
   elseif ARGV[i] == 'pr' then
     redis.call('HSET', key, 'pr', ARGV[i + 1])
   elseif redis.call('HSETNX', key, ARGV[i], ARGV[i + 1]) == 1 and ARGV[i] == 'bl' then
@@ -89,7 +97,13 @@ local function append(e)
   end
 end
 
+-- A status change ends the message's wait, if any, and frees the pair
+-- slot it held: the next wait or send asks again.
+local waited = ''
 local function change()
+  waited = redis.call('HGET', key, 'wt') or ''
+  if waited ~= '' then redis.call('HDEL', key, 'wt') end
+  redis.call('HDEL', key, 'ps')
   if op == 'event' and new == 'read' and cur ~= 'delivered' then
     local h = redis.call('HGET', key, 'h') or ''
     if not string.find(h, '"status":"delivered"', 1, true) then
@@ -105,9 +119,6 @@ local function change()
   -- A failed attempt counts towards the retry budget, whichever task made
   -- it: a new task for the message does not start the count again.
   if op == 'retry' then redis.call('HINCRBY', key, 'fa', 1) end
-  -- A hold hands back a message taken up but never sent, and a withdraw
-  -- ends one (refused by the policy, expired before its slot): no attempt.
-  if op == 'hold' or op == 'withdraw' then redis.call('HINCRBY', key, 'a', -1) end
   append(entry .. '}')
   cur = new
   return 'ok'
@@ -142,7 +153,15 @@ elseif op == 'wire' then
     return {'kept', cur, 0}
   end
   return {'ok', cur, 0}
-elseif op == 'begin' or op == 'own' or op == 'retry' or op == 'hold' or op == 'final' or op == 'withdraw' or op == 'submit' then
+elseif op == 'wait' then
+  -- The message waits, its status unchanged: no history entry, no notice.
+  -- Like begin, any task may: the message waits for the latest one's turn.
+  if cur ~= 'queued' and cur ~= 'scheduled' and cur ~= 'retrying' then return {'refused', cur} end
+  if task ~= '' then redis.call('HSET', key, 'tid', task) end
+  redis.call('HSET', key, 'wt', entry)
+  extend()
+  return {'kept', cur, 0, 0}
+elseif op == 'begin' or op == 'own' or op == 'retry' or op == 'final' or op == 'submit' then
   if phase1[cur] then
     outcome = change()
   elseif op == 'submit' and rank[cur] then
@@ -209,8 +228,14 @@ if outcome == 'ok' and redis.call('HEXISTS', key, 'cb') == 1 then
   if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
 end
 
+local tenant, sender = '', ''
+if waited ~= '' then
+  local ts = redis.call('HMGET', key, 'tn', 'sn')
+  tenant, sender = ts[1] or '', ts[2] or ''
+end
+
 if op == 'begin' then
-  local res = {outcome, cur, notice}
+  local res = {outcome, cur, notice, waited, tenant, sender}
   local all = redis.call('HGETALL', key)
   for i = 1, #all do res[#res + 1] = all[i] end
   -- The payload has a key of its own (older records keep it in the hash).
@@ -221,4 +246,4 @@ if op == 'begin' then
   end
   return res
 end
-return {outcome, cur, notice, billed}
+return {outcome, cur, notice, billed, waited, tenant, sender}

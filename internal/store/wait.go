@@ -1,0 +1,197 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatq/chatq/internal/jsontime"
+)
+
+// WaitReason says what a waiting message waits for (CONTRACT.md "Waiting
+// is not a status").
+type WaitReason string
+
+// The reasons a message waits. A wait keeps the message's status: it adds
+// no history entry and queues no callback notice.
+const (
+	WaitSenderRate        WaitReason = "sender_rate"
+	WaitPairRate          WaitReason = "pair_rate"
+	WaitDailyLimit        WaitReason = "daily_limit"
+	WaitCircuitOpen       WaitReason = "circuit_open"
+	WaitThrottled         WaitReason = "throttled"
+	WaitPaused            WaitReason = "paused"
+	WaitConversationOrder WaitReason = "conversation_order"
+	WaitMarketingCapped   WaitReason = "marketing_capped"
+	WaitTemplatePaused    WaitReason = "template_paused"
+)
+
+// WaitReasons lists every reason, in the contract's order.
+func WaitReasons() []WaitReason {
+	return []WaitReason{WaitSenderRate, WaitPairRate, WaitDailyLimit, WaitCircuitOpen, WaitThrottled,
+		WaitPaused, WaitConversationOrder, WaitMarketingCapped, WaitTemplatePaused}
+}
+
+// Valid reports whether r is one of the reasons above.
+func (r WaitReason) Valid() bool {
+	for _, v := range WaitReasons() {
+		if r == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Waiting is a record's current wait: why, since when, and the earliest
+// time the message may go (nil when unknown, as for a pause).
+type Waiting struct {
+	Reason WaitReason `json:"reason"`
+	Since  time.Time  `json:"since"`
+	Until  *time.Time `json:"until,omitempty"`
+}
+
+// MarshalJSON writes the times as every timestamp of chatq's JSON.
+func (w Waiting) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Reason WaitReason     `json:"reason"`
+		Since  jsontime.Time  `json:"since"`
+		Until  *jsontime.Time `json:"until,omitempty"`
+	}{w.Reason, jsontime.Time(w.Since), jsontime.Ptr(w.Until)})
+}
+
+// waitKey indexes a tenant's messages waiting for reason, scored by the
+// wait's start: GET /v1/messages?waiting= reads it. An entry whose record
+// no longer waits for that reason is stale, and a listing drops it.
+func waitKey(tenant string, reason WaitReason) string {
+	if tenant == "" {
+		tenant = DefaultTenant
+	}
+	return "chatq:waiting:" + tenant + ":{" + string(reason) + "}"
+}
+
+// senderWaitKey counts, per sender, the messages waiting for reason: the
+// chatq_messages_waiting gauge reads its size. Its hash tag is the
+// sender's, like the sender's limits.
+func senderWaitKey(sender string, reason WaitReason) string {
+	if sender == "" {
+		sender = "default"
+	}
+	return "chatq:waiting:{" + sender + "}:" + string(reason)
+}
+
+// Wait records that the message of rec, taken up by task (its status
+// unchanged: queued, scheduled or retrying), waits for w.Reason: no
+// history entry, no callback notice. When due is set, the due index has
+// the sweeper give the message a new task then; a message waiting without
+// one is released by whatever it waits for. pairSlot, when set, is the
+// send slot the message holds on its recipient's schedule, which its next
+// take-up uses instead of asking for another. Wait fails with ErrRefused
+// when the message moved on meanwhile (canceled, or handed to another
+// task).
+func (s *Store) Wait(ctx context.Context, rec *Record, task string, w Waiting, due, pairSlot time.Time) error {
+	body, err := json.Marshal(w)
+	if err != nil {
+		return fmt.Errorf("wait %s: %w", rec.ID, err)
+	}
+	args := []any{"wait", string(rec.Status), w.Since.UnixMilli(), string(body), "", "", s.cfg.TTL.Milliseconds(), task}
+	if !pairSlot.IsZero() {
+		args = append(args, "="+fPairSlot, pairSlot.UnixMilli())
+	}
+	var cmd *redis.Cmd
+	err = s.exec(ctx, func(pipe redis.Pipeliner) {
+		// Before the wait: a wait must never be without the entry that
+		// ends it.
+		if !due.IsZero() {
+			pipe.ZAdd(ctx, dueKey, redis.Z{Score: float64(due.UnixMilli()), Member: rec.ID})
+		}
+		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(rec.ID), args...)
+		if old := rec.Waiting; old != nil && old.Reason != w.Reason {
+			pipe.ZRem(ctx, waitKey(rec.Tenant, old.Reason), rec.ID)
+			pipe.ZRem(ctx, senderWaitKey(rec.Sender, old.Reason), rec.ID)
+		}
+		if rec.Waiting == nil || rec.Waiting.Reason != w.Reason {
+			z := redis.Z{Score: float64(w.Since.UnixMilli()), Member: rec.ID}
+			pipe.ZAdd(ctx, waitKey(rec.Tenant, w.Reason), z)
+			pipe.ZAdd(ctx, senderWaitKey(rec.Sender, w.Reason), z)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("wait %s: %w", rec.ID, err)
+	}
+	o, st, _, err := s.outcome(ctx, rec.ID, cmd, "wait "+rec.ID)
+	if err != nil {
+		return err
+	}
+	if o != Kept {
+		// The index entries written above are stale, and dropped by the
+		// next listing.
+		return fmt.Errorf("wait %s (%s): %w", rec.ID, st, ErrRefused)
+	}
+	rec.Waiting = &w
+	return nil
+}
+
+// unindexWait removes a record whose wait ended from the wait indexes. The
+// transition that ended it returned the wait (raw, its JSON) and the
+// record's tenant and sender.
+func (s *Store) unindexWait(ctx context.Context, id string, raw, tenant, sender any) {
+	body, _ := raw.(string)
+	if body == "" {
+		return
+	}
+	var w Waiting
+	if json.Unmarshal([]byte(body), &w) != nil || !w.Reason.Valid() {
+		return
+	}
+	tn, _ := tenant.(string)
+	sn, _ := sender.(string)
+	pipe := s.rdb.Pipeline()
+	pipe.ZRem(ctx, waitKey(tn, w.Reason), id)
+	pipe.ZRem(ctx, senderWaitKey(sn, w.Reason), id)
+	// A failure leaves stale entries, which a listing drops: the record
+	// itself says it no longer waits.
+	_, _ = pipe.Exec(ctx)
+}
+
+// Peek reads the record of id without its payload, for a look before a
+// send: nil when there is none.
+func (s *Store) Peek(ctx context.Context, id string) (*Record, error) {
+	h, err := s.rdb.HGetAll(ctx, recordKey(id)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", id, err)
+	}
+	if len(h) == 0 {
+		return nil, nil
+	}
+	return parseRecord(id, h)
+}
+
+// WaitingCounts returns, for each of senders ("" for the deployment's
+// environment sender), how many messages wait for each reason.
+func (s *Store) WaitingCounts(ctx context.Context, senders []string) (map[string]map[WaitReason]int64, error) {
+	reasons := WaitReasons()
+	pipe := s.rdb.Pipeline()
+	cmds := make([][]*redis.IntCmd, len(senders))
+	for i, sn := range senders {
+		cmds[i] = make([]*redis.IntCmd, len(reasons))
+		for j, r := range reasons {
+			cmds[i][j] = pipe.ZCard(ctx, senderWaitKey(sn, r))
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("count waiting messages: %w", err)
+	}
+	out := make(map[string]map[WaitReason]int64, len(senders))
+	for i, sn := range senders {
+		m := make(map[WaitReason]int64, len(reasons))
+		for j, r := range reasons {
+			m[r] = cmds[i][j].Val()
+		}
+		out[sn] = m
+	}
+	return out, nil
+}

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -201,4 +202,73 @@ func dueNotices(tb testing.TB, st *store.Store, at time.Time) []string {
 		}
 	}
 	return ids
+}
+
+// newCallbackRecord creates a queued record with a callback URL.
+func newCallbackRecord(tb testing.TB, st *store.Store, id string) {
+	tb.Helper()
+	r := &store.Record{
+		ID: id, Destination: "96996999699", Type: "text", Priority: "transactional", CallbackURL: "https://app.example.com/events",
+		Status: store.Queued, History: []store.HistoryEntry{{Status: store.Queued, At: t0}}, Metadata: map[string]string{"order": "A-1"},
+		CreatedAt: t0, UpdatedAt: t0, Payload: []byte(`{"type":"text","message":"secret body"}`), Queue: "transactional",
+	}
+	if _, err := st.Create(context.Background(), []*store.Record{r}); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func TestHistoryKeepsStatusChangesPastTheCap(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := store.New(redistest.Start(t).Client(t), store.Config{})
+	newCallbackRecord(t, st, "chatty")
+	if _, _, err := st.Begin(ctx, "chatty", t0.Add(time.Second), store.Owner{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Submit(ctx, "chatty", "pid-chatty", t0.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	at := t0.Add(3 * time.Second)
+	for i := range 151 { // one sent, then 150 repeats of it
+		at = at.Add(time.Second)
+		ev := store.Event{ID: "pid-chatty", Status: store.Sent, At: at, Key: "sent" + strconv.Itoa(i)}
+		if _, err := st.ApplyEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range []store.Status{store.Delivered, store.Read} {
+		at = at.Add(time.Second)
+		if _, err := st.ApplyEvent(ctx, store.Event{ID: "pid-chatty", Status: s, At: at, Key: string(s)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := st.Get(ctx, "chatty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// queued, sending, submitted, sent and 96 repeats fill the 100 entries
+	// annotations may take; the status changes after them are kept.
+	var statuses []store.Status
+	for _, e := range r.History {
+		if e.Note == "" {
+			statuses = append(statuses, e.Status)
+		}
+	}
+	wantStatuses := []store.Status{store.Queued, store.Sending, store.Submitted, store.Sent, store.Delivered, store.Read}
+	if diff := cmp.Diff(wantStatuses, statuses); diff != "" {
+		t.Errorf("status changes in the history (-want +got):\n%s", diff)
+	}
+	if len(r.History) != 102 {
+		t.Errorf("%d history entries, want 102: 100 until the cap, then the 2 status changes", len(r.History))
+	}
+	notices := drainNotices(t, st, "chatty")
+	if len(notices) != 6 {
+		t.Fatalf("%d notices, want 6", len(notices))
+	}
+	for i, n := range notices[4:] {
+		h := n.Record.History
+		if len(h) != 101+i || h[len(h)-1].Status != n.Record.Status {
+			t.Errorf("notice %d (%s): %d history entries ending in %+v", n.Seq, n.Record.Status, len(h), h[len(h)-1])
+		}
+	}
 }

@@ -78,9 +78,15 @@ local function extend()
   end
 end
 
-local function append(e)
-  local n = tonumber(redis.call('HINCRBY', key, 'hn', 1))
-  if n > maxHistory then return end
+-- append adds entry e to the history; changes says that it records a
+-- status change. A status change is always kept: the history holds every
+-- status change of the message's life. An annotation (an entry that keeps
+-- the status: a repeated or late event, a note) is dropped once the
+-- history holds maxHistory entries, so that a stream of repeats cannot
+-- grow the record without end. 'hn' counts the entries.
+local function append(e, changes)
+  if not changes and (tonumber(redis.call('HGET', key, 'hn')) or 0) >= maxHistory then return end
+  redis.call('HINCRBY', key, 'hn', 1)
   local h = redis.call('HGET', key, 'h')
   if not h or h == '[]' or h == '' then
     redis.call('HSET', key, 'h', '[' .. e .. ']')
@@ -93,7 +99,7 @@ local function change()
   if op == 'event' and new == 'read' and cur ~= 'delivered' then
     local h = redis.call('HGET', key, 'h') or ''
     if not string.find(h, '"status":"delivered"', 1, true) then
-      append((string.gsub(entry, '"status":"read"', '"status":"delivered"', 1)) .. ',"note":"implied by read"}')
+      append((string.gsub(entry, '"status":"read"', '"status":"delivered"', 1)) .. ',"note":"implied by read"}', true)
     end
   end
   redis.call('HSET', key, 's', new, 'u', now)
@@ -108,7 +114,7 @@ local function change()
   -- A hold hands back a message taken up but never sent, and a withdraw
   -- ends one (refused by the policy, expired before its slot): no attempt.
   if op == 'hold' or op == 'withdraw' then redis.call('HINCRBY', key, 'a', -1) end
-  append(entry .. '}')
+  append(entry .. '}', true)
   cur = new
   return 'ok'
 end

@@ -196,21 +196,25 @@ else
 end
 extend()
 
--- A status change of a record with a callback URL queues a notice: the
--- record as of this change, minus the payloads (message bodies) and the
--- dedupe marks. It is written here, with the change, so that notices are
+-- A status change of a record with a callback URL queues a notice: what
+-- the change left in the record's fields that a later change may write
+-- again (status, time, last error, attempts, ids, pricing; "" for one
+-- that is not set), and the length in bytes of the history then. The
+-- deliverer puts those fields over the record as it finds it and cuts the
+-- history there (it only ever grows at its end), which gives the record as
+-- of this change (notices.go): a notice stays small however long the
+-- history grows. It is written here, with the change, so that notices are
 -- never lost nor reordered, whatever happens to the process afterwards.
 local notice = 0
 if outcome == 'ok' and redis.call('HEXISTS', key, 'cb') == 1 then
   notice = redis.call('HINCRBY', key, 'cn', 1)
-  local all = redis.call('HGETALL', key)
+  local names = {'s', 'u', 'e', 'a', 'pid', 'wid', 'pr', 'bl'}
+  local values = redis.call('HMGET', key, unpack(names))
   local fields = {}
-  for i = 1, #all, 2 do
-    local k = all[i]
-    if k ~= 'pl' and k ~= 'fb' and string.sub(k, 1, 2) ~= 'x:' then fields[k] = all[i + 1] end
-  end
+  for i = 1, #names do fields[names[i]] = values[i] or '' end
   local t = redis.call('TIME')
-  redis.call('RPUSH', KEYS[2], cjson.encode({n = notice, t = t[1] * 1000 + math.floor(t[2] / 1000), f = fields}))
+  redis.call('RPUSH', KEYS[2], cjson.encode({n = notice, t = t[1] * 1000 + math.floor(t[2] / 1000), c = fields,
+    hl = redis.call('HSTRLEN', key, 'h')}))
   local left = redis.call('PTTL', key)
   if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
 end

@@ -188,6 +188,16 @@ func (d *Deliverer) drain(ctx context.Context, id string) error {
 		if n == nil {
 			return d.store.NoticesDrained(ctx, id)
 		}
+		if n.Record == nil {
+			// A notice holds only what its change wrote: without the
+			// record, there is no body to send.
+			d.log.Error("status callback given up: the message's record is gone", zap.String("message_id", id),
+				zap.Int64("notice", n.Seq))
+			if _, err := d.store.AckNotice(ctx, id, n); err != nil {
+				return err
+			}
+			continue
+		}
 		if d.now().Sub(n.Queued) > d.cfg.GiveUpAfter {
 			d.log.Error("status callback given up", zap.String("message_id", id), zap.Int64("notice", n.Seq),
 				zap.String("status", string(n.Record.Status)), zap.Duration("after", d.cfg.GiveUpAfter))

@@ -300,3 +300,99 @@ func TestInboundEventsAreForwardedOnce(t *testing.T) {
 		t.Errorf("forwarded %+v %v", got, err)
 	}
 }
+
+func TestStatusBodiesAreTheRecordAsOfEachChange(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{AllowPrivate: true})
+	ctx := context.Background()
+	s := newSink(t)
+	b.message(t, "m5", s.srv.URL)
+	// snapshot is the record's JSON right after a change: the body its
+	// callback must have.
+	var want []string
+	snapshot := func() {
+		t.Helper()
+		r, err := b.st.Get(ctx, "m5")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, string(body))
+	}
+	at := time.Now()
+	next := func() time.Time { at = at.Add(time.Second); return at }
+	event := func(st store.Status, wid string) {
+		t.Helper()
+		if _, err := b.st.ApplyEvent(ctx, store.Event{ID: "pid-m5", Status: st, WhatsAppID: wid, At: next(), Key: string(st) + at.String()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snapshot()
+	for range 3 { // failed attempts make a longer history
+		if _, _, err := b.st.Begin(ctx, "m5", next(), store.Owner{}); err != nil {
+			t.Fatal(err)
+		}
+		snapshot()
+		e := &store.ErrorInfo{Class: "transient", Code: "500", Message: "upstream error", At: next()}
+		if _, _, err := b.st.Move(ctx, "m5", store.Change{Status: store.Retrying, At: at, Failed: true, Error: e}); err != nil {
+			t.Fatal(err)
+		}
+		snapshot()
+		if err := b.st.Note(ctx, "m5", next(), "waiting for the sender's rate"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := b.st.Begin(ctx, "m5", next(), store.Owner{}); err != nil {
+		t.Fatal(err)
+	}
+	snapshot()
+	if _, err := b.st.Submit(ctx, "m5", "pid-m5", next()); err != nil {
+		t.Fatal(err)
+	}
+	snapshot()
+	event(store.Enqueued, "wamid.m5")
+	snapshot()
+	event(store.Delivered, "")
+	snapshot()
+	event(store.Delivered, "") // repeated: kept in the history, no callback
+	event(store.Read, "")
+	snapshot()
+
+	if err := b.d.deliverStatus(ctx, task("m5", int64(len(want)))); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.bodies) != len(want) {
+		t.Fatalf("%d callbacks, want %d", len(s.bodies), len(want))
+	}
+	for i, body := range s.bodies {
+		if diff := cmp.Diff(want[i], string(body)); diff != "" {
+			t.Errorf("callback %d (-the record after its change +the body):\n%s", i+1, diff)
+		}
+	}
+}
+
+func TestNoticesOfAGoneRecordAreGivenUp(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Config{AllowPrivate: true})
+	ctx := context.Background()
+	s := newSink(t)
+	b.message(t, "m6", s.srv.URL, store.Sending)
+	// The record expired (or was evicted) before its notices went.
+	if err := b.st.Redis().Del(ctx, "chatq:m:{m6}").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.d.deliverStatus(ctx, task("m6", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.statuses(); len(got) != 0 {
+		t.Errorf("callbacks of a gone record were delivered: %v", got)
+	}
+	if n, err := b.st.NextNotice(ctx, "m6"); n != nil || err != nil {
+		t.Errorf("notice still pending: %+v %v", n, err)
+	}
+}

@@ -25,7 +25,10 @@ type Notifier interface {
 type Notice struct {
 	// Seq numbers the record's notices from 1.
 	Seq int64
-	// Record is the record as of the change, without its payloads.
+	// Record is the record as of the change, without its payloads: what
+	// the change wrote, over the record as it is now, with the history it
+	// had then. Nil when the record is gone (it expired): no body can be
+	// built for the notice any more.
 	Record *Record
 	// Queued is when the change queued the notice (Redis's clock).
 	Queued time.Time
@@ -65,18 +68,23 @@ func (s *Store) noticed(ctx context.Context, seq int64, ids ...string) {
 // NextNotice returns the first pending notice of record id, or nil when
 // none is pending.
 func (s *Store) NextNotice(ctx context.Context, id string) (*Notice, error) {
-	raw, err := s.rdb.LIndex(ctx, noticeKey(id), 0).Result()
+	// The record is read with the notice, in one round trip: a notice
+	// holds only what its change wrote. The record may have changed
+	// since, which the notice's fields and history length undo.
+	pipe := s.rdb.Pipeline()
+	first := pipe.LIndex(ctx, noticeKey(id), 0)
+	rec := pipe.HGetAll(ctx, recordKey(id))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read notice of %s: %w", id, err)
+	}
+	raw, err := first.Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read notice of %s: %w", id, err)
 	}
-	n, err := parseNotice(id, raw)
-	if err != nil {
-		return nil, err
-	}
-	return n, nil
+	return parseNotice(id, raw, rec.Val())
 }
 
 // AckNotice removes n, which NextNotice returned, once it is delivered (or
@@ -129,21 +137,67 @@ func (s *Store) DeferNotices(ctx context.Context, until time.Time, ids ...string
 	return nil
 }
 
-// parseNotice decodes a notice as transition.lua writes it:
-// {"n": seq, "t": unix ms, "f": {record hash fields}}.
-func parseNotice(id, raw string) (*Notice, error) {
+// parseNotice decodes a notice as transition.lua writes it,
+// {"n": seq, "t": unix ms, "c": {fields the change wrote}, "hl": the
+// history's length in bytes}, over h, the record's hash as it is now (empty
+// when the record is gone). A notice written before notices held only the
+// change, {"n", "t", "f": {the whole record hash}}, needs no h: queues may
+// hold such notices across an upgrade.
+func parseNotice(id, raw string, h map[string]string) (*Notice, error) {
 	var w struct {
 		// Lua numbers are floats, and some encoders write them so.
-		N float64           `json:"n"`
-		T float64           `json:"t"`
-		F map[string]string `json:"f"`
+		N  float64           `json:"n"`
+		T  float64           `json:"t"`
+		C  map[string]string `json:"c"`
+		HL float64           `json:"hl"`
+		F  map[string]string `json:"f"`
 	}
 	if err := json.Unmarshal([]byte(raw), &w); err != nil {
 		return nil, fmt.Errorf("notice of %s: %w", id, err)
 	}
-	r, err := parseRecord(id, w.F)
-	if err != nil {
-		return nil, fmt.Errorf("notice %v of %s: %w", w.N, id, err)
+	n := &Notice{Seq: int64(w.N), Queued: time.UnixMilli(int64(w.T)).UTC(), raw: raw}
+	fields := w.F
+	if fields == nil {
+		if len(h) == 0 {
+			return n, nil
+		}
+		var err error
+		if fields, err = asOf(h, w.C, int(w.HL)); err != nil {
+			return nil, fmt.Errorf("notice %d of %s: %w", n.Seq, id, err)
+		}
 	}
-	return &Notice{Seq: int64(w.N), Queued: time.UnixMilli(int64(w.T)).UTC(), Record: r, raw: raw}, nil
+	r, err := parseRecord(id, fields)
+	if err != nil {
+		return nil, fmt.Errorf("notice %d of %s: %w", n.Seq, id, err)
+	}
+	n.Record = r
+	return n, nil
+}
+
+// asOf turns h, a record's hash, into the hash as it was right after a
+// change, given the fields the change wrote and the length in bytes of the
+// history then; it leaves out the payloads. The history only ever grows at
+// its end ("[a,b]" becomes "[a,b,c]"): its first hl-1 bytes and a closing
+// bracket are the history as of the change.
+func asOf(h, change map[string]string, hl int) (map[string]string, error) {
+	delete(h, fPayload)
+	delete(h, fFallback)
+	// A status change ends the message's wait: a later one is not of it.
+	delete(h, fWaiting)
+	delete(h, fPairSlot)
+	for k, v := range change {
+		h[k] = v
+	}
+	hist := h[fHistory]
+	switch {
+	case hl == len(hist):
+	case hl == 0 || hl == 2:
+		// No history then: none, or "[]", which the first entry replaced.
+		h[fHistory] = "[]"[:hl]
+	case hl < len(hist) && hist[hl-1] == ',':
+		h[fHistory] = hist[:hl-1] + "]"
+	default:
+		return nil, fmt.Errorf("history of %d bytes is not a later one of the %d bytes at the change", len(hist), hl)
+	}
+	return h, nil
 }

@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -201,4 +203,257 @@ func dueNotices(tb testing.TB, st *store.Store, at time.Time) []string {
 		}
 	}
 	return ids
+}
+
+// newCallbackRecord creates a queued record with a callback URL.
+func newCallbackRecord(tb testing.TB, st *store.Store, id string) {
+	tb.Helper()
+	r := &store.Record{
+		ID: id, Destination: "96996999699", Type: "text", Priority: "transactional", CallbackURL: "https://app.example.com/events",
+		Status: store.Queued, History: []store.HistoryEntry{{Status: store.Queued, At: t0}}, Metadata: map[string]string{"order": "A-1"},
+		CreatedAt: t0, UpdatedAt: t0, Payload: []byte(`{"type":"text","message":"secret body"}`), Queue: "transactional",
+	}
+	if _, err := st.Create(context.Background(), []*store.Record{r}); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func TestNoticesDoNotGrowWithTheHistory(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	st := store.New(rdb, store.Config{})
+	newCallbackRecord(t, st, "long")
+	at := t0
+	step := func() time.Time { at = at.Add(time.Second); return at }
+	// Fifteen failed attempts, then one accepted: 32 history entries.
+	for range 15 {
+		if _, _, err := st.Begin(ctx, "long", step(), store.Owner{}); err != nil {
+			t.Fatal(err)
+		}
+		e := &store.ErrorInfo{Class: "transient", Code: "500", Message: "upstream error", At: step()}
+		if _, _, err := st.Move(ctx, "long", store.Change{Status: store.Retrying, At: at, Failed: true, Error: e}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := st.Begin(ctx, "long", step(), store.Owner{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Submit(ctx, "long", "0a4a2a8c-7f0e-4c43-9d1c-0b5b0e6f7d21", step()); err != nil {
+		t.Fatal(err)
+	}
+	raws, err := rdb.LRange(ctx, "chatq:cbq:{long}", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	largest := 0
+	for _, raw := range raws {
+		largest = max(largest, len(raw))
+	}
+	r, err := st.Get(ctx, "long")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.History) != 33 || len(raws) != 33 {
+		t.Fatalf("%d history entries and %d notices, want 33 of each", len(r.History), len(raws))
+	}
+	if largest > 400 {
+		t.Errorf("the largest of %d notices is %d bytes, want at most 400 whatever the history's length", len(raws), largest)
+	}
+}
+
+func TestNoticesAreTheRecordAsOfEachChange(t *testing.T) {
+	t.Parallel()
+	for _, mini := range []bool{false, true} {
+		t.Run(map[bool]string{false: "redis", true: "miniredis"}[mini], func(t *testing.T) {
+			t.Parallel()
+			testNoticesAsOfEachChange(t, redistest.Start(t, redistest.Options{ForceMiniredis: mini}))
+		})
+	}
+}
+
+func testNoticesAsOfEachChange(t *testing.T, srv *redistest.Server) {
+	ctx := context.Background()
+	st := store.New(srv.Client(t), store.Config{})
+	newCallbackRecord(t, st, "asof")
+	// snapshot is the record's JSON right after a change: what the
+	// change's callback must say.
+	var want []string
+	snapshot := func() {
+		t.Helper()
+		r, err := st.Get(ctx, "asof")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, string(b))
+	}
+	note := func(at time.Time, text string) {
+		t.Helper()
+		if err := st.Note(ctx, "asof", at, text); err != nil {
+			t.Fatal(err)
+		}
+	}
+	event := func(ev store.Event) {
+		t.Helper()
+		ev.ID, ev.Key = "pid-asof", string(ev.Status)+ev.At.String()
+		if _, err := st.ApplyEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snapshot()
+	if _, _, err := st.Begin(ctx, "asof", t0.Add(time.Second), store.Owner{Worker: "w1", Task: "asof"}); err != nil {
+		t.Fatal(err)
+	}
+	snapshot()
+	e := &store.ErrorInfo{Class: "transient", Code: "503", Message: "upstream unavailable", At: t0.Add(2 * time.Second)}
+	if _, _, err := st.Move(ctx, "asof", store.Change{Status: store.Retrying, At: e.At, Failed: true, Error: e}); err != nil {
+		t.Fatal(err)
+	}
+	snapshot()
+	note(t0.Add(3*time.Second), "waiting for the sender's rate")
+	if _, _, err := st.Begin(ctx, "asof", t0.Add(4*time.Second), store.Owner{Worker: "w2", Task: "asof"}); err != nil {
+		t.Fatal(err)
+	}
+	snapshot()
+	if _, err := st.Submit(ctx, "asof", "pid-asof", t0.Add(5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	snapshot()
+	event(store.Event{Status: store.Enqueued, WhatsAppID: "wamid.asof", At: t0.Add(6 * time.Second)})
+	snapshot()
+	pricing := &store.Pricing{Billable: true, PricingModel: "PMP", Category: "utility", Type: "regular"}
+	event(store.Event{Status: store.Sent, Pricing: pricing, At: t0.Add(7 * time.Second)})
+	snapshot()
+	// Annotations and a later pricing change what the record says now,
+	// not what it said at the changes before.
+	event(store.Event{Status: store.Sent, At: t0.Add(8 * time.Second)})
+	note(t0.Add(9*time.Second), "an operator looked")
+	event(store.Event{Status: store.Read, Pricing: &store.Pricing{Billable: false, PricingModel: "PMP", Category: "utility", Type: "free"},
+		At: t0.Add(10 * time.Second)})
+	snapshot()
+	event(store.Event{Status: store.Delivered, At: t0.Add(11 * time.Second)})
+
+	got := drainNotices(t, st, "asof")
+	if len(got) != len(want) {
+		t.Fatalf("%d notices, want %d", len(got), len(want))
+	}
+	for i, n := range got {
+		b, err := json.Marshal(n.Record)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want[i], string(b)); diff != "" {
+			t.Errorf("notice %d (-the record after its change +the notice):\n%s", n.Seq, diff)
+		}
+	}
+}
+
+func TestHistoryKeepsStatusChangesPastTheCap(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := store.New(redistest.Start(t).Client(t), store.Config{})
+	newCallbackRecord(t, st, "chatty")
+	if _, _, err := st.Begin(ctx, "chatty", t0.Add(time.Second), store.Owner{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Submit(ctx, "chatty", "pid-chatty", t0.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	at := t0.Add(3 * time.Second)
+	for i := range 151 { // one sent, then 150 repeats of it
+		at = at.Add(time.Second)
+		ev := store.Event{ID: "pid-chatty", Status: store.Sent, At: at, Key: "sent" + strconv.Itoa(i)}
+		if _, err := st.ApplyEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range []store.Status{store.Delivered, store.Read} {
+		at = at.Add(time.Second)
+		if _, err := st.ApplyEvent(ctx, store.Event{ID: "pid-chatty", Status: s, At: at, Key: string(s)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := st.Get(ctx, "chatty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// queued, sending, submitted, sent and 96 repeats fill the 100 entries
+	// annotations may take; the status changes after them are kept.
+	var statuses []store.Status
+	for _, e := range r.History {
+		if e.Note == "" {
+			statuses = append(statuses, e.Status)
+		}
+	}
+	wantStatuses := []store.Status{store.Queued, store.Sending, store.Submitted, store.Sent, store.Delivered, store.Read}
+	if diff := cmp.Diff(wantStatuses, statuses); diff != "" {
+		t.Errorf("status changes in the history (-want +got):\n%s", diff)
+	}
+	if len(r.History) != 102 {
+		t.Errorf("%d history entries, want 102: 100 until the cap, then the 2 status changes", len(r.History))
+	}
+	notices := drainNotices(t, st, "chatty")
+	if len(notices) != 6 {
+		t.Fatalf("%d notices, want 6", len(notices))
+	}
+	for i, n := range notices[4:] {
+		h := n.Record.History
+		if len(h) != 101+i || h[len(h)-1].Status != n.Record.Status {
+			t.Errorf("notice %d (%s): %d history entries ending in %+v", n.Seq, n.Record.Status, len(h), h[len(h)-1])
+		}
+	}
+}
+
+func TestNoticesOfBeforeTheUpgradeAreRead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	st := store.New(rdb, store.Config{})
+	newCallbackRecord(t, st, "old")
+	drainNotices(t, st, "old")
+	// A notice as it was written before: a copy of the record's hash.
+	old := `{"n":2,"t":1795600801000,"f":{"d":"96996999699","t":"text","p":"transactional","s":"sending","a":"1",` +
+		`"h":"[{\"status\":\"queued\",\"at\":\"2026-11-25T10:00:00Z\"},{\"status\":\"sending\",\"at\":\"2026-11-25T10:00:01Z\"}]",` +
+		`"c":"1795600800000","u":"1795600801000","q":"transactional","cb":"https://app.example.com/events","hn":"2","cn":"2"}}`
+	if err := rdb.RPush(ctx, "chatq:cbq:{old}", old).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The record has moved on since: the notice says what it was then.
+	if _, _, err := st.Begin(ctx, "old", t0.Add(time.Second), store.Owner{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Submit(ctx, "old", "pid-old", t0.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := st.NextNotice(ctx, "old")
+	if err != nil || n == nil || n.Record == nil {
+		t.Fatalf("old notice: %+v %v", n, err)
+	}
+	r := n.Record
+	if n.Seq != 2 || r.Status != store.Sending || r.Attempts != 1 || len(r.History) != 2 || r.ProviderMessageID != nil ||
+		!r.UpdatedAt.Equal(t0.Add(time.Second)) || n.Queued.UnixMilli() != 1795600801000 {
+		t.Errorf("old notice read as %d %+v queued %s", n.Seq, r, n.Queued)
+	}
+}
+
+func TestNoticeOfAGoneRecordHasNoRecord(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	st := store.New(rdb, store.Config{})
+	newCallbackRecord(t, st, "gone")
+	if err := rdb.Del(ctx, "chatq:m:{gone}").Err(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := st.NextNotice(ctx, "gone")
+	if err != nil || n == nil {
+		t.Fatalf("notice: %v %v", n, err)
+	}
+	if n.Seq != 1 || n.Record != nil {
+		t.Errorf("notice %d of a gone record has record %+v", n.Seq, n.Record)
+	}
 }

@@ -53,14 +53,13 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[2], 'PXAT', ARGV[1])
 if redis.call('HEXISTS', KEYS[1], 'cb') == 0 then return {1, 0} end
 redis.call('HSET', KEYS[1], 'cn', 1)
-local all = redis.call('HGETALL', KEYS[1])
+local names = {'s', 'u', 'e', 'a', 'pid', 'wid', 'pr', 'bl'}
+local values = redis.call('HMGET', KEYS[1], unpack(names))
 local fields = {}
-for i = 1, #all, 2 do
-  local k = all[i]
-  if k ~= 'pl' and k ~= 'fb' then fields[k] = all[i + 1] end
-end
+for i = 1, #names do fields[names[i]] = values[i] or '' end
 local t = redis.call('TIME')
-redis.call('RPUSH', KEYS[2], cjson.encode({n = 1, t = t[1] * 1000 + math.floor(t[2] / 1000), f = fields}))
+redis.call('RPUSH', KEYS[2], cjson.encode({n = 1, t = t[1] * 1000 + math.floor(t[2] / 1000), c = fields,
+  hl = redis.call('HSTRLEN', KEYS[1], 'h')}))
 redis.call('PEXPIREAT', KEYS[2], ARGV[1])
 return {1, 1}`)
 )

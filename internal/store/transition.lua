@@ -86,9 +86,15 @@ local function extend()
   end
 end
 
-local function append(e)
-  local n = tonumber(redis.call('HINCRBY', key, 'hn', 1))
-  if n > maxHistory then return end
+-- append adds entry e to the history; changes says that it records a
+-- status change. A status change is always kept: the history holds every
+-- status change of the message's life. An annotation (an entry that keeps
+-- the status: a repeated or late event, a note) is dropped once the
+-- history holds maxHistory entries, so that a stream of repeats cannot
+-- grow the record without end. 'hn' counts the entries.
+local function append(e, changes)
+  if not changes and (tonumber(redis.call('HGET', key, 'hn')) or 0) >= maxHistory then return end
+  redis.call('HINCRBY', key, 'hn', 1)
   local h = redis.call('HGET', key, 'h')
   if not h or h == '[]' or h == '' then
     redis.call('HSET', key, 'h', '[' .. e .. ']')
@@ -107,7 +113,7 @@ local function change()
   if op == 'event' and new == 'read' and cur ~= 'delivered' then
     local h = redis.call('HGET', key, 'h') or ''
     if not string.find(h, '"status":"delivered"', 1, true) then
-      append((string.gsub(entry, '"status":"read"', '"status":"delivered"', 1)) .. ',"note":"implied by read"}')
+      append((string.gsub(entry, '"status":"read"', '"status":"delivered"', 1)) .. ',"note":"implied by read"}', true)
     end
   end
   redis.call('HSET', key, 's', new, 'u', now)
@@ -119,7 +125,7 @@ local function change()
   -- A failed attempt counts towards the retry budget, whichever task made
   -- it: a new task for the message does not start the count again.
   if op == 'retry' then redis.call('HINCRBY', key, 'fa', 1) end
-  append(entry .. '}')
+  append(entry .. '}', true)
   cur = new
   return 'ok'
 end
@@ -209,21 +215,25 @@ else
 end
 extend()
 
--- A status change of a record with a callback URL queues a notice: the
--- record as of this change, minus the payloads (message bodies) and the
--- dedupe marks. It is written here, with the change, so that notices are
+-- A status change of a record with a callback URL queues a notice: what
+-- the change left in the record's fields that a later change may write
+-- again (status, time, last error, attempts, ids, pricing; "" for one
+-- that is not set), and the length in bytes of the history then. The
+-- deliverer puts those fields over the record as it finds it and cuts the
+-- history there (it only ever grows at its end), which gives the record as
+-- of this change (notices.go): a notice stays small however long the
+-- history grows. It is written here, with the change, so that notices are
 -- never lost nor reordered, whatever happens to the process afterwards.
 local notice = 0
 if outcome == 'ok' and redis.call('HEXISTS', key, 'cb') == 1 then
   notice = redis.call('HINCRBY', key, 'cn', 1)
-  local all = redis.call('HGETALL', key)
+  local names = {'s', 'u', 'e', 'a', 'pid', 'wid', 'pr', 'bl'}
+  local values = redis.call('HMGET', key, unpack(names))
   local fields = {}
-  for i = 1, #all, 2 do
-    local k = all[i]
-    if k ~= 'pl' and k ~= 'fb' and string.sub(k, 1, 2) ~= 'x:' then fields[k] = all[i + 1] end
-  end
+  for i = 1, #names do fields[names[i]] = values[i] or '' end
   local t = redis.call('TIME')
-  redis.call('RPUSH', KEYS[2], cjson.encode({n = notice, t = t[1] * 1000 + math.floor(t[2] / 1000), f = fields}))
+  redis.call('RPUSH', KEYS[2], cjson.encode({n = notice, t = t[1] * 1000 + math.floor(t[2] / 1000), c = fields,
+    hl = redis.call('HSTRLEN', key, 'h')}))
   local left = redis.call('PTTL', key)
   if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
 end

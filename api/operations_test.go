@@ -131,8 +131,50 @@ func TestListMessagesRoute(t *testing.T) {
 		{"batch_id=spring&limit=1001", "limit"},
 		{"batch_id=spring&cursor=nope", "cursor"},
 		{"batch=spring", "batch"},
+		{"waiting=later", "waiting"},
 	} {
 		wantError(t, f.do(t, request{method: http.MethodGet, path: "/v1/messages?" + tt.query}), http.StatusBadRequest, "invalid_request", tt.field)
+	}
+}
+
+// ?waiting= lists what waits for that reason now, with its wait on each
+// record; narrowed by a campaign.
+func TestListMessagesWaitingRoute(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	ids := f.sendBatch(t, "spring", 3)
+	other := f.sendBatch(t, "autumn", 1)
+	until := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	for _, id := range []string{ids[0], ids[2], other[0]} {
+		r, err := f.store.Peek(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.store.Wait(ctx, r, "", store.Waiting{Reason: store.WaitDailyLimit, Since: time.Now(), Until: &until}, until, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		query string
+		want  []string
+	}{
+		{"waiting=daily_limit", []string{other[0], ids[2], ids[0]}},
+		{"waiting=daily_limit&batch_id=spring", []string{ids[2], ids[0]}},
+		{"waiting=pair_rate", nil},
+	} {
+		res := f.do(t, request{method: http.MethodGet, path: "/v1/messages?" + tt.query})
+		p := decode[messagePage](t, res)
+		var got []string
+		for _, r := range p.Messages {
+			got = append(got, r.ID)
+			if r.Waiting == nil || r.Waiting.Reason != store.WaitDailyLimit || r.Waiting.Until == nil || !r.Waiting.Until.Equal(until) || r.Status != store.Queued {
+				t.Errorf("?%s: %s is %s waiting %+v, want queued waiting for daily_limit until %s", tt.query, r.ID, r.Status, r.Waiting, until)
+			}
+		}
+		if diff := gocmp.Diff(tt.want, got); res.status != http.StatusOK || diff != "" {
+			t.Errorf("?%s: %d (-want +got):\n%s", tt.query, res.status, diff)
+		}
 	}
 }
 

@@ -216,16 +216,8 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	log = log.WithLazy(zap.Int("attempt", attempt))
 
 	// From here the send may reach ChatArchitect: a worker lost now leaves
-	// a possible duplicate, which the record must know of.
-	again, err := h.store.OnWire(ctx, id, owner.Task, h.now())
-	if errors.Is(err, store.ErrRefused) {
-		log.Info("not sent: the message was handed to another task meanwhile")
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("send %s: %w", id, err)
-	}
-	if again {
+	// a possible duplicate, which the record knows of (Begin).
+	if rec.SentAgain {
 		h.metrics.PossibleDuplicate()
 		log.Warn("sending again a message whose previous attempt's outcome was not recorded (worker lost): it may be sent twice", zap.Bool("possible_duplicate", true))
 	}

@@ -170,24 +170,6 @@ func (s *Store) Defer(ctx context.Context, id string, at time.Time) error {
 	return nil
 }
 
-// OnWire marks a message that task took up (Begin) as on the wire, just
-// before its send: a worker lost from then on may have sent it. It fails
-// with ErrRefused when the message is no longer task's to send. It reports whether
-// the send is a possible duplicate: an earlier send's outcome was never
-// recorded (its worker was lost, or Redis was away), in which case the
-// history says the message is sent again.
-func (s *Store) OnWire(ctx context.Context, id, task string, at time.Time) (possibleDuplicate bool, err error) {
-	c := Change{Status: Sending, At: at, Task: task, Note: "sent again: the previous attempt's outcome was not recorded (worker lost)"}
-	o, st, _, err := s.outcome(ctx, id, s.transition(ctx, s.rdb, "wire", id, c), "mark "+id+" on the wire")
-	if err != nil {
-		return false, err
-	}
-	if o == Refused || o == Missing {
-		return false, fmt.Errorf("mark %s on the wire (%s): %w", id, st, ErrRefused)
-	}
-	return o == Kept, nil
-}
-
 // Heartbeat tells the sweeper that worker lives, for ttl.
 func (s *Store) Heartbeat(ctx context.Context, worker string, ttl time.Duration) error {
 	if err := s.rdb.Set(ctx, heartbeatKey(worker), 1, ttl).Err(); err != nil {

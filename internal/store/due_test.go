@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -99,19 +98,16 @@ func TestDueIndexFollowsTheMessage(t *testing.T) {
 }
 
 // Only the task that owns a message being sent may take it up again; it
-// then owns up to the previous attempt: a failure, and if that attempt was
-// on the wire, a possible duplicate that the next send's history notes.
+// then owns up to the previous attempt: a failure, and a possible duplicate
+// (it was on the wire from its take-up) that the next send's history notes.
 func TestBeginTakesOverOnlyForTheOwningTask(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	st, create := setup(t)
 	create("m")
 	a := store.Owner{Worker: "w1", Task: "m"}
-	if _, o, err := st.Begin(ctx, "m", t0, a); err != nil || o != store.Changed {
-		t.Fatalf("begin: %s %v", o, err)
-	}
-	if again, err := st.OnWire(ctx, "m", "m", t0); err != nil || again {
-		t.Fatalf("first send on the wire: possible duplicate %v, %v", again, err)
+	if r, o, err := st.Begin(ctx, "m", t0, a); err != nil || o != store.Changed || r.SentAgain || !r.OnWire {
+		t.Fatalf("begin: %s %v; sent again %v, on the wire %v", o, err, r.SentAgain, r.OnWire)
 	}
 	// Another task of the message (an operator's, a stale one) sends
 	// nothing while it is being sent.
@@ -123,28 +119,21 @@ func TestBeginTakesOverOnlyForTheOwningTask(t *testing.T) {
 	if err != nil || o != store.Changed {
 		t.Fatalf("begin by the owning task: %s %v", o, err)
 	}
-	if r.Owner != "w2" || r.Failures != 1 || r.Attempts != 2 {
-		t.Errorf("after the take-over: owner %q, failures %d, attempts %d; want w2, 1, 2", r.Owner, r.Failures, r.Attempts)
+	if r.Owner != "w2" || r.Failures != 1 || r.Attempts != 2 || !r.SentAgain {
+		t.Errorf("after the take-over: owner %q, failures %d, attempts %d, sent again %v; want w2, 1, 2, true", r.Owner, r.Failures, r.Attempts, r.SentAgain)
 	}
-	if again, err := st.OnWire(ctx, "m", "m", t0); err != nil || !again {
-		t.Errorf("send after a lost send on the wire: possible duplicate %v, %v; want true", again, err)
-	}
-	// Only once: a third send after a lost one that was not on the wire is
-	// no duplicate.
+	// Only once: the next send after a recorded failure is no duplicate.
 	if _, _, err := st.Move(ctx, "m", store.Change{Status: store.Retrying, Failed: true, Task: "m"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := st.Begin(ctx, "m", t0, a); err != nil {
-		t.Fatal(err)
-	}
-	if again, err := st.OnWire(ctx, "m", "m", t0); err != nil || again {
-		t.Errorf("third send: possible duplicate %v, %v; want false", again, err)
+	if r, _, err := st.Begin(ctx, "m", t0, a); err != nil || r.SentAgain {
+		t.Errorf("third send: sent again %v, %v; want false", r.SentAgain, err)
 	}
 	r, err = st.Get(ctx, "m")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"queued", "sending", "sending", "sending (sent again: the previous attempt's outcome was not recorded (worker lost))", "retrying", "sending"}, statuses(r)); diff != "" {
+	if diff := cmp.Diff([]string{"queued", "sending", "sending (sent again: the previous attempt's outcome was not recorded (worker lost))", "retrying", "sending"}, statuses(r)); diff != "" {
 		t.Errorf("history (-want +got):\n%s", diff)
 	}
 }
@@ -157,9 +146,6 @@ func TestReassignHandsTheMessageToANewTask(t *testing.T) {
 	st, create := setup(t)
 	create("m")
 	if _, _, err := st.Begin(ctx, "m", t0, store.Owner{Worker: "w1", Task: "m"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.OnWire(ctx, "m", "m", t0); err != nil {
 		t.Fatal(err)
 	}
 	r, err := st.Get(ctx, "m")
@@ -179,14 +165,15 @@ func TestReassignHandsTheMessageToANewTask(t *testing.T) {
 	if o, _, err := st.Move(ctx, "m", store.Change{Status: store.Retrying, Failed: true, Task: "m"}); err != nil || o != store.Refused {
 		t.Errorf("the old task's retry: %s %v, want refused", o, err)
 	}
-	if _, err := st.OnWire(ctx, "m", "m", t0); !errors.Is(err, store.ErrRefused) {
-		t.Errorf("the old task's send: %v, want ErrRefused", err)
+	if _, o, err := st.Begin(ctx, "m", t0, store.Owner{Worker: "w3", Task: "m"}); err != nil || o != store.Refused {
+		t.Errorf("the old task's send: %s %v, want refused", o, err)
 	}
-	if _, o, err := st.Begin(ctx, "m", t0, store.Owner{Worker: "w2", Task: "m-1"}); err != nil || o != store.Changed {
+	r, o, err := st.Begin(ctx, "m", t0, store.Owner{Worker: "w2", Task: "m-1"})
+	if err != nil || o != store.Changed {
 		t.Fatalf("the new task's begin: %s %v", o, err)
 	}
-	if again, err := st.OnWire(ctx, "m", "m-1", t0); err != nil || !again {
-		t.Errorf("the new task's send: possible duplicate %v, %v; want true", again, err)
+	if !r.SentAgain {
+		t.Error("the new task's send is not a possible duplicate")
 	}
 }
 

@@ -155,8 +155,13 @@ type Record struct {
 	Owner string `json:"-"`
 	// Failures counts the failed attempts, across tasks: the retry budget.
 	Failures int `json:"-"`
-	// OnWire is set while a send may be on the wire (see Store.OnWire).
+	// OnWire is set while a send may be on the wire: from its take-up
+	// (Store.Begin) until its outcome is recorded.
 	OnWire bool `json:"-"`
+	// SentAgain is set on the record Begin returns when the send it takes
+	// up is a possible duplicate: an earlier send's outcome was never
+	// recorded (its worker was lost, or Redis was away).
+	SentAgain bool `json:"-"`
 	// PairSlot is the send slot the message holds on its recipient's
 	// schedule (the pair limit), reserved before it waited; nil when it
 	// holds none.

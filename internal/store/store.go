@@ -744,14 +744,16 @@ func (s *Store) outcome(ctx context.Context, id string, cmd *redis.Cmd, what str
 }
 
 // Begin marks a message as taken up for a send by its owner (one more
-// attempt) and returns its record; the due index has the sweeper check
-// after SendLease that the owner still lives. A record that is no longer
+// attempt), a send that follows at once, and returns its record; the due
+// index has the sweeper check after SendLease that the owner still lives.
+// Everything that may hold the message back is decided before (admission):
+// from here a worker lost may have sent it. A record that is no longer
 // pending (already submitted, dead, canceled), or being sent by another
 // task, comes back with Outcome Refused and nothing written: a redelivered
 // task must not send again. The owning task may take its message up again
 // (asynq handed it back after its worker was lost): the previous attempt
-// counts as failed, and the next send is a possible duplicate if it was on
-// the wire (OnWire).
+// counts as failed, and this send is a possible duplicate (the record's
+// SentAgain, and a note in its history).
 func (s *Store) Begin(ctx context.Context, id string, at time.Time, by Owner) (*Record, Outcome, error) {
 	args := s.transitionArgs("begin", Change{Status: Sending, At: at, Task: by.Task})
 	args = append(args, "!"+fTask, by.Task, "!"+fOwner, by.Worker)
@@ -778,6 +780,9 @@ func (s *Store) Begin(ctx context.Context, id string, at time.Time, by Owner) (*
 		h[k] = v
 	}
 	r, err := parseRecord(id, h)
+	if r != nil {
+		r.SentAgain = h["!again"] == "1"
+	}
 	return r, o, err
 }
 

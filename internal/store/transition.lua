@@ -4,7 +4,7 @@
 -- KEYS[2]  the record's list of pending callback notices (same hash tag)
 -- KEYS[3]  the record's payload (same hash tag), which begin returns
 -- ARGV[1]  op: begin | own | retry | final | submit | event | cancel | requeue |
---          note | wire | wait
+--          note | wait
 -- ARGV[2]  the new status
 -- ARGV[3]  now, unix milliseconds
 -- ARGV[4]  the history entry, JSON without its closing brace; for wait, the
@@ -137,28 +137,30 @@ local function keep(note)
 end
 
 local outcome
-if op == 'begin' and cur == 'sending' then
-  -- Taken up already. Only the task that owns the message may take it up
-  -- again: asynq handed that task back (its worker died, or lost Redis for
-  -- longer than its lease), or the sweeper gave the message a new task
-  -- after its owner was lost. The previous attempt's outcome is unknown: it
-  -- counts as failed, and if it was on the wire, the message may have gone
-  -- out already, which the next send must own up to (ambiguous).
-  if task == '' or redis.call('HGET', key, 'tid') ~= task then return {'refused', cur} end
-  if redis.call('HGET', key, 'wr') == '1' then redis.call('HSET', key, 'am', 1) end
-  redis.call('HINCRBY', key, 'fa', 1)
-  outcome = change()
-elseif op == 'wire' then
-  -- The send is about to go out: a worker lost from now on may have sent
-  -- it. An ambiguous message's history says it is sent again.
-  if cur ~= 'sending' then return {'refused', cur} end
-  redis.call('HSET', key, 'wr', 1)
-  if redis.call('HDEL', key, 'am') == 1 then
-    append(string.gsub(entry, '"status":"[a-z]*"', '"status":"sending"', 1) .. '}')
-    redis.call('HSET', key, 'u', now)
-    return {'kept', cur, 0}
+local again = false
+if op == 'begin' then
+  -- The message is taken up for a send that follows at once: it is on the
+  -- wire from now on, and a worker lost from now on may have sent it.
+  if cur == 'sending' then
+    -- Taken up already. Only the task that owns the message may take it
+    -- up again: asynq handed that task back (its worker died, or lost
+    -- Redis for longer than its lease), or the sweeper gave the message a
+    -- new task after its owner was lost. The previous attempt's outcome is
+    -- unknown: it counts as failed, and the message may have gone out
+    -- already, which this send must own up to (ambiguous).
+    if task == '' or redis.call('HGET', key, 'tid') ~= task then return {'refused', cur} end
+    if redis.call('HGET', key, 'wr') == '1' then redis.call('HSET', key, 'am', 1) end
+    redis.call('HINCRBY', key, 'fa', 1)
+  elseif not phase1[cur] then
+    return {'refused', cur}
   end
-  return {'ok', cur, 0}
+  -- An ambiguous message's history says it is sent again.
+  if redis.call('HDEL', key, 'am') == 1 then
+    again = true
+    entry = entry .. ',"note":"sent again: the previous attempt\'s outcome was not recorded (worker lost)"'
+  end
+  outcome = change()
+  redis.call('HSET', key, 'wr', 1)
 elseif op == 'wait' then
   -- The message waits, its status unchanged: no history entry, no notice.
   -- Like begin, any task may: the message waits for the latest one's turn.
@@ -167,7 +169,7 @@ elseif op == 'wait' then
   redis.call('HSET', key, 'wt', entry)
   extend()
   return {'kept', cur, 0, 0}
-elseif op == 'begin' or op == 'own' or op == 'retry' or op == 'final' or op == 'submit' then
+elseif op == 'own' or op == 'retry' or op == 'final' or op == 'submit' then
   if phase1[cur] then
     outcome = change()
   elseif op == 'submit' and rank[cur] then
@@ -248,6 +250,10 @@ if op == 'begin' then
   local res = {outcome, cur, notice, waited, tenant, sender}
   local all = redis.call('HGETALL', key)
   for i = 1, #all do res[#res + 1] = all[i] end
+  if again then
+    res[#res + 1] = '!again'
+    res[#res + 1] = '1'
+  end
   -- The payload has a key of its own (older records keep it in the hash).
   local body = KEYS[3] and redis.call('GET', KEYS[3])
   if body then

@@ -89,9 +89,12 @@ const (
 	// the trial waits in its worker for that trial's outcome, before it is
 	// handed back.
 	trialWait = 10 * time.Second
-	// circuitHold is how long a message held by an open circuit waits
-	// before its task is pending again; the queue's pause then keeps it.
-	circuitHold = time.Second
+	// circuitHold is how long a message held by an open circuit or a
+	// pause waits before it looks again. Its wait ends sooner: when the
+	// circuit closes or the sender resumes, every worker that sees it
+	// releases the waiting messages (flow.released, senderSet.watch), and
+	// a half-open circuit releases one, its trial.
+	circuitHold = 30 * time.Second
 )
 
 // errStopping hands a waiting message back when its worker stops.
@@ -163,6 +166,40 @@ type flow struct {
 	// global is the deployment's flow, whose circuit an operator's pause
 	// opens for every sender; nil when this is it.
 	global *flow
+	// waits releases the messages that wait for this flow's circuit
+	// (Store.Release) once it closes; nil releases nothing. waitKeys are
+	// the senders their records name.
+	waits    *store.Store
+	waitKeys []string
+	// held is whether this worker last saw the flow hold every message
+	// (its circuit, or the deployment's opened by hand, open).
+	held atomic.Bool
+}
+
+// release ends the wait of up to n messages (0: all) waiting for reason
+// on this flow, for a look now.
+func (f *flow) release(ctx context.Context, reason store.WaitReason, n int) {
+	if f.waits == nil {
+		return
+	}
+	released, err := f.waits.Release(ctx, f.waitKeys, reason, n)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		f.log.Warn("releasing waiting messages failed; they look again on their own", zap.String("reason", string(reason)), zap.Error(err))
+	case released > 0:
+		f.log.Info("released waiting messages", zap.String("reason", string(reason)), zap.Int("messages", released))
+	}
+}
+
+// heldNow reports whether the flow holds every message: its circuit open
+// or half-open, or the deployment's opened by hand.
+func (f *flow) heldNow() bool {
+	if f.global != nil {
+		if gs := f.global.state.Load().circuit; gs.Manual && gs.IsOpen() {
+			return true
+		}
+	}
+	return f.state.Load().circuit.IsOpen()
 }
 
 // circuitGauge sets the metrics of the circuit breaker: the sender's own,
@@ -262,6 +299,10 @@ func (f *flow) refresh(ctx context.Context) {
 	}
 	f.state.Store(&flowState{circuit: cs, blockedUntil: f.now().Add(ss.Blocked)})
 	f.circuitGauge(cs.IsOpen())
+	if held := f.heldNow(); f.held.Swap(held) && !held {
+		// Closed: what waited for it goes now, not at its next look.
+		f.release(ctx, store.WaitCircuitOpen, 0)
+	}
 	switch {
 	case cs.Manual:
 	case cs.State == ratelimit.CircuitOpen:
@@ -285,6 +326,9 @@ func (f *flow) callTrial(ctx context.Context) {
 	if err := f.circuit.autoUnpause(); err != nil && ctx.Err() == nil {
 		f.log.Warn("unpausing the queues for the half-open circuit's trial failed", zap.Error(err))
 	}
+	// The messages held back wait without a task: the one that waited
+	// longest goes, to be the trial.
+	f.release(ctx, store.WaitCircuitOpen, 1)
 }
 
 // maybeProbe checks, in the background, whether the upstream accepts the

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -52,6 +53,40 @@ type senderSet struct {
 	clients map[string]*appClient // by app id
 	flows   map[string]*senderFlow
 	stopped bool
+	// endWatch ends watch; watched is done once it has.
+	endWatch context.CancelFunc
+	watched  chan struct{}
+}
+
+// watchEvery is how often a worker looks for resumed senders.
+const watchEvery = 500 * time.Millisecond
+
+// watch releases the messages that wait for a sender's pause within a
+// second of its resume, rather than at their next look, until ctx ends.
+func (ss *senderSet) watch(ctx context.Context) {
+	defer close(ss.watched)
+	t := time.NewTicker(watchEvery)
+	defer t.Stop()
+	paused := map[string]bool{}
+	for {
+		for _, s := range ss.reg.All() {
+			if paused[s.Number] && !s.Paused {
+				released, err := ss.store.Release(ctx, []string{s.Number, ""}, store.WaitPaused, 0)
+				switch {
+				case err != nil && ctx.Err() == nil:
+					ss.log.Warn("releasing the messages of a resumed sender failed; they look again on their own", zap.String("sender", s.Number), zap.Error(err))
+				case released > 0:
+					ss.log.Info("sender resumed: its waiting messages go", zap.String("sender", s.Number), zap.Int("messages", released))
+				}
+			}
+			paused[s.Number] = s.Paused
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // appClient is the client of one app, with what it was built from.
@@ -76,11 +111,15 @@ type flowMade struct {
 }
 
 func newSenderSet(s *Senders, rdb redis.UniversalClient, st *store.Store, base FlowConfig, main *flow, mainSender Sender, log *zap.Logger) *senderSet {
-	return &senderSet{
+	ctx, cancel := context.WithCancel(context.Background())
+	ss := &senderSet{
 		reg: s.Registry, upstream: s.Upstream, hc: chatarchitect.NewHTTPClient(s.Upstream.Timeout),
 		rdb: rdb, store: st, base: base, main: main, mainSender: mainSender, log: log,
 		clients: map[string]*appClient{}, flows: map[string]*senderFlow{},
+		endWatch: cancel, watched: make(chan struct{}),
 	}
+	go ss.watch(ctx)
+	return ss
 }
 
 // errUnknownSender fails a message whose sender the registry does not
@@ -156,6 +195,7 @@ func (ss *senderSet) flowOf(s senders.Sender) (*flow, Sender) {
 	f := newFlow(ss.rdb, cfg, send, log)
 	f.circuit = newSenderCircuit(ss.rdb, s.Number, log.Named("circuit"))
 	f.global, f.sender, f.metrics = ss.main, s.Number, ss.main.metrics
+	f.waits, f.waitKeys = ss.store, []string{s.Number, ""}
 	if !ss.stopped {
 		f.start()
 	}
@@ -202,6 +242,8 @@ func (ss *senderSet) stop() {
 	if ss == nil {
 		return
 	}
+	ss.endWatch()
+	<-ss.watched
 	ss.mu.Lock()
 	ss.stopped = true
 	flows := make([]*flow, 0, len(ss.flows))

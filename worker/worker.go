@@ -172,6 +172,10 @@ func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) 
 	h.flow = newFlow(rdb, cfg.Flow, sender, log.Named("flow"))
 	h.metrics, h.flow.metrics, h.unrecorded.metrics = cfg.Metrics, cfg.Metrics, cfg.Metrics
 	h.flow.sender = cfg.Flow.Limits.Sender
+	h.flow.waits, h.flow.waitKeys = st, []string{""}
+	if n := cfg.Flow.Limits.Sender; n != "" {
+		h.flow.waitKeys = append(h.flow.waitKeys, n)
+	}
 	if cfg.Senders != nil && cfg.Senders.Registry != nil {
 		h.senders = newSenderSet(cfg.Senders, rdb, st, cfg.Flow, h.flow, sender, log.Named("flow"))
 		// Senders share the queues: an open circuit holds its own
@@ -244,6 +248,7 @@ func (w *Worker) ID() string { return w.recovery.worker }
 func (w *Worker) Shutdown() {
 	w.once.Do(func() {
 		if w.stop == nil {
+			w.handler.senders.stop()
 			w.srv.Shutdown()
 			return
 		}

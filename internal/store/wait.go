@@ -195,3 +195,44 @@ func (s *Store) WaitingCounts(ctx context.Context, senders []string) (map[string
 	}
 	return out, nil
 }
+
+// releaseBatch bounds the waits one Release call ends.
+const releaseBatch = 1000
+
+// Release ends, for the messages of senders ("" for records that name
+// none) waiting for reason, their wait's look-again time: the due index
+// has each given a new task now, in the order they began to wait, when
+// what they wait for has ended (a resumed sender, a closed circuit). Up to
+// n at most (0: all); it returns how many it released. A message that
+// still has to wait waits again, at the cost of one look.
+func (s *Store) Release(ctx context.Context, senders []string, reason WaitReason, n int) (int, error) {
+	released := 0
+	for _, sn := range senders {
+		for start := int64(0); n == 0 || released < n; start += releaseBatch {
+			stop := start + releaseBatch - 1
+			if n > 0 {
+				stop = min(stop, start+int64(n-released)-1)
+			}
+			ids, err := s.rdb.ZRange(ctx, senderWaitKey(sn, reason), start, stop).Result()
+			if err != nil {
+				return released, fmt.Errorf("release messages waiting for %s: %w", reason, err)
+			}
+			if len(ids) == 0 {
+				break
+			}
+			now := float64(time.Now().UnixMilli())
+			zs := make([]redis.Z, len(ids))
+			for i, id := range ids {
+				zs[i] = redis.Z{Score: now, Member: id}
+			}
+			if err := s.rdb.ZAdd(ctx, dueKey, zs...).Err(); err != nil {
+				return released, fmt.Errorf("release messages waiting for %s: %w", reason, err)
+			}
+			released += len(ids)
+			if len(ids) < releaseBatch {
+				break
+			}
+		}
+	}
+	return released, nil
+}

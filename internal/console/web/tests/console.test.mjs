@@ -309,6 +309,15 @@ test('a sender is paused and resumed from the senders page', { skip }, async () 
   await page.locator('[data-testid=sender-changed]').getByText(number + ' is now paused').waitFor();
   assert.equal(await state(), 'paused');
   await shot('senders');
+  // A message of the paused sender waits, its status unchanged, and says so.
+  const bolt = await api('POST', '/v1/keys', { tenant: 'bolt', name: 'console-wait' });
+  assert.equal(bolt.status, 201, JSON.stringify(bolt.body));
+  const held = await api('POST', '/v1/messages', { destination: '4477009311', sender: number, payload: { type: 'text', message: 'Held' } }, bolt.body.key);
+  assert.equal(held.status, 202, JSON.stringify(held.body));
+  await until('the message waits for its paused sender', async () => (await api('GET', '/v1/messages/' + held.body.id)).body.waiting?.reason === 'paused');
+  await page.goto(base + '/console/messages/' + held.body.id);
+  await page.locator('[data-testid=waiting]').getByText('paused').waitFor();
+  assert.equal(await page.locator('[data-testid=timeline] li[data-status=sending]').count(), 0);
   // The overview lists it with its state.
   await page.goto(base + '/console/');
   await page.locator(`tr[data-number="${number}"] [data-state=paused]`).waitFor();
@@ -317,4 +326,8 @@ test('a sender is paused and resumed from the senders page', { skip }, async () 
   await row.getByRole('button', { name: 'Resume' }).click();
   await row.locator('[data-state=active]').waitFor();
   assert.equal(await state(), 'active');
+  await until('the held message goes once its sender resumes', async () => {
+    const r = (await api('GET', '/v1/messages/' + held.body.id)).body;
+    return r.waiting === null && ['submitted', 'enqueued', 'sent', 'delivered', 'read'].includes(r.status);
+  });
 });

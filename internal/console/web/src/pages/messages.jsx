@@ -4,6 +4,8 @@ import { href, navigate } from '../router.js';
 import { Card, Empty, ErrorBox, STATUS_COLORS, Status, Time, ago, duration, gap, usePoll } from '../ui.jsx';
 
 const STATUSES = ['scheduled', 'queued', 'sending', 'retrying', 'submitted', 'enqueued', 'sent', 'delivered', 'read', 'failed', 'dead', 'expired', 'canceled'];
+// What a message may wait for, its status unchanged.
+const WAIT_REASONS = ['sender_rate', 'pair_rate', 'daily_limit', 'circuit_open', 'throttled', 'paused', 'conversation_order', 'marketing_capped', 'template_paused'];
 // Statuses after which nothing more happens on its own.
 const SETTLED = ['read', 'dead', 'expired', 'canceled', 'failed'];
 
@@ -33,6 +35,11 @@ export function MessageTable({ messages, showBatch = true }) {
             <td class="mono">{m.destination}</td>
             <td>
               <Status status={m.status} />
+              {m.waiting ? (
+                <span class="muted small" title={m.waiting.until ? 'until ' + m.waiting.until : 'until unknown'}>
+                  {' '}waiting: {m.waiting.reason}
+                </span>
+              ) : null}
             </td>
             <td>{m.type}</td>
             {showBatch ? <td>{m.batch_id ? <a href={href('/campaigns/' + encodeURIComponent(m.batch_id))}>{m.batch_id}</a> : <span class="muted">–</span>}</td> : null}
@@ -52,10 +59,16 @@ function Search({ search }) {
     destination: params.get('destination') || '',
     batch_id: params.get('batch_id') || '',
     status: params.get('status') || '',
+    waiting: params.get('waiting') || '',
   });
   const [cursor, setCursor] = useState('');
-  const query = { destination: params.get('destination') || '', batch_id: params.get('batch_id') || '', status: params.get('status') || '' };
-  const active = query.destination || query.batch_id;
+  const query = {
+    destination: params.get('destination') || '',
+    batch_id: params.get('batch_id') || '',
+    status: params.get('status') || '',
+    waiting: params.get('waiting') || '',
+  };
+  const active = query.destination || query.batch_id || query.waiting;
   const [page, err] = usePoll(
     () => (active ? get('/v1/messages' + qs({ ...query, cursor, limit: 50 })) : Promise.resolve(null)),
     active ? 5000 : 0,
@@ -69,7 +82,7 @@ function Search({ search }) {
       navigate('/messages/' + encodeURIComponent(form.id.trim()));
       return;
     }
-    navigate('/messages' + qs({ destination: form.destination.trim(), batch_id: form.batch_id.trim(), status: form.status }));
+    navigate('/messages' + qs({ destination: form.destination.trim(), batch_id: form.batch_id.trim(), status: form.status, waiting: form.waiting }));
   };
   return (
     <div class="page">
@@ -98,10 +111,19 @@ function Search({ search }) {
               ))}
             </select>
           </label>
+          <label>
+            Waiting for
+            <select name="waiting" value={form.waiting} onChange={set('waiting')}>
+              <option value="">–</option>
+              {WAIT_REASONS.map((r) => (
+                <option value={r}>{r}</option>
+              ))}
+            </select>
+          </label>
           <button type="submit">Search</button>
         </form>
         <p class="muted small">
-          Find one message by its id, or list a recipient's or a campaign's messages, newest first; a status narrows them. Every dead letter is under{' '}
+          Find one message by its id, or list a recipient's or a campaign's messages, newest first, or those waiting for a reason (a wait keeps the status); a status narrows them. Every dead letter is under{' '}
           <a href={href('/dead-letters')}>Dead letters</a>.
         </p>
       </Card>
@@ -199,7 +221,7 @@ function Message({ id }) {
         <div>
           {record.waiting ? (
             <Card title="Waiting">
-              <dl>
+              <dl data-testid="waiting">
                 <dt>Reason</dt>
                 <dd>{record.waiting.reason}</dd>
                 <dt>Since</dt>

@@ -423,6 +423,10 @@ func (h *Handler) wait(ctx context.Context, log *zap.Logger, rec *store.Record, 
 	if !hd.open {
 		w.Until = &due
 	}
+	if rec.ExpiresAt != nil && rec.ExpiresAt.Before(due) {
+		// Looked at when it expires, to end it then.
+		due = *rec.ExpiresAt
+	}
 	err := h.store.Wait(ctx, rec, taskOf(ctx), w, due, hd.pairSlot)
 	if errors.Is(err, store.ErrRefused) {
 		log.Debug("not held: the message moved on meanwhile", zap.Error(err))

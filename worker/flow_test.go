@@ -192,6 +192,24 @@ func TestDailyLimitAdmitsExactlyTheLimitOfRecipients(t *testing.T) {
 	}
 }
 
+// A message that waits longer than it is worth sending ends expired when
+// its expires_at passes, not when its wait ends.
+func TestAWaitEndsWhenTheMessageExpires(t *testing.T) {
+	t.Parallel()
+	b := setup(t, sandbox.Config{}, false)
+	b.worker(t, b.ca, worker.Config{Concurrency: 5, Flow: limits(ratelimit.Config{DailyRecipients: 1})})
+	b.waitAll(t, b.sendAll(t, b.client, []*enqueue.Message{text("447200000019", "a")}), 10*time.Second, submitted)
+	code := text("447200000029", "a code worth two seconds")
+	expires := time.Now().Add(2 * time.Second)
+	code.ExpiresAt = expires
+	ids := b.sendAll(t, b.client, []*enqueue.Message{code})
+	b.waitAll(t, ids, 10*time.Second, func(r *store.Record) bool { return waitingFor(r, store.WaitDailyLimit) })
+	r := b.waitAll(t, ids, 10*time.Second, func(r *store.Record) bool { return r.Status.Final() })[0]
+	if r.Status != store.Expired || r.Attempts != 0 || r.Waiting != nil {
+		t.Errorf("the code waiting for the daily limit ends %s after %d attempts, waiting %+v; want expired, 0, no wait", r.Status, r.Attempts, r.Waiting)
+	}
+}
+
 // readyz returns /readyz's status code and body.
 func readyz(tb testing.TB, a http.Handler) (int, map[string]json.RawMessage) {
 	tb.Helper()

@@ -39,8 +39,12 @@
 local key = KEYS[1]
 local op, new, now, entry, dedupe, err, ttl, task = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 
-local cur = redis.call('HGET', key, 's')
+-- Everything the script reads of the record, in one call.
+local head = redis.call('HMGET', key, 's', 'tid', 'wt', 'cb', 'h', 'hn')
+local cur = head[1]
 if not cur then return {'missing', ''} end
+local tid, wt, hascb = head[2], head[3] or '', head[4]
+local hist, hn = head[5] or '', tonumber(head[6]) or 0
 
 local phase1 = {scheduled = true, queued = true, sending = true, retrying = true}
 local rank = {submitted = 1, enqueued = 2, sent = 3, delivered = 4, read = 5}
@@ -59,7 +63,7 @@ if op == 'submit' and rank[cur] then
 end
 
 -- A record's first task has the record's id (KEYS[1] is chatq:m:{id}).
-if task ~= '' and op ~= 'begin' and op ~= 'wait' and (redis.call('HGET', key, 'tid') or string.sub(key, 10, -2)) ~= task then
+if task ~= '' and op ~= 'begin' and op ~= 'wait' and (tid or string.sub(key, 10, -2)) ~= task then
   return {'refused', cur}
 end
 
@@ -78,12 +82,12 @@ for i = 9, #ARGV, 2 do
   end
 end
 
--- A change keeps the record's keys for the TTL from now on. GT never
+-- A change keeps the record and its payload for the TTL from now on
+-- (its notices get the record's life when one is queued). GT never
 -- shortens a life: a scheduled message's keys may be set to last longer.
 local function extend()
-  for i = 1, 3 do
-    if KEYS[i] then redis.call('PEXPIRE', KEYS[i], ttl, 'GT') end
-  end
+  redis.call('PEXPIRE', KEYS[1], ttl, 'GT')
+  if KEYS[3] then redis.call('PEXPIRE', KEYS[3], ttl, 'GT') end
 end
 
 -- append adds entry e to the history; changes says that it records a
@@ -93,33 +97,30 @@ end
 -- history holds maxHistory entries, so that a stream of repeats cannot
 -- grow the record without end. 'hn' counts the entries.
 local function append(e, changes)
-  if not changes and (tonumber(redis.call('HGET', key, 'hn')) or 0) >= maxHistory then return end
-  redis.call('HINCRBY', key, 'hn', 1)
-  local h = redis.call('HGET', key, 'h')
-  if not h or h == '[]' or h == '' then
-    redis.call('HSET', key, 'h', '[' .. e .. ']')
+  if not changes and hn >= maxHistory then return end
+  hn = hn + 1
+  if hist == '[]' or hist == '' then
+    hist = '[' .. e .. ']'
   else
-    redis.call('HSET', key, 'h', string.sub(h, 1, -2) .. ',' .. e .. ']')
+    hist = string.sub(hist, 1, -2) .. ',' .. e .. ']'
   end
+  redis.call('HSET', key, 'h', hist, 'hn', hn)
 end
 
 -- A status change ends the message's wait, if any, and frees the pair
 -- slot it held: the next wait or send asks again.
+-- Whatever changes the status also ends the send on the wire, if any.
 local waited = ''
 local function change()
-  waited = redis.call('HGET', key, 'wt') or ''
-  if waited ~= '' then redis.call('HDEL', key, 'wt') end
-  redis.call('HDEL', key, 'ps')
+  waited = wt
+  redis.call('HDEL', key, 'wt', 'ps', 'wr')
   if op == 'event' and new == 'read' and cur ~= 'delivered' then
-    local h = redis.call('HGET', key, 'h') or ''
-    if not string.find(h, '"status":"delivered"', 1, true) then
+    if not string.find(hist, '"status":"delivered"', 1, true) then
       append((string.gsub(entry, '"status":"read"', '"status":"delivered"', 1)) .. ',"note":"implied by read"}', true)
     end
   end
   redis.call('HSET', key, 's', new, 'u', now)
   if err ~= '' then redis.call('HSET', key, 'e', err) end
-  -- Whatever changes the status ends the send on the wire, if any.
-  redis.call('HDEL', key, 'wr')
   if #owned > 0 then redis.call('HSET', key, unpack(owned)) end
   if op == 'begin' then redis.call('HINCRBY', key, 'a', 1) end
   -- A failed attempt counts towards the retry budget, whichever task made
@@ -148,7 +149,7 @@ if op == 'begin' then
     -- new task after its owner was lost. The previous attempt's outcome is
     -- unknown: it counts as failed, and the message may have gone out
     -- already, which this send must own up to (ambiguous).
-    if task == '' or redis.call('HGET', key, 'tid') ~= task then return {'refused', cur} end
+    if task == '' or tid ~= task then return {'refused', cur} end
     if redis.call('HGET', key, 'wr') == '1' then redis.call('HSET', key, 'am', 1) end
     redis.call('HINCRBY', key, 'fa', 1)
   elseif not phase1[cur] then
@@ -227,7 +228,7 @@ extend()
 -- history grows. It is written here, with the change, so that notices are
 -- never lost nor reordered, whatever happens to the process afterwards.
 local notice = 0
-if outcome == 'ok' and redis.call('HEXISTS', key, 'cb') == 1 then
+if outcome == 'ok' and hascb then
   notice = redis.call('HINCRBY', key, 'cn', 1)
   local names = {'s', 'u', 'e', 'a', 'pid', 'wid', 'pr', 'bl'}
   local values = redis.call('HMGET', key, unpack(names))
@@ -235,7 +236,7 @@ if outcome == 'ok' and redis.call('HEXISTS', key, 'cb') == 1 then
   for i = 1, #names do fields[names[i]] = values[i] or '' end
   local t = redis.call('TIME')
   redis.call('RPUSH', KEYS[2], cjson.encode({n = notice, t = t[1] * 1000 + math.floor(t[2] / 1000), c = fields,
-    hl = redis.call('HSTRLEN', key, 'h')}))
+    hl = #hist}))
   local left = redis.call('PTTL', key)
   if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
 end

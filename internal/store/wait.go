@@ -157,14 +157,26 @@ func (s *Store) unindexWait(ctx context.Context, id string, raw, tenant, sender 
 	_, _ = pipe.Exec(ctx)
 }
 
-// Peek reads the record of id without its payload, for a look before a
-// send: nil when there is none.
+// peekFields are the fields of a record that decide whether and how it
+// may be sent: not its history, metadata or payload.
+var peekFields = []string{fStatus, fDest, fType, fPriority, fTenant, fSender, fCategory, fSendAt, fExpires,
+	fTask, fWaiting, fPairSlot, fFallback, fCreated, fUpdated, fAttempts, fFailures, fQueue, fBatch}
+
+// Peek reads what decides whether and how the message of id may be sent
+// (Record without its history, metadata and payload), for a look before
+// the send: nil when there is no record.
 func (s *Store) Peek(ctx context.Context, id string) (*Record, error) {
-	h, err := s.rdb.HGetAll(ctx, recordKey(id)).Result()
+	vals, err := s.rdb.HMGet(ctx, recordKey(id), peekFields...).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", id, err)
 	}
-	if len(h) == 0 {
+	h := make(map[string]string, len(peekFields))
+	for i, v := range vals {
+		if v, ok := v.(string); ok {
+			h[peekFields[i]] = v
+		}
+	}
+	if h[fStatus] == "" {
 		return nil, nil
 	}
 	return parseRecord(id, h)

@@ -42,12 +42,12 @@ func TestRulesOf2025EndToEnd(t *testing.T) {
 		t.Errorf("free-form: %d category %v expires %v; want service, no expiry", code, text["category"], text["expires_at"])
 	}
 
-	// The campaign: 200 messages, marketing and utility; a few marketing
+	// The campaign: 1,000 messages, marketing and utility; a few marketing
 	// ones to users at their marketing cap (0009), which fail unbilled.
-	const batch = "rules-2025"
+	const batch, campaign = "rules-2025", 1000
 	var items []string
 	wantBillable := map[string]int{"marketing": 0, "utility": 0, "authentication": 0}
-	for i := range 200 {
+	for i := range campaign {
 		dest := fmt.Sprintf("4477%07d", 1000+i)
 		payload := `{"type":"template","template":{"elementName":"order_update","languageCode":"en_US","params":["1234","shipped"]}}`
 		category := "utility"
@@ -80,17 +80,17 @@ func TestRulesOf2025EndToEnd(t *testing.T) {
 		Counts   map[string]int `json:"counts"`
 		Billable map[string]int `json:"billable"`
 	}
-	poll.Until(t, 60*time.Second, "the campaign read or failed", func() (bool, string) {
+	poll.Until(t, 120*time.Second, "the campaign read or failed", func() (bool, string) {
 		_, v := d.do(t, "GET", "/v1/batches/"+batch, "")
 		b, _ := json.Marshal(v)
 		counts.Counts, counts.Billable = nil, nil
 		if err := json.Unmarshal(b, &counts); err != nil {
 			t.Fatal(err)
 		}
-		return counts.Counts["read"]+counts.Counts["failed"] == 200, string(b)
+		return counts.Counts["read"]+counts.Counts["failed"] == campaign, string(b)
 	})
-	if counts.Counts["failed"] != 10 {
-		t.Errorf("%d failed, want the 10 capped", counts.Counts["failed"])
+	if counts.Counts["failed"] != campaign/20 {
+		t.Errorf("%d failed, want the %d capped", counts.Counts["failed"], campaign/20)
 	}
 
 	// What the records say: each billable pricing object the sandbox sent,

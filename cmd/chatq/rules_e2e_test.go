@@ -132,6 +132,52 @@ func TestRulesOf2025EndToEnd(t *testing.T) {
 	})
 }
 
+// A paused template holds its messages in chatq dev as it is wired: the
+// sandbox's template-event webhook pauses it for the sender the records
+// name, and its approval releases them.
+func TestPausedTemplateEndToEnd(t *testing.T) {
+	d := startPolicyDev(t, nil)
+	put := func(status string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPut, d.sandbox+"/sandbox/templates/order_update", strings.NewReader(`{"status":"`+status+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("PUT %s: %d", status, resp.StatusCode)
+		}
+	}
+	put("PAUSED")
+	body := `{"destination":"447700900777","payload":{"type":"template","template":{"elementName":"order_update","languageCode":"en_US","params":["1234","shipped"]}}}`
+	var id string
+	poll.Until(t, 10*time.Second, "a message of the paused template waits", func() (bool, string) {
+		if id == "" {
+			code, rec := d.send(t, body)
+			if code != http.StatusAccepted {
+				t.Fatalf("send: %d %v", code, rec)
+			}
+			id = fmt.Sprint(rec["id"])
+		}
+		_, rec := d.do(t, "GET", "/v1/messages/"+id, "")
+		w, _ := rec["waiting"].(map[string]any)
+		switch {
+		case w != nil && w["reason"] == "template_paused":
+			return true, ""
+		case rec["status"] != "queued":
+			// Sent before the pause reached chatq: try another.
+			id = ""
+		}
+		return false, fmt.Sprint(rec)
+	})
+	put("APPROVED")
+	d.waitStatus(t, id, "read")
+}
+
 // billableMetrics reads chatq_billable_messages_total by category.
 func billableMetrics(t *testing.T, api string) map[string]float64 {
 	t.Helper()

@@ -276,11 +276,12 @@ func (s *Server) conversation(ctx context.Context, hook *chatarchitect.Webhook, 
 
 func (s *Server) learnFromEvent(ctx context.Context, ev *chatarchitect.MessageEvent, res *store.EventResult, at time.Time, from string) error {
 	if s.cfg.Policy == nil || ev.Type != chatarchitect.EventFailed ||
-		!(chatarchitect.IsOptOutCode(ev.Code) || chatarchitect.IsWindowClosedCode(ev.Code) || policy.IsCountryRefusedCode(ev.Code)) {
+		!(chatarchitect.IsOptOutCode(ev.Code) || chatarchitect.IsWindowClosedCode(ev.Code) || policy.IsCountryRefusedCode(ev.Code) ||
+			policy.IsMarketingCapCode(ev.Code)) {
 		return nil
 	}
-	// The opt-out goes on the list of the message's tenant, the closed
-	// window and the refused country are its sender's (the sender whose URL the event came to, when
+	// The opt-out and the marketing cap are the message's tenant's, the
+	// closed window and the refused country its sender's (the sender whose URL the event came to, when
 	// no record is known).
 	dest, tenant, sender := ev.Destination, "", from
 	if res != nil && res.RecordID != "" {

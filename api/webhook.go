@@ -76,6 +76,12 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 				zap.String("message_id", res.RecordID), zap.String("status", string(res.Status)))
 		}
 	}
+	if hook.Template != nil {
+		if err := s.templateEvent(r.Context(), hook.Template, from); err != nil {
+			writeError(w, err, s.log)
+			return
+		}
+	}
 	if err := s.conversation(r.Context(), hook, applied, from); err != nil {
 		writeError(w, err, s.log)
 		return
@@ -88,6 +94,26 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.WriteString(w, webhookOK)
+}
+
+// templateEvent records a template's new status for the sender whose URL
+// the webhook came to: a pause holds the template's messages, an approval
+// releases them at once, in the order chatq accepted them, and a disabled
+// or rejected template ends them.
+func (s *Server) templateEvent(ctx context.Context, ev *chatarchitect.TemplateEvent, from string) error {
+	st, ok := store.TemplateStateFor(ev.Status)
+	if !ok || ev.ElementName == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	released, err := s.store.SetTemplateState(ctx, from, ev.ElementName, st, s.now())
+	if err != nil {
+		return err
+	}
+	s.logger(ctx).Info("template status", zap.String("template", ev.ElementName), zap.String("language", ev.LanguageCode),
+		zap.String("status", ev.Status), zap.String("sender", from), zap.Int("released", released))
+	return nil
 }
 
 // relay hands the webhook on to the application of its sender, when one

@@ -181,6 +181,12 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if stop {
 		return err
 	}
+	if rec.Status != store.Sending {
+		// A message taken up already was checked then, and cannot wait.
+		if stop, err := h.checkOwn(ctx, log, rec); stop {
+			return err
+		}
+	}
 	fl, sender, err := h.route(ctx, log, rec)
 	if fl == nil && sender == nil {
 		return err
@@ -323,7 +329,18 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, fl *flow, rec *stor
 	}
 
 	switch chatarchitect.Class(info.Class) {
+	case chatarchitect.ClassMarketingCapped, chatarchitect.ClassTemplatePaused:
+		return h.refusedOwn(ctx, log, rec, info)
 	case chatarchitect.ClassPermanent, chatarchitect.ClassPolicy:
+		if apiErr != nil && apiErr.Marker == chatarchitect.MarkerTemplateDisabled {
+			// The template's other messages end too, those waiting
+			// and those to come, without a send each.
+			if name := templateName(rec.Payload); name != "" {
+				if _, err := h.store.SetTemplateState(ctx, rec.Sender, name, store.TemplateDisabled, h.now()); err != nil {
+					log.Warn("recording a disabled template", zap.String("template", name), zap.Error(err))
+				}
+			}
+		}
 		if err := h.moveDead(ctx, rec, store.Change{Error: &info, Note: "refused by ChatArchitect"}); err != nil {
 			return err
 		}

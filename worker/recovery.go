@@ -230,6 +230,10 @@ func (r *recovery) settle(ctx context.Context, entries []store.DueEntry) error {
 	if now.Sub(time.Unix(0, r.failed.Load())) >= unrenewed {
 		active.cutoff = now.Add(asynqLease - unrenewed)
 	}
+	// The messages whose wait ended get their new tasks after the looks,
+	// one after the other in the index's order: a template's messages
+	// released by its approval go out in the order chatq accepted them.
+	waited := make([]bool, len(recs))
 	slots := make(chan struct{}, sweepParallel)
 	for i, rec := range recs {
 		if rec == nil || !rec.Status.Pending() {
@@ -239,7 +243,9 @@ func (r *recovery) settle(ctx context.Context, entries []store.DueEntry) error {
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			if err := r.check(ctx, rec, alive, active); err != nil {
+			over, err := r.check(ctx, rec, alive, active)
+			waited[i] = over
+			if err != nil {
 				mu.Lock()
 				first = cmpErr(first, err)
 				mu.Unlock()
@@ -247,6 +253,14 @@ func (r *recovery) settle(ctx context.Context, entries []store.DueEntry) error {
 		})
 	}
 	wg.Wait()
+	for i, over := range waited {
+		if !over {
+			continue
+		}
+		if err := r.resend(ctx, recs[i], ""); err != nil {
+			first = cmpErr(first, err)
+		}
+	}
 	if err := r.store.DropDue(ctx, ended...); err != nil {
 		return err
 	}
@@ -310,12 +324,14 @@ func (a *activeTasks) orphaned(ctx context.Context, queue, task string) (bool, e
 	return ids[task], nil
 }
 
-// check decides what a pending record due on the index needs.
-func (r *recovery) check(ctx context.Context, rec *store.Record, alive map[string]bool, active *activeTasks) error {
+// check decides what a pending record due on the index needs. waitOver
+// reports a message whose wait ended with its task: the caller hands it a
+// new one.
+func (r *recovery) check(ctx context.Context, rec *store.Record, alive map[string]bool, active *activeTasks) (waitOver bool, err error) {
 	now := r.now()
 	lease := r.store.SendLease()
 	if rec.Status == store.Sending && rec.Owner != "" && !alive[rec.Owner] {
-		return r.resend(ctx, rec, "its worker was lost")
+		return false, r.resend(ctx, rec, "its worker was lost")
 	}
 	queue := rec.Queue
 	if queue == "" {
@@ -326,30 +342,30 @@ func (r *recovery) check(ctx context.Context, rec *store.Record, alive map[strin
 	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
 		if rec.Waiting != nil {
 			// Its task ended with the wait (Handler.wait), which is over.
-			return r.resend(ctx, rec, "")
+			return true, nil
 		}
 		if rec.Status == store.Sending && now.Sub(rec.UpdatedAt) < 2*lease {
 			// Its live worker finished the task but has not recorded the
 			// outcome yet (it retries that on its own): look again soon.
-			return r.store.Postpone(ctx, rec.ID, now.Add(lease))
+			return false, r.store.Postpone(ctx, rec.ID, now.Add(lease))
 		}
-		return r.resend(ctx, rec, "its task is gone")
+		return false, r.resend(ctx, rec, "its task is gone")
 	case err != nil:
-		return fmt.Errorf("look up the task of %s: %w", rec.ID, err)
+		return false, fmt.Errorf("look up the task of %s: %w", rec.ID, err)
 	}
 	switch info.State {
 	case asynq.TaskStateArchived:
-		return r.archived(ctx, rec, info)
+		return false, r.archived(ctx, rec, info)
 	case asynq.TaskStateCompleted:
-		return r.resend(ctx, rec, "its task completed without an outcome")
+		return false, r.resend(ctx, rec, "its task completed without an outcome")
 	case asynq.TaskStateActive:
 		orphaned, err := active.orphaned(ctx, queue, rec.TaskID)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if rec.Waiting != nil && !orphaned {
 			// The handler that recorded the wait is ending its task.
-			return r.store.Postpone(ctx, rec.ID, now)
+			return false, r.store.Postpone(ctx, rec.ID, now)
 		}
 		if orphaned {
 			// No asynq server renews its lease (its worker lost Redis for
@@ -357,20 +373,20 @@ func (r *recovery) check(ctx context.Context, rec *store.Record, alive map[strin
 			// its handler): no handler owns it any more, and asynq's
 			// recoverer would hand it back only once the lease lapsed,
 			// within a minute after.
-			return r.resend(ctx, rec, "no worker renews its task's lease")
+			return false, r.resend(ctx, rec, "no worker renews its task's lease")
 		}
 		// On the wire of a live worker.
-		return r.store.Postpone(ctx, rec.ID, now.Add(lease))
+		return false, r.store.Postpone(ctx, rec.ID, now.Add(lease))
 	}
 	if rec.Status == store.Sending {
 		// asynq handed the task back (its lease lapsed): it takes the
 		// message up again when it runs.
-		return r.store.Postpone(ctx, rec.ID, now.Add(r.store.Grace()))
+		return false, r.store.Postpone(ctx, rec.ID, now.Add(r.store.Grace()))
 	}
 	// The task waits in asynq (a backlog, a retry): look again the later,
 	// the longer it has waited.
 	wait := min(max(now.Sub(rec.UpdatedAt), r.store.Grace()), maxRecheck)
-	return r.store.Postpone(ctx, rec.ID, now.Add(wait))
+	return false, r.store.Postpone(ctx, rec.ID, now.Add(wait))
 }
 
 // resend hands rec a new task; why says what became of its last one, ""

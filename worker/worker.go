@@ -79,6 +79,10 @@ type Config struct {
 	// Counter, if set, counts status changes per minute for the console's
 	// overview (store.Config.Counter); nil counts nothing.
 	Counter store.Counter
+	// Now is the clock of the handler and the sweeper of the due index:
+	// when a message expires, when its wait ends, what is due. Nil means
+	// time.Now; tests give a clock that jumps a day ahead.
+	Now func() time.Time
 }
 
 func (c *Config) withDefaults() {
@@ -113,6 +117,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.DelayedTaskCheckInterval <= 0 {
 		c.DelayedTaskCheckInterval = time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 }
 
@@ -168,7 +175,7 @@ func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) 
 	id := workerID()
 	log = log.With(zap.String("worker", id))
 	h := NewHandler(st, sender, cfg.Retry, id, log.Named("send"))
-	h.conv = cfg.Conversation
+	h.conv, h.now = cfg.Conversation, cfg.Now
 	h.flow = newFlow(rdb, cfg.Flow, sender, log.Named("flow"))
 	h.metrics, h.flow.metrics, h.unrecorded.metrics = cfg.Metrics, cfg.Metrics, cfg.Metrics
 	h.flow.sender = cfg.Flow.Limits.Sender
@@ -191,7 +198,7 @@ func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) 
 		beat:      cfg.Heartbeat,
 		metrics:   cfg.Metrics,
 		log:       log.Named("recovery"),
-		now:       time.Now,
+		now:       cfg.Now,
 	}
 	if cfg.Conversation != nil {
 		rec.callbacks = cfg.Conversation.Callbacks

@@ -28,7 +28,24 @@ import (
 // credentials and the business number, its template cache refreshes
 // itself from getHSM; without them it reads the cache the workers keep.
 func newChecker(rdb redis.UniversalClient, cfg config.Config, log *zap.Logger) *policy.Checker {
-	return policy.New(rdb, checkerConfig(cfg, log))
+	pc := checkerConfig(cfg, log)
+	pc.TemplateStatus = templateStatus(rdb)
+	return policy.New(rdb, pc)
+}
+
+// templateStatus keeps what each refresh of a template cache says of the
+// templates' statuses, so that a pause or an approval that no webhook
+// reported still holds or releases their messages.
+func templateStatus(rdb redis.UniversalClient) func(ctx context.Context, sender, name, status string) error {
+	st := store.New(rdb, store.Config{})
+	return func(ctx context.Context, sender, name, status string) error {
+		s, ok := store.TemplateStateFor(status)
+		if !ok {
+			return nil
+		}
+		_, err := st.SetTemplateState(ctx, sender, name, s, time.Now())
+		return err
+	}
 }
 
 func checkerConfig(cfg config.Config, log *zap.Logger) policy.Config {
@@ -50,6 +67,7 @@ func checkerConfig(cfg config.Config, log *zap.Logger) policy.Config {
 // credentials from reg.
 func sendersChecker(rdb redis.UniversalClient, cfg config.Config, reg *senders.Registry, log *zap.Logger) *policy.Checker {
 	pc := checkerConfig(cfg, log)
+	pc.TemplateStatus = templateStatus(rdb)
 	pc.SenderSource = func(number string) policy.Source {
 		x, ok := reg.Lookup(number)
 		if !ok || x.Env || x.AppID == "" {

@@ -42,12 +42,12 @@ func TestRulesOf2025EndToEnd(t *testing.T) {
 		t.Errorf("free-form: %d category %v expires %v; want service, no expiry", code, text["category"], text["expires_at"])
 	}
 
-	// The campaign: 200 messages, marketing and utility; a few marketing
+	// The campaign: 1,000 messages, marketing and utility; a few marketing
 	// ones to users at their marketing cap (0009), which fail unbilled.
-	const batch = "rules-2025"
+	const batch, campaign = "rules-2025", 1000
 	var items []string
 	wantBillable := map[string]int{"marketing": 0, "utility": 0, "authentication": 0}
-	for i := range 200 {
+	for i := range campaign {
 		dest := fmt.Sprintf("4477%07d", 1000+i)
 		payload := `{"type":"template","template":{"elementName":"order_update","languageCode":"en_US","params":["1234","shipped"]}}`
 		category := "utility"
@@ -80,17 +80,17 @@ func TestRulesOf2025EndToEnd(t *testing.T) {
 		Counts   map[string]int `json:"counts"`
 		Billable map[string]int `json:"billable"`
 	}
-	poll.Until(t, 60*time.Second, "the campaign read or failed", func() (bool, string) {
+	poll.Until(t, 120*time.Second, "the campaign read or failed", func() (bool, string) {
 		_, v := d.do(t, "GET", "/v1/batches/"+batch, "")
 		b, _ := json.Marshal(v)
 		counts.Counts, counts.Billable = nil, nil
 		if err := json.Unmarshal(b, &counts); err != nil {
 			t.Fatal(err)
 		}
-		return counts.Counts["read"]+counts.Counts["failed"] == 200, string(b)
+		return counts.Counts["read"]+counts.Counts["failed"] == campaign, string(b)
 	})
-	if counts.Counts["failed"] != 10 {
-		t.Errorf("%d failed, want the 10 capped", counts.Counts["failed"])
+	if counts.Counts["failed"] != campaign/20 {
+		t.Errorf("%d failed, want the %d capped", counts.Counts["failed"], campaign/20)
 	}
 
 	// What the records say: each billable pricing object the sandbox sent,
@@ -130,6 +130,52 @@ func TestRulesOf2025EndToEnd(t *testing.T) {
 		got := billableMetrics(t, d.api)
 		return cmp.Equal(want, got), fmt.Sprintf("%v, want %v", got, want)
 	})
+}
+
+// A paused template holds its messages in chatq dev as it is wired: the
+// sandbox's template-event webhook pauses it for the sender the records
+// name, and its approval releases them.
+func TestPausedTemplateEndToEnd(t *testing.T) {
+	d := startPolicyDev(t, nil)
+	put := func(status string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPut, d.sandbox+"/sandbox/templates/order_update", strings.NewReader(`{"status":"`+status+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("PUT %s: %d", status, resp.StatusCode)
+		}
+	}
+	put("PAUSED")
+	body := `{"destination":"447700900777","payload":{"type":"template","template":{"elementName":"order_update","languageCode":"en_US","params":["1234","shipped"]}}}`
+	var id string
+	poll.Until(t, 10*time.Second, "a message of the paused template waits", func() (bool, string) {
+		if id == "" {
+			code, rec := d.send(t, body)
+			if code != http.StatusAccepted {
+				t.Fatalf("send: %d %v", code, rec)
+			}
+			id = fmt.Sprint(rec["id"])
+		}
+		_, rec := d.do(t, "GET", "/v1/messages/"+id, "")
+		w, _ := rec["waiting"].(map[string]any)
+		switch {
+		case w != nil && w["reason"] == "template_paused":
+			return true, ""
+		case rec["status"] != "queued":
+			// Sent before the pause reached chatq: try another.
+			id = ""
+		}
+		return false, fmt.Sprint(rec)
+	})
+	put("APPROVED")
+	d.waitStatus(t, id, "read")
 }
 
 // billableMetrics reads chatq_billable_messages_total by category.

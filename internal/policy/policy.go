@@ -83,6 +83,14 @@ type Config struct {
 	// (CHATQ_ALLOW_US_MARKETING); by default they are refused at enqueue,
 	// since WhatsApp refuses them all (131049) since 1 April 2025.
 	AllowUSMarketing bool
+	// TemplateStatus, if set, is told each template's status after every
+	// refresh of a sender's template cache (sender "" for the
+	// environment's sender), once per template name: PAUSED or DISABLED
+	// when any of its languages is, else APPROVED, REJECTED... The store
+	// keeps it (store.Store.SetTemplateState), so that a pause or an
+	// approval no webhook reported still holds or releases the template's
+	// messages.
+	TemplateStatus func(ctx context.Context, sender, name, status string) error
 	// Log gets the few warnings of the template cache; nil discards them.
 	Log *zap.Logger
 	// Now is the clock; nil means time.Now.
@@ -107,6 +115,8 @@ type Checker struct {
 	Templates *Templates
 	// Countries is the country codes the sender may not message.
 	Countries *Countries
+	// Caps is the tenant's memory of recipients at Meta's marketing cap.
+	Caps *MarketingCaps
 }
 
 // templateCaches is the template cache of each sender, made on first use.
@@ -131,7 +141,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Checker {
 		cfg.Now = time.Now
 	}
 	cfg.EnvSender = Normalize(cfg.EnvSender)
-	env := &Templates{rdb: rdb, key: templatesKey(""), source: cfg.Source, log: cfg.Log, now: cfg.Now}
+	env := &Templates{rdb: rdb, key: templatesKey(""), source: cfg.Source, log: cfg.Log, now: cfg.Now, onStatus: cfg.TemplateStatus}
 	return &Checker{
 		cfg:          cfg,
 		rdb:          rdb,
@@ -140,6 +150,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Checker {
 		Windows:      &Windows{rdb: rdb, ttl: cfg.WindowTTL},
 		Templates:    env,
 		Countries:    &Countries{rdb: rdb},
+		Caps:         NewMarketingCaps(rdb, defaultTenant),
 	}
 }
 
@@ -188,7 +199,8 @@ func (c *Checker) templatesOf(sender string) *Templates {
 	if c.cfg.SenderSource != nil {
 		src = senderSource{get: c.cfg.SenderSource, sender: sender}
 	}
-	t := &Templates{rdb: c.rdb, key: templatesKey(sender), source: src, log: c.cfg.Log.With(zap.String("sender", sender)), now: c.cfg.Now}
+	t := &Templates{rdb: c.rdb, key: templatesKey(sender), sender: sender, source: src, log: c.cfg.Log.With(zap.String("sender", sender)), now: c.cfg.Now,
+		onStatus: c.cfg.TemplateStatus}
 	cs.by[sender] = t
 	return t
 }
@@ -267,6 +279,7 @@ func (c *Checker) ForTenant(tenant string) *Checker {
 	}
 	t := *c
 	t.Suppressions = newSuppressions(c.rdb, c.cfg.Now, tenant)
+	t.Caps = NewMarketingCaps(c.rdb, tenant)
 	return &t
 }
 
@@ -505,12 +518,16 @@ const (
 	// LearnedCountryRefused: the sender may not message the recipient's
 	// country (Countries).
 	LearnedCountryRefused Learned = "country_refused"
+	// LearnedMarketingCapped: the recipient is at Meta's marketing cap,
+	// and the tenant's marketing messages to them wait (Caps).
+	LearnedMarketingCapped Learned = "marketing_capped"
 )
 
 // LearnFailure records what a failed send or failed delivery event says
 // about its recipient: an opt-out code suppresses them, a closed-window
 // code marks their window closed, a country refusal (130497) refuses their
-// country to the sender. source is SourceWebhook or SourceSend.
+// country to the sender, a marketing cap (131049) holds the tenant's
+// marketing messages to them. source is SourceWebhook or SourceSend.
 func (c *Checker) LearnFailure(ctx context.Context, destination, code, reason, source string, at time.Time) (Learned, error) {
 	if destination == "" {
 		return LearnedNothing, nil
@@ -528,6 +545,9 @@ func (c *Checker) LearnFailure(ctx context.Context, destination, code, reason, s
 		return LearnedWindowClosed, c.Windows.Closed(ctx, destination, at)
 	case IsCountryRefusedCode(code):
 		return LearnedCountryRefused, c.Countries.Refuse(ctx, chatarchitect.CountryCallingCode(destination))
+	case IsMarketingCapCode(code):
+		_, err := c.Caps.Capped(ctx, destination, at)
+		return LearnedMarketingCapped, err
 	}
 	return LearnedNothing, nil
 }

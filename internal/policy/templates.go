@@ -57,6 +57,13 @@ func templatesKey(sender string) string {
 	return "chatq:templates:{" + sender + "}"
 }
 
+// Statuses of a template WhatsApp holds for low quality, as getHSM and
+// template-event webhooks say them.
+const (
+	TemplatePaused   = "PAUSED"
+	TemplateDisabled = "DISABLED"
+)
+
 // Defaults of the template cache.
 const (
 	// DefaultRefreshInterval is how often Run refreshes the catalog.
@@ -72,11 +79,16 @@ const (
 // Templates is one sender's template cache: the catalog in Redis,
 // refreshed from the Source, with a copy in memory.
 type Templates struct {
-	rdb    redis.UniversalClient
-	key    string
+	rdb redis.UniversalClient
+	key string
+	// sender is the number whose templates these are, "" for the
+	// environment's sender.
+	sender string
 	source Source // nil: read the catalog others keep
 	log    *zap.Logger
 	now    func() time.Time
+	// onStatus is Config.TemplateStatus.
+	onStatus func(ctx context.Context, sender, name, status string) error
 
 	fetch sync.Mutex // one refresh at a time
 
@@ -121,7 +133,44 @@ func (ts *Templates) Sync(ctx context.Context) (*Catalog, error) {
 		return nil, fmt.Errorf("sync templates: %w", err)
 	}
 	ts.keep(c)
+	ts.report(ctx, c)
 	return c, nil
+}
+
+// report tells onStatus each template's status, once per name: its
+// messages are held for the whole template, whatever their language.
+func (ts *Templates) report(ctx context.Context, c *Catalog) {
+	if ts.onStatus == nil {
+		return
+	}
+	status := map[string]string{}
+	var names []string
+	for _, t := range c.Templates {
+		cur, seen := status[t.ElementName]
+		if !seen {
+			names = append(names, t.ElementName)
+		}
+		if !seen || statusWeight(t.Status) > statusWeight(cur) {
+			status[t.ElementName] = t.Status
+		}
+	}
+	for _, name := range names {
+		if err := ts.onStatus(ctx, ts.sender, name, status[name]); err != nil {
+			ts.log.Warn("recording a template's status from the template cache", zap.String("template", name), zap.Error(err))
+		}
+	}
+}
+
+// statusWeight orders template statuses by how much they hold back: a
+// template disabled in one language is disabled, paused in one is paused.
+func statusWeight(status string) int {
+	switch status {
+	case TemplateDisabled:
+		return 2
+	case TemplatePaused:
+		return 1
+	}
+	return 0
 }
 
 // Catalog returns the cached catalog, nil when no process ever synced it.
@@ -176,7 +225,8 @@ func (ts *Templates) mayFetch() bool {
 }
 
 // Check validates a template send against the catalog: the template must
-// exist in that language, be APPROVED, and get exactly its number of
+// exist in that language, be APPROVED or PAUSED (its messages wait in the
+// worker until it is approved again), and get exactly its number of
 // parameters. A template that passes gets its category in use.Category. A template missing from the catalog refreshes it first (at
 // most every 30s), in case it was approved since.
 //
@@ -214,7 +264,7 @@ func (ts *Templates) Check(ctx context.Context, use *TemplateUse) error {
 		}
 		return &Error{Code: CodeUnknownTemplate, Field: use.Field + ".elementName", Reason: reason}
 	}
-	if !strings.EqualFold(t.Status, chatarchitect.TemplateApproved) {
+	if !strings.EqualFold(t.Status, chatarchitect.TemplateApproved) && !strings.EqualFold(t.Status, TemplatePaused) {
 		return &Error{Code: CodeTemplateNotApproved, Field: use.Field + ".elementName",
 			Reason: fmt.Sprintf("names template %s (%s), which is %s, not APPROVED", t.ElementName, t.LanguageCode, t.Status)}
 	}

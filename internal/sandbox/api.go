@@ -397,7 +397,28 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	if msg.category == "marketing" && s.refuseMarketing(w, msg, m) {
+		return
+	}
 	s.accept(w, msg, m, k, now)
+}
+
+// refuseMarketing refuses a marketing template at the send, as WhatsApp
+// may before any webhook: 0017's first one with the marketing cap
+// (131049), every one to 0018 as a marketing experiment's hold-out
+// (130472). It reports whether it answered.
+func (s *Server) refuseMarketing(w http.ResponseWriter, msg send, m magicNumber) bool {
+	switch {
+	case m == magicCapAtSend && s.dests.attempt(msg.number) == 1:
+		s.stats.rejected.Add(1)
+		writeJSON(w, http.StatusBadRequest, answer{Status: "error", Message: reasonMarketingCapped, Code: codeMarketingCapped})
+	case m == magicHoldOutAtSend:
+		s.stats.rejected.Add(1)
+		writeJSON(w, http.StatusBadRequest, answer{Status: "error", Message: reasonHoldOut, Code: codeHoldOut})
+	default:
+		return false
+	}
+	return true
 }
 
 func (s *Server) parseSend(w http.ResponseWriter, r *http.Request, now time.Time) (send, error) {
@@ -542,6 +563,8 @@ const (
 	magicCountryRefused             // 0012
 	magicMaintenance                // 0015
 	magicAccountLimit               // 0016
+	magicCapAtSend                  // 0017
+	magicHoldOutAtSend              // 0018
 )
 
 func magicOf(number string) magicNumber {
@@ -577,6 +600,10 @@ func magicOf(number string) magicNumber {
 		return magicMaintenance
 	case "0016":
 		return magicAccountLimit
+	case "0017":
+		return magicCapAtSend
+	case "0018":
+		return magicHoldOutAtSend
 	}
 	return magicNone
 }

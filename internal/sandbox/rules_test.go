@@ -75,6 +75,46 @@ func TestMagicSpamLimit(t *testing.T) {
 	}
 }
 
+// 0017 and 0018 refuse marketing templates at the send, before any
+// webhook: 0017 its first with the marketing cap (131049), 0018 every one
+// as a marketing experiment's hold-out (130472). Other messages to them go
+// through.
+func TestMagicMarketingRefusalsAtTheSend(t *testing.T) {
+	t.Parallel()
+	e := setup(t, fast())
+	marketing := templ("welcome_offer", "en_US", "John", "X1")
+	refused := func(number string, code int) {
+		t.Helper()
+		status, body := e.call(t, http.MethodPost, "/whatsappmessage", map[string]any{
+			"channel": "whatsapp", "destination": number, "payload": marketing,
+		})
+		got := decode[struct {
+			Status string `json:"status"`
+			Code   int    `json:"code"`
+		}](t, body)
+		if status != http.StatusBadRequest || got.Status != "error" || got.Code != code {
+			t.Errorf("marketing to %s: %d %s; want 400 with code %d", number, status, body, code)
+		}
+	}
+	refused("4915100000017", 131049)
+	refused("4915100000018", 130472)
+	refused("4915100000018", 130472)
+	ids := []string{
+		e.mustSend(t, "4915100000017", marketing),
+		e.mustSend(t, "4915100000018", templ("otp_code", "en", "123456")),
+		e.mustSend(t, "4915100000018", text("hi")),
+	}
+	e.idle(t)
+	for _, id := range ids {
+		if diff := cmp.Diff([]string{"enqueued", "sent", "delivered", "read"}, summaries(t, e.hooks.about(t, id, ""))); diff != "" {
+			t.Errorf("events of %s (-want +got):\n%s", id, diff)
+		}
+	}
+	if st := e.stats(t); st.Rejected != 3 || st.Accepted != 3 {
+		t.Errorf("stats %+v: want 3 rejected, 3 accepted", st)
+	}
+}
+
 // Sent and delivered events carry a pricing object by the template's
 // category; free-form messages, and utility templates inside the user's
 // window, are free.

@@ -29,6 +29,10 @@
 //	      accepted on the next
 //	0016  account API call limit: 429 with code 80007 on the first attempt,
 //	      accepted on the next
+//	0017  marketing cap at the send: the first marketing template is refused
+//	      with 400 and code 131049, the next accepted; the rest go through
+//	0018  marketing hold-out at the send: every marketing template is refused
+//	      with 400 and code 130472; the rest go through
 //	other accepted, enqueued, sent, delivered, read
 //
 // Marketing templates to +1 (US) numbers fail with 131049, as WhatsApp's

@@ -114,15 +114,18 @@ func TestSendStoresRecordAndTask(t *testing.T) {
 		{enqueue.Transactional, "transactional"},
 		{enqueue.Bulk, "bulk"},
 	}
-	for _, tt := range tests {
-		m := textMessage("96996999699", body)
+	for i, tt := range tests {
+		// A recipient each: the second message to one would wait for its
+		// turn after the first, without a task (Conversation order).
+		dest := fmt.Sprintf("9699699969%d", i)
+		m := textMessage(dest, body)
 		m.Priority = tt.priority
 		m.Metadata = map[string]string{"order_id": "1234"}
 		rec, err := f.client.Send(ctx, m)
 		if err != nil {
 			t.Fatalf("Send (%q): %v", tt.priority, err)
 		}
-		if rec.ID == "" || rec.Status != store.Queued || rec.Type != "text" || rec.Priority != tt.wantQueue || rec.Destination != "96996999699" {
+		if rec.ID == "" || rec.Status != store.Queued || rec.Type != "text" || rec.Priority != tt.wantQueue || rec.Destination != dest {
 			t.Errorf("record = %+v, want a queued text record of priority %s", rec, tt.wantQueue)
 		}
 

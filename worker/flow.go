@@ -346,8 +346,12 @@ func (h *Handler) admit(ctx context.Context, log *zap.Logger, fl *flow, rec *sto
 	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
 		fl.settle(ctx, log, rec.ID, errExpired) // not sent: no trial
 		fl.uncount(ctx, log, claim)
-		if _, _, err := h.store.Move(ctx, rec.ID, store.Change{Status: store.Expired, Note: "expires_at passed while it waited for its send slot", Task: taskOf(ctx)}); err != nil {
+		o, _, err := h.store.Move(ctx, rec.ID, store.Change{Status: store.Expired, Note: "expires_at passed while it waited for its send slot", Task: taskOf(ctx)})
+		if err != nil {
 			return true, claim, fmt.Errorf("expire %s: %w", rec.ID, err)
+		}
+		if o == store.Changed {
+			h.release(ctx, log, rec)
 		}
 		log.Info("message expired before it was sent")
 		return true, claim, nil

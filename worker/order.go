@@ -13,8 +13,8 @@ import (
 // next message, once rec left chatq's phase: submitted, dead or expired.
 // The next message gets its pair slot here, at once, so that it needs one
 // handler run: a task now when the slot is within MaxSleep, else a due
-// entry shortly before the slot, which has the sweeper give it its task
-// in time for the handler to sleep until the slot. Whatever fails here
+// entry before the slot, which has the sweeper give it its task in time
+// for its handler to sleep until the slot. Whatever fails here
 // only delays the next message until the sweeper's check of its line.
 func (h *Handler) release(ctx context.Context, log *zap.Logger, rec *store.Record) {
 	if !rec.Ordered {
@@ -66,13 +66,23 @@ func (h *Handler) turn(ctx context.Context, next *store.Record) error {
 	if err != nil {
 		return err
 	}
+	if wait > 0 {
+		// Past the burst, the slots lie one interval apart on the
+		// recipient's schedule, and each message goes a little after its
+		// own (its send takes that long): two could reach ChatArchitect
+		// less than an interval apart. The one before was accepted just
+		// now, so this one goes a full interval after it, however late it
+		// was.
+		wait = max(wait, fl.limiter.Config().PairInterval)
+	}
 	slot := now.Add(wait)
 	w := store.Waiting{Reason: store.WaitPairRate, Since: now, Until: &slot}
 	if wait > fl.cfg.MaxSleep {
 		fl.waited("pair", wait)
-		// Due as the handler may start sleeping for the slot: it then
-		// sends at the slot itself, not a sweep later.
-		return h.store.Wait(ctx, next, task, w, slot.Add(-fl.cfg.MaxSleep), slot)
+		// Due as soon as its handler may sleep until the slot
+		// (heldSlotSleep): whenever the sweep comes, it sends at the slot
+		// itself, not up to a sweep later.
+		return h.store.Wait(ctx, next, task, w, slot.Add(-fl.heldSlotSleep()), slot)
 	}
 	// The sweeper checks after a grace that the task exists.
 	if err := h.store.Wait(ctx, next, task, w, now.Add(h.store.Grace()), slot); err != nil {

@@ -406,3 +406,32 @@ func BenchmarkSendBatch1000(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(msgs))/b.Elapsed().Seconds(), "msgs/s")
 }
+
+// A message keeps its place in its conversation's order unless it opts
+// out or is scheduled for later.
+func TestMessagesAreOrderedUnlessTheyOptOutOrAreScheduled(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	no := false
+	later := textMessage("96996999611", "later")
+	later.SendAt = time.Now().Add(time.Hour)
+	unordered := textMessage("96996999612", "unordered")
+	unordered.Ordered = &no
+	for _, tt := range []struct {
+		m    *enqueue.Message
+		want bool
+	}{
+		{textMessage("96996999610", "hi"), true},
+		{later, false},
+		{unordered, false},
+	} {
+		rec, err := f.client.Send(ctx, tt.m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := f.client.Get(ctx, rec.ID); rec.Ordered != tt.want || got.Ordered != tt.want {
+			t.Errorf("%s: ordered %v (stored %v), want %v", tt.m.Destination, rec.Ordered, got.Ordered, tt.want)
+		}
+	}
+}

@@ -585,8 +585,15 @@ func TestBatch(t *testing.T) {
 	if second[0].ID == first[0].ID || second[0].Replayed != nil {
 		t.Errorf("an item without a key got the same id twice, or is said replayed: %+v", second[0])
 	}
-	if n := f.tasks(t); n != 5 {
-		t.Errorf("%d tasks after the second batch, want 5", n)
+	// The new text to the first item's recipient waits for its turn
+	// behind the first one (conversation order), without a task; the new
+	// scheduled one has its task.
+	if n := f.tasks(t); n != 4 {
+		t.Errorf("%d tasks after the second batch, want 4", n)
+	}
+	rec := decode[store.Record](t, f.do(t, request{method: http.MethodGet, path: "/v1/messages/" + second[0].ID}))
+	if rec.Waiting == nil || rec.Waiting.Reason != store.WaitConversationOrder || !rec.Ordered {
+		t.Errorf("the second text to %s waits %+v, want its turn (conversation_order)", rec.Destination, rec.Waiting)
 	}
 }
 

@@ -257,8 +257,10 @@ func (c *Client) SendBatch(ctx context.Context, msgs []*Message) ([]Result, erro
 		// A repeated idempotency key whose record still waits in the queue
 		// gets its task written again: if the first attempt died between
 		// the record and the task, this retry is what sends it. The task id
-		// is the record id, so an existing task makes it a no-op.
-		if cr.Err == nil && (cr.Created || cr.Record.Status == store.Queued || cr.Record.Status == store.Scheduled) {
+		// is the record id, so an existing task makes it a no-op. A message
+		// that waits for its turn in its conversation gets none: the one
+		// before it releases it.
+		if cr.Err == nil && !cr.Held && (cr.Created || cr.Record.Status == store.Queued || cr.Record.Status == store.Scheduled) {
 			fresh = append(fresh, cr.Record)
 			freshIndex = append(freshIndex, i)
 		}
@@ -384,6 +386,11 @@ func (c *Client) newRecord(m *Message, now time.Time) (*store.Record, error) {
 		r.SendAt = &t
 		status = store.Scheduled
 	}
+	// A message keeps its place in its conversation's order unless it
+	// opts out, or is scheduled for later: the order of its line is that
+	// of acceptance, and a later send_at would hold back every message
+	// after it.
+	r.Ordered = (m.Ordered == nil || *m.Ordered) && r.SendAt == nil
 	if !m.ExpiresAt.IsZero() {
 		t := m.ExpiresAt.UTC().Truncate(time.Millisecond)
 		r.ExpiresAt = &t

@@ -114,15 +114,18 @@ func TestSendStoresRecordAndTask(t *testing.T) {
 		{enqueue.Transactional, "transactional"},
 		{enqueue.Bulk, "bulk"},
 	}
-	for _, tt := range tests {
-		m := textMessage("96996999699", body)
+	for i, tt := range tests {
+		// A recipient each: the second message to one would wait for its
+		// turn after the first, without a task (Conversation order).
+		dest := fmt.Sprintf("9699699969%d", i)
+		m := textMessage(dest, body)
 		m.Priority = tt.priority
 		m.Metadata = map[string]string{"order_id": "1234"}
 		rec, err := f.client.Send(ctx, m)
 		if err != nil {
 			t.Fatalf("Send (%q): %v", tt.priority, err)
 		}
-		if rec.ID == "" || rec.Status != store.Queued || rec.Type != "text" || rec.Priority != tt.wantQueue || rec.Destination != "96996999699" {
+		if rec.ID == "" || rec.Status != store.Queued || rec.Type != "text" || rec.Priority != tt.wantQueue || rec.Destination != dest {
 			t.Errorf("record = %+v, want a queued text record of priority %s", rec, tt.wantQueue)
 		}
 
@@ -402,4 +405,33 @@ func BenchmarkSendBatch1000(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*len(msgs))/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// A message keeps its place in its conversation's order unless it opts
+// out or is scheduled for later.
+func TestMessagesAreOrderedUnlessTheyOptOutOrAreScheduled(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	no := false
+	later := textMessage("96996999611", "later")
+	later.SendAt = time.Now().Add(time.Hour)
+	unordered := textMessage("96996999612", "unordered")
+	unordered.Ordered = &no
+	for _, tt := range []struct {
+		m    *enqueue.Message
+		want bool
+	}{
+		{textMessage("96996999610", "hi"), true},
+		{later, false},
+		{unordered, false},
+	} {
+		rec, err := f.client.Send(ctx, tt.m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := f.client.Get(ctx, rec.ID); rec.Ordered != tt.want || got.Ordered != tt.want {
+			t.Errorf("%s: ordered %v (stored %v), want %v", tt.m.Destination, rec.Ordered, got.Ordered, tt.want)
+		}
+	}
 }

@@ -59,6 +59,12 @@ type Message struct {
 	BatchID string `json:"batch_id,omitempty"`
 	// Metadata is the application's own data, returned with the record.
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// Ordered, when false, takes the message out of its conversation's
+	// order: it neither waits for the messages accepted before it from its
+	// sender to its recipient, of its priority, nor holds back those after
+	// it. Nil means true, but for a message scheduled for later (SendAt),
+	// which keeps no place in the order.
+	Ordered *bool `json:"ordered,omitempty"`
 	// Sender is the business number to send from (one of the tenant's
 	// senders); empty lets chatq choose. The library stores it as given:
 	// the HTTP API checks it against the key's tenant and chooses one.
@@ -158,6 +164,9 @@ func (m *Message) Validate(now time.Time) error {
 	}
 	if !m.SendAt.IsZero() && m.SendAt.After(now.AddDate(1, 0, 0)) {
 		return &ValidationError{Field: "send_at", Reason: "must be within a year"}
+	}
+	if m.Ordered != nil && *m.Ordered && m.SendAt.After(now) {
+		return &ValidationError{Field: "ordered", Reason: "must not be true for a message scheduled for later (send_at): it would hold back every later message to its recipient until then"}
 	}
 	if m.CallbackURL != "" {
 		v := &validator{}

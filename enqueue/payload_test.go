@@ -406,6 +406,10 @@ func TestMessageValidate(t *testing.T) {
 			m.ExpiresAt = now.Add(time.Hour)
 		}, "expires_at"},
 		{"send_at beyond a year", func(m *enqueue.Message) { m.SendAt = now.AddDate(1, 0, 1) }, "send_at"},
+		{"ordered and scheduled for later", func(m *enqueue.Message) {
+			yes := true
+			m.SendAt, m.Ordered = now.Add(time.Hour), &yes
+		}, "ordered"},
 		{"callback_url ftp", func(m *enqueue.Message) { m.CallbackURL = "ftp://app.example.com/x" }, "callback_url"},
 		{"callback_url not a URL", func(m *enqueue.Message) { m.CallbackURL = "app.example.com/x" }, "callback_url"},
 		{"fallback template bad name", func(m *enqueue.Message) {
@@ -510,6 +514,7 @@ func TestDecodeMessageErrors(t *testing.T) {
 		{"payload string", `{"destination":"96996999699","payload":"hi"}`, "payload"},
 		{"payload unknown field", `{"destination":"96996999699","payload":{"type":"text","mesage":"hi"}}`, "payload.mesage"},
 		{"priority number", `{"destination":"96996999699",` + text + `,"priority":1}`, "priority"},
+		{"ordered string", `{"destination":"96996999699",` + text + `,"ordered":"no"}`, "ordered"},
 		{"metadata array", `{"destination":"96996999699",` + text + `,"metadata":[]}`, "metadata"},
 		{"send_at not a time", `{"destination":"96996999699",` + text + `,"send_at":"tomorrow"}`, "send_at"},
 		{"send_at number", `{"destination":"96996999699",` + text + `,"send_at":1764064800}`, "send_at"},

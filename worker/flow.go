@@ -390,8 +390,12 @@ func (h *Handler) admit(ctx context.Context, log *zap.Logger, fl *flow, rec *sto
 	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
 		fl.settle(ctx, log, rec.ID, errExpired) // not sent: no trial
 		fl.uncount(ctx, log, claim)
-		if _, _, err := h.store.Move(ctx, rec.ID, store.Change{Status: store.Expired, Note: "expires_at passed while it waited for its send slot", Task: taskOf(ctx)}); err != nil {
+		o, _, err := h.store.Move(ctx, rec.ID, store.Change{Status: store.Expired, Note: "expires_at passed while it waited for its send slot", Task: taskOf(ctx)})
+		if err != nil {
 			return true, claim, fmt.Errorf("expire %s: %w", rec.ID, err)
+		}
+		if o == store.Changed {
+			h.release(ctx, log, rec)
 		}
 		log.Info("message expired before it was sent")
 		return true, claim, nil
@@ -532,10 +536,15 @@ func (f *flow) check(ctx context.Context, rec *store.Record, claim *ratelimit.Cl
 // takePair gives the message its slot on its recipient's schedule (the
 // pair limit): the one it reserved before it waited, or a new one. It
 // sleeps through a short wait; a longer one is a hold that keeps the slot.
+// A slot held already may be slept for up to heldSlotSleep: a message
+// given its slot by the release of the one before it (order.go) comes due
+// that early, so that it goes at its slot, not up to a sweep after it.
 func (f *flow) takePair(ctx context.Context, rec *store.Record) (*hold, error) {
 	var wait time.Duration
+	longest := f.cfg.MaxSleep
 	if rec.PairSlot != nil {
 		wait = rec.PairSlot.Sub(f.now())
+		longest = f.heldSlotSleep()
 	} else {
 		var err error
 		if wait, err = f.limiter.ReservePair(ctx, rec.Destination); err != nil {
@@ -546,12 +555,17 @@ func (f *flow) takePair(ctx context.Context, rec *store.Record) (*hold, error) {
 		return nil, nil
 	}
 	f.waited("pair", wait)
-	if wait > f.cfg.MaxSleep {
+	if wait > longest {
 		return &hold{delay: wait, reason: store.WaitPairRate, pairSlot: f.now().Add(wait),
 			note: "waiting " + roundWait(wait) + " for the per-recipient limit"}, nil
 	}
 	return nil, f.sleep(ctx, wait)
 }
+
+// heldSlotSleep is the longest wait for a pair slot the message holds
+// already that its handler sleeps through: MaxSleep, plus as much again for
+// the sweep that hands it its task.
+func (f *flow) heldSlotSleep() time.Duration { return 2 * f.cfg.MaxSleep }
 
 // reserve gets the message a send slot from the shared limits, sleeping
 // through short holds. A bulk message whose slot would lie beyond the

@@ -15,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 
+	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/ratelimit"
@@ -58,6 +59,9 @@ type Handler struct {
 	worker string
 	// unrecorded keeps the acceptances Redis could not take.
 	unrecorded *unrecorded
+	// tasks writes the task of the next message of a conversation that
+	// gets its turn (order.go); nil leaves that to the sweeper.
+	tasks *enqueue.Client
 }
 
 // NewHandler returns the send handler of worker process worker (the id
@@ -171,8 +175,12 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 	if rec.ExpiresAt != nil && !h.now().Before(*rec.ExpiresAt) {
-		if _, _, err := h.store.Move(ctx, id, store.Change{Status: store.Expired, Note: "expires_at passed before it could be sent", Task: taskOf(ctx)}); err != nil {
+		o, _, err := h.store.Move(ctx, id, store.Change{Status: store.Expired, Note: "expires_at passed before it could be sent", Task: taskOf(ctx)})
+		if err != nil {
 			return fmt.Errorf("expire %s: %w", id, err)
+		}
+		if o == store.Changed {
+			h.release(ctx, log, rec)
 		}
 		log.Info("message expired before it was sent")
 		return nil
@@ -301,6 +309,7 @@ func (h *Handler) submit(ctx context.Context, log *zap.Logger, rec *store.Record
 	_, err := h.store.Submit(ctx, rec.ID, providerID, at)
 	if err == nil {
 		h.metrics.Submitted(rec.Priority, h.now().Sub(enqueuedAt(rec)))
+		h.release(ctx, log, rec)
 		return
 	}
 	h.unrecorded.add(rec.ID, acceptance{providerID: providerID, at: at, priority: rec.Priority, enqueuedAt: enqueuedAt(rec)})
@@ -414,6 +423,7 @@ func (h *Handler) moveDead(ctx context.Context, rec *store.Record, c store.Chang
 	if o == store.Changed {
 		h.metrics.Dead(c.Error.Class, c.Error.Code)
 		h.metrics.SenderDead(h.senderLabel(rec), c.Error.Class)
+		h.release(ctx, h.log.With(zap.String("message_id", rec.ID)), rec)
 	}
 	return nil
 }

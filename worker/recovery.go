@@ -330,6 +330,12 @@ func (a *activeTasks) orphaned(ctx context.Context, queue, task string) (bool, e
 func (r *recovery) check(ctx context.Context, rec *store.Record, alive map[string]bool, active *activeTasks) (waitOver bool, err error) {
 	now := r.now()
 	lease := r.store.SendLease()
+	if rec.Waiting != nil && rec.Waiting.Reason == store.WaitConversationOrder {
+		// Only the first of its line may have a task.
+		if first, err := r.inLine(ctx, rec); err != nil || !first {
+			return err
+		}
+	}
 	if rec.Status == store.Sending && rec.Owner != "" && !alive[rec.Owner] {
 		return false, r.resend(ctx, rec, "its worker was lost")
 	}
@@ -441,6 +447,9 @@ func (r *recovery) archived(ctx context.Context, rec *store.Record, task *asynq.
 	if o == store.Changed {
 		r.metrics.Dead(info.Class, info.Code)
 		r.log.Warn("dead-lettered a message whose task asynq archived unrecorded", zap.String("message_id", rec.ID), zap.String("task_id", rec.TaskID))
+		if err := r.store.StepOut(ctx, rec); err != nil {
+			return fmt.Errorf("release the conversation of %s: %w", rec.ID, err)
+		}
 	}
 	return nil
 }

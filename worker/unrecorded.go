@@ -103,6 +103,7 @@ func (u *unrecorded) record(ctx context.Context) int {
 		case store.Changed:
 			u.metrics.Submitted(a.priority, a.at.Sub(a.enqueuedAt))
 			log.Info("recorded an acceptance late, once Redis answered")
+			u.release(ctx, log, id)
 		case store.Duplicate:
 			// The first write went through; only its answer was lost.
 			log.Info("recorded an acceptance late: it had been recorded already")
@@ -129,5 +130,18 @@ func (u *unrecorded) flush(ctx context.Context) {
 			return
 		case <-time.After(200 * time.Millisecond):
 		}
+	}
+}
+
+// release lets the next message of the conversation of id, accepted late,
+// go: through the sweeper, which gives it its task. Should it fail, the
+// sweeper's check of the next message's line does it later.
+func (u *unrecorded) release(ctx context.Context, log *zap.Logger, id string) {
+	rec, err := u.store.Peek(ctx, id)
+	if err == nil && rec != nil {
+		err = u.store.StepOut(ctx, rec)
+	}
+	if err != nil {
+		log.Warn("releasing the next message of the conversation failed; the sweeper lets it go later", zap.Error(err))
 	}
 }

@@ -54,6 +54,10 @@ type Config struct {
 	// is due, waits before the sweeper checks that its task exists; zero
 	// means 30s.
 	DueGrace time.Duration
+	// OrderRecheck is how long a message waiting for its turn in its
+	// conversation waits before the sweeper checks its line again, up to
+	// ten times it as it keeps waiting; zero means 1m (store.Config).
+	OrderRecheck time.Duration
 	// TaskCheckInterval is how long an idle worker waits before it looks
 	// for new work again; zero means 10ms. asynq's own default (1s) would
 	// add up to a second to a one-time code sent to an idle worker.
@@ -171,7 +175,8 @@ func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) 
 	cfg.withDefaults()
 	// Status changes of records with a callback URL enqueue their callback.
 	notifier := callback.NewNotifier(asynq.NewClientFromRedisClient(rdb), log.Named("callback"))
-	st := store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: notifier, Counter: cfg.Counter, SendLease: cfg.SendLease, DueGrace: cfg.DueGrace})
+	st := store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: notifier, Counter: cfg.Counter, SendLease: cfg.SendLease, DueGrace: cfg.DueGrace,
+		OrderRecheck: cfg.OrderRecheck})
 	id := workerID()
 	log = log.With(zap.String("worker", id))
 	h := NewHandler(st, sender, cfg.Retry, id, log.Named("send"))
@@ -203,6 +208,7 @@ func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) 
 	if cfg.Conversation != nil {
 		rec.callbacks = cfg.Conversation.Callbacks
 	}
+	h.tasks = rec.client
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   cfg.Queues,

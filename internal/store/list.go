@@ -481,6 +481,7 @@ func (s *Store) CancelBatchOf(ctx context.Context, tenant, batch string, at time
 		}); err != nil {
 			return fmt.Errorf("cancel: %w", err)
 		}
+		var ended []string
 		for i, id := range waiting {
 			o, _, _, err := s.outcome(ctx, id, cmds[i], "cancel "+id)
 			if err != nil {
@@ -489,10 +490,14 @@ func (s *Store) CancelBatchOf(ctx context.Context, tenant, batch string, at time
 			switch o {
 			case Changed:
 				canceled++
+				ended = append(ended, id)
 			case Refused:
 				tooLate++
 			}
 		}
+		// The next messages of their conversations go; should this fail,
+		// the sweeper's checks of their lines let them go later.
+		_ = s.stepOutIDs(ctx, ended)
 		return nil
 	})
 	if err != nil {

@@ -135,6 +135,11 @@ type Record struct {
 	// Waiting is the message's current wait, nil when it is not waiting
 	// (see Store.Wait).
 	Waiting *Waiting `json:"waiting"`
+	// Ordered is set when the message keeps its place in its
+	// conversation's order (line.go): it is submitted after the messages
+	// accepted before it from its sender to its recipient, of its
+	// priority.
+	Ordered bool `json:"ordered"`
 
 	// Payload is the ChatArchitect payload as it is sent, already validated.
 	// It is not part of the record's JSON: bodies stay out of answers, logs
@@ -225,6 +230,9 @@ const (
 	fWire     = "wr"
 	fWaiting  = "wt"
 	fPairSlot = "ps"
+	// fOrdered is set on a record that took its place in its
+	// conversation's line.
+	fOrdered = "o"
 )
 
 // fields lays r out as the hash written at creation. The payload is not
@@ -275,6 +283,13 @@ func (r *Record) fields() []any {
 	if r.Category != nil {
 		f = append(f, fCategory, *r.Category)
 	}
+	if r.Ordered {
+		f = append(f, fOrdered, 1)
+	}
+	if r.Waiting != nil {
+		w, _ := json.Marshal(r.Waiting)
+		f = append(f, fWaiting, w)
+	}
 	return f
 }
 
@@ -312,6 +327,7 @@ func parseRecord(id string, h map[string]string) (*Record, error) {
 		TaskID:         h[fTask],
 		Owner:          h[fOwner],
 		OnWire:         h[fWire] == "1",
+		Ordered:        h[fOrdered] == "1",
 	}
 	if r.Tenant == "" {
 		r.Tenant = DefaultTenant

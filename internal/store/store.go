@@ -115,6 +115,11 @@ type Config struct {
 	// that the send's worker still lives; zero means 3s. A longer send is
 	// checked again every SendLease.
 	SendLease time.Duration
+	// OrderRecheck is how long a message waiting for its turn in its
+	// conversation (line.go) waits before the sweeper checks its line,
+	// should the release of the message before it be lost; each check
+	// waits longer, up to ten times it. Zero means 1m.
+	OrderRecheck time.Duration
 }
 
 // Counter is told of status changes as they happen. It must not block:
@@ -162,6 +167,9 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 	}
 	if cfg.SendLease <= 0 {
 		cfg.SendLease = 3 * time.Second
+	}
+	if cfg.OrderRecheck <= 0 {
+		cfg.OrderRecheck = time.Minute
 	}
 	return &Store{rdb: rdb, cfg: cfg, refs: newRefCache(cfg.RefCache), cluster: cluster}
 }
@@ -260,6 +268,10 @@ type CreateResult struct {
 	// Created is false when an earlier record with the same idempotency key
 	// and fingerprint was returned instead.
 	Created bool
+	// Held is set when the record waits for its turn in its conversation
+	// (line.go): it must get no task now, the message before it releases
+	// it.
+	Held bool
 	// Err is ErrIdempotencyConflict or a Redis error for this record.
 	Err error
 }
@@ -333,6 +345,13 @@ func extendAt(ctx context.Context, pipe redis.Pipeliner, key string, at time.Tim
 }
 
 func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []bool, results []CreateResult) error {
+	// The lines come first: whether a record waits for its turn is
+	// written with it. A record whose write fails after its push leaves an
+	// entry that the line drops once it is old (lineGrace).
+	held, err := s.joinLines(ctx, recs, repeated, results)
+	if err != nil {
+		return err
+	}
 	creates := make([]*redis.Cmd, len(recs))
 	plain := make([]bool, len(recs))
 	// The indexes take every record of the batch in one command each:
@@ -344,6 +363,8 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 	// record, perhaps of another campaign, and joins its batch only once
 	// it turns out to be created.
 	var due []redis.Z
+	// The waits for a turn, by index key.
+	waits := map[string][]redis.Z{}
 	// Campaigns by batch key; a campaign's index lives as long as its
 	// longest-lived record.
 	type campaign struct {
@@ -364,8 +385,17 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 		if r.SendAt != nil && r.SendAt.After(at) {
 			at = *r.SendAt
 		}
-		due = append(due, redis.Z{Score: float64(at.Add(s.cfg.DueGrace).UnixMilli()), Member: r.ID})
 		z := redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID}
+		if held[i] {
+			// The sweeper checks its line then, should its release be
+			// lost.
+			due = append(due, redis.Z{Score: float64(at.Add(s.cfg.OrderRecheck).UnixMilli()), Member: r.ID})
+			for _, k := range []string{waitKey(r.Tenant, WaitConversationOrder), senderWaitKey(r.Sender, WaitConversationOrder)} {
+				waits[k] = append(waits[k], z)
+			}
+		} else {
+			due = append(due, redis.Z{Score: float64(at.Add(s.cfg.DueGrace).UnixMilli()), Member: r.ID})
+		}
 		life := s.life(r)
 		if r.BatchID != nil && !repeated[i] {
 			bk := batchKey(r.Tenant, *r.BatchID)
@@ -385,11 +415,14 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 			destLife[dk] = life
 		}
 	}
-	err := s.exec(ctx, func(pipe redis.Pipeliner) {
+	err = s.exec(ctx, func(pipe redis.Pipeliner) {
 		if len(due) > 0 {
 			// NX: a repeated idempotency key must not push back the entry
 			// of a record being sent.
 			pipe.ZAddNX(ctx, dueKey, due...)
+		}
+		for k, zs := range waits {
+			pipe.ZAdd(ctx, k, zs...)
 		}
 		trimmed := map[string]bool{}
 		for bk, c := range batches {
@@ -443,13 +476,18 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 	// late are the records created under a key claimed before (a crash
 	// left the key without its record), not yet in their batch.
 	var late []*Record
+	// waking are the records written waiting for their turn.
+	var waking []*Record
 	created := map[Status]int{}
 	for i, r := range recs {
 		if r.TaskID == "" {
 			r.TaskID = r.ID // the first task's
 		}
+		if held[i] && (plain[i] || creates[i] != nil) {
+			waking = append(waking, r)
+		}
 		if plain[i] {
-			results[i] = CreateResult{Record: r, Created: true}
+			results[i] = CreateResult{Record: r, Created: true, Held: held[i]}
 			created[r.Status]++
 			continue
 		}
@@ -457,7 +495,7 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 			continue
 		}
 		if res, _ := creates[i].Int64Slice(); len(res) == 2 && res[0] == 1 {
-			results[i] = CreateResult{Record: r, Created: true}
+			results[i] = CreateResult{Record: r, Created: true, Held: held[i]}
 			created[r.Status]++
 			if res[1] > 0 {
 				noticed = append(noticed, r.ID)
@@ -470,6 +508,9 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 		existing = append(existing, i)
 	}
 	s.noticed(ctx, 1, noticed...)
+	if err := s.wakeHeld(ctx, waking); err != nil {
+		return err
+	}
 	if len(late) > 0 {
 		pipe := s.rdb.Pipeline()
 		for _, r := range late {
@@ -507,7 +548,8 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 		case prev.Fingerprint != recs[i].Fingerprint:
 			results[i].Err = ErrIdempotencyConflict
 		default:
-			results[i] = CreateResult{Record: prev}
+			w := prev.Waiting
+			results[i] = CreateResult{Record: prev, Held: w != nil && w.Reason == WaitConversationOrder}
 		}
 	}
 	// Those answered from an earlier record that has ended need no entry;
@@ -843,6 +885,9 @@ func (s *Store) Cancel(ctx context.Context, id string, at time.Time) (Status, er
 	if o == Changed {
 		// A failure leaves a stale entry, which the sweeper drops.
 		_ = s.rdb.ZRem(ctx, dueKey, id).Err()
+		// The next message of its conversation goes; should this fail,
+		// the sweeper's check of its line lets it go later.
+		_ = s.stepOutIDs(ctx, []string{id})
 	}
 	switch o {
 	case Missing:
@@ -983,7 +1028,7 @@ func (s *Store) exec(ctx context.Context, build func(pipe redis.Pipeliner)) erro
 		if !missing || try > 0 {
 			return first
 		}
-		for _, sc := range []*redis.Script{transitionScript, createScript} {
+		for _, sc := range []*redis.Script{transitionScript, createScript, joinScript, turnScript} {
 			if err := sc.Load(ctx, s.rdb).Err(); err != nil {
 				return fmt.Errorf("load scripts: %w", err)
 			}

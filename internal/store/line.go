@@ -1,0 +1,334 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// A conversation's line keeps its messages in the order chatq accepted
+// them (CONTRACT.md "Conversation order"): a Redis list of record ids per
+// sender, recipient and priority. An ordered record is pushed to its line
+// when it is created; only the first in line has a task, the others wait
+// (WaitConversationOrder) without one. When the first leaves chatq's phase
+// (submitted, dead, expired, canceled) it leaves the line, and the next gets
+// its turn: from the worker that recorded the outcome (Release, Turn), or
+// through the due index (StepOut). A record waiting for its turn also has a
+// due entry some time later, which has the sweeper check its line (First):
+// a release lost with its worker costs that delay, never a stuck message.
+
+// lineKey is the line of rec's conversation. Its hash tag is the sender's
+// and the recipient's, apart from the record's: it is written by commands
+// of its own.
+func lineKey(rec *Record) string {
+	sender := rec.Sender
+	if sender == "" {
+		sender = "default"
+	}
+	return "chatq:line:{" + sender + ":" + strings.TrimPrefix(rec.Destination, "+") + "}:" + rec.Priority
+}
+
+// lineGrace is how long a line entry whose record does not exist is taken
+// for a record being created (its producer pushes the entry, then writes
+// the record): an older one is a producer's that died in between, and is
+// dropped.
+const lineGrace = 30 * time.Second
+
+// maxSkipped bounds the entries of ended messages one look at a line drops:
+// the next look drops the rest.
+const maxSkipped = 100
+
+// joinScript pushes ARGV[1] to the line KEYS[1] unless it is there already
+// (a producer died after the push, and its retry creates the record), and
+// makes the line live until ARGV[2] (unix ms) at least. It returns the
+// entry's position.
+var joinScript = redis.NewScript(`
+local at = redis.call('LPOS', KEYS[1], ARGV[1])
+if not at then at = redis.call('RPUSH', KEYS[1], ARGV[1]) - 1 end
+redis.call('PEXPIREAT', KEYS[1], ARGV[2], 'NX')
+redis.call('PEXPIREAT', KEYS[1], ARGV[2], 'GT')
+return at`)
+
+// joinLines pushes the ordered records of a batch being created to their
+// lines, in the batch's order, and returns those that are not first in
+// their line: they are written waiting for their turn. A record whose
+// idempotency key was claimed before joins only if it does not exist (a
+// replay never pushes twice).
+func (s *Store) joinLines(ctx context.Context, recs []*Record, repeated []bool, results []CreateResult) ([]bool, error) {
+	held := make([]bool, len(recs))
+	var ordered []int
+	var again []int
+	for i, r := range recs {
+		if results[i].Err != nil || !r.Ordered {
+			continue
+		}
+		ordered = append(ordered, i)
+		if repeated[i] {
+			again = append(again, i)
+		}
+	}
+	if len(ordered) == 0 {
+		return held, nil
+	}
+	exists := map[int]bool{}
+	if len(again) > 0 {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.IntCmd, len(again))
+		for j, i := range again {
+			cmds[j] = pipe.Exists(ctx, recordKey(recs[i].ID))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("join lines: %w", err)
+		}
+		for j, i := range again {
+			exists[i] = cmds[j].Val() == 1
+		}
+	}
+	pushes := make(map[int]*redis.IntCmd, len(ordered))
+	joins := make(map[int]*redis.Cmd)
+	err := s.exec(ctx, func(pipe redis.Pipeliner) {
+		for _, i := range ordered {
+			r := recs[i]
+			key := lineKey(r)
+			switch {
+			case exists[i]:
+				// Answered by the existing record.
+			case repeated[i]:
+				joins[i] = joinScript.EvalSha(ctx, pipe, []string{key}, r.ID, s.life(r).UnixMilli())
+			default:
+				pushes[i] = pipe.RPush(ctx, key, r.ID)
+				extendAt(ctx, pipe, key, s.life(r))
+			}
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("join lines: %w", err)
+	}
+	for i, c := range pushes {
+		held[i] = c.Val() > 1
+	}
+	for i, c := range joins {
+		n, err := c.Int64()
+		if err != nil {
+			return nil, fmt.Errorf("join line of %s: %w", recs[i].ID, err)
+		}
+		held[i] = n > 0
+	}
+	for i, r := range recs {
+		if held[i] {
+			r.Waiting = &Waiting{Reason: WaitConversationOrder, Since: r.CreatedAt}
+		}
+	}
+	return held, nil
+}
+
+// wakeHeld looks, after the records of held were written waiting for their
+// turn, whether one of them is first in its line already: the message
+// before it was released between its push and its write, when its record
+// did not exist yet. That one gets a due entry now.
+func (s *Store) wakeHeld(ctx context.Context, held []*Record) error {
+	if len(held) == 0 {
+		return nil
+	}
+	pipe := s.rdb.Pipeline()
+	heads := make([]*redis.StringCmd, len(held))
+	for i, r := range held {
+		heads[i] = pipe.LIndex(ctx, lineKey(r), 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("read lines: %w", err)
+	}
+	for i, r := range held {
+		if heads[i].Val() == r.ID {
+			if err := s.Postpone(ctx, r.ID, time.Now()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Release takes rec, which left chatq's phase, out of its line, and
+// returns the next record of the line if it waits for its turn (nil when
+// none does: the line is empty, or its first message is on its way). The
+// caller gives it its turn (Turn); entries of messages that ended are
+// dropped on the way.
+func (s *Store) Release(ctx context.Context, rec *Record) (*Record, error) {
+	if !rec.Ordered {
+		return nil, nil
+	}
+	key := lineKey(rec)
+	if err := s.rdb.LRem(ctx, key, 1, rec.ID).Err(); err != nil {
+		return nil, fmt.Errorf("release %s: %w", rec.ID, err)
+	}
+	next, err := s.head(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("release %s: %w", rec.ID, err)
+	}
+	return next, nil
+}
+
+// StepOut takes rec out of its line and has the next record of the line,
+// if it waits for its turn, given its task by the sweeper at once. It is
+// for a message that waits for a reason of its own kind (a marketing cap,
+// a paused template), which must not hold back the messages behind it,
+// and for a message ended outside a worker (canceled, or settled by the
+// sweeper). A message that stepped out goes, when its wait ends, without
+// waiting for the others.
+func (s *Store) StepOut(ctx context.Context, rec *Record) error {
+	next, err := s.Release(ctx, rec)
+	if err != nil || next == nil {
+		return err
+	}
+	return s.Postpone(ctx, next.ID, time.Now())
+}
+
+// stepOutIDs is StepOut for records known by id alone (canceled ones).
+func (s *Store) stepOutIDs(ctx context.Context, ids []string) error {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HMGet(ctx, recordKey(id), fOrdered, fDest, fSender, fPriority)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("read lines: %w", err)
+	}
+	for i, c := range cmds {
+		v := c.Val()
+		if o, _ := v[0].(string); o != "1" {
+			continue
+		}
+		rec := &Record{ID: ids[i], Ordered: true}
+		rec.Destination, _ = v[1].(string)
+		rec.Sender, _ = v[2].(string)
+		rec.Priority, _ = v[3].(string)
+		if err := s.StepOut(ctx, rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// head returns the first record of line key if it waits for its turn,
+// dropping the entries of messages that ended (or were never written) on
+// the way.
+func (s *Store) head(ctx context.Context, key string) (*Record, error) {
+	for range maxSkipped {
+		id, err := s.rdb.LIndex(ctx, key, 0).Result()
+		if errors.Is(err, redis.Nil) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read line: %w", err)
+		}
+		rec, err := s.Peek(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case rec == nil && creating(id):
+			// Its producer wakes it once it is written (wakeHeld).
+			return nil, nil
+		case rec != nil && rec.Status.Pending():
+			if rec.Waiting != nil && rec.Waiting.Reason == WaitConversationOrder {
+				return rec, nil
+			}
+			return nil, nil // on its way
+		}
+		if err := s.rdb.LRem(ctx, key, 1, id).Err(); err != nil {
+			return nil, fmt.Errorf("drop %s from its line: %w", id, err)
+		}
+	}
+	return nil, nil
+}
+
+// creating reports whether the record of a line entry without one may be
+// being written: its id (a ULID) is younger than lineGrace.
+func creating(id string) bool {
+	u, err := ulid.Parse(id)
+	return err == nil && time.Since(ulid.Time(u.Time())) < lineGrace
+}
+
+// First reports whether rec, waiting for its turn, has it: it is first in
+// its line once the entries of ended messages are dropped, or in no line
+// at all. Otherwise next is the first record of its line when that one
+// waits for its turn (its release was lost), nil when it is on its way.
+func (s *Store) First(ctx context.Context, rec *Record) (first bool, next *Record, err error) {
+	key := lineKey(rec)
+	next, err = s.head(ctx, key)
+	if err != nil {
+		return false, nil, fmt.Errorf("line of %s: %w", rec.ID, err)
+	}
+	if next != nil && next.ID == rec.ID {
+		return true, nil, nil
+	}
+	_, err = s.rdb.LPos(ctx, key, rec.ID, redis.LPosArgs{}).Result()
+	if errors.Is(err, redis.Nil) {
+		return true, nil, nil
+	}
+	if err != nil {
+		return false, nil, fmt.Errorf("line of %s: %w", rec.ID, err)
+	}
+	return false, next, nil
+}
+
+// turnScript ends the wait for its turn of a pending record (KEYS[1]):
+// it waits for ARGV[2] (a wait's JSON) instead, and has a new task,
+// ARGV[1]-<n>, whose id it returns. It returns false when the record no
+// longer waits for its turn: another gave it already, or it ended.
+var turnScript = redis.NewScript(`
+local s = redis.call('HGET', KEYS[1], 's')
+if s ~= 'queued' and s ~= 'scheduled' and s ~= 'retrying' then return false end
+local wt = redis.call('HGET', KEYS[1], 'wt')
+if not wt or not string.find(wt, '"reason":"conversation_order"', 1, true) then return false end
+local t = ARGV[1] .. '-' .. redis.call('HINCRBY', KEYS[1], 'tc', 1)
+redis.call('HSET', KEYS[1], 'tid', t, 'wt', ARGV[2])
+return t`)
+
+// Turn claims the turn of rec, which waits for it: from now on it waits
+// for w instead (its pair slot, which the caller reserves next and records
+// with Wait), with a new task whose id it returns, and a due entry at due,
+// for the sweeper to hand it on should the caller be lost. It returns ""
+// when the turn was given already, or the message ended: one turn, one
+// reservation.
+func (s *Store) Turn(ctx context.Context, rec *Record, w Waiting, due time.Time) (string, error) {
+	body, err := json.Marshal(w)
+	if err != nil {
+		return "", fmt.Errorf("turn of %s: %w", rec.ID, err)
+	}
+	var cmd *redis.Cmd
+	z := redis.Z{Score: float64(w.Since.UnixMilli()), Member: rec.ID}
+	err = s.exec(ctx, func(pipe redis.Pipeliner) {
+		pipe.ZAdd(ctx, dueKey, redis.Z{Score: float64(due.UnixMilli()), Member: rec.ID})
+		cmd = turnScript.EvalSha(ctx, pipe, []string{recordKey(rec.ID)}, rec.ID, string(body))
+		// Whatever the answer, the record no longer waits for its turn:
+		// this one or another ended that wait. An entry for w written in
+		// vain is dropped by the next listing.
+		pipe.ZRem(ctx, waitKey(rec.Tenant, WaitConversationOrder), rec.ID)
+		pipe.ZRem(ctx, senderWaitKey(rec.Sender, WaitConversationOrder), rec.ID)
+		pipe.ZAdd(ctx, waitKey(rec.Tenant, w.Reason), z)
+		pipe.ZAdd(ctx, senderWaitKey(rec.Sender, w.Reason), z)
+	})
+	if err != nil {
+		return "", fmt.Errorf("turn of %s: %w", rec.ID, err)
+	}
+	task, err := cmd.Text()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("turn of %s: %w", rec.ID, err)
+	}
+	rec.TaskID, rec.Waiting = task, &w
+	return task, nil
+}
+
+// OrderRecheck is how long after it starts waiting for its turn a message
+// has the sweeper check its line.
+func (s *Store) OrderRecheck() time.Duration { return s.cfg.OrderRecheck }

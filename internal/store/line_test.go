@@ -1,0 +1,158 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/chatq/chatq/internal/redistest"
+	"github.com/chatq/chatq/internal/store"
+)
+
+func ordered(id, dest, priority, key string) *store.Record {
+	return &store.Record{
+		ID: id, Destination: dest, Type: "text", Priority: priority, Ordered: true, IdempotencyKey: key, Fingerprint: "f" + key,
+		Status: store.Queued, History: []store.HistoryEntry{{Status: store.Queued, At: t0}},
+		CreatedAt: t0, UpdatedAt: t0, Payload: []byte(`{"type":"text","message":"hi"}`), Queue: priority,
+	}
+}
+
+func held(tb testing.TB, res []store.CreateResult) []bool {
+	tb.Helper()
+	out := make([]bool, len(res))
+	for i, r := range res {
+		if r.Err != nil {
+			tb.Fatal(r.Err)
+		}
+		out[i] = r.Held
+	}
+	return out
+}
+
+// Only the first message of a conversation gets its task; the others wait
+// for their turn, whatever their batch. Another priority is another line,
+// an unordered message none, and a repeated idempotency key joins no line
+// twice.
+func TestOnlyTheFirstOfAConversationGoesTheOthersWaitTheirTurn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	st := store.New(rdb, store.Config{})
+	unordered := ordered("u1", "+447700900001", "transactional", "")
+	unordered.Ordered = false
+	res, err := st.Create(ctx, []*store.Record{
+		ordered("a1", "447700900001", "transactional", "k1"),
+		ordered("a2", "+447700900001", "transactional", ""),
+		ordered("b1", "447700900001", "bulk", ""),
+		unordered,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := held(t, res), []bool{false, true, false, false}; !equal(got, want) {
+		t.Fatalf("held %v, want %v", got, want)
+	}
+	res, err = st.Create(ctx, []*store.Record{ordered("a3", "447700900001", "transactional", ""), ordered("a1", "447700900001", "transactional", "k1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := held(t, res), []bool{true, false}; !equal(got, want) || res[1].Created {
+		t.Fatalf("held %v created %v, want %v and the first record again", got, res[1].Created, want)
+	}
+	if n := rdb.LLen(ctx, "chatq:line:{default:447700900001}:transactional").Val(); n != 3 {
+		t.Errorf("the line holds %d entries, want 3 (a replay pushes nothing)", n)
+	}
+	a2, err := st.Get(ctx, "a2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a2.Waiting == nil || a2.Waiting.Reason != store.WaitConversationOrder || a2.Waiting.Until != nil || !a2.Ordered {
+		t.Errorf("a2 waits %+v (ordered %v), want conversation_order without until", a2.Waiting, a2.Ordered)
+	}
+	if page, err := st.ListMessages(ctx, store.MessageFilter{Waiting: store.WaitConversationOrder}, "", 10); err != nil || len(page.Records) != 2 {
+		t.Errorf("waiting for conversation_order: %+v %v, want a2 and a3", page, err)
+	}
+
+	// a1 sent: a2 is next, and is given its turn once.
+	if _, o, err := st.Begin(ctx, "a1", t0, store.Owner{Task: "a1"}); err != nil || o != store.Changed {
+		t.Fatalf("begin: %v %v", o, err)
+	}
+	if _, err := st.Submit(ctx, "a1", "pid-a1", t0); err != nil {
+		t.Fatal(err)
+	}
+	a1, _ := st.Get(ctx, "a1")
+	next, err := st.Release(ctx, a1)
+	if err != nil || next == nil || next.ID != "a2" {
+		t.Fatalf("release of a1: %+v %v, want a2", next, err)
+	}
+	claim := store.Waiting{Reason: store.WaitPairRate, Since: time.Now()}
+	task, err := st.Turn(ctx, next, claim, time.Now())
+	if err != nil || task == "" {
+		t.Fatalf("turn of a2: %q %v", task, err)
+	}
+	again, _ := st.Get(ctx, "a2")
+	if task, err := st.Turn(ctx, again, claim, time.Now()); err != nil || task != "" {
+		t.Errorf("a second turn of a2: %q %v, want none", task, err)
+	}
+	if first, _, err := st.First(ctx, ordered("a3", "447700900001", "transactional", "")); err != nil || first {
+		t.Errorf("a3 first: %v %v, want behind a2", first, err)
+	}
+}
+
+// A canceled first message lets the next go through the due index; a line
+// entry whose record was never written, or that ended, is skipped.
+func TestCanceledOrMissingFirstMessagesLetTheNextGo(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	st := store.New(rdb, store.Config{})
+	const line = "chatq:line:{default:447700900002}:transactional"
+	// A producer died between its push and its record.
+	rdb.RPush(ctx, line, "gone")
+	res, err := st.Create(ctx, []*store.Record{
+		ordered("c1", "447700900002", "transactional", ""),
+		ordered("c2", "447700900002", "transactional", ""),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := held(t, res), []bool{true, true}; !equal(got, want) {
+		t.Fatalf("held %v, want %v", got, want)
+	}
+	c1, _ := st.Get(ctx, "c1")
+	if first, _, err := st.First(ctx, c1); err != nil || !first {
+		t.Errorf("c1 behind an entry without a record: first %v %v, want first", first, err)
+	}
+	if _, err := st.Cancel(ctx, "c1", t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rdb.ZScore(ctx, "chatq:due", "c2").Result(); err != nil {
+		t.Fatal(err)
+	}
+	due, err := st.Due(ctx, time.Now().Add(time.Second), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range due {
+		found = found || e.ID == "c2"
+	}
+	if !found {
+		t.Errorf("c2 not due after c1 was canceled: %+v", due)
+	}
+	if ids := rdb.LRange(ctx, line, 0, -1).Val(); len(ids) != 1 || ids[0] != "c2" {
+		t.Errorf("line %v, want [c2]", ids)
+	}
+}
+
+func equal(a, b []bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -182,7 +182,7 @@ func (f *flow) release(ctx context.Context, reason store.WaitReason, n int) {
 	if f.waits == nil {
 		return
 	}
-	released, err := f.waits.Release(ctx, f.waitKeys, reason, n)
+	released, err := f.waits.ReleaseWaits(ctx, f.waitKeys, reason, n)
 	switch {
 	case err != nil && ctx.Err() == nil:
 		f.log.Warn("releasing waiting messages failed; they look again on their own", zap.String("reason", string(reason)), zap.Error(err))

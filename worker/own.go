@@ -115,6 +115,10 @@ func (h *Handler) waitOwn(ctx context.Context, log *zap.Logger, rec *store.Recor
 		return fmt.Errorf("record wait of %s: %w", rec.ID, err)
 	}
 	log.Info("message waits", zap.String("reason", string(ow.reason)), zap.Timep("until", w.Until), zap.String("template", ow.template))
+	// A wait of its own steps out of its conversation's line: the messages
+	// behind it go on (a capped promotion must not hold a one-time code for
+	// a day), and it goes when its wait ends.
+	h.release(ctx, log, rec)
 	return nil
 }
 

@@ -333,7 +333,7 @@ func (r *recovery) check(ctx context.Context, rec *store.Record, alive map[strin
 	if rec.Waiting != nil && rec.Waiting.Reason == store.WaitConversationOrder {
 		// Only the first of its line may have a task.
 		if first, err := r.inLine(ctx, rec); err != nil || !first {
-			return err
+			return false, err
 		}
 	}
 	if rec.Status == store.Sending && rec.Owner != "" && !alive[rec.Owner] {

@@ -131,7 +131,10 @@ func TestMarketingCapHoldsTheRecipientsMarketingForADay(t *testing.T) {
 	if rec := r.waitAll(t, code, 20*time.Second, func(rec *store.Record) bool { return rec.Status.Final() })[0]; rec.Status != store.Submitted && rec.Status.Pending() {
 		t.Fatalf("the one-time code: %s", rec.Status)
 	}
-	held := r.waitAll(t, next, 20*time.Second, func(rec *store.Record) bool { return rec.Waiting != nil || rec.Status.Final() })[0]
+	// (It may first wait for its turn behind the code: a wait of another kind.)
+	held := r.waitAll(t, next, 20*time.Second, func(rec *store.Record) bool {
+		return (rec.Waiting != nil && rec.Waiting.Reason == store.WaitMarketingCapped) || rec.Status.Final()
+	})[0]
 	if held.Status != store.Queued || held.Waiting.Reason != store.WaitMarketingCapped || held.Attempts != 0 ||
 		held.Waiting.Until == nil || !held.Waiting.Until.Equal(*capped.Waiting.Until) {
 		t.Errorf("the next marketing message: %s, %d attempts, waiting %+v; want queued, none, until %v", held.Status, held.Attempts, held.Waiting, capped.Waiting.Until)
@@ -153,6 +156,29 @@ func TestMarketingCapHoldsTheRecipientsMarketingForADay(t *testing.T) {
 	}
 	if got := accepted(t, r.sandbox); len(got) != 3 || got[1] != dest+" welcome_offer" || got[2] != dest+" welcome_offer" {
 		t.Errorf("the sandbox accepted %v, want the code then both marketing messages", got)
+	}
+}
+
+// A capped marketing message steps out of its conversation's line: the
+// message accepted after it, to the same recipient at the same priority,
+// goes at once rather than a day later.
+func TestACappedMessageDoesNotHoldTheConversation(t *testing.T) {
+	t.Parallel()
+	r := setupRules(t)
+	r.worker(t, r.ca, worker.Config{Concurrency: 4, Conversation: &worker.Conversation{Policy: r.checker}})
+	const dest = "447700000017"
+	ids := r.sendAll(t, r.client, []*enqueue.Message{marketing(dest), utility(dest)})
+	recs := r.waitAll(t, ids, 20*time.Second, func(rec *store.Record) bool {
+		return rec.Status.Final() || (rec.Waiting != nil && rec.Waiting.Reason == store.WaitMarketingCapped)
+	})
+	if w := recs[0].Waiting; w == nil || w.Reason != store.WaitMarketingCapped {
+		t.Errorf("the marketing message waits %+v, want marketing_capped", w)
+	}
+	if recs[1].Status != store.Submitted && recs[1].Status.Pending() {
+		t.Errorf("the utility message behind it is %s waiting %+v, want it sent", recs[1].Status, recs[1].Waiting)
+	}
+	if got, want := accepted(t, r.sandbox), []string{dest + " order_update"}; !slices.Equal(got, want) {
+		t.Errorf("the sandbox accepted %v, want %v", got, want)
 	}
 }
 

@@ -71,7 +71,7 @@ func (ss *senderSet) watch(ctx context.Context) {
 	for {
 		for _, s := range ss.reg.All() {
 			if paused[s.Number] && !s.Paused {
-				released, err := ss.store.Release(ctx, []string{s.Number, ""}, store.WaitPaused, 0)
+				released, err := ss.store.ReleaseWaits(ctx, []string{s.Number, ""}, store.WaitPaused, 0)
 				switch {
 				case err != nil && ctx.Err() == nil:
 					ss.log.Warn("releasing the messages of a resumed sender failed; they look again on their own", zap.String("sender", s.Number), zap.Error(err))

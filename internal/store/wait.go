@@ -160,7 +160,7 @@ func (s *Store) unindexWait(ctx context.Context, id string, raw, tenant, sender 
 // peekFields are the fields of a record that decide whether and how it
 // may be sent: not its history, metadata or payload.
 var peekFields = []string{fStatus, fDest, fType, fPriority, fTenant, fSender, fCategory, fSendAt, fExpires,
-	fTask, fWaiting, fPairSlot, fFallback, fCreated, fUpdated, fAttempts, fFailures, fQueue, fBatch}
+	fTask, fWaiting, fPairSlot, fFallback, fCreated, fUpdated, fAttempts, fFailures, fQueue, fBatch, fOrdered}
 
 // Peek reads what decides whether and how the message of id may be sent
 // (Record without its history, metadata and payload), for a look before
@@ -211,13 +211,13 @@ func (s *Store) WaitingCounts(ctx context.Context, senders []string) (map[string
 // releaseBatch bounds the waits one Release call ends.
 const releaseBatch = 1000
 
-// Release ends, for the messages of senders ("" for records that name
+// ReleaseWaits ends, for the messages of senders ("" for records that name
 // none) waiting for reason, their wait's look-again time: the due index
 // has each given a new task now, in the order they began to wait, when
 // what they wait for has ended (a resumed sender, a closed circuit). Up to
 // n at most (0: all); it returns how many it released. A message that
 // still has to wait waits again, at the cost of one look.
-func (s *Store) Release(ctx context.Context, senders []string, reason WaitReason, n int) (int, error) {
+func (s *Store) ReleaseWaits(ctx context.Context, senders []string, reason WaitReason, n int) (int, error) {
 	released := 0
 	for _, sn := range senders {
 		for start := int64(0); n == 0 || released < n; start += releaseBatch {

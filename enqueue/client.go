@@ -1,7 +1,8 @@
 // Package enqueue is chatq's producer library: applications build messages
 // with its payload types and hand them to a Client, which validates them,
 // stores a job record in Redis and enqueues an asynq task that a chatq
-// worker sends.
+// worker sends (a bulk message's task is written by its sender's feeder:
+// see lane.go).
 //
 // The same types and validation serve chatq's HTTP API, its workers and its
 // ChatArchitect sandbox.

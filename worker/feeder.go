@@ -25,7 +25,7 @@ const (
 	// feedAhead is how far ahead of its slot a message is handed to the
 	// workers (at most the flow's horizon): enough for a worker to take it
 	// up, and short, as it may sleep in its worker until its slot.
-	feedAhead = 100 * time.Millisecond
+	feedAhead = 200 * time.Millisecond
 	// feederLease is how long a worker's lease on feeding a sender lasts
 	// without renewal; feederRenew how often it is renewed, and lanes
 	// whose feeder lapsed are looked for. A new lane is taken up at the
@@ -144,15 +144,17 @@ func (f *feeder) feed(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// One lane's failure does not hold the others back.
+	var first error
 	for _, l := range lanes {
 		if due[l] == 0 {
 			continue
 		}
-		if err := f.feedLane(ctx, l); err != nil {
-			return err
+		if err := f.feedLane(ctx, l); err != nil && first == nil {
+			first = err
 		}
 	}
-	return nil
+	return first
 }
 
 // feedLane moves what one sender may send next.
@@ -198,7 +200,7 @@ func (f *feeder) budget(ctx context.Context, lane string) (int, error) {
 	case cs.IsOpen():
 		return 0, nil
 	}
-	return fl.limiter.Pace(ctx, min(feedAhead, f.horizon), feedBatch)
+	return fl.limiter.Pace(ctx, min(feedAhead, f.horizon), f.horizon, feedBatch)
 }
 
 // laneFlow returns the flow control of a lane's sender, and false when

@@ -277,14 +277,15 @@ func (l *Limiter) ReservePair(ctx context.Context, recipient string) (time.Durat
 }
 
 // Pace returns how many bulk messages of the sender may be handed to the
-// workers now, at most most: the sender's free slots within horizon, after
-// the slots its handlers reserved and those Pace counted before (see
-// pace.lua). None while the upstream's Retry-After holds the sender beyond
-// horizon; a throttled rate counts fewer. Without a rate limit it is most.
-func (l *Limiter) Pace(ctx context.Context, horizon time.Duration, most int) (int, error) {
+// workers now, at most most: the slots within ahead of the schedule Pace
+// keeps of what it handed over, which follows the handlers' schedule once
+// that runs more than horizon-ahead further (see pace.lua). None while the
+// upstream's Retry-After holds the sender beyond ahead; a throttled rate
+// counts fewer. Without a rate limit it is most.
+func (l *Limiter) Pace(ctx context.Context, ahead, horizon time.Duration, most int) (int, error) {
 	res, err := paceScript.Run(ctx, l.rdb, []string{l.prefix + "sender"},
 		l.now(), micros(l.interval()), l.cfg.Burst, micros(l.cfg.ThrottleRecovery),
-		micros(horizon), most, micros(stateKeep)).Int64Slice()
+		micros(ahead), most, micros(stateKeep), micros(max(horizon-ahead, 0))).Int64Slice()
 	if err == nil && len(res) != 2 {
 		err = fmt.Errorf("unexpected answer %v", res)
 	}

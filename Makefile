@@ -7,7 +7,7 @@ STATICCHECK := $(BIN)/staticcheck
 # PKGS narrows vet, staticcheck and the tests: make test PKGS=./config/...
 PKGS        ?= ./...
 
-.PHONY: build test test-faults lint vet staticcheck fmtcheck run bench bench-quick bench-deps bench-go bench-ratelimit bench-scaleout console test-console
+.PHONY: build test test-faults lint vet staticcheck fmtcheck run bench bench-quick bench-deps bench-go bench-ratelimit bench-senders bench-scaleout console test-console
 
 # build: compile the chatq binary into bin/chatq. chatq --version prints
 # VERSION (git describe's unless given: make build VERSION=v1.2.0) and COMMIT.
@@ -117,6 +117,14 @@ bench-go:
 # needs redis-server
 bench-ratelimit:
 	$(GO) test -run '^$$' -bench '^Benchmark(FlowControl|PollingIntervals)$$' -benchtime 1x -timeout 10m ./worker/
+
+# bench-senders: fairness between two tenants' senders at 50/s each, chatq
+# as deployed: tenant A queues 100,000 bulk messages, then tenant B 1,000
+# and a transactional one every 100 ms; prints B's rate against its limit,
+# A's meanwhile, and B's transactional latency (about a minute; needs
+# redis-server). BENCHFLAGS adds flags, e.g. BENCHFLAGS="--backlog 20000"
+bench-senders:
+	$(GO) run ./cmd/chatq bench senders $(BENCHFLAGS)
 
 # bench-scaleout: send throughput of two workers on one Redis against a
 # three-master Redis Cluster, with the bulk queue in one shard and in three

@@ -38,7 +38,7 @@ func consoleFixture(tb testing.TB) (*fixture, *stats.Counter) {
 	}
 	ts := httptest.NewServer(h)
 	tb.Cleanup(ts.Close)
-	return &fixture{url: ts.URL, rdb: rdb, store: st, inspect: asynq.NewInspectorFromRedisClient(rdb),
+	return &fixture{url: ts.URL, client: client, rdb: rdb, store: st, inspect: asynq.NewInspectorFromRedisClient(rdb),
 		http: &http.Client{Timeout: 10 * time.Second}}, counter
 }
 

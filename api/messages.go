@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/senders"
@@ -176,7 +177,53 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
+	if err := s.laneWait(r.Context(), rec); err != nil {
+		writeError(w, err, s.log)
+		return
+	}
 	writeJSON(w, http.StatusOK, rec)
+}
+
+// laneWait shows the wait of a bulk message in its sender's lane (its task
+// not written yet: see enqueue's lane.go). It is computed here, when the
+// record is read, rather than written by the feeder on every message it
+// holds back: one ZSCORE for a read against a write per held message,
+// and it cannot go stale. The reason is its sender's state: paused,
+// circuit_open, throttled, else sender_rate.
+func (s *Server) laneWait(ctx context.Context, rec *store.Record) error {
+	if rec.Priority != string(enqueue.Bulk) || !rec.Status.Pending() || rec.Status == store.Sending {
+		return nil
+	}
+	at, err := s.store.InLane(ctx, rec)
+	if err != nil || at.IsZero() || at.After(time.Now()) {
+		return err
+	}
+	reason := store.WaitSenderRate
+	x, known := senders.Sender{}, false
+	if s.cfg.Senders != nil {
+		x, known = s.cfg.Senders.Lookup(rec.Sender)
+	}
+	switch {
+	case known && x.Paused:
+		reason = store.WaitPaused
+	case s.cfg.SenderStates != nil:
+		st, err := s.cfg.SenderStates.State(ctx, rec.Sender)
+		if err != nil {
+			return fmt.Errorf("state of the sender of %s: %w", rec.ID, err)
+		}
+		switch st {
+		case StateCircuitOpen:
+			reason = store.WaitCircuitOpen
+		case StateThrottled:
+			reason = store.WaitThrottled
+		}
+	}
+	since := at
+	if w := rec.Waiting; w != nil && w.Reason == reason && w.Since.Before(since) {
+		since = w.Since // the same wait goes on
+	}
+	rec.Waiting = &store.Waiting{Reason: reason, Since: since}
+	return nil
 }
 
 func (s *Server) cancelMessage(w http.ResponseWriter, r *http.Request) {

@@ -37,6 +37,8 @@ func (f *fixture) sendBatch(tb testing.TB, batch string, n int) []string {
 		}
 		ids = append(ids, decode[store.Record](tb, res).ID)
 	}
+	// Their tasks written, as the worker's feeder would.
+	f.moveLanes(tb)
 	return ids
 }
 

@@ -45,7 +45,7 @@ func policyFixture(tb testing.TB) (*fixture, *policy.Checker) {
 	}
 	ts := httptest.NewServer(h)
 	tb.Cleanup(ts.Close)
-	return &fixture{url: ts.URL, rdb: rdb, store: st, inspect: asynq.NewInspectorFromRedisClient(rdb), http: &http.Client{Timeout: 10 * time.Second}}, checker
+	return &fixture{url: ts.URL, client: client, rdb: rdb, store: st, inspect: asynq.NewInspectorFromRedisClient(rdb), http: &http.Client{Timeout: 10 * time.Second}}, checker
 }
 
 func TestSuppressionRoutes(t *testing.T) {

@@ -1,7 +1,8 @@
 // Package enqueue is chatq's producer library: applications build messages
 // with its payload types and hand them to a Client, which validates them,
 // stores a job record in Redis and enqueues an asynq task that a chatq
-// worker sends.
+// worker sends (a bulk message's task is written by its sender's feeder:
+// see lane.go).
 //
 // The same types and validation serve chatq's HTTP API, its workers and its
 // ChatArchitect sandbox.
@@ -285,23 +286,41 @@ func (c *Client) SendBatch(ctx context.Context, msgs []*Message) ([]Result, erro
 	return results, nil
 }
 
-// enqueueAll enqueues the tasks of recs with bounded concurrency.
+// enqueueAll gives recs their tasks: every task chatq creates goes
+// through it. A bulk record enters its sender's lane, all of them in one
+// round trip, for its sender's feeder to write its task (see lane.go); the
+// others' asynq tasks are written at once, with bounded concurrency.
 func (c *Client) enqueueAll(ctx context.Context, recs []*store.Record) []error {
 	errs := make([]error, len(recs))
-	if len(recs) == 1 {
-		errs[0] = c.enqueue(ctx, recs[0])
+	var bulk []*store.Record
+	var bulkIndex, direct []int
+	for i, r := range recs {
+		if laned(r) {
+			bulk = append(bulk, r)
+			bulkIndex = append(bulkIndex, i)
+		} else {
+			direct = append(direct, i)
+		}
+	}
+	if err := c.store.AddToLanes(ctx, bulk); err != nil {
+		for _, i := range bulkIndex {
+			errs[i] = err
+		}
+	}
+	if len(direct) == 1 {
+		errs[direct[0]] = c.enqueue(ctx, recs[direct[0]])
 		return errs
 	}
 	var wg sync.WaitGroup
 	next := make(chan int)
-	for range min(c.cfg.Concurrency, len(recs)) {
+	for range min(c.cfg.Concurrency, len(direct)) {
 		wg.Go(func() {
 			for i := range next {
 				errs[i] = c.enqueue(ctx, recs[i])
 			}
 		})
 	}
-	for i := range recs {
+	for _, i := range direct {
 		next <- i
 	}
 	close(next)

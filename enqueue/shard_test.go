@@ -100,6 +100,7 @@ func TestSendBatchShardsBulk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	moveLanes(t, client, rdb)
 	used := map[string]bool{}
 	for i, r := range res {
 		if r.Err != nil {

@@ -36,9 +36,10 @@ type FlowConfig struct {
 	// closes the circuit.
 	Probe func(ctx context.Context) error
 	// Horizon is how far ahead a bulk message may reserve its send slot;
-	// zero means 500ms. Bulk messages beyond it wait in the worker, without
-	// a slot, one per process asking in turn, so that a transactional
-	// message never queues behind more than Horizon of bulk slots.
+	// zero means 500ms. A sender's feeder hands the workers only the bulk
+	// messages whose slots lie within it, so that a transactional message
+	// never queues behind more than Horizon of bulk slots; one that finds
+	// its slot beyond it after all waits in its sender's lane again.
 	Horizon time.Duration
 	// MaxSleep is the longest wait a handler sleeps through; a longer one
 	// hands the task back to asynq to run when the limit allows. Zero means
@@ -143,9 +144,6 @@ type flow struct {
 	log     *zap.Logger
 	now     func() time.Time
 
-	// bulk is the turn of the bulk messages that wait for their slot to
-	// enter the horizon: one per process asks Redis, the others queue here.
-	bulk  chan struct{}
 	state atomic.Pointer[flowState]
 	// stopped is closed when the worker stops: messages still waiting for
 	// a slot are handed back.
@@ -237,7 +235,6 @@ func newFlow(rdb redis.UniversalClient, cfg FlowConfig, sender Sender, log *zap.
 		probe:   probe,
 		log:     log,
 		now:     time.Now,
-		bulk:    make(chan struct{}, 1),
 	}
 	f.state.Store(&flowState{circuit: ratelimit.CircuitState{State: ratelimit.CircuitClosed}})
 	f.stopped = make(chan struct{}) // until start
@@ -568,19 +565,16 @@ func (f *flow) takePair(ctx context.Context, rec *store.Record) (*hold, error) {
 func (f *flow) heldSlotSleep() time.Duration { return 2 * f.cfg.MaxSleep }
 
 // reserve gets the message a send slot from the shared limits, sleeping
-// through short holds. A bulk message whose slot would lie beyond the
-// horizon waits for its turn without one.
+// through short holds. A bulk message reserves a slot within the horizon
+// only, asking again when a further one enters it: its sender's feeder
+// handed it over for a slot that near, so it waits no longer than a
+// transactional message would. One whose slot lies further than MaxSleep
+// (transactional messages took the slots meanwhile, or a throttle pushed
+// them) waits on the due index and goes back to its lane, rather than hold
+// a worker.
 func (f *flow) reserve(ctx context.Context, recipient string, transactional bool) (ratelimit.Decision, ratelimit.Claim, error) {
 	req := ratelimit.Request{Recipient: recipient, MaxWait: maxReserve, MaxHold: f.cfg.MaxSleep}
 	if !transactional {
-		select {
-		case f.bulk <- struct{}{}:
-		case <-ctx.Done():
-			return ratelimit.Decision{}, ratelimit.Claim{}, ctx.Err()
-		case <-f.stopped:
-			return ratelimit.Decision{}, ratelimit.Claim{}, errStopping
-		}
-		defer func() { <-f.bulk }()
 		req.MaxWait = f.cfg.Horizon
 	}
 	for {
@@ -588,13 +582,13 @@ func (f *flow) reserve(ctx context.Context, recipient string, transactional bool
 		if err != nil || d.Reserved {
 			return d, c, err
 		}
+		if d.Wait > f.cfg.MaxSleep {
+			return d, ratelimit.Claim{}, nil
+		}
 		wait := d.Wait
-		switch {
-		case d.Reason == ratelimit.ReasonRate && !transactional:
+		if d.Reason == ratelimit.ReasonRate {
 			// Ask again when the slot enters the horizon.
 			wait = max(d.Wait-req.MaxWait, time.Millisecond)
-		case wait > f.cfg.MaxSleep:
-			return d, ratelimit.Claim{}, nil
 		}
 		f.waited(string(d.Reason), wait)
 		if err := f.sleep(ctx, wait); err != nil {

@@ -344,8 +344,22 @@ func (r *recovery) check(ctx context.Context, rec *store.Record, alive map[strin
 		queue = enqueue.QueueFor(enqueue.Priority(rec.Priority))
 	}
 	info, err := r.inspector.GetTaskInfo(queue, rec.TaskID)
+	if notFound(err) && rec.Priority == string(enqueue.Bulk) {
+		laned, lerr := r.laned(ctx, rec)
+		switch {
+		case lerr != nil:
+			return false, lerr
+		case laned:
+			// Its task is not written yet: its sender's feeder writes
+			// it when the sender may send it. Looked at again the later,
+			// the longer it has waited.
+			return false, r.store.Postpone(ctx, rec.ID, now.Add(r.recheck(now, rec)))
+		}
+		// The feeder may have written it between the two looks.
+		info, err = r.inspector.GetTaskInfo(queue, rec.TaskID)
+	}
 	switch {
-	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+	case notFound(err):
 		if rec.Waiting != nil {
 			// Its task ended with the wait (Handler.wait), which is over.
 			return true, nil
@@ -391,8 +405,27 @@ func (r *recovery) check(ctx context.Context, rec *store.Record, alive map[strin
 	}
 	// The task waits in asynq (a backlog, a retry): look again the later,
 	// the longer it has waited.
-	wait := min(max(now.Sub(rec.UpdatedAt), r.store.Grace()), maxRecheck)
-	return false, r.store.Postpone(ctx, rec.ID, now.Add(wait))
+	return false, r.store.Postpone(ctx, rec.ID, now.Add(r.recheck(now, rec)))
+}
+
+// recheck is how long a record whose task waits (in asynq, or in its
+// sender's lane) is left alone: the longer it has waited, the longer.
+func (r *recovery) recheck(now time.Time, rec *store.Record) time.Duration {
+	return min(max(now.Sub(rec.UpdatedAt), r.store.Grace()), maxRecheck)
+}
+
+func notFound(err error) bool {
+	return errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound)
+}
+
+// laned reports whether a bulk record's task waits in its sender's lane,
+// not lost: its feeder writes it (see feeder.go).
+func (r *recovery) laned(ctx context.Context, rec *store.Record) (bool, error) {
+	at, err := r.store.InLane(ctx, rec)
+	if err != nil {
+		return false, fmt.Errorf("sweep: %w", err)
+	}
+	return !at.IsZero(), nil
 }
 
 // resend hands rec a new task; why says what became of its last one, ""

@@ -282,7 +282,12 @@ func TestAPausedSenderHoldsItsMessagesUntilResumed(t *testing.T) {
 	held := m.sendAll(t, m.client, []*enqueue.Message{from(senderAcme, "acme", "447700000019")})
 	sent := m.sendAll(t, m.client, []*enqueue.Message{from(senderOther, "beta", "447700000029")})
 	m.waitAll(t, sent, 10*time.Second, submitted)
-	m.waitAll(t, held, 5*time.Second, func(r *store.Record) bool { return waitingFor(r, store.WaitPaused) && r.Waiting.Until == nil })
+	// A paused sender's bulk messages stay in its lane: its feeder moves
+	// nothing, while the other sender's went.
+	rec := m.waitAll(t, held, time.Second, func(r *store.Record) bool { return r.Status == store.Queued })[0]
+	if at, err := m.store.InLane(context.Background(), rec); err != nil || at.IsZero() {
+		t.Fatalf("the paused sender's message is not in its lane (%v): %+v", err, rec)
+	}
 	if _, err := m.reg.SetPaused(context.Background(), senderAcme, false); err != nil {
 		t.Fatal(err)
 	}

@@ -161,10 +161,12 @@ type Worker struct {
 	srv      *asynq.Server
 	handler  *Handler
 	recovery *recovery
-	log      *zap.Logger
-	stop     context.CancelFunc
-	wg       sync.WaitGroup
-	once     sync.Once
+	// feeder moves the senders' lanes into asynq's bulk queue (feeder.go).
+	feeder *feeder
+	log    *zap.Logger
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
 	// stopConv stops the conversation's background work (policy.go).
 	stopConv func()
 }
@@ -220,7 +222,8 @@ func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) 
 		Logger:                   log.Named("asynq").Sugar(),
 		LogLevel:                 asynq.WarnLevel,
 	})
-	return &Worker{cfg: cfg, srv: srv, handler: h, recovery: rec, log: log}
+	fd := &feeder{store: st, client: rec.client, handler: h, worker: id, horizon: cfg.Flow.Horizon, log: log.Named("feeder")}
+	return &Worker{cfg: cfg, srv: srv, handler: h, recovery: rec, feeder: fd, log: log}
 }
 
 // retryOption maps "no retries" onto enqueue.Config's convention.
@@ -245,6 +248,7 @@ func (w *Worker) Start() error {
 	w.stop = cancel
 	w.wg.Go(func() { w.recovery.heartbeat(ctx) })
 	w.wg.Go(func() { w.recovery.lead(ctx) })
+	w.wg.Go(func() { w.feeder.run(ctx) })
 	w.wg.Go(func() { w.handler.unrecorded.run(ctx) })
 	w.stopConv = w.cfg.Conversation.start()
 	return nil

@@ -133,6 +133,7 @@ func (p *program) benchCommand() *cobra.Command {
 		opts.Stream.Priority = enqueue.Priority(v)
 		return nil
 	})
+	cmd.AddCommand(p.benchSendersCommand())
 	_ = cmd.RegisterFlagCompletionFunc("only", choices(bench.Measurements...))
 	_ = cmd.RegisterFlagCompletionFunc("stream-priority", choices(string(enqueue.Bulk), string(enqueue.Transactional)))
 	return cmd
@@ -242,4 +243,46 @@ func writeHeapProfile(path string) error {
 		return fmt.Errorf("bench: --memprofile: %w", err)
 	}
 	return nil
+}
+
+// benchSendersCommand is "chatq bench senders": fairness between the
+// senders of two tenants, chatq as deployed (make bench-senders).
+func (p *program) benchSendersCommand() *cobra.Command {
+	o := bench.DefaultSendersOptions()
+	var redisBin, chatq string
+	cmd := command("senders [flags]", "measure fairness between two tenants' senders",
+		"Starts a private redis-server and, from this binary, \"chatq sandbox\", \"chatq api\" and \"chatq worker\"\n"+
+			"as processes, with two stored senders of two tenants at --rate each. Tenant A queues --backlog bulk\n"+
+			"messages, then tenant B --run bulk messages and a transactional one every --every while they go.\n"+
+			"Prints B's rate over its run against its limit, A's meanwhile, and the p50/p99 of B's\n"+
+			"transactional messages from enqueue to acceptance (the sandbox's own timestamps).",
+		noArgs, func(cmd *cobra.Command, _ []string) error {
+			o.Chatq = chatq
+			if o.Chatq == "" {
+				self, err := os.Executable()
+				if err != nil {
+					return fmt.Errorf("bench senders: find the chatq binary: %w", err)
+				}
+				o.Chatq = self
+			}
+			redis, err := bench.StartRedis(redisBin)
+			if err != nil {
+				return fmt.Errorf("bench senders: %w", err)
+			}
+			defer func() { _ = redis.Close() }()
+			res, err := bench.Senders(cmd.Context(), &bench.Env{Redis: redis, Log: zap.NewNop(), Progress: p.stderr}, o)
+			if err != nil {
+				return fmt.Errorf("bench senders: %w", err)
+			}
+			return bench.WriteSenders(p.stdout, res)
+		})
+	fs := cmd.Flags()
+	fs.Float64Var(&o.Rate, "rate", o.Rate, "each sender's rate_per_second")
+	fs.IntVar(&o.Backlog, "backlog", o.Backlog, "tenant A's bulk messages, queued first")
+	fs.IntVar(&o.Run, "run", o.Run, "tenant B's bulk messages")
+	fs.DurationVar(&o.TransactionalEvery, "every", o.TransactionalEvery, "how often B sends a transactional message during its run")
+	fs.IntVar(&o.Concurrency, "concurrency", o.Concurrency, "the worker's CHATQ_CONCURRENCY")
+	fs.StringVar(&redisBin, "redis-server", "redis-server", "the redis-server binary to start")
+	fs.StringVar(&chatq, "chatq", "", "the chatq binary started as sandbox, api and worker (default this one)")
+	return cmd
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -63,8 +62,10 @@ func (p *program) api(ctx context.Context) error {
 
 // waitCounts reads the messages waiting, by sender and reason, for the
 // chatq_messages_waiting gauge: those of every sender, and those of
-// records that name none ("default").
-func waitCounts(st *store.Store, reg *senders.Registry) metrics.WaitCounts {
+// records that name none ("default"). The bulk messages in a sender's
+// lane that may go now count under the reason its state gives them
+// (laneReason), as GET /v1/messages/{id} shows them.
+func waitCounts(st *store.Store, reg *senders.Registry, states *ratelimit.States) metrics.WaitCounts {
 	return func(ctx context.Context) (map[string]map[string]int64, error) {
 		numbers := []string{""}
 		for _, s := range reg.All() {
@@ -82,10 +83,67 @@ func waitCounts(st *store.Store, reg *senders.Registry) metrics.WaitCounts {
 			for r, n := range byReason {
 				m[string(r)] = n
 			}
-			out[cmp.Or(number, "default")] = m
+			out[store.LaneOf(number)] = m
+		}
+		lanes, err := st.Lanes(ctx)
+		if err != nil {
+			return nil, err
+		}
+		_, due, err := st.LaneSizes(ctx, lanes, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		for lane, n := range due {
+			if n == 0 {
+				continue
+			}
+			reason, err := laneReason(ctx, reg, states, lane)
+			if err != nil {
+				return nil, err
+			}
+			if out[lane] == nil {
+				out[lane] = map[string]int64{}
+			}
+			out[lane][string(reason)] += n
 		}
 		return out, nil
 	}
+}
+
+// laneSizes reads the size of every sender's lane for the
+// chatq_lane_messages gauge.
+func laneSizes(st *store.Store) metrics.LaneSizes {
+	return func(ctx context.Context) (map[string]int64, error) {
+		lanes, err := st.Lanes(ctx)
+		if err != nil {
+			return nil, err
+		}
+		size, _, err := st.LaneSizes(ctx, lanes, time.Now())
+		return size, err
+	}
+}
+
+// laneReason is what the messages of a sender's lane wait for: its
+// pause, its open circuit, its throttle, else its rate.
+func laneReason(ctx context.Context, reg *senders.Registry, states *ratelimit.States, lane string) (store.WaitReason, error) {
+	number := lane
+	if lane == "default" {
+		number = ""
+	}
+	if s, ok := reg.Lookup(number); ok && s.Paused {
+		return store.WaitPaused, nil
+	}
+	state, err := states.State(ctx, number)
+	if err != nil {
+		return "", err
+	}
+	switch state {
+	case ratelimit.StateCircuitOpen:
+		return store.WaitCircuitOpen, nil
+	case ratelimit.StateThrottled:
+		return store.WaitThrottled, nil
+	}
+	return store.WaitSenderRate, nil
 }
 
 // apiHandler builds the API's handler, with the asynq dashboard at
@@ -116,7 +174,8 @@ func apiHandler(rdb redis.UniversalClient, cfg config.Config, m *metrics.Metrics
 		_ = dashboard.Close()
 	}
 	st := store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: callbackNotifier(rdb, log), Counter: counter})
-	m.WatchWaiting(waitCounts(st, reg))
+	m.WatchWaiting(waitCounts(st, reg, ratelimit.NewStates(rdb, senders.Normalize(cfg.CASource))))
+	m.WatchLanes(laneSizes(st))
 	srv, err := api.New(api.Config{APIKeys: cfg.APIKeys, WebhookSecret: cfg.WebhookSecret, Dashboard: dashboard, Metrics: m,
 		Policy: checker, Inbound: inboundForwarder(rdb, cfg), Relay: callback.NewRelay(rdb, asynq.NewClientFromRedisClient(rdb), 0),
 		AllowPrivateWebhooks: cfg.CallbackAllowPrivate, Circuit: newCircuit(rdb, log),

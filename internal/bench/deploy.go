@@ -59,10 +59,11 @@ type process struct {
 }
 
 // startDeployment starts the sandbox (its webhooks webhookDelay apart) and
-// the API of a deployment whose worker will send concurrency at a time.
+// the API of a deployment whose worker will send concurrency at a time;
+// extra are more variables of its environment, name then value.
 // The worker is started apart (startWorker), so that a measurement can
 // count from its start.
-func startDeployment(ctx context.Context, env *Env, bin string, concurrency int, webhookDelay time.Duration) (*deployment, error) {
+func startDeployment(ctx context.Context, env *Env, bin string, concurrency int, webhookDelay time.Duration, extra ...string) (*deployment, error) {
 	if bin == "" {
 		return nil, errors.New("deployment: no chatq binary (Options.Chatq)")
 	}
@@ -96,6 +97,10 @@ func startDeployment(ctx context.Context, env *Env, bin string, concurrency int,
 		"CHATQ_SANDBOX_WEBHOOK_DELAY": webhookDelay.String(),
 		"CHATQ_LOG_FORMAT":            "json",
 		"CHATQ_LOG_LEVEL":             "info",
+	}
+	// extra are more variables, as name, value, name, value...
+	for i := 0; i+1 < len(extra); i += 2 {
+		d.base[extra[i]] = extra[i+1]
 	}
 	if err := d.startSandbox(ctx); err != nil {
 		d.close()

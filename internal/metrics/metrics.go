@@ -156,6 +156,40 @@ func (c *waitingCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// LaneSizes reads how many bulk messages each sender's lane holds.
+type LaneSizes func(ctx context.Context) (map[string]int64, error)
+
+// WatchLanes registers the gauge of the senders' lanes, read from Redis at
+// each scrape, by the one process that reports it (the API), as
+// WatchWaiting.
+func (m *Metrics) WatchLanes(read LaneSizes) {
+	if m != nil {
+		m.reg.MustRegister(&laneCollector{read: read})
+	}
+}
+
+var laneDesc = prometheus.NewDesc("chatq_lane_messages",
+	"Bulk messages in their sender's lane (no asynq task yet: the sender's feeder writes it when the sender may send it), by sender; those that may go now also count in chatq_messages_waiting.",
+	[]string{"sender"}, nil)
+
+// laneCollector reads the lanes at each scrape.
+type laneCollector struct{ read LaneSizes }
+
+func (c *laneCollector) Describe(ch chan<- *prometheus.Desc) { ch <- laneDesc }
+
+func (c *laneCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	sizes, err := c.read(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(laneDesc, err)
+		return
+	}
+	for sender, n := range sizes {
+		ch <- prometheus.MustNewConstMetric(laneDesc, prometheus.GaugeValue, float64(n), sender)
+	}
+}
+
 // HandlerRun counts a run of the send handler.
 func (m *Metrics) HandlerRun() {
 	if m != nil {

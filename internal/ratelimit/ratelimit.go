@@ -70,6 +70,8 @@ var (
 	dailySource string
 	//go:embed pair.lua
 	pairSource string
+	//go:embed pace.lua
+	paceSource string
 
 	// The sender's limit and the pair limit are not plain rate limits that
 	// answer "allowed now or not": chatq needs reservations (take the next
@@ -85,6 +87,7 @@ var (
 	unthrottleScript = redis.NewScript(commonSource + unthrottleSource)
 	dailyScript      = redis.NewScript(commonSource + dailySource)
 	pairScript       = redis.NewScript(commonSource + pairSource)
+	paceScript       = redis.NewScript(commonSource + paceSource)
 )
 
 // Config sets the limits of one sender. The zero value limits nothing.
@@ -271,6 +274,25 @@ func (l *Limiter) ReservePair(ctx context.Context, recipient string) (time.Durat
 		return 0, fmt.Errorf("pair limit: unexpected answer %q", wait)
 	}
 	return time.Duration(max(us, 0)) * time.Microsecond, nil
+}
+
+// Pace returns how many bulk messages of the sender may be handed to the
+// workers now, at most most: the slots within ahead of the schedule Pace
+// keeps of what it handed over, which follows the handlers' schedule once
+// that runs more than horizon-ahead further (see pace.lua). None while the
+// upstream's Retry-After holds the sender beyond ahead; a throttled rate
+// counts fewer. Without a rate limit it is most.
+func (l *Limiter) Pace(ctx context.Context, ahead, horizon time.Duration, most int) (int, error) {
+	res, err := paceScript.Run(ctx, l.rdb, []string{l.prefix + "sender"},
+		l.now(), micros(l.interval()), l.cfg.Burst, micros(l.cfg.ThrottleRecovery),
+		micros(ahead), most, micros(stateKeep), micros(max(horizon-ahead, 0))).Int64Slice()
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("unexpected answer %v", res)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("pace: %w", err)
+	}
+	return int(res[0]), nil
 }
 
 // Reserve asks every other limit for a send slot: the recipient's

@@ -11,5 +11,8 @@ local held = tonumber(redis.call('HGET', KEYS[1], 'blocked') or '0') > now
 redis.call('HDEL', KEYS[1], 'blocked', 'f0', 't0', 'code', 'reason')
 local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0')
 if tat > now then redis.call('HSET', KEYS[1], 'tat', num(now)) end
+-- The feeder's mark (pace.lua) was pushed past the throttle too.
+local ftat = tonumber(redis.call('HGET', KEYS[1], 'ftat') or '0')
+if ftat > now then redis.call('HSET', KEYS[1], 'ftat', num(now)) end
 if held then return 1 end
 return 0

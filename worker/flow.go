@@ -96,6 +96,9 @@ const (
 	// releases the waiting messages (flow.released, senderSet.watch), and
 	// a half-open circuit releases one, its trial.
 	circuitHold = 30 * time.Second
+	// laneReturn is how soon a bulk message held back by an open circuit
+	// or a pause is handed back to its sender's lane (by the sweeper).
+	laneReturn = time.Second
 )
 
 // errStopping hands a waiting message back when its worker stops.
@@ -424,6 +427,12 @@ func (h *Handler) wait(ctx context.Context, log *zap.Logger, rec *store.Record, 
 	if !hd.open {
 		w.Until = &due
 	}
+	if hd.open && rec.Priority == string(enqueue.Bulk) {
+		// A bulk message goes back to its sender's lane at once, where it
+		// waits with the sender's others, costing nothing, until the
+		// sender's feeder may hand it out again.
+		due = now.Add(laneReturn)
+	}
 	if rec.ExpiresAt != nil && rec.ExpiresAt.Before(due) {
 		// Looked at when it expires, to end it then.
 		due = *rec.ExpiresAt
@@ -745,7 +754,9 @@ func (f *flow) accountRefused(ctx context.Context, log *zap.Logger, id string, i
 	case opened:
 		note = "opened the circuit breaker: sending paused for every worker"
 	}
-	return &hold{delay: circuitHold, note: note, err: &info}
+	// Taken up again in a second: its admission then makes it wait for the
+	// circuit like the others.
+	return &hold{delay: time.Second, note: note, err: &info}
 }
 
 // settle ends a half-open circuit's trial with the send's outcome: an

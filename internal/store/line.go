@@ -164,8 +164,16 @@ func (s *Store) Release(ctx context.Context, rec *Record) (*Record, error) {
 		return nil, nil
 	}
 	key := lineKey(rec)
-	if err := s.rdb.LRem(ctx, key, 1, rec.ID).Err(); err != nil {
+	// One round trip in the common case: a line left empty (a campaign's
+	// one message to each recipient).
+	pipe := s.rdb.Pipeline()
+	pipe.LRem(ctx, key, 1, rec.ID)
+	first := pipe.LIndex(ctx, key, 0)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("release %s: %w", rec.ID, err)
+	}
+	if errors.Is(first.Err(), redis.Nil) {
+		return nil, nil
 	}
 	next, err := s.head(ctx, key)
 	if err != nil {

@@ -307,25 +307,32 @@ func (c *Client) enqueueAll(ctx context.Context, recs []*store.Record) []error {
 			errs[i] = err
 		}
 	}
-	if len(direct) == 1 {
-		errs[direct[0]] = c.enqueue(ctx, recs[direct[0]])
-		return errs
+	c.each(direct, func(i int) { errs[i] = c.enqueue(ctx, recs[i]) })
+	return errs
+}
+
+// each runs do for every index of idx, Concurrency at a time at most:
+// the task writes share round trips (see taskRedis), so more at once make
+// fuller pipelines, not more connections.
+func (c *Client) each(idx []int, do func(i int)) {
+	if len(idx) == 1 {
+		do(idx[0])
+		return
 	}
 	var wg sync.WaitGroup
 	next := make(chan int)
-	for range min(c.cfg.Concurrency, len(direct)) {
+	for range min(c.cfg.Concurrency, len(idx)) {
 		wg.Go(func() {
 			for i := range next {
-				errs[i] = c.enqueue(ctx, recs[i])
+				do(i)
 			}
 		})
 	}
-	for _, i := range direct {
+	for _, i := range idx {
 		next <- i
 	}
 	close(next)
 	wg.Wait()
-	return errs
 }
 
 // enqueue creates the asynq task of r. The first task's id is the record

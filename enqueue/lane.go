@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/hibiken/asynq"
 
@@ -39,22 +38,13 @@ func (c *Client) MoveLane(ctx context.Context, lane string, n int) (int, error) 
 		return 0, fmt.Errorf("move lane %s: %w", lane, err)
 	}
 	errs := make([]error, len(tasks))
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range min(c.cfg.Concurrency, len(tasks)) {
-		wg.Go(func() {
-			for i := range next {
-				errs[i] = c.writeTask(ctx, tasks[i])
-			}
-		})
-	}
+	var live []int
 	for i, t := range tasks {
 		if t.Live {
-			next <- i
+			live = append(live, i)
 		}
 	}
-	close(next)
-	wg.Wait()
+	c.each(live, func(i int) { errs[i] = c.writeTask(ctx, tasks[i]) })
 	var done []store.LaneEntry
 	moved := 0
 	var first error

@@ -208,7 +208,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 	owner := store.Owner{Worker: h.worker, Task: taskOf(ctx)}
-	rec, outcome, err := h.store.Begin(ctx, id, h.now(), owner)
+	outcome, err := h.store.Take(ctx, rec, h.now(), owner)
 	if err != nil || outcome != store.Changed {
 		// Not sent: the slot it took counts for nobody, and a half-open
 		// circuit's trial goes to the next message.

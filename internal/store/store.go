@@ -797,18 +797,7 @@ func (s *Store) outcome(ctx context.Context, id string, cmd *redis.Cmd, what str
 // counts as failed, and this send is a possible duplicate (the record's
 // SentAgain, and a note in its history).
 func (s *Store) Begin(ctx context.Context, id string, at time.Time, by Owner) (*Record, Outcome, error) {
-	args := s.transitionArgs("begin", Change{Status: Sending, At: at, Task: by.Task})
-	args = append(args, "!"+fTask, by.Task, "!"+fOwner, by.Worker)
-	var cmd *redis.Cmd
-	err := s.exec(ctx, func(pipe redis.Pipeliner) {
-		// Before the change: a take-up without its entry must not be.
-		pipe.ZAdd(ctx, dueKey, redis.Z{Score: float64(time.Now().Add(s.cfg.SendLease).UnixMilli()), Member: id})
-		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), args...)
-	})
-	if err != nil {
-		return nil, "", fmt.Errorf("begin %s: %w", id, err)
-	}
-	o, st, rest, err := s.outcome(ctx, id, cmd, "begin "+id)
+	o, st, rest, err := s.begin(ctx, id, at, by, false)
 	if err != nil {
 		return nil, "", err
 	}
@@ -826,6 +815,54 @@ func (s *Store) Begin(ctx context.Context, id string, at time.Time, by Owner) (*
 		r.SentAgain = h["!again"] == "1"
 	}
 	return r, o, err
+}
+
+// Take is Begin for a send of rec, which Peek read: rec is updated in
+// place (status, attempts, failures, owner, payload, SentAgain) from what
+// the take-up answers, without the whole record read back.
+func (s *Store) Take(ctx context.Context, rec *Record, at time.Time, by Owner) (Outcome, error) {
+	o, st, rest, err := s.begin(ctx, rec.ID, at, by, true)
+	if err != nil {
+		return "", err
+	}
+	rec.Status = st
+	if o != Changed {
+		return o, nil
+	}
+	if len(rest) != 4 {
+		return "", fmt.Errorf("take %s: unexpected answer %v", rec.ID, rest)
+	}
+	again, _ := rest[0].(string)
+	attempts, _ := rest[1].(string)
+	failures, _ := rest[2].(string)
+	body, _ := rest[3].(string)
+	rec.SentAgain, rec.OnWire, rec.Owner = again == "1", true, by.Worker
+	rec.Attempts, _ = strconv.Atoi(attempts)
+	rec.Failures, _ = strconv.Atoi(failures)
+	rec.Payload = json.RawMessage(body)
+	if by.Task != "" {
+		rec.TaskID = by.Task
+	}
+	return o, nil
+}
+
+// begin runs the take-up of Begin and Take; lean asks for Take's answer.
+func (s *Store) begin(ctx context.Context, id string, at time.Time, by Owner, lean bool) (Outcome, Status, []any, error) {
+	args := s.transitionArgs("begin", Change{Status: Sending, At: at, Task: by.Task})
+	args = append(args, "!"+fTask, by.Task, "!"+fOwner, by.Worker)
+	if lean {
+		args = append(args, "?lean", 1)
+	}
+	var cmd *redis.Cmd
+	err := s.exec(ctx, func(pipe redis.Pipeliner) {
+		// Before the change: a take-up without its entry must not be.
+		pipe.ZAdd(ctx, dueKey, redis.Z{Score: float64(time.Now().Add(s.cfg.SendLease).UnixMilli()), Member: id})
+		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), args...)
+	})
+	if err != nil {
+		return "", "", nil, fmt.Errorf("begin %s: %w", id, err)
+	}
+	return s.outcome(ctx, id, cmd, "begin "+id)
 }
 
 // Move applies a change within chatq's own phase (queued, retrying,

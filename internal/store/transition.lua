@@ -21,7 +21,8 @@
 --           'pr', the pricing object, which is set whatever it was, and a
 --           field written "!name", set whatever it held when the status
 --           changes (begin's owner), and one written "=name", set whatever
---           it held (wait's pair slot)
+--           it held (wait's pair slot); '?lean' makes begin answer only
+--           what a send needs: {..., again, attempts, failures, payload}
 --
 -- Returns {outcome, status_after, notice, waited, tenant, sender[, hgetall...]}
 -- (begin) or {outcome, status_after, notice, billed, waited, tenant, sender},
@@ -69,8 +70,12 @@ end
 
 local owned = {}
 local billed = 0
+-- lean: begin answers what a send needs, not the whole record.
+local lean = false
 for i = 9, #ARGV, 2 do
-  if string.sub(ARGV[i], 1, 1) == '!' then
+  if ARGV[i] == '?lean' then
+    lean = true
+  elseif string.sub(ARGV[i], 1, 1) == '!' then
     owned[#owned + 1] = string.sub(ARGV[i], 2)
     owned[#owned + 1] = ARGV[i + 1]
   elseif string.sub(ARGV[i], 1, 1) == '=' then
@@ -249,6 +254,16 @@ end
 
 if op == 'begin' then
   local res = {outcome, cur, notice, waited, tenant, sender}
+  if lean then
+    -- The payload has a key of its own (older records keep it in the hash).
+    local body = (KEYS[3] and redis.call('GET', KEYS[3])) or redis.call('HGET', key, 'pl') or ''
+    local counts = redis.call('HMGET', key, 'a', 'fa')
+    res[#res + 1] = again and '1' or '0'
+    res[#res + 1] = counts[1] or '0'
+    res[#res + 1] = counts[2] or '0'
+    res[#res + 1] = body
+    return res
+  end
   local all = redis.call('HGETALL', key)
   for i = 1, #all do res[#res + 1] = all[i] end
   if again then

@@ -143,3 +143,36 @@ func TestListingByWaitReason(t *testing.T) {
 		t.Errorf("waiting counts %v (%v), want one paused, one circuit_open", counts[""], err)
 	}
 }
+
+// Take is Begin for a send: it updates the record Peek read from the
+// take-up's answer, a possible duplicate and the payload included.
+func TestTakeUpdatesThePeekedRecord(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, create := setup(t)
+	create("t")
+	rec, err := st.Peek(ctx, "t")
+	if err != nil || rec == nil || len(rec.Payload) != 0 || len(rec.History) != 0 {
+		t.Fatalf("peek: %+v %v; want no payload, no history", rec, err)
+	}
+	a := store.Owner{Worker: "w1", Task: "t"}
+	if o, err := st.Take(ctx, rec, t0, a); err != nil || o != store.Changed {
+		t.Fatalf("take: %s %v", o, err)
+	}
+	if rec.Status != store.Sending || rec.Attempts != 1 || rec.SentAgain || string(rec.Payload) != `{"type":"text","message":"hi"}` || rec.Owner != "w1" {
+		t.Errorf("after the take-up: %s, %d attempts, sent again %v, payload %s, owner %q", rec.Status, rec.Attempts, rec.SentAgain, rec.Payload, rec.Owner)
+	}
+	// Its worker lost, the owning task takes it up again: a possible
+	// duplicate, one failure.
+	if o, err := st.Take(ctx, rec, t0, store.Owner{Worker: "w2", Task: "t"}); err != nil || o != store.Changed {
+		t.Fatalf("second take: %s %v", o, err)
+	}
+	if rec.Attempts != 2 || rec.Failures != 1 || !rec.SentAgain || rec.Owner != "w2" {
+		t.Errorf("after the take-over: %d attempts, %d failures, sent again %v, owner %q", rec.Attempts, rec.Failures, rec.SentAgain, rec.Owner)
+	}
+	// Another task is refused, and says the status.
+	other := &store.Record{ID: "t"}
+	if o, err := st.Take(ctx, other, t0, store.Owner{Worker: "w3", Task: "x"}); err != nil || o != store.Refused || other.Status != store.Sending {
+		t.Errorf("a third task's take: %s %v, status %s; want refused while sending", o, err, other.Status)
+	}
+}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/chatq/chatq/api"
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/lanetest"
 	"github.com/chatq/chatq/internal/redistest"
 	"github.com/chatq/chatq/internal/store"
 )
@@ -169,21 +170,7 @@ func decode[T any](tb testing.TB, res response) T {
 // would: bulk messages get their tasks there.
 func (f *fixture) moveLanes(tb testing.TB) {
 	tb.Helper()
-	lanes, err := f.rdb.SMembers(context.Background(), "chatq:lanes").Result()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, l := range lanes {
-		for {
-			n, err := f.client.MoveLane(context.Background(), l, 1000)
-			if err != nil {
-				tb.Fatal(err)
-			}
-			if n == 0 {
-				break
-			}
-		}
-	}
+	lanetest.Move(tb, f.client, f.store)
 }
 
 // tasks counts the tasks of both send queues, in any state, once the

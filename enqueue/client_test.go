@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/lanetest"
 	"github.com/chatq/chatq/internal/redistest"
 	"github.com/chatq/chatq/internal/store"
 )
@@ -35,32 +36,11 @@ func setup(tb testing.TB) *fixture {
 	return &fixture{client: client, rdb: rdb, inspect: asynq.NewInspectorFromRedisClient(rdb)}
 }
 
-// moveLanes has the senders' lanes moved into asynq, as their feeders
-// would: bulk messages get their tasks there.
-func moveLanes(tb testing.TB, client *enqueue.Client, rdb *redis.Client) {
-	tb.Helper()
-	lanes, err := rdb.SMembers(context.Background(), "chatq:lanes").Result()
-	if err != nil {
-		tb.Fatalf("list lanes: %v", err)
-	}
-	for _, l := range lanes {
-		for {
-			n, err := client.MoveLane(context.Background(), l, 1000)
-			if err != nil {
-				tb.Fatalf("move lane %s: %v", l, err)
-			}
-			if n == 0 {
-				break
-			}
-		}
-	}
-}
-
 // tasks returns how many tasks the queue holds, in any state, once the
 // lanes are moved.
 func (f *fixture) tasks(tb testing.TB, queue string) int {
 	tb.Helper()
-	moveLanes(tb, f.client, f.rdb)
+	lanetest.Move(tb, f.client, store.New(f.rdb, store.Config{}))
 	queues, err := f.inspect.Queues()
 	if err != nil {
 		tb.Fatalf("list queues: %v", err)
@@ -78,7 +58,7 @@ func (f *fixture) tasks(tb testing.TB, queue string) int {
 // task returns the task of a record, failing tb if there is none.
 func (f *fixture) task(tb testing.TB, queue, id string) *asynq.TaskInfo {
 	tb.Helper()
-	moveLanes(tb, f.client, f.rdb)
+	lanetest.Move(tb, f.client, store.New(f.rdb, store.Config{}))
 	info, err := f.inspect.GetTaskInfo(queue, id)
 	if err != nil {
 		tb.Fatalf("task %s in queue %s: %v", id, queue, err)

@@ -9,7 +9,9 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/lanetest"
 	"github.com/chatq/chatq/internal/redistest"
+	"github.com/chatq/chatq/internal/store"
 )
 
 func TestBulkQueue(t *testing.T) {
@@ -100,7 +102,7 @@ func TestSendBatchShardsBulk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	moveLanes(t, client, rdb)
+	lanetest.Move(t, client, store.New(rdb, store.Config{}))
 	used := map[string]bool{}
 	for i, r := range res {
 		if r.Err != nil {

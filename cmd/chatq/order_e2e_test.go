@@ -3,14 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/chatq/chatq/internal/poll"
 )
@@ -48,30 +44,6 @@ func label(p json.RawMessage) string {
 	return v.Message + v.Caption
 }
 
-// handlerRuns reads chatq_send_handler_runs_total.
-func handlerRuns(t *testing.T, api string) float64 {
-	t.Helper()
-	resp, err := http.Get(api + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(strings.NewReader(string(raw)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0.0
-	for _, m := range families["chatq_send_handler_runs_total"].GetMetric() {
-		n += m.GetCounter().GetValue()
-	}
-	return n
-}
-
 // sendBatch posts items to /v1/messages/batch and returns the ids, in order.
 func (d *devRun) sendBatch(t *testing.T, items []string) []string {
 	t.Helper()
@@ -98,7 +70,7 @@ func (d *devRun) sendBatch(t *testing.T, items []string) []string {
 func TestConversationOrderSpacedByThePairLimit(t *testing.T) {
 	const n, interval, dest = 30, 2 * time.Second, "447700931001"
 	d := startPolicyDev(t, map[string]string{"CHATQ_RATE_PER_SECOND": "1000", "CHATQ_PAIR_INTERVAL": "2s", "CHATQ_PAIR_BURST": "3"})
-	before := handlerRuns(t, d.api)
+	before := sum(scrape(t, d.api+"/metrics"), "chatq_send_handler_runs_total", nil)
 	var items []string
 	for i := range n {
 		items = append(items, fmt.Sprintf(`{"destination":%q,"payload":{"type":"text","message":"m%02d"},"batch_id":"thirty"}`, dest, i))
@@ -145,7 +117,7 @@ func TestConversationOrderSpacedByThePairLimit(t *testing.T) {
 			t.Errorf("%s: %d sending in its history (ordered %v), want one", id, sendings, rec["ordered"])
 		}
 	}
-	if runs := handlerRuns(t, d.api) - before; runs > n+1 {
+	if runs := sum(scrape(t, d.api+"/metrics"), "chatq_send_handler_runs_total", nil) - before; runs > n+1 {
 		t.Errorf("the send handler ran %.0f times for %d messages, want at most %d", runs, n, n+1)
 	}
 }

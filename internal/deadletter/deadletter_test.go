@@ -9,10 +9,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/deadletter"
+	"github.com/chatq/chatq/internal/lanetest"
 	"github.com/chatq/chatq/internal/redistest"
 	"github.com/chatq/chatq/internal/store"
 )
@@ -24,7 +24,6 @@ type fixture struct {
 	store   *store.Store
 	client  *enqueue.Client
 	archive *asynq.Inspector
-	rdb     *redis.Client
 }
 
 func setup(tb testing.TB) *fixture {
@@ -34,7 +33,7 @@ func setup(tb testing.TB) *fixture {
 	tb.Cleanup(func() { _ = client.Close() })
 	st := store.New(rdb, store.Config{})
 	archive := asynq.NewInspectorFromRedisClient(rdb)
-	return &fixture{dead: deadletter.New(st, client, archive), store: st, client: client, archive: archive, rdb: rdb}
+	return &fixture{dead: deadletter.New(st, client, archive), store: st, client: client, archive: archive}
 }
 
 // deadLetter enqueues a message and kills it: its task archived, its record
@@ -46,7 +45,7 @@ func (f *fixture) deadLetter(tb testing.TB, m *enqueue.Message, class, code stri
 	if err != nil {
 		tb.Fatal(err)
 	}
-	f.moveLanes(tb)
+	lanetest.Move(tb, f.client, f.store)
 	if err := f.archive.ArchiveTask(rec.Queue, rec.ID); err != nil {
 		tb.Fatalf("archive %s: %v", rec.ID, err)
 	}
@@ -60,30 +59,9 @@ func (f *fixture) deadLetter(tb testing.TB, m *enqueue.Message, class, code stri
 	return rec.ID
 }
 
-// moveLanes has the senders' lanes moved into asynq, as their feeders
-// would: bulk messages get their tasks there.
-func (f *fixture) moveLanes(tb testing.TB) {
-	tb.Helper()
-	lanes, err := f.rdb.SMembers(context.Background(), "chatq:lanes").Result()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, l := range lanes {
-		for {
-			n, err := f.client.MoveLane(context.Background(), l, 1000)
-			if err != nil {
-				tb.Fatal(err)
-			}
-			if n == 0 {
-				break
-			}
-		}
-	}
-}
-
 func (f *fixture) taskState(tb testing.TB, queue, id string) string {
 	tb.Helper()
-	f.moveLanes(tb)
+	lanetest.Move(tb, f.client, f.store)
 	info, err := f.archive.GetTaskInfo(queue, id)
 	if errors.Is(err, asynq.ErrTaskNotFound) {
 		return "none"

@@ -119,6 +119,9 @@ type Config struct {
 	// MetricsAddr is where chatq worker serves /metrics and /healthz;
 	// empty turns that off. chatq api and dev serve /metrics on HTTPAddr.
 	MetricsAddr string `split_words:"true"`
+	// Pprof also serves Go's profiles (net/http/pprof) at /debug/pprof/
+	// on a worker's MetricsAddr, which should then not be public.
+	Pprof bool
 
 	RecordTTL time.Duration `split_words:"true"`
 	LogLevel  string        `split_words:"true"`

@@ -153,6 +153,7 @@ func TestLoadReadsEveryVariable(t *testing.T) {
 		{"CHATQ_INBOUND_URL", "https://app.example.com/inbound", func(c *config.Config) { c.InboundURL = "https://app.example.com/inbound" }},
 		{"CHATQ_DASHBOARD_READONLY", "true", func(c *config.Config) { c.DashboardReadonly = true }},
 		{"CHATQ_METRICS_ADDR", "", func(c *config.Config) { c.MetricsAddr = "" }},
+		{"CHATQ_PPROF", "true", func(c *config.Config) { c.Pprof = true }},
 		{"CHATQ_RECORD_TTL", "48h", func(c *config.Config) { c.RecordTTL = 48 * time.Hour }},
 		{"CHATQ_AUTH_TTL", "5m", func(c *config.Config) { c.AuthTTL = 5 * time.Minute }},
 		{"CHATQ_ALLOW_US_MARKETING", "true", func(c *config.Config) { c.AllowUSMarketing = true }},

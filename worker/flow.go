@@ -507,17 +507,29 @@ func (f *flow) check(ctx context.Context, rec *store.Record, claim *ratelimit.Cl
 			}
 		}()
 	}
-	if h, err := f.takePair(ctx, rec); h != nil || err != nil {
-		return h, err
+	// A slot on the recipient's schedule that the message holds already
+	// is waited for here; a new one is reserved with the send slot, in one
+	// step.
+	pair := rec.PairSlot == nil
+	if !pair {
+		if h, err := f.heldPair(ctx, rec); h != nil || err != nil {
+			return h, err
+		}
 	}
 	transactional := rec.Priority != string(enqueue.Bulk)
 	for try := 0; ; try++ {
-		d, c, err := f.reserve(ctx, rec.Destination, transactional)
+		d, c, err := f.reserve(ctx, rec.Destination, transactional, pair)
 		if err != nil {
 			return nil, err
 		}
+		pair = false
 		if c.Recipient != "" {
 			*claim = c
+		}
+		if d.Reason == ratelimit.ReasonPair {
+			// Its pair slot is too far to sleep for: it waits, keeping it.
+			return &hold{delay: d.Wait, reason: store.WaitPairRate, pairSlot: f.now().Add(d.Wait),
+				note: "waiting " + roundWait(d.Wait) + " for the per-recipient limit"}, nil
 		}
 		if !d.Reserved {
 			f.waited(string(d.Reason), d.Wait)
@@ -539,29 +551,19 @@ func (f *flow) check(ctx context.Context, rec *store.Record, claim *ratelimit.Cl
 	}
 }
 
-// takePair gives the message its slot on its recipient's schedule (the
-// pair limit): the one it reserved before it waited, or a new one. It
-// sleeps through a short wait; a longer one is a hold that keeps the slot.
-// A slot held already may be slept for up to heldSlotSleep: a message
-// given its slot by the release of the one before it (order.go) comes due
-// that early, so that it goes at its slot, not up to a sweep after it.
-func (f *flow) takePair(ctx context.Context, rec *store.Record) (*hold, error) {
-	var wait time.Duration
-	longest := f.cfg.MaxSleep
-	if rec.PairSlot != nil {
-		wait = rec.PairSlot.Sub(f.now())
-		longest = f.heldSlotSleep()
-	} else {
-		var err error
-		if wait, err = f.limiter.ReservePair(ctx, rec.Destination); err != nil {
-			return nil, err
-		}
-	}
+// heldPair waits for the slot on its recipient's schedule (the pair limit)
+// that the message reserved before it waited. A slot held already may be
+// slept for up to heldSlotSleep: a message given its slot by the release
+// of the one before it (order.go) comes due that early, so that it goes at
+// its slot, not up to a sweep after it; a longer wait is a hold that keeps
+// the slot.
+func (f *flow) heldPair(ctx context.Context, rec *store.Record) (*hold, error) {
+	wait := rec.PairSlot.Sub(f.now())
 	if wait <= 0 {
 		return nil, nil
 	}
 	f.waited("pair", wait)
-	if wait > longest {
+	if wait > f.heldSlotSleep() {
 		return &hold{delay: wait, reason: store.WaitPairRate, pairSlot: f.now().Add(wait),
 			note: "waiting " + roundWait(wait) + " for the per-recipient limit"}, nil
 	}
@@ -581,8 +583,8 @@ func (f *flow) heldSlotSleep() time.Duration { return 2 * f.cfg.MaxSleep }
 // (transactional messages took the slots meanwhile, or a throttle pushed
 // them) waits on the due index and goes back to its lane, rather than hold
 // a worker.
-func (f *flow) reserve(ctx context.Context, recipient string, transactional bool) (ratelimit.Decision, ratelimit.Claim, error) {
-	req := ratelimit.Request{Recipient: recipient, MaxWait: maxReserve, MaxHold: f.cfg.MaxSleep}
+func (f *flow) reserve(ctx context.Context, recipient string, transactional, pair bool) (ratelimit.Decision, ratelimit.Claim, error) {
+	req := ratelimit.Request{Recipient: recipient, MaxWait: maxReserve, MaxHold: f.cfg.MaxSleep, Pair: pair}
 	if !transactional {
 		req.MaxWait = f.cfg.Horizon
 	}
@@ -591,10 +593,23 @@ func (f *flow) reserve(ctx context.Context, recipient string, transactional bool
 		if err != nil || d.Reserved {
 			return d, c, err
 		}
+		wait := d.Wait
+		if d.Reason == ratelimit.ReasonPair {
+			// The pair slot is taken, however far: the send slot is asked
+			// for once it comes.
+			f.waited("pair", wait)
+			if wait > f.cfg.MaxSleep {
+				return d, ratelimit.Claim{}, nil
+			}
+			req.Pair = false
+			if err := f.sleep(ctx, wait); err != nil {
+				return ratelimit.Decision{}, ratelimit.Claim{}, err
+			}
+			continue
+		}
 		if d.Wait > f.cfg.MaxSleep {
 			return d, ratelimit.Claim{}, nil
 		}
-		wait := d.Wait
 		if d.Reason == ratelimit.ReasonRate {
 			// Ask again when the slot enters the horizon.
 			wait = max(d.Wait-req.MaxWait, time.Millisecond)

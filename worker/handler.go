@@ -306,10 +306,11 @@ func enqueuedAt(rec *store.Record) time.Time {
 // the task (see unrecorded); the task itself is done.
 func (h *Handler) submit(ctx context.Context, log *zap.Logger, rec *store.Record, providerID string) {
 	at := h.now()
-	_, err := h.store.Submit(ctx, rec.ID, providerID, at)
+	// The conversation's turn is handed on in the same round trip.
+	next, err := h.store.Accept(context.WithoutCancel(ctx), rec, providerID, at)
 	if err == nil {
 		h.metrics.Submitted(rec.Priority, h.now().Sub(enqueuedAt(rec)))
-		h.release(ctx, log, rec)
+		h.turnTo(ctx, log, next)
 		return
 	}
 	h.unrecorded.add(rec.ID, acceptance{providerID: providerID, at: at, priority: rec.Priority, enqueuedAt: enqueuedAt(rec)})

@@ -28,9 +28,16 @@ func (h *Handler) release(ctx context.Context, log *zap.Logger, rec *store.Recor
 		log.Warn("releasing the next message of the conversation failed; the sweeper lets it go later", zap.Error(err))
 		return
 	}
+	h.turnTo(ctx, log, next)
+}
+
+// turnTo gives next, released by the message before it, its turn; nil is
+// no message.
+func (h *Handler) turnTo(ctx context.Context, log *zap.Logger, next *store.Record) {
 	if next == nil {
 		return
 	}
+	ctx = context.WithoutCancel(ctx)
 	if err := h.turn(ctx, next); err != nil {
 		log.Warn("giving the next message of the conversation its turn failed; the sweeper lets it go later",
 			zap.String("next_message_id", next.ID), zap.Error(err))

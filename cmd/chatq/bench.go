@@ -128,6 +128,7 @@ func (p *program) benchCommand() *cobra.Command {
 	fs.StringVar(&opts.BullMQDir, "bullmq-dir", opts.BullMQDir, "directory of the BullMQ comparison script, its packages installed by npm ci (make bench does)")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	fs.StringVar(&f.memProfile, "memprofile", "", "write a heap profile at the end of the run to this file")
+	fs.StringVar(&opts.WorkerProfile, "worker-profile", "", "write a CPU profile of the deployed worker's send phase to this file (CHATQ_PPROF)")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "level of the components' logs, written to stderr")
 	fs.Func("stream-priority", "priority of the full stream's messages: bulk (default) or transactional", func(v string) error {
 		opts.Stream.Priority = enqueue.Priority(v)

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/enqueue"
+	"github.com/chatq/chatq/internal/metrics"
 	"github.com/chatq/chatq/internal/poll"
 	"github.com/chatq/chatq/internal/redistest"
 	"github.com/chatq/chatq/internal/sandbox"
@@ -218,6 +219,31 @@ func TestWorkerServesItsMetrics(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("/healthz: %d", resp.StatusCode)
+	}
+	// Go's profiles only when CHATQ_PPROF asks for them.
+	resp, err = http.Get(addrs["metrics"] + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ without CHATQ_PPROF: %d, want 404", resp.StatusCode)
+	}
+}
+
+func TestWorkerServesItsProfilesWhenAsked(t *testing.T) {
+	srv := httptest.NewServer(metricsHandler(metrics.New(nil), true))
+	defer srv.Close()
+	for path, want := range map[string]string{"/debug/pprof/": "goroutine", "/debug/pprof/cmdline": "chatq", "/debug/pprof/profile?seconds=1": ""} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || len(b) == 0 || !strings.Contains(string(b), want) {
+			t.Errorf("%s: %d, %d bytes, want 200 and %q", path, resp.StatusCode, len(b), want)
+		}
 	}
 }
 

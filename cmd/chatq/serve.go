@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -239,7 +240,7 @@ func (p *program) worker(ctx context.Context) error {
 			return fmt.Errorf("CHATQ_METRICS_ADDR: %w", err)
 		}
 		addrs["metrics"] = httpURL(ln.Addr())
-		go func() { served <- serve(ctx, ln, metricsHandler(m), log.Named("metrics")) }()
+		go func() { served <- serve(ctx, ln, metricsHandler(m, cfg.Pprof), log.Named("metrics")) }()
 	}
 	counter := startCounter(rdb, log)
 	defer stopCounter(counter)
@@ -262,10 +263,17 @@ func (p *program) worker(ctx context.Context) error {
 }
 
 // metricsHandler serves a worker's /metrics, and /healthz for its
-// orchestrator.
-func metricsHandler(m *metrics.Metrics) http.Handler {
+// orchestrator; with profiles, Go's profiles at /debug/pprof/ too.
+func metricsHandler(m *metrics.Metrics, profiles bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
+	if profiles {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))

@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -70,6 +73,9 @@ type DeployedOptions struct {
 	// BullMQDir holds send.mjs and its packages; when BullMQ is missing
 	// there, the peer is left out and BullMQ is nil.
 	BullMQDir string
+	// WorkerProfile, if set, is where the worker's CPU profile of the send
+	// phase is written (from its /debug/pprof/profile, CHATQ_PPROF).
+	WorkerProfile string
 }
 
 // Deployed measures chatq as deployed: "chatq sandbox" and "chatq api"
@@ -130,8 +136,17 @@ func Deployed(ctx context.Context, env *Env, o DeployedOptions) (DeployedResult,
 	if m, err = startMeter(ctx, rdb, pids); err != nil {
 		return res, err
 	}
+	if o.WorkerProfile != "" {
+		d.base["CHATQ_PPROF"] = "true"
+	}
 	if err := d.startWorker(ctx); err != nil {
 		return res, fmt.Errorf("deployed: %w", err)
+	}
+	profiled := make(chan error, 1)
+	if o.WorkerProfile != "" {
+		go func() { profiled <- d.profileWorker(ctx, o.WorkerProfile, sendSeconds(o.Messages)) }()
+	} else {
+		profiled <- nil
 	}
 	// The worker's own count of submitted messages, read from its /metrics,
 	// touches no Redis.
@@ -143,6 +158,9 @@ func Deployed(ctx context.Context, env *Env, o DeployedOptions) (DeployedResult,
 	}
 	if res.SendUsage, err = m.stop(ctx); err != nil {
 		return res, err
+	}
+	if err := <-profiled; err != nil {
+		return res, fmt.Errorf("deployed: worker profile: %w", err)
 	}
 	if res.LimitWaits, err = d.workerMetric(ctx, "chatq_rate_limit_waits_total"); err != nil {
 		return res, err
@@ -336,4 +354,37 @@ func bullmqVersion(dir string) (string, error) {
 		return "", fmt.Errorf("bullmq version: %w", err)
 	}
 	return p.Version, nil
+}
+
+// sendSeconds is how long the worker's profile of a send of n messages
+// lasts: about the send at a thousand messages a second, whole seconds,
+// 60 at most. A faster send leaves the rest of it idle, which costs the
+// profile no samples.
+func sendSeconds(n int) int { return min(max(n/1000, 1), 60) }
+
+// profileWorker writes a CPU profile of the worker of the given length to
+// path, from its /debug/pprof/profile.
+func (d *deployment) profileWorker(ctx context.Context, path string, seconds int) error {
+	url := strings.TrimSuffix(d.metricsURL, "/metrics") + "/debug/pprof/profile?seconds=" + strconv.Itoa(seconds)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Timeout: time.Duration(seconds)*time.Second + time.Minute}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
 }

@@ -71,6 +71,9 @@ type Options struct {
 	// life with four webhooks each.
 	DeployedMessages int `json:"deployed_messages"`
 	LifeMessages     int `json:"life_messages"`
+	// WorkerProfile, if set, is where the deployed worker's CPU profile of
+	// its send phase is written.
+	WorkerProfile string `json:"-"`
 	// SendMessages is the size of the stripped send-rate measurement.
 	SendMessages int `json:"send_messages"`
 	// Stream shapes the full-stream measurement.
@@ -472,7 +475,7 @@ func runDeployed(ctx context.Context, env *Env, o Options, rep *Report) error {
 	res, err := Deployed(ctx, env, DeployedOptions{
 		Chatq: o.Chatq, Messages: o.DeployedMessages, LifeMessages: o.LifeMessages,
 		BatchSize: o.BatchSize, BatchCallers: o.BatchCallers, Concurrency: o.Concurrency,
-		WebhookDelay: o.Stream.WebhookDelay, BullMQDir: o.BullMQDir,
+		WebhookDelay: o.Stream.WebhookDelay, BullMQDir: o.BullMQDir, WorkerProfile: o.WorkerProfile,
 	})
 	if err != nil {
 		return err

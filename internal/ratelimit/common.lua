@@ -26,3 +26,15 @@ local function factor(f0, t0, now, recovery)
   if f > 1 then return 1 end
   return f
 end
+
+-- reservePair takes the next free slot on a recipient's schedule (key: its
+-- theoretical arrival time) and returns the wait until it (0: now). See
+-- pair.lua.
+local function reservePair(key, now, interval, burst)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local slot = math.max(now, tat - (burst - 1) * interval)
+  tat = math.max(tat, slot) + interval
+  redis.call('SET', key, num(tat), 'PX', num((tat - now) / 1000 + 1000))
+  return slot - now
+end

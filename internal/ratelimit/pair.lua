@@ -12,11 +12,4 @@
 -- ARGV[3]  the burst
 --
 -- Returns the wait until the reserved slot (0: now).
-local now = clock(ARGV[1])
-local interval, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local slot = math.max(now, tat - (burst - 1) * interval)
-tat = math.max(tat, slot) + interval
-redis.call('SET', KEYS[1], num(tat), 'PX', num((tat - now) / 1000 + 1000))
-return num(slot - now)
+return num(reservePair(KEYS[1], clock(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])))

@@ -152,6 +152,10 @@ const (
 	// ReasonDaily: the daily cap on unique recipients is reached and this
 	// recipient is not among them.
 	ReasonDaily Reason = "daily"
+	// ReasonPair: the recipient's slot on its pair schedule (the pair
+	// limit) lies ahead. Unlike the others, that slot is reserved: the
+	// caller waits for it, then asks again without Request.Pair.
+	ReasonPair Reason = "pair"
 )
 
 // Request asks for a send slot.
@@ -164,6 +168,10 @@ type Request struct {
 	// MaxHold is the longest back-off or Retry-After reserved through; a
 	// longer one is reported (ReasonRecipient, ReasonBlocked).
 	MaxHold time.Duration
+	// Pair also reserves the recipient's slot on its pair schedule (as
+	// ReservePair does), first and in the same step: when it lies ahead,
+	// only it is reserved and the Decision says ReasonPair.
+	Pair bool
 }
 
 // Decision is the answer to a Request.
@@ -331,12 +339,15 @@ func (l *Limiter) Admit(ctx context.Context, req Request) (Decision, Claim, erro
 		}
 		limit, claimed, member = 0, added, ""
 	}
-	res, err := reserveScript.Run(ctx, l.rdb,
-		[]string{l.prefix + "sender", l.daily, l.prefix + "backoff:" + req.Recipient},
-		l.now(), micros(l.interval()), l.cfg.Burst, micros(l.cfg.ThrottleRecovery),
+	keys := []string{l.prefix + "sender", l.daily, l.prefix + "backoff:" + req.Recipient}
+	args := []any{l.now(), micros(l.interval()), l.cfg.Burst, micros(l.cfg.ThrottleRecovery),
 		micros(req.MaxWait), micros(req.MaxHold),
-		limit, member, micros(dailyWindow), micros(stateKeep),
-	).Slice()
+		limit, member, micros(dailyWindow), micros(stateKeep)}
+	if req.Pair && l.cfg.PairInterval > 0 {
+		keys = append(keys, l.prefix+"pslot:"+req.Recipient)
+		args = append(args, micros(l.cfg.PairInterval), l.cfg.PairBurst)
+	}
+	res, err := reserveScript.Run(ctx, l.rdb, keys, args...).Slice()
 	if err == nil && len(res) != 3 && len(res) != 4 { // 3: nothing reserved
 		err = fmt.Errorf("unexpected answer %v", res)
 	}
@@ -451,7 +462,7 @@ func senderState(res []any) (SenderState, error) {
 // refused one as too frequent for that recipient (131056): 1, 4, 16, then
 // 64 s for each further refusal. It returns the back-off.
 func (l *Limiter) BackOffRecipient(ctx context.Context, recipient string) (time.Duration, error) {
-	wait, err := backoffScript.Run(ctx, l.rdb, []string{l.prefix + "backoff:" + recipient},
+	wait, err := backoffScript.Run(ctx, l.rdb, []string{l.prefix + "backoff:" + recipient, l.prefix + "sender"},
 		l.now(), micros(backoffFirst), backoffSteps, micros(backoffKeep)).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("back off recipient: %w", err)

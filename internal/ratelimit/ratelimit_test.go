@@ -173,6 +173,47 @@ func TestPairLimitReservesEachSendItsOwnSlot(t *testing.T) {
 	}
 }
 
+// A send asks for its pair slot and its sender slot in one step: a pair
+// slot free now comes with the send slot; one that lies ahead is reserved
+// alone, and the send slot is asked for once it comes, without a second
+// pair slot.
+func TestAdmitReservesThePairSlotWithTheSendSlot(t *testing.T) {
+	l, c := limiter(t, ratelimit.Config{Rate: 10, PairInterval: 6 * time.Second}, nil)
+	ctx := context.Background()
+	admit := func(recipient string, pair bool) ratelimit.Decision {
+		t.Helper()
+		d, _, err := l.Admit(ctx, ratelimit.Request{Recipient: recipient, MaxWait: time.Minute, MaxHold: time.Second, Pair: pair})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	ms := time.Millisecond
+	steps := []struct {
+		recipient string
+		pair      bool
+		want      ratelimit.Decision
+	}{
+		{"4477001", true, reserved(0)},
+		// The second send to 4477001 gets its pair slot 6s ahead, and no
+		// send slot: the next recipient's send is not pushed back.
+		{"4477001", true, ratelimit.Decision{Wait: 6 * time.Second, Reason: ratelimit.ReasonPair}},
+		{"4477002", true, reserved(100 * ms)},
+		// After the wait, the send slot alone.
+		{"4477001", false, reserved(200 * ms)},
+	}
+	for i, s := range steps {
+		if diff := cmp.Diff(s.want, admit(s.recipient, s.pair)); diff != "" {
+			t.Fatalf("step %d (-want +got):\n%s", i, diff)
+		}
+	}
+	// A third send to 4477001 is told the slot after the second's.
+	c.Add(time.Second)
+	if d := admit("4477001", true); d.Reason != ratelimit.ReasonPair || d.Wait != 11*time.Second {
+		t.Errorf("third send to 4477001: %+v, want its pair slot 11s ahead", d)
+	}
+}
+
 func TestPairLimitOff(t *testing.T) {
 	l := ratelimit.New(redistest.Start(t).Client(t), ratelimit.Config{}, nil)
 	for range 50 {

@@ -230,6 +230,9 @@ const (
 	fWire     = "wr"
 	fWaiting  = "wt"
 	fPairSlot = "ps"
+	// fExpiry is when the record's keys expire, unix milliseconds by the
+	// clock of the process that last set it (transition.lua).
+	fExpiry = "xp"
 	// fOrdered is set on a record that took its place in its
 	// conversation's line.
 	fOrdered = "o"
@@ -326,7 +329,7 @@ func parseRecord(id string, h map[string]string) (*Record, error) {
 		Sender:         h[fSender],
 		TaskID:         h[fTask],
 		Owner:          h[fOwner],
-		OnWire:         h[fWire] == "1",
+		OnWire:         h[fWire] == "1" && h[fStatus] == string(Sending),
 		Ordered:        h[fOrdered] == "1",
 	}
 	if r.Tenant == "" {

@@ -323,8 +323,9 @@ func (s *Store) Create(ctx context.Context, recs []*Record) ([]CreateResult, err
 
 // life returns when a new record's keys expire: TTL after the last moment
 // its message may still be sent, so that a message scheduled or allowed to
-// wait beyond the TTL still finds its record. Its changes extend it further
-// (transition.lua).
+// wait beyond the TTL still finds its record, plus the slack. Its changes
+// extend it further (transition.lua), which the record's 'xp' spares for
+// the slack's length.
 func (s *Store) life(r *Record) time.Time {
 	last := time.Now()
 	for _, t := range []*time.Time{&r.CreatedAt, r.SendAt, r.ExpiresAt} {
@@ -332,7 +333,16 @@ func (s *Store) life(r *Record) time.Time {
 			last = *t
 		}
 	}
-	return last.Add(s.cfg.TTL)
+	return last.Add(s.cfg.TTL + s.slack())
+}
+
+// slack is how much longer than the TTL a change makes a record live, so
+// that the changes that follow within the slack (a message's take-up,
+// submission and webhooks, seconds apart) need not extend it again: an
+// eighth of the TTL, an hour at most. It is also the skew between the
+// clocks of chatq's processes that the extension tolerates.
+func (s *Store) slack() time.Duration {
+	return min(s.cfg.TTL/8, time.Hour)
 }
 
 // extendAt adds to pipe what makes key live until at least at, never
@@ -457,12 +467,14 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 				// cost Redis less than the script.
 				key := recordKey(r.ID)
 				life := s.life(r)
-				pipe.HSet(ctx, key, r.fields()...)
+				pipe.HSet(ctx, key, append(r.fields(), fExpiry, life.UnixMilli())...)
 				pipe.PExpireAt(ctx, key, life)
 				pipe.SetArgs(ctx, payloadKey(r.ID), []byte(r.Payload), redis.SetArgs{ExpireAt: life})
 				plain[i] = true
 			} else {
-				args := append([]any{s.life(r).UnixMilli(), []byte(r.Payload)}, r.fields()...)
+				life := s.life(r).UnixMilli()
+				args := append([]any{life, []byte(r.Payload)}, r.fields()...)
+				args = append(args, fExpiry, life)
 				creates[i] = createScript.EvalSha(ctx, pipe, []string{recordKey(r.ID), noticeKey(r.ID), payloadKey(r.ID)}, args...)
 			}
 		}
@@ -714,7 +726,7 @@ func (s *Store) transitionArgs(op string, c Change) []any {
 	if c.Dedupe != "" {
 		dedupe = "x:" + c.Dedupe
 	}
-	args := []any{op, string(c.Status), at.UnixMilli(), entry, dedupe, errJSON, s.cfg.TTL.Milliseconds(), c.Task}
+	args := s.scriptArgs(op, c.Status, at, entry, dedupe, errJSON, c.Task)
 	if c.ProviderID != "" {
 		args = append(args, fPID, c.ProviderID)
 	}
@@ -729,6 +741,12 @@ func (s *Store) transitionArgs(op string, c Change) []any {
 		}
 	}
 	return args
+}
+
+// scriptArgs is transition.lua's ARGV up to its field/value pairs.
+func (s *Store) scriptArgs(op string, st Status, at time.Time, entry, dedupe, errJSON, task string) []any {
+	return []any{op, string(st), at.UnixMilli(), entry, dedupe, errJSON, s.cfg.TTL.Milliseconds(), task,
+		time.Now().UnixMilli(), s.slack().Milliseconds()}
 }
 
 // historyPrefix is a history entry's JSON without its closing brace, so
@@ -986,8 +1004,29 @@ func (s *Store) Note(ctx context.Context, id string, at time.Time, note string) 
 // id, then applies any delivery events that arrived before the id was known.
 // It is one round trip when no event waits (two on Redis Cluster).
 func (s *Store) Submit(ctx context.Context, id, providerID string, at time.Time) (Outcome, error) {
+	o, _, err := s.submit(ctx, &Record{ID: id}, providerID, at)
+	return o, err
+}
+
+// Accept is Submit for a send of rec that also hands its conversation's
+// turn on (Release), in the same round trip: it returns the next record of
+// rec's line if that waits for its turn. Should the release fail after the
+// acceptance is recorded, the error says so and the sweeper's check of the
+// line lets the next message go later.
+func (s *Store) Accept(ctx context.Context, rec *Record, providerID string, at time.Time) (next *Record, err error) {
+	_, next, err = s.submit(ctx, rec, providerID, at)
+	return next, err
+}
+
+func (s *Store) submit(ctx context.Context, rec *Record, providerID string, at time.Time) (Outcome, *Record, error) {
+	id := rec.ID
 	var cmd *redis.Cmd
 	var parked *redis.StringSliceCmd
+	var first *redis.StringCmd
+	line := ""
+	if rec.Ordered {
+		line = lineKey(rec)
+	}
 	submit := func(pipe redis.Pipeliner) {
 		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), s.transitionArgs("submit", Change{Status: Submitted, At: at, ProviderID: providerID})...)
 		pipe.ZRem(ctx, dueKey, id)
@@ -999,6 +1038,12 @@ func (s *Store) Submit(ctx context.Context, id, providerID string, at time.Time)
 	mapping := func(pipe redis.Pipeliner) {
 		pipe.Set(ctx, refKey(providerID), id, s.cfg.TTL)
 		parked = pipe.LRange(ctx, parkKey(providerID), 0, -1)
+		if line != "" {
+			// After the record on one connection: the next message is
+			// let go only once this one left chatq's phase.
+			pipe.LRem(ctx, line, 1, id)
+			first = pipe.LIndex(ctx, line, 0)
+		}
 	}
 	var err error
 	if s.cluster {
@@ -1020,20 +1065,29 @@ func (s *Store) Submit(ctx context.Context, id, providerID string, at time.Time)
 		})
 	}
 	if err != nil {
-		return "", fmt.Errorf("submit %s: %w", id, err)
+		// Whatever failed, a Submit again finds the acceptance if it was
+		// recorded (a duplicate) and writes the rest.
+		return "", nil, fmt.Errorf("submit %s: %w", id, err)
 	}
 	o, _, _, err := s.outcome(ctx, id, cmd, "submit "+id)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if len(parked.Val()) > 0 {
 		// A billable pricing among them is counted in the record (campaign
 		// counts), not in the webhook metrics, which the receiver keeps.
 		if _, err := s.drain(ctx, id, parked.Val()); err != nil {
-			return o, err
+			return o, nil, err
 		}
 	}
-	return o, nil
+	if first == nil || errors.Is(first.Err(), redis.Nil) {
+		return o, nil, nil
+	}
+	next, err := s.head(ctx, line)
+	if err != nil {
+		return o, nil, fmt.Errorf("release %s: %w", id, err)
+	}
+	return o, next, nil
 }
 
 // exec runs the pipeline that build fills. When Redis has lost its script

@@ -3,6 +3,9 @@
 -- KEYS[1]  the record hash
 -- KEYS[2]  the record's list of pending callback notices (same hash tag)
 -- KEYS[3]  the record's payload (same hash tag), which begin returns
+-- The script reads the record once (one HMGET) and writes it once (at
+-- most one HDEL and one HSET): every field it changes is gathered first.
+--
 -- ARGV[1]  op: begin | own | retry | final | submit | event | cancel | requeue |
 --          note | wait
 -- ARGV[2]  the new status
@@ -16,7 +19,12 @@
 -- ARGV[8]  the task that makes the change ("" for none): begin's takes the
 --          message up; any other op is refused when the message has a
 --          task of its own that is another (the sweeper gave it a new one)
--- ARGV[9..] field/value pairs set when the field is still empty (ids, and
+-- ARGV[9]  the store's clock, unix milliseconds, and ARGV[10] the slack,
+--          milliseconds: a change that finds the record's keys set to live
+--          less than the TTL from now ('xp', when they expire by that clock)
+--          extends them to TTL + slack, so that the changes of the next
+--          slack write no expiry at all
+-- ARGV[11..] field/value pairs set when the field is still empty (ids, and
 --           'bl', the category of the first billable pricing), except
 --           'pr', the pricing object, which is set whatever it was, and a
 --           field written "!name", set whatever it held when the status
@@ -38,61 +46,110 @@
 --   refused   the op is not allowed from the current status: nothing written
 --   missing   no such record
 local key = KEYS[1]
-local op, new, now, entry, dedupe, err, ttl, task = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local op, new, now, entry, dedupe, err, task = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[8]
+local ttl, wall, slack = tonumber(ARGV[7]), tonumber(ARGV[9]), tonumber(ARGV[10])
+
+-- The given fields (ARGV[11..]) are read with the record: whether one is
+-- still empty decides whether it is set.
+local read = {'s', 'tid', 'wt', 'cb', 'h', 'hn', 'a', 'fa', 'wr', 'am', 'ps', 'xp', 'tn', 'sn', 'pid'}
+local fixed = #read
+local given = {}
+local lean = false
+for i = 11, #ARGV, 2 do
+  if ARGV[i] == '?lean' then
+    lean = true
+  else
+    given[#given + 1] = ARGV[i]
+    read[#read + 1] = ARGV[i]
+  end
+end
+if dedupe ~= '' then read[#read + 1] = dedupe end
 
 -- Everything the script reads of the record, in one call.
-local head = redis.call('HMGET', key, 's', 'tid', 'wt', 'cb', 'h', 'hn')
-local cur = head[1]
+local got = redis.call('HMGET', key, unpack(read))
+local cur = got[1]
 if not cur then return {'missing', ''} end
-local tid, wt, hascb = head[2], head[3] or '', head[4]
-local hist, hn = head[5] or '', tonumber(head[6]) or 0
+local tid, wt, hascb = got[2], got[3] or '', got[4]
+local hist, hn = got[5] or '', tonumber(got[6]) or 0
+local attempts, failures = tonumber(got[7]) or 0, tonumber(got[8]) or 0
+local wire, ambiguous, pairslot = got[9], got[10], got[11]
+local xp = tonumber(got[12]) or 0
+local tenant, sender = got[13] or '', got[14] or ''
 
 local phase1 = {scheduled = true, queued = true, sending = true, retrying = true}
 local rank = {submitted = 1, enqueued = 2, sent = 3, delivered = 4, read = 5}
 local maxHistory = 100
 
-if dedupe ~= '' and redis.call('HSETNX', key, dedupe, 1) == 0 then
-  return {'duplicate', cur}
+-- The writes, gathered: set holds field -> value, del the fields to drop
+-- (those set again are not dropped).
+local set, del = {}, {}
+local function int(n) return string.format('%.0f', n) end
+local function flush()
+  local d = {}
+  for f in pairs(del) do
+    if set[f] == nil then d[#d + 1] = f end
+  end
+  if #d > 0 then redis.call('HDEL', key, unpack(d)) end
+  local s = {}
+  for f, v in pairs(set) do
+    s[#s + 1] = f
+    s[#s + 1] = v
+  end
+  if #s > 0 then redis.call('HSET', key, unpack(s)) end
+  set, del = {}, {}
+end
+-- done writes what was gathered and answers res.
+local function done(res)
+  flush()
+  return res
+end
+
+if dedupe ~= '' then
+  if got[#read] then return {'duplicate', cur} end
+  set[dedupe] = 1
 end
 
 -- A submit repeated after its answer was lost (Redis went away meanwhile)
 -- finds its own provider id: nothing more happened.
 if op == 'submit' and rank[cur] then
-  for i = 9, #ARGV, 2 do
-    if ARGV[i] == 'pid' and redis.call('HGET', key, 'pid') == ARGV[i + 1] then return {'duplicate', cur} end
+  for i = 11, #ARGV, 2 do
+    if ARGV[i] == 'pid' and got[15] == ARGV[i + 1] then return done({'duplicate', cur}) end
   end
 end
 
 -- A record's first task has the record's id (KEYS[1] is chatq:m:{id}).
 if task ~= '' and op ~= 'begin' and op ~= 'wait' and (tid or string.sub(key, 10, -2)) ~= task then
-  return {'refused', cur}
+  return done({'refused', cur})
 end
 
 local owned = {}
 local billed = 0
--- lean: begin answers what a send needs, not the whole record.
-local lean = false
-for i = 9, #ARGV, 2 do
-  if ARGV[i] == '?lean' then
-    lean = true
-  elseif string.sub(ARGV[i], 1, 1) == '!' then
-    owned[#owned + 1] = string.sub(ARGV[i], 2)
-    owned[#owned + 1] = ARGV[i + 1]
-  elseif string.sub(ARGV[i], 1, 1) == '=' then
-    redis.call('HSET', key, string.sub(ARGV[i], 2), ARGV[i + 1])
-  elseif ARGV[i] == 'pr' then
-    redis.call('HSET', key, 'pr', ARGV[i + 1])
-  elseif redis.call('HSETNX', key, ARGV[i], ARGV[i + 1]) == 1 and ARGV[i] == 'bl' then
-    billed = 1
+for i, name in ipairs(given) do
+  local value = ARGV[10 + 2 * i]
+  local mode = string.sub(name, 1, 1)
+  if mode == '!' then
+    owned[#owned + 1] = string.sub(name, 2)
+    owned[#owned + 1] = value
+  elseif mode == '=' then
+    set[string.sub(name, 2)] = value
+  elseif name == 'pr' then
+    set.pr = value
+  elseif not got[fixed + i] and set[name] == nil then
+    set[name] = value
+    if name == 'bl' then billed = 1 end
   end
 end
 
 -- A change keeps the record and its payload for the TTL from now on
 -- (its notices get the record's life when one is queued). GT never
 -- shortens a life: a scheduled message's keys may be set to last longer.
+-- Keys set to live a TTL from now already are left alone ('xp').
 local function extend()
-  redis.call('PEXPIRE', KEYS[1], ttl, 'GT')
-  if KEYS[3] then redis.call('PEXPIRE', KEYS[3], ttl, 'GT') end
+  if xp >= wall + ttl then return end
+  redis.call('PEXPIRE', KEYS[1], ttl + slack, 'GT')
+  if KEYS[3] then redis.call('PEXPIRE', KEYS[3], ttl + slack, 'GT') end
+  xp = wall + ttl + slack
+  set.xp = int(xp)
 end
 
 -- append adds entry e to the history; changes says that it records a
@@ -109,28 +166,36 @@ local function append(e, changes)
   else
     hist = string.sub(hist, 1, -2) .. ',' .. e .. ']'
   end
-  redis.call('HSET', key, 'h', hist, 'hn', hn)
+  set.h, set.hn = hist, hn
 end
 
 -- A status change ends the message's wait, if any, and frees the pair
--- slot it held: the next wait or send asks again.
--- Whatever changes the status also ends the send on the wire, if any.
+-- slot it held: the next wait or send asks again. 'wr' (on the wire) is
+-- left: it means something only while the status is sending, which only
+-- begin sets, and begin writes it.
 local waited = ''
 local function change()
   waited = wt
-  redis.call('HDEL', key, 'wt', 'ps', 'wr')
+  if wt ~= '' then del.wt = true end
+  if pairslot then del.ps = true end
   if op == 'event' and new == 'read' and cur ~= 'delivered' then
     if not string.find(hist, '"status":"delivered"', 1, true) then
       append((string.gsub(entry, '"status":"read"', '"status":"delivered"', 1)) .. ',"note":"implied by read"}', true)
     end
   end
-  redis.call('HSET', key, 's', new, 'u', now)
-  if err ~= '' then redis.call('HSET', key, 'e', err) end
-  if #owned > 0 then redis.call('HSET', key, unpack(owned)) end
-  if op == 'begin' then redis.call('HINCRBY', key, 'a', 1) end
+  set.s, set.u = new, now
+  if err ~= '' then set.e = err end
+  for i = 1, #owned, 2 do set[owned[i]] = owned[i + 1] end
+  if op == 'begin' then
+    attempts = attempts + 1
+    set.a = attempts
+  end
   -- A failed attempt counts towards the retry budget, whichever task made
   -- it: a new task for the message does not start the count again.
-  if op == 'retry' then redis.call('HINCRBY', key, 'fa', 1) end
+  if op == 'retry' then
+    failures = failures + 1
+    set.fa = failures
+  end
   append(entry .. '}', true)
   cur = new
   return 'ok'
@@ -138,7 +203,7 @@ end
 
 local function keep(note)
   append(entry .. ',"note":"' .. note .. '"}')
-  redis.call('HSET', key, 'u', now)
+  set.u = now
   return 'kept'
 end
 
@@ -154,50 +219,52 @@ if op == 'begin' then
     -- new task after its owner was lost. The previous attempt's outcome is
     -- unknown: it counts as failed, and the message may have gone out
     -- already, which this send must own up to (ambiguous).
-    if task == '' or tid ~= task then return {'refused', cur} end
-    if redis.call('HGET', key, 'wr') == '1' then redis.call('HSET', key, 'am', 1) end
-    redis.call('HINCRBY', key, 'fa', 1)
+    if task == '' or tid ~= task then return done({'refused', cur}) end
+    if wire == '1' then ambiguous = '1' end
+    failures = failures + 1
+    set.fa = failures
   elseif not phase1[cur] then
-    return {'refused', cur}
+    return done({'refused', cur})
   end
   -- An ambiguous message's history says it is sent again.
-  if redis.call('HDEL', key, 'am') == 1 then
+  if ambiguous then
     again = true
+    del.am = true
     entry = entry .. ',"note":"sent again: the previous attempt\'s outcome was not recorded (worker lost)"'
   end
   outcome = change()
-  redis.call('HSET', key, 'wr', 1)
+  set.wr = 1
 elseif op == 'wait' then
   -- The message waits, its status unchanged: no history entry, no notice.
   -- Like begin, any task may: the message waits for the latest one's turn.
-  if cur ~= 'queued' and cur ~= 'scheduled' and cur ~= 'retrying' then return {'refused', cur} end
-  if task ~= '' then redis.call('HSET', key, 'tid', task) end
-  redis.call('HSET', key, 'wt', entry)
+  if cur ~= 'queued' and cur ~= 'scheduled' and cur ~= 'retrying' then return done({'refused', cur}) end
+  if task ~= '' then set.tid = task end
+  set.wt = entry
   extend()
-  return {'kept', cur, 0, 0}
+  return done({'kept', cur, 0, 0})
 elseif op == 'own' or op == 'retry' or op == 'final' or op == 'submit' then
   if phase1[cur] then
     outcome = change()
   elseif op == 'submit' and rank[cur] then
     outcome = keep('accepted again after ' .. cur)
   else
-    return {'refused', cur}
+    return done({'refused', cur})
   end
 elseif op == 'cancel' then
   if cur == 'scheduled' or cur == 'queued' or cur == 'retrying' then
     outcome = change()
   else
-    return {'refused', cur}
+    return done({'refused', cur})
   end
 elseif op == 'requeue' then
-  if cur == 'dead' then outcome = change() else return {'refused', cur} end
+  if cur == 'dead' then outcome = change() else return done({'refused', cur}) end
 elseif op == 'note' then
   -- An annotation: the history keeps it under the current status.
   entry = string.gsub(entry, '"status":"[a-z]*"', '"status":"' .. cur .. '"', 1)
   append(entry .. '}')
-  redis.call('HSET', key, 'u', now)
+  set.u = now
   extend()
-  return {'kept', cur, 0}
+  return done({'kept', cur, 0})
 elseif op == 'event' then
   if new == 'failed' then
     if phase1[cur] or (rank[cur] and rank[cur] < rank['delivered']) then
@@ -216,12 +283,13 @@ elseif op == 'event' then
       outcome = keep('after ' .. cur .. ', not applied')
     end
   else
-    return {'refused', cur}
+    return done({'refused', cur})
   end
 else
   return redis.error_reply('transition: unknown op ' .. op)
 end
 extend()
+flush()
 
 -- A status change of a record with a callback URL queues a notice: what
 -- the change left in the record's fields that a later change may write
@@ -246,21 +314,18 @@ if outcome == 'ok' and hascb then
   if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
 end
 
-local tenant, sender = '', ''
-if waited ~= '' then
-  local ts = redis.call('HMGET', key, 'tn', 'sn')
-  tenant, sender = ts[1] or '', ts[2] or ''
-end
+-- The wait indexes are keyed by tenant and sender: only an ended wait
+-- answers them.
+if waited == '' then tenant, sender = '', '' end
 
 if op == 'begin' then
   local res = {outcome, cur, notice, waited, tenant, sender}
   if lean then
     -- The payload has a key of its own (older records keep it in the hash).
     local body = (KEYS[3] and redis.call('GET', KEYS[3])) or redis.call('HGET', key, 'pl') or ''
-    local counts = redis.call('HMGET', key, 'a', 'fa')
     res[#res + 1] = again and '1' or '0'
-    res[#res + 1] = counts[1] or '0'
-    res[#res + 1] = counts[2] or '0'
+    res[#res + 1] = int(attempts)
+    res[#res + 1] = int(failures)
     res[#res + 1] = body
     return res
   end

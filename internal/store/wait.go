@@ -97,7 +97,7 @@ func (s *Store) Wait(ctx context.Context, rec *Record, task string, w Waiting, d
 	if err != nil {
 		return fmt.Errorf("wait %s: %w", rec.ID, err)
 	}
-	args := []any{"wait", string(rec.Status), w.Since.UnixMilli(), string(body), "", "", s.cfg.TTL.Milliseconds(), task}
+	args := s.scriptArgs("wait", rec.Status, w.Since, string(body), "", "", task)
 	if !pairSlot.IsZero() {
 		args = append(args, "="+fPairSlot, pairSlot.UnixMilli())
 	}

@@ -1,0 +1,123 @@
+package store_test
+
+import (
+	"bufio"
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatq/chatq/internal/redistest"
+	"github.com/chatq/chatq/internal/store"
+)
+
+// commands returns the Redis commands run since the last call, those
+// inside scripts included, by name (INFO commandstats, then CONFIG
+// RESETSTAT; neither is counted).
+func commands(tb testing.TB, rdb *redis.Client) map[string]int64 {
+	tb.Helper()
+	ctx := context.Background()
+	info, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+		tb.Fatal(err)
+	}
+	out := map[string]int64{}
+	sc := bufio.NewScanner(strings.NewReader(info))
+	for sc.Scan() {
+		name, stats, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "cmdstat_"), ":calls=")
+		if !ok || name == "info" || name == "config|resetstat" {
+			continue
+		}
+		calls, _, _ := strings.Cut(stats, ",")
+		n, _ := strconv.ParseInt(calls, 10, 64)
+		out[name] += n
+	}
+	return out
+}
+
+func total(counts map[string]int64) int64 {
+	var n int64
+	for _, c := range counts {
+		n += c
+	}
+	return n
+}
+
+// A send's take-up, its acceptance and each of its four webhooks read the
+// record once and write it once: no command per field changed, and no
+// expiry written again within the record's slack.
+func TestASendAndItsWebhooksCostFewCommands(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	st := store.New(rdb, store.Config{})
+	now := time.Now()
+	r := newRecord("cheap", "96996999601", "transactional", "", now)
+	warm := newRecord("warm", "96996999602", "transactional", "", now)
+	createAll(t, st, r, warm)
+	// The scripts loaded, as in a store that ran a while.
+	if _, _, err := st.Begin(ctx, "warm", now, store.Owner{}); err != nil {
+		t.Fatal(err)
+	}
+
+	rec, err := st.Peek(ctx, "cheap")
+	if err != nil || rec == nil {
+		t.Fatalf("peek: %v %v", rec, err)
+	}
+	commands(t, rdb)
+	if o, err := st.Take(ctx, rec, now, store.Owner{Worker: "w1", Task: "cheap"}); err != nil || o != store.Changed {
+		t.Fatalf("take: %s %v", o, err)
+	}
+	// The due entry, then the script: its one read, its one write, and
+	// the payload it answers.
+	if c := commands(t, rdb); total(c) > 5 {
+		t.Errorf("the take-up ran %d commands, want 5 at most: %v", total(c), c)
+	}
+	if _, err := st.Accept(ctx, rec, "pid-cheap", now); err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	// The script (read, drop the wait fields if any, write), the due
+	// entry, the provider id's mapping and its parking lot.
+	if c := commands(t, rdb); total(c) > 7 {
+		t.Errorf("the acceptance ran %d commands, want 7 at most: %v", total(c), c)
+	}
+	for i, s := range []store.Status{store.Enqueued, store.Sent, store.Delivered, store.Read} {
+		ev := store.Event{ID: "pid-cheap", Status: s, At: now.Add(time.Duration(i+1) * time.Second), Key: string(s)}
+		if res, err := st.ApplyEvent(ctx, ev); err != nil || res.Outcome != store.Changed {
+			t.Fatalf("%s: %+v %v", s, res, err)
+		}
+		// The script's read and write, and for the first the provider
+		// id's mapping, which the store remembers after.
+		most := int64(3)
+		if i == 0 {
+			most = 4
+		}
+		if c := commands(t, rdb); total(c) > most {
+			t.Errorf("the %s webhook ran %d commands, want %d at most: %v", s, total(c), most, c)
+		}
+	}
+	got, err := st.Get(ctx, "cheap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != store.Read || got.Attempts != 1 || got.OnWire || got.ProviderMessageID == nil || *got.ProviderMessageID != "pid-cheap" {
+		t.Errorf("record after its life: status %s, attempts %d, on the wire %v, provider id %v", got.Status, got.Attempts, got.OnWire, got.ProviderMessageID)
+	}
+	if want := []string{"queued", "sending", "submitted", "enqueued", "sent", "delivered", "read"}; strings.Join(statuses(got), " ") != strings.Join(want, " ") {
+		t.Errorf("history %v, want %v", statuses(got), want)
+	}
+	// Kept for the TTL (720h) from its last change, and no more than the
+	// slack (an hour) beyond.
+	for _, key := range []string{"chatq:m:{cheap}", "chatq:pl:{cheap}"} {
+		ttl := rdb.PTTL(ctx, key).Val()
+		if ttl < 720*time.Hour-time.Minute || ttl > 721*time.Hour {
+			t.Errorf("%s expires in %s, want between 720h and 721h", key, ttl)
+		}
+	}
+}

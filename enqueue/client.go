@@ -29,8 +29,38 @@ import (
 )
 
 // TaskSend is the asynq task type of a message send. Its payload is the job
-// id alone: the body stays in the record, out of the dashboard.
+// id, then, a line each, the record's tenant, sender, destination and type
+// (SendTask): the worker reads the conversation policy's state of the
+// recipient with the record, in one round trip. The body stays in the
+// record, out of the dashboard.
 const TaskSend = "message:send"
+
+// SendTask is what a TaskSend payload names. A payload of the id alone
+// (as written before the route was added) has the route empty.
+type SendTask struct {
+	ID                                string
+	Tenant, Sender, Destination, Type string
+}
+
+// Routed reports whether the payload carried the route.
+func (t SendTask) Routed() bool { return t.Destination != "" }
+
+// Payload encodes t.
+func (t SendTask) Payload() []byte {
+	if !t.Routed() {
+		return []byte(t.ID)
+	}
+	return []byte(t.ID + "\n" + t.Tenant + "\n" + t.Sender + "\n" + t.Destination + "\n" + t.Type)
+}
+
+// ParseSendTask decodes a TaskSend payload.
+func ParseSendTask(payload []byte) SendTask {
+	parts := strings.SplitN(string(payload), "\n", 5)
+	if len(parts) != 5 {
+		return SendTask{ID: string(payload)}
+	}
+	return SendTask{ID: parts[0], Tenant: parts[1], Sender: parts[2], Destination: parts[3], Type: parts[4]}
+}
 
 // Record is a message's job record, as the HTTP API returns it.
 type Record = store.Record
@@ -347,7 +377,8 @@ func (c *Client) enqueue(ctx context.Context, r *store.Record) error {
 	if r.SendAt != nil && r.SendAt.After(c.cfg.Now()) {
 		opts = append(opts, asynq.ProcessAt(*r.SendAt))
 	}
-	_, err := c.queue.EnqueueContext(ctx, asynq.NewTask(TaskSend, []byte(r.ID)), opts...)
+	task := SendTask{ID: r.ID, Tenant: r.Tenant, Sender: r.Sender, Destination: r.Destination, Type: r.Type}
+	_, err := c.queue.EnqueueContext(ctx, asynq.NewTask(TaskSend, task.Payload()), opts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		return nil
 	}

@@ -145,9 +145,10 @@ func TestSendStoresRecordAndTask(t *testing.T) {
 		}
 
 		task := f.task(t, tt.wantQueue, rec.ID)
-		if task.Type != enqueue.TaskSend || string(task.Payload) != rec.ID || task.Queue != tt.wantQueue || task.State != asynq.TaskStatePending {
-			t.Errorf("task = type %q payload %q queue %q state %v, want %q %q %q pending",
-				task.Type, task.Payload, task.Queue, task.State, enqueue.TaskSend, rec.ID, tt.wantQueue)
+		named := enqueue.SendTask{ID: rec.ID, Tenant: rec.Tenant, Sender: rec.Sender, Destination: dest, Type: "text"}
+		if task.Type != enqueue.TaskSend || enqueue.ParseSendTask(task.Payload) != named || task.Queue != tt.wantQueue || task.State != asynq.TaskStatePending {
+			t.Errorf("task = type %q payload %q queue %q state %v, want %q %+v %q pending",
+				task.Type, task.Payload, task.Queue, task.State, enqueue.TaskSend, named, tt.wantQueue)
 		}
 		if task.MaxRetry != 8 {
 			t.Errorf("task MaxRetry = %d, want the default 8", task.MaxRetry)
@@ -296,6 +297,23 @@ func batch(n int, keyPrefix string) []*enqueue.Message {
 		}
 	}
 	return msgs
+}
+
+// A task names its record and the record's recipient; a task of the id
+// alone, as written before, still names its record.
+func TestSendTaskPayload(t *testing.T) {
+	for _, task := range []enqueue.SendTask{
+		{ID: "01KB0000000000000000000000", Tenant: "acme", Sender: "15550001234", Destination: "4477100000011", Type: "template"},
+		{ID: "01KB0000000000000000000000", Tenant: "default", Destination: "4477100000011", Type: "text"},
+		{ID: "01KB0000000000000000000000"},
+	} {
+		if got := enqueue.ParseSendTask(task.Payload()); got != task {
+			t.Errorf("%+v came back as %+v", task, got)
+		}
+	}
+	if got := enqueue.ParseSendTask([]byte("01KB0000000000000000000000")); got.ID != "01KB0000000000000000000000" || got.Routed() {
+		t.Errorf("a payload of the id alone reads as %+v", got)
+	}
 }
 
 func TestSendBatch(t *testing.T) {

@@ -137,7 +137,8 @@ func (p Policy) Backoff(n int) time.Duration {
 // message held back waits with its status unchanged, and only a real send
 // attempt moves it to sending.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	id := string(t.Payload())
+	task := enqueue.ParseSendTask(t.Payload())
+	id := task.ID
 	h.metrics.HandlerRun()
 	// WithLazy: the fields are encoded only when a line is logged, which a
 	// successful send does at debug level alone.
@@ -147,7 +148,10 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Info("task skipped: the message was accepted, its acceptance is being recorded")
 		return nil
 	}
-	rec, err := h.store.Peek(ctx, id)
+	// The record and the policy's state of its recipient, in one round
+	// trip when the task names the recipient.
+	var pre policyRead
+	rec, err := h.store.PeekWith(ctx, id, h.readPolicy(ctx, task, &pre))
 	if err == nil && rec != nil && rec.Status == store.Dead {
 		// A dead letter's task runs again only when an operator runs it
 		// from asynq's archive (the dashboard's "run"): that is a retry,
@@ -185,7 +189,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Info("message expired before it was sent")
 		return nil
 	}
-	fallback, stop, err := h.checkPolicy(ctx, log, rec)
+	fallback, stop, err := h.checkPolicy(ctx, log, rec, pre)
 	if stop {
 		return err
 	}

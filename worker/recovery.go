@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -205,7 +206,7 @@ func (r *recovery) settle(ctx context.Context, entries []store.DueEntry) error {
 	for i, e := range sends {
 		ids[i] = e.ID
 	}
-	recs, err := r.store.GetMany(ctx, ids)
+	recs, err := r.store.PeekMany(ctx, ids)
 	if err != nil {
 		return fmt.Errorf("sweep: %w", err)
 	}
@@ -234,10 +235,21 @@ func (r *recovery) settle(ctx context.Context, entries []store.DueEntry) error {
 	// one after the other in the index's order: a template's messages
 	// released by its approval go out in the order chatq accepted them.
 	waited := make([]bool, len(recs))
+	queued, err := r.queuedTasks(ctx, recs)
+	if err != nil {
+		return err
+	}
+	var later []store.DueEntry
 	slots := make(chan struct{}, sweepParallel)
 	for i, rec := range recs {
 		if rec == nil || !rec.Status.Pending() {
 			ended = append(ended, sends[i])
+			continue
+		}
+		if queued[i] {
+			// Its task waits in asynq (a backlog, a retry): looked at
+			// again the later, the longer it has waited.
+			later = append(later, store.DueEntry{ID: rec.ID, At: now.Add(r.recheck(now, rec))})
 			continue
 		}
 		slots <- struct{}{}
@@ -261,10 +273,48 @@ func (r *recovery) settle(ctx context.Context, entries []store.DueEntry) error {
 			first = cmpErr(first, err)
 		}
 	}
+	if err := r.store.PostponeAll(ctx, later...); err != nil {
+		return err
+	}
 	if err := r.store.DropDue(ctx, ended...); err != nil {
 		return err
 	}
 	return first
+}
+
+// queuedTasks reports, for each of recs, whether it is a message queued or
+// retrying whose task waits in asynq: what most of a sweep is when a
+// backlog waits (a campaign's, or one left by a stopped worker). Their
+// tasks' states are read in one round trip, one command each, instead of
+// one look each (check).
+func (r *recovery) queuedTasks(ctx context.Context, recs []*store.Record) ([]bool, error) {
+	out := make([]bool, len(recs))
+	pipe := r.store.Redis().Pipeline()
+	states := make([]*redis.StringCmd, len(recs))
+	for i, rec := range recs {
+		if rec == nil || rec.Waiting != nil || (rec.Status != store.Queued && rec.Status != store.Retrying && rec.Status != store.Scheduled) {
+			continue
+		}
+		queue := cmp.Or(rec.Queue, enqueue.QueueFor(enqueue.Priority(rec.Priority)))
+		// asynq's own hash of the task (as the Inspector reads it).
+		states[i] = pipe.HGet(ctx, "asynq:{"+queue+"}:t:"+rec.TaskID, "state")
+	}
+	if pipe.Len() == 0 {
+		return out, nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("sweep: read task states: %w", err)
+	}
+	for i, c := range states {
+		if c == nil {
+			continue
+		}
+		switch c.Val() {
+		case "pending", "scheduled", "retry":
+			out[i] = true
+		}
+	}
+	return out, nil
 }
 
 func cmpErr(first, err error) error {

@@ -471,3 +471,51 @@ func TestUnrenewedLeaseRightAfterAnOutageIsNotJudged(t *testing.T) {
 		t.Errorf("the message has task %q, want a new one, %s-1", task, id)
 	}
 }
+
+// A backlog waiting in asynq (a campaign's, or one left by a stopped
+// worker) comes due on the index all at once: the sweeper reads the tasks'
+// states in one round trip and looks at them again later, a few commands a
+// message, not a full look each, and nothing about them changes.
+func TestABacklogCostsTheSweeperFewCommands(t *testing.T) {
+	g := newRig(t)
+	ctx := context.Background()
+	const n = 200
+	msgs := make([]*enqueue.Message, n)
+	for i := range msgs {
+		msgs[i] = &enqueue.Message{Destination: fmt.Sprintf("44207990%05d", i), Payload: &enqueue.Text{Message: "backlog"}}
+	}
+	res, err := g.client.SendBatch(ctx, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := g.store.Redis().(*redis.Client)
+	now := time.Now()
+	for _, r := range res {
+		if err := g.store.Postpone(ctx, r.Record.ID, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := New(rdb, fast(), g.ca, g.log.Named("worker")) // not started: the test sweeps
+	redistest.Commands(t, rdb)
+	seen, err := w.recovery.sweep(ctx)
+	if err != nil || seen != n {
+		t.Fatalf("sweep: %d entries, %v; want %d", seen, err, n)
+	}
+	// The records, their tasks' states, and one command for every later
+	// look; a few more for the sweep's own reads.
+	if c := redistest.Commands(t, rdb); redistest.Total(c) > 2*n+20 {
+		t.Errorf("sweeping a backlog of %d ran %d commands, want %d at most: %v", n, redistest.Total(c), 2*n+20, c)
+	}
+	for _, r := range res {
+		rec, err := g.store.Get(ctx, r.Record.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Status != store.Queued || rec.TaskID != r.Record.ID {
+			t.Fatalf("%s after the sweep: %s, task %s; want queued on its first task", rec.ID, rec.Status, rec.TaskID)
+		}
+	}
+	if due, err := g.store.Due(ctx, time.Now(), n); err != nil || len(due) != 0 {
+		t.Errorf("%d entries still due (%v): a backlog is looked at again later", len(due), err)
+	}
+}

@@ -311,8 +311,9 @@ func submittedSpan(ctx context.Context, st *store.Store, ids []string) (first, l
 	return first, last, nil
 }
 
-// waitUntilErr polls cond every 20ms until it holds, it fails, or timeout
-// passes.
+// waitUntilErr polls cond every 100ms until it holds, it fails, or timeout
+// passes. Not more often: cond reads a process's /metrics, whose CPU the
+// measurement counts.
 func waitUntilErr(ctx context.Context, timeout time.Duration, cond func() (bool, error)) error {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -329,7 +330,7 @@ func waitUntilErr(ctx context.Context, timeout time.Duration, cond func() (bool,
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

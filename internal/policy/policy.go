@@ -465,35 +465,50 @@ const (
 // without one. Templates were checked at enqueue and are not again.
 func (c *Checker) Decide(ctx context.Context, destination string, freeForm, hasFallback bool) (Verdict, *Error, error) {
 	// One round trip for both reads: this runs before every send.
-	checkWindow := freeForm && c.cfg.Window != WindowOff
 	pipe := c.rdb.Pipeline()
+	decide := c.Read(ctx, pipe, destination, freeForm)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return Refuse, nil, fmt.Errorf("read policy state of %s: %w", destination, err)
+	}
+	return decide(hasFallback)
+}
+
+// Read queues on pipe the reads Decide makes, so that a caller can send
+// them with its own, and returns the decision to call once pipe ran.
+func (c *Checker) Read(ctx context.Context, pipe redis.Pipeliner, destination string, freeForm bool) (decide func(hasFallback bool) (Verdict, *Error, error)) {
+	checkWindow := freeForm && c.cfg.Window != WindowOff
 	supp := c.Suppressions.queueGet(ctx, pipe, destination)
 	var win *redis.SliceCmd
 	if checkWindow {
 		win = c.Windows.queue(ctx, pipe, destination)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return Refuse, nil, fmt.Errorf("read policy state of %s: %w", destination, err)
+	return func(hasFallback bool) (Verdict, *Error, error) {
+		if err := supp.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return Refuse, nil, fmt.Errorf("read policy state of %s: %w", destination, err)
+		}
+		if win != nil && win.Err() != nil && !errors.Is(win.Err(), redis.Nil) {
+			return Refuse, nil, fmt.Errorf("read policy state of %s: %w", destination, win.Err())
+		}
+		s, err := parseSuppression(Normalize(destination), supp.Val()[0])
+		if err != nil {
+			return Refuse, nil, err
+		}
+		if s != nil {
+			return Refuse, suppressedError(s), nil
+		}
+		if !checkWindow {
+			return Send, nil, nil
+		}
+		w := parseWindow(win)
+		now := c.cfg.Now()
+		switch {
+		case c.cfg.Window.Allows(w, now):
+			return Send, nil, nil
+		case hasFallback:
+			return SendFallback, nil, nil
+		}
+		return Refuse, c.windowError(w, now), nil
 	}
-	s, err := parseSuppression(Normalize(destination), supp.Val()[0])
-	if err != nil {
-		return Refuse, nil, err
-	}
-	if s != nil {
-		return Refuse, suppressedError(s), nil
-	}
-	if !checkWindow {
-		return Send, nil, nil
-	}
-	w := parseWindow(win)
-	now := c.cfg.Now()
-	switch {
-	case c.cfg.Window.Allows(w, now):
-		return Send, nil, nil
-	case hasFallback:
-		return SendFallback, nil, nil
-	}
-	return Refuse, c.windowError(w, now), nil
 }
 
 // InWindow reports whether chatq saw destination write within the last

@@ -15,11 +15,14 @@
 package redistest
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net/url"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -211,4 +214,41 @@ func (s *Server) mustBePrivate(tb testing.TB, op string) {
 	case s.mini != nil:
 		tb.Fatalf("redistest: %s needs a private redis-server, but this is miniredis (check CanRestart first)", op)
 	}
+}
+
+// Commands returns the commands the server of c ran since the last call
+// (or its start), those inside scripts included, by name: from INFO
+// commandstats, which CONFIG RESETSTAT then clears; neither of the two
+// counts. A test on a server that counts nothing (miniredis) is skipped.
+func Commands(tb testing.TB, c *redis.Client) map[string]int64 {
+	tb.Helper()
+	ctx := context.Background()
+	info, err := c.Info(ctx, "commandstats").Result()
+	if err != nil || !strings.Contains(info, "cmdstat_") {
+		tb.Skipf("redistest: the server counts no commands (%v)", err)
+	}
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		tb.Fatal(err)
+	}
+	out := map[string]int64{}
+	sc := bufio.NewScanner(strings.NewReader(info))
+	for sc.Scan() {
+		name, stats, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "cmdstat_"), ":calls=")
+		if !ok || name == "info" || name == "config|resetstat" {
+			continue
+		}
+		calls, _, _ := strings.Cut(stats, ",")
+		n, _ := strconv.ParseInt(calls, 10, 64)
+		out[name] += n
+	}
+	return out
+}
+
+// Total sums counts of Commands.
+func Total(counts map[string]int64) int64 {
+	var n int64
+	for _, c := range counts {
+		n += c
+	}
+	return n
 }

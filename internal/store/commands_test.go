@@ -1,53 +1,14 @@
 package store_test
 
 import (
-	"bufio"
 	"context"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/chatq/chatq/internal/redistest"
 	"github.com/chatq/chatq/internal/store"
 )
-
-// commands returns the Redis commands run since the last call, those
-// inside scripts included, by name (INFO commandstats, then CONFIG
-// RESETSTAT; neither is counted).
-func commands(tb testing.TB, rdb *redis.Client) map[string]int64 {
-	tb.Helper()
-	ctx := context.Background()
-	info, err := rdb.Info(ctx, "commandstats").Result()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
-		tb.Fatal(err)
-	}
-	out := map[string]int64{}
-	sc := bufio.NewScanner(strings.NewReader(info))
-	for sc.Scan() {
-		name, stats, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "cmdstat_"), ":calls=")
-		if !ok || name == "info" || name == "config|resetstat" {
-			continue
-		}
-		calls, _, _ := strings.Cut(stats, ",")
-		n, _ := strconv.ParseInt(calls, 10, 64)
-		out[name] += n
-	}
-	return out
-}
-
-func total(counts map[string]int64) int64 {
-	var n int64
-	for _, c := range counts {
-		n += c
-	}
-	return n
-}
 
 // A send's take-up, its acceptance and each of its four webhooks read the
 // record once and write it once: no command per field changed, and no
@@ -70,22 +31,22 @@ func TestASendAndItsWebhooksCostFewCommands(t *testing.T) {
 	if err != nil || rec == nil {
 		t.Fatalf("peek: %v %v", rec, err)
 	}
-	commands(t, rdb)
+	redistest.Commands(t, rdb)
 	if o, err := st.Take(ctx, rec, now, store.Owner{Worker: "w1", Task: "cheap"}); err != nil || o != store.Changed {
 		t.Fatalf("take: %s %v", o, err)
 	}
 	// The due entry, then the script: its one read, its one write, and
 	// the payload it answers.
-	if c := commands(t, rdb); total(c) > 5 {
-		t.Errorf("the take-up ran %d commands, want 5 at most: %v", total(c), c)
+	if c := redistest.Commands(t, rdb); redistest.Total(c) > 5 {
+		t.Errorf("the take-up ran %d commands, want 5 at most: %v", redistest.Total(c), c)
 	}
 	if _, err := st.Accept(ctx, rec, "pid-cheap", now); err != nil {
 		t.Fatalf("accept: %v", err)
 	}
 	// The script (read, drop the wait fields if any, write), the due
 	// entry, the provider id's mapping and its parking lot.
-	if c := commands(t, rdb); total(c) > 7 {
-		t.Errorf("the acceptance ran %d commands, want 7 at most: %v", total(c), c)
+	if c := redistest.Commands(t, rdb); redistest.Total(c) > 7 {
+		t.Errorf("the acceptance ran %d commands, want 7 at most: %v", redistest.Total(c), c)
 	}
 	for i, s := range []store.Status{store.Enqueued, store.Sent, store.Delivered, store.Read} {
 		ev := store.Event{ID: "pid-cheap", Status: s, At: now.Add(time.Duration(i+1) * time.Second), Key: string(s)}
@@ -98,8 +59,8 @@ func TestASendAndItsWebhooksCostFewCommands(t *testing.T) {
 		if i == 0 {
 			most = 4
 		}
-		if c := commands(t, rdb); total(c) > most {
-			t.Errorf("the %s webhook ran %d commands, want %d at most: %v", s, total(c), most, c)
+		if c := redistest.Commands(t, rdb); redistest.Total(c) > most {
+			t.Errorf("the %s webhook ran %d commands, want %d at most: %v", s, redistest.Total(c), most, c)
 		}
 	}
 	got, err := st.Get(ctx, "cheap")

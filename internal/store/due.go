@@ -118,6 +118,21 @@ func (s *Store) Postpone(ctx context.Context, id string, at time.Time) error {
 	return nil
 }
 
+// PostponeAll is Postpone for many entries (their At), in one command.
+func (s *Store) PostponeAll(ctx context.Context, entries ...DueEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	zs := make([]redis.Z, len(entries))
+	for i, e := range entries {
+		zs[i] = redis.Z{Score: float64(e.At.UnixMilli()), Member: e.ID}
+	}
+	if err := s.rdb.ZAdd(ctx, dueKey, zs...).Err(); err != nil {
+		return fmt.Errorf("postpone %d due entries: %w", len(entries), err)
+	}
+	return nil
+}
+
 // Grace is how long after a new task is written (or a retry is due) its
 // record waits on the due index before the sweeper looks at it.
 func (s *Store) Grace() time.Duration { return s.cfg.DueGrace }

@@ -181,6 +181,9 @@ type LaneTask struct {
 	LaneEntry
 	// Queue is the asynq queue of the record's task.
 	Queue string
+	// Tenant, Sender, Destination and Type are the record's, which its
+	// task names.
+	Tenant, Sender, Destination, Type string
 	// Live is false when the entry is stale: its record is gone, no
 	// longer pending, or has another task since.
 	Live bool
@@ -192,7 +195,7 @@ func (s *Store) LaneTasks(ctx context.Context, entries []LaneEntry) ([]LaneTask,
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(entries))
 	for i, e := range entries {
-		cmds[i] = pipe.HMGet(ctx, recordKey(e.RecordID()), fStatus, fQueue, fTask)
+		cmds[i] = pipe.HMGet(ctx, recordKey(e.RecordID()), fStatus, fQueue, fTask, fTenant, fSender, fDest, fType)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("read lane records: %w", err)
@@ -201,12 +204,17 @@ func (s *Store) LaneTasks(ctx context.Context, entries []LaneEntry) ([]LaneTask,
 	for i, e := range entries {
 		out[i].LaneEntry = e
 		v := cmds[i].Val()
-		if len(v) != 3 {
+		if len(v) != 7 {
 			continue
 		}
 		st, _ := v[0].(string)
 		q, _ := v[1].(string)
 		tid, _ := v[2].(string)
+		tn, _ := v[3].(string)
+		out[i].Sender, _ = v[4].(string)
+		out[i].Destination, _ = v[5].(string)
+		out[i].Type, _ = v[6].(string)
+		out[i].Tenant = cmp.Or(tn, DefaultTenant)
 		out[i].Queue = q
 		out[i].Live = Status(st).Pending() && cmp.Or(tid, e.RecordID()) == e.Task
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -166,10 +167,22 @@ var peekFields = []string{fStatus, fDest, fType, fPriority, fTenant, fSender, fC
 // (Record without its history, metadata and payload), for a look before
 // the send: nil when there is no record.
 func (s *Store) Peek(ctx context.Context, id string) (*Record, error) {
-	vals, err := s.rdb.HMGet(ctx, recordKey(id), peekFields...).Result()
-	if err != nil {
+	return s.PeekWith(ctx, id, nil)
+}
+
+// PeekWith is Peek with the reads that also queues on the pipeline sent in
+// the same round trip (a send's policy reads): their commands hold their
+// answers once it returns, unless it fails.
+func (s *Store) PeekWith(ctx context.Context, id string, also func(pipe redis.Pipeliner)) (*Record, error) {
+	pipe := s.rdb.Pipeline()
+	cmd := pipe.HMGet(ctx, recordKey(id), peekFields...)
+	if also != nil {
+		also(pipe)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("read %s: %w", id, err)
 	}
+	vals := cmd.Val()
 	h := make(map[string]string, len(peekFields))
 	for i, v := range vals {
 		if v, ok := v.(string); ok {
@@ -180,6 +193,42 @@ func (s *Store) Peek(ctx context.Context, id string) (*Record, error) {
 		return nil, nil
 	}
 	return parseRecord(id, h)
+}
+
+// sweepFields are peekFields and what the sweeper needs to tell a lost
+// send: its owner, and whether it was on the wire.
+var sweepFields = append(slices.Clip(peekFields), fOwner, fWire)
+
+// PeekMany is Peek for many records, in one round trip, with the owner of
+// a send and whether it was on the wire (Record.Owner, OnWire), for the
+// sweeper; a record that does not exist is nil.
+func (s *Store) PeekMany(ctx context.Context, ids []string) ([]*Record, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HMGet(ctx, recordKey(id), sweepFields...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read records: %w", err)
+	}
+	out := make([]*Record, len(ids))
+	for i, c := range cmds {
+		h := make(map[string]string, len(sweepFields))
+		for j, v := range c.Val() {
+			if v, ok := v.(string); ok {
+				h[sweepFields[j]] = v
+			}
+		}
+		if h[fStatus] == "" {
+			continue
+		}
+		r, err := parseRecord(ids[i], h)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = r
+	}
+	return out, nil
 }
 
 // WaitingCounts returns, for each of senders ("" for the deployment's

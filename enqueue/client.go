@@ -45,12 +45,17 @@ type SendTask struct {
 // Routed reports whether the payload carried the route.
 func (t SendTask) Routed() bool { return t.Destination != "" }
 
-// Payload encodes t.
+// Payload encodes t. The default tenant is left out: most tasks are its,
+// and a queued task's bytes are Redis memory.
 func (t SendTask) Payload() []byte {
 	if !t.Routed() {
 		return []byte(t.ID)
 	}
-	return []byte(t.ID + "\n" + t.Tenant + "\n" + t.Sender + "\n" + t.Destination + "\n" + t.Type)
+	tenant := t.Tenant
+	if tenant == store.DefaultTenant {
+		tenant = ""
+	}
+	return []byte(t.ID + "\n" + tenant + "\n" + t.Sender + "\n" + t.Destination + "\n" + t.Type)
 }
 
 // ParseSendTask decodes a TaskSend payload.
@@ -59,7 +64,7 @@ func ParseSendTask(payload []byte) SendTask {
 	if len(parts) != 5 {
 		return SendTask{ID: string(payload)}
 	}
-	return SendTask{ID: parts[0], Tenant: parts[1], Sender: parts[2], Destination: parts[3], Type: parts[4]}
+	return SendTask{ID: parts[0], Tenant: cmp.Or(parts[1], store.DefaultTenant), Sender: parts[2], Destination: parts[3], Type: parts[4]}
 }
 
 // Record is a message's job record, as the HTTP API returns it.

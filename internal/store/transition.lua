@@ -49,18 +49,22 @@ local key = KEYS[1]
 local op, new, now, entry, dedupe, err, task = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[8]
 local ttl, wall, slack = tonumber(ARGV[7]), tonumber(ARGV[9]), tonumber(ARGV[10])
 
--- The given fields (ARGV[11..]) are read with the record: whether one is
--- still empty decides whether it is set.
+-- The given fields (ARGV[11..]), each {name, value, where}: one set when
+-- still empty is read with the record (where: its place in the answer).
 local read = {'s', 'tid', 'wt', 'cb', 'h', 'hn', 'a', 'fa', 'wr', 'am', 'ps', 'xp', 'tn', 'sn', 'pid'}
-local fixed = #read
 local given = {}
 local lean = false
 for i = 11, #ARGV, 2 do
-  if ARGV[i] == '?lean' then
+  local name = ARGV[i]
+  if name == '?lean' then
     lean = true
   else
-    given[#given + 1] = ARGV[i]
-    read[#read + 1] = ARGV[i]
+    local mode, where = string.sub(name, 1, 1), nil
+    if mode ~= '!' and mode ~= '=' and name ~= 'pr' then
+      read[#read + 1] = name
+      where = #read
+    end
+    given[#given + 1] = {name, ARGV[i + 1], where}
   end
 end
 if dedupe ~= '' then read[#read + 1] = dedupe end
@@ -124,8 +128,8 @@ end
 
 local owned = {}
 local billed = 0
-for i, name in ipairs(given) do
-  local value = ARGV[10 + 2 * i]
+for _, g in ipairs(given) do
+  local name, value, where = g[1], g[2], g[3]
   local mode = string.sub(name, 1, 1)
   if mode == '!' then
     owned[#owned + 1] = string.sub(name, 2)
@@ -134,7 +138,7 @@ for i, name in ipairs(given) do
     set[string.sub(name, 2)] = value
   elseif name == 'pr' then
     set.pr = value
-  elseif not got[fixed + i] and set[name] == nil then
+  elseif not got[where] and set[name] == nil then
     set[name] = value
     if name == 'bl' then billed = 1 end
   end

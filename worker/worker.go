@@ -169,14 +169,21 @@ type Worker struct {
 	once   sync.Once
 	// stopConv stops the conversation's background work (policy.go).
 	stopConv func()
+	// notifier enqueues status callbacks in the background.
+	notifier *callback.Notifier
 }
+
+// notifyInFlight bounds the callback tasks a worker enqueues in the
+// background at once: about its sends' two status changes each.
+const notifyInFlight = 256
 
 // New returns a Worker that takes tasks from rdb and sends them through
 // sender.
 func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) *Worker {
 	cfg.withDefaults()
-	// Status changes of records with a callback URL enqueue their callback.
-	notifier := callback.NewNotifier(asynq.NewClientFromRedisClient(rdb), log.Named("callback"))
+	// Status changes of records with a callback URL enqueue their callback,
+	// outside the send that made them.
+	notifier := callback.NewNotifier(asynq.NewClientFromRedisClient(rdb), log.Named("callback")).Background(notifyInFlight)
 	st := store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: notifier, Counter: cfg.Counter, SendLease: cfg.SendLease, DueGrace: cfg.DueGrace,
 		OrderRecheck: cfg.OrderRecheck})
 	id := workerID()
@@ -223,7 +230,7 @@ func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) 
 		LogLevel:                 asynq.WarnLevel,
 	})
 	fd := &feeder{store: st, client: rec.client, handler: h, worker: id, horizon: cfg.Flow.Horizon, log: log.Named("feeder")}
-	return &Worker{cfg: cfg, srv: srv, handler: h, recovery: rec, feeder: fd, log: log}
+	return &Worker{cfg: cfg, srv: srv, handler: h, recovery: rec, feeder: fd, log: log, notifier: notifier}
 }
 
 // retryOption maps "no retries" onto enqueue.Config's convention.
@@ -267,6 +274,7 @@ func (w *Worker) Shutdown() {
 		if w.stop == nil {
 			w.handler.senders.stop()
 			w.srv.Shutdown()
+			w.notifier.Wait()
 			return
 		}
 		w.stopConv()
@@ -283,5 +291,7 @@ func (w *Worker) Shutdown() {
 		defer cancel()
 		w.handler.unrecorded.flush(ctx)
 		w.recovery.stop(ctx)
+		// The callbacks of the last changes are enqueued.
+		w.notifier.Wait()
 	})
 }

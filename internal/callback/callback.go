@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -64,6 +65,10 @@ type statusTask struct {
 type Notifier struct {
 	q   *asynq.Client
 	log *zap.Logger
+	// slots, when set, bound the enqueues running in the background
+	// (Background); wg counts them.
+	slots chan struct{}
+	wg    sync.WaitGroup
 }
 
 // NewNotifier returns a Notifier that enqueues through q, which stays the
@@ -75,9 +80,42 @@ func NewNotifier(q *asynq.Client, log *zap.Logger) *Notifier {
 	return &Notifier{q: q, log: log}
 }
 
+// Background makes Notify return at once, its task enqueued by a goroutine
+// of its own, up to inFlight at a time (beyond that, Notify enqueues before
+// it returns): a status change made in a send (taken up, submitted) does
+// not wait for its callback's task. A task lost with the process costs
+// nothing but time: its notice is stored with the change, and the sweeper
+// delivers it. Wait waits for those in flight. It returns n.
+func (n *Notifier) Background(inFlight int) *Notifier {
+	n.slots = make(chan struct{}, inFlight)
+	return n
+}
+
+// Wait waits until the enqueues running in the background are done.
+func (n *Notifier) Wait() { n.wg.Wait() }
+
 // Notify enqueues the task of notice seq of message id. A failure is
 // logged and otherwise left to the sweeper: the notice is stored already.
 func (n *Notifier) Notify(ctx context.Context, id string, seq int64) {
+	if n.slots != nil {
+		select {
+		case n.slots <- struct{}{}:
+			n.wg.Add(1)
+			go func() {
+				defer func() {
+					<-n.slots
+					n.wg.Done()
+				}()
+				n.enqueue(context.WithoutCancel(ctx), id, seq)
+			}()
+			return
+		default:
+		}
+	}
+	n.enqueue(ctx, id, seq)
+}
+
+func (n *Notifier) enqueue(ctx context.Context, id string, seq int64) {
 	b, _ := json.Marshal(statusTask{ID: id, Seq: seq})
 	_, err := n.q.EnqueueContext(ctx, asynq.NewTask(TaskStatus, b),
 		asynq.Queue(Queue), asynq.MaxRetry(MaxRetry), asynq.TaskID(statusTaskID(id, seq)))

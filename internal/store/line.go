@@ -163,19 +163,31 @@ func (s *Store) Release(ctx context.Context, rec *Record) (*Record, error) {
 	if !rec.Ordered {
 		return nil, nil
 	}
-	key := lineKey(rec)
 	// One round trip in the common case: a line left empty (a campaign's
 	// one message to each recipient).
 	pipe := s.rdb.Pipeline()
-	pipe.LRem(ctx, key, 1, rec.ID)
-	first := pipe.LIndex(ctx, key, 0)
+	first := leave(ctx, pipe, rec)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("release %s: %w", rec.ID, err)
 	}
+	return s.nextAfter(ctx, rec, first)
+}
+
+// leave queues on pipe rec's leaving its line, and the read of the line's
+// first entry after it, for nextAfter.
+func leave(ctx context.Context, pipe redis.Pipeliner, rec *Record) *redis.StringCmd {
+	key := lineKey(rec)
+	pipe.LRem(ctx, key, 1, rec.ID)
+	return pipe.LIndex(ctx, key, 0)
+}
+
+// nextAfter returns the record that waits for its turn first in rec's
+// line, which rec left (leave, whose first entry is first), nil if none.
+func (s *Store) nextAfter(ctx context.Context, rec *Record, first *redis.StringCmd) (*Record, error) {
 	if errors.Is(first.Err(), redis.Nil) {
 		return nil, nil
 	}
-	next, err := s.head(ctx, key)
+	next, err := s.head(ctx, lineKey(rec))
 	if err != nil {
 		return nil, fmt.Errorf("release %s: %w", rec.ID, err)
 	}

@@ -1023,10 +1023,6 @@ func (s *Store) submit(ctx context.Context, rec *Record, providerID string, at t
 	var cmd *redis.Cmd
 	var parked *redis.StringSliceCmd
 	var first *redis.StringCmd
-	line := ""
-	if rec.Ordered {
-		line = lineKey(rec)
-	}
 	submit := func(pipe redis.Pipeliner) {
 		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), s.transitionArgs("submit", Change{Status: Submitted, At: at, ProviderID: providerID})...)
 		pipe.ZRem(ctx, dueKey, id)
@@ -1038,11 +1034,10 @@ func (s *Store) submit(ctx context.Context, rec *Record, providerID string, at t
 	mapping := func(pipe redis.Pipeliner) {
 		pipe.Set(ctx, refKey(providerID), id, s.cfg.TTL)
 		parked = pipe.LRange(ctx, parkKey(providerID), 0, -1)
-		if line != "" {
+		if rec.Ordered {
 			// After the record on one connection: the next message is
 			// let go only once this one left chatq's phase.
-			pipe.LRem(ctx, line, 1, id)
-			first = pipe.LIndex(ctx, line, 0)
+			first = leave(ctx, pipe, rec)
 		}
 	}
 	var err error
@@ -1080,14 +1075,11 @@ func (s *Store) submit(ctx context.Context, rec *Record, providerID string, at t
 			return o, nil, err
 		}
 	}
-	if first == nil || errors.Is(first.Err(), redis.Nil) {
+	if first == nil {
 		return o, nil, nil
 	}
-	next, err := s.head(ctx, line)
-	if err != nil {
-		return o, nil, fmt.Errorf("release %s: %w", id, err)
-	}
-	return o, next, nil
+	next, err := s.nextAfter(ctx, rec, first)
+	return o, next, err
 }
 
 // exec runs the pipeline that build fills. When Redis has lost its script

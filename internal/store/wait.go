@@ -182,11 +182,16 @@ func (s *Store) PeekWith(ctx context.Context, id string, also func(pipe redis.Pi
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("read %s: %w", id, err)
 	}
-	vals := cmd.Val()
-	h := make(map[string]string, len(peekFields))
+	return peeked(id, peekFields, cmd.Val())
+}
+
+// peeked parses the values an HMGET of fields read of record id: nil when
+// there is no record.
+func peeked(id string, fields []string, vals []any) (*Record, error) {
+	h := make(map[string]string, len(fields))
 	for i, v := range vals {
 		if v, ok := v.(string); ok {
-			h[peekFields[i]] = v
+			h[fields[i]] = v
 		}
 	}
 	if h[fStatus] == "" {
@@ -213,16 +218,7 @@ func (s *Store) PeekMany(ctx context.Context, ids []string) ([]*Record, error) {
 	}
 	out := make([]*Record, len(ids))
 	for i, c := range cmds {
-		h := make(map[string]string, len(sweepFields))
-		for j, v := range c.Val() {
-			if v, ok := v.(string); ok {
-				h[sweepFields[j]] = v
-			}
-		}
-		if h[fStatus] == "" {
-			continue
-		}
-		r, err := parseRecord(ids[i], h)
+		r, err := peeked(ids[i], sweepFields, c.Val())
 		if err != nil {
 			return nil, err
 		}

@@ -32,10 +32,12 @@ func (c DefaultChooser) Choose(_ context.Context, tenant, _ string) (Sender, err
 // WindowChooser chooses as the contract says: among the tenant's senders,
 // the one whose 24h window with the recipient is open (the one the user
 // wrote to last, when several are), else the one the tenant last submitted
-// a message to the recipient from (store.LastSenderKey), else the tenant's
-// default sender. A free-form reply thus goes from the number the user
-// wrote to, and a conversation stays on one number. A tenant with one
-// sender costs no round trip; with more, one pipelined read.
+// a message to the recipient from (the sender of its newest record there,
+// store.QueueNewestTo), else the tenant's default sender. A free-form reply
+// thus goes from the number the user wrote to, and a conversation stays on
+// one number. A tenant with one sender costs no round trip; with more, one
+// pipelined read, and one more to read the last sender when no window is
+// open.
 type WindowChooser struct {
 	Registry *Registry
 	// Policy knows the senders' windows.
@@ -61,7 +63,7 @@ func (c WindowChooser) Choose(ctx context.Context, tenant, destination string) (
 	for i, x := range all {
 		wins[i] = c.Policy.WindowsOf(x.Number).Queue(ctx, pipe, destination)
 	}
-	last := pipe.Get(ctx, store.LastSenderKey(tenant, destination))
+	newest := store.QueueNewestTo(ctx, pipe, tenant, destination)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Sender{}, fmt.Errorf("choose a sender of %s: %w", tenant, err)
 	}
@@ -78,7 +80,11 @@ func (c WindowChooser) Choose(ctx context.Context, tenant, destination string) (
 	if best >= 0 {
 		return all[best], nil
 	}
-	if n := last.Val(); n != "" {
+	if ids := newest.Val(); len(ids) == 1 {
+		n, err := store.SenderOf(ctx, c.Redis, ids[0])
+		if err != nil {
+			return Sender{}, fmt.Errorf("choose a sender of %s: %w", tenant, err)
+		}
 		for _, x := range all {
 			if x.Number == n {
 				return x, nil

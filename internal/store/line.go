@@ -13,9 +13,12 @@ import (
 )
 
 // A conversation's line keeps its messages in the order chatq accepted
-// them (CONTRACT.md "Conversation order"): a Redis list of record ids per
-// sender, recipient and priority. An ordered record is pushed to its line
-// when it is created; only the first in line has a task, the others wait
+// them (CONTRACT.md "Conversation order"), per sender, recipient and
+// priority: its first message (a string key, the line's head) and a Redis
+// list of record ids behind it. A conversation of one message at a time,
+// the most common by far, costs one small string (a list costs a queued
+// message about 110 bytes more). An ordered record joins its line when it
+// is created; only the first in line has a task, the others wait
 // (WaitConversationOrder) without one. When the first leaves chatq's phase
 // (submitted, dead, expired, canceled) it leaves the line, and the next gets
 // its turn: from the worker that recorded the outcome (Release, Turn), or
@@ -23,15 +26,19 @@ import (
 // due entry some time later, which has the sweeper check its line (First):
 // a release lost with its worker costs that delay, never a stuck message.
 
-// lineKey is the line of rec's conversation. Its hash tag is the sender's
-// and the recipient's, apart from the record's: it is written by commands
-// of its own.
-func lineKey(rec *Record) string {
+// lineKeys are the keys of the line of rec's conversation: its head, and
+// the list behind it. The first in line is the head when it is set, else
+// the first of the list (a line written before lines had a head is a list
+// alone, its first message first). Their hash tag is the sender's and the
+// recipient's, apart from the record's: they are written by commands of
+// their own.
+func lineKeys(rec *Record) []string {
 	sender := rec.Sender
 	if sender == "" {
 		sender = "default"
 	}
-	return "chatq:line:{" + sender + ":" + strings.TrimPrefix(rec.Destination, "+") + "}:" + rec.Priority
+	tag := "{" + sender + ":" + strings.TrimPrefix(rec.Destination, "+") + "}:" + rec.Priority
+	return []string{"chatq:lh:" + tag, "chatq:line:" + tag}
 }
 
 // lineGrace is how long a line entry whose record does not exist is taken
@@ -44,16 +51,41 @@ const lineGrace = 30 * time.Second
 // the next look drops the rest.
 const maxSkipped = 100
 
-// joinScript pushes ARGV[1] to the line KEYS[1] unless it is there already
-// (a producer died after the push, and its retry creates the record), and
-// makes the line live until ARGV[2] (unix ms) at least. It returns the
-// entry's position.
+// joinScript puts ARGV[1] in the line of head KEYS[1] and list KEYS[2]:
+// as its head when the line is empty, else at the end of the list, and
+// makes the line live until ARGV[2] (unix ms) at least. With ARGV[3] set
+// (a repeated idempotency key: a producer may have died after the join,
+// and its retry creates the record) an id in the line already stays where
+// it is. It returns the id's place in the line, 0 for first.
 var joinScript = redis.NewScript(`
-local at = redis.call('LPOS', KEYS[1], ARGV[1])
-if not at then at = redis.call('RPUSH', KEYS[1], ARGV[1]) - 1 end
-redis.call('PEXPIREAT', KEYS[1], ARGV[2], 'NX')
-redis.call('PEXPIREAT', KEYS[1], ARGV[2], 'GT')
+local h = redis.call('GET', KEYS[1])
+if h == ARGV[1] then return 0 end
+if not h and redis.call('LLEN', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+  return 0
+end
+local at = ARGV[3] == '1' and redis.call('LPOS', KEYS[2], ARGV[1])
+if not at then at = redis.call('RPUSH', KEYS[2], ARGV[1]) - 1 end
+redis.call('PEXPIREAT', KEYS[2], ARGV[2], 'NX')
+redis.call('PEXPIREAT', KEYS[2], ARGV[2], 'GT')
+if h then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2], 'GT')
+  at = at + 1
+end
 return at`)
+
+// leaveScript takes ARGV[1] out of the line of head KEYS[1] and list
+// KEYS[2], and returns the line's first id after it (false for an empty
+// line).
+var leaveScript = redis.NewScript(`
+local h = redis.call('GET', KEYS[1])
+if h == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('LREM', KEYS[2], 1, ARGV[1])
+  if h then return h end
+end
+return redis.call('LINDEX', KEYS[2], 0)`)
 
 // joinLines pushes the ordered records of a batch being created to their
 // lines, in the batch's order, and returns those that are not first in
@@ -90,28 +122,22 @@ func (s *Store) joinLines(ctx context.Context, recs []*Record, repeated []bool, 
 			exists[i] = cmds[j].Val() == 1
 		}
 	}
-	pushes := make(map[int]*redis.IntCmd, len(ordered))
-	joins := make(map[int]*redis.Cmd)
+	joins := make(map[int]*redis.Cmd, len(ordered))
 	err := s.exec(ctx, func(pipe redis.Pipeliner) {
 		for _, i := range ordered {
 			r := recs[i]
-			key := lineKey(r)
-			switch {
-			case exists[i]:
-				// Answered by the existing record.
-			case repeated[i]:
-				joins[i] = joinScript.EvalSha(ctx, pipe, []string{key}, r.ID, s.life(r).UnixMilli())
-			default:
-				pushes[i] = pipe.RPush(ctx, key, r.ID)
-				extendAt(ctx, pipe, key, s.life(r))
+			if exists[i] {
+				continue // answered by the existing record
 			}
+			again := ""
+			if repeated[i] {
+				again = "1"
+			}
+			joins[i] = joinScript.EvalSha(ctx, pipe, lineKeys(r), r.ID, s.life(r).UnixMilli(), again)
 		}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("join lines: %w", err)
-	}
-	for i, c := range pushes {
-		held[i] = c.Val() > 1
 	}
 	for i, c := range joins {
 		n, err := c.Int64()
@@ -137,15 +163,15 @@ func (s *Store) wakeHeld(ctx context.Context, held []*Record) error {
 		return nil
 	}
 	pipe := s.rdb.Pipeline()
-	heads := make([]*redis.StringCmd, len(held))
+	heads := make([]func() string, len(held))
 	for i, r := range held {
-		heads[i] = pipe.LIndex(ctx, lineKey(r), 0)
+		heads[i] = queueFirst(ctx, pipe, r)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("read lines: %w", err)
 	}
 	for i, r := range held {
-		if heads[i].Val() == r.ID {
+		if heads[i]() == r.ID {
 			if err := s.Postpone(ctx, r.ID, time.Now()); err != nil {
 				return err
 			}
@@ -165,29 +191,26 @@ func (s *Store) Release(ctx context.Context, rec *Record) (*Record, error) {
 	}
 	// One round trip in the common case: a line left empty (a campaign's
 	// one message to each recipient).
-	pipe := s.rdb.Pipeline()
-	first := leave(ctx, pipe, rec)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	var first *redis.Cmd
+	if err := s.exec(ctx, func(pipe redis.Pipeliner) { first = leave(ctx, pipe, rec) }); err != nil {
 		return nil, fmt.Errorf("release %s: %w", rec.ID, err)
 	}
 	return s.nextAfter(ctx, rec, first)
 }
 
-// leave queues on pipe rec's leaving its line, and the read of the line's
+// leave queues on pipe rec's leaving its line; the answer is the line's
 // first entry after it, for nextAfter.
-func leave(ctx context.Context, pipe redis.Pipeliner, rec *Record) *redis.StringCmd {
-	key := lineKey(rec)
-	pipe.LRem(ctx, key, 1, rec.ID)
-	return pipe.LIndex(ctx, key, 0)
+func leave(ctx context.Context, pipe redis.Pipeliner, rec *Record) *redis.Cmd {
+	return leaveScript.EvalSha(ctx, pipe, lineKeys(rec), rec.ID)
 }
 
 // nextAfter returns the record that waits for its turn first in rec's
-// line, which rec left (leave, whose first entry is first), nil if none.
-func (s *Store) nextAfter(ctx context.Context, rec *Record, first *redis.StringCmd) (*Record, error) {
+// line, which rec left (leave, whose answer is first), nil if none.
+func (s *Store) nextAfter(ctx context.Context, rec *Record, first *redis.Cmd) (*Record, error) {
 	if errors.Is(first.Err(), redis.Nil) {
 		return nil, nil
 	}
-	next, err := s.head(ctx, lineKey(rec))
+	next, err := s.head(ctx, rec)
 	if err != nil {
 		return nil, fmt.Errorf("release %s: %w", rec.ID, err)
 	}
@@ -235,17 +258,34 @@ func (s *Store) stepOutIDs(ctx context.Context, ids []string) error {
 	return nil
 }
 
-// head returns the first record of line key if it waits for its turn,
+// queueFirst queues on pipe the read of the first id of rec's line; the
+// function it returns gives it ("" for an empty line) once pipe ran.
+func queueFirst(ctx context.Context, pipe redis.Pipeliner, rec *Record) func() string {
+	keys := lineKeys(rec)
+	head := pipe.Get(ctx, keys[0])
+	first := pipe.LIndex(ctx, keys[1], 0)
+	return func() string {
+		if h := head.Val(); h != "" {
+			return h
+		}
+		return first.Val()
+	}
+}
+
+// head returns the first record of rec's line if it waits for its turn,
 // dropping the entries of messages that ended (or were never written) on
 // the way.
-func (s *Store) head(ctx context.Context, key string) (*Record, error) {
+func (s *Store) head(ctx context.Context, rec *Record) (*Record, error) {
+	keys := lineKeys(rec)
 	for range maxSkipped {
-		id, err := s.rdb.LIndex(ctx, key, 0).Result()
-		if errors.Is(err, redis.Nil) {
-			return nil, nil
-		}
-		if err != nil {
+		pipe := s.rdb.Pipeline()
+		first := queueFirst(ctx, pipe, rec)
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("read line: %w", err)
+		}
+		id := first()
+		if id == "" {
+			return nil, nil
 		}
 		rec, err := s.Peek(ctx, id)
 		if err != nil {
@@ -261,7 +301,7 @@ func (s *Store) head(ctx context.Context, key string) (*Record, error) {
 			}
 			return nil, nil // on its way
 		}
-		if err := s.rdb.LRem(ctx, key, 1, id).Err(); err != nil {
+		if err := leaveScript.Run(ctx, s.rdb, keys, id).Err(); err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("drop %s from its line: %w", id, err)
 		}
 	}
@@ -280,15 +320,14 @@ func creating(id string) bool {
 // at all. Otherwise next is the first record of its line when that one
 // waits for its turn (its release was lost), nil when it is on its way.
 func (s *Store) First(ctx context.Context, rec *Record) (first bool, next *Record, err error) {
-	key := lineKey(rec)
-	next, err = s.head(ctx, key)
+	next, err = s.head(ctx, rec)
 	if err != nil {
 		return false, nil, fmt.Errorf("line of %s: %w", rec.ID, err)
 	}
 	if next != nil && next.ID == rec.ID {
 		return true, nil, nil
 	}
-	_, err = s.rdb.LPos(ctx, key, rec.ID, redis.LPosArgs{}).Result()
+	_, err = s.rdb.LPos(ctx, lineKeys(rec)[1], rec.ID, redis.LPosArgs{}).Result()
 	if errors.Is(err, redis.Nil) {
 		return true, nil, nil
 	}

@@ -2,8 +2,11 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/chatq/chatq/internal/redistest"
 	"github.com/chatq/chatq/internal/store"
@@ -59,8 +62,8 @@ func TestOnlyTheFirstOfAConversationGoesTheOthersWaitTheirTurn(t *testing.T) {
 	if got, want := held(t, res), []bool{true, false}; !equal(got, want) || res[1].Created {
 		t.Fatalf("held %v created %v, want %v and the first record again", got, res[1].Created, want)
 	}
-	if n := rdb.LLen(ctx, "chatq:line:{default:447700900001}:transactional").Val(); n != 3 {
-		t.Errorf("the line holds %d entries, want 3 (a replay pushes nothing)", n)
+	if got := lineOf(t, rdb, "447700900001", "transactional"); strings.Join(got, " ") != "a1 a2 a3" {
+		t.Errorf("the line holds %v, want [a1 a2 a3] (a replay pushes nothing)", got)
 	}
 	a2, err := st.Get(ctx, "a2")
 	if err != nil {
@@ -142,6 +145,89 @@ func TestCanceledOrMissingFirstMessagesLetTheNextGo(t *testing.T) {
 	}
 	if ids := rdb.LRange(ctx, line, 0, -1).Val(); len(ids) != 1 || ids[0] != "c2" {
 		t.Errorf("line %v, want [c2]", ids)
+	}
+}
+
+// lineOf returns the ids in a conversation's line, first first: its head,
+// then the list behind it.
+func lineOf(t *testing.T, rdb *redis.Client, dest, priority string) []string {
+	t.Helper()
+	ctx := context.Background()
+	tag := "{default:" + dest + "}:" + priority
+	var ids []string
+	if h, err := rdb.Get(ctx, "chatq:lh:"+tag).Result(); err == nil {
+		ids = append(ids, h)
+	}
+	return append(ids, rdb.LRange(ctx, "chatq:line:"+tag, 0, -1).Val()...)
+}
+
+// A conversation of one message at a time keeps only its head, a string:
+// no list. Behind a head that left, the list's first is first, and a new
+// message joins behind it, never ahead.
+func TestALineOfOneMessageIsItsHeadAlone(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	st := store.New(rdb, store.Config{})
+	const dest = "447700900003"
+	key, head := "chatq:line:{default:"+dest+"}:transactional", "chatq:lh:{default:"+dest+"}:transactional"
+	create := func(ids ...string) []bool {
+		t.Helper()
+		recs := make([]*store.Record, len(ids))
+		for i, id := range ids {
+			recs[i] = ordered(id, dest, "transactional", "")
+		}
+		res, err := st.Create(ctx, recs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return held(t, res)
+	}
+	send := func(id string) *store.Record {
+		t.Helper()
+		if _, o, err := st.Begin(ctx, id, t0, store.Owner{Task: id}); err != nil || o != store.Changed {
+			t.Fatalf("begin %s: %v %v", id, o, err)
+		}
+		rec, _ := st.Get(ctx, id)
+		next, err := st.Accept(ctx, rec, "pid-"+id, t0)
+		if err != nil {
+			t.Fatalf("accept %s: %v", id, err)
+		}
+		return next
+	}
+
+	if h := create("s1"); h[0] {
+		t.Fatal("the first message of a conversation waits")
+	}
+	if typ := rdb.Type(ctx, head).Val(); typ != "string" || rdb.Exists(ctx, key).Val() != 0 {
+		t.Errorf("a line of one message: head %s, list exists %d; want a string alone", typ, rdb.Exists(ctx, key).Val())
+	}
+	if ttl, rec := rdb.PTTL(ctx, head).Val(), rdb.PTTL(ctx, "chatq:m:{s1}").Val(); ttl < rec-time.Minute || ttl > rec+time.Minute {
+		t.Errorf("the head expires in %s, want the record's life (%s)", ttl, rec)
+	}
+	if next := send("s1"); next != nil {
+		t.Errorf("after the only message: next %s", next.ID)
+	}
+	if n := rdb.Exists(ctx, key, head).Val(); n != 0 {
+		t.Errorf("an empty line keeps %d keys", n)
+	}
+
+	if h := create("s2", "s3"); !equal(h, []bool{false, true}) {
+		t.Fatalf("held %v, want [false true]", h)
+	}
+	next := send("s2")
+	if next == nil || next.ID != "s3" {
+		t.Fatalf("after s2: next %v, want s3", next)
+	}
+	// s3 is first, from the list; s4 joins behind it.
+	if h := create("s4"); !h[0] {
+		t.Error("s4 went ahead of s3, whose turn it is")
+	}
+	if got := lineOf(t, rdb, dest, "transactional"); strings.Join(got, " ") != "s3 s4" {
+		t.Errorf("line %v, want [s3 s4]", got)
+	}
+	if first, _, err := st.First(ctx, next); err != nil || !first {
+		t.Errorf("s3 first: %v %v", first, err)
 	}
 }
 

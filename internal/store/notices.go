@@ -180,7 +180,7 @@ func parseNotice(id, raw string, h map[string]string) (*Notice, error) {
 // its end ("[a,b]" becomes "[a,b,c]"): its first hl-1 bytes and a closing
 // bracket are the history as of the change.
 func asOf(h, change map[string]string, hl int) (map[string]string, error) {
-	delete(h, fPayload)
+	dropPayload(h)
 	delete(h, fFallback)
 	// A status change ends the message's wait: a later one is not of it.
 	delete(h, fWaiting)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/chatq/chatq/internal/jsontime"
@@ -236,10 +237,74 @@ const (
 	// fOrdered is set on a record that took its place in its
 	// conversation's line.
 	fOrdered = "o"
+	// fParts counts the parts of a payload kept in the hash in more than
+	// one (payloadFields).
+	fParts = "pn"
 )
 
-// fields lays r out as the hash written at creation. The payload is not
-// among them: it has a key of its own (see payloadKey).
+// A record keeps its payload in its hash, in parts of at most payloadPart
+// bytes: 'pl' the first, 'pl1', 'pl2'... the others, 'pn' their number
+// when there are several. Redis keeps a hash in its compact listpack
+// encoding only while every value is at most 64 bytes
+// (hash-max-listpack-value); one whole payload (about 130 bytes for a
+// short text) would cost a record about 500 bytes more, and a key of its
+// own about 300 (the key, its expiry, an extra command per change). A
+// payload of more than maxPayloadParts parts keeps a key of its own
+// (payloadKey), as every payload did before.
+const (
+	payloadPart     = 64
+	maxPayloadParts = 32
+)
+
+// payloadInHash reports whether payload p is kept in its record's hash.
+func payloadInHash(p []byte) bool { return len(p) <= payloadPart*maxPayloadParts }
+
+// payloadFields appends to f the hash fields that hold payload p.
+func payloadFields(f []any, p []byte) []any {
+	n := 0
+	for i := 0; i < len(p) || i == 0; i += payloadPart {
+		name := fPayload
+		if n > 0 {
+			name = fPayload + strconv.Itoa(n)
+		}
+		f = append(f, name, p[i:min(i+payloadPart, len(p))])
+		n++
+	}
+	if n > 1 {
+		f = append(f, fParts, n)
+	}
+	return f
+}
+
+// joinPayload returns the payload kept in hash h ("" when it has a key of
+// its own). A record written before payloads were split keeps it whole in
+// 'pl', or in its own key.
+func joinPayload(h map[string]string) string {
+	p := h[fPayload]
+	n, _ := strconv.Atoi(h[fParts])
+	if n < 2 {
+		return p
+	}
+	var b strings.Builder
+	b.WriteString(p)
+	for i := 1; i < n; i++ {
+		b.WriteString(h[fPayload+strconv.Itoa(i)])
+	}
+	return b.String()
+}
+
+// dropPayload deletes from h the fields that hold a payload.
+func dropPayload(h map[string]string) {
+	n, _ := strconv.Atoi(h[fParts])
+	for i := 1; i < n; i++ {
+		delete(h, fPayload+strconv.Itoa(i))
+	}
+	delete(h, fPayload)
+	delete(h, fParts)
+}
+
+// fields lays r out as the hash written at creation. The payload is among
+// them when it is kept in the hash (payloadInHash).
 func (r *Record) fields() []any {
 	f := []any{
 		fDest, r.Destination,
@@ -293,6 +358,9 @@ func (r *Record) fields() []any {
 		w, _ := json.Marshal(r.Waiting)
 		f = append(f, fWaiting, w)
 	}
+	if payloadInHash(r.Payload) {
+		f = payloadFields(f, r.Payload)
+	}
 	return f
 }
 
@@ -321,7 +389,7 @@ func parseRecord(id string, h map[string]string) (*Record, error) {
 		Priority:       h[fPriority],
 		Status:         Status(h[fStatus]),
 		Queue:          h[fQueue],
-		Payload:        json.RawMessage(h[fPayload]),
+		Payload:        json.RawMessage(joinPayload(h)),
 		CallbackURL:    h[fCallback],
 		Fingerprint:    h[fFinger],
 		IdempotencyKey: h[fIdem],

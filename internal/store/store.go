@@ -43,14 +43,16 @@ var transitionSource string
 var (
 	transitionScript = redis.NewScript(transitionSource)
 	// createScript writes a new record (KEYS[1], fields from ARGV[3]) and
-	// its payload (KEYS[3], ARGV[2]), both to expire at ARGV[1] (unix ms); a
+	// its payload when it has a key of its own (KEYS[3], ARGV[2], empty
+	// when the payload is among the fields), both to expire at ARGV[1]
+	// (unix ms); a
 	// record with a callback URL also gets its first callback notice
 	// (KEYS[2]), as transition.lua queues them. It returns {created, notice}.
 	createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[3], ARGV[2], 'PXAT', ARGV[1])
+if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'PXAT', ARGV[1]) end
 if redis.call('HEXISTS', KEYS[1], 'cb') == 0 then return {1, 0} end
 redis.call('HSET', KEYS[1], 'cn', 1)
 local names = {'s', 'u', 'e', 'a', 'pid', 'wid', 'pr', 'bl'}
@@ -216,15 +218,26 @@ func destKey(tenant, destination string) string {
 	return "chatq:to:" + tenant + ":{" + d + "}"
 }
 
-// LastSenderKey holds the sender of the last message a tenant submitted to
-// destination, for as long as that message's record lives: the sender
-// chatq chooses for the next message that names none, when no sender's
-// 24h window with the recipient is open.
-func LastSenderKey(tenant, destination string) string {
+// QueueNewestTo queues on pipe the read of the id of the newest message
+// of tenant to destination (its recipient index, destKey): the message
+// whose sender chatq chooses for the next that names none, when no
+// sender's 24h window with the recipient is open. SenderOf reads its
+// sender.
+func QueueNewestTo(ctx context.Context, pipe redis.Pipeliner, tenant, destination string) *redis.StringSliceCmd {
 	if tenant == "" {
 		tenant = DefaultTenant
 	}
-	return "chatq:lastsn:" + tenant + ":{" + strings.TrimPrefix(destination, "+") + "}"
+	return pipe.ZRange(ctx, destKey(tenant, destination), -1, -1)
+}
+
+// SenderOf returns the sender of record id, "" when it names none or has
+// expired.
+func SenderOf(ctx context.Context, rdb redis.Cmdable, id string) (string, error) {
+	sn, err := rdb.HGet(ctx, recordKey(id), fSender).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("read the sender of %s: %w", id, err)
+	}
+	return sn, nil
 }
 
 // trimEvery is how often, in messages, a recipient's index drops the
@@ -254,10 +267,9 @@ func batchesKey(tenant string) string {
 // record's hash tag, so that one script writes both.
 func noticeKey(id string) string { return "chatq:cbq:{" + id + "}" }
 
-// payloadKey holds a record's payload, apart from its hash: a payload is
-// usually longer than the 64 bytes up to which Redis keeps a hash in its
-// compact listpack encoding, and inside the hash it would cost a queued
-// message about 500 bytes more. It shares the record's hash tag.
+// payloadKey holds a record's payload when it is too long to be kept in
+// the record's hash in parts (payloadInHash), and the payloads of records
+// written before payloads were kept so. It shares the record's hash tag.
 func payloadKey(id string) string { return "chatq:pl:{" + id + "}" }
 
 // CreateResult is the outcome of creating one record.
@@ -457,9 +469,6 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 			if results[i].Err != nil {
 				continue
 			}
-			if r.Sender != "" && !repeated[i] {
-				pipe.SetArgs(ctx, LastSenderKey(r.Tenant, r.Destination), r.Sender, redis.SetArgs{ExpireAt: s.life(r)})
-			}
 			if r.IdempotencyKey == "" && r.CallbackURL == "" {
 				// Without an idempotency key the id is new (enqueue makes
 				// one per message), so there is nothing to check, and
@@ -469,11 +478,17 @@ func (s *Store) writeRecords(ctx context.Context, recs []*Record, repeated []boo
 				life := s.life(r)
 				pipe.HSet(ctx, key, append(r.fields(), fExpiry, life.UnixMilli())...)
 				pipe.PExpireAt(ctx, key, life)
-				pipe.SetArgs(ctx, payloadKey(r.ID), []byte(r.Payload), redis.SetArgs{ExpireAt: life})
+				if !payloadInHash(r.Payload) {
+					pipe.SetArgs(ctx, payloadKey(r.ID), []byte(r.Payload), redis.SetArgs{ExpireAt: life})
+				}
 				plain[i] = true
 			} else {
 				life := s.life(r).UnixMilli()
-				args := append([]any{life, []byte(r.Payload)}, r.fields()...)
+				var own []byte // a payload kept apart from the hash
+				if !payloadInHash(r.Payload) {
+					own = r.Payload
+				}
+				args := append([]any{life, own}, r.fields()...)
 				args = append(args, fExpiry, life)
 				creates[i] = createScript.EvalSha(ctx, pipe, []string{recordKey(r.ID), noticeKey(r.ID), payloadKey(r.ID)}, args...)
 			}
@@ -646,7 +661,9 @@ func (s *Store) GetMany(ctx context.Context, ids []string) ([]*Record, error) {
 			continue
 		}
 		if pl := payloads[i].Val(); pl != "" {
+			// A payload of its own key.
 			h[fPayload] = pl
+			delete(h, fParts)
 		}
 		r, err := parseRecord(ids[i], h)
 		if err != nil {
@@ -1022,7 +1039,7 @@ func (s *Store) submit(ctx context.Context, rec *Record, providerID string, at t
 	id := rec.ID
 	var cmd *redis.Cmd
 	var parked *redis.StringSliceCmd
-	var first *redis.StringCmd
+	var first *redis.Cmd
 	submit := func(pipe redis.Pipeliner) {
 		cmd = transitionScript.EvalSha(ctx, pipe, transitionKeys(id), s.transitionArgs("submit", Change{Status: Submitted, At: at, ProviderID: providerID})...)
 		pipe.ZRem(ctx, dueKey, id)
@@ -1111,7 +1128,7 @@ func (s *Store) exec(ctx context.Context, build func(pipe redis.Pipeliner)) erro
 		if !missing || try > 0 {
 			return first
 		}
-		for _, sc := range []*redis.Script{transitionScript, createScript, joinScript, turnScript} {
+		for _, sc := range []*redis.Script{transitionScript, createScript, joinScript, leaveScript, turnScript} {
 			if err := sc.Load(ctx, s.rdb).Err(); err != nil {
 				return fmt.Errorf("load scripts: %w", err)
 			}

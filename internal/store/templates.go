@@ -134,14 +134,14 @@ func (s *Store) WaitForTemplate(ctx context.Context, rec *Record, task, name str
 // Payload reads the payload of record id, nil when it has none (the record
 // expired).
 func (s *Store) Payload(ctx context.Context, id string) ([]byte, error) {
-	b, err := s.rdb.Get(ctx, payloadKey(id)).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
+	recs, err := s.GetMany(ctx, []string{id})
 	if err != nil {
 		return nil, fmt.Errorf("read the payload of %s: %w", id, err)
 	}
-	return b, nil
+	if recs[0] == nil || len(recs[0].Payload) == 0 {
+		return nil, nil
+	}
+	return recs[0].Payload, nil
 }
 
 // TemplateStateFor returns the state a template status of getHSM or of a

@@ -2,7 +2,9 @@
 --
 -- KEYS[1]  the record hash
 -- KEYS[2]  the record's list of pending callback notices (same hash tag)
--- KEYS[3]  the record's payload (same hash tag), which begin returns
+-- KEYS[3]  the record's payload key (same hash tag), for a payload too long
+--          to be kept in the hash ('pl', 'pl1'... and 'pn' their number),
+--          which begin returns
 -- The script reads the record once (one HMGET) and writes it once (at
 -- most one HDEL and one HSET): every field it changes is gathered first.
 --
@@ -51,7 +53,7 @@ local ttl, wall, slack = tonumber(ARGV[7]), tonumber(ARGV[9]), tonumber(ARGV[10]
 
 -- The given fields (ARGV[11..]), each {name, value, where}: one set when
 -- still empty is read with the record (where: its place in the answer).
-local read = {'s', 'tid', 'wt', 'cb', 'h', 'hn', 'a', 'fa', 'wr', 'am', 'ps', 'xp', 'tn', 'sn', 'pid'}
+local read = {'s', 'tid', 'wt', 'cb', 'h', 'hn', 'a', 'fa', 'wr', 'am', 'ps', 'xp', 'tn', 'sn', 'pid', 'pl', 'pn'}
 local given = {}
 local lean = false
 for i = 11, #ARGV, 2 do
@@ -79,6 +81,8 @@ local attempts, failures = tonumber(got[7]) or 0, tonumber(got[8]) or 0
 local wire, ambiguous, pairslot = got[9], got[10], got[11]
 local xp = tonumber(got[12]) or 0
 local tenant, sender = got[13] or '', got[14] or ''
+-- The payload's first part, when the hash keeps the payload.
+local part, parts = got[16], tonumber(got[17]) or 1
 
 local phase1 = {scheduled = true, queued = true, sending = true, retrying = true}
 local rank = {submitted = 1, enqueued = 2, sent = 3, delivered = 4, read = 5}
@@ -151,7 +155,7 @@ end
 local function extend()
   if xp >= wall + ttl then return end
   redis.call('PEXPIRE', KEYS[1], ttl + slack, 'GT')
-  if KEYS[3] then redis.call('PEXPIRE', KEYS[3], ttl + slack, 'GT') end
+  if KEYS[3] and not part then redis.call('PEXPIRE', KEYS[3], ttl + slack, 'GT') end
   xp = wall + ttl + slack
   set.xp = int(xp)
 end
@@ -325,8 +329,16 @@ if waited == '' then tenant, sender = '', '' end
 if op == 'begin' then
   local res = {outcome, cur, notice, waited, tenant, sender}
   if lean then
-    -- The payload has a key of its own (older records keep it in the hash).
-    local body = (KEYS[3] and redis.call('GET', KEYS[3])) or redis.call('HGET', key, 'pl') or ''
+    local body = part
+    if not part then
+      body = (KEYS[3] and redis.call('GET', KEYS[3])) or ''
+    elseif parts > 1 then
+      local names = {}
+      for i = 1, parts - 1 do names[i] = 'pl' .. i end
+      local rest = redis.call('HMGET', key, unpack(names))
+      for i = 1, #rest do rest[i] = rest[i] or '' end
+      body = part .. table.concat(rest)
+    end
     res[#res + 1] = again and '1' or '0'
     res[#res + 1] = int(attempts)
     res[#res + 1] = int(failures)
@@ -339,8 +351,8 @@ if op == 'begin' then
     res[#res + 1] = '!again'
     res[#res + 1] = '1'
   end
-  -- The payload has a key of its own (older records keep it in the hash).
-  local body = KEYS[3] and redis.call('GET', KEYS[3])
+  -- A payload too long for the hash has a key of its own.
+  local body = not part and KEYS[3] and redis.call('GET', KEYS[3])
   if body then
     res[#res + 1] = 'pl'
     res[#res + 1] = body

@@ -25,6 +25,8 @@ func TestScheduledRecordOutlivesTheTTL(t *testing.T) {
 	sendAt := now.Add(3 * ttl)
 	later.SendAt, later.Status = &sendAt, store.Scheduled
 	later.IdempotencyKey, later.Fingerprint, later.CallbackURL = "spring-601", "fp", "https://app.example/hook"
+	// Too long to be kept in the record's hash: it has a key of its own.
+	later.Payload = longPayload(3000)
 	// Written after the scheduled one, so that it would expire no earlier.
 	now1 := newRecord("now", "96996999602", "bulk", "spring", now)
 	createAll(t, st, later, now1)
@@ -55,6 +57,7 @@ func TestAChangeKeepsTheRecordForTheTTL(t *testing.T) {
 	start := time.Now()
 	r := newRecord("busy", "96996999601", "transactional", "", start)
 	r.CallbackURL = "https://app.example/hook"
+	r.Payload = longPayload(3000)
 	createAll(t, st, r)
 
 	// Retried over and over for three TTLs: it never expires in between.

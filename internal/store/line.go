@@ -51,6 +51,10 @@ const lineGrace = 30 * time.Second
 // the next look drops the rest.
 const maxSkipped = 100
 
+// A line's head holds the first message's id, followed by a "+" once a
+// message joined the list behind it: a head that leaves a line without
+// one deletes it and is done, without looking at the list.
+
 // joinScript puts ARGV[1] in the line of head KEYS[1] and list KEYS[2]:
 // as its head when the line is empty, else at the end of the list, and
 // makes the line live until ARGV[2] (unix ms) at least. With ARGV[3] set
@@ -59,7 +63,8 @@ const maxSkipped = 100
 // it is. It returns the id's place in the line, 0 for first.
 var joinScript = redis.NewScript(`
 local h = redis.call('GET', KEYS[1])
-if h == ARGV[1] then return 0 end
+local first = h and string.gsub(h, '%+$', '')
+if first == ARGV[1] then return 0 end
 if not h and redis.call('LLEN', KEYS[2]) == 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
   return 0
@@ -69,6 +74,7 @@ if not at then at = redis.call('RPUSH', KEYS[2], ARGV[1]) - 1 end
 redis.call('PEXPIREAT', KEYS[2], ARGV[2], 'NX')
 redis.call('PEXPIREAT', KEYS[2], ARGV[2], 'GT')
 if h then
+  if h == first then redis.call('SET', KEYS[1], first .. '+', 'KEEPTTL') end
   redis.call('PEXPIREAT', KEYS[1], ARGV[2], 'GT')
   at = at + 1
 end
@@ -76,14 +82,17 @@ return at`)
 
 // leaveScript takes ARGV[1] out of the line of head KEYS[1] and list
 // KEYS[2], and returns the line's first id after it (false for an empty
-// line).
+// line). A head that is another's is put back to live until ARGV[2]
+// (unix ms): the rare case of a message leaving from behind the head.
 var leaveScript = redis.NewScript(`
-local h = redis.call('GET', KEYS[1])
-if h == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-else
+local h = redis.call('GETDEL', KEYS[1])
+if h == ARGV[1] then return false end
+if h ~= ARGV[1] .. '+' then
   redis.call('LREM', KEYS[2], 1, ARGV[1])
-  if h then return h end
+  if h then
+    redis.call('SET', KEYS[1], h, 'PXAT', ARGV[2])
+    return (string.gsub(h, '%+$', ''))
+  end
 end
 return redis.call('LINDEX', KEYS[2], 0)`)
 
@@ -192,7 +201,7 @@ func (s *Store) Release(ctx context.Context, rec *Record) (*Record, error) {
 	// One round trip in the common case: a line left empty (a campaign's
 	// one message to each recipient).
 	var first *redis.Cmd
-	if err := s.exec(ctx, func(pipe redis.Pipeliner) { first = leave(ctx, pipe, rec) }); err != nil {
+	if err := s.exec(ctx, func(pipe redis.Pipeliner) { first = s.leave(ctx, pipe, rec) }); err != nil {
 		return nil, fmt.Errorf("release %s: %w", rec.ID, err)
 	}
 	return s.nextAfter(ctx, rec, first)
@@ -200,8 +209,8 @@ func (s *Store) Release(ctx context.Context, rec *Record) (*Record, error) {
 
 // leave queues on pipe rec's leaving its line; the answer is the line's
 // first entry after it, for nextAfter.
-func leave(ctx context.Context, pipe redis.Pipeliner, rec *Record) *redis.Cmd {
-	return leaveScript.EvalSha(ctx, pipe, lineKeys(rec), rec.ID)
+func (s *Store) leave(ctx context.Context, pipe redis.Pipeliner, rec *Record) *redis.Cmd {
+	return leaveScript.EvalSha(ctx, pipe, lineKeys(rec), rec.ID, s.life(rec).UnixMilli())
 }
 
 // nextAfter returns the record that waits for its turn first in rec's
@@ -266,7 +275,7 @@ func queueFirst(ctx context.Context, pipe redis.Pipeliner, rec *Record) func() s
 	first := pipe.LIndex(ctx, keys[1], 0)
 	return func() string {
 		if h := head.Val(); h != "" {
-			return h
+			return strings.TrimSuffix(h, "+")
 		}
 		return first.Val()
 	}
@@ -275,11 +284,12 @@ func queueFirst(ctx context.Context, pipe redis.Pipeliner, rec *Record) func() s
 // head returns the first record of rec's line if it waits for its turn,
 // dropping the entries of messages that ended (or were never written) on
 // the way.
-func (s *Store) head(ctx context.Context, rec *Record) (*Record, error) {
-	keys := lineKeys(rec)
+func (s *Store) head(ctx context.Context, of *Record) (*Record, error) {
+	keys := lineKeys(of)
+	life := s.life(of).UnixMilli()
 	for range maxSkipped {
 		pipe := s.rdb.Pipeline()
-		first := queueFirst(ctx, pipe, rec)
+		first := queueFirst(ctx, pipe, of)
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("read line: %w", err)
 		}
@@ -301,7 +311,7 @@ func (s *Store) head(ctx context.Context, rec *Record) (*Record, error) {
 			}
 			return nil, nil // on its way
 		}
-		if err := leaveScript.Run(ctx, s.rdb, keys, id).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		if err := leaveScript.Run(ctx, s.rdb, keys, id, life).Err(); err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("drop %s from its line: %w", id, err)
 		}
 	}

@@ -156,7 +156,7 @@ func lineOf(t *testing.T, rdb *redis.Client, dest, priority string) []string {
 	tag := "{default:" + dest + "}:" + priority
 	var ids []string
 	if h, err := rdb.Get(ctx, "chatq:lh:"+tag).Result(); err == nil {
-		ids = append(ids, h)
+		ids = append(ids, strings.TrimSuffix(h, "+"))
 	}
 	return append(ids, rdb.LRange(ctx, "chatq:line:"+tag, 0, -1).Val()...)
 }
@@ -228,6 +228,29 @@ func TestALineOfOneMessageIsItsHeadAlone(t *testing.T) {
 	}
 	if first, _, err := st.First(ctx, next); err != nil || !first {
 		t.Errorf("s3 first: %v %v", first, err)
+	}
+
+	// A message canceled from behind the head leaves the head as it was.
+	const other = "447700900004"
+	ot := "{default:" + other + "}:transactional"
+	var recs []*store.Record
+	for _, id := range []string{"t1", "t2", "t3"} {
+		recs = append(recs, ordered(id, other, "transactional", ""))
+	}
+	if _, err := st.Create(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Cancel(ctx, "t2", t0); err != nil {
+		t.Fatal(err)
+	}
+	if got := lineOf(t, rdb, other, "transactional"); strings.Join(got, " ") != "t1 t3" {
+		t.Errorf("line after t2's cancel %v, want [t1 t3]", got)
+	}
+	if ttl := rdb.PTTL(ctx, "chatq:lh:"+ot).Val(); ttl < time.Hour {
+		t.Errorf("the head put back expires in %s", ttl)
+	}
+	if next := send("t1"); next == nil || next.ID != "t3" {
+		t.Errorf("after t1: next %v, want t3", next)
 	}
 }
 

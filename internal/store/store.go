@@ -1054,7 +1054,7 @@ func (s *Store) submit(ctx context.Context, rec *Record, providerID string, at t
 		if rec.Ordered {
 			// After the record on one connection: the next message is
 			// let go only once this one left chatq's phase.
-			first = leave(ctx, pipe, rec)
+			first = s.leave(ctx, pipe, rec)
 		}
 	}
 	var err error

@@ -33,6 +33,8 @@ func policyFixture(tb testing.TB) (*fixture, *policy.Checker) {
 	rdb := redistest.Start(tb).Client(tb)
 	checker := policy.New(rdb, policy.Config{Source: templateList{
 		{ElementName: "otp_code", LanguageCode: "en", Status: "APPROVED", Data: "Your code is {{1}}."},
+		{ElementName: "spring_sale", LanguageCode: "en", Status: "APPROVED", Data: "Spring sale: {{1}} off."},
+		{ElementName: "autumn_sale", LanguageCode: "en", Status: "APPROVED", Data: "Autumn sale: {{1}} off."},
 	}})
 	q := asynq.NewClientFromRedisClient(rdb)
 	client := enqueue.NewClient(rdb, enqueue.Config{Policy: enqueue.CheckerPolicy(checker)})
@@ -267,4 +269,71 @@ func TestSuppressionRoutesOfATenant(t *testing.T) {
 		t.Errorf("a message of tenant default to acme's suppressed number: %d %s", res.status, res.body)
 	}
 	wantError(t, f.do(t, request{method: "GET", path: "/v1/suppressions?tenant=Not%20A%20Tenant"}), http.StatusBadRequest, "invalid_request", "tenant")
+}
+
+// A message that fails by webhook because WhatsApp paused its template
+// (132015) or disabled it (132016) teaches chatq the template's state for
+// the message's sender, as a refused send does: the template's waiting
+// messages then wait for its approval, or end. Other failures, and other
+// payloads, teach nothing of templates.
+func TestAFailedMessageTeachesItsTemplatesState(t *testing.T) {
+	t.Parallel()
+	f, _ := policyFixture(t)
+	ctx := context.Background()
+	submitted := func(payload string) *store.Record {
+		t.Helper()
+		res := f.post(t, "/v1/messages", `{"destination":"96996990101","payload":`+payload+`}`)
+		if res.status != http.StatusAccepted {
+			t.Fatalf("send %s: %d %s", payload, res.status, res.body)
+		}
+		rec := decode[store.Record](t, res)
+		if _, _, err := f.store.Begin(ctx, rec.ID, time.Now(), store.Owner{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.store.Submit(ctx, rec.ID, "pid-"+rec.ID, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		return &rec
+	}
+	failed := func(rec *store.Record, code string) {
+		t.Helper()
+		body := fmt.Sprintf(`{"type":"message-event","payload":{"id":"pid-%s","type":"failed","payload":{"code":%s,"reason":"low quality"}}}`, rec.ID, code)
+		res := f.do(t, request{method: http.MethodPost, path: "/webhooks/chatarchitect/" + webhookSecret, body: []byte(body), noAuth: true})
+		if res.status != http.StatusOK {
+			t.Fatalf("webhook: %d %s", res.status, res.body)
+		}
+	}
+	state := func(rec *store.Record, name string) store.TemplateState {
+		t.Helper()
+		st, err := f.store.TemplateStateOf(ctx, rec.Sender, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	template := func(name string) string {
+		return `{"type":"template","template":{"elementName":"` + name + `","languageCode":"en","params":["1"]}}`
+	}
+
+	other := submitted(template("spring_sale"))
+	failed(other, "131026")
+	if st := state(other, "spring_sale"); st != store.TemplateActive {
+		t.Errorf("after an undeliverable failure: template %s, want active", st)
+	}
+	text := submitted(`{"type":"text","message":"hi"}`)
+	failed(text, "132015")
+
+	paused := submitted(template("spring_sale"))
+	failed(paused, "132015")
+	if st := state(paused, "spring_sale"); st != store.TemplatePaused {
+		t.Errorf("after a failed 132015: template %s, want paused", st)
+	}
+	disabled := submitted(template("autumn_sale"))
+	failed(disabled, `"132016"`)
+	if st := state(disabled, "autumn_sale"); st != store.TemplateDisabled {
+		t.Errorf("after a failed 132016: template %s, want disabled", st)
+	}
+	if st := state(paused, "spring_sale"); st != store.TemplatePaused {
+		t.Errorf("another template's failure changed spring_sale: %s", st)
+	}
 }

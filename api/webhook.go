@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/store"
 )
@@ -82,6 +83,10 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if err := s.templateFailure(r.Context(), hook.Event, applied); err != nil {
+		writeError(w, err, s.log)
+		return
+	}
 	if err := s.conversation(r.Context(), hook, applied, from); err != nil {
 		writeError(w, err, s.log)
 		return
@@ -113,6 +118,47 @@ func (s *Server) templateEvent(ctx context.Context, ev *chatarchitect.TemplateEv
 	}
 	s.logger(ctx).Info("template status", zap.String("template", ev.ElementName), zap.String("language", ev.LanguageCode),
 		zap.String("status", ev.Status), zap.String("sender", from), zap.Int("released", released))
+	return nil
+}
+
+// templateFailure learns from a message that failed because WhatsApp
+// paused its template (132015) or disabled it (132016) for low quality,
+// as the worker does when a send is refused so: the template's messages
+// that wait to be sent from the message's sender wait for its approval,
+// or end. A send is often accepted and fails by webhook only, and the
+// template-event webhook may come later, or not at all.
+func (s *Server) templateFailure(ctx context.Context, ev *chatarchitect.MessageEvent, res *store.EventResult) error {
+	if ev == nil || ev.Type != chatarchitect.EventFailed || res == nil || res.RecordID == "" || res.Outcome != store.Changed {
+		return nil
+	}
+	var st store.TemplateState
+	switch info, _ := chatarchitect.LookupCode(ev.Code); {
+	case info.Class == chatarchitect.ClassTemplatePaused:
+		st = store.TemplatePaused
+	case info.Marker == chatarchitect.MarkerTemplateDisabled:
+		st = store.TemplateDisabled
+	default:
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rec, err := s.store.Get(ctx, res.RecordID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	name := enqueue.TemplateName(rec.Payload)
+	if name == "" {
+		return nil
+	}
+	released, err := s.store.SetTemplateState(ctx, rec.Sender, name, st, s.now())
+	if err != nil {
+		return err
+	}
+	s.logger(ctx).Info("template status learned from a failed message", zap.String("template", name), zap.String("status", string(st)),
+		zap.String("code", ev.Code), zap.String("sender", rec.Sender), zap.String("message_id", rec.ID), zap.Int("released", released))
 	return nil
 }
 

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -54,7 +53,7 @@ func (h *Handler) checkOwn(ctx context.Context, log *zap.Logger, rec *store.Reco
 	if err != nil {
 		return true, fmt.Errorf("check %s: %w", rec.ID, err)
 	}
-	name := templateName(payload)
+	name := enqueue.TemplateName(payload)
 	if name == "" {
 		return false, nil
 	}
@@ -140,7 +139,7 @@ func (h *Handler) refusedOwn(ctx context.Context, log *zap.Logger, rec *store.Re
 		ow.until = until
 		note = "Meta's marketing cap for this user (131049): the tenant's marketing messages to them wait until " + until.Format(time.RFC3339)
 	default: // 132015
-		ow.reason, ow.template = store.WaitTemplatePaused, templateName(rec.Payload)
+		ow.reason, ow.template = store.WaitTemplatePaused, enqueue.TemplateName(rec.Payload)
 		if ow.template == "" {
 			return fmt.Errorf("record retry of %s: a template paused (132015) for a message that names none", rec.ID)
 		}
@@ -167,19 +166,4 @@ func (h *Handler) refusedOwn(ctx context.Context, log *zap.Logger, rec *store.Re
 // caps is the marketing caps of tenant.
 func (h *Handler) caps(tenant string) *policy.MarketingCaps {
 	return policy.NewMarketingCaps(h.store.Redis(), tenant)
-}
-
-// templateName returns the name of the template a payload sends, "" for
-// any other payload.
-func templateName(payload []byte) string {
-	var p struct {
-		Type     string `json:"type"`
-		Template struct {
-			ElementName string `json:"elementName"`
-		} `json:"template"`
-	}
-	if json.Unmarshal(payload, &p) != nil || p.Type != enqueue.TypeTemplate {
-		return ""
-	}
-	return p.Template.ElementName
 }

@@ -57,17 +57,25 @@ func laneAt(r *Record) time.Time {
 
 // AddToLanes puts recs (bulk records whose task is to be created) into
 // their senders' lanes, under the task id each names (Record.TaskID, or
-// its id), in one round trip. An entry already there stays as it is.
+// its id), in one round trip. An entry already there stays as it is. A
+// record that waited (a pause, an open circuit) and goes back to its lane
+// leaves the wait indexes: in its lane it waits as the lane's others do,
+// as GET /v1/messages/{id} and the waiting gauge count them, and its
+// written wait stays on the record only to say since when it waits.
 func (s *Store) AddToLanes(ctx context.Context, recs []*Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
 	lanes := map[string][]redis.Z{}
+	pipe := s.rdb.Pipeline()
 	for _, r := range recs {
 		l := LaneOf(r.Sender)
 		lanes[l] = append(lanes[l], redis.Z{Score: float64(laneAt(r).UnixMilli()), Member: cmp.Or(r.TaskID, r.ID)})
+		if w := r.Waiting; w != nil {
+			pipe.ZRem(ctx, waitKey(r.Tenant, w.Reason), r.ID)
+			pipe.ZRem(ctx, senderWaitKey(r.Sender, w.Reason), r.ID)
+		}
 	}
-	pipe := s.rdb.Pipeline()
 	names := make([]any, 0, len(lanes))
 	for l, zs := range lanes {
 		pipe.ZAddNX(ctx, laneKey(l), zs...)

@@ -114,11 +114,11 @@ func (s *Store) Wait(ctx context.Context, rec *Record, task string, w Waiting, d
 			pipe.ZRem(ctx, waitKey(rec.Tenant, old.Reason), rec.ID)
 			pipe.ZRem(ctx, senderWaitKey(rec.Sender, old.Reason), rec.ID)
 		}
-		if rec.Waiting == nil || rec.Waiting.Reason != w.Reason {
-			z := redis.Z{Score: float64(w.Since.UnixMilli()), Member: rec.ID}
-			pipe.ZAdd(ctx, waitKey(rec.Tenant, w.Reason), z)
-			pipe.ZAdd(ctx, senderWaitKey(rec.Sender, w.Reason), z)
-		}
+		// Written again when the same wait goes on: a message back in its
+		// sender's lane meanwhile left the indexes (AddToLanes).
+		z := redis.Z{Score: float64(w.Since.UnixMilli()), Member: rec.ID}
+		pipe.ZAdd(ctx, waitKey(rec.Tenant, w.Reason), z)
+		pipe.ZAdd(ctx, senderWaitKey(rec.Sender, w.Reason), z)
 	})
 	if err != nil {
 		return fmt.Errorf("wait %s: %w", rec.ID, err)

@@ -176,3 +176,58 @@ func TestTakeUpdatesThePeekedRecord(t *testing.T) {
 		t.Errorf("a third task's take: %s %v, status %s; want refused while sending", o, err, other.Status)
 	}
 }
+
+// A message that waited (a pause) and goes back to its sender's lane is
+// counted and listed there, not twice; when it waits again for the same
+// reason, the wait indexes have it again, and its wait goes on since when
+// it began.
+func TestAMessageBackInItsLaneWaitsThereOnly(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, create := setup(t)
+	create("l1")
+	rec, err := st.Peek(ctx, "l1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	paused := store.Waiting{Reason: store.WaitPaused, Since: t0}
+	if err := st.Wait(ctx, rec, "l1", paused, time.Time{}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	count := func() int64 {
+		t.Helper()
+		counts, err := st.WaitingCounts(ctx, []string{""})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return counts[""][store.WaitPaused]
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("waiting paused: %d, want 1", n)
+	}
+	// The sweeper gives it a new task: back to its lane.
+	if err := st.AddToLanes(ctx, []*store.Record{rec}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 0 {
+		t.Errorf("back in its lane, it still counts %d in the wait index, want 0 (the lane counts it)", n)
+	}
+	if p, err := st.ListMessages(ctx, store.MessageFilter{Tenant: store.DefaultTenant, Waiting: store.WaitPaused}, "", 10); err != nil || len(p.Records) != 0 {
+		t.Errorf("listed as waiting paused from its lane: %d %v", len(p.Records), err)
+	}
+	// Out of the lane, held by the same pause again.
+	rec, err = st.Peek(ctx, "l1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := store.Waiting{Reason: store.WaitPaused, Since: rec.Waiting.Since}
+	if err := st.Wait(ctx, rec, "l1", again, time.Time{}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 1 {
+		t.Errorf("waiting paused again: %d, want 1", n)
+	}
+	if got, _ := st.Peek(ctx, "l1"); got.Waiting == nil || !got.Waiting.Since.Equal(t0) {
+		t.Errorf("wait %+v, want the one since %s going on", got.Waiting, t0)
+	}
+}

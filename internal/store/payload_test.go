@@ -24,7 +24,8 @@ func longPayload(n int) []byte {
 func TestAPayloadIsKeptWholeWhateverItsLength(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb := redistest.Start(t).Client(t)
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
 	st := store.New(rdb, store.Config{})
 	now := time.Now()
 	cases := []struct {
@@ -61,7 +62,8 @@ func TestAPayloadIsKeptWholeWhateverItsLength(t *testing.T) {
 		if own != c.ownKey {
 			t.Errorf("%s (%d bytes): payload key exists %v, want %v", c.id, len(c.payload), own, c.ownKey)
 		}
-		if !c.ownKey {
+		if !c.ownKey && srv.Real() {
+			// miniredis has no encodings to tell.
 			if enc := rdb.ObjectEncoding(ctx, "chatq:m:{"+c.id+"}").Val(); enc != "listpack" {
 				t.Errorf("%s (%d bytes): record encoded %s, want listpack", c.id, len(c.payload), enc)
 			}

@@ -35,6 +35,7 @@ func policyFixture(tb testing.TB) (*fixture, *policy.Checker) {
 		{ElementName: "otp_code", LanguageCode: "en", Status: "APPROVED", Data: "Your code is {{1}}."},
 		{ElementName: "spring_sale", LanguageCode: "en", Status: "APPROVED", Data: "Spring sale: {{1}} off."},
 		{ElementName: "autumn_sale", LanguageCode: "en", Status: "APPROVED", Data: "Autumn sale: {{1}} off."},
+		{ElementName: "winter_sale", LanguageCode: "en", Status: "APPROVED", Data: "Winter sale: {{1}} off."},
 	}})
 	q := asynq.NewClientFromRedisClient(rdb)
 	client := enqueue.NewClient(rdb, enqueue.Config{Policy: enqueue.CheckerPolicy(checker)})
@@ -274,13 +275,14 @@ func TestSuppressionRoutesOfATenant(t *testing.T) {
 // A message that fails by webhook because WhatsApp paused its template
 // (132015) or disabled it (132016) teaches chatq the template's state for
 // the message's sender, as a refused send does: the template's waiting
-// messages then wait for its approval, or end. Other failures, and other
+// messages then wait for its approval, or end; a failure that came before
+// the acceptance was recorded (parked) too. Other failures, and other
 // payloads, teach nothing of templates.
 func TestAFailedMessageTeachesItsTemplatesState(t *testing.T) {
 	t.Parallel()
 	f, _ := policyFixture(t)
 	ctx := context.Background()
-	submitted := func(payload string) *store.Record {
+	taken := func(payload string) *store.Record {
 		t.Helper()
 		res := f.post(t, "/v1/messages", `{"destination":"96996990101","payload":`+payload+`}`)
 		if res.status != http.StatusAccepted {
@@ -290,10 +292,19 @@ func TestAFailedMessageTeachesItsTemplatesState(t *testing.T) {
 		if _, _, err := f.store.Begin(ctx, rec.ID, time.Now(), store.Owner{}); err != nil {
 			t.Fatal(err)
 		}
+		return &rec
+	}
+	accept := func(rec *store.Record) {
+		t.Helper()
 		if _, err := f.store.Submit(ctx, rec.ID, "pid-"+rec.ID, time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		return &rec
+	}
+	submitted := func(payload string) *store.Record {
+		t.Helper()
+		rec := taken(payload)
+		accept(rec)
+		return rec
 	}
 	failed := func(rec *store.Record, code string) {
 		t.Helper()
@@ -335,5 +346,14 @@ func TestAFailedMessageTeachesItsTemplatesState(t *testing.T) {
 	}
 	if st := state(paused, "spring_sale"); st != store.TemplatePaused {
 		t.Errorf("another template's failure changed spring_sale: %s", st)
+	}
+	early := taken(template("winter_sale"))
+	failed(early, "132015") // parked: its acceptance is not recorded yet
+	accept(early)
+	if st := state(early, "winter_sale"); st != store.TemplatePaused {
+		t.Errorf("after a parked failed 132015: template %s, want paused", st)
+	}
+	if got, err := f.store.Get(ctx, early.ID); err != nil || got.Status != store.Failed {
+		t.Errorf("the early failure: %v %v, want failed", got, err)
 	}
 }

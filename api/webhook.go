@@ -11,7 +11,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/chatarchitect"
 	"github.com/chatq/chatq/internal/store"
 )
@@ -73,6 +72,10 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 			if res.Billable != "" {
 				s.cfg.Metrics.Billable(res.Billable)
 			}
+			if res.Template != "" {
+				s.logger(r.Context()).Info("template status learned from a failed message", zap.String("template", res.Template),
+					zap.String("status", string(ev.Template)), zap.String("code", ev.Error.Code), zap.String("message_id", res.RecordID))
+			}
 			s.logger(r.Context()).Debug("webhook event", zap.String("type", hook.Event.Type), zap.String("correlation", correlation),
 				zap.String("message_id", res.RecordID), zap.String("status", string(res.Status)))
 		}
@@ -82,10 +85,6 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err, s.log)
 			return
 		}
-	}
-	if err := s.templateFailure(r.Context(), hook.Event, applied); err != nil {
-		writeError(w, err, s.log)
-		return
 	}
 	if err := s.conversation(r.Context(), hook, applied, from); err != nil {
 		writeError(w, err, s.log)
@@ -118,47 +117,6 @@ func (s *Server) templateEvent(ctx context.Context, ev *chatarchitect.TemplateEv
 	}
 	s.logger(ctx).Info("template status", zap.String("template", ev.ElementName), zap.String("language", ev.LanguageCode),
 		zap.String("status", ev.Status), zap.String("sender", from), zap.Int("released", released))
-	return nil
-}
-
-// templateFailure learns from a message that failed because WhatsApp
-// paused its template (132015) or disabled it (132016) for low quality,
-// as the worker does when a send is refused so: the template's messages
-// that wait to be sent from the message's sender wait for its approval,
-// or end. A send is often accepted and fails by webhook only, and the
-// template-event webhook may come later, or not at all.
-func (s *Server) templateFailure(ctx context.Context, ev *chatarchitect.MessageEvent, res *store.EventResult) error {
-	if ev == nil || ev.Type != chatarchitect.EventFailed || res == nil || res.RecordID == "" || res.Outcome != store.Changed {
-		return nil
-	}
-	var st store.TemplateState
-	switch info, _ := chatarchitect.LookupCode(ev.Code); {
-	case info.Class == chatarchitect.ClassTemplatePaused:
-		st = store.TemplatePaused
-	case info.Marker == chatarchitect.MarkerTemplateDisabled:
-		st = store.TemplateDisabled
-	default:
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	rec, err := s.store.Get(ctx, res.RecordID)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	name := enqueue.TemplateName(rec.Payload)
-	if name == "" {
-		return nil
-	}
-	released, err := s.store.SetTemplateState(ctx, rec.Sender, name, st, s.now())
-	if err != nil {
-		return err
-	}
-	s.logger(ctx).Info("template status learned from a failed message", zap.String("template", name), zap.String("status", string(st)),
-		zap.String("code", ev.Code), zap.String("sender", rec.Sender), zap.String("message_id", rec.ID), zap.Int("released", released))
 	return nil
 }
 
@@ -249,6 +207,12 @@ func toEvent(h *chatarchitect.Webhook, now time.Time) (store.Event, bool) {
 			class = chatarchitect.ClassPermanent
 		}
 		ev.Error = &store.ErrorInfo{Class: string(class), Code: me.Code, Message: me.Reason, At: at}
+		switch info, _ := chatarchitect.LookupCode(me.Code); {
+		case info.Class == chatarchitect.ClassTemplatePaused:
+			ev.Template = store.TemplatePaused
+		case info.Marker == chatarchitect.MarkerTemplateDisabled:
+			ev.Template = store.TemplateDisabled
+		}
 	}
 	return ev, true
 }

@@ -205,21 +205,6 @@ type Template struct {
 	Template TemplateSpec `json:"template"`
 }
 
-// TemplateName returns the name of the template a stored payload sends,
-// "" for any other payload.
-func TemplateName(payload []byte) string {
-	var p struct {
-		Type     string `json:"type"`
-		Template struct {
-			ElementName string `json:"elementName"`
-		} `json:"template"`
-	}
-	if json.Unmarshal(payload, &p) != nil || p.Type != TypeTemplate {
-		return ""
-	}
-	return p.Template.ElementName
-}
-
 // TemplateSpec names an approved template and fills its {{1}}..{{n}}
 // placeholders with Params, in order.
 type TemplateSpec struct {

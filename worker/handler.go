@@ -349,7 +349,7 @@ func (h *Handler) fail(ctx context.Context, log *zap.Logger, fl *flow, rec *stor
 		if apiErr != nil && apiErr.Marker == chatarchitect.MarkerTemplateDisabled {
 			// The template's other messages end too, those waiting
 			// and those to come, without a send each.
-			if name := enqueue.TemplateName(rec.Payload); name != "" {
+			if name := store.TemplateName(rec.Payload); name != "" {
 				if _, err := h.store.SetTemplateState(ctx, rec.Sender, name, store.TemplateDisabled, h.now()); err != nil {
 					log.Warn("recording a disabled template", zap.String("template", name), zap.Error(err))
 				}

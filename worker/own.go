@@ -53,7 +53,7 @@ func (h *Handler) checkOwn(ctx context.Context, log *zap.Logger, rec *store.Reco
 	if err != nil {
 		return true, fmt.Errorf("check %s: %w", rec.ID, err)
 	}
-	name := enqueue.TemplateName(payload)
+	name := store.TemplateName(payload)
 	if name == "" {
 		return false, nil
 	}
@@ -139,7 +139,7 @@ func (h *Handler) refusedOwn(ctx context.Context, log *zap.Logger, rec *store.Re
 		ow.until = until
 		note = "Meta's marketing cap for this user (131049): the tenant's marketing messages to them wait until " + until.Format(time.RFC3339)
 	default: // 132015
-		ow.reason, ow.template = store.WaitTemplatePaused, enqueue.TemplateName(rec.Payload)
+		ow.reason, ow.template = store.WaitTemplatePaused, store.TemplateName(rec.Payload)
 		if ow.template == "" {
 			return fmt.Errorf("record retry of %s: a template paused (132015) for a message that names none", rec.ID)
 		}

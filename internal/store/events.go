@@ -31,6 +31,12 @@ type Event struct {
 	// Key identifies the event among redeliveries (id, type, timestamp);
 	// an event whose Key was applied before changes nothing.
 	Key string `json:"key"`
+	// Template, on a failed event, is what the failure says of the
+	// message's template (WhatsApp paused or disabled it for low
+	// quality): applied, the event gives the template that state for the
+	// message's sender, as a refused send does, so that the template's
+	// messages still to be sent wait for it, or end.
+	Template TemplateState `json:"template,omitempty"`
 }
 
 // Correlation says how an event found its record.
@@ -61,6 +67,9 @@ type EventResult struct {
 	// first billable pricing object of the message: each message counts
 	// once.
 	Billable string
+	// Template is the template the event gave a state (Event.Template),
+	// "" when it gave none.
+	Template string
 }
 
 // ApplyEvent correlates a delivery event with its record (by provider id,
@@ -205,6 +214,13 @@ func (s *Store) applyTo(ctx context.Context, id string, ev Event) (EventResult, 
 	}
 	if o != Missing {
 		s.refs.put(ev.WhatsAppID, id)
+	}
+	if o == Changed && ev.Template != TemplateActive {
+		name, err := s.learnTemplate(ctx, id, ev.Template, ev.At)
+		if err != nil {
+			return res, err
+		}
+		res.Template = name
 	}
 	if parked != nil && len(parked.Val()) > 0 {
 		billable, err := s.drain(ctx, id, parked.Val())

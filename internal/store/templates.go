@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -129,6 +130,42 @@ func (s *Store) WaitForTemplate(ctx context.Context, rec *Record, task, name str
 		return fmt.Errorf("wait %s for template %s: %w", rec.ID, name, err)
 	}
 	return s.Wait(ctx, rec, task, w, due, time.Time{})
+}
+
+// learnTemplate gives the template of record id's payload state st for
+// the record's sender (an event said so), and returns its name: "" when
+// the record is gone or sends no template.
+func (s *Store) learnTemplate(ctx context.Context, id string, st TemplateState, at time.Time) (string, error) {
+	recs, err := s.GetMany(ctx, []string{id})
+	if err != nil {
+		return "", fmt.Errorf("learn the template of %s: %w", id, err)
+	}
+	if recs[0] == nil {
+		return "", nil
+	}
+	name := TemplateName(recs[0].Payload)
+	if name == "" {
+		return "", nil
+	}
+	if _, err := s.SetTemplateState(ctx, recs[0].Sender, name, st, at); err != nil {
+		return "", fmt.Errorf("learn the template of %s: %w", id, err)
+	}
+	return name, nil
+}
+
+// TemplateName returns the name of the template a stored payload sends,
+// "" for any other payload.
+func TemplateName(payload []byte) string {
+	var p struct {
+		Type     string `json:"type"`
+		Template struct {
+			ElementName string `json:"elementName"`
+		} `json:"template"`
+	}
+	if json.Unmarshal(payload, &p) != nil || p.Type != "template" {
+		return ""
+	}
+	return p.Template.ElementName
 }
 
 // Payload reads the payload of record id, nil when it has none (the record

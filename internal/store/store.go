@@ -5,8 +5,9 @@
 // chatq's one place to recover lost work from.
 //
 // Every atomic operation touches the keys of one hash tag, so the layout
-// works on Redis Cluster: a record lives at chatq:m:{<id>}, its payload at
-// chatq:pl:{<id>}, an id mapping at chatq:ref:{<provider or WhatsApp id>}.
+// works on Redis Cluster: a record lives at chatq:m:{<id>} (its payload in
+// it, or at chatq:pl:{<id>} when long), an id mapping at
+// chatq:ref:{<provider or WhatsApp id>}.
 package store
 
 import (

@@ -37,6 +37,8 @@ func TestAPayloadIsKeptWholeWhateverItsLength(t *testing.T) {
 		{"p-64", longPayload(64), false},
 		{"p-text", longPayload(129), false},
 		{"p-utf8", []byte(`{"type":"text","message":"` + strings.Repeat("é€", 40) + `"}`), false},
+		{"p-256", longPayload(256), false},
+		{"p-257", longPayload(257), false},
 		{"p-2k", longPayload(2048), false},
 		{"p-long", longPayload(2049), true},
 		{"p-huge", longPayload(60000), true},

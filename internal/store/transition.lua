@@ -69,6 +69,12 @@ for i = 11, #ARGV, 2 do
     given[#given + 1] = {name, ARGV[i + 1], where}
   end
 end
+-- A take-up for a send reads the payload's next parts with the record: a
+-- payload of up to four parts (256 bytes) in this one read.
+local early = #read + 1
+if lean then
+  for i = 1, 3 do read[#read + 1] = 'pl' .. i end
+end
 if dedupe ~= '' then read[#read + 1] = dedupe end
 
 -- Everything the script reads of the record, in one call.
@@ -333,10 +339,14 @@ if op == 'begin' then
     if not part then
       body = (KEYS[3] and redis.call('GET', KEYS[3])) or ''
     elseif parts > 1 then
-      local names = {}
-      for i = 1, parts - 1 do names[i] = 'pl' .. i end
-      local rest = redis.call('HMGET', key, unpack(names))
-      for i = 1, #rest do rest[i] = rest[i] or '' end
+      local rest = {}
+      for i = 1, math.min(parts - 1, 3) do rest[i] = got[early + i - 1] or '' end
+      if parts > 4 then
+        local names = {}
+        for i = 4, parts - 1 do names[#names + 1] = 'pl' .. i end
+        local more = redis.call('HMGET', key, unpack(names))
+        for i = 1, #more do rest[3 + i] = more[i] or '' end
+      end
       body = part .. table.concat(rest)
     end
     res[#res + 1] = again and '1' or '0'

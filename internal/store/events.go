@@ -216,7 +216,7 @@ func (s *Store) applyTo(ctx context.Context, id string, ev Event) (EventResult, 
 		s.refs.put(ev.WhatsAppID, id)
 	}
 	if o == Changed && ev.Template != TemplateActive {
-		name, err := s.learnTemplate(ctx, id, ev.Template, ev.At)
+		name, err := s.learnTemplate(ctx, id, ev.Template)
 		if err != nil {
 			return res, err
 		}

@@ -134,8 +134,9 @@ func (s *Store) WaitForTemplate(ctx context.Context, rec *Record, task, name str
 
 // learnTemplate gives the template of record id's payload state st for
 // the record's sender (an event said so), and returns its name: "" when
-// the record is gone or sends no template.
-func (s *Store) learnTemplate(ctx context.Context, id string, st TemplateState, at time.Time) (string, error) {
+// the record is gone or sends no template. A disabled template's waiting
+// messages are due now, however old the event: they end at once.
+func (s *Store) learnTemplate(ctx context.Context, id string, st TemplateState) (string, error) {
 	recs, err := s.GetMany(ctx, []string{id})
 	if err != nil {
 		return "", fmt.Errorf("learn the template of %s: %w", id, err)
@@ -147,7 +148,7 @@ func (s *Store) learnTemplate(ctx context.Context, id string, st TemplateState, 
 	if name == "" {
 		return "", nil
 	}
-	if _, err := s.SetTemplateState(ctx, recs[0].Sender, name, st, at); err != nil {
+	if _, err := s.SetTemplateState(ctx, recs[0].Sender, name, st, time.Now()); err != nil {
 		return "", fmt.Errorf("learn the template of %s: %w", id, err)
 	}
 	return name, nil

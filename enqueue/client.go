@@ -28,43 +28,26 @@ import (
 	"github.com/chatq/chatq/internal/store"
 )
 
-// TaskSend is the asynq task type of a message send. Its payload is the job
-// id, then, a line each, the record's tenant, sender, destination and type
-// (SendTask): the worker reads the conversation policy's state of the
-// recipient with the record, in one round trip. The body stays in the
-// record, out of the dashboard.
+// TaskSend is the asynq task type of a message send. Its payload is empty:
+// the task's id names the record (RecordOf). asynq keeps a task's message
+// (type, id, queue, retries, timeout) in a hash that Redis holds in its
+// compact encoding only while every value is at most 64 bytes; with
+// nothing more than that, a queued message's task takes about 230 bytes
+// of Redis, where one that also named its recipient took about 470. The
+// body stays in the record, out of the dashboard.
 const TaskSend = "message:send"
 
-// SendTask is what a TaskSend payload names. A payload of the id alone
-// (as written before the route was added) has the route empty.
-type SendTask struct {
-	ID                                string
-	Tenant, Sender, Destination, Type string
-}
-
-// Routed reports whether the payload carried the route.
-func (t SendTask) Routed() bool { return t.Destination != "" }
-
-// Payload encodes t. The default tenant is left out: most tasks are its,
-// and a queued task's bytes are Redis memory.
-func (t SendTask) Payload() []byte {
-	if !t.Routed() {
-		return []byte(t.ID)
+// RecordOf returns the id of the record a TaskSend task sends: its task
+// id up to the first '-' (the first task's id is the record's, the
+// sweeper's are <record id>-<n>). A task written by an earlier chatq
+// names its record in its payload, alone or followed by a line each of
+// its route, and is read by that.
+func RecordOf(taskID string, payload []byte) string {
+	if len(payload) > 0 {
+		id, _, _ := strings.Cut(string(payload), "\n")
+		return id
 	}
-	tenant := t.Tenant
-	if tenant == store.DefaultTenant {
-		tenant = ""
-	}
-	return []byte(t.ID + "\n" + tenant + "\n" + t.Sender + "\n" + t.Destination + "\n" + t.Type)
-}
-
-// ParseSendTask decodes a TaskSend payload.
-func ParseSendTask(payload []byte) SendTask {
-	parts := strings.SplitN(string(payload), "\n", 5)
-	if len(parts) != 5 {
-		return SendTask{ID: string(payload)}
-	}
-	return SendTask{ID: parts[0], Tenant: cmp.Or(parts[1], store.DefaultTenant), Sender: parts[2], Destination: parts[3], Type: parts[4]}
+	return store.RecordOfTask(taskID)
 }
 
 // Record is a message's job record, as the HTTP API returns it.
@@ -382,8 +365,7 @@ func (c *Client) enqueue(ctx context.Context, r *store.Record) error {
 	if r.SendAt != nil && r.SendAt.After(c.cfg.Now()) {
 		opts = append(opts, asynq.ProcessAt(*r.SendAt))
 	}
-	task := SendTask{ID: r.ID, Tenant: r.Tenant, Sender: r.Sender, Destination: r.Destination, Type: r.Type}
-	_, err := c.queue.EnqueueContext(ctx, asynq.NewTask(TaskSend, task.Payload()), opts...)
+	_, err := c.queue.EnqueueContext(ctx, asynq.NewTask(TaskSend, nil), opts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		return nil
 	}

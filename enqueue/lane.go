@@ -73,8 +73,7 @@ func (c *Client) MoveLane(ctx context.Context, lane string, n int) (int, error) 
 // writeTask writes the asynq task of a lane entry.
 func (c *Client) writeTask(ctx context.Context, t store.LaneTask) error {
 	queue := cmp.Or(t.Queue, string(Bulk))
-	task := SendTask{ID: t.RecordID(), Tenant: t.Tenant, Sender: t.Sender, Destination: t.Destination, Type: t.Type}
-	_, err := c.queue.EnqueueContext(ctx, asynq.NewTask(TaskSend, task.Payload()),
+	_, err := c.queue.EnqueueContext(ctx, asynq.NewTask(TaskSend, nil),
 		asynq.TaskID(t.Task), asynq.Queue(queue), asynq.MaxRetry(c.cfg.MaxRetry))
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		return nil

@@ -131,14 +131,13 @@ func (p Policy) Backoff(n int) time.Duration {
 	return d
 }
 
-// ProcessTask sends the message whose job id is the task's payload. What
+// ProcessTask sends the message whose job the task's id names. What
 // may keep the message back (its expiry, the conversation policy, its
 // sender's pause, flow control) is decided before the send is taken up: a
 // message held back waits with its status unchanged, and only a real send
 // attempt moves it to sending.
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	task := enqueue.ParseSendTask(t.Payload())
-	id := task.ID
+	id := enqueue.RecordOf(taskOf(ctx), t.Payload())
 	h.metrics.HandlerRun()
 	// WithLazy: the fields are encoded only when a line is logged, which a
 	// successful send does at debug level alone.
@@ -148,10 +147,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Info("task skipped: the message was accepted, its acceptance is being recorded")
 		return nil
 	}
-	// The record and the policy's state of its recipient, in one round
-	// trip when the task names the recipient.
-	var pre policyRead
-	rec, err := h.store.PeekWith(ctx, id, h.readPolicy(ctx, task, &pre))
+	rec, err := h.store.Peek(ctx, id)
 	if err == nil && rec != nil && rec.Status == store.Dead {
 		// A dead letter's task runs again only when an operator runs it
 		// from asynq's archive (the dashboard's "run"): that is a retry,
@@ -189,7 +185,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Info("message expired before it was sent")
 		return nil
 	}
-	fallback, stop, err := h.checkPolicy(ctx, log, rec, pre)
+	fallback, stop, err := h.checkPolicy(ctx, log, rec)
 	if stop {
 		return err
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/enqueue"
@@ -81,22 +80,14 @@ func (c *Conversation) register(mux *asynq.ServeMux) {
 // sent. fallback is true when the fallback template goes instead of the
 // message. stop is true when the message must not be sent; err then tells
 // asynq what to do.
-func (h *Handler) checkPolicy(ctx context.Context, log *zap.Logger, rec *store.Record, pre policyRead) (fallback, stop bool, err error) {
+func (h *Handler) checkPolicy(ctx context.Context, log *zap.Logger, rec *store.Record) (fallback, stop bool, err error) {
 	if h.conv == nil || h.conv.Policy == nil {
 		return false, false, nil
 	}
 	freeForm := rec.Type != enqueue.TypeTemplate
 	hasFallback := len(rec.FallbackTemplate) > 0
-	var verdict policy.Verdict
-	var refusal *policy.Error
-	if pre.decide != nil && pre.task.Destination == rec.Destination && cmp.Or(pre.task.Tenant, store.DefaultTenant) == rec.Tenant &&
-		pre.task.Sender == rec.Sender && pre.task.Type == rec.Type {
-		// Read with the record, as the task named it.
-		verdict, refusal, err = pre.decide(hasFallback)
-	} else {
-		// The tenant's suppressions, the sender's window.
-		verdict, refusal, err = h.conv.Policy.ForTenant(rec.Tenant).ForSender(rec.Sender).Decide(ctx, rec.Destination, freeForm, hasFallback)
-	}
+	// The tenant's suppressions, the sender's window, in one round trip.
+	verdict, refusal, err := h.conv.Policy.ForTenant(rec.Tenant).ForSender(rec.Sender).Decide(ctx, rec.Destination, freeForm, hasFallback)
 	if err != nil {
 		return false, true, fmt.Errorf("check policy of %s: %w", rec.ID, err)
 	}
@@ -116,28 +107,6 @@ func (h *Handler) checkPolicy(ctx context.Context, log *zap.Logger, rec *store.R
 		return false, true, fmt.Errorf("send %s: %w: %w", rec.ID, refusal, asynq.SkipRetry)
 	}
 	return fallback, false, nil
-}
-
-// policyRead is the conversation policy's state of a task's recipient,
-// read with its record (PeekWith).
-type policyRead struct {
-	task   enqueue.SendTask
-	decide func(hasFallback bool) (policy.Verdict, *policy.Error, error)
-}
-
-// readPolicy returns what queues the policy's reads of the recipient the
-// task names, for PeekWith, and fills pre with their decision; nil when
-// the task names no recipient (written before tasks named it) or no policy
-// applies.
-func (h *Handler) readPolicy(ctx context.Context, task enqueue.SendTask, pre *policyRead) func(pipe redis.Pipeliner) {
-	if h.conv == nil || h.conv.Policy == nil || !task.Routed() {
-		return nil
-	}
-	return func(pipe redis.Pipeliner) {
-		c := h.conv.Policy.ForTenant(cmp.Or(task.Tenant, store.DefaultTenant)).ForSender(task.Sender)
-		pre.task = task
-		pre.decide = c.Read(ctx, pipe, task.Destination, task.Type != enqueue.TypeTemplate)
-	}
 }
 
 // learn records what a refused send says about its recipient (an opt-out,

@@ -194,8 +194,8 @@ func (p *program) dlqShow(ctx context.Context, id string) error {
 	})
 }
 
-// archivedTask is what asynq's archive keeps of a dead letter's task: the
-// payload is the job id, never the body.
+// archivedTask is what asynq's archive keeps of a dead letter's task: its
+// id names the job, and it holds no body.
 type archivedTask struct {
 	Queue        string    `json:"queue"`
 	State        string    `json:"state"`

@@ -105,7 +105,7 @@ func TestRetryByIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.State != asynq.TaskStatePending || info.Retried != 0 || info.MaxRetry != 3 || enqueue.ParseSendTask(info.Payload).ID != id {
+	if info.State != asynq.TaskStatePending || info.Retried != 0 || info.MaxRetry != 3 || enqueue.RecordOf(info.ID, info.Payload) != id {
 		t.Errorf("task after the retry: state %s, retried %d of %d, payload %q", info.State, info.Retried, info.MaxRetry, info.Payload)
 	}
 	rec, err := f.store.Get(ctx, id)

@@ -37,10 +37,14 @@ type LaneEntry struct {
 	At time.Time
 }
 
-// RecordID is the record a lane entry's task belongs to: the task id up
-// to its first '-' (the sweeper's tasks are <record id>-<n>).
-func (e LaneEntry) RecordID() string {
-	id, _, _ := strings.Cut(e.Task, "-")
+// RecordID is the record a lane entry's task belongs to.
+func (e LaneEntry) RecordID() string { return RecordOfTask(e.Task) }
+
+// RecordOfTask is the record a send task belongs to: the task id up to
+// its first '-' (the first task's id is the record's, the sweeper's are
+// <record id>-<n>).
+func RecordOfTask(task string) string {
+	id, _, _ := strings.Cut(task, "-")
 	return id
 }
 

@@ -167,22 +167,11 @@ var peekFields = []string{fStatus, fDest, fType, fPriority, fTenant, fSender, fC
 // (Record without its history, metadata and payload), for a look before
 // the send: nil when there is no record.
 func (s *Store) Peek(ctx context.Context, id string) (*Record, error) {
-	return s.PeekWith(ctx, id, nil)
-}
-
-// PeekWith is Peek with the reads that also queues on the pipeline sent in
-// the same round trip (a send's policy reads): their commands hold their
-// answers once it returns, unless it fails.
-func (s *Store) PeekWith(ctx context.Context, id string, also func(pipe redis.Pipeliner)) (*Record, error) {
-	pipe := s.rdb.Pipeline()
-	cmd := pipe.HMGet(ctx, recordKey(id), peekFields...)
-	if also != nil {
-		also(pipe)
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	vals, err := s.rdb.HMGet(ctx, recordKey(id), peekFields...).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("read %s: %w", id, err)
 	}
-	return peeked(id, peekFields, cmd.Val())
+	return peeked(id, peekFields, vals)
 }
 
 // peeked parses the values an HMGET of fields read of record id: nil when

@@ -17,7 +17,9 @@ type RedisMemory struct {
 	// Bytes is the growth of used_memory.
 	Bytes int64 `json:"bytes"`
 	// RecordBytes, PayloadBytes and TaskBytes are MEMORY USAGE of one job
-	// record, of its payload and of its asynq task.
+	// record, of its payload's key of its own and of its asynq task.
+	// PayloadBytes is 0 when the payload is in the record's hash, as a
+	// short one is.
 	RecordBytes  int64 `json:"record_bytes"`
 	PayloadBytes int64 `json:"payload_bytes"`
 	TaskBytes    int64 `json:"task_bytes"`
@@ -31,6 +33,14 @@ func (m RedisMemory) PerMessage() float64 {
 		return 0
 	}
 	return float64(m.Bytes) / float64(m.Messages)
+}
+
+// payloadNote says where the payload of the measured record is.
+func (m RedisMemory) payloadNote() string {
+	if m.PayloadBytes == 0 {
+		return "its payload inside"
+	}
+	return fmt.Sprintf("its payload %d B apart", m.PayloadBytes)
 }
 
 // QueuedMemory enqueues n text messages with no worker running and
@@ -66,8 +76,8 @@ func QueuedMemory(ctx context.Context, env *Env, n int) (RedisMemory, error) {
 	m.RecordBytes, _ = rdb.MemoryUsage(ctx, "chatq:m:{"+ids[0]+"}").Result()
 	m.PayloadBytes, _ = rdb.MemoryUsage(ctx, "chatq:pl:{"+ids[0]+"}").Result()
 	m.TaskBytes, _ = rdb.MemoryUsage(ctx, "asynq:{"+enqueue.QueueFor(enqueue.Transactional)+"}:t:"+ids[0]).Result()
-	env.logf("redis memory: %d queued messages of %d characters: %.0f bytes each (record %d, payload %d, task %d)",
-		n, m.TextLength, m.PerMessage(), m.RecordBytes, m.PayloadBytes, m.TaskBytes)
+	env.logf("redis memory: %d queued messages of %d characters: %.0f bytes each (record %d, %s, task %d)",
+		n, m.TextLength, m.PerMessage(), m.RecordBytes, m.payloadNote(), m.TaskBytes)
 	return m, nil
 }
 

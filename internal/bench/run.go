@@ -353,7 +353,7 @@ func runBullMQ(ctx context.Context, env *Env, o Options, rep *Report) error {
 	if b := rep.Results.EnqueueBatch; b != nil && res.AddBulk.PerSecond() > 0 {
 		rep.Add(Figure{Name: "enqueue_batch_vs_bullmq", Label: "enqueue: library SendBatch over BullMQ addBulk",
 			Value: b.PerSecond() / res.AddBulk.PerSecond(), Unit: "x", Target: &Target{Bound: 1},
-			Note: "the same batches; SendBatch also writes a record, a payload and index entries per message"})
+			Note: "the same batches; SendBatch also writes a record (its payload inside) and index entries per message"})
 	}
 	return nil
 }
@@ -419,8 +419,8 @@ func runRedisMemory(ctx context.Context, env *Env, o Options, rep *Report) error
 	rep.Results.RedisMemory = &m
 	rep.Add(Figure{Name: "redis_bytes_per_message", Label: fmt.Sprintf("Redis memory per queued %d-character text message", m.TextLength),
 		Value: m.PerMessage(), Unit: "B/msg", Target: &Target{Max: true, Bound: 1536},
-		Note: fmt.Sprintf("used_memory growth over %s queued messages, worker stopped; MEMORY USAGE of one record %d B, its payload %d B, its asynq task %d B",
-			thousands(int64(m.Messages)), m.RecordBytes, m.PayloadBytes, m.TaskBytes)})
+		Note: fmt.Sprintf("used_memory growth over %s queued messages, worker stopped; MEMORY USAGE of one record %d B (%s), its asynq task %d B",
+			thousands(int64(m.Messages)), m.RecordBytes, m.payloadNote(), m.TaskBytes)})
 	return nil
 }
 

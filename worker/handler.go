@@ -185,13 +185,17 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Info("message expired before it was sent")
 		return nil
 	}
-	fallback, stop, err := h.checkPolicy(ctx, log, rec)
+	checks, err := h.look(ctx, rec)
+	if err != nil {
+		return err
+	}
+	fallback, stop, err := h.checkPolicy(ctx, log, rec, checks.policy)
 	if stop {
 		return err
 	}
 	if rec.Status != store.Sending {
 		// A message taken up already was checked then, and cannot wait.
-		if stop, err := h.checkOwn(ctx, log, rec); stop {
+		if stop, err := h.checkOwn(ctx, log, rec, checks); stop {
 			return err
 		}
 	}

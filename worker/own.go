@@ -32,13 +32,13 @@ type ownWait struct {
 }
 
 // checkOwn holds back, before its send, a message that would meet a wait
-// of its own: a marketing message to a recipient at Meta's marketing cap
-// (one read per marketing message), a template message whose template is
-// paused. A message of a disabled template ends dead. stop is true when
-// the message goes no further; err then tells asynq what to do.
-func (h *Handler) checkOwn(ctx context.Context, log *zap.Logger, rec *store.Record) (stop bool, err error) {
-	if rec.Category != nil && *rec.Category == store.CategoryMarketing {
-		until, err := h.caps(rec.Tenant).Until(ctx, rec.Destination)
+// of its own, as c read it: a marketing message to a recipient at Meta's
+// marketing cap, a template message whose template is paused. A message of
+// a disabled template ends dead. stop is true when the message goes no
+// further; err then tells asynq what to do.
+func (h *Handler) checkOwn(ctx context.Context, log *zap.Logger, rec *store.Record, c checks) (stop bool, err error) {
+	if c.capped != nil {
+		until, err := c.capped()
 		if err != nil {
 			return true, fmt.Errorf("check %s: %w", rec.ID, err)
 		}
@@ -49,15 +49,22 @@ func (h *Handler) checkOwn(ctx context.Context, log *zap.Logger, rec *store.Reco
 	if rec.Type != enqueue.TypeTemplate {
 		return false, nil
 	}
-	payload, err := h.store.Payload(ctx, rec.ID)
-	if err != nil {
-		return true, fmt.Errorf("check %s: %w", rec.ID, err)
+	payload := rec.Payload
+	if len(payload) == 0 {
+		// A payload too long to come with the record: read now, and its
+		// template's state after it.
+		if payload, err = h.store.Payload(ctx, rec.ID); err != nil {
+			return true, fmt.Errorf("check %s: %w", rec.ID, err)
+		}
 	}
 	name := store.TemplateName(payload)
 	if name == "" {
 		return false, nil
 	}
-	state, err := h.store.TemplateStateOf(ctx, rec.Sender, name)
+	if c.template == nil {
+		c.template = func() (store.TemplateState, error) { return h.store.TemplateStateOf(ctx, rec.Sender, name) }
+	}
+	state, err := c.template()
 	if err != nil {
 		return true, fmt.Errorf("check %s: %w", rec.ID, err)
 	}

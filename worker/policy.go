@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/chatq/chatq/enqueue"
@@ -76,18 +77,54 @@ func (c *Conversation) register(mux *asynq.ServeMux) {
 	}
 }
 
-// checkPolicy applies the conversation policy to rec right before it is
-// sent. fallback is true when the fallback template goes instead of the
-// message. stop is true when the message must not be sent; err then tells
-// asynq what to do.
-func (h *Handler) checkPolicy(ctx context.Context, log *zap.Logger, rec *store.Record) (fallback, stop bool, err error) {
-	if h.conv == nil || h.conv.Policy == nil {
+// checks holds the answers of the reads made before a send, all in one
+// round trip (look): the conversation policy's state, and what may hold
+// the message back on its own (a marketing message's cap, its template's
+// state). A nil func was not read.
+type checks struct {
+	policy func(hasFallback bool) (policy.Verdict, *policy.Error, error)
+	capped func() (time.Time, error)
+	// template is the state of the template the message names, when its
+	// payload came with its record (store.Peek).
+	template func() (store.TemplateState, error)
+}
+
+// look reads what the checks before rec's send need, in one round trip: a
+// template message's payload came with its record, which names the
+// template whose state is read.
+func (h *Handler) look(ctx context.Context, rec *store.Record) (checks, error) {
+	var c checks
+	pipe := h.store.Redis().Pipeline()
+	if h.conv != nil && h.conv.Policy != nil {
+		c.policy = h.conv.Policy.ForTenant(rec.Tenant).ForSender(rec.Sender).Queue(ctx, pipe, rec.Destination, rec.Type != enqueue.TypeTemplate)
+	}
+	if rec.Status != store.Sending {
+		// A message taken up already was checked then, and cannot wait.
+		if rec.Category != nil && *rec.Category == store.CategoryMarketing {
+			c.capped = h.caps(rec.Tenant).Queue(ctx, pipe, rec.Destination)
+		}
+		if name := store.TemplateName(rec.Payload); name != "" && rec.Type == enqueue.TypeTemplate {
+			c.template = h.store.QueueTemplateState(ctx, pipe, rec.Sender, name)
+		}
+	}
+	if pipe.Len() == 0 {
+		return c, nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return c, fmt.Errorf("check %s: %w", rec.ID, err)
+	}
+	return c, nil
+}
+
+// checkPolicy applies the conversation policy, as decide read it, to rec
+// right before it is sent. fallback is true when the fallback template goes
+// instead of the message. stop is true when the message must not be sent;
+// err then tells asynq what to do.
+func (h *Handler) checkPolicy(ctx context.Context, log *zap.Logger, rec *store.Record, decide func(hasFallback bool) (policy.Verdict, *policy.Error, error)) (fallback, stop bool, err error) {
+	if decide == nil {
 		return false, false, nil
 	}
-	freeForm := rec.Type != enqueue.TypeTemplate
-	hasFallback := len(rec.FallbackTemplate) > 0
-	// The tenant's suppressions, the sender's window, in one round trip.
-	verdict, refusal, err := h.conv.Policy.ForTenant(rec.Tenant).ForSender(rec.Sender).Decide(ctx, rec.Destination, freeForm, hasFallback)
+	verdict, refusal, err := decide(len(rec.FallbackTemplate) > 0)
 	if err != nil {
 		return false, true, fmt.Errorf("check policy of %s: %w", rec.ID, err)
 	}

@@ -143,6 +143,7 @@ func TestRunMeasuresEverything(t *testing.T) {
 	rates := []string{
 		bench.BaselineEnqueue, "asynq_enqueue_autopipelined", bench.BaselineProcess, "enqueue_send", "enqueue_batch",
 		"enqueue_http", "enqueue_http_batch", "send_rate_stripped", "deployed_send_rate", "deployed_enqueue_rate",
+		"deployed_campaign_rate",
 	}
 	if bullmq {
 		rates = append(rates, "bullmq_add_bulk", "bullmq_process", "bullmq_send_rate")
@@ -171,7 +172,8 @@ func TestRunMeasuresEverything(t *testing.T) {
 	// Each phase of the deployment counts Redis's commands and the CPU of
 	// the processes that ran it, and judges the bounds users are promised.
 	for _, name := range []string{"asynq_process_commands", "deployed_send_commands", "deployed_send_cpu_worker", "deployed_send_cpu_redis",
-		"deployed_life_commands", "deployed_life_cpu_worker", "deployed_life_cpu_api", "deployed_life_cpu_sandbox", "deployed_enqueue_commands"} {
+		"deployed_life_commands", "deployed_life_cpu_worker", "deployed_life_cpu_api", "deployed_life_cpu_sandbox", "deployed_enqueue_commands",
+		"deployed_campaign_commands", "deployed_campaign_cpu_worker", "deployed_campaign_cpu_redis"} {
 		if f := rep.Figure(name); f == nil || f.Value <= 0 {
 			t.Errorf("figure %s: %+v, want a positive value", name, f)
 		}

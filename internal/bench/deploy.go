@@ -339,15 +339,16 @@ func (d *deployment) workerMetric(ctx context.Context, name string) (float64, er
 	return sum, nil
 }
 
-// postBatches posts n text messages of priority prio, numbered from first,
-// to POST /v1/messages/batch in batches of size, callers at a time, and
-// returns their ids.
-func (d *deployment) postBatches(ctx context.Context, first, n, size, callers int, prefix string, prio enqueue.Priority) ([]string, error) {
+// postBatches posts n messages that message makes (textMessage,
+// campaignMessage), of priority prio, numbered from first, to POST
+// /v1/messages/batch in batches of size, callers at a time, and returns
+// their ids.
+func (d *deployment) postBatches(ctx context.Context, message func(prefix string, i int, prio enqueue.Priority) *enqueue.Message, first, n, size, callers int, prefix string, prio enqueue.Priority) ([]string, error) {
 	batches := splitBatches(n, size)
 	ids := make([]string, n)
 	err := parallel(ctx, len(batches), callers, func(ctx context.Context, i int) error {
 		b := batches[i]
-		body, err := batchOf(prefix, first+b.from, b.n, prio)
+		body, err := batchOf(message, prefix, first+b.from, b.n, prio)
 		if err != nil {
 			return err
 		}
@@ -387,6 +388,28 @@ func (d *deployment) postBatch(ctx context.Context, body []byte) ([]string, erro
 		ids[i] = r.ID
 	}
 	return ids, nil
+}
+
+// stop stops the chatq process of command (SIGTERM) and waits until it
+// exits.
+func (d *deployment) stop(command string) error {
+	d.mu.Lock()
+	p := d.procs[command]
+	d.mu.Unlock()
+	if p == nil || p.exited() {
+		return fmt.Errorf("stop %s: not running", command)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("stop %s: %w", command, err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("stop %s: still running 30s after SIGTERM, killed", command)
+	}
 }
 
 // pids returns the process id of each running chatq process, by command.

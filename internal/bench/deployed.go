@@ -18,6 +18,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chatq/chatq/enqueue"
 	"github.com/chatq/chatq/internal/store"
 )
 
@@ -39,6 +40,12 @@ type DeployedResult struct {
 	// LimitWaits is the worker's chatq_rate_limit_waits_total after the
 	// send: zero when no limit held a send back.
 	LimitWaits float64 `json:"limit_waits"`
+	// Campaign is the send of as many marketing template messages, queued
+	// with the worker stopped, by a worker started again (webhooks off):
+	// what a campaign runs, the checks of the message's own (the marketing
+	// cap, the template's state) included.
+	Campaign      Rate  `json:"campaign"`
+	CampaignUsage Usage `json:"campaign_usage"`
 	// LifeUsage is the whole life of LifeMessages messages with webhooks
 	// on: posted to the API, sent by the worker, and each of their four
 	// webhooks received and correlated.
@@ -113,7 +120,7 @@ func Deployed(ctx context.Context, env *Env, o DeployedOptions) (DeployedResult,
 		return res, err
 	}
 	start := time.Now()
-	ids, err := d.postBatches(ctx, 0, o.Messages, o.BatchSize, o.BatchCallers, plainPrefix, "")
+	ids, err := d.postBatches(ctx, textMessage, 0, o.Messages, o.BatchSize, o.BatchCallers, plainPrefix, "")
 	if err != nil {
 		return res, fmt.Errorf("deployed: enqueue: %w", err)
 	}
@@ -148,12 +155,7 @@ func Deployed(ctx context.Context, env *Env, o DeployedOptions) (DeployedResult,
 	} else {
 		profiled <- nil
 	}
-	// The worker's own count of submitted messages, read from its /metrics,
-	// touches no Redis.
-	if err := waitUntilErr(ctx, time.Duration(o.Messages)*5*time.Millisecond+time.Minute, func() (bool, error) {
-		n, err := d.workerMetric(ctx, "chatq_messages_sent_total")
-		return n >= float64(o.Messages), err
-	}); err != nil {
+	if err := d.waitSent(ctx, o.Messages); err != nil {
 		return res, fmt.Errorf("deployed: send: %w", err)
 	}
 	if res.SendUsage, err = m.stop(ctx); err != nil {
@@ -173,10 +175,56 @@ func Deployed(ctx context.Context, env *Env, o DeployedOptions) (DeployedResult,
 	env.logf("deployed: the worker sent %d messages in %s: %.0f/s; %.1f Redis commands per message", o.Messages,
 		res.Send.Elapsed.Round(time.Millisecond), res.Send.PerSecond(), perMessage(res.SendUsage.Commands, o.Messages))
 
+	if err := campaignPhase(ctx, d, rdb, pids, o, &res); err != nil {
+		return res, fmt.Errorf("deployed: campaign: %w", err)
+	}
 	if err := lifePhase(ctx, d, rdb, pids, o, &res); err != nil {
 		return res, fmt.Errorf("deployed: whole life: %w", err)
 	}
 	return res, nil
+}
+
+// waitSent waits until the running worker counts n messages sent: its own
+// count, read from its /metrics, touches no Redis.
+func (d *deployment) waitSent(ctx context.Context, n int) error {
+	return waitUntilErr(ctx, time.Duration(n)*5*time.Millisecond+time.Minute, func() (bool, error) {
+		sent, err := d.workerMetric(ctx, "chatq_messages_sent_total")
+		return sent >= float64(n), err
+	})
+}
+
+// campaignPhase stops the worker, posts Messages marketing template
+// messages (to recipients of their own), and measures their send by a
+// worker started again, as the send phase measures text messages.
+func campaignPhase(ctx context.Context, d *deployment, rdb *redis.Client, pids func() map[string]int, o DeployedOptions, res *DeployedResult) error {
+	if err := d.stop("worker"); err != nil {
+		return err
+	}
+	ids, err := d.postBatches(ctx, campaignMessage, 0, o.Messages, o.BatchSize, o.BatchCallers, campaignPrefix, enqueue.Bulk)
+	if err != nil {
+		return err
+	}
+	m, err := startMeter(ctx, rdb, pids)
+	if err != nil {
+		return err
+	}
+	if err := d.startWorker(ctx); err != nil {
+		return err
+	}
+	if err := d.waitSent(ctx, o.Messages); err != nil {
+		return err
+	}
+	if res.CampaignUsage, err = m.stop(ctx); err != nil {
+		return err
+	}
+	first, last, err := submittedSpan(ctx, store.New(rdb, store.Config{}), ids)
+	if err != nil {
+		return err
+	}
+	res.Campaign = Rate{Count: o.Messages - 1, Elapsed: last.Sub(first)}
+	d.env.logf("deployed: the worker sent %d marketing template messages in %s: %.0f/s; %.1f Redis commands per message", o.Messages,
+		res.Campaign.Elapsed.Round(time.Millisecond), res.Campaign.PerSecond(), perMessage(res.CampaignUsage.Commands, o.Messages))
+	return nil
 }
 
 // lifePhase posts LifeMessages with the webhooks on and waits until every
@@ -194,7 +242,7 @@ func lifePhase(ctx context.Context, d *deployment, rdb *redis.Client, pids func(
 	if err != nil {
 		return err
 	}
-	ids, err := d.postBatches(ctx, o.Messages, o.LifeMessages, o.BatchSize, o.BatchCallers, plainPrefix, "")
+	ids, err := d.postBatches(ctx, textMessage, o.Messages, o.LifeMessages, o.BatchSize, o.BatchCallers, plainPrefix, "")
 	if err != nil {
 		return err
 	}

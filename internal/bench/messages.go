@@ -12,8 +12,9 @@ import (
 // sandbox's magic numbers (last four digits 0001 to 0008). A prefix sets
 // apart the messages a measurement watches closely.
 const (
-	plainPrefix   = "49"
-	sampledPrefix = "44"
+	plainPrefix    = "49"
+	sampledPrefix  = "44"
+	campaignPrefix = "46"
 )
 
 func destination(prefix string, i int) string {
@@ -71,12 +72,24 @@ func batchBody(from, n int, prio enqueue.Priority) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
+// campaignMessage returns message i of a marketing campaign: the
+// sandbox's marketing template, its two parameters filled.
+func campaignMessage(prefix string, i int, prio enqueue.Priority) *enqueue.Message {
+	return &enqueue.Message{
+		Destination: destination(prefix, i),
+		Payload: &enqueue.Template{Template: enqueue.TemplateSpec{ElementName: "welcome_offer", LanguageCode: "en_US",
+			Params: []string{"Maria", fmt.Sprintf("SPRING%07d", i%10_000_000)}}},
+		Priority: prio,
+	}
+}
+
 // batchOf returns the JSON body of POST /v1/messages/batch for messages
-// from, from+1, ... from+n-1, their destinations starting with prefix.
-func batchOf(prefix string, from, n int, prio enqueue.Priority) ([]byte, error) {
+// from, from+1, ... from+n-1 that message makes, their destinations
+// starting with prefix.
+func batchOf(message func(prefix string, i int, prio enqueue.Priority) *enqueue.Message, prefix string, from, n int, prio enqueue.Priority) ([]byte, error) {
 	msgs := make([]*enqueue.Message, n)
 	for i := range msgs {
-		msgs[i] = textMessage(prefix, from+i, prio)
+		msgs[i] = message(prefix, from+i, prio)
 	}
 	b, err := json.Marshal(struct {
 		Messages []*enqueue.Message `json:"messages"`

@@ -503,6 +503,10 @@ func runDeployed(ctx context.Context, env *Env, o Options, rep *Report) error {
 	if b := res.BullMQ; b != nil {
 		rep.Add(usageFigures("bullmq_send", "BullMQ minimal sender", b.Usage, res.Messages, nil)...)
 	}
+	campaign := rateFigure("deployed_campaign_rate", fmt.Sprintf("chatq as deployed: send of a marketing campaign, %s template messages", n), res.Campaign, BaselineProcess)
+	campaign.Note = "the sandbox's marketing template (welcome_offer, two parameters), bulk priority, each to a recipient of its own, queued with the worker stopped, then sent by the same worker started again, webhooks off: beside a text message's checks each send checks the recipient's marketing cap and the template's state, and the sender's lane feeds the bulk queue"
+	rep.Add(campaign)
+	rep.Add(usageFigures("deployed_campaign", "chatq as deployed: campaign send", res.CampaignUsage, res.Messages, nil)...)
 	rep.Add(usageFigures("deployed_life", fmt.Sprintf("chatq as deployed: whole life with 4 webhooks (%s messages)", thousands(int64(res.LifeMessages))),
 		res.LifeUsage, res.LifeMessages, &Target{Max: true, Bound: 50})...)
 	rep.Add(rateFigure("deployed_enqueue_rate", fmt.Sprintf("chatq as deployed: POST /v1/messages/batch of %d, %d at a time", o.BatchSize, o.BatchCallers), res.Enqueue, BaselineEnqueue))

@@ -76,9 +76,22 @@ func (mc *MarketingCaps) Capped(ctx context.Context, recipient string, at time.T
 }
 
 // Until returns until when recipient's marketing messages wait, the zero
-// time when they need not: one read, made before every marketing send.
+// time when they need not.
 func (mc *MarketingCaps) Until(ctx context.Context, recipient string) (time.Time, error) {
-	ms, err := mc.rdb.HGet(ctx, mc.key(recipient), "u").Int64()
+	return capUntil(recipient, mc.rdb.HGet(ctx, mc.key(recipient), "u"))
+}
+
+// Queue queues on pipe the read of Until, made before every marketing
+// send with the send's other reads, and returns its answer, to call once
+// pipe ran.
+func (mc *MarketingCaps) Queue(ctx context.Context, pipe redis.Pipeliner, recipient string) func() (time.Time, error) {
+	cmd := pipe.HGet(ctx, mc.key(recipient), "u")
+	return func() (time.Time, error) { return capUntil(recipient, cmd) }
+}
+
+// capUntil is the end of recipient's cap that cmd read.
+func capUntil(recipient string, cmd *redis.StringCmd) (time.Time, error) {
+	ms, err := cmd.Int64()
 	if errors.Is(err, redis.Nil) {
 		return time.Time{}, nil
 	}

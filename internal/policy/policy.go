@@ -466,16 +466,17 @@ const (
 func (c *Checker) Decide(ctx context.Context, destination string, freeForm, hasFallback bool) (Verdict, *Error, error) {
 	// One round trip for both reads: this runs before every send.
 	pipe := c.rdb.Pipeline()
-	decide := c.read(ctx, pipe, destination, freeForm)
+	decide := c.Queue(ctx, pipe, destination, freeForm)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Refuse, nil, fmt.Errorf("read policy state of %s: %w", destination, err)
 	}
 	return decide(hasFallback)
 }
 
-// read queues on pipe the reads Decide makes and returns the decision to
-// call once pipe ran.
-func (c *Checker) read(ctx context.Context, pipe redis.Pipeliner, destination string, freeForm bool) (decide func(hasFallback bool) (Verdict, *Error, error)) {
+// Queue queues on pipe the reads Decide makes, for a caller that reads
+// more in the same round trip (the worker, before each send), and returns
+// the decision, to call once pipe ran.
+func (c *Checker) Queue(ctx context.Context, pipe redis.Pipeliner, destination string, freeForm bool) (decide func(hasFallback bool) (Verdict, *Error, error)) {
 	checkWindow := freeForm && c.cfg.Window != WindowOff
 	supp := c.Suppressions.queueGet(ctx, pipe, destination)
 	var win *redis.SliceCmd

@@ -29,9 +29,13 @@ end
 
 -- reservePair takes the next free slot on a recipient's schedule (key: its
 -- theoretical arrival time) and returns the wait until it (0: now). See
--- pair.lua.
+-- pair.lua. A recipient without a schedule, as most are (none of its sends
+-- within the last interval), takes its slot now in one command; the key
+-- then lives as long as the general case below would set it.
 local function reservePair(key, now, interval, burst)
-  local tat = tonumber(redis.call('GET', key) or '0')
+  local held = redis.call('SET', key, num(now + interval), 'PX', num(interval / 1000 + 1000), 'NX', 'GET')
+  if not held then return 0 end
+  local tat = tonumber(held)
   if tat < now then tat = now end
   local slot = math.max(now, tat - (burst - 1) * interval)
   tat = math.max(tat, slot) + interval

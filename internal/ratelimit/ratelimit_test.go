@@ -214,6 +214,40 @@ func TestAdmitReservesThePairSlotWithTheSendSlot(t *testing.T) {
 	}
 }
 
+// A recipient no send went to lately, as a campaign's recipients are, has
+// its pair slot taken with one command on its schedule (SET ... NX GET),
+// not a read and a write; one with a schedule still has it read.
+func TestAFreshPairSlotCostsOneCommand(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	c := newClock()
+	l := ratelimit.New(rdb, ratelimit.Config{Sender: "15550001234", Rate: 10, PairInterval: 6 * time.Second, Now: c.Now}, nil)
+	ctx := context.Background()
+	admit := func(recipient string) (ratelimit.Decision, map[string]int64) {
+		t.Helper()
+		redistest.Commands(t, rdb)
+		d, _, err := l.Admit(ctx, ratelimit.Request{Recipient: recipient, MaxWait: time.Minute, MaxHold: time.Second, Pair: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d, redistest.Commands(t, rdb)
+	}
+	admit("4477000") // the script loaded
+	d, cmds := admit("4477001")
+	if d != reserved(100*time.Millisecond) {
+		t.Fatalf("first send to 4477001: %+v", d)
+	}
+	if cmds["get"] != 0 || cmds["set"] != 1 {
+		t.Errorf("a fresh pair slot ran %v, want one SET and no GET", cmds)
+	}
+	d, cmds = admit("4477001")
+	if d.Reason != ratelimit.ReasonPair || d.Wait != 6*time.Second {
+		t.Errorf("second send to 4477001: %+v, want its pair slot 6s ahead", d)
+	}
+	if cmds["set"] != 2 {
+		t.Errorf("a held pair slot ran %v, want its SET ... NX GET and its SET", cmds)
+	}
+}
+
 func TestPairLimitOff(t *testing.T) {
 	l := ratelimit.New(redistest.Start(t).Client(t), ratelimit.Config{}, nil)
 	for range 50 {

@@ -17,7 +17,8 @@ func longPayload(n int) []byte {
 }
 
 // A payload comes back whole, whatever its length, from every read: the
-// record, the take-up that sends it, a template's check. One of up to
+// record, the take-up that sends it, a template's check, and the look
+// before the send (Peek) when it is short. One of up to
 // 2 KB is kept in the record's hash in parts of at most 64 bytes, so that
 // Redis keeps the hash in its compact encoding and the message needs no
 // key more; a longer one has a key of its own.
@@ -77,6 +78,15 @@ func TestAPayloadIsKeptWholeWhateverItsLength(t *testing.T) {
 		b, err := st.Payload(ctx, c.id)
 		if err != nil || string(b) != string(c.payload) {
 			t.Errorf("%s: Payload: %d bytes %v, want %d", c.id, len(b), err, len(c.payload))
+		}
+		// The look before a send has it too when it is short (four parts
+		// at most), and none of it when it is longer: never a part.
+		peek, err := st.Peek(ctx, c.id)
+		if err != nil || peek == nil {
+			t.Fatalf("%s: peek: %v %v", c.id, peek, err)
+		}
+		if want := len(c.payload) <= 256; (string(peek.Payload) == string(c.payload)) != want || (!want && len(peek.Payload) > 0) {
+			t.Errorf("%s: peek: payload of %d bytes, want it whole: %v", c.id, len(peek.Payload), want)
 		}
 		rec := takeUp(t, st, c.id, now)
 		if string(rec.Payload) != string(c.payload) || !json.Valid(rec.Payload) {

@@ -53,7 +53,20 @@ func senderTag(sender string) string {
 
 // TemplateStateOf returns the state of the sender's template called name.
 func (s *Store) TemplateStateOf(ctx context.Context, sender, name string) (TemplateState, error) {
-	v, err := s.rdb.Get(ctx, templateStateKey(sender, name)).Result()
+	return templateState(name, s.rdb.Get(ctx, templateStateKey(sender, name)))
+}
+
+// QueueTemplateState queues on pipe the read of TemplateStateOf, for a
+// caller that reads more in the same round trip, and returns its answer,
+// to call once pipe ran.
+func (s *Store) QueueTemplateState(ctx context.Context, pipe redis.Pipeliner, sender, name string) func() (TemplateState, error) {
+	cmd := pipe.Get(ctx, templateStateKey(sender, name))
+	return func() (TemplateState, error) { return templateState(name, cmd) }
+}
+
+// templateState is the state of template name that cmd read.
+func templateState(name string, cmd *redis.StringCmd) (TemplateState, error) {
+	v, err := cmd.Result()
 	if errors.Is(err, redis.Nil) {
 		return TemplateActive, nil
 	}

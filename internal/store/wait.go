@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -163,19 +164,28 @@ func (s *Store) unindexWait(ctx context.Context, id string, raw, tenant, sender 
 var peekFields = []string{fStatus, fDest, fType, fPriority, fTenant, fSender, fCategory, fSendAt, fExpires,
 	fTask, fWaiting, fPairSlot, fFallback, fCreated, fUpdated, fAttempts, fFailures, fQueue, fBatch, fOrdered}
 
+// lookParts is how many parts of a payload Peek reads (256 bytes): a
+// template message's, which names the template checked before its send,
+// is seldom longer.
+const lookParts = 4
+
+// lookFields are peekFields and the payload's first lookParts parts.
+var lookFields = append(slices.Clip(peekFields), fPayload, fParts, fPayload+"1", fPayload+"2", fPayload+"3")
+
 // Peek reads what decides whether and how the message of id may be sent
-// (Record without its history, metadata and payload), for a look before
-// the send: nil when there is no record.
+// (Record without its history and metadata), for a look before the send:
+// nil when there is no record. Its payload is there when the record's hash
+// keeps it in at most lookParts parts; else Payload reads it.
 func (s *Store) Peek(ctx context.Context, id string) (*Record, error) {
-	vals, err := s.rdb.HMGet(ctx, recordKey(id), peekFields...).Result()
+	vals, err := s.rdb.HMGet(ctx, recordKey(id), lookFields...).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("read %s: %w", id, err)
 	}
-	return peeked(id, peekFields, vals)
+	return peeked(id, lookFields, vals)
 }
 
 // peeked parses the values an HMGET of fields read of record id: nil when
-// there is no record.
+// there is no record. A payload read in part is left out.
 func peeked(id string, fields []string, vals []any) (*Record, error) {
 	h := make(map[string]string, len(fields))
 	for i, v := range vals {
@@ -185,6 +195,9 @@ func peeked(id string, fields []string, vals []any) (*Record, error) {
 	}
 	if h[fStatus] == "" {
 		return nil, nil
+	}
+	if n, _ := strconv.Atoi(h[fParts]); n > lookParts {
+		dropPayload(h)
 	}
 	return parseRecord(id, h)
 }

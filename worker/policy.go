@@ -103,8 +103,10 @@ func (h *Handler) look(ctx context.Context, rec *store.Record) (checks, error) {
 		if rec.Category != nil && *rec.Category == store.CategoryMarketing {
 			c.capped = h.caps(rec.Tenant).Queue(ctx, pipe, rec.Destination)
 		}
-		if name := store.TemplateName(rec.Payload); name != "" && rec.Type == enqueue.TypeTemplate {
-			c.template = h.store.QueueTemplateState(ctx, pipe, rec.Sender, name)
+		if rec.Type == enqueue.TypeTemplate {
+			if name := store.TemplateName(rec.Payload); name != "" {
+				c.template = h.store.QueueTemplateState(ctx, pipe, rec.Sender, name)
+			}
 		}
 	}
 	if pipe.Len() == 0 {

@@ -150,7 +150,7 @@ func TestRunMeasuresEverything(t *testing.T) {
 		if f := rep.Figure("deployed_send_vs_bullmq"); f == nil || f.Value <= 0 || f.Met == nil {
 			t.Errorf("figure deployed_send_vs_bullmq: %+v, want a judged ratio", f)
 		}
-		for _, name := range []string{"bullmq_send_commands", "bullmq_send_cpu_bullmq"} {
+		for _, name := range []string{"bullmq_send_commands", "bullmq_send_cpu_bullmq", "deployed_send_cost_vs_bullmq"} {
 			if f := rep.Figure(name); f == nil || f.Value <= 0 {
 				t.Errorf("figure %s: %+v, want a positive value", name, f)
 			}

@@ -496,6 +496,11 @@ func runDeployed(ctx context.Context, env *Env, o Options, rep *Report) error {
 			rep.Add(Figure{Name: "deployed_send_vs_bullmq", Label: "chatq as deployed: send rate over the minimal BullMQ sender's",
 				Value: res.Send.PerSecond() / b.Send.PerSecond(), Unit: "x", Target: &Target{Bound: 1.5}})
 		}
+		if cost, ok := costOverBullMQ(res.SendUsage, b.Usage); ok {
+			rep.Add(Figure{Name: "deployed_send_cost_vs_bullmq", Label: "chatq as deployed: send CPU per message over the minimal BullMQ sender's, in sandbox CPU",
+				Value: cost, Unit: "x",
+				Note: "(worker + Redis CPU) / sandbox CPU of chatq's send phase, over (Node.js + Redis CPU) / sandbox CPU of the BullMQ sender's: the sandbox does the same work per message in both, so this ratio holds when the machine's speed changes between the two phases, which the rates' ratio does not"})
+		}
 	}
 	sendUsage := usageFigures("deployed_send", "chatq as deployed: send", res.SendUsage, res.Messages, &Target{Max: true, Bound: 24})
 	sendUsage[0].Note += "; calls summed over INFO commandstats (commands inside scripts included), reset at each phase's start; the background work of every process running counts too (the worker's start, asynq's polling, the API's counters); CPU is each process's utime+stime from /proc, over the same phase (the worker's from its start)"
@@ -512,6 +517,22 @@ func runDeployed(ctx context.Context, env *Env, o Options, rep *Report) error {
 	rep.Add(rateFigure("deployed_enqueue_rate", fmt.Sprintf("chatq as deployed: POST /v1/messages/batch of %d, %d at a time", o.BatchSize, o.BatchCallers), res.Enqueue, BaselineEnqueue))
 	rep.Add(usageFigures("deployed_enqueue", "chatq as deployed: POST /v1/messages/batch", res.EnqueueUsage, res.Messages, nil)...)
 	return nil
+}
+
+// costOverBullMQ is the CPU chatq's send spends per message (worker and
+// Redis) over the BullMQ sender's (Node.js and Redis), each counted in
+// units of the sandbox's CPU in its own phase; ok is false when a phase
+// has no sandbox CPU to count in.
+func costOverBullMQ(chatq, bullmq Usage) (float64, bool) {
+	cs, bs := chatq.CPU["sandbox"], bullmq.CPU["sandbox"]
+	if cs <= 0 || bs <= 0 {
+		return 0, false
+	}
+	peer := float64(bullmq.CPU["bullmq"]+bullmq.CPU["redis"]) / float64(bs)
+	if peer <= 0 {
+		return 0, false
+	}
+	return float64(chatq.CPU["worker"]+chatq.CPU["redis"]) / float64(cs) / peer, true
 }
 
 // topCommands lists the n most called commands of by, per message.

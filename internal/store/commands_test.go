@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/chatq/chatq/internal/redistest"
 	"github.com/chatq/chatq/internal/store"
 )
@@ -36,14 +38,26 @@ func TestASendAndItsWebhooksCostFewCommands(t *testing.T) {
 	if err != nil || rec == nil {
 		t.Fatalf("peek: %v %v", rec, err)
 	}
+	if string(rec.Payload) != string(r.Payload) {
+		t.Fatalf("peek: payload %s, want %s", rec.Payload, r.Payload)
+	}
+	replies := &replyHook{}
+	rdb.AddHook(replies)
 	redistest.Commands(t, rdb)
 	if o, err := st.Take(ctx, rec, now, store.Owner{Worker: "w1", Task: "cheap"}); err != nil || o != store.Changed {
 		t.Fatalf("take: %s %v", o, err)
 	}
-	// The due entry, then the script: its one read (the payload's parts
-	// with it) and its one write.
+	// The due entry, then the script: its one read and its one write. The
+	// payload came with the look before the send, so the take-up neither
+	// reads it again nor sends it back.
 	if c := redistest.Commands(t, rdb); redistest.Total(c) > 4 {
 		t.Errorf("the take-up ran %d commands, want 4 at most: %v", redistest.Total(c), c)
+	}
+	if got := replies.last; len(got) == 0 || got[len(got)-1] != "" {
+		t.Errorf("the take-up answered %q, want no payload at its end", got)
+	}
+	if string(rec.Payload) != string(r.Payload) {
+		t.Errorf("after the take-up: payload %s, want %s", rec.Payload, r.Payload)
 	}
 	if _, err := st.Accept(ctx, rec, "pid-cheap", now); err != nil {
 		t.Fatalf("accept: %v", err)
@@ -87,5 +101,24 @@ func TestASendAndItsWebhooksCostFewCommands(t *testing.T) {
 	}
 	if string(got.Payload) != string(r.Payload) {
 		t.Errorf("payload after its life %q, want %q", got.Payload, r.Payload)
+	}
+}
+
+// replyHook keeps the answer of the last script a pipeline ran.
+type replyHook struct{ last []any }
+
+func (h *replyHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *replyHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return next
+}
+func (h *replyHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			if c, ok := c.(*redis.Cmd); ok && c.Name() == "evalsha" {
+				h.last, _ = c.Val().([]any)
+			}
+		}
+		return err
 	}
 }

@@ -833,7 +833,7 @@ func (s *Store) outcome(ctx context.Context, id string, cmd *redis.Cmd, what str
 // counts as failed, and this send is a possible duplicate (the record's
 // SentAgain, and a note in its history).
 func (s *Store) Begin(ctx context.Context, id string, at time.Time, by Owner) (*Record, Outcome, error) {
-	o, st, rest, err := s.begin(ctx, id, at, by, false)
+	o, st, rest, err := s.begin(ctx, id, at, by, false, false)
 	if err != nil {
 		return nil, "", err
 	}
@@ -854,10 +854,11 @@ func (s *Store) Begin(ctx context.Context, id string, at time.Time, by Owner) (*
 }
 
 // Take is Begin for a send of rec, which Peek read: rec is updated in
-// place (status, attempts, failures, owner, payload, SentAgain) from what
-// the take-up answers, without the whole record read back.
+// place (status, attempts, failures, owner, SentAgain, and the payload
+// unless Peek read it) from what the take-up answers, without the whole
+// record read back.
 func (s *Store) Take(ctx context.Context, rec *Record, at time.Time, by Owner) (Outcome, error) {
-	o, st, rest, err := s.begin(ctx, rec.ID, at, by, true)
+	o, st, rest, err := s.begin(ctx, rec.ID, at, by, true, len(rec.Payload) > 0)
 	if err != nil {
 		return "", err
 	}
@@ -875,19 +876,26 @@ func (s *Store) Take(ctx context.Context, rec *Record, at time.Time, by Owner) (
 	rec.SentAgain, rec.OnWire, rec.Owner = again == "1", true, by.Worker
 	rec.Attempts, _ = strconv.Atoi(attempts)
 	rec.Failures, _ = strconv.Atoi(failures)
-	rec.Payload = json.RawMessage(body)
+	if len(rec.Payload) == 0 {
+		rec.Payload = json.RawMessage(body)
+	}
 	if by.Task != "" {
 		rec.TaskID = by.Task
 	}
 	return o, nil
 }
 
-// begin runs the take-up of Begin and Take; lean asks for Take's answer.
-func (s *Store) begin(ctx context.Context, id string, at time.Time, by Owner, lean bool) (Outcome, Status, []any, error) {
+// begin runs the take-up of Begin and Take; lean asks for Take's answer,
+// without the payload when the caller knows it (Peek read it: a payload
+// never changes).
+func (s *Store) begin(ctx context.Context, id string, at time.Time, by Owner, lean, known bool) (Outcome, Status, []any, error) {
 	args := s.transitionArgs("begin", Change{Status: Sending, At: at, Task: by.Task})
 	args = append(args, "!"+fTask, by.Task, "!"+fOwner, by.Worker)
 	if lean {
 		args = append(args, "?lean", 1)
+	}
+	if known {
+		args = append(args, "?known", 1)
 	}
 	var cmd *redis.Cmd
 	err := s.exec(ctx, func(pipe redis.Pipeliner) {

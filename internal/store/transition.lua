@@ -32,7 +32,9 @@
 --           field written "!name", set whatever it held when the status
 --           changes (begin's owner), and one written "=name", set whatever
 --           it held (wait's pair slot); '?lean' makes begin answer only
---           what a send needs: {..., again, attempts, failures, payload}
+--           what a send needs: {..., again, attempts, failures, payload},
+--           and '?known' with it leaves the payload out ('': the caller
+--           read it with the record already)
 --
 -- Returns {outcome, status_after, notice, waited, tenant, sender[, hgetall...]}
 -- (begin) or {outcome, status_after, notice, billed, waited, tenant, sender},
@@ -55,11 +57,13 @@ local ttl, wall, slack = tonumber(ARGV[7]), tonumber(ARGV[9]), tonumber(ARGV[10]
 -- still empty is read with the record (where: its place in the answer).
 local read = {'s', 'tid', 'wt', 'cb', 'h', 'hn', 'a', 'fa', 'wr', 'am', 'ps', 'xp', 'tn', 'sn', 'pid', 'pl', 'pn'}
 local given = {}
-local lean = false
+local lean, known = false, false
 for i = 11, #ARGV, 2 do
   local name = ARGV[i]
   if name == '?lean' then
     lean = true
+  elseif name == '?known' then
+    known = true
   else
     local mode, where = string.sub(name, 1, 1), nil
     if mode ~= '!' and mode ~= '=' and name ~= 'pr' then
@@ -72,7 +76,7 @@ end
 -- A take-up for a send reads the payload's next parts with the record: a
 -- payload of up to four parts (256 bytes) in this one read.
 local early = #read + 1
-if lean then
+if lean and not known then
   for i = 1, 3 do read[#read + 1] = 'pl' .. i end
 end
 if dedupe ~= '' then read[#read + 1] = dedupe end
@@ -336,7 +340,9 @@ if op == 'begin' then
   local res = {outcome, cur, notice, waited, tenant, sender}
   if lean then
     local body = part
-    if not part then
+    if known then
+      body = ''
+    elseif not part then
       body = (KEYS[3] and redis.call('GET', KEYS[3])) or ''
     elseif parts > 1 then
       local rest = {}

@@ -343,7 +343,7 @@ func (d *deployment) workerMetric(ctx context.Context, name string) (float64, er
 // campaignMessage), of priority prio, numbered from first, to POST
 // /v1/messages/batch in batches of size, callers at a time, and returns
 // their ids.
-func (d *deployment) postBatches(ctx context.Context, message func(prefix string, i int, prio enqueue.Priority) *enqueue.Message, first, n, size, callers int, prefix string, prio enqueue.Priority) ([]string, error) {
+func (d *deployment) postBatches(ctx context.Context, message messageFunc, first, n, size, callers int, prefix string, prio enqueue.Priority) ([]string, error) {
 	batches := splitBatches(n, size)
 	ids := make([]string, n)
 	err := parallel(ctx, len(batches), callers, func(ctx context.Context, i int) error {

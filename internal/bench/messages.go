@@ -72,6 +72,10 @@ func batchBody(from, n int, prio enqueue.Priority) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
+// messageFunc makes message i of a run, its destination starting with
+// prefix: textMessage, campaignMessage.
+type messageFunc func(prefix string, i int, prio enqueue.Priority) *enqueue.Message
+
 // campaignMessage returns message i of a marketing campaign: the
 // sandbox's marketing template, its two parameters filled.
 func campaignMessage(prefix string, i int, prio enqueue.Priority) *enqueue.Message {
@@ -86,7 +90,7 @@ func campaignMessage(prefix string, i int, prio enqueue.Priority) *enqueue.Messa
 // batchOf returns the JSON body of POST /v1/messages/batch for messages
 // from, from+1, ... from+n-1 that message makes, their destinations
 // starting with prefix.
-func batchOf(message func(prefix string, i int, prio enqueue.Priority) *enqueue.Message, prefix string, from, n int, prio enqueue.Priority) ([]byte, error) {
+func batchOf(message messageFunc, prefix string, from, n int, prio enqueue.Priority) ([]byte, error) {
 	msgs := make([]*enqueue.Message, n)
 	for i := range msgs {
 		msgs[i] = message(prefix, from+i, prio)

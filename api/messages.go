@@ -177,53 +177,111 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	if err := s.laneWait(r.Context(), rec); err != nil {
+	if err := s.laneWaits(r.Context(), []*store.Record{rec}); err != nil {
 		writeError(w, err, s.log)
 		return
 	}
 	writeJSON(w, http.StatusOK, rec)
 }
 
-// laneWait shows the wait of a bulk message in its sender's lane (its task
-// not written yet: see enqueue's lane.go). It is computed here, when the
-// record is read, rather than written by the feeder on every message it
-// holds back: one ZSCORE for a read against a write per held message,
-// and it cannot go stale. The reason is its sender's state: paused,
-// circuit_open, throttled, else sender_rate.
-func (s *Server) laneWait(ctx context.Context, rec *store.Record) error {
-	if rec.Priority != string(enqueue.Bulk) || !rec.Status.Pending() || rec.Status == store.Sending {
+// laneWaits shows the waits of the bulk messages of recs that are in their
+// sender's lane (their task not written yet: see enqueue's lane.go). They
+// are computed here, when records are read, rather than written by the
+// feeder on every message it holds back: a ZSCORE per message read (one
+// round trip for a page) against a write per held message, and they cannot
+// go stale. The reason is the sender's state: paused, circuit_open,
+// throttled, else sender_rate.
+func (s *Server) laneWaits(ctx context.Context, recs []*store.Record) error {
+	var laned []*store.Record
+	for _, rec := range recs {
+		if rec.Priority == string(enqueue.Bulk) && rec.Status.Pending() && rec.Status != store.Sending {
+			laned = append(laned, rec)
+		}
+	}
+	if len(laned) == 0 {
 		return nil
 	}
-	at, err := s.store.InLane(ctx, rec)
-	if err != nil || at.IsZero() || at.After(time.Now()) {
+	ats, err := s.store.InLanes(ctx, laned)
+	if err != nil {
 		return err
 	}
-	reason := store.WaitSenderRate
-	x, known := senders.Sender{}, false
-	if s.cfg.Senders != nil {
-		x, known = s.cfg.Senders.Lookup(rec.Sender)
-	}
-	switch {
-	case known && x.Paused:
-		reason = store.WaitPaused
-	case s.cfg.SenderStates != nil:
-		st, err := s.cfg.SenderStates.State(ctx, rec.Sender)
-		if err != nil {
-			return fmt.Errorf("state of the sender of %s: %w", rec.ID, err)
+	now := time.Now()
+	reasons := map[string]store.WaitReason{}
+	for i, rec := range laned {
+		at := ats[i]
+		if at.IsZero() || at.After(now) {
+			continue
 		}
-		switch st {
-		case StateCircuitOpen:
-			reason = store.WaitCircuitOpen
-		case StateThrottled:
-			reason = store.WaitThrottled
+		reason, ok := reasons[rec.Sender]
+		if !ok {
+			if reason, err = s.laneReason(ctx, rec.Sender); err != nil {
+				return fmt.Errorf("state of the sender of %s: %w", rec.ID, err)
+			}
+			reasons[rec.Sender] = reason
 		}
+		since := at
+		if w := rec.Waiting; w != nil && w.Reason == reason && w.Since.Before(since) {
+			since = w.Since // the same wait goes on
+		}
+		rec.Waiting = &store.Waiting{Reason: reason, Since: since}
 	}
-	since := at
-	if w := rec.Waiting; w != nil && w.Reason == reason && w.Since.Before(since) {
-		since = w.Since // the same wait goes on
-	}
-	rec.Waiting = &store.Waiting{Reason: reason, Since: since}
 	return nil
+}
+
+// laneReason is what the messages in a sender's lane wait for: its pause,
+// its open circuit, its throttle, else its rate.
+func (s *Server) laneReason(ctx context.Context, sender string) (store.WaitReason, error) {
+	if s.cfg.Senders != nil {
+		if x, known := s.cfg.Senders.Lookup(sender); known && x.Paused {
+			return store.WaitPaused, nil
+		}
+	}
+	if s.cfg.SenderStates == nil {
+		return store.WaitSenderRate, nil
+	}
+	st, err := s.cfg.SenderStates.State(ctx, sender)
+	if err != nil {
+		return "", err
+	}
+	switch st {
+	case StateCircuitOpen:
+		return store.WaitCircuitOpen, nil
+	case StateThrottled:
+		return store.WaitThrottled, nil
+	}
+	return store.WaitSenderRate, nil
+}
+
+// lanesWaiting names the lanes of a tenant's senders whose messages wait
+// for reason now; none for a reason a lane never shows.
+func (s *Server) lanesWaiting(ctx context.Context, tenant string, reason store.WaitReason) ([]string, error) {
+	switch reason {
+	case store.WaitSenderRate, store.WaitPaused, store.WaitCircuitOpen, store.WaitThrottled:
+	default:
+		return nil, nil
+	}
+	var numbers []string
+	if s.cfg.Senders != nil {
+		for _, x := range s.cfg.Senders.OfTenant(tenant) {
+			numbers = append(numbers, x.Number)
+		}
+	}
+	if tenant == store.DefaultTenant {
+		// Messages of before senders, and of the environment's sender,
+		// name none: their lane is "default".
+		numbers = append(numbers, "")
+	}
+	var lanes []string
+	for _, n := range numbers {
+		r, err := s.laneReason(ctx, n)
+		if err != nil {
+			return nil, fmt.Errorf("state of sender %s: %w", store.LaneOf(n), err)
+		}
+		if r == reason {
+			lanes = append(lanes, store.LaneOf(n))
+		}
+	}
+	return lanes, nil
 }
 
 func (s *Server) cancelMessage(w http.ResponseWriter, r *http.Request) {

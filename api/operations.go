@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -140,10 +141,28 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
+	if f.Waiting != "" {
+		if f.Lanes, err = s.lanesWaiting(r.Context(), tenant, f.Waiting); err != nil {
+			writeError(w, err, s.log)
+			return
+		}
+	}
 	p, err := s.store.ListMessages(r.Context(), f, cursor, limit)
 	if err != nil {
 		writeError(w, listError(err), s.log)
 		return
+	}
+	// A listing shows the waits GET /v1/messages/{id} does.
+	if err := s.laneWaits(r.Context(), p.Records); err != nil {
+		writeError(w, err, s.log)
+		return
+	}
+	if f.Waiting != "" {
+		// A sender's state that changed since the lanes were chosen
+		// changed what its lane's messages wait for.
+		p.Records = slices.DeleteFunc(p.Records, func(rec *store.Record) bool {
+			return rec.Waiting == nil || rec.Waiting.Reason != f.Waiting
+		})
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Messages   []*store.Record `json:"messages"`

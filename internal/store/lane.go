@@ -138,14 +138,30 @@ func (s *Store) RemoveFromLane(ctx context.Context, lane string, entries []LaneE
 // lane as due, or the zero time when it is not in the lane (its task is
 // written, or it is not bulk).
 func (s *Store) InLane(ctx context.Context, r *Record) (time.Time, error) {
-	score, err := s.rdb.ZScore(ctx, laneKey(LaneOf(r.Sender)), cmp.Or(r.TaskID, r.ID)).Result()
-	if errors.Is(err, redis.Nil) {
-		return time.Time{}, nil
-	}
+	at, err := s.InLanes(ctx, []*Record{r})
 	if err != nil {
-		return time.Time{}, fmt.Errorf("look up %s in its lane: %w", r.ID, err)
+		return time.Time{}, err
 	}
-	return time.UnixMilli(int64(score)).UTC(), nil
+	return at[0], nil
+}
+
+// InLanes is InLane for each of recs, in one round trip.
+func (s *Store) InLanes(ctx context.Context, recs []*Record) ([]time.Time, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.FloatCmd, len(recs))
+	for i, r := range recs {
+		cmds[i] = pipe.ZScore(ctx, laneKey(LaneOf(r.Sender)), cmp.Or(r.TaskID, r.ID))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("look up %d messages in their lanes: %w", len(recs), err)
+	}
+	out := make([]time.Time, len(recs))
+	for i, c := range cmds {
+		if c.Err() == nil {
+			out[i] = time.UnixMilli(int64(c.Val())).UTC()
+		}
+	}
+	return out, nil
 }
 
 // LaneSizes returns, for each lane, how many messages it holds and how

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -85,6 +86,7 @@ const (
 	skip verdict = iota // not wanted here
 	take                // on the page
 	drop                // stale: removed from the index
+	hide                // not this listing's to show, nor to name in a cursor
 )
 
 // entry is a record found through an index, with its score there.
@@ -124,19 +126,114 @@ func (s *Store) entries(ctx context.Context, key string, sp span, pos *position,
 	}
 }
 
-// page lists the index key newest first from cursor, keeping what judge
-// takes, until it has limit records or has looked at Config.ScanBudget
-// entries. It removes the entries judge drops, and those whose record has
-// expired; an entry whose record belongs in another index (home, if not
-// nil, names it for the records judge does not drop) moves there. The
-// cursor it returns goes on from there; "" means the index is done.
-//
-// The cursor is the position of the last entry the page left in the
-// index, never of one it removed or moved: those may be another tenant's
-// (an index of before tenants holds every tenant's entries), and a cursor
-// would hand out their ids and times. A page that removed all it looked at
-// goes on from where it started, which skips them now that they are gone.
+// source is one sorted set a listing reads: an index of records, or a
+// sender's lane, whose members are task ids (RecordOfTask) and which a
+// listing never changes: it is the feeder's.
+type source struct {
+	key  string
+	sp   span
+	lane bool
+}
+
+// sourced is an entry of one of a listing's sources.
+type sourced struct {
+	redis.Z
+	src int
+}
+
+func (z sourced) member() string {
+	m, _ := z.Member.(string)
+	return m
+}
+
+// entriesOf returns up to n entries of srcs after pos, newest first across
+// all of them, ties in descending order of member as within one index;
+// more reports whether they may hold further ones. The sources are read in
+// one round trip (another for one whose first entries were all handed out
+// before: a long run of ties).
+func (s *Store) entriesOf(ctx context.Context, srcs []source, pos *position, n int) ([]sourced, bool, error) {
+	if len(srcs) == 1 {
+		zs, more, err := s.entries(ctx, srcs[0].key, srcs[0].sp, pos, n)
+		out := make([]sourced, len(zs))
+		for i, z := range zs {
+			out[i] = sourced{Z: z}
+		}
+		return out, more, err
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.ZSliceCmd, len(srcs))
+	for i, src := range srcs {
+		top := src.sp.max
+		if pos != nil && pos.score < top {
+			top = pos.score
+		}
+		cmds[i] = pipe.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{
+			Key: src.key, Start: scoreArg(top), Stop: scoreArg(src.sp.min), ByScore: true, Rev: true, Count: int64(n),
+		})
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, false, fmt.Errorf("read indexes: %w", err)
+	}
+	var all []sourced
+	more := false
+	for i, c := range cmds {
+		got := c.Val()
+		fresh := 0
+		for _, z := range got {
+			id, _ := z.Member.(string)
+			if pos != nil && int64(z.Score) == pos.score && id >= pos.id {
+				continue
+			}
+			all = append(all, sourced{Z: z, src: i})
+			fresh++
+		}
+		if fresh > 0 || len(got) < n {
+			more = more || len(got) == n
+			continue
+		}
+		zs, m, err := s.entries(ctx, srcs[i].key, srcs[i].sp, pos, n)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, z := range zs {
+			all = append(all, sourced{Z: z, src: i})
+		}
+		more = more || m
+	}
+	slices.SortFunc(all, func(a, b sourced) int {
+		return cmp.Or(cmp.Compare(b.Score, a.Score), strings.Compare(b.member(), a.member()))
+	})
+	if len(all) > n {
+		all, more = all[:n], true
+	}
+	return all, more, nil
+}
+
+// page lists the index key newest first from cursor (see pageOf).
 func (s *Store) page(ctx context.Context, key string, sp span, cursor string, limit int, judge func(*Record) verdict, home homeFunc) ([]entry, string, error) {
+	return s.pageOf(ctx, []source{{key: key, sp: sp}}, cursor, limit, func(r *Record, _ source, _ string) verdict { return judge(r) }, home)
+}
+
+// lowest is a member below every record and task id: a position (score,
+// lowest) is past every entry of its score.
+const lowest = "!"
+
+// pageOf lists srcs newest first from cursor, keeping what judge takes,
+// until it has limit records or has looked at Config.ScanBudget entries.
+// It removes the entries judge drops from an index, and those whose record
+// has expired; an entry whose record belongs in another index (home, if
+// not nil, names it for the records judge does not drop) moves there. The
+// cursor it returns goes on from there; "" means the sources are done.
+//
+// The cursor is the position of the last entry the page left in its
+// index, never of one it removed, moved or hid: those may be another
+// tenant's (an index of before tenants holds every tenant's entries, a
+// lane every message of its sender, whoever its tenant was), and a cursor
+// would hand out their ids and times. A page that removed all it looked at
+// goes on from where it started, which skips them now that they are gone;
+// one that ends on hidden entries reads on to the end of their millisecond
+// and goes on from after it, naming no entry.
+func (s *Store) pageOf(ctx context.Context, srcs []source, cursor string, limit int, judge func(r *Record, src source, member string) verdict, home homeFunc) ([]entry, string, error) {
 	pos, err := parseCursor(cursor)
 	if err != nil {
 		return nil, "", err
@@ -144,51 +241,77 @@ func (s *Store) page(ctx context.Context, key string, sp span, cursor string, li
 	limit = min(max(limit, 1), MaxPage)
 	chunk := min(max(limit, 100), batchChunk, s.cfg.ScanBudget)
 	var out []entry
-	// at is where the scan is; last the position of the last entry kept.
+	// at is where the scan is; last the position of the last entry kept;
+	// hidden, if set, that of the hidden entry the scan ended on.
 	at, last := pos, pos
-	for scanned := 0; scanned < s.cfg.ScanBudget; {
-		zs, more, err := s.entries(ctx, key, sp, at, chunk)
+	var hidden *position
+	for scanned := 0; ; {
+		// Past the budget, the scan goes on only through the millisecond
+		// of the hidden entry it ended on.
+		over := scanned >= s.cfg.ScanBudget
+		if over && hidden == nil {
+			break
+		}
+		zs, more, err := s.entriesOf(ctx, srcs, at, chunk)
 		if err != nil {
 			return nil, "", err
 		}
+		cut := false
+		if over {
+			if i := slices.IndexFunc(zs, func(z sourced) bool { return int64(z.Score) != hidden.score }); i >= 0 {
+				zs, cut = zs[:i], true
+			}
+		}
 		if len(zs) == 0 {
+			if over {
+				break
+			}
 			return out, "", nil
 		}
 		ids := make([]string, len(zs))
 		for i, z := range zs {
-			ids[i], _ = z.Member.(string)
+			ids[i] = z.member()
+			if srcs[z.src].lane {
+				ids[i] = RecordOfTask(ids[i])
+			}
 		}
 		recs, err := s.GetMany(ctx, ids)
 		if err != nil {
 			return nil, "", err
 		}
-		var gone []any
+		gone := map[int][]any{}
 		moves := map[string][]redis.Z{}
 		lives := map[string]time.Time{}
 		full := false
 		for i, r := range recs {
-			at = &position{score: int64(zs[i].Score), id: ids[i]}
+			z, src := zs[i], srcs[zs[i].src]
+			at = &position{score: int64(z.Score), id: z.member()}
 			v := drop
 			if r != nil {
-				v = judge(r)
+				v = judge(r, src, z.member())
 			}
 			if v != drop && home != nil {
-				if h, until := home(r); h != key {
-					moves[h] = append(moves[h], zs[i])
+				if h, until := home(r); h != src.key {
+					moves[h] = append(moves[h], z.Z)
 					if until.After(lives[h]) {
 						lives[h] = until
 					}
 					v = drop
 				}
 			}
+			if v == drop && src.lane {
+				v = hide
+			}
 			switch v {
 			case take:
 				out = append(out, entry{rec: r, score: at.score})
-				last = at
+				last, hidden = at, nil
 			case skip:
-				last = at
+				last, hidden = at, nil
+			case hide:
+				hidden = at
 			case drop:
-				gone = append(gone, ids[i])
+				gone[z.src] = append(gone[z.src], z.member())
 			}
 			if len(out) == limit {
 				more = more || i < len(recs)-1
@@ -196,18 +319,23 @@ func (s *Store) page(ctx context.Context, key string, sp span, cursor string, li
 				break
 			}
 		}
-		if err := s.rehome(ctx, key, gone, moves, lives); err != nil {
-			return nil, "", err
+		for i, g := range gone {
+			if err := s.rehome(ctx, srcs[i].key, g, moves, lives); err != nil {
+				return nil, "", err
+			}
 		}
-		if !more {
+		if !more && !cut {
 			return out, "", nil
 		}
-		if full {
+		if full || cut {
 			break
 		}
 		scanned += len(zs)
 	}
-	if last == nil {
+	switch {
+	case hidden != nil:
+		return out, position{score: hidden.score, id: lowest}.cursor(), nil
+	case last == nil:
 		return out, topPosition().cursor(), nil
 	}
 	return out, last.cursor(), nil
@@ -266,6 +394,13 @@ type MessageFilter struct {
 	// by the start of their wait, newest first; BatchID and Destination
 	// then narrow it.
 	Waiting WaitReason
+	// Lanes, with Waiting, names the senders' lanes (LaneOf) whose
+	// messages wait for that reason now, as their sender's state says
+	// (sender_rate, paused, circuit_open, throttled): the bulk messages of
+	// the tenant that may go but have no task yet are listed with the
+	// waits written on records, by the time they may go. Their records
+	// carry no wait; the caller shows theirs.
+	Lanes []string
 }
 
 func (f MessageFilter) match(r *Record) bool {
@@ -339,7 +474,32 @@ func (s *Store) ListMessages(ctx context.Context, f MessageFilter, cursor string
 	default:
 		return MessagePage{}, ErrBatchRequired
 	}
-	found, next, err := s.page(ctx, key, allScores(), cursor, limit, judge, home)
+	srcs := []source{{key: key, sp: allScores()}}
+	if f.Waiting != "" {
+		// A lane's messages that may go now wait as their sender does;
+		// those due later are scheduled, not waiting.
+		due := span{min: math.MinInt64, max: time.Now().UnixMilli()}
+		for _, l := range f.Lanes {
+			srcs = append(srcs, source{key: laneKey(l), sp: due, lane: true})
+		}
+	}
+	found, next, err := s.pageOf(ctx, srcs, cursor, limit, func(r *Record, src source, member string) verdict {
+		if !src.lane {
+			return judge(r)
+		}
+		switch {
+		case r.Tenant != cmp.Or(f.Tenant, DefaultTenant):
+			// A lane holds its sender's messages, whoever their tenant
+			// was when they were accepted.
+			return hide
+		case !r.Status.Pending() || r.Status == Sending || cmp.Or(r.TaskID, r.ID) != member:
+			// Its task is written, or it ended: the feeder drops the entry.
+			return skip
+		case f.match(r) && (f.BatchID == "" || (r.BatchID != nil && *r.BatchID == f.BatchID)):
+			return take
+		}
+		return skip
+	}, home)
 	if err != nil {
 		return MessagePage{}, fmt.Errorf("list messages of %s: %w", what, err)
 	}

@@ -183,6 +183,11 @@ func TestRunMeasuresEverything(t *testing.T) {
 			t.Errorf("figure %s: %+v, want its target judged", name, f)
 		}
 	}
+	// Where Redis's time goes in a send: the record's changes are chatq's
+	// scripts, among asynq's.
+	if f := rep.Figure("deployed_send_redis_scripts"); f == nil || f.Value <= 0 || f.Value >= 100 || !strings.Contains(f.Note, "evalsha chatq:m:{…}") {
+		t.Errorf("figure deployed_send_redis_scripts: %+v, want a share of chatq's scripts, the record's change named", f)
+	}
 	if d := rep.Results.Deployed; d == nil || d.LimitWaits != 0 {
 		t.Errorf("deployed result %+v: want no send held back by a limit", d)
 	}

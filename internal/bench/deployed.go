@@ -46,6 +46,9 @@ type DeployedResult struct {
 	// cap, the template's state) included.
 	Campaign      Rate  `json:"campaign"`
 	CampaignUsage Usage `json:"campaign_usage"`
+	// RedisTime is where Redis's time went in a text send, in a phase of
+	// its own (every command logged).
+	RedisTime RedisTime `json:"redis_time"`
 	// LifeUsage is the whole life of LifeMessages messages with webhooks
 	// on: posted to the API, sent by the worker, and each of their four
 	// webhooks received and correlated.
@@ -177,6 +180,9 @@ func Deployed(ctx context.Context, env *Env, o DeployedOptions) (DeployedResult,
 
 	if err := campaignPhase(ctx, d, rdb, pids, o, &res); err != nil {
 		return res, fmt.Errorf("deployed: campaign: %w", err)
+	}
+	if res.RedisTime, err = redisTimePhase(ctx, d, rdb, o.Messages+o.LifeMessages, min(o.Messages, 5000), o); err != nil {
+		return res, fmt.Errorf("deployed: Redis's time: %w", err)
 	}
 	if err := lifePhase(ctx, d, rdb, pids, o, &res); err != nil {
 		return res, fmt.Errorf("deployed: whole life: %w", err)

@@ -508,6 +508,9 @@ func runDeployed(ctx context.Context, env *Env, o Options, rep *Report) error {
 	if b := res.BullMQ; b != nil {
 		rep.Add(usageFigures("bullmq_send", "BullMQ minimal sender", b.Usage, res.Messages, nil)...)
 	}
+	if f, ok := redisTimeFigure(res.RedisTime); ok {
+		rep.Add(f)
+	}
 	campaign := rateFigure("deployed_campaign_rate", fmt.Sprintf("chatq as deployed: send of a marketing campaign, %s template messages", n), res.Campaign, BaselineProcess)
 	campaign.Note = "the sandbox's marketing template (welcome_offer, two parameters), bulk priority, each to a recipient of its own, queued with the worker stopped, then sent by the same worker started again, webhooks off: beside a text message's checks each send checks the recipient's marketing cap and the template's state, and the sender's lane feeds the bulk queue"
 	rep.Add(campaign)
@@ -517,6 +520,30 @@ func runDeployed(ctx context.Context, env *Env, o Options, rep *Report) error {
 	rep.Add(rateFigure("deployed_enqueue_rate", fmt.Sprintf("chatq as deployed: POST /v1/messages/batch of %d, %d at a time", o.BatchSize, o.BatchCallers), res.Enqueue, BaselineEnqueue))
 	rep.Add(usageFigures("deployed_enqueue", "chatq as deployed: POST /v1/messages/batch", res.EnqueueUsage, res.Messages, nil)...)
 	return nil
+}
+
+// redisTimeFigure is the share of Redis's time in a send that chatq's
+// scripts took, its note the commands that took the most.
+func redisTimeFigure(t RedisTime) (Figure, bool) {
+	total := t.Total()
+	if total <= 0 {
+		return Figure{}, false
+	}
+	var ours time.Duration
+	parts := make([]string, 0, 8)
+	for i, c := range t.Commands {
+		if c.Chatq {
+			ours += c.Time
+		}
+		if i < 8 {
+			parts = append(parts, fmt.Sprintf("%s %.0f %% (%s calls, %.1f µs each)", c.Name, 100*c.Share(total), thousands(int64(c.Calls)),
+				float64(c.Time.Nanoseconds())/1e3/float64(c.Calls)))
+		}
+	}
+	return Figure{Name: "deployed_send_redis_scripts", Label: "chatq as deployed: send: share of Redis's command time in chatq's scripts",
+		Value: 100 * float64(ours) / float64(total), Unit: "%",
+		Note: fmt.Sprintf("%s; from Redis's SLOWLOG with every command logged (which costs Redis time itself, so in a phase of its own: %s text messages sent by the same worker started again, the log's last %s entries at three quarters of them), the clients' commands alone, a script's with the commands it ran inside; a script is named by its first key",
+			strings.Join(parts, ", "), thousands(int64(t.Messages)), thousands(int64(t.Entries)))}, true
 }
 
 // costOverBullMQ is the CPU chatq's send spends per message (worker and

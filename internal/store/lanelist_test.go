@@ -35,6 +35,9 @@ func TestAListingOfWaitsReadsTheLanesItIsGiven(t *testing.T) {
 	a3 := bulk("a3", "acme", "4915100000301", "spring", base.Add(3*time.Second))
 	a4 := bulk("a4", "acme", "4915100000302", "spring", base.Add(4*time.Second))
 	a5 := bulk("a5", "acme", "4915100000302", "", base.Add(5*time.Second))
+	// In its lane with its wait written too, as for a moment when it
+	// leaves its lane to wait: listed once.
+	a6 := bulk("a6", "acme", "4915100000302", "", base.Add(6*time.Second))
 	// Due in an hour: scheduled, not waiting.
 	later := bulk("later", "acme", "4915100000301", "", base)
 	sendAt := time.Now().Add(time.Hour)
@@ -48,17 +51,19 @@ func TestAListingOfWaitsReadsTheLanesItIsGiven(t *testing.T) {
 	// A message of acme whose wait is written on its record.
 	w1 := newRecord("w1", "96996999602", "transactional", "spring", base)
 	w1.Tenant = "acme"
-	laned := append([]*store.Record{a1, a2, a3, a4, a5, later}, foreign...)
+	laned := append([]*store.Record{a1, a2, a3, a4, a5, a6, later}, foreign...)
 	createAll(t, st, append(slices.Clone(laned), w1)...)
 	if err := st.AddToLanes(ctx, laned); err != nil {
 		t.Fatal(err)
 	}
-	r, err := st.Peek(ctx, "w1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Wait(ctx, r, "w1", store.Waiting{Reason: store.WaitSenderRate, Since: base.Add(2500 * time.Millisecond)}, time.Time{}, time.Time{}); err != nil {
-		t.Fatal(err)
+	for id, since := range map[string]time.Time{"w1": base.Add(2500 * time.Millisecond), "a6": a6.CreatedAt} {
+		r, err := st.Peek(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Wait(ctx, r, id, store.Waiting{Reason: store.WaitSenderRate, Since: since}, time.Time{}, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// a2 got its task: its lane entry is stale until the feeder drops it.
 	if _, _, err := st.Begin(ctx, "a2", time.Now(), store.Owner{}); err != nil {
@@ -96,11 +101,12 @@ func TestAListingOfWaitsReadsTheLanesItIsGiven(t *testing.T) {
 		limit int
 		want  []string
 	}{
-		{"acme, pages of 2", store.MessageFilter{Tenant: "acme", Waiting: store.WaitSenderRate, Lanes: lanes}, 2, []string{"a5", "a4", "a3", "w1", "a1"}},
-		{"acme, one page", store.MessageFilter{Tenant: "acme", Waiting: store.WaitSenderRate, Lanes: lanes}, 100, []string{"a5", "a4", "a3", "w1", "a1"}},
+		{"acme, pages of 2", store.MessageFilter{Tenant: "acme", Waiting: store.WaitSenderRate, Lanes: lanes}, 2, []string{"a6", "a5", "a4", "a3", "w1", "a1"}},
+		{"acme, one page", store.MessageFilter{Tenant: "acme", Waiting: store.WaitSenderRate, Lanes: lanes}, 100, []string{"a6", "a5", "a4", "a3", "w1", "a1"}},
 		{"a campaign of acme", store.MessageFilter{Tenant: "acme", Waiting: store.WaitSenderRate, Lanes: lanes, BatchID: "spring"}, 1, []string{"a4", "a3", "w1", "a1"}},
-		{"acme, one lane", store.MessageFilter{Tenant: "acme", Waiting: store.WaitSenderRate, Lanes: lanes[1:]}, 2, []string{"a5", "a4", "w1"}},
-		{"acme, no lane", store.MessageFilter{Tenant: "acme", Waiting: store.WaitSenderRate}, 2, []string{"w1"}},
+		{"acme, one lane", store.MessageFilter{Tenant: "acme", Waiting: store.WaitSenderRate, Lanes: lanes[1:]}, 2, []string{"a6", "a5", "a4", "w1"}},
+		{"acme, no lane", store.MessageFilter{Tenant: "acme", Waiting: store.WaitSenderRate}, 2, []string{"a6", "w1"}},
+		{"acme, pages of 1", store.MessageFilter{Tenant: "acme", Waiting: store.WaitSenderRate, Lanes: lanes}, 1, []string{"a6", "a5", "a4", "a3", "w1", "a1"}},
 		{"bolt", store.MessageFilter{Tenant: "bolt", Waiting: store.WaitSenderRate, Lanes: lanes}, 5,
 			[]string{"b8", "b7", "b6", "b5", "b4", "b3", "b2", "b1", "b0"}},
 	} {

@@ -245,6 +245,7 @@ func (s *Store) pageOf(ctx context.Context, srcs []source, cursor string, limit 
 	// hidden, if set, that of the hidden entry the scan ended on.
 	at, last := pos, pos
 	var hidden *position
+	taken := map[string]bool{}
 	for scanned := 0; ; {
 		// Past the budget, the scan goes on only through the millisecond
 		// of the hidden entry it ended on.
@@ -302,8 +303,14 @@ func (s *Store) pageOf(ctx context.Context, srcs []source, cursor string, limit 
 			if v == drop && src.lane {
 				v = hide
 			}
+			if v == take && taken[r.ID] {
+				// A message met in two sources (its wait written as it
+				// leaves its lane) is listed once on a page.
+				v = skip
+			}
 			switch v {
 			case take:
+				taken[r.ID] = true
 				out = append(out, entry{rec: r, score: at.score})
 				last, hidden = at, nil
 			case skip:

@@ -177,7 +177,7 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
-	if err := s.laneWaits(r.Context(), []*store.Record{rec}); err != nil {
+	if err := s.laneWaits(r.Context(), []*store.Record{rec}, laneReasons{}); err != nil {
 		writeError(w, err, s.log)
 		return
 	}
@@ -190,8 +190,8 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request) {
 // feeder on every message it holds back: a ZSCORE per message read (one
 // round trip for a page) against a write per held message, and they cannot
 // go stale. The reason is the sender's state: paused, circuit_open,
-// throttled, else sender_rate.
-func (s *Server) laneWaits(ctx context.Context, recs []*store.Record) error {
+// throttled, else sender_rate, read once per sender into reasons.
+func (s *Server) laneWaits(ctx context.Context, recs []*store.Record, reasons laneReasons) error {
 	var laned []*store.Record
 	for _, rec := range recs {
 		if rec.Priority == string(enqueue.Bulk) && rec.Status.Pending() && rec.Status != store.Sending {
@@ -206,7 +206,6 @@ func (s *Server) laneWaits(ctx context.Context, recs []*store.Record) error {
 		return err
 	}
 	now := time.Now()
-	reasons := map[string]store.WaitReason{}
 	for i, rec := range laned {
 		at := ats[i]
 		if at.IsZero() || at.After(now) {
@@ -227,6 +226,10 @@ func (s *Server) laneWaits(ctx context.Context, recs []*store.Record) error {
 	}
 	return nil
 }
+
+// laneReasons are what the messages in each sender's lane wait for, by
+// sender number ("" for the lane "default"), as one request read them.
+type laneReasons map[string]store.WaitReason
 
 // laneReason is what the messages in a sender's lane wait for: its pause,
 // its open circuit, its throttle, else its rate.
@@ -253,8 +256,9 @@ func (s *Server) laneReason(ctx context.Context, sender string) (store.WaitReaso
 }
 
 // lanesWaiting names the lanes of a tenant's senders whose messages wait
-// for reason now; none for a reason a lane never shows.
-func (s *Server) lanesWaiting(ctx context.Context, tenant string, reason store.WaitReason) ([]string, error) {
+// for reason now (none for a reason a lane never shows), and keeps the
+// state of each sender it read in reasons.
+func (s *Server) lanesWaiting(ctx context.Context, tenant string, reason store.WaitReason, reasons laneReasons) ([]string, error) {
 	switch reason {
 	case store.WaitSenderRate, store.WaitPaused, store.WaitCircuitOpen, store.WaitThrottled:
 	default:
@@ -277,6 +281,7 @@ func (s *Server) lanesWaiting(ctx context.Context, tenant string, reason store.W
 		if err != nil {
 			return nil, fmt.Errorf("state of sender %s: %w", store.LaneOf(n), err)
 		}
+		reasons[n] = r
 		if r == reason {
 			lanes = append(lanes, store.LaneOf(n))
 		}

@@ -141,8 +141,11 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, s.log)
 		return
 	}
+	// Each sender's state is read once for the request: to choose the
+	// lanes, and to show the waits of the messages listed.
+	reasons := laneReasons{}
 	if f.Waiting != "" {
-		if f.Lanes, err = s.lanesWaiting(r.Context(), tenant, f.Waiting); err != nil {
+		if f.Lanes, err = s.lanesWaiting(r.Context(), tenant, f.Waiting, reasons); err != nil {
 			writeError(w, err, s.log)
 			return
 		}
@@ -153,13 +156,13 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A listing shows the waits GET /v1/messages/{id} does.
-	if err := s.laneWaits(r.Context(), p.Records); err != nil {
+	if err := s.laneWaits(r.Context(), p.Records, reasons); err != nil {
 		writeError(w, err, s.log)
 		return
 	}
 	if f.Waiting != "" {
-		// A sender's state that changed since the lanes were chosen
-		// changed what its lane's messages wait for.
+		// A message whose wait is written but which is back in its
+		// sender's lane waits as its lane does.
 		p.Records = slices.DeleteFunc(p.Records, func(rec *store.Record) bool {
 			return rec.Waiting == nil || rec.Waiting.Reason != f.Waiting
 		})

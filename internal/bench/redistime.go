@@ -29,11 +29,11 @@ type CommandTime struct {
 	// Name is the command, and for a script the pattern of its first key
 	// (its hash tag's content left out), which names what the script
 	// works on: "evalsha chatq:m:{…}" is a record's change.
-	Name   string        `json:"name"`
-	Calls  int           `json:"calls"`
-	Time   time.Duration `json:"time"`
-	Chatq  bool          `json:"chatq"`
-	Script bool          `json:"script"`
+	Name  string        `json:"name"`
+	Calls int           `json:"calls"`
+	Time  time.Duration `json:"time"`
+	// Chatq is set for a script of chatq's (its first key is chatq's).
+	Chatq bool `json:"chatq"`
 }
 
 // Share is the part of total that c took.
@@ -73,14 +73,10 @@ func redisTimePhase(ctx context.Context, d *deployment, rdb *redis.Client, first
 	if err != nil {
 		return res, fmt.Errorf("read the slowlog's configuration: %w", err)
 	}
-	restore := func() error {
-		for _, k := range []string{"slowlog-log-slower-than", "slowlog-max-len"} {
-			if err := rdb.ConfigSet(ctx, k, was[k]).Err(); err != nil {
-				return fmt.Errorf("restore %s: %w", k, err)
-			}
-		}
-		return nil
-	}
+	// The log as it was, whatever happens: its entries take memory.
+	defer func() {
+		_ = setConfig(context.WithoutCancel(ctx), rdb, "slowlog-log-slower-than", was["slowlog-log-slower-than"], "slowlog-max-len", was["slowlog-max-len"])
+	}()
 	if err := setConfig(ctx, rdb, "slowlog-max-len", fmt.Sprint(slowlogSize), "slowlog-log-slower-than", "0"); err != nil {
 		return res, err
 	}
@@ -94,15 +90,15 @@ func redisTimePhase(ctx context.Context, d *deployment, rdb *redis.Client, first
 		return res, err
 	}
 	// Stop logging before the log is read: the read is no send's.
-	if err := rdb.ConfigSet(ctx, "slowlog-log-slower-than", "-1").Err(); err != nil {
-		return res, fmt.Errorf("stop the slowlog: %w", err)
+	if err := setConfig(ctx, rdb, "slowlog-log-slower-than", "-1"); err != nil {
+		return res, err
 	}
 	logs, err := rdb.SlowLogGet(ctx, -1).Result()
 	if err != nil {
 		return res, fmt.Errorf("read the slowlog: %w", err)
 	}
-	if err := restore(); err != nil {
-		return res, err
+	if err := rdb.SlowLogReset(ctx).Err(); err != nil {
+		return res, fmt.Errorf("reset the slowlog: %w", err)
 	}
 	if err := d.waitSent(ctx, n); err != nil {
 		return res, err
@@ -112,6 +108,8 @@ func redisTimePhase(ctx context.Context, d *deployment, rdb *redis.Client, first
 	return res, nil
 }
 
+// setConfig sets Redis's configuration parameters, given as name, value
+// pairs.
 func setConfig(ctx context.Context, rdb *redis.Client, kv ...string) error {
 	for i := 0; i < len(kv); i += 2 {
 		if err := rdb.ConfigSet(ctx, kv[i], kv[i+1]).Err(); err != nil {
@@ -137,7 +135,7 @@ func commandTimes(logs []redis.SlowLog) []CommandTime {
 		}
 		c := by[name]
 		if c == nil {
-			c = &CommandTime{Name: name, Script: script, Chatq: script && strings.HasPrefix(l.Args[3], "chatq:")}
+			c = &CommandTime{Name: name, Chatq: script && strings.HasPrefix(l.Args[3], "chatq:")}
 			by[name] = c
 		}
 		c.Calls++

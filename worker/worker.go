@@ -184,7 +184,7 @@ func New(rdb redis.UniversalClient, cfg Config, sender Sender, log *zap.Logger) 
 	// Status changes of records with a callback URL enqueue their callback,
 	// outside the send that made them.
 	notifier := callback.NewNotifier(asynq.NewClientFromRedisClient(rdb), log.Named("callback")).Background(notifyInFlight)
-	st := store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: notifier, Counter: cfg.Counter, SendLease: cfg.SendLease, DueGrace: cfg.DueGrace,
+	st := store.New(rdb, store.Config{TTL: cfg.RecordTTL, Notifier: notifier, Counter: cfg.Counter, Billed: cfg.Metrics.Billable, SendLease: cfg.SendLease, DueGrace: cfg.DueGrace,
 		OrderRecheck: cfg.OrderRecheck})
 	id := workerID()
 	log = log.With(zap.String("worker", id))

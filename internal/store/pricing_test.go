@@ -16,10 +16,14 @@ import (
 // the record keeps the last pricing object reported, and the campaign
 // counts each message billable once, under the category of its first
 // billable pricing, whatever repeats, arrives out of order or waits parked.
+// The webhook's receiver counts what its events made billable from their
+// results; what a send's acceptance applied from the parking lot, the store
+// counts itself (Config.Billed), so that the metric misses none.
 func TestPricingIsKeptAndCountedOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st := store.New(redistest.Start(t).Client(t), store.Config{})
+	var billed []string
+	st := store.New(redistest.Start(t).Client(t), store.Config{Billed: func(c string) { billed = append(billed, c) }})
 	at := time.Now().UTC().Truncate(time.Millisecond)
 	var recs []*store.Record
 	for i := range 5 {
@@ -80,8 +84,14 @@ func TestPricingIsKeptAndCountedOnce(t *testing.T) {
 	if res, err := st.ApplyEvent(ctx, store.Event{ID: "wamid.p5", GsID: "pid-p5", Status: store.Sent, At: at, Key: "sent:p5", Pricing: utility}); err != nil || res.Correlation != store.Parked {
 		t.Fatalf("early event: %+v %v", res, err)
 	}
+	if len(billed) != 0 {
+		t.Fatalf("billed %v before the acceptance: the receiver counts what its events bill", billed)
+	}
 	if _, err := st.Submit(ctx, "p5", "pid-p5", at); err != nil {
 		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"utility"}, billed); diff != "" {
+		t.Errorf("billed by the acceptance that applied the parked event (-want +got):\n%s", diff)
 	}
 
 	got := map[string]*store.Pricing{}

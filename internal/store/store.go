@@ -100,6 +100,12 @@ type Config struct {
 	// (records created included), for the per-minute counts of the
 	// console's overview. Nil counts nothing.
 	Counter Counter
+	// Billed, if set, counts a message made billable by a status event
+	// that a send's acceptance applied: one that arrived before the
+	// upstream's answer and waited parked (the webhook's receiver counts
+	// those it applies itself from EventResult.Billable), by its pricing
+	// category. Nil counts nothing.
+	Billed func(category string)
 	// ScanBudget is how many index entries one page of a listing looks
 	// at, at most, when a filter skips most of them: the page then comes
 	// back short, with a cursor to go on from. Zero means 5,000.
@@ -1095,9 +1101,11 @@ func (s *Store) submit(ctx context.Context, rec *Record, providerID string, at t
 		return "", nil, err
 	}
 	if len(parked.Val()) > 0 {
-		// A billable pricing among them is counted in the record (campaign
-		// counts), not in the webhook metrics, which the receiver keeps.
-		if _, err := s.drain(ctx, id, parked.Val()); err != nil {
+		billable, err := s.drain(ctx, id, parked.Val())
+		if billable != "" && s.cfg.Billed != nil {
+			s.cfg.Billed(billable)
+		}
+		if err != nil {
 			return o, nil, err
 		}
 	}

@@ -191,6 +191,10 @@ func TestRunMeasuresEverything(t *testing.T) {
 	if d := rep.Results.Deployed; d == nil || d.LimitWaits != 0 {
 		t.Errorf("deployed result %+v: want no send held back by a limit", d)
 	}
+	// A read message's record stays a small hash's compact encoding.
+	if d := rep.Results.Deployed; d == nil || d.LifeRecordEncoding != "listpack" || rep.Figure("deployed_life_record_bytes") == nil {
+		t.Errorf("deployed result %+v: want the memory of a read message's record, a listpack", d)
+	}
 	for _, name := range []string{"stream_rate", "stream_lag_p99", "latency_idle_p50", "latency_idle_p99",
 		"latency_backlog_p50", "latency_backlog_p99", "redis_bytes_per_message", "worker_heap_first", "worker_heap_last"} {
 		if f := rep.Figure(name); f == nil || f.Value <= 0 {

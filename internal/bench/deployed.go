@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -53,6 +55,12 @@ type DeployedResult struct {
 	// on: posted to the API, sent by the worker, and each of their four
 	// webhooks received and correlated.
 	LifeUsage Usage `json:"life_usage"`
+	// LifeRecordBytes is MEMORY USAGE of a read message's record (the
+	// median of a sample of them) at the end of the whole life: what the
+	// records kept for CHATQ_RECORD_TTL each cost. LifeRecordEncoding is
+	// its hash's encoding (listpack or hashtable).
+	LifeRecordBytes    int64  `json:"life_record_bytes"`
+	LifeRecordEncoding string `json:"life_record_encoding"`
 	// BullMQ is the minimal BullMQ sender on the same Redis and sandbox,
 	// nil when BullMQ is not installed.
 	BullMQ *BullMQSend `json:"bullmq,omitempty"`
@@ -274,9 +282,41 @@ func lifePhase(ctx context.Context, d *deployment, rdb *redis.Client, pids func(
 			return fmt.Errorf("record %s: not every webhook applied once: %+v", r.ID, r.History)
 		}
 	}
-	d.env.logf("deployed: %d messages through their whole life, four webhooks each: %.1f Redis commands per message",
-		o.LifeMessages, perMessage(res.LifeUsage.Commands, o.LifeMessages))
+	if res.LifeRecordBytes, res.LifeRecordEncoding, err = recordMemory(ctx, rdb, ids); err != nil {
+		return err
+	}
+	d.env.logf("deployed: %d messages through their whole life, four webhooks each: %.1f Redis commands per message, %d bytes a record (%s)",
+		o.LifeMessages, perMessage(res.LifeUsage.Commands, o.LifeMessages), res.LifeRecordBytes, res.LifeRecordEncoding)
 	return nil
+}
+
+// recordMemory returns the median MEMORY USAGE of the records of up to 101
+// of ids, spread over them, and the encoding of that record's hash.
+func recordMemory(ctx context.Context, rdb *redis.Client, ids []string) (int64, string, error) {
+	step := max(len(ids)/101, 1)
+	type sample struct {
+		id    string
+		bytes int64
+	}
+	var samples []sample
+	for i := 0; i < len(ids) && len(samples) < 101; i += step {
+		key := "chatq:m:{" + ids[i] + "}"
+		n, err := rdb.MemoryUsage(ctx, key).Result()
+		if err != nil {
+			return 0, "", fmt.Errorf("memory of record %s: %w", ids[i], err)
+		}
+		samples = append(samples, sample{key, n})
+	}
+	if len(samples) == 0 {
+		return 0, "", nil
+	}
+	slices.SortFunc(samples, func(a, b sample) int { return cmp.Compare(a.bytes, b.bytes) })
+	mid := samples[len(samples)/2]
+	enc, err := rdb.ObjectEncoding(ctx, mid.id).Result()
+	if err != nil {
+		return 0, "", fmt.Errorf("encoding of record %s: %w", mid.id, err)
+	}
+	return mid.bytes, enc, nil
 }
 
 // bullmqSend runs the minimal BullMQ sender: its jobs added, then sent

@@ -517,6 +517,11 @@ func runDeployed(ctx context.Context, env *Env, o Options, rep *Report) error {
 	rep.Add(usageFigures("deployed_campaign", "chatq as deployed: campaign send", res.CampaignUsage, res.Messages, nil)...)
 	rep.Add(usageFigures("deployed_life", fmt.Sprintf("chatq as deployed: whole life with 4 webhooks (%s messages)", thousands(int64(res.LifeMessages))),
 		res.LifeUsage, res.LifeMessages, &Target{Max: true, Bound: 50})...)
+	if res.LifeRecordBytes > 0 {
+		rep.Add(Figure{Name: "deployed_life_record_bytes", Label: "chatq as deployed: Redis memory of a read message's record",
+			Value: float64(res.LifeRecordBytes), Unit: "B",
+			Note: fmt.Sprintf("MEMORY USAGE of the record (its payload, history, ids and pricing inside: a %s) after its four webhooks, the median of a sample of the whole-life phase's; a record is kept CHATQ_RECORD_TTL after its last change", res.LifeRecordEncoding)})
+	}
 	rep.Add(rateFigure("deployed_enqueue_rate", fmt.Sprintf("chatq as deployed: POST /v1/messages/batch of %d, %d at a time", o.BatchSize, o.BatchCallers), res.Enqueue, BaselineEnqueue))
 	rep.Add(usageFigures("deployed_enqueue", "chatq as deployed: POST /v1/messages/batch", res.EnqueueUsage, res.Messages, nil)...)
 	return nil

@@ -177,8 +177,7 @@ func parseNotice(id, raw string, h map[string]string) (*Notice, error) {
 // asOf turns h, a record's hash, into the hash as it was right after a
 // change, given the fields the change wrote and the length in bytes of the
 // history then; it leaves out the payloads. The history only ever grows at
-// its end ("[a,b]" becomes "[a,b,c]"): its first hl-1 bytes and a closing
-// bracket are the history as of the change.
+// its end (historyAsOf).
 func asOf(h, change map[string]string, hl int) (map[string]string, error) {
 	dropPayload(h)
 	delete(h, fFallback)
@@ -188,16 +187,10 @@ func asOf(h, change map[string]string, hl int) (map[string]string, error) {
 	for k, v := range change {
 		h[k] = v
 	}
-	hist := h[fHistory]
-	switch {
-	case hl == len(hist):
-	case hl == 0 || hl == 2:
-		// No history then: none, or "[]", which the first entry replaced.
-		h[fHistory] = "[]"[:hl]
-	case hl < len(hist) && hist[hl-1] == ',':
-		h[fHistory] = hist[:hl-1] + "]"
-	default:
-		return nil, fmt.Errorf("history of %d bytes is not a later one of the %d bytes at the change", len(hist), hl)
+	hist, ok := historyAsOf(h[fHistory], hl)
+	if !ok {
+		return nil, fmt.Errorf("history of %d bytes is not a later one of the %d bytes at the change", len(h[fHistory]), hl)
 	}
+	h[fHistory] = hist
 	return h, nil
 }

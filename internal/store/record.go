@@ -312,7 +312,7 @@ func (r *Record) fields() []any {
 		fPriority, r.Priority,
 		fStatus, string(r.Status),
 		fAttempts, 0,
-		fHistory, historyJSON(r.History),
+		fHistory, historyField(r.History, r.CreatedAt),
 		fCreated, r.CreatedAt.UnixMilli(),
 		fUpdated, r.UpdatedAt.UnixMilli(),
 		fQueue, r.Queue,
@@ -365,8 +365,9 @@ func (r *Record) fields() []any {
 }
 
 // historyJSON encodes a history as json.Marshal would, entry by entry as
-// transition.lua appends them; by hand, because encoding the times through
-// reflection cost a new record more than all its other fields together.
+// transition.lua appends them to a JSON history; by hand, because encoding
+// the times through reflection cost a new record more than all its other
+// fields together.
 func historyJSON(h []HistoryEntry) []byte {
 	b := make([]byte, 0, 64*len(h)+2)
 	b = append(b, '[')
@@ -432,15 +433,19 @@ func parseRecord(id string, h map[string]string) (*Record, error) {
 		}
 	}
 	if v := h[fHistory]; v != "" {
-		if err := json.Unmarshal([]byte(v), &r.History); err != nil {
+		c, _ := strconv.ParseInt(h[fCreated], 10, 64)
+		hist, err := parseHistory(v, c)
+		if err != nil {
 			return nil, fmt.Errorf("record %s: history: %w", id, err)
 		}
+		r.History = hist
 	}
 	if v := h[fPricing]; v != "" {
-		r.Pricing = new(Pricing)
-		if err := json.Unmarshal([]byte(v), r.Pricing); err != nil {
+		p, err := parsePricing(v)
+		if err != nil {
 			return nil, fmt.Errorf("record %s: pricing: %w", id, err)
 		}
+		r.Pricing = p
 	}
 	if v := h[fWaiting]; v != "" {
 		var w struct {

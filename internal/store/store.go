@@ -758,8 +758,7 @@ func (s *Store) transitionArgs(op string, c Change) []any {
 		args = append(args, fWID, c.WhatsAppID)
 	}
 	if c.Pricing != nil {
-		b, _ := json.Marshal(c.Pricing)
-		args = append(args, fPricing, string(b))
+		args = append(args, fPricing, shortPricing(c.Pricing))
 		if c.Pricing.Billable {
 			args = append(args, fBillable, billableCategory(c.Pricing))
 		}

@@ -12,8 +12,9 @@
 --          note | wait
 -- ARGV[2]  the new status
 -- ARGV[3]  now, unix milliseconds
--- ARGV[4]  the history entry, JSON without its closing brace; for wait, the
---          wait's JSON (the record's 'waiting')
+-- ARGV[4]  the history entry, JSON without its closing brace (a short
+--          history gets it in the short form); for wait, the wait's JSON
+--          (the record's 'waiting')
 -- ARGV[5]  dedupe field ("" for none): an event seen before changes nothing
 -- ARGV[6]  last_error JSON ("" to leave it), set when the change applies
 -- ARGV[7]  the record TTL, milliseconds: a record lives at least that long
@@ -55,7 +56,7 @@ local ttl, wall, slack = tonumber(ARGV[7]), tonumber(ARGV[9]), tonumber(ARGV[10]
 
 -- The given fields (ARGV[11..]), each {name, value, where}: one set when
 -- still empty is read with the record (where: its place in the answer).
-local read = {'s', 'tid', 'wt', 'cb', 'h', 'hn', 'a', 'fa', 'wr', 'am', 'ps', 'xp', 'tn', 'sn', 'pid', 'pl', 'pn'}
+local read = {'s', 'tid', 'wt', 'cb', 'h', 'hn', 'a', 'fa', 'wr', 'am', 'ps', 'xp', 'tn', 'sn', 'pid', 'pl', 'pn', 'c'}
 local given = {}
 local lean, known = false, false
 for i = 11, #ARGV, 2 do
@@ -93,6 +94,7 @@ local xp = tonumber(got[12]) or 0
 local tenant, sender = got[13] or '', got[14] or ''
 -- The payload's first part, when the hash keeps the payload.
 local part, parts = got[16], tonumber(got[17]) or 1
+local created = tonumber(got[18]) or 0
 
 local phase1 = {scheduled = true, queued = true, sending = true, retrying = true}
 local rank = {submitted = 1, enqueued = 2, sent = 3, delivered = 4, read = 5}
@@ -170,16 +172,62 @@ local function extend()
   set.xp = int(xp)
 end
 
--- append adds entry e to the history; changes says that it records a
--- status change. A status change is always kept: the history holds every
--- status change of the message's life. An annotation (an entry that keeps
--- the status: a repeated or late event, a note) is dropped once the
+-- A history is short (compact.go: a status code, the time in
+-- milliseconds after the record's creation in base 36, and the note as a
+-- JSON string, entry after entry), or JSON, '[' first, in a record written
+-- before histories were short: that one grows in JSON.
+local json = string.sub(hist, 1, 1) == '['
+local codes = {queued = 'Q', scheduled = 'P', sending = 'G', retrying = 'Y', submitted = 'U', dead = 'D',
+  expired = 'X', canceled = 'C', enqueued = 'E', sent = 'S', delivered = 'V', read = 'R', failed = 'F'}
+local digits = '0123456789abcdefghijklmnopqrstuvwxyz'
+local function base36(n)
+  local sign, s = '', ''
+  if n < 0 then sign, n = '-', -n end
+  repeat
+    local d = n % 36
+    s = string.sub(digits, d + 1, d + 1) .. s
+    n = (n - d) / 36
+  until n == 0
+  return sign .. s
+end
+-- short turns a JSON entry (ARGV[4], or one made of it here) into the
+-- short form; its note is the last one it names.
+local function short(e)
+  local st = string.match(e, '^{"status":"([a-z]+)"')
+  local note = string.match(e, '.*,"note":(".*")}$') or ''
+  return codes[st] .. base36(tonumber(now) - created) .. note
+end
+-- had says whether the history holds an entry of status st.
+local function had(st)
+  if json then return string.find(hist, '"status":"' .. st .. '"', 1, true) ~= nil end
+  local code, i = codes[st], 1
+  while i <= #hist do
+    if string.sub(hist, i, i) == code then return true end
+    i = select(2, string.find(hist, '^%-?[0-9a-z]+', i + 1)) + 1
+    if string.sub(hist, i, i) == '"' then
+      -- The note's end: the first quote not escaped.
+      repeat
+        local q = string.find(hist, '["\\]', i + 1)
+        i = q + (string.sub(hist, q, q) == '\\' and 1 or 0)
+      until string.sub(hist, q, q) == '"'
+      i = i + 1
+    end
+  end
+  return false
+end
+
+-- append adds entry e (JSON) to the history; changes says that it records
+-- a status change. A status change is always kept: the history holds
+-- every status change of the message's life. An annotation (an entry that
+-- keeps the status: a repeated or late event, a note) is dropped once the
 -- history holds maxHistory entries, so that a stream of repeats cannot
 -- grow the record without end. 'hn' counts the entries.
 local function append(e, changes)
   if not changes and hn >= maxHistory then return end
   hn = hn + 1
-  if hist == '[]' or hist == '' then
+  if not json then
+    hist = hist .. short(e)
+  elseif hist == '[]' then
     hist = '[' .. e .. ']'
   else
     hist = string.sub(hist, 1, -2) .. ',' .. e .. ']'
@@ -197,7 +245,7 @@ local function change()
   if wt ~= '' then del.wt = true end
   if pairslot then del.ps = true end
   if op == 'event' and new == 'read' and cur ~= 'delivered' then
-    if not string.find(hist, '"status":"delivered"', 1, true) then
+    if not had('delivered') then
       append((string.gsub(entry, '"status":"read"', '"status":"delivered"', 1)) .. ',"note":"implied by read"}', true)
     end
   end

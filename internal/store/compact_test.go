@@ -201,3 +201,54 @@ func TestARecordOfJSONHistoryGrowsInJSON(t *testing.T) {
 		t.Errorf("a JSON history that names the delivery got %+v", other.History)
 	}
 }
+
+// A callback URL and metadata longer than a listpack's 64-byte values are
+// kept in parts, so that they do not turn the record into a hash table
+// either; they read back whole, from the record and from its callback
+// notices. Longer than eight parts, they are kept whole.
+func TestLongCallbackURLAndMetadataKeepTheRecordCompact(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	st := store.New(rdb, store.Config{})
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	cb := "https://hooks.example.com/chatq/status?tenant=acme-industries&token=" + strings.Repeat("f0e1d2c3", 10)
+	meta := map[string]string{"order": "0048213", "customer": "cus_8Jd02kLq9", "campaign": "winter-sale-2026", "note": "ünïcödé " + strings.Repeat("x", 70)}
+	r := newRecord("cb1", "4915112345672", "transactional", "", at)
+	r.CallbackURL, r.Metadata = cb, meta
+	big := newRecord("cb2", "4915112345673", "transactional", "", at)
+	big.Metadata = map[string]string{"blob": strings.Repeat("y", 600)}
+	createAll(t, st, r, big)
+	key := "chatq:m:{" + r.ID + "}"
+	if enc := rdb.ObjectEncoding(ctx, key).Val(); enc != "listpack" {
+		t.Errorf("a queued record with a %d-byte callback URL is a %s", len(cb), enc)
+	}
+	if _, _, err := st.Begin(ctx, r.ID, at, store.Owner{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Submit(ctx, r.ID, "pid-cb1", at); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ApplyEvent(ctx, store.Event{ID: "pid-cb1", Status: store.Delivered, At: at.Add(time.Second), Key: "d"}); err != nil {
+		t.Fatal(err)
+	}
+	if enc := rdb.ObjectEncoding(ctx, key).Val(); enc != "listpack" {
+		t.Errorf("a delivered record with a %d-byte callback URL is a %s", len(cb), enc)
+	}
+	for _, want := range []*store.Record{r, big} {
+		got, err := st.Get(ctx, want.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.CallbackURL != want.CallbackURL || !cmp.Equal(got.Metadata, want.Metadata) {
+			t.Errorf("%s read back callback %q, metadata %v", want.ID, got.CallbackURL, got.Metadata)
+		}
+	}
+	n, err := st.NextNotice(ctx, r.ID)
+	if err != nil || n == nil || n.Record == nil {
+		t.Fatalf("notice: %+v, %v", n, err)
+	}
+	if n.Record.CallbackURL != cb || !cmp.Equal(n.Record.Metadata, meta) {
+		t.Errorf("the notice's record has callback %q, metadata %v", n.Record.CallbackURL, n.Record.Metadata)
+	}
+}

@@ -276,6 +276,47 @@ func payloadFields(f []any, p []byte) []any {
 	return f
 }
 
+// maxValueParts bounds the parts of a callback URL or metadata kept in
+// parts (valueFields): a longer one is kept whole.
+const maxValueParts = 8
+
+// valueFields appends to f the hash fields that hold v, a callback URL or
+// metadata written at creation: name alone when v fits a listpack's value
+// (payloadPart bytes) or is longer than maxValueParts parts, else name,
+// name1, name2... each of at most payloadPart bytes, so that the record
+// keeps its listpack (see payloadPart). They are read with the whole hash
+// alone (joinValue), never by field.
+func valueFields(f []any, name string, v []byte) []any {
+	if len(v) <= payloadPart || len(v) > payloadPart*maxValueParts {
+		return append(f, name, v)
+	}
+	for i, n := 0, 0; i < len(v); i, n = i+payloadPart, n+1 {
+		part := name
+		if n > 0 {
+			part += strconv.Itoa(n)
+		}
+		f = append(f, part, v[i:min(i+payloadPart, len(v))])
+	}
+	return f
+}
+
+// joinValue returns the value valueFields kept under name in hash h.
+func joinValue(h map[string]string, name string) string {
+	v := h[name]
+	if _, ok := h[name+"1"]; !ok {
+		return v
+	}
+	var b strings.Builder
+	b.WriteString(v)
+	for i := 1; ; i++ {
+		part, ok := h[name+strconv.Itoa(i)]
+		if !ok {
+			return b.String()
+		}
+		b.WriteString(part)
+	}
+}
+
 // joinPayload returns the payload kept in hash h ("" when it has a key of
 // its own). A record written before payloads were split keeps it whole in
 // 'pl', or in its own key.
@@ -331,10 +372,10 @@ func (r *Record) fields() []any {
 	}
 	if len(r.Metadata) > 0 {
 		m, _ := json.Marshal(r.Metadata)
-		f = append(f, fMeta, m)
+		f = valueFields(f, fMeta, m)
 	}
 	if r.CallbackURL != "" {
-		f = append(f, fCallback, r.CallbackURL)
+		f = valueFields(f, fCallback, []byte(r.CallbackURL))
 	}
 	if len(r.FallbackTemplate) > 0 {
 		f = append(f, fFallback, []byte(r.FallbackTemplate))
@@ -391,7 +432,7 @@ func parseRecord(id string, h map[string]string) (*Record, error) {
 		Status:         Status(h[fStatus]),
 		Queue:          h[fQueue],
 		Payload:        json.RawMessage(joinPayload(h)),
-		CallbackURL:    h[fCallback],
+		CallbackURL:    joinValue(h, fCallback),
 		Fingerprint:    h[fFinger],
 		IdempotencyKey: h[fIdem],
 		Tenant:         h[fTenant],
@@ -466,7 +507,7 @@ func parseRecord(id string, h map[string]string) (*Record, error) {
 		t := millis(v)
 		r.PairSlot = &t
 	}
-	if v := h[fMeta]; v != "" {
+	if v := joinValue(h, fMeta); v != "" {
 		if err := json.Unmarshal([]byte(v), &r.Metadata); err != nil {
 			return nil, fmt.Errorf("record %s: metadata: %w", id, err)
 		}

@@ -194,7 +194,7 @@ end
 -- short form; its note is the last one it names.
 local function short(e)
   local st = string.match(e, '^{"status":"([a-z]+)"')
-  local note = string.match(e, '.*,"note":(".*")}$') or ''
+  local note = string.match(e, '^.*,"note":(".*")}$') or ''
   return codes[st] .. base36(tonumber(now) - created) .. note
 end
 -- had says whether the history holds an entry of status st.

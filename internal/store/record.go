@@ -261,19 +261,27 @@ func payloadInHash(p []byte) bool { return len(p) <= payloadPart*maxPayloadParts
 
 // payloadFields appends to f the hash fields that hold payload p.
 func payloadFields(f []any, p []byte) []any {
-	n := 0
-	for i := 0; i < len(p) || i == 0; i += payloadPart {
-		name := fPayload
-		if n > 0 {
-			name = fPayload + strconv.Itoa(n)
-		}
-		f = append(f, name, p[i:min(i+payloadPart, len(p))])
-		n++
-	}
+	f, n := appendParts(f, fPayload, p)
 	if n > 1 {
 		f = append(f, fParts, n)
 	}
 	return f
+}
+
+// appendParts appends to f the fields name, name1, name2... that hold v in
+// parts of at most payloadPart bytes (name alone when v fits one), and
+// returns their number.
+func appendParts(f []any, name string, v []byte) ([]any, int) {
+	n := 0
+	for i := 0; i < len(v) || i == 0; i += payloadPart {
+		part := name
+		if n > 0 {
+			part += strconv.Itoa(n)
+		}
+		f = append(f, part, v[i:min(i+payloadPart, len(v))])
+		n++
+	}
+	return f, n
 }
 
 // maxValueParts bounds the parts of a callback URL or metadata kept in
@@ -287,16 +295,10 @@ const maxValueParts = 8
 // keeps its listpack (see payloadPart). They are read with the whole hash
 // alone (joinValue), never by field.
 func valueFields(f []any, name string, v []byte) []any {
-	if len(v) <= payloadPart || len(v) > payloadPart*maxValueParts {
+	if len(v) > payloadPart*maxValueParts {
 		return append(f, name, v)
 	}
-	for i, n := 0, 0; i < len(v); i, n = i+payloadPart, n+1 {
-		part := name
-		if n > 0 {
-			part += strconv.Itoa(n)
-		}
-		f = append(f, part, v[i:min(i+payloadPart, len(v))])
-	}
+	f, _ = appendParts(f, name, v)
 	return f
 }
 

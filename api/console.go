@@ -76,8 +76,7 @@ func (s *Server) overviewSenders(r *http.Request, p principal) []overviewSender 
 	if !p.admin {
 		all = s.cfg.Senders.OfTenant(p.tenant)
 	}
-	for _, x := range all {
-		v := s.view(r.Context(), x)
+	for _, v := range s.views(r.Context(), all) {
 		out = append(out, overviewSender{Number: v.Number, Tenant: v.Tenant, Portfolio: v.Portfolio, RatePerSecond: v.RatePerSecond,
 			RateBurst: v.RateBurst, PairInterval: v.PairInterval, PairBurst: v.PairBurst, DailyRecipientLimit: v.DailyRecipientLimit,
 			Default: v.Default, State: v.State})

@@ -18,7 +18,13 @@ import (
 // senderStates is flow control's view of each sender, as a test sets it.
 type senderStates map[string]string
 
-func (s senderStates) State(_ context.Context, number string) (string, error) { return s[number], nil }
+func (s senderStates) States(_ context.Context, numbers []string) ([]string, error) {
+	out := make([]string, len(numbers))
+	for i, n := range numbers {
+		out[i] = s[n]
+	}
+	return out, nil
+}
 
 // GET /v1/messages?waiting= lists the bulk messages that wait in their
 // senders' lanes (no worker runs here, so no feeder takes them), under the

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/chatq/chatq/enqueue"
@@ -189,8 +191,8 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request) {
 // are computed here, when records are read, rather than written by the
 // feeder on every message it holds back: a ZSCORE per message read (one
 // round trip for a page) against a write per held message, and they cannot
-// go stale. The reason is the sender's state: paused, circuit_open,
-// throttled, else sender_rate, read once per sender into reasons.
+// go stale. The reason is the sender's state (LaneReasons), read once per
+// sender into reasons, for every sender of the page at once.
 func (s *Server) laneWaits(ctx context.Context, recs []*store.Record, reasons laneReasons) error {
 	var laned []*store.Record
 	for _, rec := range recs {
@@ -206,19 +208,22 @@ func (s *Server) laneWaits(ctx context.Context, recs []*store.Record, reasons la
 		return err
 	}
 	now := time.Now()
+	// waiting are the places in laned of the messages that may go now.
+	var waiting []int
+	var numbers []string
 	for i, rec := range laned {
-		at := ats[i]
-		if at.IsZero() || at.After(now) {
+		if at := ats[i]; at.IsZero() || at.After(now) {
 			continue
 		}
-		reason, ok := reasons[rec.Sender]
-		if !ok {
-			if reason, err = s.laneReason(ctx, rec.Sender); err != nil {
-				return fmt.Errorf("state of the sender of %s: %w", rec.ID, err)
-			}
-			reasons[rec.Sender] = reason
-		}
-		since := at
+		waiting = append(waiting, i)
+		numbers = append(numbers, rec.Sender)
+	}
+	if err := s.readLaneReasons(ctx, numbers, reasons); err != nil {
+		return err
+	}
+	for _, i := range waiting {
+		rec, since := laned[i], ats[i]
+		reason := reasons[rec.Sender]
 		if w := rec.Waiting; w != nil && w.Reason == reason && w.Since.Before(since) {
 			since = w.Since // the same wait goes on
 		}
@@ -231,28 +236,58 @@ func (s *Server) laneWaits(ctx context.Context, recs []*store.Record, reasons la
 // sender number ("" for the lane "default"), as one request read them.
 type laneReasons map[string]store.WaitReason
 
-// laneReason is what the messages in a sender's lane wait for: its pause,
-// its open circuit, its throttle, else its rate.
-func (s *Server) laneReason(ctx context.Context, sender string) (store.WaitReason, error) {
-	if s.cfg.Senders != nil {
-		if x, known := s.cfg.Senders.Lookup(sender); known && x.Paused {
-			return store.WaitPaused, nil
+// readLaneReasons adds to reasons those of the numbers it lacks.
+func (s *Server) readLaneReasons(ctx context.Context, numbers []string, reasons laneReasons) error {
+	var missing []string
+	for _, n := range numbers {
+		if _, ok := reasons[n]; !ok && !slices.Contains(missing, n) {
+			missing = append(missing, n)
 		}
 	}
-	if s.cfg.SenderStates == nil {
-		return store.WaitSenderRate, nil
+	if len(missing) == 0 {
+		return nil
 	}
-	st, err := s.cfg.SenderStates.State(ctx, sender)
+	got, err := LaneReasons(ctx, s.cfg.Senders, s.cfg.SenderStates, missing)
 	if err != nil {
-		return "", err
+		return err
 	}
-	switch st {
-	case StateCircuitOpen:
-		return store.WaitCircuitOpen, nil
-	case StateThrottled:
-		return store.WaitThrottled, nil
+	maps.Copy(reasons, got)
+	return nil
+}
+
+// LaneReasons returns what the messages in the lanes of the sender numbers
+// ("" for the lane "default") wait for: a sender's pause, its open circuit,
+// its throttle, else its rate. The states of those not paused are read at
+// once; without reg or states a sender waits for its rate.
+func LaneReasons(ctx context.Context, reg *senders.Registry, states SenderStates, numbers []string) (map[string]store.WaitReason, error) {
+	out := make(map[string]store.WaitReason, len(numbers))
+	var live []string
+	for _, n := range numbers {
+		out[n] = store.WaitSenderRate
+		if reg != nil {
+			if x, known := reg.Lookup(n); known && x.Paused {
+				out[n] = store.WaitPaused
+				continue
+			}
+		}
+		live = append(live, n)
 	}
-	return store.WaitSenderRate, nil
+	if states == nil || len(live) == 0 {
+		return out, nil
+	}
+	st, err := states.States(ctx, live)
+	if err != nil {
+		return nil, fmt.Errorf("states of the senders of %d lanes: %w", len(live), err)
+	}
+	for i, n := range live {
+		switch st[i] {
+		case StateCircuitOpen:
+			out[n] = store.WaitCircuitOpen
+		case StateThrottled:
+			out[n] = store.WaitThrottled
+		}
+	}
+	return out, nil
 }
 
 // lanesWaiting names the lanes of a tenant's senders whose messages wait
@@ -275,14 +310,12 @@ func (s *Server) lanesWaiting(ctx context.Context, tenant string, reason store.W
 		// name none: their lane is "default".
 		numbers = append(numbers, "")
 	}
+	if err := s.readLaneReasons(ctx, numbers, reasons); err != nil {
+		return nil, err
+	}
 	var lanes []string
 	for _, n := range numbers {
-		r, err := s.laneReason(ctx, n)
-		if err != nil {
-			return nil, fmt.Errorf("state of sender %s: %w", store.LaneOf(n), err)
-		}
-		reasons[n] = r
-		if r == reason {
+		if reasons[n] == reason {
 			lanes = append(lanes, store.LaneOf(n))
 		}
 	}

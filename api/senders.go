@@ -28,17 +28,20 @@ const (
 	StateThrottled   = "throttled"
 )
 
-// SenderStates reports what flow control knows of a sender that is not
-// paused: StateCircuitOpen, StateThrottled, or "" when nothing holds it.
+// SenderStates reports what flow control knows of senders that are not
+// paused: for each number, in their order, StateCircuitOpen,
+// StateThrottled, or "" when nothing holds it. A route that shows many
+// senders asks for them all at once (ratelimit.States reads them in one
+// round trip).
 type SenderStates interface {
-	State(ctx context.Context, number string) (string, error)
+	States(ctx context.Context, numbers []string) ([]string, error)
 }
 
 // SenderStatuses is what /readyz shows of each sender, when the
 // SenderStates hook is one too (ratelimit.States is): its state with the
 // end of a throttle and the reason.
 type SenderStatuses interface {
-	Of(ctx context.Context, number string) (ratelimit.SenderStatus, error)
+	OfAll(ctx context.Context, numbers []string) ([]ratelimit.SenderStatus, error)
 }
 
 // senderReady is a sender in /readyz's body.
@@ -58,15 +61,26 @@ func (s *Server) senderReadiness(ctx context.Context) []senderReady {
 	if s.cfg.Senders == nil || !ok {
 		return nil
 	}
-	out := []senderReady{}
-	for _, x := range s.cfg.Senders.All() {
-		status := ratelimit.SenderStatus{State: StatePaused}
+	all := s.cfg.Senders.All()
+	var live []string
+	for _, x := range all {
 		if !x.Paused {
-			var err error
-			if status, err = st.Of(ctx, x.Number); err != nil {
-				s.logger(ctx).Warn("reading a sender's state", zap.String("sender", x.Number), zap.Error(err))
-				status = ratelimit.SenderStatus{State: "unknown"}
-			}
+			live = append(live, x.Number)
+		}
+	}
+	statuses, err := st.OfAll(ctx, live)
+	if err != nil {
+		s.logger(ctx).Warn("reading the senders' states", zap.Error(err))
+	}
+	out := []senderReady{}
+	for _, x := range all {
+		status := ratelimit.SenderStatus{State: StatePaused}
+		switch {
+		case x.Paused:
+		case err != nil:
+			status = ratelimit.SenderStatus{State: "unknown"}
+		default:
+			status, statuses = statuses[0], statuses[1:]
 		}
 		out = append(out, senderReady{Number: x.Number, Tenant: x.Tenant, State: status.State, Until: jsontime.Ptr(status.Until),
 			Reason: status.Reason, Code: status.Code})
@@ -142,16 +156,37 @@ func ViewSender(x senders.Sender, envWebhookSecret string) SenderView {
 }
 
 func (s *Server) view(ctx context.Context, x senders.Sender) SenderView {
-	v := ViewSender(x, s.cfg.WebhookSecret)
-	if !x.Paused && s.cfg.SenderStates != nil {
-		st, err := s.cfg.SenderStates.State(ctx, x.Number)
-		if err != nil {
-			s.logger(ctx).Warn("reading a sender's state", zap.String("sender", x.Number), zap.Error(err))
-		} else if st != "" {
-			v.State = st
+	return s.views(ctx, []senders.Sender{x})[0]
+}
+
+// views returns xs as the API shows them, with flow control's view of
+// those not paused, read at once. A sender whose state cannot be read
+// shows as its registry has it.
+func (s *Server) views(ctx context.Context, xs []senders.Sender) []SenderView {
+	out := make([]SenderView, len(xs))
+	var live []int
+	var numbers []string
+	for i, x := range xs {
+		out[i] = ViewSender(x, s.cfg.WebhookSecret)
+		if !x.Paused {
+			live = append(live, i)
+			numbers = append(numbers, x.Number)
 		}
 	}
-	return v
+	if s.cfg.SenderStates == nil || len(numbers) == 0 {
+		return out
+	}
+	states, err := s.cfg.SenderStates.States(ctx, numbers)
+	if err != nil {
+		s.logger(ctx).Warn("reading the senders' states", zap.Int("senders", len(numbers)), zap.Error(err))
+		return out
+	}
+	for j, i := range live {
+		if states[j] != "" {
+			out[i].State = states[j]
+		}
+	}
+	return out
 }
 
 // senderBody is POST /v1/senders's body; PATCH takes the same fields but
@@ -256,11 +291,7 @@ func (s *Server) listSenders(w http.ResponseWriter, r *http.Request) {
 	if t := q.Get("tenant"); t != "" {
 		all = s.cfg.Senders.OfTenant(t)
 	}
-	views := make([]SenderView, len(all))
-	for i, x := range all {
-		views[i] = s.view(r.Context(), x)
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"senders": views})
+	writeJSON(w, http.StatusOK, map[string]any{"senders": s.views(r.Context(), all)})
 }
 
 // sender finds the sender of the route's {number}.

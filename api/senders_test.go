@@ -105,7 +105,13 @@ func TestSenderRoutes(t *testing.T) {
 
 type stateStub string
 
-func (s stateStub) State(context.Context, string) (string, error) { return string(s), nil }
+func (s stateStub) States(_ context.Context, numbers []string) ([]string, error) {
+	out := make([]string, len(numbers))
+	for i := range out {
+		out[i] = string(s)
+	}
+	return out, nil
+}
 
 func TestKeyRoutes(t *testing.T) {
 	f := newWalkFixture(t)

@@ -189,10 +189,14 @@ func TestOneSendersRefusedAppHoldsItsMessagesAloneWhileTheOthersSendAtTheirRate(
 	if err != nil || !st.IsOpen() || st.Code != "http_401" {
 		t.Errorf("the refused sender's circuit: %+v, %v; want it open by the 401", st, err)
 	}
-	states := ratelimit.NewStates(m.rdb, business)
-	for number, want := range map[string]string{senderBad: ratelimit.StateCircuitOpen, senderAcme: ratelimit.StateActive, business: ratelimit.StateActive} {
-		if st, err := states.Of(context.Background(), number); err != nil || st.State != want {
-			t.Errorf("the state of %s: %+v, %v; want %s", number, st, err, want)
+	numbers := []string{senderBad, senderAcme, business}
+	sts, err := ratelimit.NewStates(m.rdb, business).OfAll(context.Background(), numbers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{ratelimit.StateCircuitOpen, ratelimit.StateActive, ratelimit.StateActive} {
+		if sts[i].State != want {
+			t.Errorf("the state of %s: %+v; want %s", numbers[i], sts[i], want)
 		}
 	}
 	if st, err := ratelimit.NewCircuit(m.rdb).State(context.Background()); err != nil || st.IsOpen() {

@@ -65,7 +65,7 @@ func (p *program) api(ctx context.Context) error {
 // chatq_messages_waiting gauge: those of every sender, and those of
 // records that name none ("default"). The bulk messages in a sender's
 // lane that may go now count under the reason its state gives them
-// (laneReason), as GET /v1/messages/{id} shows them.
+// (api.LaneReasons), as GET /v1/messages/{id} shows them.
 func waitCounts(st *store.Store, reg *senders.Registry, states *ratelimit.States) metrics.WaitCounts {
 	return func(ctx context.Context) (map[string]map[string]int64, error) {
 		numbers := []string{""}
@@ -94,18 +94,22 @@ func waitCounts(st *store.Store, reg *senders.Registry, states *ratelimit.States
 		if err != nil {
 			return nil, err
 		}
+		var held []string
 		for lane, n := range due {
-			if n == 0 {
-				continue
+			if n > 0 {
+				held = append(held, store.SenderOfLane(lane))
 			}
-			reason, err := laneReason(ctx, reg, states, lane)
-			if err != nil {
-				return nil, err
-			}
+		}
+		reasons, err := api.LaneReasons(ctx, reg, states, held)
+		if err != nil {
+			return nil, err
+		}
+		for _, number := range held {
+			lane := store.LaneOf(number)
 			if out[lane] == nil {
 				out[lane] = map[string]int64{}
 			}
-			out[lane][string(reason)] += n
+			out[lane][string(reasons[number])] += due[lane]
 		}
 		return out, nil
 	}
@@ -122,29 +126,6 @@ func laneSizes(st *store.Store) metrics.LaneSizes {
 		size, _, err := st.LaneSizes(ctx, lanes, time.Now())
 		return size, err
 	}
-}
-
-// laneReason is what the messages of a sender's lane wait for: its
-// pause, its open circuit, its throttle, else its rate.
-func laneReason(ctx context.Context, reg *senders.Registry, states *ratelimit.States, lane string) (store.WaitReason, error) {
-	number := lane
-	if lane == "default" {
-		number = ""
-	}
-	if s, ok := reg.Lookup(number); ok && s.Paused {
-		return store.WaitPaused, nil
-	}
-	state, err := states.State(ctx, number)
-	if err != nil {
-		return "", err
-	}
-	switch state {
-	case ratelimit.StateCircuitOpen:
-		return store.WaitCircuitOpen, nil
-	case ratelimit.StateThrottled:
-		return store.WaitThrottled, nil
-	}
-	return store.WaitSenderRate, nil
 }
 
 // apiHandler builds the API's handler, with the asynq dashboard at

@@ -223,8 +223,11 @@ func NewCircuit(rdb redis.UniversalClient) *Circuit { return &Circuit{rdb: rdb, 
 // account-level refusal of its app opens it for its messages alone. Its
 // key's hash tag is the number, as every key of the sender's.
 func NewSenderCircuit(rdb redis.UniversalClient, number string) *Circuit {
-	return &Circuit{rdb: rdb, key: circuitKey + ":{" + number + "}", number: number}
+	return &Circuit{rdb: rdb, key: senderCircuitKey(number), number: number}
 }
+
+// senderCircuitKey is the key of a stored sender's circuit breaker.
+func senderCircuitKey(number string) string { return circuitKey + ":{" + number + "}" }
 
 // State returns the current state.
 func (c *Circuit) State(ctx context.Context) (CircuitState, error) {
@@ -232,8 +235,13 @@ func (c *Circuit) State(ctx context.Context) (CircuitState, error) {
 	if err != nil {
 		return CircuitState{}, fmt.Errorf("circuit state: %w", err)
 	}
+	return circuitStateOf(h), nil
+}
+
+// circuitStateOf reads a circuit breaker's hash.
+func circuitStateOf(h map[string]string) CircuitState {
 	if len(h) == 0 {
-		return CircuitState{State: CircuitClosed}, nil
+		return CircuitState{State: CircuitClosed}
 	}
 	st := CircuitState{
 		State:     cmp.Or(h["state"], CircuitOpen),
@@ -250,7 +258,7 @@ func (c *Circuit) State(ctx context.Context) (CircuitState, error) {
 		st.FailedProbes, _ = strconv.Atoi(h["probes"])
 		st.Trial, st.TrialUntil = h["trial"], millisTime(h["trial_until"])
 	}
-	return st, nil
+	return st
 }
 
 // Open opens the circuit and reports whether this call opened it, or

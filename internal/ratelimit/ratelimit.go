@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -434,11 +435,41 @@ func (l *Limiter) State(ctx context.Context) (SenderState, error) {
 }
 
 func senderStateOf(ctx context.Context, rdb redis.UniversalClient, key string, now int64, recovery time.Duration) (SenderState, error) {
-	res, err := stateScript.Run(ctx, rdb, []string{key}, now, micros(recovery)).Slice()
+	return stateAnswer(stateScript.Run(ctx, rdb, []string{key}, now, micros(recovery)))
+}
+
+// queueState queues on pipe the read of the state of the sender whose
+// hash is key, by Redis's clock (readPipelined runs it; stateAnswer
+// reads the answer).
+func queueState(ctx context.Context, pipe redis.Pipeliner, key string) *redis.Cmd {
+	return stateScript.EvalSha(ctx, pipe, []string{key}, 0, micros(defaultThrottleRecovery))
+}
+
+// stateAnswer reads the answer of the state script.
+func stateAnswer(cmd *redis.Cmd) (SenderState, error) {
+	res, err := cmd.Slice()
 	if err != nil {
 		return SenderState{}, fmt.Errorf("sender state: %w", err)
 	}
 	return senderState(res)
+}
+
+// readPipelined runs the reads that build queues in one round trip,
+// however many senders they read. When Redis lacks the state script (a
+// restart emptied its script cache) it loads it and runs them again:
+// reads change nothing.
+func readPipelined(ctx context.Context, rdb redis.UniversalClient, build func(pipe redis.Pipeliner)) error {
+	for try := 0; ; try++ {
+		pipe := rdb.Pipeline()
+		build(pipe)
+		_, err := pipe.Exec(ctx)
+		if err == nil || try > 0 || !strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			return err
+		}
+		if err := stateScript.Load(ctx, rdb).Err(); err != nil {
+			return fmt.Errorf("load the state script: %w", err)
+		}
+	}
 }
 
 // senderState reads the answer of the throttle and state scripts:

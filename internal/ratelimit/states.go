@@ -47,46 +47,74 @@ func NewStates(rdb redis.UniversalClient, env string) *States {
 	return &States{rdb: rdb, env: env}
 }
 
-// Of returns the state of the sender number. An operator's pause of every
+// OfAll returns the states of the sender numbers, in their order, read
+// in one round trip however many they are. An operator's pause of every
 // sender shows as an open circuit of each.
-func (s *States) Of(ctx context.Context, number string) (SenderStatus, error) {
-	cs, err := NewCircuit(s.rdb).State(ctx)
-	if err != nil {
-		return SenderStatus{}, fmt.Errorf("state of %s: %w", number, err)
+func (s *States) OfAll(ctx context.Context, numbers []string) ([]SenderStatus, error) {
+	if len(numbers) == 0 {
+		return nil, nil
 	}
-	if number != s.env && !cs.Manual {
-		if cs, err = NewSenderCircuit(s.rdb, number).State(ctx); err != nil {
-			return SenderStatus{}, fmt.Errorf("state of %s: %w", number, err)
+	var deployment *redis.MapStringStringCmd
+	circuits := make([]*redis.MapStringStringCmd, len(numbers))
+	states := make([]*redis.Cmd, len(numbers))
+	err := readPipelined(ctx, s.rdb, func(pipe redis.Pipeliner) {
+		deployment = pipe.HGetAll(ctx, circuitKey)
+		for i, n := range numbers {
+			if n != s.env {
+				circuits[i] = pipe.HGetAll(ctx, senderCircuitKey(n))
+			}
+			states[i] = queueState(ctx, pipe, keyPrefix(cmp.Or(n, defaultSender))+"sender")
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("states of %d senders: %w", len(numbers), err)
+	}
+	all := circuitStateOf(deployment.Val())
+	now := time.Now()
+	out := make([]SenderStatus, len(numbers))
+	for i, n := range numbers {
+		cs := all
+		if circuits[i] != nil && !cs.Manual {
+			cs = circuitStateOf(circuits[i].Val())
+		}
+		switch cs.State {
+		case CircuitOpen:
+			out[i] = SenderStatus{State: StateCircuitOpen, Reason: cs.Reason, Code: cs.Code}
+			continue
+		case CircuitHalfOpen:
+			out[i] = SenderStatus{State: StateHalfOpen, Reason: cs.Reason, Code: cs.Code}
+			continue
+		}
+		st, err := stateAnswer(states[i])
+		if err != nil {
+			return nil, fmt.Errorf("state of %s: %w", n, err)
+		}
+		out[i] = SenderStatus{State: StateActive}
+		if st.Blocked > 0 {
+			until := now.Add(st.Blocked).UTC()
+			out[i] = SenderStatus{State: StateThrottled, Until: &until, Reason: st.Reason, Code: st.Code}
 		}
 	}
-	switch cs.State {
-	case CircuitOpen:
-		return SenderStatus{State: StateCircuitOpen, Reason: cs.Reason, Code: cs.Code}, nil
-	case CircuitHalfOpen:
-		return SenderStatus{State: StateHalfOpen, Reason: cs.Reason, Code: cs.Code}, nil
-	}
-	st, err := senderStateOf(ctx, s.rdb, keyPrefix(cmp.Or(number, defaultSender))+"sender", 0, defaultThrottleRecovery)
-	if err != nil {
-		return SenderStatus{}, fmt.Errorf("state of %s: %w", number, err)
-	}
-	if st.Blocked > 0 {
-		until := time.Now().Add(st.Blocked).UTC()
-		return SenderStatus{State: StateThrottled, Until: &until, Reason: st.Reason, Code: st.Code}, nil
-	}
-	return SenderStatus{State: StateActive}, nil
+	return out, nil
 }
 
-// State is Of in GET /v1/senders's words: StateCircuitOpen (a half-open
-// circuit too), StateThrottled, or "" when nothing holds the sender back.
-func (s *States) State(ctx context.Context, number string) (string, error) {
-	st, err := s.Of(ctx, number)
-	switch {
-	case err != nil:
-		return "", err
-	case st.State == StateHalfOpen:
-		return StateCircuitOpen, nil
-	case st.State == StateActive:
-		return "", nil
+// States is OfAll in GET /v1/senders's words: StateCircuitOpen (a
+// half-open circuit too), StateThrottled, or "" when nothing holds the
+// sender back.
+func (s *States) States(ctx context.Context, numbers []string) ([]string, error) {
+	all, err := s.OfAll(ctx, numbers)
+	if err != nil {
+		return nil, err
 	}
-	return st.State, nil
+	out := make([]string, len(all))
+	for i, st := range all {
+		switch st.State {
+		case StateHalfOpen:
+			out[i] = StateCircuitOpen
+		case StateActive:
+		default:
+			out[i] = st.State
+		}
+	}
+	return out, nil
 }

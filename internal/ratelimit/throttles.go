@@ -51,10 +51,19 @@ func (t *Throttles) List(ctx context.Context) ([]ThrottleState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list throttles: %w", err)
 	}
+	states := make([]*redis.Cmd, len(senders))
+	err = readPipelined(ctx, t.rdb, func(pipe redis.Pipeliner) {
+		for i, s := range senders {
+			states[i] = queueState(ctx, pipe, keyPrefix(s)+"sender")
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list throttles: %w", err)
+	}
 	now := time.Now()
 	var out []ThrottleState
-	for _, s := range senders {
-		st, err := senderStateOf(ctx, t.rdb, keyPrefix(s)+"sender", 0, defaultThrottleRecovery)
+	for i, s := range senders {
+		st, err := stateAnswer(states[i])
 		if err != nil {
 			return nil, fmt.Errorf("list throttles: %s: %w", s, err)
 		}

@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -251,4 +252,39 @@ func Total(counts map[string]int64) int64 {
 		n += c
 	}
 	return n
+}
+
+// RoundTrips counts the round trips a client makes to Redis once added
+// to it (CountRoundTrips): a command alone, or a pipeline, however many
+// commands it holds. Connecting is not counted.
+type RoundTrips struct{ n atomic.Int64 }
+
+// CountRoundTrips starts counting c's round trips.
+func CountRoundTrips(c *redis.Client) *RoundTrips {
+	h := &RoundTrips{}
+	c.AddHook(h)
+	return h
+}
+
+// Take returns the round trips counted since the last call, and starts
+// again from zero.
+func (h *RoundTrips) Take() int64 { return h.n.Swap(0) }
+
+// DialHook is part of redis.Hook.
+func (h *RoundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+// ProcessHook is part of redis.Hook.
+func (h *RoundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+// ProcessPipelineHook is part of redis.Hook.
+func (h *RoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
 }

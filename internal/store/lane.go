@@ -20,6 +20,14 @@ const lanesKey = "chatq:lanes"
 // a record that names none.
 func LaneOf(sender string) string { return cmp.Or(sender, "default") }
 
+// SenderOfLane is the sender number of a lane: none for "default".
+func SenderOfLane(lane string) string {
+	if lane == LaneOf("") {
+		return ""
+	}
+	return lane
+}
+
 // laneKey is a sender's lane: the bulk messages of that sender that have
 // no asynq task yet, a sorted set of task ids scored by the time the
 // message may go (its acceptance, or its send_at), in unix milliseconds.

@@ -38,17 +38,21 @@ func (cs *Countries) Refuse(ctx context.Context, cc string) error {
 	return nil
 }
 
-// Refused returns the country codes the sender may not message.
-func (cs *Countries) Refused(ctx context.Context) (map[string]bool, error) {
-	ccs, err := cs.rdb.SMembers(ctx, cs.key()).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read refused countries: %w", err)
+// queueRefused queues on pipe the read of the country codes the sender
+// may not message; the returned func gives them once pipe ran.
+func (cs *Countries) queueRefused(ctx context.Context, pipe redis.Pipeliner) func() (map[string]bool, error) {
+	cmd := pipe.SMembers(ctx, cs.key())
+	return func() (map[string]bool, error) {
+		ccs, err := cmd.Result()
+		if err != nil {
+			return nil, fmt.Errorf("read refused countries: %w", err)
+		}
+		out := make(map[string]bool, len(ccs))
+		for _, cc := range ccs {
+			out[cc] = true
+		}
+		return out, nil
 	}
-	out := make(map[string]bool, len(ccs))
-	for _, cc := range ccs {
-		out[cc] = true
-	}
-	return out, nil
 }
 
 func countryRefusedError(cc string) *Error {

@@ -316,23 +316,40 @@ type TemplateUse struct {
 
 // Check applies the policy to messages about to be enqueued and returns
 // one error per subject (nil, or an *Error), in order; the error is for
-// failures of the whole check (Redis unreachable). Checks run in one
-// round trip per kind, so a batch costs little more than one message.
+// failures of the whole check (Redis unreachable). What it reads of Redis
+// (the recipients' suppressions, the countries the sender may not message,
+// the windows of the free-form messages) it reads in one round trip, so a
+// batch costs little more than one message.
 func (c *Checker) Check(ctx context.Context, subjects []Subject) ([]error, error) {
 	errs := make([]error, len(subjects))
 	dests := make([]string, len(subjects))
 	for i, s := range subjects {
 		dests[i] = s.Destination
 	}
-	sup, err := c.Suppressions.GetMany(ctx, dests)
+	pipe := c.rdb.Pipeline()
+	suppressed := c.Suppressions.queueMany(ctx, pipe, dests)
+	countries := c.Countries.queueRefused(ctx, pipe)
+	// Read for every free-form message without a fallback, and used for
+	// those that pass the other checks.
+	windows := make([]*redis.SliceCmd, len(subjects))
+	if c.cfg.Window != WindowOff {
+		for i, s := range subjects {
+			if s.FreeForm && s.Fallback == nil {
+				windows[i] = c.Windows.queue(ctx, pipe, s.Destination)
+			}
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read policy state: %w", err)
+	}
+	sup, err := suppressed()
 	if err != nil {
 		return nil, err
 	}
-	refused, err := c.Countries.Refused(ctx)
+	refused, err := countries()
 	if err != nil {
 		return nil, err
 	}
-	var windowed []int
 	for i, s := range subjects {
 		if sup[i] != nil {
 			errs[i] = suppressedError(sup[i])
@@ -358,28 +375,17 @@ func (c *Checker) Check(ctx context.Context, subjects []Subject) ([]error, error
 				errs[i] = err
 			}
 		}
-		if errs[i] == nil && s.FreeForm && s.Fallback == nil && c.cfg.Window != WindowOff {
-			windowed = append(windowed, i)
-		}
 	}
 	if err := c.checkCallbacks(ctx, subjects, errs); err != nil {
 		return nil, err
 	}
-	if len(windowed) == 0 {
-		return errs, nil
-	}
-	wd := make([]string, len(windowed))
-	for j, i := range windowed {
-		wd[j] = subjects[i].Destination
-	}
-	wins, err := c.Windows.GetMany(ctx, wd)
-	if err != nil {
-		return nil, err
-	}
 	now := c.cfg.Now()
-	for j, i := range windowed {
-		if errs[i] == nil && !c.cfg.Window.Allows(wins[j], now) {
-			errs[i] = c.windowError(wins[j], now)
+	for i, w := range windows {
+		if w == nil || errs[i] != nil {
+			continue
+		}
+		if win := parseWindow(w); !c.cfg.Window.Allows(win, now) {
+			errs[i] = c.windowError(win, now)
 		}
 	}
 	return errs, nil

@@ -335,10 +335,23 @@ func TestCheckABatch(t *testing.T) {
 		{Destination: "447200000003", Template: use("payload.template", "otp_code", "en", 2)}, // params
 		{Destination: "447200000003", FreeForm: true, CallbackURL: "http://127.0.0.1:9/cb"},   // private
 		{Destination: "447200000003", FreeForm: true, CallbackURL: "https://[2001:4860::8888]/cb"},
+		{Destination: "971500000001", FreeForm: true}, // a country the sender may not message
 	}
+	if err := c.Countries.Refuse(ctx, "971"); err != nil {
+		t.Fatal(err)
+	}
+	// The templates' cache filled, as in a process that ran a while.
+	if _, err := c.Check(ctx, subjects); err != nil {
+		t.Fatal(err)
+	}
+	trips := redistest.CountRoundTrips(rdb)
 	errs, err := c.Check(ctx, subjects)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The suppressions, the refused countries and the windows, at once.
+	if n := trips.Take(); n != 1 {
+		t.Errorf("checking %d messages made %d round trips to Redis, want 1", len(subjects), n)
 	}
 	var got []string
 	for _, e := range errs {
@@ -350,7 +363,7 @@ func TestCheckABatch(t *testing.T) {
 		}
 	}
 	want := []string{"suppressed destination", "window_closed destination", "<nil>", "<nil>", "<nil>",
-		"template_params payload.template.params", "callback_url_refused callback_url", "<nil>"}
+		"template_params payload.template.params", "callback_url_refused callback_url", "<nil>", "country_refused destination"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("errors (-want +got):\n%s", diff)
 	}

@@ -207,24 +207,38 @@ func (l *Suppressions) Get(ctx context.Context, destination string) (*Suppressio
 // GetMany returns the entries of destinations in one round trip, nil for
 // those not suppressed.
 func (l *Suppressions) GetMany(ctx context.Context, destinations []string) ([]*Suppression, error) {
+	pipe := l.rdb.Pipeline()
+	got := l.queueMany(ctx, pipe, destinations)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read suppressions: %w", err)
+	}
+	return got()
+}
+
+// queueMany queues on pipe the read of the entries of destinations; the
+// returned func gives them once pipe ran, nil for those not suppressed.
+func (l *Suppressions) queueMany(ctx context.Context, pipe redis.Pipeliner, destinations []string) func() ([]*Suppression, error) {
 	out := make([]*Suppression, len(destinations))
 	if len(destinations) == 0 {
-		return out, nil
+		return func() ([]*Suppression, error) { return out, nil }
 	}
 	fields := make([]string, len(destinations))
 	for i, d := range destinations {
 		fields[i] = Normalize(d)
 	}
-	vals, err := l.rdb.HMGet(ctx, l.list, fields...).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read suppressions: %w", err)
-	}
-	for i, v := range vals {
-		if out[i], err = parseSuppression(fields[i], v); err != nil {
-			return nil, err
+	cmd := pipe.HMGet(ctx, l.list, fields...)
+	return func() ([]*Suppression, error) {
+		vals, err := cmd.Result()
+		if err != nil {
+			return nil, fmt.Errorf("read suppressions: %w", err)
 		}
+		for i, v := range vals {
+			if out[i], err = parseSuppression(fields[i], v); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
 	}
-	return out, nil
 }
 
 // queueGet queues the read of destination's entry on pipe; parse the

@@ -252,3 +252,56 @@ func TestLongCallbackURLAndMetadataKeepTheRecordCompact(t *testing.T) {
 		t.Errorf("the notice's record has callback %q, metadata %v", n.Record.CallbackURL, n.Record.Metadata)
 	}
 }
+
+// A failed message's last error (its JSON, the upstream's words inside)
+// is kept in parts too, so that the record of a message that failed or was
+// retried keeps the compact encoding; a later, shorter error leaves none
+// of the earlier one's parts behind.
+func TestAFailedRecordStaysCompact(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	st := store.New(rdb, store.Config{})
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	r := newRecord("failed1", "4915112345672", "bulk", "", at)
+	createAll(t, st, r)
+	key := "chatq:m:{" + r.ID + "}"
+	fail := func(e *store.ErrorInfo, to store.Status) {
+		t.Helper()
+		if _, _, err := st.Begin(ctx, r.ID, e.At.Add(-time.Millisecond), store.Owner{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := st.Move(ctx, r.ID, store.Change{Status: to, At: e.At, Failed: true, Error: e}); err != nil {
+			t.Fatal(err)
+		}
+		if enc := rdb.ObjectEncoding(ctx, key).Val(); enc != "listpack" {
+			t.Errorf("the record after a %d-byte error is a %s (%d bytes), want a listpack", len(e.Message), enc, rdb.MemoryUsage(ctx, key).Val())
+		}
+		got, err := st.Get(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff(e, got.LastError); d != "" {
+			t.Errorf("last error (-want +got):\n%s", d)
+		}
+	}
+	long := &store.ErrorInfo{Class: "transient", Code: "131000", At: at.Add(time.Second),
+		Message: `Something went wrong: "the recipient's phone could not be reached" ` + strings.Repeat("(retry later) ", 10)}
+	fail(long, store.Retrying)
+	t.Logf("the record of a retried message: %d bytes", rdb.MemoryUsage(ctx, key).Val())
+	short := &store.ErrorInfo{Class: "permanent", Code: "http_400", Message: "Invalid Destination", At: at.Add(2 * time.Second)}
+	fail(short, store.Dead)
+	fields, err := rdb.HKeys(ctx, key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []string
+	for _, f := range fields {
+		if strings.HasPrefix(f, "e") && f != "e" {
+			parts = append(parts, f)
+		}
+	}
+	if len(parts) != 1 || parts[0] != "e1" {
+		t.Errorf("after a 2-part error the record holds the error parts e, %v; want e, e1", parts)
+	}
+}

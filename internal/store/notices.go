@@ -184,6 +184,11 @@ func asOf(h, change map[string]string, hl int) (map[string]string, error) {
 	// A status change ends the message's wait: a later one is not of it.
 	delete(h, fWaiting)
 	delete(h, fPairSlot)
+	if _, ok := change[fError]; ok {
+		// The change's last error comes whole: a later one's parts are
+		// not of it.
+		dropParts(h, fError)
+	}
 	for k, v := range change {
 		h[k] = v
 	}

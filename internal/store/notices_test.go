@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -309,13 +310,24 @@ func testNoticesAsOfEachChange(t *testing.T, srv *redistest.Server) {
 		t.Fatal(err)
 	}
 	snapshot()
-	e := &store.ErrorInfo{Class: "transient", Code: "503", Message: "upstream unavailable", At: t0.Add(2 * time.Second)}
+	// A long last error (kept in parts), then a shorter one: each notice
+	// tells its own.
+	e := &store.ErrorInfo{Class: "transient", Code: "503", Message: "upstream unavailable: " + strings.Repeat("the gateway said no; ", 12), At: t0.Add(2 * time.Second)}
 	if _, _, err := st.Move(ctx, "asof", store.Change{Status: store.Retrying, At: e.At, Failed: true, Error: e}); err != nil {
 		t.Fatal(err)
 	}
 	snapshot()
 	note(t0.Add(3*time.Second), "waiting for the sender's rate")
 	if _, _, err := st.Begin(ctx, "asof", t0.Add(4*time.Second), store.Owner{Worker: "w2", Task: "asof"}); err != nil {
+		t.Fatal(err)
+	}
+	snapshot()
+	e = &store.ErrorInfo{Class: "transient", Code: "500", Message: "upstream error", At: t0.Add(4500 * time.Millisecond)}
+	if _, _, err := st.Move(ctx, "asof", store.Change{Status: store.Retrying, At: e.At, Failed: true, Error: e}); err != nil {
+		t.Fatal(err)
+	}
+	snapshot()
+	if _, _, err := st.Begin(ctx, "asof", t0.Add(4600*time.Millisecond), store.Owner{Worker: "w2", Task: "asof"}); err != nil {
 		t.Fatal(err)
 	}
 	snapshot()

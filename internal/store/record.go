@@ -289,7 +289,8 @@ func appendParts(f []any, name string, v []byte) ([]any, int) {
 const maxValueParts = 8
 
 // valueFields appends to f the hash fields that hold v, a callback URL or
-// metadata written at creation: name alone when v fits a listpack's value
+// metadata written at creation (transition.lua lays a last error out the
+// same way): name alone when v fits a listpack's value
 // (payloadPart bytes) or is longer than maxValueParts parts, else name,
 // name1, name2... each of at most payloadPart bytes, so that the record
 // keeps its listpack (see payloadPart). They are read with the whole hash
@@ -316,6 +317,18 @@ func joinValue(h map[string]string, name string) string {
 			return b.String()
 		}
 		b.WriteString(part)
+	}
+}
+
+// dropParts removes from hash h the parts after the first of the value
+// valueFields kept under name.
+func dropParts(h map[string]string, name string) {
+	for i := 1; ; i++ {
+		part := name + strconv.Itoa(i)
+		if _, ok := h[part]; !ok {
+			return
+		}
+		delete(h, part)
 	}
 }
 
@@ -469,7 +482,7 @@ func parseRecord(id string, h map[string]string) (*Record, error) {
 		t := millis(v)
 		r.ExpiresAt = &t
 	}
-	if v := h[fError]; v != "" {
+	if v := joinValue(h, fError); v != "" {
 		r.LastError = new(ErrorInfo)
 		if err := json.Unmarshal([]byte(v), r.LastError); err != nil {
 			return nil, fmt.Errorf("record %s: last error: %w", id, err)

@@ -16,7 +16,9 @@
 --          history gets it in the short form); for wait, the wait's JSON
 --          (the record's 'waiting')
 -- ARGV[5]  dedupe field ("" for none): an event seen before changes nothing
--- ARGV[6]  last_error JSON ("" to leave it), set when the change applies
+-- ARGV[6]  last_error JSON ("" to leave it), set when the change applies,
+--          in parts of at most 64 bytes ('e', 'e1'... 'e7': record.go's
+--          valueFields), or whole when it has more than eight
 -- ARGV[7]  the record TTL, milliseconds: a record lives at least that long
 --          past its last change
 -- ARGV[8]  the task that makes the change ("" for none): begin's takes the
@@ -160,6 +162,27 @@ for _, g in ipairs(given) do
   end
 end
 
+-- inParts sets field name to v as record.go's valueFields lays a value
+-- out: name, name1... each of at most 64 bytes (so that the record keeps
+-- Redis's compact encoding), or name alone for a value of more than
+-- maxParts parts. The parts of an earlier, longer value are dropped.
+local maxParts = 8
+local function inParts(name, v)
+  local n = math.ceil(#v / 64)
+  if n > maxParts then n = 1 end
+  for i = 0, maxParts - 1 do
+    local f = name
+    if i > 0 then f = name .. i end
+    if n == 1 and i == 0 then
+      set[f] = v
+    elseif i < n then
+      set[f] = string.sub(v, i * 64 + 1, (i + 1) * 64)
+    else
+      del[f] = true
+    end
+  end
+end
+
 -- A change keeps the record and its payload for the TTL from now on
 -- (its notices get the record's life when one is queued). GT never
 -- shortens a life: a scheduled message's keys may be set to last longer.
@@ -250,7 +273,7 @@ local function change()
     end
   end
   set.s, set.u = new, now
-  if err ~= '' then set.e = err end
+  if err ~= '' then inParts('e', err) end
   for i = 1, #owned, 2 do set[owned[i]] = owned[i + 1] end
   if op == 'begin' then
     attempts = attempts + 1
@@ -370,9 +393,13 @@ local notice = 0
 if outcome == 'ok' and hascb then
   notice = redis.call('HINCRBY', key, 'cn', 1)
   local names = {'s', 'u', 'e', 'a', 'pid', 'wid', 'pr', 'bl'}
+  local kept = #names
+  for i = 1, maxParts - 1 do names[#names + 1] = 'e' .. i end
   local values = redis.call('HMGET', key, unpack(names))
   local fields = {}
-  for i = 1, #names do fields[names[i]] = values[i] or '' end
+  for i = 1, kept do fields[names[i]] = values[i] or '' end
+  -- The last error whole, from its parts.
+  for i = kept + 1, #names do fields.e = fields.e .. (values[i] or '') end
   local t = redis.call('TIME')
   redis.call('RPUSH', KEYS[2], cjson.encode({n = notice, t = t[1] * 1000 + math.floor(t[2] / 1000), c = fields,
     hl = #hist}))

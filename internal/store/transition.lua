@@ -392,14 +392,18 @@ flush()
 local notice = 0
 if outcome == 'ok' and hascb then
   notice = redis.call('HINCRBY', key, 'cn', 1)
-  local names = {'s', 'u', 'e', 'a', 'pid', 'wid', 'pr', 'bl'}
-  local kept = #names
-  for i = 1, maxParts - 1 do names[#names + 1] = 'e' .. i end
+  local names = {'s', 'u', 'e', 'a', 'pid', 'wid', 'pr', 'bl', 'e1'}
   local values = redis.call('HMGET', key, unpack(names))
   local fields = {}
-  for i = 1, kept do fields[names[i]] = values[i] or '' end
-  -- The last error whole, from its parts.
-  for i = kept + 1, #names do fields.e = fields.e .. (values[i] or '') end
+  for i = 1, #names - 1 do fields[names[i]] = values[i] or '' end
+  if values[#names] then
+    -- The last error whole, from its parts.
+    local more = {}
+    for i = 2, maxParts - 1 do more[#more + 1] = 'e' .. i end
+    local rest = redis.call('HMGET', key, unpack(more))
+    fields.e = fields.e .. values[#names]
+    for i = 1, #rest do fields.e = fields.e .. (rest[i] or '') end
+  end
   local t = redis.call('TIME')
   redis.call('RPUSH', KEYS[2], cjson.encode({n = notice, t = t[1] * 1000 + math.floor(t[2] / 1000), c = fields,
     hl = #hist}))

@@ -326,6 +326,20 @@ test('a sender is paused and resumed from the senders page', { skip }, async () 
   await page.goto(base + '/console/messages/' + held.body.id);
   await page.locator('[data-testid=waiting]').getByText('paused').waitFor();
   assert.equal(await page.locator('[data-testid=timeline] li[data-status=sending]').count(), 0);
+  // A bulk message of the paused sender waits in the sender's lane, with
+  // no task yet; the admin's search lists it by what it waits for, in its
+  // tenant's messages.
+  const laned = await api('POST', '/v1/messages', { destination: '4477009312', sender: number, priority: 'bulk', payload: { type: 'text', message: 'In the lane' } }, bolt.body.key);
+  assert.equal(laned.status, 202, JSON.stringify(laned.body));
+  await page.goto(base + '/console/messages');
+  await page.locator('input[name=tenant]').fill('bolt');
+  await page.locator('select[name=waiting]').selectOption('paused');
+  await page.getByRole('button', { name: 'Search' }).click();
+  const lanedRow = page.locator(`tr[data-id="${laned.body.id}"]`);
+  await lanedRow.waitFor();
+  assert.match(await lanedRow.innerText(), /waiting: paused/);
+  assert.match(page.url(), /tenant=bolt/);
+  await shot('messages-waiting');
   // The overview lists it with its state.
   await page.goto(base + '/console/');
   await page.locator(`tr[data-number="${number}"] [data-state=paused]`).waitFor();

@@ -60,6 +60,7 @@ function Search({ search }) {
     batch_id: params.get('batch_id') || '',
     status: params.get('status') || '',
     waiting: params.get('waiting') || '',
+    tenant: params.get('tenant') || '',
   });
   const [cursor, setCursor] = useState('');
   const query = {
@@ -67,7 +68,11 @@ function Search({ search }) {
     batch_id: params.get('batch_id') || '',
     status: params.get('status') || '',
     waiting: params.get('waiting') || '',
+    tenant: params.get('tenant') || '',
   };
+  // An admin key lists any tenant's messages (tenant default's without
+  // one); a tenant key its own alone.
+  const [who] = usePoll(() => get('/v1/stats?minutes=1'), 0, []);
   const active = query.destination || query.batch_id || query.waiting;
   const [page, err] = usePoll(
     () => (active ? get('/v1/messages' + qs({ ...query, cursor, limit: 50 })) : Promise.resolve(null)),
@@ -82,7 +87,10 @@ function Search({ search }) {
       navigate('/messages/' + encodeURIComponent(form.id.trim()));
       return;
     }
-    navigate('/messages' + qs({ destination: form.destination.trim(), batch_id: form.batch_id.trim(), status: form.status, waiting: form.waiting }));
+    navigate(
+      '/messages' +
+        qs({ destination: form.destination.trim(), batch_id: form.batch_id.trim(), status: form.status, waiting: form.waiting, tenant: form.tenant.trim() }),
+    );
   };
   return (
     <div class="page">
@@ -120,10 +128,17 @@ function Search({ search }) {
               ))}
             </select>
           </label>
+          {who?.admin ? (
+            <label>
+              Tenant
+              <input name="tenant" value={form.tenant} onInput={set('tenant')} placeholder="default" />
+            </label>
+          ) : null}
           <button type="submit">Search</button>
         </form>
         <p class="muted small">
-          Find one message by its id, or list a recipient's or a campaign's messages, newest first, or those waiting for a reason (a wait keeps the status); a status narrows them. Every dead letter is under{' '}
+          Find one message by its id, or list a recipient's or a campaign's messages, newest first, or those waiting for a reason (a wait keeps the status); a status narrows them
+          {who?.admin ? ', and a tenant names whose (tenant default without one: each tenant has its own)' : ''}. Every dead letter is under{' '}
           <a href={href('/dead-letters')}>Dead letters</a>.
         </p>
       </Card>

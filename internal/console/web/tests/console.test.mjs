@@ -288,6 +288,25 @@ test('a tenant key sees its own campaign, messages and senders alone', { skip },
   } finally {
     await p.context().close();
   }
+
+  // An admin reads acme's dead letters by naming the tenant, and retries
+  // one there.
+  const dying = await api('POST', '/v1/messages', { destination: '4477010002', payload: { type: 'text', message: 'Hello' } }, acme);
+  assert.equal(dying.status, 202, JSON.stringify(dying.body));
+  await until("acme's message to die", async () => (await api('GET', '/v1/messages/' + dying.body.id)).body.status === 'dead');
+  await page.goto(base + '/console/dead-letters');
+  await page.locator('input[name=tenant]').fill('acme');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  const dead = page.locator(`tr[data-id="${dying.body.id}"]`);
+  await dead.waitFor();
+  assert.match(page.url(), /tenant=acme/);
+  await shot('dead-letters-tenant');
+  await dead.locator('input[type=checkbox]').check();
+  page.once('dialog', (d) => d.accept());
+  await page.getByText('Retry selected (1)').click();
+  await page.locator('[data-testid=retried]').getByText('Retried 1').waitFor();
+  const notes = (await api('GET', '/v1/messages/' + dying.body.id)).body.history.map((h) => h.note || '');
+  assert.ok(notes.some((n) => n.includes('retried')), 'history notes the retry: ' + notes.join(', '));
 });
 
 test('a sender is paused and resumed from the senders page', { skip }, async () => {

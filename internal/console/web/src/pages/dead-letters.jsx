@@ -15,12 +15,16 @@ const FILTERS = [
 function DeadLetters({ search }) {
   const params = new URLSearchParams(search);
   const filter = Object.fromEntries(FILTERS.map(([k]) => [k, params.get(k) || '']));
-  const [form, setForm] = useState(filter);
+  // An admin key reads any tenant's dead letters (tenant default's
+  // without one); a tenant key its own alone.
+  const tenant = params.get('tenant') || '';
+  const [who] = usePoll(() => get('/v1/stats?minutes=1'), 0, []);
+  const [form, setForm] = useState({ ...filter, tenant });
   const [cursor, setCursor] = useState('');
   const [selected, setSelected] = useState(new Set());
   const [result, setResult] = useState(null);
   const [actionErr, setActionErr] = useState(null);
-  const [page, err, reload] = usePoll(() => get('/v1/dead-letters' + qs({ ...filter, cursor, limit: 50 })), 5000, [search, cursor]);
+  const [page, err, reload] = usePoll(() => get('/v1/dead-letters' + qs({ ...filter, tenant, cursor, limit: 50 })), 5000, [search, cursor]);
   const apply = (e) => {
     e.preventDefault();
     setCursor('');
@@ -36,7 +40,9 @@ function DeadLetters({ search }) {
     if (!confirm(`Send ${what} again?`)) return;
     setActionErr(null);
     try {
-      setResult(await post('/v1/dead-letters/retry', body));
+      // Within the tenant the page lists: an admin key's retry without
+      // one would act on every tenant's.
+      setResult(await post('/v1/dead-letters/retry' + qs({ tenant: who?.admin ? tenant || 'default' : '' }), body));
       setSelected(new Set());
       await reload();
     } catch (e) {
@@ -58,6 +64,12 @@ function DeadLetters({ search }) {
               <input name={k} value={form[k]} placeholder={ph} onInput={(e) => setForm({ ...form, [k]: e.target.value })} />
             </label>
           ))}
+          {who?.admin ? (
+            <label>
+              Tenant
+              <input name="tenant" value={form.tenant} placeholder="default" onInput={(e) => setForm({ ...form, tenant: e.target.value })} />
+            </label>
+          ) : null}
           <div class="filter-button">
             <button type="submit">Filter</button>
           </div>

@@ -133,7 +133,10 @@ func (s *Server) route(ctx context.Context, p principal, m *enqueue.Message) err
 		var x senders.Sender
 		ok := false
 		if s.cfg.Senders != nil {
-			x, ok = s.cfg.Senders.Lookup(m.Sender)
+			var err error
+			if x, ok, err = s.cfg.Senders.Find(ctx, m.Sender); err != nil {
+				return err
+			}
 		}
 		if !ok || !p.sees(x.Tenant) {
 			return &enqueue.PolicyError{Code: "unknown_sender", Field: "sender", Reason: "is not a sender of this key's tenant"}
@@ -148,6 +151,14 @@ func (s *Server) route(ctx context.Context, p principal, m *enqueue.Message) err
 		return nil
 	}
 	x, err := s.cfg.Chooser.Choose(ctx, tenant, m.Destination)
+	if errors.Is(err, senders.ErrNoSender) && tenant != store.DefaultTenant && s.cfg.Senders != nil {
+		// The tenant's first sender may have been added through another
+		// process since this one's last reload.
+		if rerr := s.cfg.Senders.Refresh(ctx); rerr != nil {
+			return rerr
+		}
+		x, err = s.cfg.Chooser.Choose(ctx, tenant, m.Destination)
+	}
 	switch {
 	case errors.Is(err, senders.ErrNoSender) && tenant == store.DefaultTenant:
 		return nil

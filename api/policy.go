@@ -197,7 +197,11 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 	if sender := r.URL.Query().Get("sender"); sender != "" {
 		known := false
 		if s.cfg.Senders != nil {
-			_, known = s.cfg.Senders.Lookup(sender)
+			var err error
+			if _, known, err = s.cfg.Senders.Find(r.Context(), sender); err != nil {
+				writeError(w, err, s.log)
+				return
+			}
 		}
 		if !known {
 			writeError(w, &enqueue.ValidationError{Field: "sender", Reason: "names no sender"}, s.log)

@@ -245,15 +245,22 @@ func newWalkFixtureOf(t *testing.T, pc policy.Config, sc store.Config) *walkFixt
 // walkRegistry is a sender registry holding walkSender, of tenant walk.
 func walkRegistry(t *testing.T, rdb redis.UniversalClient) *senders.Registry {
 	t.Helper()
-	c, err := senders.NewCipher(bytes.Repeat([]byte{7}, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := senders.New(rdb, senders.Config{Cipher: c, Defaults: senders.Limits{RatePerSecond: 40, RateBurst: 40, PairBurst: 3}})
+	reg := walkRegistryOn(t, rdb)
 	if _, err := reg.Add(context.Background(), senders.Spec{Number: walkSender, AppID: walkApp, AppSecret: walkAppSecret, Tenant: "walk"}); err != nil {
 		t.Fatal(err)
 	}
 	return reg
+}
+
+// walkRegistryOn is a registry of the walk's senders on rdb, of a process
+// of its own: it reads what is there and reloads only when asked.
+func walkRegistryOn(t *testing.T, rdb redis.UniversalClient) *senders.Registry {
+	t.Helper()
+	c, err := senders.NewCipher(bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return senders.New(rdb, senders.Config{Cipher: c, Defaults: senders.Limits{RatePerSecond: 40, RateBurst: 40, PairBurst: 3}})
 }
 
 // TestRouteWalkCoversEveryRoute compares walkRoutes with the routes the

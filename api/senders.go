@@ -296,7 +296,10 @@ func (s *Server) listSenders(w http.ResponseWriter, r *http.Request) {
 
 // sender finds the sender of the route's {number}.
 func (s *Server) sender(r *http.Request) (senders.Sender, error) {
-	x, ok := s.cfg.Senders.Lookup(r.PathValue("number"))
+	x, ok, err := s.cfg.Senders.Find(r.Context(), r.PathValue("number"))
+	if err != nil {
+		return x, err
+	}
 	if !ok {
 		return x, senders.ErrNotFound
 	}

@@ -185,3 +185,50 @@ func TestSendersWithoutSecretsKey(t *testing.T) {
 		}
 	}
 }
+
+// Several API processes share one deployment: a sender added through one
+// is known to the others at once, though their registries reload only
+// every half second (the walk's never does on its own).
+func TestASenderAddedThroughAnotherProcessIsKnownAtOnce(t *testing.T) {
+	f := newWalkFixture(t)
+	code, body := f.call(t, walkKey, http.MethodPost, "/v1/keys", `{"tenant":"zeta","name":"crm"}`)
+	var k struct{ Key string }
+	if err := json.Unmarshal([]byte(body), &k); code != http.StatusCreated || err != nil {
+		t.Fatalf("POST /v1/keys: %d %s", code, body)
+	}
+	// The other process: its own registry on the same Redis.
+	other := walkRegistryOn(t, f.rdb)
+	for _, sp := range []senders.Spec{
+		{Number: "4915100000401", AppID: walkApp, AppSecret: walkAppSecret, Tenant: "walk"},
+		{Number: "4915100000402", AppID: walkApp, AppSecret: walkAppSecret, Tenant: "zeta"},
+	} {
+		if _, err := other.Add(context.Background(), sp); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	named := `{"destination":"96996999699","sender":"4915100000401","payload":{"type":"text","message":"Hi"}}`
+	if code, body := f.call(t, walkKey, http.MethodPost, "/v1/messages", named); code != http.StatusAccepted {
+		t.Errorf("POST /v1/messages naming the new sender: %d %s, want 202", code, body)
+	}
+	if code, body := f.call(t, walkKey, http.MethodGet, "/v1/senders/4915100000401", ""); code != http.StatusOK {
+		t.Errorf("GET /v1/senders/{the new sender}: %d %s, want 200", code, body)
+	}
+	// Tenant zeta had no sender here: its first is chosen.
+	code, body = f.call(t, k.Key, http.MethodPost, "/v1/messages", walkText)
+	if code != http.StatusAccepted {
+		t.Fatalf("POST /v1/messages of the tenant's first sender: %d %s, want 202", code, body)
+	}
+	var m struct{ ID string }
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := f.store.Get(context.Background(), m.ID); err != nil || rec.Sender != "4915100000402" {
+		t.Errorf("the message's sender: %v %+v, want 4915100000402", err, rec)
+	}
+	// A number nobody added is still refused, and named.
+	unknown := `{"destination":"96996999699","sender":"4915100000499","payload":{"type":"text","message":"Hi"}}`
+	if code, body := f.call(t, walkKey, http.MethodPost, "/v1/messages", unknown); code != http.StatusUnprocessableEntity || !strings.Contains(body, "unknown_sender") {
+		t.Errorf("POST /v1/messages naming nobody's number: %d %s, want 422 unknown_sender", code, body)
+	}
+}

@@ -267,7 +267,8 @@ func (h *Handler) route(ctx context.Context, log *zap.Logger, rec *store.Record)
 	if h.senders == nil {
 		return h.flow, h.sender, nil
 	}
-	fl, sender, hd, err := h.senders.route(rec)
+	fl, sender, hd, err := h.senders.route(ctx, rec)
+	var unknown *errUnknownSender
 	switch {
 	case hd != nil && rec.Status == store.Sending:
 		// Taken up before its sender was paused: handed back, to wait
@@ -275,8 +276,10 @@ func (h *Handler) route(ctx context.Context, log *zap.Logger, rec *store.Record)
 		return nil, nil, &retryError{err: fmt.Errorf("send %s: %s", rec.ID, hd.note), delay: hd.delay, rateLimited: true}
 	case hd != nil:
 		return nil, nil, h.wait(ctx, log, rec, hd)
-	case err != nil:
+	case errors.As(err, &unknown):
 		return nil, nil, h.fail(ctx, log, nil, rec, err)
+	case err != nil:
+		return nil, nil, err // the registry could not be read: the task runs again
 	}
 	return fl, sender, nil
 }

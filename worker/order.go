@@ -52,7 +52,7 @@ func (h *Handler) turn(ctx context.Context, next *store.Record) error {
 	if h.senders != nil {
 		var hd *hold
 		var err error
-		if fl, _, hd, err = h.senders.route(next); hd != nil || err != nil {
+		if fl, _, hd, err = h.senders.route(ctx, next); hd != nil || err != nil {
 			fl = nil
 		}
 	}

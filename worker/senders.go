@@ -133,19 +133,18 @@ func (e *errUnknownSender) Error() string {
 
 // route returns the flow control and the client of rec's sender, or a
 // hold when the sender is paused. A record without a sender (accepted
-// before senders existed) goes from its tenant's default sender.
-func (ss *senderSet) route(rec *store.Record) (*flow, Sender, *hold, error) {
-	number := rec.Sender
-	if number == "" {
-		d, ok := ss.reg.Default(cmp.Or(rec.Tenant, senders.EnvTenant))
-		if !ok {
-			return nil, nil, nil, &errUnknownSender{number: "of tenant " + cmp.Or(rec.Tenant, senders.EnvTenant)}
+// before senders existed) goes from its tenant's default sender. A sender
+// the registry does not know fails the message (errUnknownSender) once
+// the registry is fresh: it may have been added since the last reload.
+func (ss *senderSet) route(ctx context.Context, rec *store.Record) (*flow, Sender, *hold, error) {
+	s, err := ss.senderOf(rec)
+	if err != nil {
+		if rerr := ss.reg.Refresh(ctx); rerr != nil {
+			return nil, nil, nil, fmt.Errorf("sender of %s: %w", rec.ID, rerr)
 		}
-		number = d.Number
-	}
-	s, ok := ss.reg.Lookup(number)
-	if !ok {
-		return nil, nil, nil, &errUnknownSender{number: number}
+		if s, err = ss.senderOf(rec); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	if s.Paused {
 		ss.main.waited("paused", circuitHold)
@@ -156,6 +155,24 @@ func (ss *senderSet) route(rec *store.Record) (*flow, Sender, *hold, error) {
 	}
 	f, send := ss.flowOf(s)
 	return f, send, nil, nil
+}
+
+// senderOf returns the registry's sender of rec, or errUnknownSender.
+func (ss *senderSet) senderOf(rec *store.Record) (senders.Sender, error) {
+	number := rec.Sender
+	if number == "" {
+		tenant := cmp.Or(rec.Tenant, senders.EnvTenant)
+		d, ok := ss.reg.Default(tenant)
+		if !ok {
+			return senders.Sender{}, &errUnknownSender{number: "of tenant " + tenant}
+		}
+		number = d.Number
+	}
+	s, ok := ss.reg.Lookup(number)
+	if !ok {
+		return senders.Sender{}, &errUnknownSender{number: number}
+	}
+	return s, nil
 }
 
 // flowOf returns the flow control and client of a stored sender.

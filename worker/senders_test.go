@@ -276,6 +276,39 @@ func TestASenderAddedWhileWorkersRunSendsWithinSeconds(t *testing.T) {
 	}
 }
 
+// A sender added by another process (the API) is one the worker's
+// registry does not know until it reloads: a message that comes first
+// sends at once rather than failing for an unknown sender.
+func TestAMessageOfASenderAnotherProcessAddedSendsBeforeTheWorkerReloads(t *testing.T) {
+	t.Parallel()
+	m := setupSenders(t)
+	// The worker's registry is its own, and reloads on its own once an
+	// hour: only the message makes it look.
+	c, err := senders.NewCipher(bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := senders.New(m.rdb, senders.Config{Cipher: c, Interval: time.Hour,
+		Env: &senders.Sender{Number: business, AppID: "app", AppSecret: "secret"}})
+	if err := own.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(own.Stop)
+	cfg := worker.Config{Concurrency: 5}
+	cfg.Senders = &worker.Senders{Registry: own, Upstream: chatarchitect.Config{BaseURL: m.sbURL, Timeout: 2 * time.Second}}
+	cfg.Flow.Limits.Sender = business
+	m.worker(t, m.ca, cfg)
+
+	m.add(t, senders.Spec{Number: senderOther, AppID: "app-2", AppSecret: "secret-2", Tenant: "beta"})
+	ids := m.sendAll(t, m.client, []*enqueue.Message{from(senderOther, "beta", "447600000039")})
+	rec := m.waitAll(t, ids, 10*time.Second, submitted)[0]
+	for _, h := range rec.History {
+		if h.Status != store.Queued && h.Status != store.Sending && h.Status != store.Submitted {
+			t.Errorf("the message went through %s (%s) before it was sent: %+v", h.Status, h.Note, rec.History)
+		}
+	}
+}
+
 func TestAPausedSenderHoldsItsMessagesUntilResumed(t *testing.T) {
 	t.Parallel()
 	m := setupSenders(t)

@@ -120,22 +120,40 @@ func (r *Registry) loop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		v, err := r.rdb.Get(ctx, versionKey).Int64()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			if ctx.Err() == nil {
-				r.log.Warn("reading the sender registry's version", zap.Error(err))
-			}
-			continue
-		}
-		if v == r.snapshot().version {
-			continue
-		}
-		if err := r.Reload(ctx); err != nil && ctx.Err() == nil {
+		if err := r.Refresh(ctx); err != nil && ctx.Err() == nil {
 			// The last good view stays: a sender that cannot be read now
 			// keeps sending as it did.
 			r.log.Error("reloading the sender registry", zap.Error(err))
 		}
 	}
+}
+
+// Refresh reloads the registry when a process changed it since the last
+// reload, and costs one GET when none did. Every Interval does it; so does
+// a worker that meets a sender it does not know, which may have been added
+// since.
+func (r *Registry) Refresh(ctx context.Context) error {
+	v, err := r.rdb.Get(ctx, versionKey).Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("read the sender registry's version: %w", err)
+	}
+	if v == r.snapshot().version {
+		return nil
+	}
+	return r.Reload(ctx)
+}
+
+// Find is Lookup for a number another process may have added since the
+// last reload: when the registry knows no such sender, it refreshes first.
+func (r *Registry) Find(ctx context.Context, number string) (Sender, bool, error) {
+	if s, ok := r.Lookup(number); ok {
+		return s, true, nil
+	}
+	if err := r.Refresh(ctx); err != nil {
+		return Sender{}, false, err
+	}
+	s, ok := r.Lookup(number)
+	return s, ok, nil
 }
 
 // Reload reads the whole registry from Redis now.

@@ -331,16 +331,21 @@ test('a sender is paused and resumed from the senders page', { skip }, async () 
   // A message of the paused sender waits, its status unchanged, and says so.
   const bolt = await api('POST', '/v1/keys', { tenant: 'bolt', name: 'console-wait' });
   assert.equal(bolt.status, 201, JSON.stringify(bolt.body));
-  // Workers see a pause within a second: a message sent before may still go.
-  let held;
+  // Workers see a pause within a second: a message sent before may still
+  // go. Each try goes to a recipient of its own, so that none waits for
+  // its turn behind the one before.
+  let held, r, tries = 0;
   await until('a message of the paused sender waits', async () => {
-    const r = held && (await api('GET', '/v1/messages/' + held.body.id)).body;
+    r = held && (await api('GET', '/v1/messages/' + held.body.id)).body;
     if (r?.waiting?.reason === 'paused') return true;
     if (!r || !['queued', 'sending'].includes(r.status)) {
-      held = await api('POST', '/v1/messages', { destination: '4477009311', sender: number, payload: { type: 'text', message: 'Held' } }, bolt.body.key);
+      const destination = '44770093' + String(11 + tries++).padStart(2, '0');
+      held = await api('POST', '/v1/messages', { destination, sender: number, payload: { type: 'text', message: 'Held' } }, bolt.body.key);
       assert.equal(held.status, 202, JSON.stringify(held.body));
     }
     return false;
+  }).catch((e) => {
+    throw new Error(`${e.message}; the last try: ${JSON.stringify(r)}`);
   });
   await page.goto(base + '/console/messages/' + held.body.id);
   await page.locator('[data-testid=waiting]').getByText('paused').waitFor();
@@ -348,7 +353,7 @@ test('a sender is paused and resumed from the senders page', { skip }, async () 
   // A bulk message of the paused sender waits in the sender's lane, with
   // no task yet; the admin's search lists it by what it waits for, in its
   // tenant's messages.
-  const laned = await api('POST', '/v1/messages', { destination: '4477009312', sender: number, priority: 'bulk', payload: { type: 'text', message: 'In the lane' } }, bolt.body.key);
+  const laned = await api('POST', '/v1/messages', { destination: '4477009399', sender: number, priority: 'bulk', payload: { type: 'text', message: 'In the lane' } }, bolt.body.key);
   assert.equal(laned.status, 202, JSON.stringify(laned.body));
   await page.goto(base + '/console/messages');
   await page.locator('input[name=tenant]').fill('bolt');

@@ -119,7 +119,7 @@ func newDocFixture(t *testing.T) *docFixture {
 		// The workers' view of the circuit breaker and the throttles, in
 		// this Redis; circuit opens and closes it.
 		Circuit: worker.NewCircuit(rdb, log),
-		Console: ch, Senders: reg, Keys: keys,
+		Console: ch, Senders: reg, SenderStates: ratelimit.NewStates(rdb, ""), Keys: keys,
 		Upstream: chatarchitect.Config{BaseURL: sbSrv.URL, Timeout: 2 * time.Second},
 	}, client, st, log)
 	if err != nil {
@@ -462,6 +462,21 @@ func TestOpenAPIAnswers(t *testing.T) {
 		t.Errorf("GET /readyz with a sender throttled: %s, want its throttle", b)
 	}
 	if _, err := ratelimit.NewThrottles(f.redis.Client(t)).Clear(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A sender's own circuit lets its trial through: /readyz lists the
+	// sender half open.
+	own := ratelimit.NewSenderCircuit(f.redis.Client(t), docSender)
+	if _, err := own.Open(ctx, ratelimit.Trip{Reason: "Authentication Failed", Code: "http_401", FirstProbe: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := own.HalfOpen(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b := d.do(t, call{route: "GET /readyz", method: "GET", path: "/readyz", auth: "none", want: 200}); !strings.Contains(string(b), `"number":"`+docSender+`","tenant":"acme","state":"half_open"`) {
+		t.Errorf("GET /readyz with a sender's circuit half open: %s, want the sender half_open", b)
+	}
+	if _, err := own.Close(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 

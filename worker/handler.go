@@ -271,8 +271,9 @@ func (h *Handler) route(ctx context.Context, log *zap.Logger, rec *store.Record)
 	var unknown *errUnknownSender
 	switch {
 	case hd != nil && rec.Status == store.Sending:
-		// Taken up before its sender was paused: handed back, to wait
-		// once asynq runs it again.
+		// Taken up before its sender was paused (its worker lost since):
+		// it cannot wait, so asynq runs it again every circuitHold until
+		// the sender resumes.
 		return nil, nil, &retryError{err: fmt.Errorf("send %s: %s", rec.ID, hd.note), delay: hd.delay, rateLimited: true}
 	case hd != nil:
 		return nil, nil, h.wait(ctx, log, rec, hd)

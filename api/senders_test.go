@@ -198,13 +198,24 @@ func TestASenderAddedThroughAnotherProcessIsKnownAtOnce(t *testing.T) {
 	}
 	// The other process: its own registry on the same Redis.
 	other := walkRegistryOn(t, f.rdb)
+	var added []senders.Sender
 	for _, sp := range []senders.Spec{
 		{Number: "4915100000401", AppID: walkApp, AppSecret: walkAppSecret, Tenant: "walk"},
 		{Number: "4915100000402", AppID: walkApp, AppSecret: walkAppSecret, Tenant: "zeta"},
 	} {
-		if _, err := other.Add(context.Background(), sp); err != nil {
+		x, err := other.Add(context.Background(), sp)
+		if err != nil {
 			t.Fatal(err)
 		}
+		added = append(added, x)
+	}
+	// Its webhook URL takes ChatArchitect's events at once.
+	event := `{"type":"message-event","payload":{"id":"pid-x","type":"delivered"}}`
+	if resp, b := f.do(t, http.MethodPost, added[0].WebhookPath(), event, func(*http.Request) {}); resp.StatusCode != http.StatusOK {
+		t.Errorf("POST {the new sender's webhook path}: %d %s, want 200", resp.StatusCode, b)
+	}
+	if resp, b := f.do(t, http.MethodPost, "/webhooks/chatarchitect/nobodys-secret", event, func(*http.Request) {}); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("POST a webhook path nobody has: %d %s, want 404", resp.StatusCode, b)
 	}
 
 	named := `{"destination":"96996999699","sender":"4915100000401","payload":{"type":"text","message":"Hi"}}`

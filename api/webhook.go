@@ -19,16 +19,24 @@ import (
 // CHATQ_WEBHOOK_SECRET, or a stored sender's own secret (its webhook_path);
 // and the number of the sender whose URL it is ("" when
 // CHATQ_WEBHOOK_SECRET defines no sender). Events are correlated by
-// ChatArchitect's message ids, whichever sender's URL they arrive at.
-func (s *Server) webhookSecret(secret string) (string, bool) {
+// ChatArchitect's message ids, whichever sender's URL they arrive at. A
+// secret the registry lacks may be a sender's added through another
+// process since this one's last reload: the registry refreshes first.
+func (s *Server) webhookSecret(ctx context.Context, secret string) (string, bool, error) {
 	env := subtle.ConstantTimeCompare([]byte(secret), []byte(s.cfg.WebhookSecret)) == 1
 	if s.cfg.Senders == nil {
-		return "", env
+		return "", env, nil
 	}
 	// The registry knows the environment's sender by CHATQ_WEBHOOK_SECRET
 	// too, when CHATQ_CA_SOURCE defines one.
 	x, ok := s.cfg.Senders.ByWebhookSecret(secret)
-	return x.Number, ok || env
+	if !ok && !env {
+		if err := s.cfg.Senders.Refresh(ctx); err != nil {
+			return "", false, err
+		}
+		x, ok = s.cfg.Senders.ByWebhookSecret(secret)
+	}
+	return x.Number, ok || env, nil
 }
 
 // webhook receives ChatArchitect's webhooks. Only the secret in the URL
@@ -38,7 +46,12 @@ func (s *Server) webhookSecret(secret string) (string, bool) {
 // once the event is stored means a Redis outage makes the provider retry
 // rather than lose the event.
 func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
-	from, ok := s.webhookSecret(r.PathValue("secret"))
+	from, ok, err := s.webhookSecret(r.Context(), r.PathValue("secret"))
+	if err != nil {
+		// Unread, the event is not lost: the provider sends it again.
+		writeError(w, err, s.log)
+		return
+	}
 	if !ok {
 		writeError(w, errNotFound, s.log)
 		return

@@ -130,8 +130,8 @@ func (r *Registry) loop(ctx context.Context) {
 
 // Refresh reloads the registry when a process changed it since the last
 // reload, and costs one GET when none did. Every Interval does it; so does
-// a worker that meets a sender it does not know, which may have been added
-// since.
+// a process that meets a sender it does not know (Find), which may have
+// been added since.
 func (r *Registry) Refresh(ctx context.Context) error {
 	v, err := r.rdb.Get(ctx, versionKey).Int64()
 	if err != nil && !errors.Is(err, redis.Nil) {

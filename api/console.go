@@ -179,11 +179,12 @@ func (s *Server) validateMessages(w http.ResponseWriter, r *http.Request) {
 	items := make([]validateItem, len(raws))
 	msgs := make([]*enqueue.Message, 0, len(raws))
 	index := make([]int, 0, len(raws))
+	rt := s.router(r)
 	for i, raw := range raws {
 		items[i].Index = i
 		m, err := enqueue.DecodeMessage(raw)
 		if err == nil {
-			err = s.route(r.Context(), caller(r), m)
+			err = rt.route(r.Context(), m)
 		}
 		if err != nil {
 			items[i].Error = toError(err, requestLog(w, s.log))

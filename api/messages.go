@@ -35,7 +35,7 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) {
 		}
 		m.IdempotencyKey = key
 	}
-	if err := s.route(r.Context(), caller(r), m); err != nil {
+	if err := s.router(r).route(r.Context(), m); err != nil {
 		writeError(w, err, s.log)
 		return
 	}
@@ -80,11 +80,12 @@ func (s *Server) sendBatch(w http.ResponseWriter, r *http.Request) {
 	items := make([]batchItem, len(raws))
 	msgs := make([]*enqueue.Message, 0, len(raws))
 	index := make([]int, 0, len(raws))
+	rt := s.router(r)
 	for i, raw := range raws {
 		items[i].Index = i
 		m, err := enqueue.DecodeMessage(raw)
 		if err == nil {
-			err = s.route(r.Context(), caller(r), m)
+			err = rt.route(r.Context(), m)
 		}
 		if err != nil {
 			items[i].Error = toError(err, s.logger(r.Context()))
@@ -113,6 +114,32 @@ func (s *Server) sendBatch(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"results": items})
 }
 
+// router routes the messages of one request. A sender the registry does
+// not know may have been added through another process since this one's
+// last reload: the first such miss of a request refreshes the registry,
+// the next ones of the same request do not, so that a batch naming a
+// thousand unknown numbers reads Redis once, not a thousand times.
+type router struct {
+	s         *Server
+	p         principal
+	refreshed bool
+}
+
+func (s *Server) router(r *http.Request) *router { return &router{s: s, p: caller(r)} }
+
+// refresh refreshes the sender registry unless the request did already;
+// again reports whether it did now.
+func (rt *router) refresh(ctx context.Context) (again bool, err error) {
+	if rt.refreshed || rt.s.cfg.Senders == nil {
+		return false, nil
+	}
+	if err := rt.s.cfg.Senders.Refresh(ctx); err != nil {
+		return false, err
+	}
+	rt.refreshed = true
+	return true, nil
+}
+
 // route sets whose a message is and the sender it goes from: the tenant is
 // the key's (an admin's message is the tenant's of the sender it names, or
 // tenant default), never the body's; a sender the message names must be
@@ -120,7 +147,8 @@ func (s *Server) sendBatch(w http.ResponseWriter, r *http.Request) {
 // exactly as a number nobody knows; without one, the Chooser picks one of
 // the tenant's. Tenant default without senders sends as before: from the
 // CHATQ_CA_ credentials, the record naming no sender.
-func (s *Server) route(ctx context.Context, p principal, m *enqueue.Message) error {
+func (rt *router) route(ctx context.Context, m *enqueue.Message) error {
+	s, p := rt.s, rt.p
 	tenant := p.tenant
 	if p.admin {
 		tenant = store.DefaultTenant
@@ -133,9 +161,14 @@ func (s *Server) route(ctx context.Context, p principal, m *enqueue.Message) err
 		var x senders.Sender
 		ok := false
 		if s.cfg.Senders != nil {
-			var err error
-			if x, ok, err = s.cfg.Senders.Find(ctx, m.Sender); err != nil {
-				return err
+			if x, ok = s.cfg.Senders.Lookup(m.Sender); !ok {
+				again, err := rt.refresh(ctx)
+				if err != nil {
+					return err
+				}
+				if again {
+					x, ok = s.cfg.Senders.Lookup(m.Sender)
+				}
 			}
 		}
 		if !ok || !p.sees(x.Tenant) {
@@ -151,13 +184,16 @@ func (s *Server) route(ctx context.Context, p principal, m *enqueue.Message) err
 		return nil
 	}
 	x, err := s.cfg.Chooser.Choose(ctx, tenant, m.Destination)
-	if errors.Is(err, senders.ErrNoSender) && tenant != store.DefaultTenant && s.cfg.Senders != nil {
+	if errors.Is(err, senders.ErrNoSender) && tenant != store.DefaultTenant {
 		// The tenant's first sender may have been added through another
 		// process since this one's last reload.
-		if rerr := s.cfg.Senders.Refresh(ctx); rerr != nil {
+		again, rerr := rt.refresh(ctx)
+		if rerr != nil {
 			return rerr
 		}
-		x, err = s.cfg.Chooser.Choose(ctx, tenant, m.Destination)
+		if again {
+			x, err = s.cfg.Chooser.Choose(ctx, tenant, m.Destination)
+		}
 	}
 	switch {
 	case errors.Is(err, senders.ErrNoSender) && tenant == store.DefaultTenant:

@@ -3,11 +3,14 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/chatq/chatq/enqueue"
@@ -241,5 +244,80 @@ func TestASenderAddedThroughAnotherProcessIsKnownAtOnce(t *testing.T) {
 	unknown := `{"destination":"96996999699","sender":"4915100000499","payload":{"type":"text","message":"Hi"}}`
 	if code, body := f.call(t, walkKey, http.MethodPost, "/v1/messages", unknown); code != http.StatusUnprocessableEntity || !strings.Contains(body, "unknown_sender") {
 		t.Errorf("POST /v1/messages naming nobody's number: %d %s, want 422 unknown_sender", code, body)
+	}
+}
+
+// getCounter counts the GET commands a client sends.
+type getCounter struct{ n atomic.Int64 }
+
+func (g *getCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (g *getCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "get" {
+			g.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (g *getCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if c.Name() == "get" {
+				g.n.Add(1)
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A batch's messages naming numbers the registry does not know refresh it
+// once, however many they are: each refresh reads Redis, and a batch of a
+// thousand such messages read it a thousand times. A sender another
+// process added is still found by the messages that follow the first miss.
+func TestABatchOfUnknownSendersRefreshesTheRegistryOnce(t *testing.T) {
+	f := newWalkFixture(t)
+	gets := &getCounter{}
+	f.rdb.AddHook(gets)
+	batch := func(n int, senders ...string) (int, string) {
+		t.Helper()
+		var msgs []string
+		for i := range n {
+			msgs = append(msgs, fmt.Sprintf(`{"destination":"969969996%02d","sender":%q,"payload":{"type":"text","message":"Hi"}}`, i, senders[i%len(senders)]))
+		}
+		gets.n.Store(0)
+		code, body := f.call(t, walkKey, http.MethodPost, "/v1/messages/batch", `{"messages":[`+strings.Join(msgs, ",")+`]}`)
+		if code != http.StatusOK {
+			t.Fatalf("POST /v1/messages/batch: %d %s", code, body)
+		}
+		return int(gets.n.Load()), body
+	}
+	one, _ := batch(1, "4915100000499")
+	many, body := batch(50, "4915100000499")
+	if many > one {
+		t.Errorf("a batch of 50 messages naming an unknown sender made %d GETs, one such message %d: want no more", many, one)
+	}
+	if got := strings.Count(body, "unknown_sender"); got != 50 {
+		t.Errorf("%d of 50 messages refused as unknown_sender, want all: %s", got, body)
+	}
+
+	if _, err := walkRegistryOn(t, f.rdb).Add(context.Background(), senders.Spec{Number: "4915100000403", AppID: walkApp, AppSecret: walkAppSecret, Tenant: "walk"}); err != nil {
+		t.Fatal(err)
+	}
+	_, body = batch(4, "4915100000499", "4915100000403")
+	var res struct {
+		Results []struct {
+			ID    string
+			Error *struct{ Code string }
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &res); err != nil || len(res.Results) != 4 {
+		t.Fatalf("the batch's answer: %v %s", err, body)
+	}
+	for i, r := range res.Results {
+		if known := i%2 == 1; known != (r.ID != "") {
+			t.Errorf("message %d (sender known: %v) answered %+v", i, known, r)
+		}
 	}
 }

@@ -44,6 +44,7 @@ func newBenchSizes() benchSizes {
 			{"batch-callers", "batches in flight at once", func(o *bench.Options) *int { return &o.BatchCallers }},
 			{"deployed-messages", "messages the deployed worker sends, and the BullMQ sender", func(o *bench.Options) *int { return &o.DeployedMessages }},
 			{"life-messages", "messages of the deployed whole-life phase, webhooks on", func(o *bench.Options) *int { return &o.LifeMessages }},
+			{"rounds", "times the deployed send and the BullMQ sender's are measured, one after the other; their ratio is judged on the median", func(o *bench.Options) *int { return &o.Rounds }},
 			{"send-messages", "messages of the stripped send-rate measurement", func(o *bench.Options) *int { return &o.SendMessages }},
 			{"idle-messages", "transactional messages sent one at a time to an idle worker", func(o *bench.Options) *int { return &o.IdleMessages }},
 			{"backlog", "bulk messages drained while transactional latency is measured", func(o *bench.Options) *int { return &o.Backlog }},

@@ -64,6 +64,20 @@ type DeployedResult struct {
 	// BullMQ is the minimal BullMQ sender on the same Redis and sandbox,
 	// nil when BullMQ is not installed.
 	BullMQ *BullMQSend `json:"bullmq,omitempty"`
+	// Rounds are the send and the BullMQ sender's measured Rounds times
+	// (DeployedOptions.Rounds above one, BullMQ installed), the first
+	// round's (Send, BullMQ) first.
+	Rounds []Round `json:"rounds,omitempty"`
+}
+
+// Round is one measurement of the text send beside the minimal BullMQ
+// sender's: their rates, one phase after the other on the same machine,
+// and what each phase cost.
+type Round struct {
+	Send        Rate  `json:"send"`
+	SendUsage   Usage `json:"send_usage"`
+	BullMQ      Rate  `json:"bullmq"`
+	BullMQUsage Usage `json:"bullmq_usage"`
 }
 
 // BullMQSend is the minimal BullMQ sender's run (bullmq/send.mjs).
@@ -94,6 +108,10 @@ type DeployedOptions struct {
 	// WorkerProfile, if set, is where the worker's CPU profile of the send
 	// phase is written (from its /debug/pprof/profile, CHATQ_PPROF).
 	WorkerProfile string
+	// Rounds is how many times the send is measured beside the BullMQ
+	// sender's: the two rates' ratio moves with the machine's speed
+	// between their phases, and their median over rounds less.
+	Rounds int
 }
 
 // Deployed measures chatq as deployed: "chatq sandbox" and "chatq api"
@@ -185,6 +203,16 @@ func Deployed(ctx context.Context, env *Env, o DeployedOptions) (DeployedResult,
 	res.Send = Rate{Count: o.Messages - 1, Elapsed: last.Sub(first)}
 	env.logf("deployed: the worker sent %d messages in %s: %.0f/s; %.1f Redis commands per message", o.Messages,
 		res.Send.Elapsed.Round(time.Millisecond), res.Send.PerSecond(), perMessage(res.SendUsage.Commands, o.Messages))
+	if b := res.BullMQ; b != nil && o.Rounds > 1 {
+		res.Rounds = append(res.Rounds, Round{Send: res.Send, SendUsage: res.SendUsage, BullMQ: b.Send, BullMQUsage: b.Usage})
+		for k := 2; k <= o.Rounds; k++ {
+			r, err := sendRound(ctx, env, d, rdb, rpid, pids, o, k)
+			if err != nil {
+				return res, fmt.Errorf("deployed: round %d: %w", k, err)
+			}
+			res.Rounds = append(res.Rounds, r)
+		}
+	}
 
 	if err := campaignPhase(ctx, d, rdb, pids, o, &res); err != nil {
 		return res, fmt.Errorf("deployed: campaign: %w", err)
@@ -205,6 +233,47 @@ func (d *deployment) waitSent(ctx context.Context, n int) error {
 		sent, err := d.workerMetric(ctx, "chatq_messages_sent_total")
 		return sent >= float64(n), err
 	})
+}
+
+// sendRound measures round k of the text send beside the BullMQ sender's
+// as the first round does: the worker stopped, Messages posted (each to a
+// recipient of its own, none of another phase's), the BullMQ sender's
+// phase, then the worker started again until it sent them.
+func sendRound(ctx context.Context, env *Env, d *deployment, rdb *redis.Client, rpid int, pids func() map[string]int, o DeployedOptions, k int) (Round, error) {
+	var r Round
+	if err := d.stop("worker"); err != nil {
+		return r, err
+	}
+	ids, err := d.postBatches(ctx, textMessage, (k-2)*o.Messages, o.Messages, o.BatchSize, o.BatchCallers, roundPrefix, "")
+	if err != nil {
+		return r, err
+	}
+	b, err := bullmqSend(ctx, env, d, rdb, rpid, o)
+	if err != nil {
+		return r, err
+	}
+	r.BullMQ, r.BullMQUsage = b.Send, b.Usage
+	m, err := startMeter(ctx, rdb, pids)
+	if err != nil {
+		return r, err
+	}
+	if err := d.startWorker(ctx); err != nil {
+		return r, err
+	}
+	if err := d.waitSent(ctx, o.Messages); err != nil {
+		return r, err
+	}
+	if r.SendUsage, err = m.stop(ctx); err != nil {
+		return r, err
+	}
+	first, last, err := submittedSpan(ctx, store.New(rdb, store.Config{}), ids)
+	if err != nil {
+		return r, err
+	}
+	r.Send = Rate{Count: o.Messages - 1, Elapsed: last.Sub(first)}
+	env.logf("deployed: round %d: the worker sent %d messages at %.0f/s, the BullMQ sender %.0f/s: %.2f x", k, o.Messages,
+		r.Send.PerSecond(), r.BullMQ.PerSecond(), r.Send.PerSecond()/r.BullMQ.PerSecond())
+	return r, nil
 }
 
 // campaignPhase stops the worker, posts Messages marketing template

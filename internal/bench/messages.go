@@ -15,6 +15,7 @@ const (
 	plainPrefix    = "49"
 	sampledPrefix  = "44"
 	campaignPrefix = "46"
+	roundPrefix    = "47"
 )
 
 func destination(prefix string, i int) string {

@@ -71,6 +71,10 @@ type Options struct {
 	// life with four webhooks each.
 	DeployedMessages int `json:"deployed_messages"`
 	LifeMessages     int `json:"life_messages"`
+	// Rounds is how many times the deployed send and the BullMQ sender's
+	// are measured, one after the other each time: the ratio of their
+	// rates is judged on its median over the rounds.
+	Rounds int `json:"rounds"`
 	// WorkerProfile, if set, is where the deployed worker's CPU profile of
 	// its send phase is written.
 	WorkerProfile string `json:"-"`
@@ -107,6 +111,7 @@ func DefaultOptions() Options {
 		IdleMessages:     200,
 		DeployedMessages: 50_000,
 		LifeMessages:     20_000,
+		Rounds:           3,
 		Backlog:          50_000,
 		RedisMessages:    100_000,
 		WorkerMessages:   1_000_000,
@@ -125,6 +130,7 @@ func QuickOptions() Options {
 	o.SendMessages = 20_000
 	o.DeployedMessages = 10_000
 	o.LifeMessages = 3_000
+	o.Rounds = 1
 	o.IdleMessages = 100
 	o.Backlog = 10_000
 	o.RedisMessages = 20_000
@@ -149,6 +155,7 @@ func (o *Options) withDefaults() {
 	o.SendMessages = cmpOr(o.SendMessages, d.SendMessages)
 	o.DeployedMessages = cmpOr(o.DeployedMessages, d.DeployedMessages)
 	o.LifeMessages = cmpOr(o.LifeMessages, d.LifeMessages)
+	o.Rounds = cmpOr(o.Rounds, d.Rounds)
 	o.IdleMessages = cmpOr(o.IdleMessages, d.IdleMessages)
 	o.Backlog = cmpOr(o.Backlog, d.Backlog)
 	o.RedisMessages = cmpOr(o.RedisMessages, d.RedisMessages)
@@ -172,7 +179,7 @@ func (o *Options) Validate() error {
 	}{
 		{"goroutines", o.Goroutines}, {"concurrency", o.Concurrency}, {"asynq tasks", o.AsynqTasks},
 		{"enqueue messages", o.EnqueueMessages}, {"batch size", o.BatchSize}, {"batch callers", o.BatchCallers},
-		{"send messages", o.SendMessages}, {"deployed messages", o.DeployedMessages}, {"life messages", o.LifeMessages}, {"idle messages", o.IdleMessages}, {"backlog", o.Backlog},
+		{"send messages", o.SendMessages}, {"deployed messages", o.DeployedMessages}, {"life messages", o.LifeMessages}, {"rounds", o.Rounds}, {"idle messages", o.IdleMessages}, {"backlog", o.Backlog},
 		{"redis messages", o.RedisMessages}, {"worker messages", o.WorkerMessages}, {"worker every", o.WorkerEvery},
 	} {
 		if v.n < 0 {
@@ -475,7 +482,7 @@ func runDeployed(ctx context.Context, env *Env, o Options, rep *Report) error {
 	res, err := Deployed(ctx, env, DeployedOptions{
 		Chatq: o.Chatq, Messages: o.DeployedMessages, LifeMessages: o.LifeMessages,
 		BatchSize: o.BatchSize, BatchCallers: o.BatchCallers, Concurrency: o.Concurrency,
-		WebhookDelay: o.Stream.WebhookDelay, BullMQDir: o.BullMQDir, WorkerProfile: o.WorkerProfile,
+		WebhookDelay: o.Stream.WebhookDelay, BullMQDir: o.BullMQDir, WorkerProfile: o.WorkerProfile, Rounds: o.Rounds,
 	})
 	if err != nil {
 		return err
@@ -493,8 +500,14 @@ func runDeployed(ctx context.Context, env *Env, o Options, rep *Report) error {
 			Value: b.Send.PerSecond(), Unit: "msg/s", Baseline: BaselineProcess,
 			Note: "internal/bench/bullmq/send.mjs: a Worker that POSTs each job to the same sandbox (Basic auth) and stores the provider id in a Redis hash, nothing else; from its start to the last job's end"})
 		if b.Send.PerSecond() > 0 {
-			rep.Add(Figure{Name: "deployed_send_vs_bullmq", Label: "chatq as deployed: send rate over the minimal BullMQ sender's",
-				Value: res.Send.PerSecond() / b.Send.PerSecond(), Unit: "x", Target: &Target{Bound: 1.5}})
+			ratio := Figure{Name: "deployed_send_vs_bullmq", Label: "chatq as deployed: send rate over the minimal BullMQ sender's",
+				Value: res.Send.PerSecond() / b.Send.PerSecond(), Unit: "x", Target: &Target{Bound: 1.5}}
+			if len(res.Rounds) > 1 {
+				// Judged on the rounds' median.
+				ratio.Label += ", first round"
+				ratio.Target = nil
+			}
+			rep.Add(ratio)
 		}
 		if cost, ok := costOverBullMQ(res.SendUsage, b.Usage); ok {
 			rep.Add(Figure{Name: "deployed_send_cost_vs_bullmq", Label: "chatq as deployed: send CPU per message over the minimal BullMQ sender's, in sandbox CPU",
@@ -502,6 +515,7 @@ func runDeployed(ctx context.Context, env *Env, o Options, rep *Report) error {
 				Note: "(worker + Redis CPU) / sandbox CPU of chatq's send phase, over (Node.js + Redis CPU) / sandbox CPU of the BullMQ sender's: the sandbox does the same work per message in both, so this ratio holds when the machine's speed changes between the two phases, which the rates' ratio does not"})
 		}
 	}
+	rep.Add(roundFigures(res.Rounds)...)
 	sendUsage := usageFigures("deployed_send", "chatq as deployed: send", res.SendUsage, res.Messages, &Target{Max: true, Bound: 24})
 	sendUsage[0].Note += "; calls summed over INFO commandstats (commands inside scripts included), reset at each phase's start; the background work of every process running counts too (the worker's start, asynq's polling, the API's counters); CPU is each process's utime+stime from /proc, over the same phase (the worker's from its start)"
 	rep.Add(sendUsage...)
@@ -525,6 +539,44 @@ func runDeployed(ctx context.Context, env *Env, o Options, rep *Report) error {
 	rep.Add(rateFigure("deployed_enqueue_rate", fmt.Sprintf("chatq as deployed: POST /v1/messages/batch of %d, %d at a time", o.BatchSize, o.BatchCallers), res.Enqueue, BaselineEnqueue))
 	rep.Add(usageFigures("deployed_enqueue", "chatq as deployed: POST /v1/messages/batch", res.EnqueueUsage, res.Messages, nil)...)
 	return nil
+}
+
+// roundFigures are the medians over the rounds (two or more) of the send
+// rate's ratio to the BullMQ sender's, judged, and of the CPU's ratio in
+// sandbox CPU, each round's figures in their notes.
+func roundFigures(rounds []Round) []Figure {
+	if len(rounds) < 2 {
+		return nil
+	}
+	var rates, costs []float64
+	var rateNotes, costNotes []string
+	for _, r := range rounds {
+		ratio := r.Send.PerSecond() / r.BullMQ.PerSecond()
+		rates = append(rates, ratio)
+		rateNotes = append(rateNotes, fmt.Sprintf("%s over %s msg/s = %.2f x", thousands(int64(r.Send.PerSecond())), thousands(int64(r.BullMQ.PerSecond())), ratio))
+		if c, ok := costOverBullMQ(r.SendUsage, r.BullMQUsage); ok {
+			costs = append(costs, c)
+			costNotes = append(costNotes, fmt.Sprintf("%.2f x", c))
+		}
+	}
+	n := len(rounds)
+	figs := []Figure{{Name: "deployed_send_vs_bullmq_rounds", Label: fmt.Sprintf("chatq as deployed: send rate over the minimal BullMQ sender's, median of %d rounds", n),
+		Value: median(rates), Unit: "x", Target: &Target{Bound: 1.5},
+		Note: fmt.Sprintf("each round posts as many messages with the worker stopped, runs the BullMQ sender, then starts the worker again: %s", strings.Join(rateNotes, "; "))}}
+	if len(costs) == n {
+		figs = append(figs, Figure{Name: "deployed_send_cost_vs_bullmq_rounds", Label: fmt.Sprintf("chatq as deployed: send CPU per message over the minimal BullMQ sender's, in sandbox CPU, median of %d rounds", n),
+			Value: median(costs), Unit: "x", Note: "by round: " + strings.Join(costNotes, ", ")})
+	}
+	return figs
+}
+
+// median returns the median of v, which it sorts.
+func median(v []float64) float64 {
+	slices.Sort(v)
+	if n := len(v); n%2 == 0 {
+		return (v[n/2-1] + v[n/2]) / 2
+	}
+	return v[len(v)/2]
 }
 
 // redisTimeFigure is the share of Redis's time in a send that chatq's

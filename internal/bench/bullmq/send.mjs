@@ -50,8 +50,10 @@ const closeAll = () => Promise.all(clients.map((c) => c.quit()));
 
 if (values.phase === 'add') {
   // The same about-100-character notification chatq bench sends, each to
-  // a number of its own.
-  const queue = new Queue(name, { connection: redis() });
+  // a number of its own. A new run's provider ids start from none.
+  const conn = redis();
+  await conn.del('bench:sent');
+  const queue = new Queue(name, { connection: conn });
   for (let from = 0; from < jobs; from += 1000) {
     const list = [];
     for (let i = from; i < Math.min(from + 1000, jobs); i++) {

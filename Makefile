@@ -83,7 +83,7 @@ run:
 # bench: the performance figures of the README: chatq as deployed (the
 # sandbox, api and worker as processes of the chatq binary) beside bare
 # asynq and a minimal BullMQ sender on a private redis-server, with Redis
-# commands and CPU per message (about fifteen minutes; needs redis-server,
+# commands and CPU per message (about twenty minutes; needs redis-server,
 # and node for BullMQ). BENCHFLAGS adds flags, e.g.
 # BENCHFLAGS="--json bench.json --messages 200000"
 bench: bench-deps

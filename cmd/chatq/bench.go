@@ -112,7 +112,7 @@ func (p *program) benchCommand() *cobra.Command {
 			"(no latency, no rate limit), \"chatq api\" and \"chatq worker\" as processes, as deployed, and prints\n"+
 			"each figure side by side with bare asynq and a minimal BullMQ sender on the same Redis. The other\n"+
 			"measurements run chatq's parts in this process. Measurements: "+strings.Join(bench.Measurements, ", ")+".\n"+
-			"The full run takes about fifteen minutes on two cores; --quick takes a few.",
+			"The full run takes about twenty minutes on two cores; --quick takes a few.",
 		noArgs, func(cmd *cobra.Command, _ []string) error {
 			if f.quick {
 				sizes.takeUnset(cmd.Flags(), &opts, bench.QuickOptions())

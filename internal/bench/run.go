@@ -96,7 +96,7 @@ type Options struct {
 	WorkerEvery    int `json:"worker_every"`
 }
 
-// DefaultOptions are the sizes of the full run (about fifteen minutes on two
+// DefaultOptions are the sizes of the full run (about twenty minutes on two
 // cores).
 func DefaultOptions() Options {
 	o := Options{

@@ -253,27 +253,37 @@ func sendRound(ctx context.Context, env *Env, d *deployment, rdb *redis.Client, 
 		return r, err
 	}
 	r.BullMQ, r.BullMQUsage = b.Send, b.Usage
-	m, err := startMeter(ctx, rdb, pids)
-	if err != nil {
+	if r.Send, r.SendUsage, err = sendQueued(ctx, d, rdb, pids, ids); err != nil {
 		return r, err
 	}
-	if err := d.startWorker(ctx); err != nil {
-		return r, err
-	}
-	if err := d.waitSent(ctx, o.Messages); err != nil {
-		return r, err
-	}
-	if r.SendUsage, err = m.stop(ctx); err != nil {
-		return r, err
-	}
-	first, last, err := submittedSpan(ctx, store.New(rdb, store.Config{}), ids)
-	if err != nil {
-		return r, err
-	}
-	r.Send = Rate{Count: o.Messages - 1, Elapsed: last.Sub(first)}
 	env.logf("deployed: round %d: the worker sent %d messages at %.0f/s, the BullMQ sender %.0f/s: %.2f x", k, o.Messages,
 		r.Send.PerSecond(), r.BullMQ.PerSecond(), r.Send.PerSecond()/r.BullMQ.PerSecond())
 	return r, nil
+}
+
+// sendQueued starts the stopped worker and measures its send of the
+// queued messages ids: from the first one submitted to the last, and what
+// the processes spent from the worker's start until it counted them sent.
+func sendQueued(ctx context.Context, d *deployment, rdb *redis.Client, pids func() map[string]int, ids []string) (Rate, Usage, error) {
+	m, err := startMeter(ctx, rdb, pids)
+	if err != nil {
+		return Rate{}, Usage{}, err
+	}
+	if err := d.startWorker(ctx); err != nil {
+		return Rate{}, Usage{}, err
+	}
+	if err := d.waitSent(ctx, len(ids)); err != nil {
+		return Rate{}, Usage{}, err
+	}
+	u, err := m.stop(ctx)
+	if err != nil {
+		return Rate{}, Usage{}, err
+	}
+	first, last, err := submittedSpan(ctx, store.New(rdb, store.Config{}), ids)
+	if err != nil {
+		return Rate{}, Usage{}, err
+	}
+	return Rate{Count: len(ids) - 1, Elapsed: last.Sub(first)}, u, nil
 }
 
 // campaignPhase stops the worker, posts Messages marketing template
@@ -287,24 +297,9 @@ func campaignPhase(ctx context.Context, d *deployment, rdb *redis.Client, pids f
 	if err != nil {
 		return err
 	}
-	m, err := startMeter(ctx, rdb, pids)
-	if err != nil {
+	if res.Campaign, res.CampaignUsage, err = sendQueued(ctx, d, rdb, pids, ids); err != nil {
 		return err
 	}
-	if err := d.startWorker(ctx); err != nil {
-		return err
-	}
-	if err := d.waitSent(ctx, o.Messages); err != nil {
-		return err
-	}
-	if res.CampaignUsage, err = m.stop(ctx); err != nil {
-		return err
-	}
-	first, last, err := submittedSpan(ctx, store.New(rdb, store.Config{}), ids)
-	if err != nil {
-		return err
-	}
-	res.Campaign = Rate{Count: o.Messages - 1, Elapsed: last.Sub(first)}
 	d.env.logf("deployed: the worker sent %d marketing template messages in %s: %.0f/s; %.1f Redis commands per message", o.Messages,
 		res.Campaign.Elapsed.Round(time.Millisecond), res.Campaign.PerSecond(), perMessage(res.CampaignUsage.Commands, o.Messages))
 	return nil
